@@ -1,0 +1,402 @@
+//! The command line: argument parsing and the commands, as a library so tests can call it.
+//!
+//! Exit codes: 0 success (a run that succeeded or found no files), 1 invalid flows, 2 usage
+//! or I/O error, 3 a run that failed or stopped part way.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::compile::{Inputs, Project, load};
+use crate::diag::{Diagnostic, to_json};
+use crate::run::{Engine, Outcome, RunOptions, RunReport, trigger_input};
+
+/// Exit code: the flows are invalid.
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code: usage or I/O error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: a run failed or stopped part way.
+pub const EXIT_RUN_FAILED: u8 = 3;
+
+/// ferry: a declarative integration engine.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+pub struct Cli {
+    /// Log as JSON lines on stderr (level from FERRY_LOG, default `warn`).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where flows, lookups and connections come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Sources {
+    /// Flow directory.
+    #[arg(long, default_value = "flows")]
+    pub flows: PathBuf,
+    /// Lookups directory (default: `lookups/` beside the flow directory).
+    #[arg(long)]
+    pub lookups: Option<PathBuf>,
+    /// Connections file (default: `connections.yaml` in the flow directory).
+    #[arg(long)]
+    pub connections: Option<PathBuf>,
+}
+
+/// Output format of `validate` and `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Human,
+    /// For machines.
+    Json,
+}
+
+/// Graph formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Mermaid flowchart.
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check flows, lookups and connections; report every problem with its location.
+    Validate {
+        /// Flow files or directories (default: `flows`).
+        paths: Vec<PathBuf>,
+        /// Lookups directory (default: `lookups/` beside the first flow directory).
+        #[arg(long)]
+        lookups: Option<PathBuf>,
+        /// Connections file (default: `connections.yaml` in the first flow directory).
+        #[arg(long)]
+        connections: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Run one flow now.
+    Run {
+        /// The flow's identifier.
+        flow: String,
+        /// Sources.
+        #[command(flatten)]
+        sources: Sources,
+        /// Show what would be listed, moved, called and renamed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Trigger input part, `NAME=PATH` (for REST-triggered flows).
+        #[arg(long = "input", value_name = "NAME=PATH")]
+        inputs: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Print a flow's step graph.
+    Graph {
+        /// The flow's identifier.
+        flow: String,
+        /// Sources.
+        #[command(flatten)]
+        sources: Sources,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Run every shipped flow end to end on local directories, an email outbox and the
+    /// bundled DACS and DERMS stand-ins.
+    Demo {
+        /// The demo plan.
+        #[arg(long, default_value = "examples/demo/demo.yaml")]
+        plan: PathBuf,
+        /// Where the demo keeps its files.
+        #[arg(long, default_value = "ferry-demo")]
+        dir: PathBuf,
+        /// Start from fresh sample files.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Serve the DACS and DERMS stand-ins for rehearsing flows.
+    StandIn {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: String,
+        /// Require Basic auth with this user (password from FERRY_STANDIN_PASSWORD).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Print or write the JSON Schemas of flow, connection and lookup files.
+    Schema {
+        /// Write `flow.schema.json`, `connections.schema.json`, `lookup.schema.json` here.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+}
+
+/// Parses arguments, runs the command, returns the exit code.
+pub async fn main(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Validate {
+            paths,
+            lookups,
+            connections,
+            format,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("flows")]
+            } else {
+                paths
+            };
+            let (project, diags) = load(&Inputs {
+                paths,
+                lookups,
+                connections,
+            });
+            let out = render_diags(&diags, format);
+            print!("{out}");
+            if format == Format::Human {
+                match &project {
+                    Some(p) => println!(
+                        "ok: {} flows, {} lookups, {} connections",
+                        p.flows.len(),
+                        p.lookups.tables.len(),
+                        p.connections.len()
+                    ),
+                    None => eprintln!("{} problem(s) found", diags.len()),
+                }
+            }
+            Ok(if project.is_some() {
+                0
+            } else if diags.iter().all(|d| d.code == "io") {
+                EXIT_USAGE
+            } else {
+                EXIT_INVALID
+            })
+        }
+        Command::Run {
+            flow,
+            sources,
+            dry_run,
+            inputs,
+            format,
+        } => {
+            let project = match load_sources(&sources) {
+                Ok(p) => p,
+                Err(diags) => {
+                    eprint!("{}", render_diags(&diags, Format::Human));
+                    return Ok(EXIT_INVALID);
+                }
+            };
+            let plan = project.flows.get(&flow).with_context(|| {
+                format!(
+                    "unknown flow '{flow}' (flows: {})",
+                    project.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            let parts = parse_inputs(&inputs)?;
+            let input = trigger_input(plan, &parts)?;
+            let engine = Engine::new(
+                project,
+                RunOptions {
+                    dry_run,
+                    ..Default::default()
+                },
+            );
+            let report = engine.run(&flow, input).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Human => print!("{}", render_report(&report)),
+            }
+            Ok(match report.outcome {
+                Outcome::Succeeded | Outcome::NoFiles => 0,
+                Outcome::Partial | Outcome::Failed => EXIT_RUN_FAILED,
+            })
+        }
+        Command::Graph {
+            flow,
+            sources,
+            format,
+        } => {
+            let project = match load_sources(&sources) {
+                Ok(p) => p,
+                Err(diags) => {
+                    eprint!("{}", render_diags(&diags, Format::Human));
+                    return Ok(EXIT_INVALID);
+                }
+            };
+            let plan = project
+                .flows
+                .get(&flow)
+                .with_context(|| format!("unknown flow '{flow}'"))?;
+            print!("{}", crate::demo::graph(plan, format == GraphFormat::Dot));
+            Ok(0)
+        }
+        Command::Demo { plan, dir, reset } => {
+            let mut out = std::io::stdout();
+            let ok = crate::demo::run(&plan, &dir, reset, &mut out).await?;
+            out.flush()?;
+            Ok(if ok { 0 } else { EXIT_RUN_FAILED })
+        }
+        Command::StandIn { listen, user } => {
+            let config = match user {
+                Some(u) => {
+                    let pw = std::env::var("FERRY_STANDIN_PASSWORD")
+                        .context("--user needs the password in FERRY_STANDIN_PASSWORD")?;
+                    crate::standin::StandInConfig::with_basic_auth(u, pw)
+                }
+                None => crate::standin::StandInConfig::default(),
+            };
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!(
+                "DACS and DERMS stand-ins listening on http://{}",
+                listener.local_addr()?
+            );
+            crate::standin::StandIn::new(config)
+                .serve(listener, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+            Ok(0)
+        }
+        Command::Schema { write } => {
+            let schemas = [
+                ("flow.schema.json", crate::compile::flow_schema()),
+                (
+                    "connections.schema.json",
+                    crate::compile::connections_schema(),
+                ),
+                ("lookup.schema.json", crate::compile::lookup_schema()),
+            ];
+            for (name, schema) in schemas {
+                let text = format!("{}\n", serde_json::to_string_pretty(&schema)?);
+                match &write {
+                    Some(dir) => std::fs::write(dir.join(name), text)
+                        .with_context(|| format!("writing {name}"))?,
+                    None => print!("{text}"),
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn load_sources(s: &Sources) -> Result<Arc<Project>, Vec<Diagnostic>> {
+    let (project, diags) = load(&Inputs {
+        paths: vec![s.flows.clone()],
+        lookups: s.lookups.clone(),
+        connections: s.connections.clone(),
+    });
+    project.map(Arc::new).ok_or(diags)
+}
+
+fn parse_inputs(inputs: &[String]) -> anyhow::Result<Vec<(String, PathBuf, Option<String>)>> {
+    let mut out = Vec::new();
+    for i in inputs {
+        let Some((name, path)) = i.split_once('=') else {
+            bail!("--input takes NAME=PATH, got '{i}'")
+        };
+        out.push((name.to_string(), PathBuf::from(path), None));
+    }
+    Ok(out)
+}
+
+/// Renders diagnostics in the chosen format.
+pub fn render_diags(diags: &[Diagnostic], format: Format) -> String {
+    match format {
+        Format::Json => format!("{}\n", to_json(diags)),
+        Format::Human => diags.iter().map(|d| format!("{}\n", d.render())).collect(),
+    }
+}
+
+/// Renders a run report for people.
+pub fn render_report(r: &RunReport) -> String {
+    use crate::run::Event;
+    let mut s = String::new();
+    let verb = if r.dry_run { "would" } else { "did" };
+    s.push_str(&format!(
+        "{} {} (run {}){}\n",
+        r.flow,
+        r.flow_name,
+        r.run_id,
+        if r.dry_run { " — dry run" } else { "" }
+    ));
+    for e in &r.events {
+        let line = match e {
+            Event::Listed {
+                connection,
+                location,
+                prefix,
+                count,
+            } => {
+                format!("list    {connection}:{location} prefix '{prefix}': {count} file(s)")
+            }
+            Event::Fetched {
+                connection,
+                location,
+                name,
+                bytes,
+            } => format!(
+                "fetch   {connection}:{}/{name} ({bytes} bytes)",
+                location.trim_end_matches('/')
+            ),
+            Event::Put {
+                connection,
+                location,
+                name,
+                bytes,
+            } => format!(
+                "put     {connection}:{}/{name} ({bytes} bytes) [{verb}]",
+                location.trim_end_matches('/')
+            ),
+            Event::Renamed {
+                connection,
+                location,
+                from,
+                to,
+            } => format!(
+                "rename  {connection}:{}/{from} -> {to} [{verb}]",
+                location.trim_end_matches('/')
+            ),
+            Event::Request {
+                method,
+                url,
+                status,
+                suppressed,
+                ..
+            } => format!(
+                "request {method} {url} -> {}{}",
+                status.map_or("not sent (dry run)".to_string(), |s| s.to_string()),
+                if *suppressed { " (tolerated)" } else { "" }
+            ),
+            Event::Emailed { to, subject } => {
+                format!("email   to {} \"{subject}\" [{verb}]", to.join(", "))
+            }
+            Event::Failed { step, message } => format!("FAILED  {step}: {message}"),
+        };
+        s.push_str("  ");
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "outcome: {} — {} file(s) moved, {} record(s) sent, {} tolerated, {} rename(s), {} email(s)\n",
+        r.outcome,
+        r.files_moved(),
+        r.requests_ok(),
+        r.suppressed(),
+        r.renames(),
+        r.emails()
+    ));
+    if let Some(e) = &r.error {
+        s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
+    }
+    s
+}

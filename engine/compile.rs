@@ -1,0 +1,1149 @@
+//! The one compiler: source files → a checked [`Project`] of [`FlowPlan`]s.
+//!
+//! `ferry validate` and `ferry run` both call [`load`]; a flow that validates cannot fail to
+//! load. Checking collects every problem instead of stopping at the first: JSON Schema
+//! conformance (schemas generated from [`crate::model`]), the step graph (duplicate ids,
+//! unknown references, cycles — petgraph), templates that do not compile, unknown variables,
+//! functions, lookups, lookup keys, connections, child flows and parameters, and route values
+//! that no case handles.
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::{Map, Value};
+
+use crate::connectors::{Capability, ConnectionSpec};
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::lookups::{Lookup, Lookups};
+use crate::model::{RawConnections, RawFlow, RawLookup, RawStep, Trigger};
+use crate::steps::{Block, KIND_KEYS, StepKind, StepPlan};
+use crate::template::{BUILTIN_FUNCTIONS, Templates, Tpl, find_calls};
+use crate::yaml::SourceDoc;
+
+/// Root variables every template may read.
+pub const ROOT_VARIABLES: &[&str] = &["input", "params", "steps", "run", "error"];
+
+/// What to load.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Flow files or directories of them (searched recursively for `*.yaml`/`*.yml`).
+    pub paths: Vec<PathBuf>,
+    /// The lookups directory; default: `lookups/` beside the first flow directory.
+    pub lookups: Option<PathBuf>,
+    /// The connections file; default: `connections.yaml` in the first flow directory.
+    pub connections: Option<PathBuf>,
+}
+
+/// Everything a run needs, checked.
+#[derive(Debug)]
+pub struct Project {
+    /// Compiled flows by id.
+    pub flows: BTreeMap<String, Arc<FlowPlan>>,
+    /// Lookup tables.
+    pub lookups: Arc<Lookups>,
+    /// Connection definitions by name.
+    pub connections: BTreeMap<String, ConnectionSpec>,
+    /// Files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// A compiled flow.
+#[derive(Debug)]
+pub struct FlowPlan {
+    /// Identifier.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Triggers.
+    pub trigger: Trigger,
+    /// Parameter names.
+    pub params: BTreeMap<String, crate::model::Param>,
+    /// The flow's template environment.
+    pub templates: Templates,
+    /// Top-level steps in execution order.
+    pub steps: Block,
+    /// Error handler: child flow and its parameters.
+    pub on_error: Option<(String, ValueTpl)>,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+/// A JSON value whose strings are templates.
+#[derive(Debug, Clone)]
+pub enum ValueTpl {
+    /// A string template.
+    Tpl(Tpl),
+    /// A list.
+    Array(Vec<ValueTpl>),
+    /// A map, in order.
+    Object(Vec<(String, ValueTpl)>),
+    /// A number, boolean or null.
+    Plain(Value),
+}
+
+/// The generated JSON Schema of flow files.
+pub fn flow_schema() -> Value {
+    schema_value(schemars::schema_for!(RawFlow))
+}
+
+/// The generated JSON Schema of connections files.
+pub fn connections_schema() -> Value {
+    schema_value(schemars::schema_for!(RawConnections))
+}
+
+/// The generated JSON Schema of lookup files.
+pub fn lookup_schema() -> Value {
+    schema_value(schemars::schema_for!(RawLookup))
+}
+
+fn schema_value(s: schemars::Schema) -> Value {
+    s.to_value()
+}
+
+fn validator(which: &'static str) -> &'static jsonschema::Validator {
+    static FLOW: OnceLock<jsonschema::Validator> = OnceLock::new();
+    static CONN: OnceLock<jsonschema::Validator> = OnceLock::new();
+    static LOOKUP: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let (cell, schema): (_, fn() -> Value) = match which {
+        "flow" => (&FLOW, flow_schema),
+        "connections" => (&CONN, connections_schema),
+        _ => (&LOOKUP, lookup_schema),
+    };
+    cell.get_or_init(|| {
+        #[allow(clippy::expect_used)]
+        jsonschema::validator_for(&schema()).expect("generated schemas are valid JSON Schema")
+    })
+}
+
+/// Loads and checks everything under `inputs`. Returns the project when there is no error,
+/// and every diagnostic in any case.
+pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut flow_docs = Vec::new();
+    let mut files = Vec::new();
+    let mut conn_path = inputs.connections.clone();
+    let mut lookup_dir = inputs.lookups.clone();
+    // A flow file given alone is checked with the rest of its flow directory (its child
+    // flows live there); only its own diagnostics are reported.
+    let mut report_only: Option<Vec<PathBuf>> = None;
+    let mut extra_dirs = Vec::new();
+    for p in &inputs.paths {
+        let start = if p.is_dir() {
+            p.clone()
+        } else {
+            p.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        for a in start.ancestors().take(4) {
+            if conn_path.is_none() && a.join("connections.yaml").is_file() {
+                conn_path = Some(a.join("connections.yaml"));
+                if p.is_file() {
+                    extra_dirs.push(a.to_path_buf());
+                }
+            }
+            if lookup_dir.is_none() && a.join("lookups").is_dir() {
+                lookup_dir = Some(a.join("lookups"));
+            }
+        }
+        if p.is_dir() {
+            collect_yaml(p, &mut files, &mut diags);
+        } else if p.is_file() {
+            files.push(p.clone());
+            report_only.get_or_insert_with(Vec::new).push(p.clone());
+        } else {
+            diags.push(Diagnostic::error(
+                "io",
+                format!("no such file or directory: {}", p.display()),
+            ));
+        }
+    }
+    if inputs.paths.iter().any(|p| p.is_dir()) {
+        report_only = None;
+    }
+    for d in extra_dirs {
+        let mut more = Vec::new();
+        collect_yaml(&d, &mut more, &mut diags);
+        for f in more {
+            if !files.iter().any(|x| same_file(x, &f)) {
+                files.push(f);
+            }
+        }
+    }
+    // lookups
+    let mut lookups = Lookups::default();
+    if let Some(dir) = &lookup_dir {
+        let mut lfiles = Vec::new();
+        collect_yaml(dir, &mut lfiles, &mut diags);
+        for f in lfiles {
+            match SourceDoc::load(&f) {
+                Ok(doc) => load_lookup(doc, &mut lookups, &mut diags),
+                Err(d) => diags.push(d),
+            }
+        }
+    }
+    // flows (and any connections / lookup files passed explicitly)
+    for f in &files {
+        let doc = match SourceDoc::load(f) {
+            Ok(d) => d,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        if doc.value.get("connections").is_some() {
+            if conn_path.as_deref() != Some(f.as_path()) {
+                check_connections(&doc, &mut diags);
+            }
+            continue;
+        }
+        if doc.value.get("rows").is_some() && doc.value.get("columns").is_some() {
+            load_lookup(doc, &mut lookups, &mut diags);
+            continue;
+        }
+        flow_docs.push(doc);
+    }
+    let connections = match &conn_path {
+        Some(p) => match SourceDoc::load(p) {
+            Ok(doc) => check_connections(&doc, &mut diags).unwrap_or_default(),
+            Err(d) => {
+                diags.push(d);
+                BTreeMap::new()
+            }
+        },
+        None => {
+            diags.push(
+                Diagnostic::error("no-connections", "no connections file")
+                    .hint("put connections.yaml in the flow directory or pass --connections FILE"),
+            );
+            BTreeMap::new()
+        }
+    };
+    let lookups = Arc::new(lookups);
+    // parse flows
+    let mut raws: Vec<(RawFlow, Arc<SourceDoc>)> = Vec::new();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for doc in flow_docs {
+        if let Some(raw) = schema_checked::<RawFlow>(&doc, "flow", &mut diags) {
+            if let Some(first) = seen.get(&raw.id) {
+                diags.push(
+                    Diagnostic::error(
+                        "duplicate-flow",
+                        format!(
+                            "flow id '{}' is also defined in {}",
+                            raw.id,
+                            first.display()
+                        ),
+                    )
+                    .at(&doc, "/id"),
+                );
+                continue;
+            }
+            seen.insert(raw.id.clone(), doc.path.clone());
+            raws.push((raw, Arc::new(doc)));
+        }
+    }
+    let index = Index {
+        connections: &connections,
+        lookups: lookups.clone(),
+        flows: raws
+            .iter()
+            .map(|(r, _)| (r.id.clone(), r.params.clone()))
+            .collect(),
+    };
+    let mut flows = BTreeMap::new();
+    for (raw, doc) in &raws {
+        let plan = compile_flow(raw, doc, &index, &mut diags);
+        flows.insert(raw.id.clone(), Arc::new(plan));
+    }
+    let mut all_files = files;
+    all_files.extend(conn_path);
+    if let Some(only) = &report_only {
+        diags.retain(|d| {
+            d.file
+                .as_ref()
+                .is_none_or(|f| only.iter().any(|o| same_file(o, f)))
+        });
+    }
+    let ok = !diags
+        .iter()
+        .any(|d| d.severity == crate::diag::Severity::Error);
+    let project = ok.then(|| Project {
+        flows,
+        lookups,
+        connections,
+        files: all_files,
+    });
+    (project, diags)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                "io",
+                format!("cannot read directory {}: {e}", dir.display()),
+            ));
+            return;
+        }
+    };
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_yaml(&p, out, diags);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+}
+
+fn load_lookup(doc: SourceDoc, lookups: &mut Lookups, diags: &mut Vec<Diagnostic>) {
+    let Some(raw) = schema_checked::<RawLookup>(&doc, "lookup", diags) else {
+        return;
+    };
+    let doc = Arc::new(doc);
+    let mut key_pos = HashMap::new();
+    for (i, row) in raw.rows.iter().enumerate() {
+        let ptr = format!("/rows/{i}");
+        if row.len() != raw.columns.len() {
+            diags.push(
+                Diagnostic::error(
+                    "lookup-row",
+                    format!(
+                        "row has {} values, the table has {} columns ({})",
+                        row.len(),
+                        raw.columns.len(),
+                        raw.columns.join(", ")
+                    ),
+                )
+                .at(&doc, &ptr),
+            );
+        }
+        if let Some(k) = row.first() {
+            if key_pos.contains_key(k) {
+                diags.push(
+                    Diagnostic::error("duplicate-key", format!("key '{k}' appears twice"))
+                        .at(&doc, &format!("{ptr}/0")),
+                );
+            }
+            key_pos.insert(k.clone(), doc.locate(&format!("{ptr}/0")));
+        }
+    }
+    if lookups.tables.contains_key(&raw.name) {
+        diags.push(
+            Diagnostic::error(
+                "duplicate-lookup",
+                format!("lookup '{}' is defined twice", raw.name),
+            )
+            .at(&doc, "/name"),
+        );
+        return;
+    }
+    let mut table = Lookup::new(raw.name.clone(), raw.columns, raw.rows);
+    table.key_pos = key_pos;
+    table.source = Some(doc);
+    lookups.tables.insert(raw.name, Arc::new(table));
+}
+
+fn check_connections(
+    doc: &SourceDoc,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<BTreeMap<String, ConnectionSpec>> {
+    schema_checked::<RawConnections>(doc, "connections", diags).map(|c| c.connections)
+}
+
+/// Validates `doc` against the schema `which`, then deserializes it.
+fn schema_checked<T: serde::de::DeserializeOwned>(
+    doc: &SourceDoc,
+    which: &'static str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let before = diags.len();
+    for err in validator(which).iter_errors(&doc.value) {
+        diags.push(schema_diagnostic(doc, &err));
+    }
+    if diags.len() > before {
+        return None;
+    }
+    match serde_json::from_value::<T>(doc.value.clone()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.push(Diagnostic::error("schema", e.to_string()).at(doc, ""));
+            None
+        }
+    }
+}
+
+fn schema_diagnostic(doc: &SourceDoc, err: &jsonschema::ValidationError<'_>) -> Diagnostic {
+    use jsonschema::error::ValidationErrorKind as K;
+    let ptr = err.instance_path().as_str().to_string();
+    match err.kind() {
+        K::AdditionalProperties { unexpected } => {
+            let name = unexpected.first().cloned().unwrap_or_default();
+            let known = known_properties(doc, &ptr);
+            let mut d = Diagnostic::error("unknown-field", format!("unknown field '{name}'"))
+                .at_key(
+                    doc,
+                    &format!("{ptr}/{}", crate::yaml::escape_segment(&name)),
+                );
+            if let Some(h) = did_you_mean(&name, known.iter().map(String::as_str)) {
+                d = d.hint(h);
+            } else if !known.is_empty() {
+                d = d.hint(format!("expected one of: {}", known.join(", ")));
+            }
+            d
+        }
+        K::Required { property } => {
+            let name = property.as_str().unwrap_or_default().to_string();
+            Diagnostic::error("missing-field", format!("missing field '{name}'")).at_key(doc, &ptr)
+        }
+        K::OneOfNotValid { context } | K::AnyOf { context } => {
+            // Tagged enums: report the branch that came closest (fewest errors, none about
+            // the tag), else say what the tag may be.
+            let best = context
+                .iter()
+                .filter(|errs| !errs.iter().any(|e| matches!(e.kind(), K::Constant { .. })))
+                .min_by_key(|errs| errs.len());
+            match best.and_then(|errs| errs.first()) {
+                Some(inner) => schema_diagnostic(doc, inner),
+                None => {
+                    let tags: Vec<String> = context
+                        .iter()
+                        .flatten()
+                        .filter_map(|e| match e.kind() {
+                            K::Constant { expected_value } => {
+                                expected_value.as_str().map(str::to_string)
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    let got = doc
+                        .value
+                        .pointer(&format!("{ptr}/kind"))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let mut d = Diagnostic::error("unknown-kind", format!("unknown kind {got}"))
+                        .at(doc, &format!("{ptr}/kind"));
+                    if !tags.is_empty() {
+                        d = d.hint(format!("expected one of: {}", tags.join(", ")));
+                    }
+                    d
+                }
+            }
+        }
+        _ => Diagnostic::error("schema", err.to_string()).at(doc, &ptr),
+    }
+}
+
+fn known_properties(doc: &SourceDoc, _ptr: &str) -> Vec<String> {
+    // The schema's properties at this place: walk the flow schema is costly to do exactly;
+    // the step kinds and common fields cover the typos that matter.
+    let mut v: Vec<String> = KIND_KEYS.iter().map(|s| s.to_string()).collect();
+    v.extend(
+        [
+            "id",
+            "description",
+            "needs",
+            "when",
+            "run_on",
+            "connection",
+            "location",
+            "prefix",
+            "exclude_prefix",
+            "name",
+            "from",
+            "to",
+            "subject",
+            "body",
+            "items",
+            "csv",
+            "as",
+            "steps",
+            "on_failure",
+            "request",
+            "put",
+            "flow",
+            "with",
+            "method",
+            "path",
+            "query",
+            "headers",
+            "json",
+            "file",
+            "multipart",
+            "tolerate",
+            "expect",
+            "fields",
+            "value",
+            "by",
+            "cases",
+            "outcome",
+            "trigger",
+            "lookups",
+            "params",
+            "version",
+            "on_error",
+            "schedule",
+            "manual",
+            "rest",
+            "cron",
+            "timezone",
+            "start_at",
+            "delimiter",
+            "file_name",
+            "content_type",
+            "kind",
+            "root",
+            "base_url",
+            "basic_auth",
+            "timeout_secs",
+            "ca_file",
+            "dir",
+            "host",
+            "port",
+            "security",
+            "username",
+            "password_env",
+            "columns",
+            "rows",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let _ = doc;
+    v
+}
+
+struct Index<'a> {
+    connections: &'a BTreeMap<String, ConnectionSpec>,
+    lookups: Arc<Lookups>,
+    flows: BTreeMap<String, BTreeMap<String, crate::model::Param>>,
+}
+
+fn compile_flow(
+    raw: &RawFlow,
+    doc: &Arc<SourceDoc>,
+    index: &Index<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> FlowPlan {
+    let mut aliases = Vec::new();
+    let declared: BTreeSet<String> = raw.lookups.keys().cloned().collect();
+    for (alias, table) in &raw.lookups {
+        let ptr = format!("/lookups/{}", crate::yaml::escape_segment(alias));
+        match index.lookups.get(table) {
+            Some(t) => aliases.push((alias.clone(), t.clone())),
+            None => {
+                let mut d =
+                    Diagnostic::error("unknown-lookup", format!("unknown lookup '{table}'"))
+                        .at(doc, &ptr);
+                if let Some(h) =
+                    did_you_mean(table, index.lookups.tables.keys().map(String::as_str))
+                {
+                    d = d.hint(h);
+                }
+                diags.push(d);
+            }
+        }
+        if BUILTIN_FUNCTIONS.contains(&alias.as_str()) {
+            diags.push(
+                Diagnostic::error(
+                    "bad-alias",
+                    format!("'{alias}' is a built-in function name"),
+                )
+                .at_key(doc, &ptr),
+            );
+        }
+    }
+    let mut templates = Templates::new(&aliases, index.lookups.clone());
+    let mut cx = FlowCx {
+        doc,
+        templates: &mut templates,
+        diags,
+        index,
+        aliases: aliases.into_iter().collect(),
+        declared,
+        vars: Vec::new(),
+        ids: HashMap::new(),
+        defined: Vec::new(),
+        refs: Vec::new(),
+    };
+    let steps = cx.block("/steps", &raw.steps);
+    let on_error = raw.on_error.as_ref().map(|call| {
+        cx.child_flow("/on_error/flow", &call.flow, &call.with, "/on_error/with");
+        (
+            call.flow.clone(),
+            cx.value("/on_error/with", &Value::Object(call.with.clone())),
+        )
+    });
+    cx.check_refs();
+    FlowPlan {
+        id: raw.id.clone(),
+        name: raw.name.clone(),
+        version: raw.version.clone(),
+        trigger: raw.trigger.clone(),
+        params: raw.params.clone(),
+        templates,
+        steps,
+        on_error,
+        path: doc.path.clone(),
+    }
+}
+
+/// A reference to `steps.<id>` found in a template.
+#[derive(Debug, Clone)]
+struct StepRef {
+    id: String,
+    pointer: String,
+    pos: crate::yaml::Pos,
+}
+
+/// The state of compiling one flow; step kinds call its methods to check their fields.
+pub struct FlowCx<'a> {
+    doc: &'a SourceDoc,
+    templates: &'a mut Templates,
+    diags: &'a mut Vec<Diagnostic>,
+    index: &'a Index<'a>,
+    aliases: BTreeMap<String, Arc<Lookup>>,
+    declared: BTreeSet<String>,
+    vars: Vec<String>,
+    ids: HashMap<String, String>,
+    defined: Vec<String>,
+    refs: Vec<StepRef>,
+}
+
+impl<'a> FlowCx<'a> {
+    /// Reports an error at the value of `ptr`.
+    pub fn error_at(
+        &mut self,
+        ptr: &str,
+        code: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        let mut d = Diagnostic::error(code, message).at(self.doc, ptr);
+        d.hint = hint;
+        self.diags.push(d);
+    }
+
+    /// Reports an error at the key of `ptr`.
+    pub fn error_at_key(&mut self, ptr: &str, code: &str, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::error(code, message).at_key(self.doc, ptr));
+    }
+
+    fn error_in_value(
+        &mut self,
+        ptr: &str,
+        src: &str,
+        offset: usize,
+        code: &str,
+        message: String,
+        hint: Option<String>,
+    ) {
+        let pos = self.doc.locate_in_value(ptr, src, offset);
+        let mut d = Diagnostic::error(code, message).placed(self.doc, ptr, pos);
+        d.hint = hint;
+        self.diags.push(d);
+    }
+
+    /// Compiles nested code with an extra variable in scope (a loop variable).
+    pub fn with_var<T>(&mut self, var: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.vars.push(var.to_string());
+        let out = f(self);
+        self.vars.pop();
+        out
+    }
+
+    /// Compiles and checks a template string.
+    pub fn template(&mut self, ptr: &str, src: &str) -> Tpl {
+        let tpl = match self.templates.template(src) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error_at(
+                    ptr,
+                    "template-syntax",
+                    format!("template does not compile: {e}"),
+                    None,
+                );
+                return Tpl::Literal(src.to_string());
+            }
+        };
+        self.check_source(ptr, src, false);
+        let vars = self.templates.variables(&tpl);
+        self.check_vars(ptr, src, vars, false);
+        tpl
+    }
+
+    /// Compiles an optional template.
+    pub fn opt_template(&mut self, ptr: &str, src: Option<&str>) -> Option<Tpl> {
+        src.map(|s| self.template(ptr, s))
+    }
+
+    /// Checks an expression; returns its source for evaluation.
+    pub fn expression(&mut self, ptr: &str, src: &str) -> String {
+        match self.templates.check_expression(src) {
+            Ok(vars) => {
+                self.check_source(ptr, src, true);
+                self.check_vars(ptr, src, vars, true);
+            }
+            Err(e) => self.error_at(
+                ptr,
+                "template-syntax",
+                format!("expression does not compile: {e}"),
+                None,
+            ),
+        }
+        src.to_string()
+    }
+
+    /// The value of an expression that reads no variables (only lookups), if it has one.
+    pub fn constant(&self, expr: &str) -> Option<Value> {
+        let vars = self.templates.check_expression(expr).ok()?;
+        if vars
+            .iter()
+            .any(|v| !self.aliases.contains_key(v) && !BUILTIN_FUNCTIONS.contains(&v.as_str()))
+        {
+            return None;
+        }
+        self.templates
+            .eval_expression(expr, &minijinja::Value::from(()))
+            .ok()
+    }
+
+    /// Compiles a JSON value whose strings are templates.
+    pub fn value(&mut self, ptr: &str, v: &Value) -> ValueTpl {
+        match v {
+            Value::String(s) => ValueTpl::Tpl(self.template(ptr, s)),
+            Value::Array(items) => ValueTpl::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| self.value(&format!("{ptr}/{i}"), x))
+                    .collect(),
+            ),
+            Value::Object(m) => ValueTpl::Object(
+                m.iter()
+                    .map(|(k, x)| {
+                        (
+                            k.clone(),
+                            self.value(&format!("{ptr}/{}", crate::yaml::escape_segment(k)), x),
+                        )
+                    })
+                    .collect(),
+            ),
+            other => ValueTpl::Plain(other.clone()),
+        }
+    }
+
+    /// Checks that `name` is a connection offering `cap`; returns the name.
+    pub fn connection(&mut self, ptr: &str, name: &str, cap: Capability) -> String {
+        match self.index.connections.get(name) {
+            Some(spec) if spec.capability() != cap => self.error_at(
+                ptr,
+                "wrong-connection-kind",
+                format!(
+                    "connection '{name}' is of kind {}, this step needs a {cap} connection",
+                    spec.kind()
+                ),
+                None,
+            ),
+            Some(_) => {}
+            None => {
+                let hint = did_you_mean(name, self.index.connections.keys().map(String::as_str));
+                self.error_at(
+                    ptr,
+                    "unknown-connection",
+                    format!("unknown connection '{name}'"),
+                    hint,
+                );
+            }
+        }
+        name.to_string()
+    }
+
+    /// Checks a child flow call: the flow exists and the parameters match.
+    pub fn child_flow(&mut self, ptr: &str, flow: &str, with: &Map<String, Value>, with_ptr: &str) {
+        let Some(params) = self.index.flows.get(flow) else {
+            let hint = did_you_mean(flow, self.index.flows.keys().map(String::as_str));
+            self.error_at(ptr, "unknown-flow", format!("unknown flow '{flow}'"), hint);
+            return;
+        };
+        for k in with.keys() {
+            if !params.contains_key(k) {
+                let hint = did_you_mean(k, params.keys().map(String::as_str)).or_else(|| {
+                    Some(format!(
+                        "flow '{flow}' takes: {}",
+                        params.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                });
+                self.diags.push({
+                    let mut d = Diagnostic::error(
+                        "unknown-param",
+                        format!("flow '{flow}' has no parameter '{k}'"),
+                    )
+                    .at_key(
+                        self.doc,
+                        &format!("{with_ptr}/{}", crate::yaml::escape_segment(k)),
+                    );
+                    d.hint = hint;
+                    d
+                });
+            }
+        }
+        for (k, p) in params {
+            if p.required && !with.contains_key(k) {
+                self.error_at(
+                    ptr,
+                    "missing-param",
+                    format!("flow '{flow}' needs parameter '{k}'"),
+                    None,
+                );
+            }
+        }
+    }
+
+    fn check_source(&mut self, ptr: &str, src: &str, expression: bool) {
+        for call in find_calls(src, expression) {
+            if let Some(table) = self.aliases.get(&call.name).cloned() {
+                if let Some((key, off)) = call.literal_args.first() {
+                    if !table.has_key(key) {
+                        let hint = did_you_mean(key, table.keys());
+                        self.error_in_value(
+                            ptr,
+                            src,
+                            *off,
+                            "unknown-lookup-key",
+                            format!("unknown lookup key '{key}' in {}", table.name),
+                            hint,
+                        );
+                    }
+                }
+            } else if call.name == "lookup" {
+                if let Some((tname, off)) = call.literal_args.first() {
+                    match self.index.lookups.get(tname).cloned() {
+                        None => {
+                            let hint = did_you_mean(
+                                tname,
+                                self.index.lookups.tables.keys().map(String::as_str),
+                            );
+                            self.error_in_value(
+                                ptr,
+                                src,
+                                *off,
+                                "unknown-lookup",
+                                format!("unknown lookup '{tname}'"),
+                                hint,
+                            );
+                        }
+                        Some(t) => {
+                            if let Some((key, off)) = call.literal_args.get(1) {
+                                if !t.has_key(key) {
+                                    let hint = did_you_mean(key, t.keys());
+                                    self.error_in_value(
+                                        ptr,
+                                        src,
+                                        *off,
+                                        "unknown-lookup-key",
+                                        format!("unknown lookup key '{key}' in {tname}"),
+                                        hint,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            } else if !BUILTIN_FUNCTIONS.contains(&call.name.as_str())
+                && !self.declared.contains(&call.name)
+            {
+                let candidates: Vec<&str> = self
+                    .aliases
+                    .keys()
+                    .map(String::as_str)
+                    .chain(BUILTIN_FUNCTIONS.iter().copied())
+                    .collect();
+                let hint = did_you_mean(&call.name, candidates.iter().copied()).or_else(|| {
+                    Some(format!(
+                        "functions here: {} (lookup functions come from the flow's `lookups`)",
+                        candidates.join(", ")
+                    ))
+                });
+                self.error_in_value(
+                    ptr,
+                    src,
+                    call.offset,
+                    "unknown-function",
+                    format!("unknown function '{}'", call.name),
+                    hint,
+                );
+            }
+        }
+        // step references
+        static STEP_REF: OnceLock<regex::Regex> = OnceLock::new();
+        #[allow(clippy::expect_used)]
+        let re = STEP_REF.get_or_init(|| {
+            regex::Regex::new(r"\bsteps\.([A-Za-z_][A-Za-z0-9_]*)").expect("valid regex")
+        });
+        for c in re.captures_iter(src) {
+            if let Some(m) = c.get(1) {
+                let pos = self.doc.locate_in_value(ptr, src, m.start());
+                self.refs.push(StepRef {
+                    id: m.as_str().to_string(),
+                    pointer: ptr.to_string(),
+                    pos,
+                });
+            }
+        }
+    }
+
+    fn check_vars(&mut self, ptr: &str, src: &str, vars: Vec<String>, expression: bool) {
+        let called: BTreeSet<String> = find_calls(src, expression)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let mut vars = vars;
+        vars.sort();
+        for v in vars {
+            if called.contains(&v) {
+                continue; // reported as a function
+            }
+            if ROOT_VARIABLES.contains(&v.as_str())
+                || self.vars.contains(&v)
+                || self.aliases.contains_key(&v)
+            {
+                continue;
+            }
+            let offset = find_word(src, &v).unwrap_or(0);
+            let candidates: Vec<&str> = ROOT_VARIABLES
+                .iter()
+                .copied()
+                .chain(self.vars.iter().map(String::as_str))
+                .collect();
+            let hint = did_you_mean(&v, candidates.iter().copied())
+                .or_else(|| Some(format!("variables here: {}", candidates.join(", "))));
+            self.error_in_value(
+                ptr,
+                src,
+                offset,
+                "unknown-variable",
+                format!("unknown variable '{v}'"),
+                hint,
+            );
+        }
+    }
+
+    /// Compiles a block of steps: ids, kinds, and their order from the dependency graph.
+    pub fn block(&mut self, ptr: &str, steps: &[RawStep]) -> Block {
+        struct Node {
+            plan: Option<StepPlan>,
+            inner_ids: Vec<String>,
+            refs: Vec<StepRef>,
+        }
+        let mut nodes: Vec<Node> = Vec::new();
+        for (i, raw) in steps.iter().enumerate() {
+            let sptr = format!("{ptr}/{i}");
+            if let Some(first) = self.ids.get(&raw.id).cloned() {
+                let line = self.doc.locate(&first).line;
+                self.error_at(
+                    &format!("{sptr}/id"),
+                    "duplicate-step",
+                    format!("step id '{}' is already used (line {line})", raw.id),
+                    None,
+                );
+            } else {
+                self.ids.insert(raw.id.clone(), format!("{sptr}/id"));
+            }
+            let kinds: Vec<&str> = KIND_KEYS
+                .iter()
+                .copied()
+                .filter(|k| step_has(raw, k))
+                .collect();
+            let defined_before = self.defined.len();
+            let refs_before = self.refs.len();
+            self.defined.push(raw.id.clone());
+            let when = raw
+                .when
+                .as_ref()
+                .map(|w| self.expression(&format!("{sptr}/when"), w));
+            let kind = match kinds.len() {
+                1 => StepKind::compile(raw, self, &sptr),
+                0 => {
+                    self.error_at(
+                        &format!("{sptr}/id"),
+                        "step-kind",
+                        format!("step '{}' does nothing", raw.id),
+                        Some(format!("add one of: {}", KIND_KEYS.join(", "))),
+                    );
+                    None
+                }
+                _ => {
+                    self.error_at_key(
+                        &format!("{sptr}/{}", kinds[1]),
+                        "step-kind",
+                        format!(
+                            "step '{}' has several kinds ({}); a step does one thing",
+                            raw.id,
+                            kinds.join(", ")
+                        ),
+                    );
+                    None
+                }
+            };
+            let inner_ids = self.defined[defined_before..].to_vec();
+            let refs = self.refs[refs_before..].to_vec();
+            let mut node_refs = refs;
+            for (j, need) in raw.needs.iter().enumerate() {
+                node_refs.push(StepRef {
+                    id: need.clone(),
+                    pointer: format!("{sptr}/needs/{j}"),
+                    pos: self.doc.locate(&format!("{sptr}/needs/{j}")),
+                });
+            }
+            nodes.push(Node {
+                plan: kind.map(|kind| StepPlan {
+                    id: raw.id.clone(),
+                    pointer: sptr.clone(),
+                    when,
+                    run_on: raw.run_on,
+                    kind,
+                }),
+                inner_ids,
+                refs: node_refs,
+            });
+        }
+        // the dependency graph of this block
+        let mut graph: DiGraph<usize, ()> = DiGraph::new();
+        let idx: Vec<NodeIndex> = (0..nodes.len()).map(|i| graph.add_node(i)).collect();
+        let owner: HashMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.inner_ids.iter().map(move |id| (id.as_str(), i)))
+            .collect();
+        let mut edges = BTreeSet::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for r in &n.refs {
+                if let Some(&j) = owner.get(r.id.as_str()) {
+                    if j != i {
+                        edges.insert((j, i));
+                    }
+                }
+            }
+        }
+        for (j, i) in &edges {
+            graph.add_edge(idx[*j], idx[*i], ());
+        }
+        let mut cyclic = false;
+        for scc in petgraph::algo::tarjan_scc(&graph) {
+            if scc.len() > 1 {
+                cyclic = true;
+                let mut members: Vec<usize> = scc.iter().map(|n| graph[*n]).collect();
+                members.sort();
+                let names: Vec<&str> = members.iter().map(|m| steps[*m].id.as_str()).collect();
+                self.error_at(
+                    &format!("{ptr}/{}/id", members[0]),
+                    "step-cycle",
+                    format!(
+                        "steps {} depend on each other in a cycle",
+                        names.join(" → ")
+                    ),
+                    Some("a step can only use the outputs of steps that run before it".into()),
+                );
+            }
+        }
+        let order: Vec<usize> = if cyclic {
+            (0..nodes.len()).collect()
+        } else {
+            stable_topo(&graph, &idx)
+        };
+        let mut plans: Vec<Option<StepPlan>> = nodes.into_iter().map(|n| n.plan).collect();
+        Block {
+            steps: order.into_iter().filter_map(|i| plans[i].take()).collect(),
+        }
+    }
+
+    fn check_refs(&mut self) {
+        let refs = std::mem::take(&mut self.refs);
+        for r in refs {
+            if !self.ids.contains_key(&r.id) {
+                let hint = did_you_mean(&r.id, self.ids.keys().map(String::as_str));
+                let mut d = Diagnostic::error("unknown-step", format!("unknown step '{}'", r.id))
+                    .placed(self.doc, &r.pointer, r.pos);
+                d.hint = hint;
+                self.diags.push(d);
+            }
+        }
+    }
+}
+
+fn step_has(raw: &RawStep, key: &str) -> bool {
+    match key {
+        "list" => raw.list.is_some(),
+        "fetch" => raw.fetch.is_some(),
+        "transform" => raw.transform.is_some(),
+        "invoke" => raw.invoke.is_some(),
+        "rename" => raw.rename.is_some(),
+        "notify" => raw.notify.is_some(),
+        "for_each" => raw.for_each.is_some(),
+        "route" => raw.route.is_some(),
+        "end" => raw.end.is_some(),
+        _ => false,
+    }
+}
+
+/// Topological order that keeps document order wherever the dependencies allow.
+fn stable_topo(graph: &DiGraph<usize, ()>, idx: &[NodeIndex]) -> Vec<usize> {
+    let mut indegree: Vec<usize> = idx
+        .iter()
+        .map(|n| {
+            graph
+                .neighbors_directed(*n, petgraph::Direction::Incoming)
+                .count()
+        })
+        .collect();
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..idx.len())
+        .filter(|i| indegree[*i] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
+    let mut out = Vec::with_capacity(idx.len());
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        out.push(i);
+        for next in graph.neighbors_directed(idx[i], petgraph::Direction::Outgoing) {
+            let j = graph[next];
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push(std::cmp::Reverse(j));
+            }
+        }
+    }
+    out
+}
+
+fn find_word(src: &str, word: &str) -> Option<usize> {
+    let bytes = src.as_bytes();
+    let mut from = 0;
+    while let Some(rel) = src[from..].find(word) {
+        let at = from + rel;
+        let before_ok = at == 0
+            || !(bytes[at - 1].is_ascii_alphanumeric()
+                || bytes[at - 1] == b'_'
+                || bytes[at - 1] == b'.');
+        let end = at + word.len();
+        let after_ok =
+            end >= bytes.len() || !(bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_');
+        if before_ok && after_ok {
+            return Some(at);
+        }
+        from = end;
+    }
+    None
+}

@@ -1,0 +1,251 @@
+//! Local directories as a file server or object storage: the embedded default.
+//!
+//! A location is a relative path under the connection's root: `namespace/bucket` when the
+//! directory plays object storage, `/some/dir` when it plays an FTP directory. Puts write a
+//! hidden temporary file beside the target and rename it into place, so the final name never
+//! holds a partial file; listings skip those temporaries.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ConnectorError, Entry, expand_env, location_segments};
+
+/// Prefix of the temporary files a put writes before renaming them into place.
+const TMP_PREFIX: &str = ".ferry-tmp-";
+
+/// A local directory connection.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSpec {
+    /// The root directory; locations are paths below it. May use `${VAR:-default}`.
+    pub root: String,
+    /// Create a location's directory when a put needs it (default true). With false, a
+    /// missing directory is an error, like a missing bucket.
+    #[serde(default = "yes")]
+    pub create_dirs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An opened local directory.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    create_dirs: bool,
+}
+
+impl LocalStore {
+    /// Opens the store; the root need not exist yet.
+    pub fn new(spec: &LocalSpec) -> Result<Self, ConnectorError> {
+        Ok(LocalStore {
+            root: PathBuf::from(expand_env(&spec.root)?),
+            create_dirs: spec.create_dirs,
+        })
+    }
+
+    /// The directory of a location.
+    pub fn dir(&self, location: &str) -> Result<PathBuf, ConnectorError> {
+        let mut dir = self.root.clone();
+        for seg in location_segments(location)? {
+            dir.push(seg);
+        }
+        Ok(dir)
+    }
+
+    pub(super) async fn list(
+        &self,
+        location: &str,
+        prefix: &str,
+    ) -> Result<Vec<Entry>, ConnectorError> {
+        let dir = self.dir(location)?;
+        let mut rd = match tokio::fs::read_dir(&dir).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConnectorError::NotFound(format!(
+                    "directory {}",
+                    dir.display()
+                )));
+            }
+            Err(source) => return Err(io("list", &dir, source)),
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = rd.next_entry().await.map_err(|e| io("list", &dir, e))? {
+            let Ok(name) = entry.file_name().into_string() else {
+                tracing::warn!(dir = %dir.display(), "skipping a file whose name is not UTF-8");
+                continue;
+            };
+            if name.starts_with(TMP_PREFIX) || !name.starts_with(prefix) {
+                continue;
+            }
+            let meta = entry
+                .metadata()
+                .await
+                .map_err(|e| io("stat", &entry.path(), e))?;
+            if meta.is_file() {
+                out.push(Entry {
+                    name,
+                    size: meta.len(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn get(
+        &self,
+        location: &str,
+        name: &str,
+        dest: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let src = self.dir(location)?.join(name);
+        match tokio::fs::copy(&src, dest).await {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ConnectorError::NotFound(format!("file {}", src.display())))
+            }
+            Err(e) => Err(io("read", &src, e)),
+        }
+    }
+
+    pub(super) async fn put(
+        &self,
+        location: &str,
+        name: &str,
+        src: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let dir = self.dir(location)?;
+        if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            if self.create_dirs {
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|e| io("create directory", &dir, e))?;
+            } else {
+                return Err(ConnectorError::NotFound(format!(
+                    "directory {}",
+                    dir.display()
+                )));
+            }
+        }
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{name}", uuid::Uuid::now_v7()));
+        let result = async {
+            let n = tokio::fs::copy(src, &tmp)
+                .await
+                .map_err(|e| io("write", &tmp, e))?;
+            let f = tokio::fs::File::open(&tmp)
+                .await
+                .map_err(|e| io("open", &tmp, e))?;
+            f.sync_all().await.map_err(|e| io("sync", &tmp, e))?;
+            let target = dir.join(name);
+            tokio::fs::rename(&tmp, &target)
+                .await
+                .map_err(|e| io("rename into place", &target, e))?;
+            Ok(n)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    pub(super) async fn rename(
+        &self,
+        location: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), ConnectorError> {
+        let dir = self.dir(location)?;
+        let src = dir.join(from);
+        if !tokio::fs::try_exists(&src).await.unwrap_or(false) {
+            return Err(ConnectorError::NotFound(format!("file {}", src.display())));
+        }
+        tokio::fs::rename(&src, dir.join(to))
+            .await
+            .map_err(|e| io("rename", &src, e))
+    }
+
+    pub(super) async fn check(&self) -> Result<String, ConnectorError> {
+        match tokio::fs::metadata(&self.root).await {
+            Ok(m) if m.is_dir() => Ok(format!("directory {} exists", self.root.display())),
+            Ok(_) => Err(ConnectorError::Config(format!(
+                "{} is not a directory",
+                self.root.display()
+            ))),
+            Err(e) => Err(io("open", &self.root, e)),
+        }
+    }
+}
+
+fn io(op: &'static str, path: &Path, source: std::io::Error) -> ConnectorError {
+    ConnectorError::Io {
+        op,
+        target: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::FileStore;
+
+    fn store(root: &Path) -> FileStore {
+        FileStore::Local(
+            LocalStore::new(&LocalSpec {
+                root: root.display().to_string(),
+                create_dirs: true,
+            })
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn put_list_get_rename_round_trip() {
+        let root = tempfile::tempdir().unwrap();
+        let s = store(root.path());
+        let src = root.path().join("src.bin");
+        std::fs::write(&src, b"hello bytes").unwrap();
+        s.put("ns/bucket", "A_2.csv", &src).await.unwrap();
+        s.put("ns/bucket", "A_1.csv", &src).await.unwrap();
+        s.put("ns/bucket", "B_1.csv", &src).await.unwrap();
+        let names: Vec<_> = s
+            .list("ns/bucket", "A_")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["A_1.csv", "A_2.csv"]);
+        let dest = root.path().join("got");
+        assert_eq!(s.get("ns/bucket", "A_1.csv", &dest).await.unwrap(), 11);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello bytes");
+        s.rename("ns/bucket", "A_1.csv", "Sent-A_1.csv")
+            .await
+            .unwrap();
+        assert!(root.path().join("ns/bucket/Sent-A_1.csv").exists());
+        assert!(!root.path().join("ns/bucket/A_1.csv").exists());
+    }
+
+    #[tokio::test]
+    async fn missing_directory_is_not_found() {
+        let root = tempfile::tempdir().unwrap();
+        let err = store(root.path()).list("nowhere", "").await.unwrap_err();
+        assert!(matches!(err, ConnectorError::NotFound(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn hostile_names_never_touch_the_disk() {
+        let root = tempfile::tempdir().unwrap();
+        let s = store(root.path());
+        let src = root.path().join("src.bin");
+        std::fs::write(&src, b"x").unwrap();
+        let err = s.put("ns", "../escape.csv", &src).await.unwrap_err();
+        assert!(matches!(err, ConnectorError::HostileName { .. }), "{err}");
+        assert!(!root.path().join("escape.csv").exists());
+        assert!(s.list("../..", "").await.is_err());
+    }
+}

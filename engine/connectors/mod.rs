@@ -1,0 +1,356 @@
+//! Connectors: the endpoints flows talk to.
+//!
+//! A connections file names endpoints ([`ConnectionSpec`], one closed enum of kinds); at run
+//! time each becomes a [`Connector`]. Three capabilities exist, each a small closed enum:
+//! [`FileStore`] (list / get / put / rename files: local directories, and later FTP and object
+//! storage), [`http::HttpConnector`] (REST requests) and [`mail::Mailer`] (an `.eml` outbox or
+//! SMTP). Files always move through spool files on disk, so memory does not grow with size.
+//! Secrets come from the environment only and are held in [`Secret`], whose `Debug` is
+//! redacted.
+
+pub mod http;
+pub mod local;
+pub mod mail;
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The definition of one connection, as written in a connections file.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConnectionSpec {
+    /// A local directory used as a file server or as object storage.
+    Local(local::LocalSpec),
+    /// A REST endpoint.
+    Http(http::HttpSpec),
+    /// Email written as `.eml` files into a directory.
+    Outbox(mail::OutboxSpec),
+    /// Email sent over SMTP.
+    Smtp(mail::SmtpSpec),
+}
+
+/// What a step needs a connection to be able to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// list / get / put / rename files.
+    Files,
+    /// HTTP requests.
+    Http,
+    /// Send email.
+    Mail,
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Capability::Files => "file (list/fetch/put/rename)",
+            Capability::Http => "HTTP",
+            Capability::Mail => "mail",
+        })
+    }
+}
+
+impl ConnectionSpec {
+    /// The capability this kind of connection offers.
+    pub fn capability(&self) -> Capability {
+        match self {
+            ConnectionSpec::Local(_) => Capability::Files,
+            ConnectionSpec::Http(_) => Capability::Http,
+            ConnectionSpec::Outbox(_) | ConnectionSpec::Smtp(_) => Capability::Mail,
+        }
+    }
+
+    /// The kind's name as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectionSpec::Local(_) => "local",
+            ConnectionSpec::Http(_) => "http",
+            ConnectionSpec::Outbox(_) => "outbox",
+            ConnectionSpec::Smtp(_) => "smtp",
+        }
+    }
+
+    /// Opens the connection (reads secrets from the environment; does not touch the
+    /// network yet).
+    pub fn connect(&self, name: &str) -> Result<Connector, ConnectorError> {
+        Ok(match self {
+            ConnectionSpec::Local(s) => {
+                Connector::Files(FileStore::Local(local::LocalStore::new(s)?))
+            }
+            ConnectionSpec::Http(s) => Connector::Http(http::HttpConnector::new(name, s)?),
+            ConnectionSpec::Outbox(s) => Connector::Mail(mail::Mailer::outbox(s)?),
+            ConnectionSpec::Smtp(s) => Connector::Mail(mail::Mailer::smtp(s)?),
+        })
+    }
+}
+
+/// An opened connection.
+#[derive(Debug)]
+pub enum Connector {
+    /// A file store.
+    Files(FileStore),
+    /// A REST endpoint.
+    Http(http::HttpConnector),
+    /// A mail sender.
+    Mail(mail::Mailer),
+}
+
+/// A file in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// The file's name (no directory part).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A place that holds files: list, get, put, rename.
+#[derive(Debug)]
+pub enum FileStore {
+    /// A local directory.
+    Local(local::LocalStore),
+}
+
+impl FileStore {
+    /// Files at `location` whose names start with `prefix`, sorted by name.
+    pub async fn list(&self, location: &str, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
+        let mut entries = match self {
+            FileStore::Local(s) => s.list(location, prefix).await?,
+        };
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Copies `location/name` into the local file `dest`, returning the bytes copied.
+    pub async fn get(
+        &self,
+        location: &str,
+        name: &str,
+        dest: &Path,
+    ) -> Result<u64, ConnectorError> {
+        check_name(name)?;
+        match self {
+            FileStore::Local(s) => s.get(location, name, dest).await,
+        }
+    }
+
+    /// Stores the local file `src` as `location/name`. Returns only once the target holds
+    /// the whole file under its final name; a failed put leaves no partial file under it.
+    pub async fn put(&self, location: &str, name: &str, src: &Path) -> Result<u64, ConnectorError> {
+        check_name(name)?;
+        match self {
+            FileStore::Local(s) => s.put(location, name, src).await,
+        }
+    }
+
+    /// Renames `location/from` to `location/to`.
+    pub async fn rename(&self, location: &str, from: &str, to: &str) -> Result<(), ConnectorError> {
+        check_name(from)?;
+        check_name(to)?;
+        match self {
+            FileStore::Local(s) => s.rename(location, from, to).await,
+        }
+    }
+
+    /// Reaches the store and says what was checked.
+    pub async fn check(&self) -> Result<String, ConnectorError> {
+        match self {
+            FileStore::Local(s) => s.check().await,
+        }
+    }
+}
+
+/// Rejects file names that could escape their location or confuse a server: empty names,
+/// `.`/`..`, path separators, and control characters. Names from listings and templates
+/// alike pass through here.
+pub fn check_name(name: &str) -> Result<(), ConnectorError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." {
+        Some("it names a directory")
+    } else if name.contains('/') || name.contains('\\') {
+        Some("it contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ConnectorError::HostileName {
+            name: name.escape_debug().to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Splits a location into its non-empty segments, rejecting `..` and `.`.
+pub fn location_segments(location: &str) -> Result<Vec<&str>, ConnectorError> {
+    let mut out = Vec::new();
+    for seg in location.split('/').filter(|s| !s.is_empty()) {
+        if seg == ".." || seg == "." || seg.chars().any(char::is_control) || seg.contains('\\') {
+            return Err(ConnectorError::Config(format!(
+                "location '{}' has a forbidden segment '{}'",
+                location.escape_debug(),
+                seg.escape_debug()
+            )));
+        }
+        out.push(seg);
+    }
+    Ok(out)
+}
+
+/// A secret read from the environment. Its `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Reads the secret from environment variable `var`.
+    pub fn from_env(var: &str) -> Result<Secret, ConnectorError> {
+        match std::env::var(var) {
+            Ok(v) => Ok(Secret(v)),
+            Err(_) => Err(ConnectorError::Config(format!(
+                "environment variable {var} is not set (it should hold a secret)"
+            ))),
+        }
+    }
+
+    /// Wraps a value (tests and secrets read from files).
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself; call only where it is handed to a protocol.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in `s` with the environment's values.
+pub fn expand_env(s: &str) -> Result<String, ConnectorError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(ConnectorError::Config(format!("unclosed '${{' in '{s}'")));
+        };
+        let inner = &after[..end];
+        let (var, default) = match inner.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (inner, None),
+        };
+        match (std::env::var(var), default) {
+            (Ok(v), _) if !v.is_empty() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d),
+            (Ok(v), None) => out.push_str(&v),
+            (Err(_), None) => {
+                return Err(ConnectorError::Config(format!(
+                    "environment variable {var} is not set (used in '{s}')"
+                )));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// What went wrong talking to an endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// A local or remote I/O operation failed.
+    #[error("{op} {target}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file or location does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A file name that could escape its location.
+    #[error("refusing file name '{name}': {reason}")]
+    HostileName {
+        /// The name, escaped for display.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The connection's definition or environment is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The peer refused the credentials.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The peer did not answer in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The peer could not be reached or the connection broke.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The peer answered with an error.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "x\u{0}",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+        check_name("Sent-report 2023.csv").unwrap();
+    }
+
+    #[test]
+    fn env_expansion() {
+        // SAFETY-free: tests use unique variable names.
+        assert_eq!(
+            expand_env("a-${FERRY_TEST_UNSET_X:-def}-b").unwrap(),
+            "a-def-b"
+        );
+        assert!(expand_env("${FERRY_TEST_UNSET_Y}").is_err());
+        assert_eq!(expand_env("plain").unwrap(), "plain");
+        assert!(expand_env("${oops").is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2".into())),
+            "Secret(***)"
+        );
+    }
+
+    #[test]
+    fn locations_reject_dot_dot() {
+        assert_eq!(location_segments("/a//b/").unwrap(), vec!["a", "b"]);
+        assert!(location_segments("a/../b").is_err());
+    }
+}

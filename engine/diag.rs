@@ -1,0 +1,242 @@
+//! Diagnostics: what is wrong, where, and what to do.
+//!
+//! Every problem `compile()` finds becomes a [`Diagnostic`] with a file, a line and column, a
+//! path into the document (`steps[2].rename.to`) and, where one helps, a hint. They render
+//! like a compiler's messages for people and as JSON for CI.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::yaml::{Pos, SourceDoc};
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The flow cannot run.
+    Error,
+    /// The flow runs, but probably not as meant.
+    Warning,
+}
+
+/// One problem found in a flow, a lookup or a connections file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// A stable, kebab-case name of the kind of problem (`unknown-lookup-key`).
+    pub code: String,
+    /// The file the problem is in.
+    pub file: Option<PathBuf>,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// 1-based column.
+    pub column: Option<usize>,
+    /// Where in the document, e.g. `steps[2].rename.to`.
+    pub path: Option<String>,
+    /// What is wrong, quoting the user's input.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+    /// The offending source line, for rendering.
+    #[serde(skip)]
+    pub source_line: Option<String>,
+}
+
+impl Diagnostic {
+    /// A new error with a code and message, not yet located.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            code: code.to_string(),
+            file: None,
+            line: None,
+            column: None,
+            path: None,
+            message: message.into(),
+            hint: None,
+            source_line: None,
+        }
+    }
+
+    /// Names the file.
+    pub fn in_file(mut self, file: &Path) -> Self {
+        self.file = Some(file.to_path_buf());
+        self
+    }
+
+    /// Sets line and column.
+    pub fn at_pos(mut self, pos: Pos) -> Self {
+        self.line = Some(pos.line);
+        self.column = Some(pos.column);
+        self
+    }
+
+    /// Locates the diagnostic at the value of `pointer` in `doc`, shifted by `offset`
+    /// characters into that value's text (for a problem inside a template).
+    pub fn at(self, doc: &SourceDoc, pointer: &str) -> Self {
+        let pos = doc.locate(pointer);
+        self.placed(doc, pointer, pos)
+    }
+
+    /// Locates the diagnostic at the key of the entry at `pointer`.
+    pub fn at_key(self, doc: &SourceDoc, pointer: &str) -> Self {
+        let pos = doc.locate_key(pointer);
+        self.placed(doc, pointer, pos)
+    }
+
+    /// Locates the diagnostic at an explicit position in `doc`, with `pointer` as its path.
+    pub fn placed(mut self, doc: &SourceDoc, pointer: &str, pos: Pos) -> Self {
+        self.file = Some(doc.path.clone());
+        self.path = Some(pointer_to_path(pointer));
+        self.source_line = doc.line_text(pos.line).map(str::to_string);
+        self.at_pos(pos)
+    }
+
+    /// Adds a hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// `file:line:col` or as much of it as is known.
+    pub fn location(&self) -> String {
+        let mut s = self
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_default();
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            let _ = write!(s, ":{l}:{c}");
+        }
+        s
+    }
+
+    /// The one-line form: `flows/a.yaml:14:9: steps[2].rename.to: message (hint)`.
+    pub fn one_line(&self) -> String {
+        let mut s = self.location();
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        if let Some(p) = &self.path {
+            if !p.is_empty() {
+                let _ = write!(s, "{p}: ");
+            }
+        }
+        s.push_str(&self.message);
+        if let Some(h) = &self.hint {
+            let _ = write!(s, " ({h})");
+        }
+        s
+    }
+
+    /// The compiler-style form, with the offending line and a caret.
+    pub fn render(&self) -> String {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut out = format!("{sev}[{}]: {}\n", self.code, self.message);
+        let loc = self.location();
+        if !loc.is_empty() {
+            let _ = writeln!(out, "  --> {loc}");
+        }
+        if let (Some(line), Some(col), Some(text)) = (self.line, self.column, &self.source_line) {
+            let num = line.to_string();
+            let pad = " ".repeat(num.len());
+            let _ = writeln!(out, "{pad} |");
+            let _ = writeln!(out, "{num} | {text}");
+            let caret_pad: String = text
+                .chars()
+                .take(col.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let _ = writeln!(out, "{pad} | {caret_pad}^");
+        }
+        if let Some(p) = &self.path {
+            if !p.is_empty() {
+                let _ = writeln!(out, "  = at: {p}");
+            }
+        }
+        if let Some(h) = &self.hint {
+            let _ = writeln!(out, "  = hint: {h}");
+        }
+        out
+    }
+}
+
+/// `/steps/2/rename/to` → `steps[2].rename.to`.
+pub fn pointer_to_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            let _ = write!(out, "[{seg}]");
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    out
+}
+
+/// The closest of `candidates` to `word`, when close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let mut best: Option<(f64, &str)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(word, c);
+        if score > best.map_or(0.0, |b| b.0) {
+            best = Some((score, c));
+        }
+    }
+    best.filter(|(s, _)| *s >= 0.8)
+        .map(|(_, c)| format!("did you mean '{c}'?"))
+}
+
+/// Renders all diagnostics as a JSON array.
+pub fn to_json(diags: &[Diagnostic]) -> String {
+    serde_json::to_string_pretty(diags).unwrap_or_else(|_| "[]".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_renders_as_dotted_path() {
+        assert_eq!(pointer_to_path("/steps/2/rename/to"), "steps[2].rename.to");
+        assert_eq!(pointer_to_path(""), "");
+        assert_eq!(pointer_to_path("/lookups/a~1b"), "lookups.a/b");
+    }
+
+    #[test]
+    fn suggestion_for_typo() {
+        let keys = [
+            "sent.prefixtag.fileuploaded",
+            "notification.email.error.flag",
+        ];
+        assert_eq!(
+            did_you_mean("sent.prefixtag.uploaded", keys).as_deref(),
+            Some("did you mean 'sent.prefixtag.fileuploaded'?")
+        );
+        assert_eq!(did_you_mean("zzz", keys), None);
+    }
+
+    #[test]
+    fn render_has_caret_under_column() {
+        let doc = SourceDoc::parse(Path::new("f.yaml"), "a:\n  b: oops\n").unwrap();
+        let d = Diagnostic::error("x", "bad")
+            .at(&doc, "/a/b")
+            .hint("fix it");
+        assert_eq!(d.one_line(), "f.yaml:2:6: a.b: bad (fix it)");
+        assert_eq!(
+            d.render(),
+            "error[x]: bad\n  --> f.yaml:2:6\n  |\n2 |   b: oops\n  |      ^\n  = at: a.b\n  = hint: fix it\n"
+        );
+    }
+}

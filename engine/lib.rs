@@ -1,0 +1,33 @@
+//! ferry — a declarative integration engine.
+//!
+//! Operators describe integration flows in YAML; ferry validates them against JSON Schemas
+//! and runs them. A flow lists, fetches, transforms, invokes, renames and notifies, moving
+//! files and messages between file servers, object storage and REST APIs, with lookups
+//! (configuration tables, email lists, domain value maps) reached from templates. The engine
+//! knows no flow: every flow, lookup and mapping is data.
+//!
+//! # Layout
+//!
+//! - [`yaml`] — YAML source files parsed with positions; [`diag`] — diagnostics.
+//! - [`model`] — the raw serde model of flow, connection and lookup files (the schemas).
+//! - [`compile`] — the one compiler used by `validate` and `run`: raw files → checked plans.
+//! - [`template`] — minijinja templates and expressions; [`lookups`] — lookup tables.
+//! - [`steps`] — one file per step kind, one closed enum, one dispatch.
+//! - [`run`] — the executor, run reports and events.
+//! - [`connectors`] — local directories, HTTP, mail (one closed enum per capability).
+//! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.
+//! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine.
+//! - [`cli`] — the command line (the binary in `main.rs` only calls it).
+
+pub mod cli;
+pub mod compile;
+pub mod connectors;
+pub mod demo;
+pub mod diag;
+pub mod lookups;
+pub mod model;
+pub mod run;
+pub mod standin;
+pub mod steps;
+pub mod template;
+pub mod yaml;

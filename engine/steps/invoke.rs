@@ -1,0 +1,518 @@
+//! `invoke`: call an operation — a REST `request`, a `put` of a spooled file to a file
+//! connection, or a child `flow` with parameters.
+//!
+//! A request succeeds on 2xx. Statuses listed in `tolerate` count as handled (the output
+//! says `suppressed: true`; a resent record that the target already holds, say). Any other
+//! status fails the step with the status and the answer's message. `expect` adds a
+//! condition on the answer (`response.json.ackType == 'SUCCESS'`). A put returns only once
+//! the target holds the whole file under its final name.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::compile::{FlowCx, ValueTpl};
+use crate::connectors::Capability;
+use crate::connectors::http::{HttpBody, HttpRequest, Part};
+use crate::run::{ErrorKind, Event, Exec, Scope, StepError};
+use crate::template::Tpl;
+
+/// Configuration of an `invoke` step: exactly one of `request`, `put`, `flow`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeStep {
+    /// A REST request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestSpec>,
+    /// Put a local (spooled) file to a file connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub put: Option<PutSpec>,
+    /// Identifier of a child flow to call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// Parameters of the child flow; strings are templates.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub with: Map<String, Value>,
+}
+
+/// A REST request.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    /// Name of an HTTP connection.
+    pub connection: String,
+    /// HTTP method (default POST).
+    #[serde(default = "post")]
+    pub method: String,
+    /// Template: path appended to the connection's base URL.
+    pub path: String,
+    /// Query parameters (templates).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Headers (templates).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body; strings in it are templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    /// A file sent as the raw body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileBody>,
+    /// A multipart/form-data body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart: Option<Vec<PartSpec>>,
+    /// Statuses that count as handled rather than failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerate: Vec<u16>,
+    /// Expression over `response` (`{status, json, text}`) that must hold after a 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+/// A file sent as a raw request body.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileBody {
+    /// Template: local path of the file.
+    pub path: String,
+    /// Content type (default `application/octet-stream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// One part of a multipart body: `json`, `text` or `file`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartSpec {
+    /// The part's name.
+    pub name: String,
+    /// A JSON part; strings in it are templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    /// A text part (template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A file part: template giving the local path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Template: the file name sent with a file part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// Content type of a file part (default `application/octet-stream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// A put of a local file to a file connection.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSpec {
+    /// Name of a file connection.
+    pub connection: String,
+    /// Template: the directory or `namespace/bucket`.
+    pub location: String,
+    /// Template: the target file name.
+    pub name: String,
+    /// Template: the local path of the file to put.
+    pub file: String,
+}
+
+/// A compiled `invoke` step.
+#[derive(Debug)]
+pub enum InvokePlan {
+    /// A REST request.
+    Request(Box<RequestPlan>),
+    /// A put.
+    Put {
+        /// Connection name.
+        connection: String,
+        /// Location template.
+        location: Tpl,
+        /// Name template.
+        name: Tpl,
+        /// Local path template.
+        file: Tpl,
+    },
+    /// A child flow call.
+    Flow {
+        /// Child flow id.
+        flow: String,
+        /// Parameters.
+        with: ValueTpl,
+    },
+    /// Did not compile (diagnostics were reported).
+    Invalid,
+}
+
+/// A compiled request.
+#[derive(Debug)]
+pub struct RequestPlan {
+    connection: String,
+    method: String,
+    path: Tpl,
+    query: Vec<(String, Tpl)>,
+    headers: Vec<(String, Tpl)>,
+    body: BodyPlan,
+    tolerate: Vec<u16>,
+    expect: Option<String>,
+}
+
+#[derive(Debug)]
+enum BodyPlan {
+    None,
+    Json(ValueTpl),
+    File(Tpl, String),
+    Multipart(Vec<PartPlan>),
+}
+
+#[derive(Debug)]
+enum PartPlan {
+    Json(String, ValueTpl),
+    Text(String, Tpl),
+    File {
+        name: String,
+        path: Tpl,
+        file_name: Option<Tpl>,
+        content_type: String,
+    },
+}
+
+impl InvokeStep {
+    /// Checks the step.
+    pub fn compile(&self, cx: &mut FlowCx<'_>, ptr: &str) -> InvokePlan {
+        let count = [
+            self.request.is_some(),
+            self.put.is_some(),
+            self.flow.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if count != 1 {
+            cx.error_at_key(
+                ptr,
+                "invoke-shape",
+                "an invoke needs exactly one of `request`, `put` or `flow`",
+            );
+            return InvokePlan::Invalid;
+        }
+        if let Some(r) = &self.request {
+            return InvokePlan::Request(Box::new(r.compile(cx, &format!("{ptr}/request"))));
+        }
+        if let Some(p) = &self.put {
+            let ptr = format!("{ptr}/put");
+            return InvokePlan::Put {
+                connection: cx.connection(
+                    &format!("{ptr}/connection"),
+                    &p.connection,
+                    Capability::Files,
+                ),
+                location: cx.template(&format!("{ptr}/location"), &p.location),
+                name: cx.template(&format!("{ptr}/name"), &p.name),
+                file: cx.template(&format!("{ptr}/file"), &p.file),
+            };
+        }
+        let flow = self.flow.clone().unwrap_or_default();
+        cx.child_flow(
+            &format!("{ptr}/flow"),
+            &flow,
+            &self.with,
+            &format!("{ptr}/with"),
+        );
+        InvokePlan::Flow {
+            flow,
+            with: cx.value(&format!("{ptr}/with"), &Value::Object(self.with.clone())),
+        }
+    }
+}
+
+impl RequestSpec {
+    fn compile(&self, cx: &mut FlowCx<'_>, ptr: &str) -> RequestPlan {
+        let method = self.method.to_ascii_uppercase();
+        if !matches!(
+            method.as_str(),
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD"
+        ) {
+            cx.error_at(
+                &format!("{ptr}/method"),
+                "bad-value",
+                format!("unknown HTTP method '{}'", self.method),
+                None,
+            );
+        }
+        let bodies = [
+            self.json.is_some(),
+            self.file.is_some(),
+            self.multipart.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if bodies > 1 {
+            cx.error_at_key(
+                ptr,
+                "request-shape",
+                "a request has at most one of `json`, `file`, `multipart`",
+            );
+        }
+        let body = if let Some(j) = &self.json {
+            BodyPlan::Json(cx.value(&format!("{ptr}/json"), j))
+        } else if let Some(f) = &self.file {
+            BodyPlan::File(
+                cx.template(&format!("{ptr}/file/path"), &f.path),
+                f.content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+            )
+        } else if let Some(parts) = &self.multipart {
+            BodyPlan::Multipart(
+                parts
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| p.compile(cx, &format!("{ptr}/multipart/{i}")))
+                    .collect(),
+            )
+        } else {
+            BodyPlan::None
+        };
+        RequestPlan {
+            connection: cx.connection(
+                &format!("{ptr}/connection"),
+                &self.connection,
+                Capability::Http,
+            ),
+            method,
+            path: cx.template(&format!("{ptr}/path"), &self.path),
+            query: self
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), cx.template(&format!("{ptr}/query/{k}"), v)))
+                .collect(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), cx.template(&format!("{ptr}/headers/{k}"), v)))
+                .collect(),
+            body,
+            tolerate: self.tolerate.clone(),
+            expect: self
+                .expect
+                .as_ref()
+                .map(|e| cx.with_var("response", |cx| cx.expression(&format!("{ptr}/expect"), e))),
+        }
+    }
+}
+
+impl PartSpec {
+    fn compile(&self, cx: &mut FlowCx<'_>, ptr: &str) -> Option<PartPlan> {
+        match (&self.json, &self.text, &self.file) {
+            (Some(j), None, None) => Some(PartPlan::Json(
+                self.name.clone(),
+                cx.value(&format!("{ptr}/json"), j),
+            )),
+            (None, Some(t), None) => Some(PartPlan::Text(
+                self.name.clone(),
+                cx.template(&format!("{ptr}/text"), t),
+            )),
+            (None, None, Some(f)) => Some(PartPlan::File {
+                name: self.name.clone(),
+                path: cx.template(&format!("{ptr}/file"), f),
+                file_name: cx.opt_template(&format!("{ptr}/file_name"), self.file_name.as_deref()),
+                content_type: self
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+            }),
+            _ => {
+                cx.error_at_key(
+                    ptr,
+                    "part-shape",
+                    "a multipart part needs exactly one of `json`, `text`, `file`",
+                );
+                None
+            }
+        }
+    }
+}
+
+impl InvokePlan {
+    /// Invokes.
+    pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
+        match self {
+            InvokePlan::Request(r) => r.run(ex, scope).await,
+            InvokePlan::Put {
+                connection,
+                location,
+                name,
+                file,
+            } => {
+                let location = ex.render(location, scope)?;
+                let name = ex.render(name, scope)?;
+                let file = PathBuf::from(ex.render(file, scope)?);
+                let store = ex.files(connection)?;
+                let bytes = if ex.dry_run() {
+                    std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0)
+                } else {
+                    store
+                        .put(&location, &name, &file)
+                        .await
+                        .map_err(|e| ex.connector_error(connection, e))?
+                };
+                ex.event(Event::Put {
+                    connection: connection.clone(),
+                    location: location.clone(),
+                    name: name.clone(),
+                    bytes,
+                });
+                Ok(json!({ "location": location, "name": name, "size": bytes }))
+            }
+            InvokePlan::Flow { flow, with } => {
+                let params = match ex.eval_value(with, scope)? {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                };
+                ex.call_flow(flow, params).await
+            }
+            InvokePlan::Invalid => Err(StepError::new(ErrorKind::Config, "invalid invoke step")),
+        }
+    }
+}
+
+impl RequestPlan {
+    async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
+        let path = ex.render(&self.path, scope)?;
+        let mut query = Vec::new();
+        for (k, t) in &self.query {
+            query.push((k.clone(), ex.render(t, scope)?));
+        }
+        let mut headers = Vec::new();
+        for (k, t) in &self.headers {
+            headers.push((k.clone(), ex.render(t, scope)?));
+        }
+        let body = match &self.body {
+            BodyPlan::None => HttpBody::None,
+            BodyPlan::Json(v) => HttpBody::Json(ex.eval_value(v, scope)?),
+            BodyPlan::File(p, ct) => HttpBody::File {
+                path: PathBuf::from(ex.render(p, scope)?),
+                content_type: ct.clone(),
+            },
+            BodyPlan::Multipart(parts) => {
+                let mut out = Vec::new();
+                for p in parts {
+                    out.push(match p {
+                        PartPlan::Json(name, v) => Part::Json {
+                            name: name.clone(),
+                            value: ex.eval_value(v, scope)?,
+                        },
+                        PartPlan::Text(name, t) => Part::Text {
+                            name: name.clone(),
+                            value: ex.render(t, scope)?,
+                        },
+                        PartPlan::File {
+                            name,
+                            path,
+                            file_name,
+                            content_type,
+                        } => {
+                            let path = PathBuf::from(ex.render(path, scope)?);
+                            let file_name = match file_name {
+                                Some(t) => ex.render(t, scope)?,
+                                None => path
+                                    .file_name()
+                                    .map(|n| n.to_string_lossy().into_owned())
+                                    .unwrap_or_default(),
+                            };
+                            Part::File {
+                                name: name.clone(),
+                                path,
+                                file_name,
+                                content_type: content_type.clone(),
+                            }
+                        }
+                    });
+                }
+                HttpBody::Multipart(out)
+            }
+        };
+        let conn = ex.http(&self.connection)?;
+        let url = format!("{}{}", conn.base_url().trim_end_matches('/'), path);
+        if ex.dry_run() {
+            ex.event(Event::Request {
+                connection: self.connection.clone(),
+                method: self.method.clone(),
+                url,
+                status: None,
+                suppressed: false,
+            });
+            return Ok(
+                json!({ "status": null, "json": null, "text": "", "suppressed": false, "dry_run": true }),
+            );
+        }
+        let req = HttpRequest {
+            method: self.method.clone(),
+            path,
+            query,
+            headers,
+            body,
+        };
+        let response = conn
+            .send(req)
+            .await
+            .map_err(|e| ex.connector_error(&self.connection, e))?;
+        let status = response.status;
+        let suppressed = self.tolerate.contains(&status);
+        ex.event(Event::Request {
+            connection: self.connection.clone(),
+            method: self.method.clone(),
+            url: url.clone(),
+            status: Some(status),
+            suppressed,
+        });
+        let out = json!({
+            "status": status,
+            "json": response.json.clone(),
+            "text": response.text.clone(),
+            "suppressed": suppressed,
+        });
+        if !(200..300).contains(&status) && !suppressed {
+            let mut e = StepError::new(
+                ErrorKind::Http,
+                format!(
+                    "{} {url} answered HTTP {status}: {}",
+                    self.method,
+                    response.message()
+                ),
+            );
+            e.status = Some(status);
+            e.output = Some(out);
+            return Err(e);
+        }
+        if let (Some(expect), false) = (&self.expect, suppressed) {
+            scope.vars.insert("response".into(), out.clone());
+            let ok = ex.eval_bool(expect, scope);
+            scope.vars.remove("response");
+            if !ok? {
+                let mut e = StepError::new(
+                    ErrorKind::Expectation,
+                    format!(
+                        "{} {url}: the answer does not satisfy `{}`: {}",
+                        self.method,
+                        expect.trim(),
+                        response.message()
+                    ),
+                );
+                e.status = Some(status);
+                e.output = Some(out);
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+}

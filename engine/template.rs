@@ -1,0 +1,438 @@
+//! Templates and expressions over the run context (minijinja).
+//!
+//! Every string in a step may be a template. A string that is exactly one `{{ expression }}`
+//! keeps the expression's type (a list stays a list, a number a number); any other template
+//! renders to a string; a string without `{{`/`{%` is a literal. `when`, `by` and `items` are
+//! expressions. Each flow gets its own [`Templates`] environment, in which its lookup aliases
+//! are functions. Undefined variables are errors, so a typo fails loudly instead of sending an
+//! empty string.
+
+use std::sync::Arc;
+
+use minijinja::{Environment, UndefinedBehavior, Value as JValue};
+use serde_json::Value;
+
+use crate::lookups::Lookup;
+
+/// A compiled template string.
+#[derive(Debug, Clone)]
+pub enum Tpl {
+    /// No template syntax: the string itself.
+    Literal(String),
+    /// Exactly one `{{ expr }}`: evaluated, keeping its type.
+    Expr(String),
+    /// A template rendered to a string; the name under which it is registered.
+    Render(String),
+}
+
+/// A flow's template environment.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    next: usize,
+}
+
+/// A template that failed to render or evaluate.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(pub String);
+
+impl From<minijinja::Error> for TemplateError {
+    fn from(e: minijinja::Error) -> Self {
+        TemplateError(describe(&e))
+    }
+}
+
+/// A one-line description of a minijinja error, without its debug dump.
+pub fn describe(e: &minijinja::Error) -> String {
+    let mut s = match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    s
+}
+
+/// Names the built-in globals a template may call, besides the flow's lookup aliases.
+pub const BUILTIN_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "lookup", "now", "debug"];
+
+impl Templates {
+    /// An environment with ferry's filters and functions, and one function per lookup alias.
+    pub fn new(aliases: &[(String, Arc<Lookup>)], all: Arc<crate::lookups::Lookups>) -> Templates {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        for (alias, table) in aliases {
+            let table = table.clone();
+            env.add_function(alias.clone(), move |key: String, column: Option<String>| {
+                table
+                    .get(&key, column.as_deref())
+                    .map(str::to_string)
+                    .map_err(|e| {
+                        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+                    })
+            });
+        }
+        env.add_function(
+            "lookup",
+            move |table: String, key: String, column: Option<String>| {
+                let t = all.get(&table).ok_or_else(|| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("unknown lookup '{table}'"),
+                    )
+                })?;
+                t.get(&key, column.as_deref())
+                    .map(str::to_string)
+                    .map_err(|e| {
+                        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+                    })
+            },
+        );
+        env.add_function("now", |fmt: Option<String>| {
+            let now = chrono::Utc::now();
+            match fmt {
+                Some(f) => now.format(&f).to_string(),
+                None => now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }
+        });
+        env.add_filter("stem", |name: String| match name.rfind('.') {
+            Some(i) if i > 0 => name[..i].to_string(),
+            _ => name,
+        });
+        env.add_filter("extension", |name: String| match name.rfind('.') {
+            Some(i) if i > 0 => name[i..].to_string(),
+            _ => String::new(),
+        });
+        env.add_filter(
+            "regex_replace",
+            |s: String, pattern: String, replacement: String| {
+                let re = regex::Regex::new(&pattern).map_err(|e| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("bad regex: {e}"),
+                    )
+                })?;
+                Ok::<_, minijinja::Error>(re.replace_all(&s, replacement.as_str()).into_owned())
+            },
+        );
+        env.add_filter(
+            "regex_capture",
+            |s: String, pattern: String, group: Option<usize>| {
+                let re = regex::Regex::new(&pattern).map_err(|e| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("bad regex: {e}"),
+                    )
+                })?;
+                Ok::<_, minijinja::Error>(
+                    re.captures(&s)
+                        .and_then(|c| c.get(group.unwrap_or(1)))
+                        .map(|m| JValue::from(m.as_str()))
+                        .unwrap_or(JValue::UNDEFINED),
+                )
+            },
+        );
+        Templates { env, next: 0 }
+    }
+
+    /// Compiles a template string.
+    pub fn template(&mut self, source: &str) -> Result<Tpl, TemplateError> {
+        if let Some(expr) = single_expression(source) {
+            self.env.compile_expression(expr)?;
+            return Ok(Tpl::Expr(expr.to_string()));
+        }
+        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+            return Ok(Tpl::Literal(source.to_string()));
+        }
+        let name = format!("t{}", self.next);
+        self.next += 1;
+        self.env
+            .add_template_owned(name.clone(), source.to_string())?;
+        Ok(Tpl::Render(name))
+    }
+
+    /// Checks an expression's syntax and returns its root variable names.
+    pub fn check_expression(&self, source: &str) -> Result<Vec<String>, TemplateError> {
+        let e = self.env.compile_expression(source)?;
+        Ok(e.undeclared_variables(false).into_iter().collect())
+    }
+
+    /// Root variable names a compiled template reads.
+    pub fn variables(&self, tpl: &Tpl) -> Vec<String> {
+        match tpl {
+            Tpl::Literal(_) => Vec::new(),
+            Tpl::Expr(src) => self.check_expression(src).unwrap_or_default(),
+            Tpl::Render(name) => self
+                .env
+                .get_template(name)
+                .map(|t| t.undeclared_variables(false).into_iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Evaluates `tpl` in `ctx`, keeping the type of a single expression.
+    pub fn eval(&self, tpl: &Tpl, ctx: &JValue) -> Result<Value, TemplateError> {
+        match tpl {
+            Tpl::Literal(s) => Ok(Value::String(s.clone())),
+            Tpl::Expr(src) => self.eval_expression(src, ctx),
+            Tpl::Render(name) => Ok(Value::String(self.env.get_template(name)?.render(ctx)?)),
+        }
+    }
+
+    /// Evaluates `tpl` in `ctx` to a string.
+    pub fn render(&self, tpl: &Tpl, ctx: &JValue) -> Result<String, TemplateError> {
+        Ok(match self.eval(tpl, ctx)? {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        })
+    }
+
+    /// Evaluates an expression.
+    pub fn eval_expression(&self, source: &str, ctx: &JValue) -> Result<Value, TemplateError> {
+        let v = self.env.compile_expression(source)?.eval(ctx)?;
+        if v.is_undefined() {
+            return Ok(Value::Null);
+        }
+        serde_json::to_value(&v)
+            .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))
+    }
+
+    /// Evaluates an expression as a condition.
+    pub fn eval_bool(&self, source: &str, ctx: &JValue) -> Result<bool, TemplateError> {
+        Ok(self.env.compile_expression(source)?.eval(ctx)?.is_true())
+    }
+}
+
+/// The inner expression when `source` is exactly one `{{ … }}` block.
+pub fn single_expression(source: &str) -> Option<&str> {
+    let t = source.trim();
+    let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+/// A call of a named function with a literal first argument, found in a template's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Function name.
+    pub name: String,
+    /// Byte offset of the name in the source.
+    pub offset: usize,
+    /// The string literal arguments that directly follow, with their offsets (inside quotes).
+    pub literal_args: Vec<(String, usize)>,
+}
+
+/// Finds function calls (`name(` not preceded by `.` or `|`) in the code regions of a
+/// template (or in the whole of an expression when `expression` is true).
+pub fn find_calls(source: &str, expression: bool) -> Vec<Call> {
+    let mut calls = Vec::new();
+    for (start, end) in code_regions(source, expression) {
+        scan_region(source, start, end, &mut calls);
+    }
+    calls
+}
+
+fn code_regions(source: &str, expression: bool) -> Vec<(usize, usize)> {
+    if expression {
+        return vec![(0, source.len())];
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(rel) = source[i..].find(['{']) {
+        let at = i + rel;
+        let open = &source[at..];
+        let close = if open.starts_with("{{") {
+            "}}"
+        } else if open.starts_with("{%") {
+            "%}"
+        } else {
+            i = at + 1;
+            continue;
+        };
+        let body = at + 2;
+        let end = source[body..]
+            .find(close)
+            .map(|e| body + e)
+            .unwrap_or(source.len());
+        out.push((body, end));
+        i = (end + 2).min(source.len());
+        if i >= source.len() {
+            break;
+        }
+    }
+    out
+}
+
+fn scan_region(src: &str, start: usize, end: usize, calls: &mut Vec<Call>) {
+    let bytes = src.as_bytes();
+    let mut i = start;
+    let mut prev_sig: u8 = b' ';
+    while i < end {
+        let c = bytes[i];
+        if c == b'\'' || c == b'"' {
+            i = skip_string(bytes, i, end);
+            prev_sig = b'"';
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let s = i;
+            while i < end && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            let name = &src[s..i];
+            let mut j = i;
+            while j < end && bytes[j] == b' ' {
+                j += 1;
+            }
+            if j < end
+                && bytes[j] == b'('
+                && prev_sig != b'.'
+                && prev_sig != b'|'
+                && !is_keyword(name)
+            {
+                let literal_args = literal_args(src, j + 1, end);
+                calls.push(Call {
+                    name: name.to_string(),
+                    offset: s,
+                    literal_args,
+                });
+            }
+            prev_sig = if name == "is" { b'|' } else { b'a' };
+            continue;
+        }
+        if !c.is_ascii_whitespace() {
+            prev_sig = c;
+        }
+        i += 1;
+    }
+}
+
+fn is_keyword(name: &str) -> bool {
+    matches!(
+        name,
+        "and" | "or" | "not" | "in" | "if" | "else" | "for" | "is"
+    )
+}
+
+fn skip_string(bytes: &[u8], start: usize, end: usize) -> usize {
+    let q = bytes[start];
+    let mut i = start + 1;
+    while i < end && bytes[i] != q {
+        if bytes[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    (i + 1).min(end)
+}
+
+fn literal_args(src: &str, mut i: usize, end: usize) -> Vec<(String, usize)> {
+    let bytes = src.as_bytes();
+    let mut out = Vec::new();
+    loop {
+        while i < end && bytes[i] == b' ' {
+            i += 1;
+        }
+        if i >= end || (bytes[i] != b'\'' && bytes[i] != b'"') {
+            return out;
+        }
+        let close = skip_string(bytes, i, end);
+        if close < 2 || close - 1 <= i {
+            return out;
+        }
+        out.push((src[i + 1..close - 1].to_string(), i + 1));
+        i = close;
+        while i < end && bytes[i] == b' ' {
+            i += 1;
+        }
+        if i < end && bytes[i] == b',' {
+            i += 1;
+        } else {
+            return out;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookups::Lookups;
+
+    fn templates() -> Templates {
+        let t = Arc::new(Lookup::new(
+            "cfg".into(),
+            vec!["k".into(), "v".into()],
+            vec![
+                vec!["a.b".into(), "x".into()],
+                vec!["flag".into(), "true".into()],
+            ],
+        ));
+        Templates::new(&[("config".into(), t)], Arc::new(Lookups::default()))
+    }
+
+    #[test]
+    fn single_expression_keeps_type() {
+        let mut t = templates();
+        let tpl = t.template("{{ items }}").unwrap();
+        let ctx = JValue::from_serialize(serde_json::json!({"items": [1, 2]}));
+        assert_eq!(t.eval(&tpl, &ctx).unwrap(), serde_json::json!([1, 2]));
+        let tpl = t.template("n={{ items | length }}").unwrap();
+        assert_eq!(t.eval(&tpl, &ctx).unwrap(), serde_json::json!("n=2"));
+    }
+
+    #[test]
+    fn lookup_alias_and_filters() {
+        let mut t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({"name": "f.20230210_ErrInRcd_6.csv"}));
+        let tpl = t
+            .template("{{ config('a.b') }}-{{ name | stem }}{{ name | extension }}")
+            .unwrap();
+        assert_eq!(t.render(&tpl, &ctx).unwrap(), "x-f.20230210_ErrInRcd_6.csv");
+        let tpl = t
+            .template("{{ name | regex_capture('_ErrInRcd_(\\d+)\\.') | int }}")
+            .unwrap();
+        assert_eq!(t.eval(&tpl, &ctx).unwrap(), serde_json::json!(6));
+        assert!(t.eval_bool("config('flag') == 'true'", &ctx).unwrap());
+        let missing = t.template("{{ config('nope') }}").unwrap();
+        assert!(
+            t.render(&missing, &ctx)
+                .unwrap_err()
+                .0
+                .contains("no key 'nope'")
+        );
+    }
+
+    #[test]
+    fn undefined_variables_are_errors() {
+        let mut t = templates();
+        let tpl = t.template("{{ file.nme }}").unwrap();
+        let ctx = JValue::from_serialize(serde_json::json!({"file": {"name": "a"}}));
+        assert!(t.render(&tpl, &ctx).is_err());
+    }
+
+    #[test]
+    fn finds_calls_with_literal_arguments() {
+        let calls = find_calls(
+            "x {{ config('a.b') ~ f.upper() | lower('z') }} {% if confg(\"k\", 'c') %}",
+            false,
+        );
+        let names: Vec<_> = calls.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["config", "confg"]);
+        assert_eq!(calls[0].literal_args, vec![("a.b".to_string(), 13)]);
+        assert_eq!(calls[1].literal_args.len(), 2);
+        let calls = find_calls("config('x') == 'true' and not lookup('T', 'k')", true);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[1].literal_args[0].0, "T");
+    }
+}

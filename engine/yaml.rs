@@ -1,0 +1,296 @@
+//! YAML source documents with positions.
+//!
+//! ferry parses YAML with [`saphyr`] (YAML 1.2, maintained, keeps a span on every node) into a
+//! [`serde_json::Value`] plus a table of where every node stands in the source. Schema
+//! validation and deserialization work on the value; diagnostics map a JSON pointer back to a
+//! line and column through [`SourceDoc::locate`]. Keeping positions outside the value lets the
+//! typed model stay plain serde structs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use serde_json::{Map, Number, Value};
+
+/// A position in a source file: 1-based line, 1-based column (in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Pos {
+    /// 1-based line number.
+    pub line: usize,
+    /// 1-based column number, counted in characters.
+    pub column: usize,
+}
+
+/// Where one node of a document stands: its value, and its key when it is a mapping value.
+#[derive(Debug, Clone, Copy)]
+struct NodeSpan {
+    value: Pos,
+    key: Option<Pos>,
+}
+
+/// A loaded source file: its text, the parsed value and the position of every node.
+#[derive(Debug, Clone)]
+pub struct SourceDoc {
+    /// The file's path as given by the user.
+    pub path: PathBuf,
+    /// The file's full text, kept to quote lines in diagnostics.
+    pub text: Arc<str>,
+    /// The document as JSON data.
+    pub value: Value,
+    spans: HashMap<String, NodeSpan>,
+}
+
+/// A YAML syntax error with its position.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SyntaxError {
+    /// What the parser said.
+    pub message: String,
+    /// Where it said it.
+    pub pos: Pos,
+}
+
+impl SourceDoc {
+    /// Parses `text` (the contents of `path`) as a single YAML document.
+    pub fn parse(path: &Path, text: &str) -> Result<SourceDoc, SyntaxError> {
+        let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
+            message: e.info().to_string(),
+            pos: Pos {
+                line: e.marker().line(),
+                column: e.marker().col() + 1,
+            },
+        })?;
+        let mut spans = HashMap::new();
+        let value = match docs.len() {
+            0 => Value::Null,
+            1 => convert(&docs[0], String::new(), None, &mut spans)?,
+            _ => {
+                return Err(SyntaxError {
+                    message: "a file holds one YAML document; found several (`---`)".into(),
+                    pos: docs
+                        .get(1)
+                        .map(span_pos)
+                        .unwrap_or(Pos { line: 1, column: 1 }),
+                });
+            }
+        };
+        Ok(SourceDoc {
+            path: path.to_path_buf(),
+            text: Arc::from(text),
+            value,
+            spans,
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<SourceDoc, crate::diag::Diagnostic> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            crate::diag::Diagnostic::error("io", format!("cannot read {}: {e}", path.display()))
+                .in_file(path)
+        })?;
+        SourceDoc::parse(path, &text).map_err(|e| {
+            crate::diag::Diagnostic::error("syntax", format!("invalid YAML: {}", e.message))
+                .in_file(path)
+                .at_pos(e.pos)
+        })
+    }
+
+    /// Position of the node at `pointer` (a JSON pointer such as `/steps/2/list`). When the
+    /// node does not exist, the nearest existing ancestor is used.
+    pub fn locate(&self, pointer: &str) -> Pos {
+        self.find(pointer)
+            .map(|s| s.value)
+            .unwrap_or(Pos { line: 1, column: 1 })
+    }
+
+    /// Position of the *key* of the mapping entry at `pointer`, or of the value when it has
+    /// no key (sequence items, the root).
+    pub fn locate_key(&self, pointer: &str) -> Pos {
+        self.find(pointer)
+            .map(|s| s.key.unwrap_or(s.value))
+            .unwrap_or(Pos { line: 1, column: 1 })
+    }
+
+    fn find(&self, pointer: &str) -> Option<NodeSpan> {
+        let mut p = pointer.to_string();
+        loop {
+            if let Some(s) = self.spans.get(&p) {
+                return Some(*s);
+            }
+            let cut = p.rfind('/')?;
+            p.truncate(cut);
+        }
+    }
+
+    /// Position of the character at byte `offset` of the string value at `pointer`, whose
+    /// parsed text is `value`. Exact for single-line plain and quoted scalars and for block
+    /// scalars (`|`, `>`); other multi-line forms fall back to the value's start.
+    pub fn locate_in_value(&self, pointer: &str, value: &str, offset: usize) -> Pos {
+        let start = self.locate(pointer);
+        let Some(line) = self.line_text(start.line) else {
+            return start;
+        };
+        let before = value.get(..offset).unwrap_or(value);
+        let k = before.matches('\n').count();
+        let col_in_line = before.rsplit('\n').next().unwrap_or("").chars().count();
+        match line.chars().nth(start.column.saturating_sub(1)) {
+            Some('|') | Some('>') => {
+                let target = start.line + 1 + k;
+                let indent = self
+                    .line_text(start.line + 1)
+                    .map(|l| l.chars().take_while(|c| *c == ' ').count())
+                    .unwrap_or(0);
+                Pos {
+                    line: target,
+                    column: indent + col_in_line + 1,
+                }
+            }
+            _ if k > 0 => start,
+            Some('"') | Some('\'') => Pos {
+                line: start.line,
+                column: start.column + 1 + col_in_line,
+            },
+            _ => Pos {
+                line: start.line,
+                column: start.column + col_in_line,
+            },
+        }
+    }
+
+    /// The text of line `line` (1-based), without its line break.
+    pub fn line_text(&self, line: usize) -> Option<&str> {
+        self.text.lines().nth(line.checked_sub(1)?)
+    }
+}
+
+/// Escapes one JSON-pointer segment (RFC 6901).
+pub fn escape_segment(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+fn span_pos(node: &MarkedYamlOwned) -> Pos {
+    Pos {
+        line: node.span.start.line(),
+        column: node.span.start.col() + 1,
+    }
+}
+
+fn convert(
+    node: &MarkedYamlOwned,
+    pointer: String,
+    key: Option<Pos>,
+    spans: &mut HashMap<String, NodeSpan>,
+) -> Result<Value, SyntaxError> {
+    let here = span_pos(node);
+    spans.insert(pointer.clone(), NodeSpan { value: here, key });
+    let value = match &node.data {
+        YamlDataOwned::Value(scalar) => scalar_value(scalar),
+        YamlDataOwned::Representation(text, _, _) => Value::String(text.clone()),
+        YamlDataOwned::Sequence(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                out.push(convert(item, format!("{pointer}/{i}"), None, spans)?);
+            }
+            Value::Array(out)
+        }
+        YamlDataOwned::Mapping(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                let name = match &k.data {
+                    YamlDataOwned::Value(ScalarOwned::String(s)) => s.clone(),
+                    YamlDataOwned::Value(other) => match scalar_value(other) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    },
+                    YamlDataOwned::Representation(s, _, _) => s.clone(),
+                    _ => {
+                        return Err(SyntaxError {
+                            message: "mapping keys must be plain scalars".into(),
+                            pos: span_pos(k),
+                        });
+                    }
+                };
+                let child = format!("{pointer}/{}", escape_segment(&name));
+                let value = convert(v, child, Some(span_pos(k)), spans)?;
+                out.insert(name, value);
+            }
+            Value::Object(out)
+        }
+        YamlDataOwned::Tagged(_, inner) => convert(inner, pointer, key, spans)?,
+        YamlDataOwned::Alias(_) => {
+            return Err(SyntaxError {
+                message: "YAML aliases are not supported in ferry files; repeat the value".into(),
+                pos: here,
+            });
+        }
+        YamlDataOwned::BadValue => {
+            return Err(SyntaxError {
+                message: "unreadable value".into(),
+                pos: here,
+            });
+        }
+    };
+    Ok(value)
+}
+
+fn scalar_value(s: &ScalarOwned) -> Value {
+    match s {
+        ScalarOwned::Null => Value::Null,
+        ScalarOwned::Boolean(b) => Value::Bool(*b),
+        ScalarOwned::Integer(i) => Value::Number((*i).into()),
+        ScalarOwned::FloatingPoint(f) => Number::from_f64(f.into_inner())
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        ScalarOwned::String(s) => Value::String(s.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_of_values_and_keys() {
+        let text = "id: a\nsteps:\n  - id: one\n    list: {connection: x}\n";
+        let doc = SourceDoc::parse(Path::new("f.yaml"), text).unwrap();
+        assert_eq!(doc.locate("/steps/0/id"), Pos { line: 3, column: 9 });
+        assert_eq!(doc.locate_key("/steps/0/list"), Pos { line: 4, column: 5 });
+        assert_eq!(
+            doc.locate("/steps/0/list/connection"),
+            Pos {
+                line: 4,
+                column: 23
+            }
+        );
+        // a missing node falls back to its nearest ancestor
+        assert_eq!(
+            doc.locate("/steps/0/list/prefix"),
+            Pos {
+                line: 4,
+                column: 11
+            }
+        );
+    }
+
+    #[test]
+    fn yaml_1_2_keeps_on_and_yes_as_strings() {
+        let doc = SourceDoc::parse(Path::new("f.yaml"), "a: on\nb: yes\nc: true\n").unwrap();
+        assert_eq!(doc.value["a"], Value::String("on".into()));
+        assert_eq!(doc.value["b"], Value::String("yes".into()));
+        assert_eq!(doc.value["c"], Value::Bool(true));
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = SourceDoc::parse(Path::new("f.yaml"), "a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.pos.line >= 1);
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        let err = SourceDoc::parse(Path::new("f.yaml"), "a: 1\na: 2\n").unwrap_err();
+        assert!(err.message.contains("duplicate"), "{}", err.message);
+        assert_eq!(err.pos.line, 2);
+    }
+}
