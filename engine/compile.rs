@@ -205,12 +205,14 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
         }
         flow_docs.push(doc);
     }
-    let connections = match &conn_path {
+    // `None` when the connections file itself is broken: its diagnostics say so, and
+    // connection references are not checked against it.
+    let connections: Option<BTreeMap<String, ConnectionSpec>> = match &conn_path {
         Some(p) => match SourceDoc::load(p) {
-            Ok(doc) => check_connections(&doc, &mut diags).unwrap_or_default(),
+            Ok(doc) => check_connections(&doc, &mut diags),
             Err(d) => {
                 diags.push(d);
-                BTreeMap::new()
+                None
             }
         },
         None => {
@@ -218,7 +220,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
                 Diagnostic::error("no-connections", "no connections file")
                     .hint("put connections.yaml in the flow directory or pass --connections FILE"),
             );
-            BTreeMap::new()
+            None
         }
     };
     let lookups = Arc::new(lookups);
@@ -246,7 +248,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
         }
     }
     let index = Index {
-        connections: &connections,
+        connections: connections.as_ref(),
         lookups: lookups.clone(),
         flows: raws
             .iter()
@@ -273,7 +275,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
     let project = ok.then(|| Project {
         flows,
         lookups,
-        connections,
+        connections: connections.unwrap_or_default(),
         files: all_files,
     });
     (project, diags)
@@ -526,7 +528,7 @@ fn known_properties(doc: &SourceDoc, _ptr: &str) -> Vec<String> {
 }
 
 struct Index<'a> {
-    connections: &'a BTreeMap<String, ConnectionSpec>,
+    connections: Option<&'a BTreeMap<String, ConnectionSpec>>,
     lookups: Arc<Lookups>,
     flows: BTreeMap<String, BTreeMap<String, crate::model::Param>>,
 }
@@ -748,7 +750,8 @@ impl<'a> FlowCx<'a> {
 
     /// Checks that `name` is a connection offering `cap`; returns the name.
     pub fn connection(&mut self, ptr: &str, name: &str, cap: Capability) -> String {
-        match self.index.connections.get(name) {
+        let Some(connections) = self.index.connections else { return name.to_string() };
+        match connections.get(name) {
             Some(spec) if spec.capability() != cap => self.error_at(
                 ptr,
                 "wrong-connection-kind",
@@ -760,7 +763,7 @@ impl<'a> FlowCx<'a> {
             ),
             Some(_) => {}
             None => {
-                let hint = did_you_mean(name, self.index.connections.keys().map(String::as_str));
+                let hint = did_you_mean(name, connections.keys().map(String::as_str));
                 self.error_at(
                     ptr,
                     "unknown-connection",
@@ -1003,11 +1006,13 @@ impl<'a> FlowCx<'a> {
             let refs = self.refs[refs_before..].to_vec();
             let mut node_refs = refs;
             for (j, need) in raw.needs.iter().enumerate() {
-                node_refs.push(StepRef {
+                let r = StepRef {
                     id: need.clone(),
                     pointer: format!("{sptr}/needs/{j}"),
                     pos: self.doc.locate(&format!("{sptr}/needs/{j}")),
-                });
+                };
+                self.refs.push(r.clone());
+                node_refs.push(r);
             }
             nodes.push(Node {
                 plan: kind.map(|kind| StepPlan {

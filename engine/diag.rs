@@ -183,19 +183,20 @@ pub fn pointer_to_path(pointer: &str) -> String {
 }
 
 /// The closest of `candidates` to `word`, when close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
-    let mut best: Option<(f64, &str)> = None;
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let max_edits = (word.chars().count() / 4).max(1);
+    let mut best: Option<(usize, f64, &str)> = None;
     for c in candidates {
+        let edits = strsim::damerau_levenshtein(word, c);
         let score = strsim::jaro_winkler(word, c);
-        if score > best.map_or(0.0, |b| b.0) {
-            best = Some((score, c));
+        if edits > max_edits && score < 0.85 {
+            continue;
+        }
+        if best.is_none_or(|(e, s, _)| edits < e || (edits == e && score > s)) {
+            best = Some((edits, score, c));
         }
     }
-    best.filter(|(s, _)| *s >= 0.8)
-        .map(|(_, c)| format!("did you mean '{c}'?"))
+    best.map(|(_, _, c)| format!("did you mean '{c}'?"))
 }
 
 /// Renders all diagnostics as a JSON array.

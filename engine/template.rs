@@ -198,7 +198,7 @@ impl Templates {
     pub fn eval_expression(&self, source: &str, ctx: &JValue) -> Result<Value, TemplateError> {
         let v = self.env.compile_expression(source)?.eval(ctx)?;
         if v.is_undefined() {
-            return Ok(Value::Null);
+            return Err(TemplateError(format!("`{}` is undefined", source.trim())));
         }
         serde_json::to_value(&v)
             .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))

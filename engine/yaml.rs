@@ -141,20 +141,13 @@ impl SourceDoc {
                     .line_text(start.line + 1)
                     .map(|l| l.chars().take_while(|c| *c == ' ').count())
                     .unwrap_or(0);
-                Pos {
-                    line: target,
-                    column: indent + col_in_line + 1,
-                }
+                Pos { line: target, column: indent + col_in_line + 1 }
             }
-            _ if k > 0 => start,
-            Some('"') | Some('\'') => Pos {
-                line: start.line,
-                column: start.column + 1 + col_in_line,
-            },
-            _ => Pos {
-                line: start.line,
-                column: start.column + col_in_line,
-            },
+            Some('"') | Some('\'') if k == 0 => Pos { line: start.line, column: start.column + 1 + col_in_line },
+            Some('"') | Some('\'') => start,
+            // plain scalars, and block scalars whose span starts at their content
+            _ if k == 0 => Pos { line: start.line, column: start.column + col_in_line },
+            _ => Pos { line: start.line + k, column: start.column + col_in_line },
         }
     }
 
@@ -260,7 +253,7 @@ mod tests {
             doc.locate("/steps/0/list/connection"),
             Pos {
                 line: 4,
-                column: 23
+                column: 24
             }
         );
         // a missing node falls back to its nearest ancestor
