@@ -160,6 +160,9 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
             ));
         }
     }
+    if !diags.is_empty() {
+        return (None, diags); // a path that does not exist: nothing else is meaningful
+    }
     if inputs.paths.iter().any(|p| p.is_dir()) {
         report_only = None;
     }
@@ -750,7 +753,9 @@ impl<'a> FlowCx<'a> {
 
     /// Checks that `name` is a connection offering `cap`; returns the name.
     pub fn connection(&mut self, ptr: &str, name: &str, cap: Capability) -> String {
-        let Some(connections) = self.index.connections else { return name.to_string() };
+        let Some(connections) = self.index.connections else {
+            return name.to_string();
+        };
         match connections.get(name) {
             Some(spec) if spec.capability() != cap => self.error_at(
                 ptr,

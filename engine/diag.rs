@@ -183,7 +183,10 @@ pub fn pointer_to_path(pointer: &str) -> String {
 }
 
 /// The closest of `candidates` to `word`, when close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let max_edits = (word.chars().count() / 4).max(1);
     let mut best: Option<(usize, f64, &str)> = None;
     for c in candidates {
@@ -217,10 +220,7 @@ mod tests {
 
     #[test]
     fn suggestion_for_typo() {
-        let keys = [
-            "sent.prefixtag.fileuploaded",
-            "notification.email.error.flag",
-        ];
+        let keys = ["sent.prefixtag.fileuploaded", "notify.on.error"];
         assert_eq!(
             did_you_mean("sent.prefixtag.uploaded", keys).as_deref(),
             Some("did you mean 'sent.prefixtag.fileuploaded'?")

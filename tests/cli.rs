@@ -1,0 +1,215 @@
+//! The `ferry` binary, run for real in temporary directories: exit codes, rendered output,
+//! dry runs and the demo.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ferry(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).current_dir(dir).output().unwrap()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A copy of the shipped flows and lookups whose connections point into `dir/data`.
+fn project(dir: &Path) {
+    copy_dir(&repo().join("flows"), &dir.join("flows"));
+    copy_dir(&repo().join("lookups"), &dir.join("lookups"));
+    let conns = std::fs::read_to_string(repo().join("examples/demo/connections.yaml"))
+        .unwrap()
+        .replace("${DEMO_DIR}", &dir.display().to_string())
+        .replace("${STANDIN_URL}", "http://127.0.0.1:9");
+    std::fs::write(dir.join("flows/connections.yaml"), conns).unwrap();
+}
+
+#[test]
+fn validate_the_shipped_flows_exits_0() {
+    let o = ferry(&repo(), &["validate", "flows"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "ok: 10 flows, 4 lookups, 7 connections\n");
+}
+
+#[test]
+fn validate_renders_a_broken_flow_like_a_compiler_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let f = dir.path().join("flows/enrollment_ftp.yaml");
+    let text = std::fs::read_to_string(&f).unwrap().replace(
+        "to: \"{{ config('dacs.prefixtag.fileuploaded') }}{{ file.name }}\"",
+        "to: \"{{ config('dacs.prefixtag.uploaded') }}{{ file.name }}\"",
+    );
+    std::fs::write(&f, text).unwrap();
+    let o = ferry(dir.path(), &["validate", "flows"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        "error[unknown-lookup-key]: unknown lookup key 'dacs.prefixtag.uploaded' in OUTL-BRT-OUAI_DACS_DRMS_ConfigProps
+  --> flows/enrollment_ftp.yaml:65:29
+   |
+65 |             to: \"{{ config('dacs.prefixtag.uploaded') }}{{ file.name }}\"
+   |                             ^
+  = at: steps[3].for_each.steps[2].rename.to
+  = hint: did you mean 'dacs.prefixtag.fileuploaded'?
+
+"
+    );
+    assert_eq!(stderr(&o), "1 problem(s) found\n");
+
+    let o = ferry(dir.path(), &["validate", "--format", "json", "flows"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["code"], "unknown-lookup-key");
+    assert_eq!(v[0]["file"], "flows/enrollment_ftp.yaml");
+    assert_eq!(v[0]["line"], 65);
+    assert_eq!(v[0]["column"], 29);
+    assert_eq!(v[0]["path"], "steps[3].for_each.steps[2].rename.to");
+}
+
+#[test]
+fn validate_a_missing_path_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ferry(dir.path(), &["validate", "nowhere"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+}
+
+#[test]
+fn an_invalid_flow_directory_is_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    std::fs::write(dir.path().join("flows/broken.yaml"), "id: x\nname: X\nversion: '1'\nsteps: [{ id: a }]\n").unwrap();
+    let o = ferry(dir.path(), &["run", "OUTL-BA-DACS_OUAI_OS_ENROLL"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("step 'a' does nothing"), "{}", stderr(&o));
+    assert!(!dir.path().join("data/outbox").exists(), "nothing ran");
+}
+
+#[test]
+fn dry_run_changes_nothing_then_a_real_run_moves_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let src = dir.path().join("data/dacs-os/dacsnamespace/DACS_EnrollFolder");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("ENROLL_SYNC_1.csv"), "a,b\n1,2\n").unwrap();
+
+    let o = ferry(dir.path(), &["run", "--dry-run", "OUTL-BA-DACS_OUAI_OS_ENROLL"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("dry run"), "{out}");
+    assert!(out.contains("put     ouai_os:ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv (8 bytes) [would]"), "{out}");
+    assert!(out.contains("rename  dacs_os:dacsnamespace/DACS_EnrollFolder/ENROLL_SYNC_1.csv -> Sent-ENROLL_SYNC_1.csv [would]"), "{out}");
+    assert!(src.join("ENROLL_SYNC_1.csv").exists());
+    assert!(!dir.path().join("data/ouai-os").exists());
+    assert!(!dir.path().join("data/outbox").exists());
+
+    let o = ferry(dir.path(), &["run", "OUTL-BA-DACS_OUAI_OS_ENROLL", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["outcome"], "succeeded");
+    assert_eq!(
+        std::fs::read(dir.path().join("data/ouai-os/ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv")).unwrap(),
+        b"a,b\n1,2\n"
+    );
+    assert!(src.join("Sent-ENROLL_SYNC_1.csv").exists());
+    assert!(!src.join("ENROLL_SYNC_1.csv").exists());
+}
+
+#[test]
+fn a_failed_run_exits_3_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    // the DACS stand-in URL points at a closed port: the first record fails to send
+    let src = dir.path().join("data/ouai-os/ouainamespace/OUAIEnrollAckFolder");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(
+        repo().join("examples/demo/data/ouai-os/ouainamespace/OUAIEnrollAckFolder/feedback.dacs.program_subscription.20230210.csv"),
+        src.join("feedback.dacs.program_subscription.20230210.csv"),
+    )
+    .unwrap();
+    let o = ferry(dir.path(), &["run", "OUTL-BA-OUAI_DACS_OS_ENROLL_ACK"]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("outcome: failed"), "{out}");
+    assert!(out.contains("error: step 'send': connection 'dacs_rest': "), "{out}");
+    assert!(src.join("feedback.dacs.program_subscription.20230210_ErrInRcd_1.csv").exists());
+}
+
+#[test]
+fn run_an_unknown_flow_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let o = ferry(dir.path(), &["run", "NOPE"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).starts_with("error: unknown flow 'NOPE' (flows: "), "{}", stderr(&o));
+}
+
+#[test]
+fn rest_triggered_flow_runs_from_input_files_and_rejects_unknown_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let o = ferry(dir.path(), &["run", "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR", "--input", "bogus=x.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("has no trigger part 'bogus' (parts: file, message)"), "{}", stderr(&o));
+    let o = ferry(dir.path(), &["run", "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("needs trigger part 'file'"), "{}", stderr(&o));
+}
+
+#[test]
+fn graph_prints_the_nested_step_graph() {
+    let o = ferry(&repo(), &["graph", "OUTL-BA-OUAI_DACS_OS_ENROLL_ACK"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.starts_with("flowchart TD\n"), "{out}");
+    assert!(out.contains("  files -->|each| fetch\n"), "{out}");
+    assert!(out.contains("  records -->|each| sync_request\n"), "{out}");
+    assert!(out.contains("mark_failed_record[\"rename: mark_failed_record (on failure) [when]\"]"), "{out}");
+    let o = ferry(&repo(), &["graph", "--format", "dot", "OUTL-BA-OUAI_DACS_OS_ENROLL_ACK"]);
+    assert!(stdout(&o).starts_with("digraph \"OUTL-BA-OUAI_DACS_OS_ENROLL_ACK\" {"));
+}
+
+#[test]
+fn demo_runs_all_six_flows_then_finds_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let demo_dir = demo_dir.to_str().unwrap();
+    let o = ferry(&repo(), &["demo", "--dir", demo_dir]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    for row in [
+        "OUTL-BA-DACS_OUAI_FTP_ENROLL       succeeded       2        0        2       1",
+        "OUTL-BA-DACS_OUAI_OS_ENROLL        succeeded       1        0        1       1",
+        "OUTL-BA-OUAI_DACS_OS_ENROLL_ACK    succeeded       0        7        1       1",
+        "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR   succeeded       1        1        0       1",
+        "OUTL-BA-OUAI_DACS_KWHAVD_OS_TRF    succeeded       1        0        1       1",
+        "OUTL-BA-OUAI_OS_LR_FORECAST        succeeded       0        1        1       1",
+    ] {
+        assert!(out.contains(row), "missing row {row:?} in\n{out}");
+    }
+    let o = ferry(&repo(), &["demo", "--dir", demo_dir]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.contains("OUTL-BA-DACS_OUAI_FTP_ENROLL       no_files        0        0        0       1"), "{out}");
+    assert!(out.contains("OUTL-BA-OUAI_OS_LR_FORECAST        no_files        0        0        0       1"), "{out}");
+    assert_eq!(std::fs::read_dir(Path::new(demo_dir).join("outbox")).unwrap().count(), 12);
+}
