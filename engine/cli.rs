@@ -99,6 +99,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Connect to every connection and reach what the flows use; print OK / FAILED.
+    Check {
+        /// Sources.
+        #[command(flatten)]
+        sources: Sources,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// Print a flow's step graph.
     Graph {
         /// The flow's identifier.
@@ -217,6 +226,25 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             Ok(match report.outcome {
                 Outcome::Succeeded | Outcome::NoFiles => 0,
                 Outcome::Partial | Outcome::Failed => EXIT_RUN_FAILED,
+            })
+        }
+        Command::Check { sources, format } => {
+            let project = match load_sources(&sources) {
+                Ok(p) => p,
+                Err(diags) => {
+                    eprint!("{}", render_diags(&diags, Format::Human));
+                    return Ok(EXIT_INVALID);
+                }
+            };
+            let rows = crate::check::check(&project).await;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Human => print!("{}", crate::check::render(&rows)),
+            }
+            Ok(if rows.iter().all(|r| r.ok) {
+                0
+            } else {
+                EXIT_RUN_FAILED
             })
         }
         Command::Graph {

@@ -45,6 +45,9 @@ pub struct Project {
     pub lookups: Arc<Lookups>,
     /// Connection definitions by name.
     pub connections: BTreeMap<String, ConnectionSpec>,
+    /// The locations flows use on each file connection, where they depend on lookups only
+    /// (what `ferry check` lists).
+    pub locations: BTreeMap<String, BTreeSet<String>>,
     /// Files read.
     pub files: Vec<PathBuf>,
 }
@@ -259,8 +262,9 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
             .collect(),
     };
     let mut flows = BTreeMap::new();
+    let mut locations: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (raw, doc) in &raws {
-        let plan = compile_flow(raw, doc, &index, &mut diags);
+        let plan = compile_flow(raw, doc, &index, &mut diags, &mut locations);
         flows.insert(raw.id.clone(), Arc::new(plan));
     }
     let mut all_files = files;
@@ -279,6 +283,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
         flows,
         lookups,
         connections: connections.unwrap_or_default(),
+        locations,
         files: all_files,
     });
     (project, diags)
@@ -541,6 +546,7 @@ fn compile_flow(
     doc: &Arc<SourceDoc>,
     index: &Index<'_>,
     diags: &mut Vec<Diagnostic>,
+    locations: &mut BTreeMap<String, BTreeSet<String>>,
 ) -> FlowPlan {
     let mut aliases = Vec::new();
     let declared: BTreeSet<String> = raw.lookups.keys().cloned().collect();
@@ -582,6 +588,7 @@ fn compile_flow(
         ids: HashMap::new(),
         defined: Vec::new(),
         refs: Vec::new(),
+        locations,
     };
     let steps = cx.block("/steps", &raw.steps);
     let on_error = raw.on_error.as_ref().map(|call| {
@@ -625,6 +632,7 @@ pub struct FlowCx<'a> {
     ids: HashMap<String, String>,
     defined: Vec<String>,
     refs: Vec<StepRef>,
+    locations: &'a mut BTreeMap<String, BTreeSet<String>>,
 }
 
 impl<'a> FlowCx<'a> {
@@ -668,6 +676,25 @@ impl<'a> FlowCx<'a> {
         let out = f(self);
         self.vars.pop();
         out
+    }
+
+    /// Compiles the location template of a file step on `connection`, and remembers the
+    /// location when it depends on lookups only (for `ferry check`).
+    pub fn location(&mut self, ptr: &str, connection: &str, src: &str) -> Tpl {
+        let tpl = self.template(ptr, src);
+        let vars = self.templates.variables(&tpl);
+        if vars
+            .iter()
+            .all(|v| self.aliases.contains_key(v) || BUILTIN_FUNCTIONS.contains(&v.as_str()))
+        {
+            if let Ok(loc) = self.templates.render(&tpl, &minijinja::Value::from(())) {
+                self.locations
+                    .entry(connection.to_string())
+                    .or_default()
+                    .insert(loc);
+            }
+        }
+        tpl
     }
 
     /// Compiles and checks a template string.

@@ -16,9 +16,11 @@
 //! - [`run`] — the executor, run reports and events.
 //! - [`connectors`] — local directories, HTTP, mail (one closed enum per capability).
 //! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.
+//! - [`check`] — `ferry check`, the connection test.
 //! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine.
 //! - [`cli`] — the command line (the binary in `main.rs` only calls it).
 
+pub mod check;
 pub mod cli;
 pub mod compile;
 pub mod connectors;

@@ -42,7 +42,7 @@ impl FetchStep {
                 &self.connection,
                 Capability::Files,
             ),
-            location: cx.template(&format!("{ptr}/location"), &self.location),
+            location: cx.location(&format!("{ptr}/location"), &self.connection, &self.location),
             name: cx.template(&format!("{ptr}/name"), &self.name),
         }
     }

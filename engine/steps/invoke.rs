@@ -214,7 +214,7 @@ impl InvokeStep {
                     &p.connection,
                     Capability::Files,
                 ),
-                location: cx.template(&format!("{ptr}/location"), &p.location),
+                location: cx.location(&format!("{ptr}/location"), &p.connection, &p.location),
                 name: cx.template(&format!("{ptr}/name"), &p.name),
                 file: cx.template(&format!("{ptr}/file"), &p.file),
             };

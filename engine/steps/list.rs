@@ -46,7 +46,7 @@ impl ListStep {
                 &self.connection,
                 Capability::Files,
             ),
-            location: cx.template(&format!("{ptr}/location"), &self.location),
+            location: cx.location(&format!("{ptr}/location"), &self.connection, &self.location),
             prefix: cx.opt_template(&format!("{ptr}/prefix"), self.prefix.as_deref()),
             exclude_prefix: cx.opt_template(
                 &format!("{ptr}/exclude_prefix"),

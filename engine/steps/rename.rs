@@ -41,7 +41,7 @@ impl RenameStep {
                 &self.connection,
                 Capability::Files,
             ),
-            location: cx.template(&format!("{ptr}/location"), &self.location),
+            location: cx.location(&format!("{ptr}/location"), &self.connection, &self.location),
             from: cx.template(&format!("{ptr}/from"), &self.from),
             to: cx.template(&format!("{ptr}/to"), &self.to),
         }
