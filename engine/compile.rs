@@ -753,6 +753,18 @@ impl<'a> FlowCx<'a> {
             .ok()
     }
 
+    /// Where the lookup value an expression reads stands (`lookups/x.yaml:12:5`), when the
+    /// expression reads exactly one lookup key.
+    pub fn lookup_origin(&self, expr: &str) -> Option<String> {
+        let calls = find_calls(expr, true);
+        let [call] = calls.as_slice() else { return None };
+        let table = self.aliases.get(&call.name)?;
+        let (key, _) = call.literal_args.first()?;
+        let pos = table.key_pos.get(key)?;
+        let file = table.source.as_ref()?.path.display().to_string();
+        Some(format!("{file}:{}:{}", pos.line, pos.column))
+    }
+
     /// Compiles a JSON value whose strings are templates.
     pub fn value(&mut self, ptr: &str, v: &Value) -> ValueTpl {
         match v {

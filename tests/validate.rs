@@ -46,10 +46,20 @@ fn diagnostics_with(flow: &str, connections: &str, lookup: &str) -> Vec<String> 
     std::fs::write(root.join("flows/child.yaml"), CHILD).unwrap();
     std::fs::write(root.join("flows/f.yaml"), flow).unwrap();
     std::fs::write(root.join("lookups/cfg.yaml"), lookup).unwrap();
-    let (project, diags) = load(&Inputs { paths: vec![root.join("flows")], ..Default::default() });
-    assert_eq!(project.is_some(), diags.is_empty(), "a project exists exactly when there is no diagnostic");
+    let (project, diags) = load(&Inputs {
+        paths: vec![root.join("flows")],
+        ..Default::default()
+    });
+    assert_eq!(
+        project.is_some(),
+        diags.is_empty(),
+        "a project exists exactly when there is no diagnostic"
+    );
     let prefix = format!("{}/", root.display());
-    diags.iter().map(|d| d.one_line().replace(&prefix, "")).collect()
+    diags
+        .iter()
+        .map(|d| d.one_line().replace(&prefix, ""))
+        .collect()
 }
 
 fn flow(steps: &str) -> String {
@@ -84,26 +94,44 @@ fn yaml_syntax_error_has_position() {
 #[test]
 fn unknown_field_points_at_the_key_with_a_suggestion() {
     let f = flow("  - id: a\n    list: { connection: files, location: x, prefx: y }\n");
-    assert_eq!(diagnostics_of(&f), ["flows/f.yaml:8:45: steps[0].list.prefx: unknown field 'prefx' (did you mean 'prefix'?)"]);
+    assert_eq!(
+        diagnostics_of(&f),
+        ["flows/f.yaml:8:45: steps[0].list.prefx: unknown field 'prefx' (did you mean 'prefix'?)"]
+    );
 }
 
 #[test]
 fn missing_field_points_at_its_parent() {
     let f = flow("  - id: a\n    list: { location: x }\n");
-    assert_eq!(diagnostics_of(&f), ["flows/f.yaml:8:5: steps[0].list: missing field 'connection'"]);
+    assert_eq!(
+        diagnostics_of(&f),
+        ["flows/f.yaml:8:5: steps[0].list: missing field 'connection'"]
+    );
 }
 
 #[test]
 fn wrong_type_is_reported_where_it_stands() {
-    let f = flow("  - id: a\n    invoke:\n      request: { connection: api, path: /x, tolerate: [four] }\n");
+    let f = flow(
+        "  - id: a\n    invoke:\n      request: { connection: api, path: /x, tolerate: [four] }\n",
+    );
     let d = diagnostics_of(&f);
-    assert_eq!(d, ["flows/f.yaml:9:56: steps[0].invoke.request.tolerate[0]: \"four\" is not of type \"integer\""]);
+    assert_eq!(
+        d,
+        [
+            "flows/f.yaml:9:56: steps[0].invoke.request.tolerate[0]: \"four\" is not of type \"integer\""
+        ]
+    );
 }
 
 #[test]
 fn duplicate_step_ids() {
-    let f = flow("  - id: a\n    end: { outcome: succeeded }\n  - id: a\n    end: { outcome: succeeded }\n");
-    assert_eq!(diagnostics_of(&f), ["flows/f.yaml:9:9: steps[1].id: step id 'a' is already used (line 7)"]);
+    let f = flow(
+        "  - id: a\n    end: { outcome: succeeded }\n  - id: a\n    end: { outcome: succeeded }\n",
+    );
+    assert_eq!(
+        diagnostics_of(&f),
+        ["flows/f.yaml:9:9: steps[1].id: step id 'a' is already used (line 7)"]
+    );
 }
 
 #[test]
@@ -111,13 +139,19 @@ fn unknown_step_in_a_template_with_a_suggestion() {
     let f = flow(
         "  - id: listing\n    list: { connection: files, location: x }\n  - id: b\n    when: steps.listng.count > 0\n    end: { outcome: no_files }\n",
     );
-    assert_eq!(diagnostics_of(&f), ["flows/f.yaml:10:17: steps[1].when: unknown step 'listng' (did you mean 'listing'?)"]);
+    assert_eq!(
+        diagnostics_of(&f),
+        ["flows/f.yaml:10:17: steps[1].when: unknown step 'listng' (did you mean 'listing'?)"]
+    );
 }
 
 #[test]
 fn unknown_step_in_needs() {
     let f = flow("  - id: a\n    needs: [zzz]\n    end: { outcome: succeeded }\n");
-    assert_eq!(diagnostics_of(&f), ["flows/f.yaml:8:13: steps[0].needs[0]: unknown step 'zzz'"]);
+    assert_eq!(
+        diagnostics_of(&f),
+        ["flows/f.yaml:8:13: steps[0].needs[0]: unknown step 'zzz'"]
+    );
 }
 
 #[test]
@@ -127,7 +161,9 @@ fn dependency_cycle() {
     );
     assert_eq!(
         diagnostics_of(&f),
-        ["flows/f.yaml:7:9: steps[0].id: steps a → b depend on each other in a cycle (a step can only use the outputs of steps that run before it)"]
+        [
+            "flows/f.yaml:7:9: steps[0].id: steps a → b depend on each other in a cycle (a step can only use the outputs of steps that run before it)"
+        ]
     );
 }
 
@@ -145,16 +181,26 @@ fn steps_run_in_dependency_order_not_only_document_order() {
         flow("  - id: b\n    transform: { value: '{{ steps.a }}' }\n  - id: a\n    transform: { value: x }\n"),
     )
     .unwrap();
-    let (project, diags) = load(&Inputs { paths: vec![root.join("flows")], ..Default::default() });
+    let (project, diags) = load(&Inputs {
+        paths: vec![root.join("flows")],
+        ..Default::default()
+    });
     assert!(diags.is_empty(), "{diags:?}");
     let project = project.unwrap();
-    let order: Vec<&str> = project.flows["f"].steps.steps.iter().map(|s| s.id.as_str()).collect();
+    let order: Vec<&str> = project.flows["f"]
+        .steps
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
     assert_eq!(order, ["a", "b"]);
 }
 
 #[test]
 fn a_step_must_do_exactly_one_thing() {
-    let f = flow("  - id: a\n  - id: b\n    end: { outcome: succeeded }\n    list: { connection: files, location: x }\n");
+    let f = flow(
+        "  - id: a\n  - id: b\n    end: { outcome: succeeded }\n    list: { connection: files, location: x }\n",
+    );
     assert_eq!(
         diagnostics_of(&f),
         [
@@ -169,7 +215,12 @@ fn template_that_does_not_compile() {
     let f = flow("  - id: a\n    list: { connection: files, location: '{{ config(' }\n");
     let d = diagnostics_of(&f);
     assert_eq!(d.len(), 1, "{d:?}");
-    assert!(d[0].starts_with("flows/f.yaml:8:42: steps[0].list.location: template does not compile: syntax error"), "{d:?}");
+    assert!(
+        d[0].starts_with(
+            "flows/f.yaml:8:42: steps[0].list.location: template does not compile: syntax error"
+        ),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -188,30 +239,43 @@ fn loop_variables_are_known_inside_the_loop_only() {
     );
     let d = diagnostics_of(&f);
     assert_eq!(d.len(), 1, "{d:?}");
-    assert!(d[0].starts_with("flows/f.yaml:15:29: steps[1].transform.value: unknown variable 'file'"), "{d:?}");
+    assert!(
+        d[0].starts_with("flows/f.yaml:15:29: steps[1].transform.value: unknown variable 'file'"),
+        "{d:?}"
+    );
 }
 
 #[test]
 fn unknown_function_with_a_suggestion() {
-    let f = flow("  - id: a\n    list: { connection: files, location: \"{{ confg('in.dir') }}\" }\n");
+    let f =
+        flow("  - id: a\n    list: { connection: files, location: \"{{ confg('in.dir') }}\" }\n");
     assert_eq!(
         diagnostics_of(&f),
-        ["flows/f.yaml:8:46: steps[0].list.location: unknown function 'confg' (did you mean 'config'?)"]
+        [
+            "flows/f.yaml:8:46: steps[0].list.location: unknown function 'confg' (did you mean 'config'?)"
+        ]
     );
 }
 
 #[test]
 fn unknown_lookup_table() {
     let f = "id: f\nname: F\nversion: '1'\nlookups:\n  config: Cfgg\nsteps:\n  - id: a\n    end: { outcome: succeeded }\n";
-    assert_eq!(diagnostics_of(f), ["flows/f.yaml:5:11: lookups.config: unknown lookup 'Cfgg' (did you mean 'Cfg'?)"]);
+    assert_eq!(
+        diagnostics_of(f),
+        ["flows/f.yaml:5:11: lookups.config: unknown lookup 'Cfgg' (did you mean 'Cfg'?)"]
+    );
 }
 
 #[test]
 fn unknown_lookup_key_in_a_template_points_at_the_key() {
-    let f = flow("  - id: a\n    rename: { connection: files, location: x, from: a, to: \"{{ config('sent.prefx') }}a\" }\n");
+    let f = flow(
+        "  - id: a\n    rename: { connection: files, location: x, from: a, to: \"{{ config('sent.prefx') }}a\" }\n",
+    );
     assert_eq!(
         diagnostics_of(&f),
-        ["flows/f.yaml:8:72: steps[0].rename.to: unknown lookup key 'sent.prefx' in Cfg (did you mean 'sent.prefix'?)"]
+        [
+            "flows/f.yaml:8:72: steps[0].rename.to: unknown lookup key 'sent.prefx' in Cfg (did you mean 'sent.prefix'?)"
+        ]
     );
 }
 
@@ -220,7 +284,10 @@ fn unknown_lookup_key_in_a_block_scalar() {
     let f = flow(
         "  - id: a\n    notify:\n      connection: mail\n      from: a@b.c\n      to: a@b.c\n      subject: s\n      body: |\n        line one\n        value {{ config('nope') }}\n",
     );
-    assert_eq!(diagnostics_of(&f), ["flows/f.yaml:15:26: steps[0].notify.body: unknown lookup key 'nope' in Cfg"]);
+    assert_eq!(
+        diagnostics_of(&f),
+        ["flows/f.yaml:15:26: steps[0].notify.body: unknown lookup key 'nope' in Cfg"]
+    );
 }
 
 #[test]
@@ -228,7 +295,9 @@ fn unknown_lookup_key_through_the_generic_lookup_function() {
     let f = flow("  - id: a\n    transform: { value: \"{{ lookup('Cfg', 'in.dri') }}\" }\n");
     assert_eq!(
         diagnostics_of(&f),
-        ["flows/f.yaml:8:44: steps[0].transform.value: unknown lookup key 'in.dri' in Cfg (did you mean 'in.dir'?)"]
+        [
+            "flows/f.yaml:8:44: steps[0].transform.value: unknown lookup key 'in.dri' in Cfg (did you mean 'in.dir'?)"
+        ]
     );
 }
 
@@ -237,7 +306,9 @@ fn unknown_connection_with_a_suggestion() {
     let f = flow("  - id: a\n    list: { connection: fils, location: x }\n");
     assert_eq!(
         diagnostics_of(&f),
-        ["flows/f.yaml:8:25: steps[0].list.connection: unknown connection 'fils' (did you mean 'files'?)"]
+        [
+            "flows/f.yaml:8:25: steps[0].list.connection: unknown connection 'fils' (did you mean 'files'?)"
+        ]
     );
 }
 
@@ -246,14 +317,19 @@ fn connection_of_the_wrong_kind() {
     let f = flow("  - id: a\n    list: { connection: api, location: x }\n");
     assert_eq!(
         diagnostics_of(&f),
-        ["flows/f.yaml:8:25: steps[0].list.connection: connection 'api' is of kind http, this step needs a file (list/fetch/put/rename) connection"]
+        [
+            "flows/f.yaml:8:25: steps[0].list.connection: connection 'api' is of kind http, this step needs a file (list/fetch/put/rename) connection"
+        ]
     );
 }
 
 #[test]
 fn unknown_child_flow() {
     let f = flow("  - id: a\n    invoke: { flow: chld, with: { file: x } }\n");
-    assert_eq!(diagnostics_of(&f), ["flows/f.yaml:8:21: steps[0].invoke.flow: unknown flow 'chld' (did you mean 'child'?)"]);
+    assert_eq!(
+        diagnostics_of(&f),
+        ["flows/f.yaml:8:21: steps[0].invoke.flow: unknown flow 'chld' (did you mean 'child'?)"]
+    );
 }
 
 #[test]
@@ -276,7 +352,9 @@ fn route_value_that_no_case_handles() {
     );
     assert_eq!(
         diagnostics_with(&f, CONNECTIONS, &lookup),
-        ["flows/f.yaml:9:11: steps[0].route.by: `config('target.pref')` is 'sftp', which no case handles (expected one of: ftp, os)"]
+        [
+            "flows/f.yaml:9:11: steps[0].route.by: `config('target.pref')` is 'sftp', which no case handles (expected one of: ftp, os; the value is set at lookups/cfg.yaml:5:6)"
+        ]
     );
 }
 
@@ -307,7 +385,10 @@ fn duplicate_flow_ids() {
     let f = CHILD.to_string();
     let d = diagnostics_of(&f);
     assert_eq!(d.len(), 1, "{d:?}");
-    assert!(d[0].starts_with("flows/f.yaml:1:5: id: flow id 'child' is also defined in "), "{d:?}");
+    assert!(
+        d[0].starts_with("flows/f.yaml:1:5: id: flow id 'child' is also defined in "),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -321,7 +402,10 @@ fn every_problem_is_reported_not_only_the_first() {
 #[test]
 fn the_shipped_flows_validate() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (project, diags) = load(&Inputs { paths: vec![root.join("flows")], ..Default::default() });
+    let (project, diags) = load(&Inputs {
+        paths: vec![root.join("flows")],
+        ..Default::default()
+    });
     assert!(diags.is_empty(), "{diags:#?}");
     let project = project.unwrap();
     for id in [

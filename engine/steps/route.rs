@@ -45,7 +45,10 @@ impl RouteStep {
                     &by_ptr,
                     "unknown-route-value",
                     format!("`{}` is '{v}', which no case handles", self.by.trim()),
-                    Some(format!("expected one of: {}", cases.join(", "))),
+                    Some(match cx.lookup_origin(&by) {
+                        Some(origin) => format!("expected one of: {}; the value is set at {origin}", cases.join(", ")),
+                        None => format!("expected one of: {}", cases.join(", ")),
+                    }),
                 );
             }
         }
