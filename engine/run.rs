@@ -3,9 +3,10 @@
 //! A block runs its steps in the order `compile` fixed. Once a step fails, the remaining
 //! steps run only if they are marked `run_on: failure` or `always`, with the failure in
 //! `error`; the block then fails with the first error. Loops stop at the first failing item.
-//! When a run fails, the flow's `on_error` child flow is called. Everything a run does —
-//! listings, fetches, puts, renames, requests, emails — is recorded as an [`Event`]; a dry
-//! run records what it would do and changes nothing.
+//! When a run fails, the flow's `on_error` child flow is called with the failure in its
+//! `error`. Everything a run does — listings, fetches, puts, renames, requests, emails — is
+//! recorded as an [`Event`] (a failure once, where it happened); a dry run records what it
+//! would do and changes nothing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -129,7 +130,7 @@ impl std::fmt::Display for StepError {
 }
 
 /// One thing a run did (or, in a dry run, would do).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A location was listed.
@@ -368,12 +369,22 @@ impl Engine {
         flow_id: &str,
         input: Map<String, Value>,
     ) -> Result<RunReport, RunFailure> {
+        self.run_with_id(flow_id, input, new_run_id()).await
+    }
+
+    /// Like [`Engine::run`], under a run id the caller chose ([`new_run_id`] makes one), so
+    /// that a run history can record the run before it starts.
+    pub async fn run_with_id(
+        &self,
+        flow_id: &str,
+        input: Map<String, Value>,
+        run_id: String,
+    ) -> Result<RunReport, RunFailure> {
         let flow = self
             .project
             .flows
             .get(flow_id)
             .ok_or_else(|| RunFailure::UnknownFlow(flow_id.to_string()))?;
-        let run_id = uuid::Uuid::now_v7().to_string();
         let started_at = now();
         let mut builder = tempfile::Builder::new();
         builder.prefix("ferry-run-");
@@ -428,7 +439,7 @@ impl Engine {
                     };
                     let handled = match params {
                         Ok(p) => ex
-                            .call_flow(handler, p)
+                            .call_flow_with_error(handler, p, e.to_value())
                             .instrument(span.clone())
                             .await
                             .map(|_| ()),
@@ -484,6 +495,11 @@ impl Engine {
             )),
         }
     }
+}
+
+/// A new run id: a UUID v7 string (time-ordered).
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn now() -> String {
@@ -655,6 +671,17 @@ impl<'a> Exec<'a> {
         flow_id: &'s str,
         params: Map<String, Value>,
     ) -> Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send + 's>> {
+        self.call_flow_with_error(flow_id, params, Value::Null)
+    }
+
+    /// Calls child flow `flow_id` with `params` and `error` as its `error` variable (an
+    /// `on_error` handler sees the failure it handles).
+    pub fn call_flow_with_error<'s>(
+        &'s self,
+        flow_id: &'s str,
+        params: Map<String, Value>,
+        error: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send + 's>> {
         Box::pin(async move {
             let child = self.engine.project.flows.get(flow_id).ok_or_else(|| {
                 StepError::new(ErrorKind::Config, format!("unknown flow '{flow_id}'"))
@@ -665,6 +692,7 @@ impl<'a> Exec<'a> {
                 state: self.state,
             };
             let mut scope = Scope::new(Value::Object(Map::new()), params, self.state.run.clone());
+            scope.vars.insert("error".into(), error);
             let span = tracing::info_span!("child_flow", flow = %child.id);
             match ex
                 .run_block(&child.steps, &mut scope)
@@ -718,16 +746,21 @@ impl<'a> Exec<'a> {
                         }
                     }
                     Err(mut e) => {
-                        if e.step.is_empty() {
+                        // A failure is recorded once, by the block of the step it started
+                        // in, not again by each enclosing loop, route or child flow call.
+                        let origin = e.step.is_empty();
+                        if origin {
                             e.step = step.id.clone();
                         }
                         if let Some(out) = e.output.take() {
                             scope.set_output(&step.id, out);
                         }
-                        self.event(Event::Failed {
-                            step: e.step.clone(),
-                            message: e.message.clone(),
-                        });
+                        if origin {
+                            self.event(Event::Failed {
+                                step: e.step.clone(),
+                                message: e.message.clone(),
+                            });
+                        }
                         if failure.is_none() {
                             scope.vars.insert("error".into(), e.to_value());
                             failure = Some(e);

@@ -1,5 +1,7 @@
 //! `ferry check`: every connection is reached, and each failure says why.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use std::path::Path;
 
 use ferry::compile::{Inputs, load};

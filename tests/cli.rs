@@ -1,11 +1,17 @@
 //! The `ferry` binary, run for real in temporary directories: exit codes, rendered output,
 //! dry runs and the demo.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ferry(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).current_dir(dir).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 fn repo() -> PathBuf {
@@ -97,10 +103,18 @@ fn validate_a_missing_path_is_a_usage_error() {
 fn an_invalid_flow_directory_is_never_run() {
     let dir = tempfile::tempdir().unwrap();
     project(dir.path());
-    std::fs::write(dir.path().join("flows/broken.yaml"), "id: x\nname: X\nversion: '1'\nsteps: [{ id: a }]\n").unwrap();
+    std::fs::write(
+        dir.path().join("flows/broken.yaml"),
+        "id: x\nname: X\nversion: '1'\nsteps: [{ id: a }]\n",
+    )
+    .unwrap();
     let o = ferry(dir.path(), &["run", "OUTL-BA-DACS_OUAI_OS_ENROLL"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("step 'a' does nothing"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("step 'a' does nothing"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!dir.path().join("data/outbox").exists(), "nothing ran");
 }
 
@@ -108,26 +122,43 @@ fn an_invalid_flow_directory_is_never_run() {
 fn dry_run_changes_nothing_then_a_real_run_moves_the_file() {
     let dir = tempfile::tempdir().unwrap();
     project(dir.path());
-    let src = dir.path().join("data/dacs-os/dacsnamespace/DACS_EnrollFolder");
+    let src = dir
+        .path()
+        .join("data/dacs-os/dacsnamespace/DACS_EnrollFolder");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("ENROLL_SYNC_1.csv"), "a,b\n1,2\n").unwrap();
 
-    let o = ferry(dir.path(), &["run", "--dry-run", "OUTL-BA-DACS_OUAI_OS_ENROLL"]);
+    let o = ferry(
+        dir.path(),
+        &["run", "--dry-run", "OUTL-BA-DACS_OUAI_OS_ENROLL"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("dry run"), "{out}");
-    assert!(out.contains("put     ouai_os:ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv (8 bytes) [would]"), "{out}");
+    assert!(
+        out.contains(
+            "put     ouai_os:ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv (8 bytes) [would]"
+        ),
+        "{out}"
+    );
     assert!(out.contains("rename  dacs_os:dacsnamespace/DACS_EnrollFolder/ENROLL_SYNC_1.csv -> Sent-ENROLL_SYNC_1.csv [would]"), "{out}");
     assert!(src.join("ENROLL_SYNC_1.csv").exists());
     assert!(!dir.path().join("data/ouai-os").exists());
     assert!(!dir.path().join("data/outbox").exists());
 
-    let o = ferry(dir.path(), &["run", "OUTL-BA-DACS_OUAI_OS_ENROLL", "--format", "json"]);
+    let o = ferry(
+        dir.path(),
+        &["run", "OUTL-BA-DACS_OUAI_OS_ENROLL", "--format", "json"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["outcome"], "succeeded");
     assert_eq!(
-        std::fs::read(dir.path().join("data/ouai-os/ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv")).unwrap(),
+        std::fs::read(
+            dir.path()
+                .join("data/ouai-os/ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv")
+        )
+        .unwrap(),
         b"a,b\n1,2\n"
     );
     assert!(src.join("Sent-ENROLL_SYNC_1.csv").exists());
@@ -139,7 +170,9 @@ fn a_failed_run_exits_3_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     project(dir.path());
     // the DACS stand-in URL points at a closed port: the first record fails to send
-    let src = dir.path().join("data/ouai-os/ouainamespace/OUAIEnrollAckFolder");
+    let src = dir
+        .path()
+        .join("data/ouai-os/ouainamespace/OUAIEnrollAckFolder");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::copy(
         repo().join("examples/demo/data/ouai-os/ouainamespace/OUAIEnrollAckFolder/feedback.dacs.program_subscription.20230210.csv"),
@@ -150,8 +183,14 @@ fn a_failed_run_exits_3_and_says_why() {
     assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("outcome: failed"), "{out}");
-    assert!(out.contains("error: step 'send': connection 'dacs_rest': "), "{out}");
-    assert!(src.join("feedback.dacs.program_subscription.20230210_ErrInRcd_1.csv").exists());
+    assert!(
+        out.contains("error: step 'send': connection 'dacs_rest': "),
+        "{out}"
+    );
+    assert!(
+        src.join("feedback.dacs.program_subscription.20230210_ErrInRcd_1.csv")
+            .exists()
+    );
 }
 
 #[test]
@@ -160,19 +199,39 @@ fn run_an_unknown_flow_is_a_usage_error() {
     project(dir.path());
     let o = ferry(dir.path(), &["run", "NOPE"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: unknown flow 'NOPE' (flows: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: unknown flow 'NOPE' (flows: "),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn rest_triggered_flow_runs_from_input_files_and_rejects_unknown_parts() {
     let dir = tempfile::tempdir().unwrap();
     project(dir.path());
-    let o = ferry(dir.path(), &["run", "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR", "--input", "bogus=x.json"]);
+    let o = ferry(
+        dir.path(),
+        &[
+            "run",
+            "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR",
+            "--input",
+            "bogus=x.json",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("has no trigger part 'bogus' (parts: file, message)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has no trigger part 'bogus' (parts: file, message)"),
+        "{}",
+        stderr(&o)
+    );
     let o = ferry(dir.path(), &["run", "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("needs trigger part 'file'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs trigger part 'file'"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -183,8 +242,19 @@ fn graph_prints_the_nested_step_graph() {
     assert!(out.starts_with("flowchart TD\n"), "{out}");
     assert!(out.contains("  files -->|each| fetch\n"), "{out}");
     assert!(out.contains("  records -->|each| sync_request\n"), "{out}");
-    assert!(out.contains("mark_failed_record[\"rename: mark_failed_record (on failure) [when]\"]"), "{out}");
-    let o = ferry(&repo(), &["graph", "--format", "dot", "OUTL-BA-OUAI_DACS_OS_ENROLL_ACK"]);
+    assert!(
+        out.contains("mark_failed_record[\"rename: mark_failed_record (on failure) [when]\"]"),
+        "{out}"
+    );
+    let o = ferry(
+        &repo(),
+        &[
+            "graph",
+            "--format",
+            "dot",
+            "OUTL-BA-OUAI_DACS_OS_ENROLL_ACK",
+        ],
+    );
     assert!(stdout(&o).starts_with("digraph \"OUTL-BA-OUAI_DACS_OS_ENROLL_ACK\" {"));
 }
 
@@ -209,7 +279,22 @@ fn demo_runs_all_six_flows_then_finds_no_files() {
     let o = ferry(&repo(), &["demo", "--dir", demo_dir]);
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
-    assert!(out.contains("OUTL-BA-DACS_OUAI_FTP_ENROLL       no_files        0        0        0       1"), "{out}");
-    assert!(out.contains("OUTL-BA-OUAI_OS_LR_FORECAST        no_files        0        0        0       1"), "{out}");
-    assert_eq!(std::fs::read_dir(Path::new(demo_dir).join("outbox")).unwrap().count(), 12);
+    assert!(
+        out.contains(
+            "OUTL-BA-DACS_OUAI_FTP_ENROLL       no_files        0        0        0       1"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "OUTL-BA-OUAI_OS_LR_FORECAST        no_files        0        0        0       1"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(Path::new(demo_dir).join("outbox"))
+            .unwrap()
+            .count(),
+        12
+    );
 }

@@ -1,6 +1,8 @@
 //! Invariants of the repository itself: committed schemas are the generated ones, the engine
 //! names no shipped flow, and every step kind has a validating example in the shipped flows.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 
 fn root() -> &'static Path {

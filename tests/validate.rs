@@ -1,6 +1,8 @@
 //! `ferry validate`: one test per kind of diagnostic, each asserting the exact
 //! `file:line:column: path: message (hint)` the user sees.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use std::path::Path;
 
 use ferry::compile::{Inputs, load};
