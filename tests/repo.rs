@@ -120,3 +120,17 @@ fn every_step_kind_has_an_example_in_the_shipped_flows() {
         );
     }
 }
+
+#[test]
+fn the_example_connection_files_validate_with_the_shipped_flows() {
+    for file in ["oci-native.yaml", "ftp-s3.yaml"] {
+        let (project, diags) = ferry::compile::load(&ferry::compile::Inputs {
+            paths: vec![root().join("flows")],
+            connections: Some(root().join("examples/connections").join(file)),
+            ..Default::default()
+        });
+        assert!(diags.is_empty(), "{file}: {diags:#?}");
+        let kinds: Vec<&str> = project.unwrap().connections.values().map(|c| c.kind()).collect();
+        assert!(kinds.contains(&"smtp"), "{file}: {kinds:?}");
+    }
+}
