@@ -6,6 +6,8 @@
 //!
 //! `FERRY_BENCH_MIB` changes the file size (default 1024).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the report
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -232,6 +232,12 @@ impl HttpConnector {
                 display_url(&parsed)
             )));
         }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(ctx(format!(
+                "base_url {} must not have a query string or fragment (requests add their own query)",
+                display_url(&parsed)
+            )));
+        }
         let base_url = base_url.trim_end_matches('/').to_string();
 
         let auth = match &spec.basic_auth {
@@ -575,7 +581,9 @@ fn error_chain(e: &reqwest::Error) -> String {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
         let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
+        // hyper-util's "client error (Connect)" only repeats what its cause says.
+        let wrapper = text.starts_with("client error (") && err.source().is_some();
+        if !wrapper && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         source = err.source();
@@ -609,7 +617,6 @@ fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -655,6 +662,10 @@ mod tests {
         assert!(matches!(err, ConnectorError::Config(_)));
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("basic_auth"), "{text}");
+        assert!(matches!(
+            HttpConnector::new("t", &spec("http://x/?a=1")),
+            Err(ConnectorError::Config(_))
+        ));
         assert!(matches!(
             HttpConnector::new("t", &spec("ftp://x")),
             Err(ConnectorError::Config(_))

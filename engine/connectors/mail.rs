@@ -83,7 +83,8 @@ pub struct SmtpSpec {
     /// Name of the environment variable holding the password (needs `username`).
     #[serde(default)]
     pub password_env: Option<String>,
-    /// Seconds to wait for the server at each step (default 30).
+    /// Seconds one attempt (connecting, the exchange, handing over the message) may take
+    /// before it is abandoned (default 30).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
     /// Attempts per message (default 3), with a short backoff between; only transient failures
@@ -118,7 +119,8 @@ pub struct SmtpSender {
     user: Option<String>,
     attempts: u32,
     timeout: Duration,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Boxed: the transport is large, and `Mailer` holds this inline.
+    transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
 }
 
 impl fmt::Debug for SmtpSender {
@@ -246,7 +248,7 @@ impl Mailer {
             user,
             attempts,
             timeout,
-            transport: builder.build(),
+            transport: Box::new(builder.build()),
         }))
     }
 
@@ -478,32 +480,48 @@ impl SmtpSender {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.transport.send_raw(&envelope, &bytes).await {
-                Ok(_) => {
+            // lettre's own timeout covers connecting only: bound the whole attempt.
+            let outcome =
+                tokio::time::timeout(self.timeout, self.transport.send_raw(&envelope, &bytes))
+                    .await;
+            let (failure, detail) = match outcome {
+                Ok(Ok(_)) => {
                     tracing::debug!(server = %self.url(), attempt, "email sent");
                     return Ok(self.url());
                 }
-                Err(e) => {
-                    let failure = classify(&e);
-                    if failure.retry && attempt < self.attempts {
-                        let wait = backoff(attempt);
-                        tracing::warn!(server = %self.url(), attempt, error = %e, "sending email failed; retrying in {} ms", wait.as_millis());
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    let plural = if attempt == 1 { "" } else { "s" };
-                    return Err((failure.error)(format!(
-                        "sending email via {} failed after {attempt} attempt{plural}: {e}",
-                        self.url()
-                    )));
-                }
+                Ok(Err(e)) => (classify(&e), e.to_string()),
+                Err(_) => (
+                    Failure {
+                        retry: true,
+                        error: ConnectorError::Timeout,
+                    },
+                    format!("no answer within {} s", self.timeout.as_secs()),
+                ),
+            };
+            if failure.retry && attempt < self.attempts {
+                let wait = backoff(attempt);
+                tracing::warn!(
+                    server = %self.url(),
+                    attempt,
+                    error = %detail,
+                    "sending email failed; retrying in {} ms",
+                    wait.as_millis()
+                );
+                tokio::time::sleep(wait).await;
+                continue;
             }
+            let plural = if attempt == 1 { "" } else { "s" };
+            return Err((failure.error)(format!(
+                "sending email via {} failed after {attempt} attempt{plural}: {detail}",
+                self.url()
+            )));
         }
     }
 
     async fn check(&self) -> Result<String, ConnectorError> {
-        match self.transport.test_connection().await {
-            Ok(true) => {
+        let outcome = tokio::time::timeout(self.timeout, self.transport.test_connection()).await;
+        match outcome {
+            Ok(Ok(true)) => {
                 let how = match self.security {
                     SmtpSecurity::Starttls => "STARTTLS",
                     SmtpSecurity::Tls => "TLS",
@@ -515,13 +533,18 @@ impl SmtpSender {
                 };
                 Ok(format!("SMTP server {} answered ({how}{auth})", self.url()))
             }
-            Ok(false) => Err(ConnectorError::Protocol(format!(
+            Ok(Ok(false)) => Err(ConnectorError::Protocol(format!(
                 "SMTP server {} did not answer NOOP",
                 self.url()
             ))),
-            Err(e) => Err((classify(&e).error)(format!(
+            Ok(Err(e)) => Err((classify(&e).error)(format!(
                 "SMTP server {}: {e}",
                 self.url()
+            ))),
+            Err(_) => Err(ConnectorError::Timeout(format!(
+                "SMTP server {}: no answer within {} s",
+                self.url(),
+                self.timeout.as_secs()
             ))),
         }
     }
@@ -535,7 +558,6 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -19,7 +19,8 @@ Options:
 Recipients whose local part starts with ``reject`` are refused with a permanent
 ``550``; those starting with ``defer`` with a transient ``451``.
 
-It runs until killed (the tests kill it when they end).
+It also keeps ``<dir>/connections.txt`` holding the number of connections accepted so
+far. It runs until killed (the tests kill it when they end).
 """
 
 import argparse
@@ -40,6 +41,7 @@ class Store:
     def __init__(self, directory):
         self.directory = directory
         self.count = 0
+        self.connections = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()
@@ -55,12 +57,16 @@ class Store:
         login = None
         if session.authenticated and isinstance(session.auth_data, LoginPassword):
             login = session.auth_data.login.decode("utf-8", "replace")
+        transport = server.transport
+        tls_transport = (
+            transport is not None and transport.get_extra_info("ssl_object") is not None
+        )
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "data": envelope.content.decode("utf-8", "replace"),
             "auth_login": login,
-            "tls": session.ssl is not None,
+            "tls": session.ssl is not None or tls_transport,
         }
         final = os.path.join(self.directory, "msg-%d.json" % self.count)
         temp = final + ".part"
@@ -77,7 +83,8 @@ def make_authenticator(user, password):
             and auth_data.login == user.encode()
             and auth_data.password == password.encode()
         )
-        return AuthResult(success=ok, auth_data=auth_data if ok else None)
+        # handled=False: on failure aiosmtpd itself answers 535.
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     return authenticate
 
@@ -94,7 +101,9 @@ async def main():
     args = parser.parse_args()
     # AUTH without TLS is deliberate here (127.0.0.1 only); keep stderr quiet.
     warnings.simplefilter("ignore")
-    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    # Refused handshakes are expected in the tests; their tracebacks are noise.
+    logging.getLogger("mail.log").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
     os.makedirs(args.dir, exist_ok=True)
     store = Store(args.dir)
@@ -113,8 +122,17 @@ async def main():
         kwargs["require_starttls"] = True
 
     loop = asyncio.get_running_loop()
+    def session():
+        # Counts connections, so tests can tell how many attempts reached the server.
+        store.connections += 1
+        counter = os.path.join(args.dir, "connections.txt")
+        with open(counter + ".part", "w", encoding="utf-8") as f:
+            f.write("%d\n" % store.connections)
+        os.replace(counter + ".part", counter)
+        return SMTP(store, loop=loop, **kwargs)
+
     server = await loop.create_server(
-        lambda: SMTP(store, loop=loop, **kwargs),
+        session,
         host="127.0.0.1",
         port=args.port,
         ssl=context if args.implicit_tls else None,
