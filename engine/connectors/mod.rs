@@ -8,9 +8,13 @@
 //! Secrets come from the environment only and are held in [`Secret`], whose `Debug` is
 //! redacted.
 
+pub mod ftp;
 pub mod http;
 pub mod local;
 pub mod mail;
+pub mod oci;
+pub mod oci_sign;
+pub mod s3;
 
 use std::path::Path;
 
@@ -23,12 +27,18 @@ use serde::{Deserialize, Serialize};
 pub enum ConnectionSpec {
     /// A local directory used as a file server or as object storage.
     Local(local::LocalSpec),
+    /// An FTP or FTPS (explicit TLS) server.
+    Ftp(ftp::FtpSpec),
     /// A REST endpoint.
     Http(http::HttpSpec),
     /// Email written as `.eml` files into a directory.
     Outbox(mail::OutboxSpec),
     /// Email sent over SMTP.
     Smtp(mail::SmtpSpec),
+    /// OCI Object Storage through its native API, with request signing.
+    Oci(oci::OciSpec),
+    /// S3-compatible object storage (AWS S3, MinIO, OCI's S3 compatibility endpoint).
+    S3(s3::S3Spec),
 }
 
 /// What a step needs a connection to be able to do.
@@ -57,6 +67,9 @@ impl ConnectionSpec {
     pub fn capability(&self) -> Capability {
         match self {
             ConnectionSpec::Local(_) => Capability::Files,
+            ConnectionSpec::Ftp(_) => Capability::Files,
+            ConnectionSpec::Oci(_) => Capability::Files,
+            ConnectionSpec::S3(_) => Capability::Files,
             ConnectionSpec::Http(_) => Capability::Http,
             ConnectionSpec::Outbox(_) | ConnectionSpec::Smtp(_) => Capability::Mail,
         }
@@ -66,9 +79,12 @@ impl ConnectionSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             ConnectionSpec::Local(_) => "local",
+            ConnectionSpec::Ftp(_) => "ftp",
             ConnectionSpec::Http(_) => "http",
             ConnectionSpec::Outbox(_) => "outbox",
             ConnectionSpec::Smtp(_) => "smtp",
+            ConnectionSpec::Oci(_) => "oci",
+            ConnectionSpec::S3(_) => "s3",
         }
     }
 
@@ -79,9 +95,14 @@ impl ConnectionSpec {
             ConnectionSpec::Local(s) => {
                 Connector::Files(FileStore::Local(local::LocalStore::new(s)?))
             }
+            ConnectionSpec::Ftp(s) => Connector::Files(FileStore::Ftp(ftp::FtpStore::new(s)?)),
             ConnectionSpec::Http(s) => Connector::Http(http::HttpConnector::new(name, s)?),
             ConnectionSpec::Outbox(s) => Connector::Mail(mail::Mailer::outbox(s)?),
             ConnectionSpec::Smtp(s) => Connector::Mail(mail::Mailer::smtp(s)?),
+            ConnectionSpec::Oci(s) => {
+                Connector::Files(FileStore::Oci(oci::OciStore::new(name, s)?))
+            }
+            ConnectionSpec::S3(s) => Connector::Files(FileStore::S3(s3::S3Store::new(s)?)),
         })
     }
 }
@@ -111,6 +132,12 @@ pub struct Entry {
 pub enum FileStore {
     /// A local directory.
     Local(local::LocalStore),
+    /// An FTP or FTPS server.
+    Ftp(ftp::FtpStore),
+    /// An OCI Object Storage tenancy (native API).
+    Oci(oci::OciStore),
+    /// An S3-compatible object store.
+    S3(s3::S3Store),
 }
 
 impl FileStore {
@@ -118,6 +145,9 @@ impl FileStore {
     pub async fn list(&self, location: &str, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
         let mut entries = match self {
             FileStore::Local(s) => s.list(location, prefix).await?,
+            FileStore::Ftp(s) => s.list(location, prefix).await?,
+            FileStore::Oci(s) => s.list(location, prefix).await?,
+            FileStore::S3(s) => s.list(location, prefix).await?,
         };
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
@@ -133,6 +163,9 @@ impl FileStore {
         check_name(name)?;
         match self {
             FileStore::Local(s) => s.get(location, name, dest).await,
+            FileStore::Ftp(s) => s.get(location, name, dest).await,
+            FileStore::Oci(s) => s.get(location, name, dest).await,
+            FileStore::S3(s) => s.get(location, name, dest).await,
         }
     }
 
@@ -142,6 +175,9 @@ impl FileStore {
         check_name(name)?;
         match self {
             FileStore::Local(s) => s.put(location, name, src).await,
+            FileStore::Ftp(s) => s.put(location, name, src).await,
+            FileStore::Oci(s) => s.put(location, name, src).await,
+            FileStore::S3(s) => s.put(location, name, src).await,
         }
     }
 
@@ -151,6 +187,9 @@ impl FileStore {
         check_name(to)?;
         match self {
             FileStore::Local(s) => s.rename(location, from, to).await,
+            FileStore::Ftp(s) => s.rename(location, from, to).await,
+            FileStore::Oci(s) => s.rename(location, from, to).await,
+            FileStore::S3(s) => s.rename(location, from, to).await,
         }
     }
 
@@ -158,6 +197,9 @@ impl FileStore {
     pub async fn check(&self) -> Result<String, ConnectorError> {
         match self {
             FileStore::Local(s) => s.check().await,
+            FileStore::Ftp(s) => s.check().await,
+            FileStore::Oci(s) => s.check().await,
+            FileStore::S3(s) => s.check().await,
         }
     }
 }

@@ -1,0 +1,1022 @@
+//! FTP and FTPS (explicit, `AUTH TLS`) servers as a file store, on `suppaftp`'s tokio client.
+//!
+//! A location is a directory path on the server: `/outbound` from the server's root, or
+//! `outbound` from the login directory. Every operation opens its own session — connect (with
+//! a timeout), optionally `AUTH TLS` (rustls, trusting the system's roots plus `ca_file`),
+//! `USER`/`PASS`, `TYPE I` — works inside the location after `CWD`, and ends with `QUIT`. Binary
+//! mode is mandatory: in the protocol's default ASCII mode servers rewrite line endings, which
+//! silently corrupts files.
+//!
+//! * **list**: `MLSD` (file type and size in one round trip), falling back to `NLST` plus
+//!   `SIZE` when the server lacks `MLSD`. Names in a listing come from the server and are
+//!   untrusted: an entry the caller would see that is `..`, a path, or holds control characters
+//!   fails the listing with [`ConnectorError::HostileName`] naming the entry. Listings are read
+//!   with a size cap, so a server cannot exhaust memory.
+//! * **get**: `RETR`, streamed to the destination file in chunks.
+//! * **put**: `STOR` to a hidden temporary name beside the target (`.ferry-tmp-<uuid>-<name>`),
+//!   a `SIZE` check where the server supports it, then `RNFR`/`RNTO` to the final name, so the
+//!   final name never holds a partial file. On failure the temporary file is deleted when the
+//!   server still answers.
+//! * **rename**: `RNFR`/`RNTO`.
+//!
+//! Passive mode (the default) connects data channels to the control connection's address and
+//! ignores the address in the server's `PASV` reply (as curl does): this works behind NAT and
+//! keeps a server from pointing the client at another host. Each control command and each data
+//! chunk must progress within `timeout_secs`; a transfer as a whole may take longer.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream, TransferStream};
+use suppaftp::tokio_rustls::TlsConnector;
+use suppaftp::tokio_rustls::rustls;
+use suppaftp::types::{FileType, Response};
+use suppaftp::{FtpError, Status};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
+
+/// Prefix of the temporary files a put writes before renaming them into place (the same as
+/// the local store's, so both skip each other's leftovers).
+const TMP_PREFIX: &str = ".ferry-tmp-";
+/// Timeout when the spec gives none, in seconds.
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// Default control port.
+const DEFAULT_PORT: u16 = 21;
+/// Largest directory listing read, in bytes.
+const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
+/// Chunk size of streamed transfers.
+const CHUNK: usize = 64 * 1024;
+
+/// How the FTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FtpSecurity {
+    /// Plain FTP: the password and the files travel unencrypted (default).
+    #[default]
+    None,
+    /// Explicit FTPS: the plain connection is upgraded with `AUTH TLS` before logging in, and
+    /// data connections are encrypted too (`PROT P`).
+    ExplicitTls,
+}
+
+/// An FTP or FTPS server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FtpSpec {
+    /// Server host name or IP address; may use ${VAR}. With explicit_tls the server's
+    /// certificate must be valid for this name.
+    pub host: String,
+    /// Control port (default 21).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// User name to log in as; may use ${VAR}.
+    pub username: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: String,
+    /// none (default, plain FTP) or explicit_tls (FTPS with AUTH TLS).
+    #[serde(default)]
+    pub security: FtpSecurity,
+    /// PEM file of extra CA certificates to trust, in addition to the system's (explicit_tls
+    /// only); may use ${VAR}.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Seconds to wait for the connection, for each command's reply and for each chunk of a
+    /// transfer (default 30).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Passive mode (default true): the client opens data connections, to the control
+    /// connection's address. false selects active mode, where the server connects back to the
+    /// client (rarely possible through firewalls).
+    #[serde(default = "yes")]
+    pub passive: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An opened FTP connection definition. Holds no connection: each operation opens a session.
+pub struct FtpStore {
+    host: String,
+    port: u16,
+    user: String,
+    password: Secret,
+    tls: Option<TlsConnector>,
+    timeout: Duration,
+    passive: bool,
+}
+
+impl fmt::Debug for FtpStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FtpStore")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("tls", &self.tls.is_some())
+            .field("timeout", &self.timeout)
+            .field("passive", &self.passive)
+            .finish()
+    }
+}
+
+impl FtpStore {
+    /// Opens the definition: expands `${VAR}`, reads the password from the environment,
+    /// loads `ca_file` and sets up TLS. Does not touch the network.
+    pub fn new(spec: &FtpSpec) -> Result<Self, ConnectorError> {
+        Self::with_password(spec, Secret::from_env(&spec.password_env)?)
+    }
+
+    /// Like [`FtpStore::new`], with the password given rather than read from
+    /// `spec.password_env` (tests, or secrets read from elsewhere).
+    pub fn with_password(spec: &FtpSpec, password: Secret) -> Result<Self, ConnectorError> {
+        let config = |msg: String| ConnectorError::Config(format!("ftp: {msg}"));
+        let host = expand_env(&spec.host)?.trim().to_string();
+        if host.is_empty() {
+            return Err(config("host is empty".to_string()));
+        }
+        if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(config(format!(
+                "host '{}' is not a host name",
+                host.escape_debug()
+            )));
+        }
+        let user = expand_env(&spec.username)?;
+        if user.is_empty() {
+            return Err(config("username is empty".to_string()));
+        }
+        // FTP commands are lines: a line break would end one and smuggle in another.
+        if user.chars().any(char::is_control) {
+            return Err(config(format!(
+                "username '{}' contains a control character",
+                user.escape_debug()
+            )));
+        }
+        if password.expose().contains(['\r', '\n']) {
+            return Err(config(format!(
+                "the password in {} contains a line break",
+                spec.password_env
+            )));
+        }
+        let secs = spec.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if secs == 0 {
+            return Err(config("timeout_secs must be at least 1".to_string()));
+        }
+        let tls = match spec.security {
+            FtpSecurity::None => {
+                if spec.ca_file.is_some() {
+                    return Err(config(
+                        "ca_file is set but security is none (no TLS is used)".to_string(),
+                    ));
+                }
+                tracing::warn!(host = %host, "FTP password and files are sent without encryption (security: none)");
+                None
+            }
+            FtpSecurity::ExplicitTls => {
+                let ca_file = spec.ca_file.as_deref().map(expand_env).transpose()?;
+                Some(tls_connector(&host, ca_file.as_deref().map(Path::new))?)
+            }
+        };
+        Ok(FtpStore {
+            host,
+            port: spec.port.unwrap_or(DEFAULT_PORT),
+            user,
+            password,
+            tls,
+            timeout: Duration::from_secs(secs),
+            passive: spec.passive,
+        })
+    }
+
+    /// `host:port` for messages (IPv6 addresses in brackets).
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Connects, secures, logs in and selects binary mode.
+    async fn open(&self) -> Result<Session<'_>, ConnectorError> {
+        let addr = self.addr();
+        let tcp = match tokio::time::timeout(
+            self.timeout,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                return Err(ConnectorError::Connect(format!(
+                    "cannot reach FTP server {addr}: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(ConnectorError::Timeout(format!(
+                    "FTP server {addr} did not accept a connection within {}s",
+                    self.timeout.as_secs()
+                )));
+            }
+        };
+        let ftp = self
+            .step(
+                "opening the session (greeting)",
+                AsyncRustlsFtpStream::connect_with_stream(tcp),
+            )
+            .await?;
+        let mut ftp = if self.passive {
+            ftp
+        } else {
+            ftp.active_mode(self.timeout)
+        };
+        // Data connections go to the control connection's address, whatever PASV says.
+        ftp.set_passive_nat_workaround(true);
+        let mut ftp = match &self.tls {
+            None => ftp,
+            Some(connector) => {
+                let secured = tokio::time::timeout(
+                    self.timeout,
+                    ftp.into_secure(AsyncRustlsConnector::from(connector.clone()), &self.host),
+                )
+                .await;
+                match secured {
+                    Ok(Ok(ftp)) => ftp,
+                    Ok(Err(FtpError::UnexpectedResponse(r))) => {
+                        return Err(ConnectorError::Protocol(format!(
+                            "FTP server {addr} refused explicit TLS (AUTH TLS / PBSZ / PROT): {}",
+                            self.reply_text(&r)
+                        )));
+                    }
+                    Ok(Err(e)) => return Err(self.map_err("setting up TLS", e)),
+                    Err(_) => {
+                        return Err(ConnectorError::Timeout(format!(
+                            "TLS with FTP server {addr} did not complete within {}s",
+                            self.timeout.as_secs()
+                        )));
+                    }
+                }
+            }
+        };
+        let login = ftp.login(self.user.as_str(), self.password.expose());
+        match tokio::time::timeout(self.timeout, login).await {
+            Ok(Ok(())) => {}
+            Ok(Err(FtpError::UnexpectedResponse(r))) => {
+                let reply = self.reply_text(&r);
+                return Err(match r.status {
+                    Status::NotLoggedIn
+                    | Status::InvalidCredentials
+                    | Status::LoginNeedAccount
+                    | Status::NeedPassword => ConnectorError::Auth(format!(
+                        "FTP server {addr} refused the login of user '{}' (check the user name and the password variable): {reply}",
+                        self.user
+                    )),
+                    _ => self.map_err("logging in", FtpError::UnexpectedResponse(r)),
+                });
+            }
+            Ok(Err(e)) => return Err(self.map_err("logging in", e)),
+            Err(_) => return Err(self.timed_out("logging in")),
+        }
+        self.step(
+            "selecting binary mode (TYPE I)",
+            ftp.transfer_type(FileType::Binary),
+        )
+        .await?;
+        Ok(Session { store: self, ftp })
+    }
+
+    pub(super) async fn list(
+        &self,
+        location: &str,
+        prefix: &str,
+    ) -> Result<Vec<Entry>, ConnectorError> {
+        let mut s = self.open().await?;
+        let result = async {
+            s.cwd(location).await?;
+            s.list(location, prefix).await
+        }
+        .await;
+        s.close(&result).await;
+        result
+    }
+
+    pub(super) async fn get(
+        &self,
+        location: &str,
+        name: &str,
+        dest: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let mut s = self.open().await?;
+        let result = async {
+            s.cwd(location).await?;
+            s.retrieve(location, name, dest).await
+        }
+        .await;
+        s.close(&result).await;
+        result
+    }
+
+    pub(super) async fn put(
+        &self,
+        location: &str,
+        name: &str,
+        src: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let mut file = tokio::fs::File::open(src)
+            .await
+            .map_err(|e| io_error("open", src, e))?;
+        let mut s = self.open().await?;
+        if let Err(e) = s.cwd(location).await {
+            let result = Err(e);
+            s.close(&result).await;
+            return result;
+        }
+        let tmp = format!("{TMP_PREFIX}{}-{name}", uuid::Uuid::now_v7());
+        let mut started = false;
+        let result = s.store(&tmp, name, &mut file, src, &mut started).await;
+        if result.is_err() && started {
+            // Best effort: remove the temporary file, over a new session if this one broke.
+            if usable(&result) {
+                s.delete_quietly(&tmp).await;
+            } else if let Ok(mut fresh) = self.open().await {
+                let cleaned = async {
+                    fresh.cwd(location).await?;
+                    fresh.delete_quietly(&tmp).await;
+                    Ok(())
+                }
+                .await;
+                fresh.close(&cleaned).await;
+            }
+        }
+        s.close(&result).await;
+        result
+    }
+
+    pub(super) async fn rename(
+        &self,
+        location: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), ConnectorError> {
+        let mut s = self.open().await?;
+        let result = async {
+            s.cwd(location).await?;
+            s.rename(location, from, to).await
+        }
+        .await;
+        s.close(&result).await;
+        result
+    }
+
+    pub(super) async fn check(&self) -> Result<String, ConnectorError> {
+        let mut s = self.open().await?;
+        let result = self
+            .step("reading the working directory (PWD)", s.ftp.pwd())
+            .await;
+        s.close(&result).await;
+        let dir = result?;
+        let security = if self.tls.is_some() {
+            "FTPS (explicit TLS)"
+        } else {
+            "plain FTP"
+        };
+        Ok(format!(
+            "logged in to {} as '{}' over {security}; working directory '{}'",
+            self.addr(),
+            self.user,
+            dir.escape_debug()
+        ))
+    }
+
+    /// The server's reply, for an error message, without the password.
+    fn reply_text(&self, r: &Response) -> String {
+        let body = String::from_utf8_lossy(&r.body);
+        self.redact(body.trim_end())
+    }
+
+    /// `s` on one line, with any occurrence of the password replaced (a server could echo
+    /// it). Passwords shorter than 4 characters are left alone: masking them would garble
+    /// every message.
+    fn redact(&self, s: &str) -> String {
+        let pw = self.password.expose();
+        let s: String = s
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if pw.chars().count() < 4 {
+            s
+        } else {
+            s.replace(pw, "***")
+        }
+    }
+
+    /// Awaits one FTP step under the timeout, mapping its error.
+    async fn step<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, FtpError>>,
+    ) -> Result<T, ConnectorError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.map_err(what, e)),
+            Err(_) => Err(self.timed_out(what)),
+        }
+    }
+
+    /// Like [`Self::step`], but a `550` reply becomes [`ConnectorError::NotFound`] for the
+    /// thing `missing` names.
+    async fn step_or_missing<T>(
+        &self,
+        what: &str,
+        missing: impl FnOnce() -> String,
+        fut: impl Future<Output = Result<T, FtpError>>,
+    ) -> Result<T, ConnectorError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(FtpError::UnexpectedResponse(r))) if r.status == Status::FileUnavailable => {
+                Err(ConnectorError::NotFound(format!(
+                    "{} on FTP server {} ({})",
+                    missing(),
+                    self.addr(),
+                    self.reply_text(&r)
+                )))
+            }
+            Ok(Err(e)) => Err(self.map_err(what, e)),
+            Err(_) => Err(self.timed_out(what)),
+        }
+    }
+
+    fn timed_out(&self, what: &str) -> ConnectorError {
+        ConnectorError::Timeout(format!(
+            "FTP server {} did not answer within {}s while {what}",
+            self.addr(),
+            self.timeout.as_secs()
+        ))
+    }
+
+    /// Maps a suppaftp error; a refusal becomes [`ConnectorError::Protocol`] with the reply.
+    fn map_err(&self, what: &str, e: FtpError) -> ConnectorError {
+        let addr = self.addr();
+        match e {
+            FtpError::ConnectionError(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                ConnectorError::Timeout(format!("FTP server {addr} timed out while {what}: {io}"))
+            }
+            FtpError::ConnectionError(io) => ConnectorError::Connect(format!(
+                "connection to FTP server {addr} failed while {what}: {io}"
+            )),
+            FtpError::SecureError(msg) => {
+                // suppaftp nests its own "Secure error: " prefix.
+                let mut msg = msg.as_str();
+                while let Some(rest) = msg.strip_prefix("Secure error: ") {
+                    msg = rest;
+                }
+                let hint = if msg.contains("certificate") {
+                    " (the server's certificate must be valid for the host and signed by a \
+                     trusted CA: the system's, or the one in ca_file)"
+                } else {
+                    ""
+                };
+                ConnectorError::Connect(format!(
+                    "TLS with FTP server {addr} failed while {what}: {}{hint}",
+                    self.redact(msg)
+                ))
+            }
+            // 421: the server is shutting down or has too many sessions; try again later.
+            FtpError::UnexpectedResponse(r) if r.status == Status::NotAvailable => {
+                ConnectorError::Connect(format!(
+                    "FTP server {addr} is not available ({}) while {what}",
+                    self.reply_text(&r)
+                ))
+            }
+            FtpError::UnexpectedResponse(r) => ConnectorError::Protocol(format!(
+                "FTP server {addr} answered '{}' while {what}",
+                self.reply_text(&r)
+            )),
+            other => ConnectorError::Protocol(format!(
+                "FTP server {addr} answered badly while {what}: {other}"
+            )),
+        }
+    }
+
+    /// Filters and checks a name from a listing: `None` for names the caller does not want
+    /// (another prefix, our temporaries, not UTF-8); an error for hostile names it would get.
+    fn accept_name(
+        &self,
+        name: String,
+        prefix: &str,
+        location: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        if name.starts_with(TMP_PREFIX) || !name.starts_with(prefix) {
+            return Ok(None);
+        }
+        if name.contains(char::REPLACEMENT_CHARACTER) {
+            tracing::warn!(server = %self.addr(), location, "skipping a file whose name is not UTF-8");
+            return Ok(None);
+        }
+        if let Err(e) = check_name(&name) {
+            tracing::warn!(server = %self.addr(), location, "FTP listing holds a hostile name: {e}");
+            return Err(e);
+        }
+        Ok(Some(name))
+    }
+
+    /// Reads a listing's data connection into lines (CRLF or LF), at most
+    /// [`MAX_LISTING_BYTES`], each read within the timeout; then reads the transfer's reply.
+    async fn read_listing(
+        &self,
+        mut stream: Transfer,
+        command: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let what = format!("sending the listing ({command})");
+        let mut data = Vec::new();
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match tokio::time::timeout(self.timeout, stream.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(self.map_err(&what, FtpError::ConnectionError(e))),
+                Err(_) => return Err(self.timed_out(&what)),
+            };
+            if n == 0 {
+                break;
+            }
+            if data.len() + n > MAX_LISTING_BYTES {
+                return Err(ConnectorError::Protocol(format!(
+                    "FTP server {} sent a listing larger than {} MiB",
+                    self.addr(),
+                    MAX_LISTING_BYTES / (1024 * 1024)
+                )));
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        self.step(&what, stream.finish()).await?;
+        Ok(data
+            .split(|&b| b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.is_empty())
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect())
+    }
+
+    /// Copies `from` to `to` in chunks, each within the timeout. `local` names the local file
+    /// (the writer when `local_is_dest`, else the reader) for I/O errors.
+    async fn pump(
+        &self,
+        from: &mut (impl AsyncRead + Unpin),
+        to: &mut (impl AsyncWrite + Unpin),
+        what: &str,
+        local: &Path,
+        local_is_dest: bool,
+    ) -> Result<u64, ConnectorError> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = match tokio::time::timeout(self.timeout, from.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) if local_is_dest => {
+                    return Err(self.map_err(what, FtpError::ConnectionError(e)));
+                }
+                Ok(Err(e)) => return Err(io_error("read", local, e)),
+                Err(_) => return Err(self.timed_out(what)),
+            };
+            if n == 0 {
+                return Ok(total);
+            }
+            match tokio::time::timeout(self.timeout, to.write_all(&buf[..n])).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if local_is_dest => return Err(io_error("write", local, e)),
+                Ok(Err(e)) => return Err(self.map_err(what, FtpError::ConnectionError(e))),
+                Err(_) => return Err(self.timed_out(what)),
+            }
+            total += n as u64;
+        }
+    }
+}
+
+/// Whether the control connection can still carry commands after `result`.
+fn usable<T>(result: &Result<T, ConnectorError>) -> bool {
+    !matches!(
+        result,
+        Err(ConnectorError::Connect(_) | ConnectorError::Timeout(_))
+    )
+}
+
+/// One logged-in FTP session, bound to the store it came from.
+struct Session<'a> {
+    store: &'a FtpStore,
+    ftp: AsyncRustlsFtpStream,
+}
+
+/// A data-channel transfer of this client.
+type Transfer = TransferStream<suppaftp::tokio::AsyncRustlsStream>;
+
+/// The status codes of a server that does not know a command.
+fn unsupported(status: Status) -> bool {
+    matches!(
+        status,
+        Status::BadCommand
+            | Status::NotImplemented
+            | Status::BadArguments
+            | Status::NotImplementedParameter
+            | Status::CommandNotImplemented
+    )
+}
+
+impl Session<'_> {
+    /// Changes into the location's directory; a missing one is [`ConnectorError::NotFound`].
+    async fn cwd(&mut self, location: &str) -> Result<(), ConnectorError> {
+        let segments = location_segments(location)?;
+        let mut path = segments.join("/");
+        if location.starts_with('/') {
+            path.insert(0, '/');
+        }
+        if path.is_empty() {
+            return Ok(()); // the login directory
+        }
+        let shown = path.clone();
+        self.store
+            .step_or_missing(
+                &format!("changing to directory '{shown}'"),
+                || format!("directory '{shown}'"),
+                self.ftp.cwd(path),
+            )
+            .await
+    }
+
+    /// Lists the current directory: `MLSD`, or `NLST` and `SIZE` where it is unsupported.
+    async fn list(&mut self, location: &str, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
+        let store = self.store;
+        let what = "listing the directory (MLSD)";
+        let opened = tokio::time::timeout(
+            store.timeout,
+            self.ftp
+                .custom_data_command("MLSD", &[Status::AboutToSend, Status::AlreadyOpen]),
+        )
+        .await;
+        let stream = match opened {
+            Ok(Ok((_, stream))) => stream,
+            Ok(Err(FtpError::UnexpectedResponse(r))) if unsupported(r.status) => {
+                tracing::debug!(server = %store.addr(), "MLSD unsupported; listing with NLST and SIZE");
+                return self.list_nlst(location, prefix).await;
+            }
+            Ok(Err(e)) => return Err(store.map_err(what, e)),
+            Err(_) => return Err(store.timed_out(what)),
+        };
+        let lines = store.read_listing(stream, "MLSD").await?;
+        let mut out = Vec::new();
+        for line in &lines {
+            let entry = parse_mlsd_line(line).map_err(|why| {
+                ConnectorError::Protocol(format!(
+                    "FTP server {} sent an MLSD line that cannot be read ({why}): '{}'",
+                    store.addr(),
+                    line.escape_debug()
+                ))
+            })?;
+            let Some(entry) = entry else { continue };
+            let Some(name) = store.accept_name(entry.name, prefix, location)? else {
+                continue;
+            };
+            let size = match entry.size {
+                Some(size) => size,
+                None => match self.size(&name).await? {
+                    Some(size) => size,
+                    None => continue,
+                },
+            };
+            out.push(Entry { name, size });
+        }
+        Ok(out)
+    }
+
+    /// Lists with `NLST` (names only) and asks each matching file's size with `SIZE`; entries
+    /// without a size (directories on most servers) are skipped.
+    async fn list_nlst(
+        &mut self,
+        location: &str,
+        prefix: &str,
+    ) -> Result<Vec<Entry>, ConnectorError> {
+        let store = self.store;
+        let (_, stream) = store
+            .step(
+                "listing the directory (NLST)",
+                self.ftp
+                    .custom_data_command("NLST", &[Status::AboutToSend, Status::AlreadyOpen]),
+            )
+            .await?;
+        let lines = store.read_listing(stream, "NLST").await?;
+        let mut out = Vec::new();
+        for line in lines {
+            if line == "." || line == ".." {
+                continue; // the directory itself and its parent, listed by some servers
+            }
+            let Some(name) = store.accept_name(line, prefix, location)? else {
+                continue;
+            };
+            if let Some(size) = self.size(&name).await? {
+                out.push(Entry { name, size });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `SIZE` of a file; `None` when the server says it has none (a directory, or gone).
+    async fn size(&mut self, name: &str) -> Result<Option<u64>, ConnectorError> {
+        let store = self.store;
+        let what = format!("asking the size of '{name}'");
+        match tokio::time::timeout(store.timeout, self.ftp.size(name)).await {
+            Ok(Ok(n)) => Ok(Some(n as u64)),
+            Ok(Err(FtpError::UnexpectedResponse(r))) if r.status == Status::FileUnavailable => {
+                Ok(None)
+            }
+            Ok(Err(e)) => Err(store.map_err(&what, e)),
+            Err(_) => Err(store.timed_out(&what)),
+        }
+    }
+
+    /// `SIZE`, or `None` when the server does not implement it.
+    async fn size_if_supported(&mut self, name: &str) -> Result<Option<u64>, ConnectorError> {
+        let store = self.store;
+        let what = format!("checking the size of '{name}'");
+        match tokio::time::timeout(store.timeout, self.ftp.size(name)).await {
+            Ok(Ok(n)) => Ok(Some(n as u64)),
+            Ok(Err(FtpError::UnexpectedResponse(r))) if unsupported(r.status) => Ok(None),
+            Ok(Err(e)) => Err(store.map_err(&what, e)),
+            Err(_) => Err(store.timed_out(&what)),
+        }
+    }
+
+    /// `RETR name` into `dest`, streamed.
+    async fn retrieve(
+        &mut self,
+        location: &str,
+        name: &str,
+        dest: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let store = self.store;
+        let what = format!("sending '{name}' (RETR)");
+        let mut stream = store
+            .step_or_missing(
+                &what,
+                || format!("file '{name}' in '{location}'"),
+                self.ftp.retr_as_stream(name),
+            )
+            .await?;
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| io_error("create", dest, e))?;
+        let result = async {
+            let n = store
+                .pump(&mut stream, &mut file, &what, dest, true)
+                .await?;
+            file.flush().await.map_err(|e| io_error("write", dest, e))?;
+            // Some servers open the data connection before looking for the file, and say 550
+            // only at the end.
+            store
+                .step_or_missing(
+                    &what,
+                    || format!("file '{name}' in '{location}'"),
+                    stream.finish(),
+                )
+                .await?;
+            Ok(n)
+        }
+        .await;
+        if result.is_err() {
+            drop(file);
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        result
+    }
+
+    /// `STOR tmp`, a size check, then `RNFR tmp` / `RNTO name`. Sets `started` once the
+    /// temporary file may exist on the server.
+    async fn store(
+        &mut self,
+        tmp: &str,
+        name: &str,
+        file: &mut tokio::fs::File,
+        src: &Path,
+        started: &mut bool,
+    ) -> Result<u64, ConnectorError> {
+        let store = self.store;
+        let what = format!("receiving '{name}' (STOR)");
+        *started = true;
+        let mut stream = store.step(&what, self.ftp.put_with_stream(tmp)).await?;
+        let n = store.pump(file, &mut stream, &what, src, false).await?;
+        store.step(&what, stream.finish()).await?;
+        if let Some(size) = self.size_if_supported(tmp).await?
+            && size != n
+        {
+            return Err(ConnectorError::Protocol(format!(
+                "FTP server {} holds {size} bytes of '{name}' after receiving {n}",
+                store.addr()
+            )));
+        }
+        self.rename_into_place(tmp, name).await?;
+        Ok(n)
+    }
+
+    /// Renames the uploaded temporary file to its final name. Servers that refuse to rename
+    /// over an existing file (Windows-based ones) get the old file deleted first.
+    async fn rename_into_place(&mut self, tmp: &str, name: &str) -> Result<(), ConnectorError> {
+        let store = self.store;
+        let what = format!("renaming the upload into place as '{name}' (RNFR/RNTO)");
+        let refused = match tokio::time::timeout(store.timeout, self.ftp.rename(tmp, name)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(FtpError::UnexpectedResponse(r)))
+                if matches!(r.status, Status::FileUnavailable | Status::BadFilename) =>
+            {
+                r
+            }
+            Ok(Err(e)) => return Err(store.map_err(&what, e)),
+            Err(_) => return Err(store.timed_out(&what)),
+        };
+        if self.size(name).await?.is_none() {
+            return Err(store.map_err(&what, FtpError::UnexpectedResponse(refused)));
+        }
+        tracing::debug!(server = %store.addr(), name, "replacing an existing file: {}", store.reply_text(&refused));
+        store.step(&what, self.ftp.rm(name)).await?;
+        store.step(&what, self.ftp.rename(tmp, name)).await
+    }
+
+    /// `RNFR from` / `RNTO to`; a missing `from` is [`ConnectorError::NotFound`].
+    async fn rename(&mut self, location: &str, from: &str, to: &str) -> Result<(), ConnectorError> {
+        self.store
+            .step_or_missing(
+                &format!("renaming '{from}' to '{to}'"),
+                || format!("file '{from}' in '{location}'"),
+                self.ftp.rename(from, to),
+            )
+            .await
+    }
+
+    /// `DELE`, logging a failure (cleanup).
+    async fn delete_quietly(&mut self, name: &str) {
+        let store = self.store;
+        let what = "deleting the temporary upload";
+        match store
+            .step_or_missing(what, || name.to_string(), self.ftp.rm(name))
+            .await
+        {
+            Ok(()) | Err(ConnectorError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(server = %store.addr(), name, "could not delete the temporary upload: {e}");
+            }
+        }
+    }
+
+    /// Ends the session: `QUIT` when the connection is healthy, else just drops it.
+    async fn close<T>(mut self, result: &Result<T, ConnectorError>) {
+        if !usable(result) {
+            return;
+        }
+        match tokio::time::timeout(self.store.timeout, self.ftp.quit()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("FTP QUIT failed: {e}"),
+            Err(_) => tracing::debug!("FTP QUIT timed out"),
+        }
+    }
+}
+
+/// One entry of an `MLSD` listing that is a file.
+#[derive(Debug, PartialEq, Eq)]
+struct MlsdEntry {
+    name: String,
+    size: Option<u64>,
+}
+
+/// Parses `fact=value;fact=value; name` (RFC 3659). `Ok(None)` for entries that are not
+/// plain files (directories, links, the directory itself).
+fn parse_mlsd_line(line: &str) -> Result<Option<MlsdEntry>, &'static str> {
+    let Some((facts, name)) = line.split_once(' ') else {
+        return Err("no space between the facts and the name");
+    };
+    let mut kind = None;
+    let mut size = None;
+    for fact in facts.split(';').filter(|f| !f.is_empty()) {
+        let Some((key, value)) = fact.split_once('=') else {
+            return Err("a fact without '='");
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "type" => kind = Some(value.to_ascii_lowercase()),
+            "size" => {
+                size = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| "a size that is not a number")?,
+                )
+            }
+            _ => {}
+        }
+    }
+    match kind.as_deref() {
+        None | Some("file") => Ok(Some(MlsdEntry {
+            name: name.to_string(),
+            size,
+        })),
+        Some(_) => Ok(None),
+    }
+}
+
+/// Builds the rustls connector: the system's roots plus those of `ca_file`.
+fn tls_connector(host: &str, ca_file: Option<&Path>) -> Result<TlsConnector, ConnectorError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let config = |msg: String| ConnectorError::Config(format!("ftp: {msg}"));
+    ServerName::try_from(host.to_string())
+        .map_err(|e| config(format!("host '{host}' cannot be used for TLS: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let shown = path.display();
+        let pem = std::fs::read(path)
+            .map_err(|e| config(format!("ca_file '{shown}' cannot be read: {e}")))?;
+        let mut count = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert
+                .map_err(|e| config(format!("ca_file '{shown}' is not a valid PEM file: {e}")))?;
+            roots.add(cert).map_err(|e| {
+                config(format!(
+                    "ca_file '{shown}' holds a certificate that cannot be used: {e}"
+                ))
+            })?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(config(format!(
+                "ca_file '{shown}' holds no PEM certificate (expected '-----BEGIN CERTIFICATE-----' blocks)"
+            )));
+        }
+    } else if added == 0 {
+        return Err(config(
+            "no system CA certificates were found; set ca_file to the CA that signed the server's certificate".to_string(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(client)))
+}
+
+fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> ConnectorError {
+    ConnectorError::Io {
+        op,
+        target: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mlsd_lines_parse() {
+        assert_eq!(
+            parse_mlsd_line("type=file;size=12;modify=20240101000000; A 1;x.csv").unwrap(),
+            Some(MlsdEntry {
+                name: "A 1;x.csv".into(),
+                size: Some(12)
+            })
+        );
+        assert_eq!(parse_mlsd_line("Type=dir;Size=0; sub").unwrap(), None);
+        assert_eq!(parse_mlsd_line("type=cdir; /in").unwrap(), None);
+        assert_eq!(
+            parse_mlsd_line("; bare").unwrap(),
+            Some(MlsdEntry {
+                name: "bare".into(),
+                size: None
+            })
+        );
+        assert!(parse_mlsd_line("type=file;size=1;nospace").is_err());
+        assert!(parse_mlsd_line("type=file;size=-1; x").is_err());
+    }
+
+    #[test]
+    fn spec_defaults_and_unknown_fields() {
+        let spec: FtpSpec =
+            serde_json::from_str(r#"{"host":"h","username":"u","password_env":"P"}"#).unwrap();
+        assert!(spec.passive);
+        assert_eq!(spec.security, FtpSecurity::None);
+        let spec: FtpSpec = serde_json::from_str(
+            r#"{"host":"h","username":"u","password_env":"P","security":"explicit_tls"}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.security, FtpSecurity::ExplicitTls);
+        assert!(
+            serde_json::from_str::<FtpSpec>(
+                r#"{"host":"h","username":"u","password_env":"P","pasive":false}"#
+            )
+            .is_err()
+        );
+    }
+}

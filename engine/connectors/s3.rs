@@ -1,0 +1,1093 @@
+//! S3-compatible object storage as a [`FileStore`](super::FileStore): AWS S3, MinIO, OCI's
+//! S3 compatibility endpoint, anything that speaks the S3 API with Signature Version 4.
+//!
+//! The store goes through the `object_store` crate (one [`AmazonS3`] client per bucket,
+//! built on first use and cached). A location is `bucket` or `namespace/bucket`: the last
+//! segment names the bucket, and a namespace before it is ignored, because OCI's
+//! compatibility endpoint carries the namespace in its host name
+//! (`https://{namespace}.compat.objectstorage.{region}.oraclecloud.com`). A location is never
+//! a "folder" inside a bucket: the files of a location are the bucket's top-level objects.
+//!
+//! - list: `ListObjectsV2` with the prefix and `delimiter=/`, following continuation tokens
+//!   page by page. Keys below a `/` ("subdirectories") come back as common prefixes and are
+//!   skipped with a debug log, as a local directory listing skips subdirectories. Keys are
+//!   untrusted: one with a `.`/`..` segment, a control character or a backslash is an error
+//!   naming the key, and so is a key outside the requested prefix. A key that still contains
+//!   a `/` (a server ignoring the delimiter, or a prefix containing `/`) is skipped.
+//! - get: `GetObject`, the body streamed chunk by chunk into the destination file (never
+//!   held in memory); a failed get removes the partial destination file.
+//! - put: a file smaller than one part goes up as a single `PutObject`; a larger one as a
+//!   multipart upload, read from disk in 1 MiB reads and sent in parts of at least 8 MiB,
+//!   two parts in flight at most. S3 makes a multipart object visible only on
+//!   `CompleteMultipartUpload`, so a put that fails (the source cannot be read, the server
+//!   goes away, the size changes) leaves nothing under the final name, and the upload is
+//!   aborted so its parts do not linger. If the put is cancelled (its future dropped) the
+//!   abort is sent from a background task; if even that cannot reach the server, an
+//!   incomplete upload remains, invisible, until a bucket lifecycle rule
+//!   (`AbortIncompleteMultipartUpload`) removes it.
+//! - rename: `CopyObject` then `DeleteObject` — S3 has no rename. The copy is complete
+//!   before the delete starts, so a failure never loses the object; but a crash (or a failed
+//!   delete) between the two leaves it under both names. Ferry renames only after the target
+//!   confirmed receipt, so the duplicate is harmless, and a rerun's list shows the old name
+//!   again. `CopyObject` is limited to 5 GiB objects on AWS.
+//! - check: a signed `ListBuckets` (`GET /` on the endpoint), which needs no bucket. A
+//!   listing, or `AccessDenied` (the signature was verified but the key may not list
+//!   buckets), proves the endpoint is reachable and the credentials are accepted.
+//!
+//! Errors: a missing bucket or object is [`ConnectorError::NotFound`] naming it; 401/403
+//! and S3's `InvalidAccessKeyId`, `SignatureDoesNotMatch`, `AccessDenied`, … are
+//! [`ConnectorError::Auth`]; a refused or broken connection is [`ConnectorError::Connect`],
+//! a stall [`ConnectorError::Timeout`]; anything else is [`ConnectorError::Protocol`] with the
+//! service's `Code: Message`. Transient failures (connection refused, 5xx, throttling) are
+//! retried 3 times with backoff before they are reported. The credentials are read from the
+//! environment into [`Secret`]s and never logged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredential};
+use object_store::client::{HttpError, HttpErrorKind, HttpRequest, HttpRequestBody};
+use object_store::list::{PaginatedListOptions, PaginatedListStore as _};
+use object_store::path::Path as Key;
+use object_store::{
+    BackoffConfig, ClientOptions, HeaderValue, ObjectStoreExt as _, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use reqwest::Url;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
+
+/// Timeout when the spec gives none, in seconds.
+const DEFAULT_TIMEOUT_SECS: u64 = 60;
+/// Upper bound on the time spent establishing a connection (TCP + TLS).
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Smallest part of a multipart upload (S3's minimum is 5 MiB); files below it go up in one
+/// `PutObject`.
+const MIN_PART: u64 = 8 * 1024 * 1024;
+/// Largest part (S3's maximum is 5 GiB).
+const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+/// Parts a multipart upload aims to stay under (S3 allows 10 000).
+const TARGET_PARTS: u64 = 9_000;
+/// Parts uploading at once; memory use is about `(UPLOAD_CONCURRENCY + 1) × part size`.
+const UPLOAD_CONCURRENCY: usize = 2;
+/// Size of one read from the source file.
+const READ_CHUNK: usize = 1024 * 1024;
+/// Retries of a transient failure (connection refused, 5xx, throttling).
+const RETRIES: usize = 3;
+/// Listing pages followed at most (1000 keys each: a billion keys).
+const MAX_PAGES: usize = 1_000_000;
+/// Largest `ListBuckets` answer read by `check`.
+const MAX_CHECK_BODY: usize = 1024 * 1024;
+/// Length of an error message taken from an answer that is not S3's XML.
+const MESSAGE_CHARS: usize = 300;
+
+/// An S3-compatible object storage connection, as written in a connections file. Locations
+/// are `bucket` or `namespace/bucket` (the namespace is ignored: OCI's compatibility endpoint
+/// carries it in the host name).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Spec {
+    /// Endpoint URL of the service, e.g. `http://127.0.0.1:9000` (MinIO) or
+    /// `https://{namespace}.compat.objectstorage.{region}.oraclecloud.com` (OCI). Leave it out
+    /// for AWS S3 (`https://s3.{region}.amazonaws.com`). May use `${VAR}` /
+    /// `${VAR:-default}`. Must not contain credentials.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region used for signing (and for the AWS endpoint), e.g. `eu-central-1`; MinIO
+    /// usually wants `us-east-1`, OCI its region identifier such as `eu-frankfurt-1`. May use
+    /// `${VAR}`.
+    pub region: String,
+    /// Name of the environment variable holding the access key ID.
+    pub access_key_id_env: String,
+    /// Name of the environment variable holding the secret access key.
+    pub secret_access_key_env: String,
+    /// Path-style requests, `{endpoint}/{bucket}/{key}` (default true), which MinIO and OCI's
+    /// compatibility endpoint need. False sends virtual-hosted style, `{bucket}.{host}/{key}`.
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// Allow a plain `http://` endpoint (default false: HTTPS only). For local servers.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Seconds a request may make no progress before it is abandoned (default 60): to
+    /// connect (at most 15), to send one part (8 MiB or more) and get the answer, and each
+    /// pause while a body is received. A long download that keeps moving is never cut off.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An opened S3-compatible store: the settings plus one cached client per bucket.
+pub struct S3Store {
+    /// The endpoint, `None` for AWS.
+    endpoint: Option<Url>,
+    region: String,
+    access_key_id: Secret,
+    secret_access_key: Secret,
+    path_style: bool,
+    allow_http: bool,
+    timeout: Duration,
+    clients: Mutex<HashMap<String, Arc<AmazonS3>>>,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("endpoint", &self.shown_endpoint())
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Store {
+    /// Opens the store, reading the credentials from the environment variables the spec
+    /// names. Does not touch the network.
+    pub fn new(spec: &S3Spec) -> Result<Self, ConnectorError> {
+        let key_id = Secret::from_env(&spec.access_key_id_env)
+            .map_err(|e| in_spec(&format!("access_key_id_env: {}", config_text(e))))?;
+        let secret = Secret::from_env(&spec.secret_access_key_env)
+            .map_err(|e| in_spec(&format!("secret_access_key_env: {}", config_text(e))))?;
+        Self::with_secrets(spec, key_id, secret)
+    }
+
+    /// Opens the store with credentials given directly rather than through the environment
+    /// (tests, secrets read from files). The spec's `*_env` fields are ignored.
+    pub fn with_secrets(
+        spec: &S3Spec,
+        access_key_id: Secret,
+        secret_access_key: Secret,
+    ) -> Result<Self, ConnectorError> {
+        let endpoint = match &spec.endpoint {
+            Some(e) => Some(parse_endpoint(
+                &expand_env(e).map_err(|e| in_spec(&config_text(e)))?,
+                spec.allow_http,
+            )?),
+            None => None,
+        };
+        let region = expand_env(&spec.region).map_err(|e| in_spec(&config_text(e)))?;
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(in_spec(&format!(
+                "region '{}' must be a region identifier such as eu-central-1",
+                region.escape_debug()
+            )));
+        }
+        if access_key_id.expose().is_empty() || secret_access_key.expose().is_empty() {
+            return Err(in_spec(
+                "the access key ID and the secret key must not be empty",
+            ));
+        }
+        let secs = spec.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if secs == 0 {
+            return Err(in_spec("timeout_secs must be at least 1"));
+        }
+        Ok(S3Store {
+            endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+            path_style: spec.path_style,
+            allow_http: spec.allow_http,
+            timeout: Duration::from_secs(secs),
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The endpoint as shown in messages (never holds credentials: those are refused).
+    fn shown_endpoint(&self) -> String {
+        match &self.endpoint {
+            Some(url) => url.as_str().trim_end_matches('/').to_string(),
+            None => format!("https://s3.{}.amazonaws.com", self.region),
+        }
+    }
+
+    /// The bucket a location names, and its client (built on first use).
+    fn client(&self, location: &str) -> Result<(String, Arc<AmazonS3>), ConnectorError> {
+        let bucket = bucket_of(location)?;
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(bucket) {
+            return Ok((bucket.to_string(), Arc::clone(client)));
+        }
+        let client = Arc::new(self.build_client(bucket)?);
+        clients.insert(bucket.to_string(), Arc::clone(&client));
+        Ok((bucket.to_string(), client))
+    }
+
+    fn build_client(&self, bucket: &str) -> Result<AmazonS3, ConnectorError> {
+        let options = ClientOptions::new()
+            .with_allow_http(self.allow_http)
+            .with_user_agent(HeaderValue::from_static(concat!(
+                "ferry/",
+                env!("CARGO_PKG_VERSION")
+            )))
+            .with_connect_timeout(self.timeout.min(MAX_CONNECT_TIMEOUT))
+            // The read timeout covers sending a request and waiting for its answer, then each
+            // pause in a body; an overall timeout would cut off long transfers.
+            .with_read_timeout(self.timeout)
+            .with_timeout_disabled();
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: RETRIES,
+            retry_timeout: self.timeout,
+        };
+        let mut builder = AmazonS3Builder::new()
+            .with_region(&self.region)
+            .with_bucket_name(bucket)
+            .with_access_key_id(self.access_key_id.expose())
+            .with_secret_access_key(self.secret_access_key.expose())
+            .with_virtual_hosted_style_request(!self.path_style)
+            .with_client_options(options)
+            .with_retry(retry);
+        if let Some(endpoint) = self.client_endpoint(bucket)? {
+            builder = builder.with_endpoint(endpoint);
+        }
+        builder.build().map_err(|e| {
+            in_spec(&format!(
+                "cannot set up the client for bucket '{bucket}': {e}"
+            ))
+        })
+    }
+
+    /// The endpoint handed to `object_store` for a bucket (`None`: AWS, derived from the
+    /// region). Path style uses the endpoint as it is; virtual-hosted style puts the bucket in
+    /// front of the host, as `object_store` expects a virtual-hosted endpoint to name it.
+    fn client_endpoint(&self, bucket: &str) -> Result<Option<String>, ConnectorError> {
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(None);
+        };
+        if self.path_style {
+            return Ok(Some(endpoint.as_str().trim_end_matches('/').to_string()));
+        }
+        let host = endpoint.host_str().unwrap_or_default();
+        if endpoint.domain().is_none() {
+            return Err(in_spec(&format!(
+                "virtual-hosted requests (path_style: false) need a host name, not '{host}'; \
+                 set path_style: true"
+            )));
+        }
+        let mut url = endpoint.clone();
+        url.set_host(Some(&format!("{bucket}.{host}")))
+            .map_err(|e| in_spec(&format!("bucket '{bucket}' does not make a host name: {e}")))?;
+        Ok(Some(url.as_str().trim_end_matches('/').to_string()))
+    }
+
+    pub(super) async fn list(
+        &self,
+        location: &str,
+        prefix: &str,
+    ) -> Result<Vec<Entry>, ConnectorError> {
+        let (bucket, client) = self.client(location)?;
+        let what = Target::Bucket(&bucket);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let options = PaginatedListOptions {
+                delimiter: Some("/".into()),
+                page_token: token.clone(),
+                ..Default::default()
+            };
+            let page = client
+                .list_paginated((!prefix.is_empty()).then_some(prefix), options)
+                .await
+                .map_err(|e| self.error("list", &what, e))?;
+            for dir in &page.result.common_prefixes {
+                tracing::debug!(bucket, key_prefix = %dir.as_ref().escape_debug(), "skipping a \"subdirectory\" of the listing");
+            }
+            for object in page.result.objects {
+                let key = object.location.as_ref();
+                if listed_name(&bucket, key, prefix)? {
+                    out.push(Entry {
+                        name: key.to_string(),
+                        size: object.size,
+                    });
+                }
+            }
+            match page.page_token {
+                Some(next) if token.as_deref() == Some(next.as_str()) => {
+                    return Err(ConnectorError::Protocol(format!(
+                        "S3 list of bucket '{bucket}' at {}: the server repeated the \
+                         continuation token",
+                        self.shown_endpoint()
+                    )));
+                }
+                Some(next) => token = Some(next),
+                None => return Ok(out),
+            }
+        }
+        Err(ConnectorError::Protocol(format!(
+            "S3 list of bucket '{bucket}' at {}: more than {MAX_PAGES} pages",
+            self.shown_endpoint()
+        )))
+    }
+
+    pub(super) async fn get(
+        &self,
+        location: &str,
+        name: &str,
+        dest: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let (bucket, client) = self.client(location)?;
+        let what = Target::Object(&bucket, name);
+        let key = key(name)?;
+        let result = client
+            .get(&key)
+            .await
+            .map_err(|e| self.error("get", &what, e))?;
+        let expected = result.meta.size;
+        let copied = async {
+            let mut file = tokio::fs::File::create(dest)
+                .await
+                .map_err(|e| io("create", dest, e))?;
+            let mut stream = result.into_stream();
+            let mut n: u64 = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.error("get", &what, e))?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| io("write", dest, e))?;
+                n += chunk.len() as u64;
+            }
+            file.flush().await.map_err(|e| io("write", dest, e))?;
+            if n != expected {
+                return Err(ConnectorError::Protocol(format!(
+                    "S3 get {what}: received {n} bytes of {expected}"
+                )));
+            }
+            Ok(n)
+        }
+        .await;
+        if copied.is_err() {
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        copied
+    }
+
+    pub(super) async fn put(
+        &self,
+        location: &str,
+        name: &str,
+        src: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let file = tokio::fs::File::open(src)
+            .await
+            .map_err(|e| io("open", src, e))?;
+        let size = file.metadata().await.map_err(|e| io("stat", src, e))?.len();
+        self.put_reader(location, name, file, size)
+            .await
+            .map_err(|e| match e {
+                // Name the source file rather than "the source".
+                ConnectorError::Io { op, source, .. } => io(op, src, source),
+                other => other,
+            })
+    }
+
+    /// Stores the `size` bytes `reader` yields as `location/name`: one `PutObject` below
+    /// 8 MiB, a multipart upload above. Returns only once the object is complete under its
+    /// final name. A reader that fails, ends early or yields more than `size` bytes fails the
+    /// put, the multipart upload is aborted, and nothing appears under the name (an older
+    /// object of that name is left untouched).
+    pub async fn put_reader<R>(
+        &self,
+        location: &str,
+        name: &str,
+        mut reader: R,
+        size: u64,
+    ) -> Result<u64, ConnectorError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        check_name(name)?;
+        let (bucket, client) = self.client(location)?;
+        let what = Target::Object(&bucket, name);
+        let key = key(name)?;
+        let part = part_size(size);
+        if size < part {
+            // Small: read it whole (less than one part) and send it in one request.
+            let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            (&mut reader)
+                .take(size + 1)
+                .read_to_end(&mut body)
+                .await
+                .map_err(source_error)?;
+            check_length(body.len() as u64, size)?;
+            client
+                .put(&key, PutPayload::from(body))
+                .await
+                .map_err(|e| self.error("put", &what, e))?;
+            return Ok(size);
+        }
+
+        let upload = client
+            .put_multipart(&key)
+            .await
+            .map_err(|e| self.error("put", &what, e))?;
+        let chunk = usize::try_from(part).unwrap_or(usize::MAX);
+        let mut writer = AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(upload, chunk)));
+        let sent = async {
+            let mut buf = vec![0u8; READ_CHUNK];
+            let mut total: u64 = 0;
+            loop {
+                let w = writer.get()?;
+                w.wait_for_capacity(UPLOAD_CONCURRENCY)
+                    .await
+                    .map_err(|e| self.error("put", &what, e))?;
+                let n = reader.read(&mut buf).await.map_err(source_error)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                if total > size {
+                    break;
+                }
+                w.write(&buf[..n]);
+            }
+            check_length(total, size)
+        }
+        .await;
+        match sent {
+            Ok(()) => {
+                let w = writer.take()?;
+                // `finish` aborts the upload itself when a part or the completion fails.
+                w.finish().await.map_err(|e| self.error("put", &what, e))?;
+                Ok(size)
+            }
+            Err(e) => {
+                let w = writer.take()?;
+                if let Err(abort) = w.abort().await {
+                    tracing::warn!(bucket, key = %name.escape_debug(), error = %abort, "could not abort the failed multipart upload; its parts stay until a lifecycle rule removes them (no object was created)");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn rename(
+        &self,
+        location: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), ConnectorError> {
+        let (bucket, client) = self.client(location)?;
+        if from == to {
+            // Copy-then-delete onto itself would delete the only copy.
+            return Ok(());
+        }
+        let source = Target::Object(&bucket, from);
+        client
+            .copy(&key(from)?, &key(to)?)
+            .await
+            .map_err(|e| self.error("rename (copy)", &source, e))?;
+        client.delete(&key(from)?).await.map_err(|e| {
+            let e = self.error("rename (delete)", &source, e);
+            tracing::warn!(bucket, from = %from.escape_debug(), to = %to.escape_debug(), error = %e, "the copy succeeded but the original could not be deleted: the object now exists under both names");
+            e
+        })
+    }
+
+    pub(super) async fn check(&self) -> Result<String, ConnectorError> {
+        let shown = self.shown_endpoint();
+        let url = match &self.endpoint {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("{shown}/")).map_err(|e| in_spec(&e.to_string()))?,
+        };
+        let credential = AwsCredential {
+            key_id: self.access_key_id.expose().to_string(),
+            secret_key: self.secret_access_key.expose().to_string(),
+            token: None,
+        };
+        let mut request = HttpRequest::new(HttpRequestBody::empty());
+        *request.uri_mut() = url
+            .as_str()
+            .parse()
+            .map_err(|e| in_spec(&format!("endpoint '{shown}': {e}")))?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut request, None)
+            .map_err(|e| in_spec(&format!("cannot sign a request: {e}")))?;
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.timeout.min(MAX_CONNECT_TIMEOUT))
+            .timeout(self.timeout)
+            .build()
+            .map_err(|e| in_spec(&format!("cannot set up the HTTP client: {e}")))?;
+        let response = client
+            .get(url)
+            .headers(request.headers().clone())
+            .send()
+            .await
+            .map_err(|e| transport_error(&format!("S3 check at {shown}"), &e))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transport_error(&format!("S3 check at {shown}"), &e))?;
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_CHECK_BODY {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&body);
+        if status.is_success() {
+            let buckets = text.matches("<Bucket>").count();
+            return Ok(format!(
+                "S3 endpoint {shown} accepted the credentials; {buckets} bucket(s) visible"
+            ));
+        }
+        let code = xml_tag(&text, "Code").unwrap_or_default();
+        if code == "AccessDenied" {
+            return Ok(format!(
+                "S3 endpoint {shown} accepted the credentials (they may not list buckets, \
+                 which ferry does not need)"
+            ));
+        }
+        let detail = service_message(&text).unwrap_or_else(|| status.to_string());
+        let message = format!("S3 check at {shown}: {detail}");
+        Err(if is_auth(&code, Some(status.as_u16())) {
+            ConnectorError::Auth(message)
+        } else {
+            ConnectorError::Protocol(message)
+        })
+    }
+
+    /// Turns an `object_store` error into a [`ConnectorError`] naming the operation, the
+    /// bucket and the object.
+    fn error(&self, op: &str, what: &Target<'_>, e: object_store::Error) -> ConnectorError {
+        use object_store::path::Error as PathError;
+        let shown = self.shown_endpoint();
+        // A listed key that `object_store` refused as a path: `..`, `.`, an ASCII control
+        // character or `//`. The whole page fails, so the listing is an error naming the key.
+        if let object_store::Error::InvalidPath {
+            source: PathError::BadSegment { path, .. } | PathError::EmptySegment { path },
+        } = &e
+        {
+            return match listed_name(what.bucket(), path, "") {
+                Err(hostile) => hostile,
+                Ok(_) => ConnectorError::HostileName {
+                    name: path.escape_debug().to_string(),
+                    reason: "the server listed a key with an empty segment ('//')",
+                },
+            };
+        }
+        let text = e.to_string();
+        if let Some(http) = find_source::<HttpError>(&e) {
+            let detail = source_chain(http);
+            match http.kind() {
+                HttpErrorKind::Timeout => {
+                    return ConnectorError::Timeout(format!(
+                        "S3 {op} {what} at {shown}: no progress for {} s: {detail}",
+                        self.timeout.as_secs()
+                    ));
+                }
+                HttpErrorKind::Connect => {
+                    return ConnectorError::Connect(format!(
+                        "S3 {op} {what}: cannot connect to {shown}: {detail}"
+                    ));
+                }
+                HttpErrorKind::Request | HttpErrorKind::Interrupted => {
+                    return ConnectorError::Connect(format!(
+                        "S3 {op} {what} at {shown}: the connection broke: {detail}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let code = xml_tag(&text, "Code").unwrap_or_default();
+        let status = status_of(&text);
+        let detail = service_message(&text).unwrap_or_else(|| shorten(&text));
+        let not_found = matches!(e, object_store::Error::NotFound { .. })
+            || code == "NoSuchKey"
+            || code == "NoSuchBucket";
+        if code == "NoSuchBucket" || (not_found && matches!(what, Target::Bucket(_))) {
+            return ConnectorError::NotFound(format!(
+                "S3 bucket '{}' at {shown} ({op}: {detail})",
+                what.bucket()
+            ));
+        }
+        if not_found {
+            return ConnectorError::NotFound(format!("S3 {what} at {shown} ({op}: {detail})"));
+        }
+        if code.is_empty() && matches!(status, Some(301 | 307)) {
+            return ConnectorError::Protocol(format!(
+                "S3 {op} {what} at {shown}: redirected ({detail}); the bucket is probably in \
+                 another region than '{}' (check region and path_style)",
+                self.region
+            ));
+        }
+        let auth = is_auth(&code, status)
+            || matches!(
+                e,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            );
+        let message = format!("S3 {op} {what} at {shown}: {detail}");
+        if auth {
+            ConnectorError::Auth(message)
+        } else {
+            ConnectorError::Protocol(message)
+        }
+    }
+}
+
+/// What an operation was about, for messages.
+enum Target<'a> {
+    Bucket(&'a str),
+    Object(&'a str, &'a str),
+}
+
+impl Target<'_> {
+    fn bucket(&self) -> &str {
+        match self {
+            Target::Bucket(b) | Target::Object(b, _) => b,
+        }
+    }
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Bucket(b) => write!(f, "bucket '{b}'"),
+            Target::Object(b, k) => write!(f, "object '{}' in bucket '{b}'", k.escape_debug()),
+        }
+    }
+}
+
+/// Aborts a multipart upload that is dropped before it was finished or aborted (a
+/// cancelled put), from a background task.
+struct AbortOnDrop(Option<WriteMultipart>);
+
+impl AbortOnDrop {
+    fn get(&mut self) -> Result<&mut WriteMultipart, ConnectorError> {
+        self.0.as_mut().ok_or_else(finished)
+    }
+
+    fn take(&mut self) -> Result<WriteMultipart, ConnectorError> {
+        self.0.take().ok_or_else(finished)
+    }
+}
+
+fn finished() -> ConnectorError {
+    ConnectorError::Protocol("internal: the multipart upload was already finished".into())
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(upload) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(e) = upload.abort().await {
+                    tracing::warn!(error = %e, "could not abort a cancelled multipart upload; its parts stay until a lifecycle rule removes them (no object was created)");
+                }
+            });
+        }
+    }
+}
+
+/// The part size for a file of `size` bytes: at least [`MIN_PART`], more for files so big
+/// that they would need over [`TARGET_PARTS`] parts; whole MiB.
+fn part_size(size: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let needed = size.div_ceil(TARGET_PARTS).div_ceil(MIB) * MIB;
+    needed.clamp(MIN_PART, MAX_PART)
+}
+
+fn check_length(read: u64, size: u64) -> Result<(), ConnectorError> {
+    if read == size {
+        return Ok(());
+    }
+    let what = if read < size {
+        format!("the source ended after {read} of {size} bytes")
+    } else {
+        format!("the source holds more than the {size} bytes announced")
+    };
+    Err(ConnectorError::Io {
+        op: "read",
+        target: "the source".into(),
+        source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what),
+    })
+}
+
+fn source_error(e: std::io::Error) -> ConnectorError {
+    ConnectorError::Io {
+        op: "read",
+        target: "the source".into(),
+        source: e,
+    }
+}
+
+/// Decides whether a listed key becomes an entry: `Ok(true)` for a plain name,
+/// `Ok(false)` for a key below a `/` (skipped), an error for a hostile key.
+fn listed_name(bucket: &str, key: &str, prefix: &str) -> Result<bool, ConnectorError> {
+    let hostile = |reason| {
+        Err(ConnectorError::HostileName {
+            name: key.escape_debug().to_string(),
+            reason,
+        })
+    };
+    if key.split('/').any(|s| s == "." || s == "..") {
+        return hostile("the server listed a key with a '.' or '..' segment");
+    }
+    if key.chars().any(char::is_control) {
+        return hostile("the server listed a key with a control character");
+    }
+    if !key.starts_with(prefix) {
+        return Err(ConnectorError::Protocol(format!(
+            "S3 list of bucket '{bucket}': the server listed '{}', which does not start with \
+             the prefix '{}'",
+            key.escape_debug(),
+            prefix.escape_debug()
+        )));
+    }
+    if key.contains('/') {
+        tracing::debug!(bucket, key = %key.escape_debug(), "skipping a key in a \"subdirectory\"");
+        return Ok(false);
+    }
+    check_name(key)?;
+    Ok(true)
+}
+
+/// The bucket of a location: `bucket` or `namespace/bucket`.
+fn bucket_of(location: &str) -> Result<&str, ConnectorError> {
+    let segments = location_segments(location)?;
+    let bucket = match segments.as_slice() {
+        [bucket] | [_, bucket] => *bucket,
+        _ => {
+            return Err(ConnectorError::Config(format!(
+                "S3 location '{}' must be 'bucket' or 'namespace/bucket'",
+                location.escape_debug()
+            )));
+        }
+    };
+    if bucket.len() > 255
+        || !bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ConnectorError::Config(format!(
+            "S3 location '{}': a bucket name has at most 255 letters, digits, '-', '_' and '.'",
+            location.escape_debug()
+        )));
+    }
+    Ok(bucket)
+}
+
+/// The object key of a checked file name, kept verbatim (no percent-encoding).
+fn key(name: &str) -> Result<Key, ConnectorError> {
+    check_name(name)?;
+    Key::parse(name).map_err(|_| ConnectorError::HostileName {
+        name: name.escape_debug().to_string(),
+        reason: "it is not a valid object key",
+    })
+}
+
+fn parse_endpoint(endpoint: &str, allow_http: bool) -> Result<Url, ConnectorError> {
+    let url = Url::parse(endpoint).map_err(|e| {
+        in_spec(&format!(
+            "endpoint '{}' is not a URL: {e}",
+            endpoint.escape_debug()
+        ))
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(in_spec(
+            "endpoint must not contain credentials (use access_key_id_env / secret_access_key_env)",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(in_spec("endpoint must not have a query or a fragment"));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(in_spec(&format!(
+                "endpoint '{url}' is plain http; set allow_http: true to allow it"
+            )));
+        }
+        other => {
+            return Err(in_spec(&format!(
+                "endpoint scheme '{other}' is neither https nor http"
+            )));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(in_spec(&format!("endpoint '{url}' has no host")));
+    }
+    Ok(url)
+}
+
+fn in_spec(detail: &str) -> ConnectorError {
+    ConnectorError::Config(format!("s3 connection: {detail}"))
+}
+
+/// The text of a configuration error without its "configuration: " prefix.
+fn config_text(e: ConnectorError) -> String {
+    match e {
+        ConnectorError::Config(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn io(op: &'static str, path: &Path, source: std::io::Error) -> ConnectorError {
+    ConnectorError::Io {
+        op,
+        target: path.display().to_string(),
+        source,
+    }
+}
+
+/// S3 error codes that mean the credentials were refused.
+fn is_auth(code: &str, status: Option<u16>) -> bool {
+    matches!(
+        code,
+        "AccessDenied"
+            | "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "InvalidToken"
+            | "TokenRefreshRequired"
+            | "AuthorizationHeaderMalformed"
+            | "InvalidSecurity"
+            | "AccountProblem"
+            | "NotSignedUp"
+            | "Unauthorized"
+            | "Forbidden"
+    ) || (code.is_empty() && matches!(status, Some(401 | 403)))
+}
+
+/// The HTTP status in an `object_store` error text ("...status code: 404 Not Found: ...").
+fn status_of(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    text.get(at..at + 3)?.parse().ok()
+}
+
+/// `Code: Message` from an S3 XML error body inside `text`, if there is one.
+fn service_message(text: &str) -> Option<String> {
+    let code = xml_tag(text, "Code")?;
+    Some(match xml_tag(text, "Message") {
+        Some(message) if !message.is_empty() => format!("{code}: {message}"),
+        _ => code,
+    })
+}
+
+/// The unescaped text of the first `<tag>…</tag>` in `text`.
+fn xml_tag(text: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = text.find(&open)? + open.len();
+    let end = start + text[start..].find(&format!("</{tag}>"))?;
+    let raw = &text[start..end];
+    Some(shorten(
+        &raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    ))
+}
+
+fn shorten(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// The first error of type `T` in `e`'s source chain.
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// An error and its causes, without repeats.
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        // hyper-util's "client error (Connect)" only repeats what its cause says.
+        let wrapper = text.starts_with("client error (") && err.source().is_some();
+        if !wrapper && !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+fn transport_error(shown: &str, e: &reqwest::Error) -> ConnectorError {
+    let detail = source_chain(e);
+    if e.is_timeout() {
+        ConnectorError::Timeout(format!("{shown}: {detail}"))
+    } else if e.is_connect() {
+        ConnectorError::Connect(format!("{shown}: cannot connect: {detail}"))
+    } else {
+        ConnectorError::Connect(format!("{shown}: {detail}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_name_a_bucket() {
+        assert_eq!(bucket_of("reports").unwrap(), "reports");
+        assert_eq!(bucket_of("/my-ns/reports/").unwrap(), "reports");
+        assert_eq!(bucket_of("ns/Bucket_2.x").unwrap(), "Bucket_2.x");
+        for bad in ["", "a/b/c", "ns/../b", "b?x", "b%2F", "b#", "b\nx"] {
+            assert!(bucket_of(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn listed_keys_are_checked() {
+        assert!(listed_name("b", "A_1.csv", "A_").unwrap());
+        assert!(!listed_name("b", "A_/x.csv", "A_").unwrap());
+        for hostile in ["a/../b", "..", "./x", "x\u{85}y", "x\ty", "back\\slash"] {
+            let err = listed_name("b", hostile, "").unwrap_err();
+            assert!(
+                matches!(err, ConnectorError::HostileName { .. }),
+                "{hostile:?}: {err}"
+            );
+        }
+        let err = listed_name("b", "B_1.csv", "A_").unwrap_err();
+        assert!(matches!(err, ConnectorError::Protocol(_)), "{err}");
+    }
+
+    #[test]
+    fn parts_grow_only_for_huge_files() {
+        assert_eq!(part_size(0), MIN_PART);
+        assert_eq!(part_size(20 << 20), MIN_PART);
+        assert_eq!(part_size(70_000 << 20), MIN_PART);
+        let huge = 1u64 << 40; // 1 TiB
+        let part = part_size(huge);
+        assert!(huge.div_ceil(part) <= TARGET_PARTS, "{part}");
+        assert_eq!(part % (1 << 20), 0);
+        assert_eq!(part_size(u64::MAX), MAX_PART);
+    }
+
+    #[test]
+    fn service_errors_are_read_from_the_xml() {
+        let text = "Generic S3 error: Error performing GET http://h/b?list-type=2 in 1ms - \
+                    Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?>\
+                    <Error><Code>SignatureDoesNotMatch</Code><Message>a &amp; b</Message></Error>";
+        assert_eq!(
+            service_message(text).unwrap(),
+            "SignatureDoesNotMatch: a & b"
+        );
+        assert_eq!(status_of(text), Some(403));
+        assert!(is_auth("SignatureDoesNotMatch", Some(403)));
+        assert!(is_auth("", Some(401)));
+        assert!(!is_auth("NoSuchKey", Some(404)));
+        assert_eq!(service_message("no xml here"), None);
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        assert!(parse_endpoint("http://127.0.0.1:9000", true).is_ok());
+        assert!(parse_endpoint("http://127.0.0.1:9000", false).is_err());
+        assert!(parse_endpoint("https://u:p@host", false).is_err());
+        assert!(parse_endpoint("ftp://host", true).is_err());
+        assert!(parse_endpoint("https://host/?x=1", false).is_err());
+        assert!(parse_endpoint("not a url", false).is_err());
+    }
+
+    #[test]
+    fn spec_defaults_and_unknown_fields() {
+        let spec: S3Spec = serde_json::from_str(
+            r#"{"region":"us-east-1","access_key_id_env":"K","secret_access_key_env":"S"}"#,
+        )
+        .unwrap();
+        assert!(spec.path_style);
+        assert!(!spec.allow_http);
+        assert_eq!(spec.endpoint, None);
+        serde_json::from_str::<S3Spec>(
+            r#"{"region":"r","access_key_id_env":"K","secret_access_key_env":"S","bucket":"b"}"#,
+        )
+        .unwrap_err();
+    }
+
+    #[test]
+    fn virtual_hosted_endpoints_name_the_bucket() {
+        let store = |endpoint: Option<&str>, path_style: bool| {
+            let spec = S3Spec {
+                endpoint: endpoint.map(str::to_string),
+                region: "eu-central-1".into(),
+                access_key_id_env: "K".into(),
+                secret_access_key_env: "S".into(),
+                path_style,
+                allow_http: true,
+                timeout_secs: None,
+            };
+            S3Store::with_secrets(&spec, Secret::new("k".into()), Secret::new("s".into())).unwrap()
+        };
+        let minio = Some("http://minio.local:9000/");
+        assert_eq!(
+            store(minio, true).client_endpoint("b").unwrap().as_deref(),
+            Some("http://minio.local:9000")
+        );
+        assert_eq!(
+            store(minio, false).client_endpoint("b").unwrap().as_deref(),
+            Some("http://b.minio.local:9000")
+        );
+        assert!(
+            store(Some("http://127.0.0.1:9000"), false)
+                .client_endpoint("b")
+                .is_err()
+        );
+        assert_eq!(store(None, false).client_endpoint("b").unwrap(), None);
+        // Building the clients works for each style.
+        for path_style in [true, false] {
+            store(minio, path_style).client("ns/b").unwrap();
+            store(None, path_style).client("b").unwrap();
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_secrets() {
+        let spec: S3Spec = serde_json::from_str(
+            r#"{"region":"us-east-1","access_key_id_env":"K","secret_access_key_env":"S"}"#,
+        )
+        .unwrap();
+        let store = S3Store::with_secrets(
+            &spec,
+            Secret::new("AKIDVISIBLE".into()),
+            Secret::new("hunter2".into()),
+        )
+        .unwrap();
+        let shown = format!("{store:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("AKIDVISIBLE"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://s3.us-east-1.amazonaws.com"),
+            "{shown}"
+        );
+    }
+}
