@@ -2,8 +2,8 @@
 //!
 //! A connections file names endpoints ([`ConnectionSpec`], one closed enum of kinds); at run
 //! time each becomes a [`Connector`]. Three capabilities exist, each a small closed enum:
-//! [`FileStore`] (list / get / put / rename files: local directories, and later FTP and object
-//! storage), [`http::HttpConnector`] (REST requests) and [`mail::Mailer`] (an `.eml` outbox or
+//! [`FileStore`] (list / get / put / rename files: local directories, FTP/FTPS servers,
+//! S3-compatible and OCI-native object storage), [`http::HttpConnector`] (REST requests) and [`mail::Mailer`] (an `.eml` outbox or
 //! SMTP). Files always move through spool files on disk, so memory does not grow with size.
 //! Secrets come from the environment only and are held in [`Secret`], whose `Debug` is
 //! redacted.
