@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::compile::{Inputs, Project, load};
 use crate::diag::{Diagnostic, to_json};
+use crate::history::{self, RunFilter, RunRequest, Store, Trigger};
 use crate::run::{Engine, Outcome, RunOptions, RunReport, trigger_input};
 
 /// Exit code: the flows are invalid.
@@ -98,6 +99,59 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Run history directory: the run is recorded there (a failure to record is a
+        /// warning and never changes the run).
+        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+    },
+    /// List recorded runs, newest first; `ferry runs show ID` shows one run.
+    Runs {
+        /// `show ID`: one run in detail.
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
+        /// Only runs of this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// Only runs with this outcome: running, succeeded, partial, failed, no_files,
+        /// interrupted.
+        #[arg(long)]
+        outcome: Option<history::Outcome>,
+        /// Only runs started since an RFC 3339 time or an age ago (`24h`, `7d`).
+        #[arg(long, value_parser = history::text::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
+        format: Format,
+        /// Run history directory.
+        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR, global = true)]
+        data: PathBuf,
+    },
+    /// Run a recorded run again: the same flow with the kept trigger input, recorded with
+    /// trigger `resubmit` and linked to the original.
+    Resubmit {
+        /// The run id.
+        id: String,
+        /// Sources.
+        #[command(flatten)]
+        sources: Sources,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Run history directory.
+        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+    },
+    /// Delete finished runs that started more than an age ago, with their kept inputs.
+    Purge {
+        /// The age: `30d`, `12h`, `90m`.
+        #[arg(long, value_parser = history::text::parse_age)]
+        older_than: std::time::Duration,
+        /// Run history directory.
+        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        data: PathBuf,
     },
     /// Connect to every connection and reach what the flows use; print OK / FAILED.
     Check {
@@ -149,6 +203,16 @@ pub enum Command {
     },
 }
 
+/// The subcommands of `ferry runs`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run in detail: kept input, files, records, emails, error and events.
+    Show {
+        /// The run id.
+        id: String,
+    },
+}
+
 /// Parses arguments, runs the command, returns the exit code.
 pub async fn main(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
@@ -195,6 +259,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             dry_run,
             inputs,
             format,
+            data,
         } => {
             let project = match load_sources(&sources) {
                 Ok(p) => p,
@@ -210,7 +275,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 )
             })?;
             let parts = parse_inputs(&inputs)?;
-            let input = trigger_input(plan, &parts)?;
+            trigger_input(plan, &parts)?;
             let engine = Engine::new(
                 project,
                 RunOptions {
@@ -218,15 +283,91 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     ..Default::default()
                 },
             );
-            let report = engine.run(&flow, input).await?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Human => print!("{}", render_report(&report)),
+            let store = match Store::open_sqlite(&data).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("warning: the run is not recorded: {e}");
+                    None
+                }
+            };
+            let request = RunRequest {
+                parts,
+                ..RunRequest::new(flow, Trigger::Manual)
+            };
+            let recorded = history::run_recorded(&engine, store.as_ref(), request).await?;
+            finish_recorded(&recorded, store, format).await
+        }
+        Command::Runs {
+            show,
+            flow,
+            outcome,
+            since,
+            limit,
+            format,
+            data,
+        } => {
+            let store = Store::open_sqlite_existing(&data).await?;
+            match show {
+                Some(RunsCommand::Show { id }) => {
+                    let detail = store.get(&id).await?;
+                    store.close().await;
+                    let detail = detail.ok_or(history::HistoryError::UnknownRun(id))?;
+                    match format {
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
+                        Format::Human => print!("{}", history::text::run_detail(&detail)),
+                    }
+                }
+                None => {
+                    let filter = RunFilter {
+                        flow,
+                        outcome,
+                        since,
+                        limit: Some(limit),
+                    };
+                    let runs = store.list(&filter).await?;
+                    store.close().await;
+                    match format {
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
+                        Format::Human => print!("{}", history::text::runs_table(&runs)),
+                    }
+                }
             }
-            Ok(match report.outcome {
-                Outcome::Succeeded | Outcome::NoFiles => 0,
-                Outcome::Partial | Outcome::Failed => EXIT_RUN_FAILED,
-            })
+            Ok(0)
+        }
+        Command::Resubmit {
+            id,
+            sources,
+            format,
+            data,
+        } => {
+            let project = match load_sources(&sources) {
+                Ok(p) => p,
+                Err(diags) => {
+                    eprint!("{}", render_diags(&diags, Format::Human));
+                    return Ok(EXIT_INVALID);
+                }
+            };
+            let store = Store::open_sqlite_existing(&data).await?;
+            let engine = Engine::new(project, RunOptions::default());
+            let recorded = history::resubmit(&engine, &store, &id).await?;
+            if format == Format::Human {
+                println!("resubmit of run {id}");
+            }
+            finish_recorded(&recorded, Some(store), format).await
+        }
+        Command::Purge { older_than, data } => {
+            let store = Store::open_sqlite_existing(&data).await?;
+            let age = chrono::Duration::from_std(older_than).context("the age is too long")?;
+            let cutoff = chrono::Utc::now()
+                .checked_sub_signed(age)
+                .context("the age is too long")?;
+            let purged = store.purge(cutoff).await?;
+            store.close().await;
+            println!(
+                "purged {purged} run(s) that started before {}",
+                cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            Ok(0)
         }
         Command::Check { sources, format } => {
             let project = match load_sources(&sources) {
@@ -317,6 +458,30 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// Prints a recorded run's report and recording warnings, closes the store, and gives the
+/// run's exit code.
+async fn finish_recorded(
+    recorded: &history::Recorded,
+    store: Option<Store>,
+    format: Format,
+) -> anyhow::Result<u8> {
+    for w in &recorded.warnings {
+        eprintln!("warning: run history: {w}");
+    }
+    if let Some(store) = store {
+        store.close().await;
+    }
+    let report = &recorded.report;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Format::Human => print!("{}", render_report(report)),
+    }
+    Ok(match report.outcome {
+        Outcome::Succeeded | Outcome::NoFiles => 0,
+        Outcome::Partial | Outcome::Failed => EXIT_RUN_FAILED,
+    })
+}
+
 fn load_sources(s: &Sources) -> Result<Arc<Project>, Vec<Diagnostic>> {
     let (project, diags) = load(&Inputs {
         paths: vec![s.flows.clone()],
@@ -347,9 +512,7 @@ pub fn render_diags(diags: &[Diagnostic], format: Format) -> String {
 
 /// Renders a run report for people.
 pub fn render_report(r: &RunReport) -> String {
-    use crate::run::Event;
     let mut s = String::new();
-    let verb = if r.dry_run { "would" } else { "did" };
     s.push_str(&format!(
         "{} {} (run {}){}\n",
         r.flow,
@@ -358,58 +521,7 @@ pub fn render_report(r: &RunReport) -> String {
         if r.dry_run { " — dry run" } else { "" }
     ));
     for e in &r.events {
-        let line = match e {
-            Event::Listed {
-                connection,
-                location,
-                prefix,
-                count,
-            } => {
-                format!("list    {connection}:{location} prefix '{prefix}': {count} file(s)")
-            }
-            Event::Fetched {
-                connection,
-                location,
-                name,
-                bytes,
-            } => format!(
-                "fetch   {connection}:{}/{name} ({bytes} bytes)",
-                location.trim_end_matches('/')
-            ),
-            Event::Put {
-                connection,
-                location,
-                name,
-                bytes,
-            } => format!(
-                "put     {connection}:{}/{name} ({bytes} bytes) [{verb}]",
-                location.trim_end_matches('/')
-            ),
-            Event::Renamed {
-                connection,
-                location,
-                from,
-                to,
-            } => format!(
-                "rename  {connection}:{}/{from} -> {to} [{verb}]",
-                location.trim_end_matches('/')
-            ),
-            Event::Request {
-                method,
-                url,
-                status,
-                suppressed,
-                ..
-            } => format!(
-                "request {method} {url} -> {}{}",
-                status.map_or("not sent (dry run)".to_string(), |s| s.to_string()),
-                if *suppressed { " (tolerated)" } else { "" }
-            ),
-            Event::Emailed { to, subject } => {
-                format!("email   to {} \"{subject}\" [{verb}]", to.join(", "))
-            }
-            Event::Failed { step, message } => format!("FAILED  {step}: {message}"),
-        };
+        let line = render_event(e, r.dry_run);
         s.push_str("  ");
         s.push_str(&line);
         s.push('\n');
@@ -426,5 +538,78 @@ pub fn render_report(r: &RunReport) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
     }
+    let unsent = r.emails_failed();
+    if unsent > 0 {
+        s.push_str(&format!(
+            "warning: {unsent} email(s) could not be sent (see above); the outcome does not depend on them\n"
+        ));
+    }
     s
+}
+
+/// Renders one event of a run for people, as `ferry run` prints it (`dry_run`: what a dry
+/// run would do).
+pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
+    use crate::run::Event;
+    let verb = if dry_run { "would" } else { "did" };
+    match e {
+        Event::Listed {
+            connection,
+            location,
+            prefix,
+            count,
+        } => {
+            format!("list    {connection}:{location} prefix '{prefix}': {count} file(s)")
+        }
+        Event::Fetched {
+            connection,
+            location,
+            name,
+            bytes,
+        } => format!(
+            "fetch   {connection}:{}/{name} ({bytes} bytes)",
+            location.trim_end_matches('/')
+        ),
+        Event::Put {
+            connection,
+            location,
+            name,
+            bytes,
+        } => format!(
+            "put     {connection}:{}/{name} ({bytes} bytes) [{verb}]",
+            location.trim_end_matches('/')
+        ),
+        Event::Renamed {
+            connection,
+            location,
+            from,
+            to,
+        } => format!(
+            "rename  {connection}:{}/{from} -> {to} [{verb}]",
+            location.trim_end_matches('/')
+        ),
+        Event::Request {
+            method,
+            url,
+            status,
+            suppressed,
+            ..
+        } => format!(
+            "request {method} {url} -> {}{}",
+            status.map_or("not sent (dry run)".to_string(), |s| s.to_string()),
+            if *suppressed { " (tolerated)" } else { "" }
+        ),
+        Event::Emailed { to, subject } => {
+            format!("email   to {} \"{subject}\" [{verb}]", to.join(", "))
+        }
+        Event::EmailFailed {
+            to,
+            subject,
+            message,
+        } => format!(
+            "WARNING email to {} \"{subject}\" was not sent: {message}",
+            to.join(", ")
+        ),
+        Event::Failed { step, message } => format!("FAILED  {step}: {message}"),
+    }
 }

@@ -757,7 +757,9 @@ impl<'a> FlowCx<'a> {
     /// expression reads exactly one lookup key.
     pub fn lookup_origin(&self, expr: &str) -> Option<String> {
         let calls = find_calls(expr, true);
-        let [call] = calls.as_slice() else { return None };
+        let [call] = calls.as_slice() else {
+            return None;
+        };
         let table = self.aliases.get(&call.name)?;
         let (key, _) = call.literal_args.first()?;
         let pos = table.key_pos.get(key)?;

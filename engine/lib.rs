@@ -14,7 +14,9 @@
 //! - [`template`] — minijinja templates and expressions; [`lookups`] — lookup tables.
 //! - [`steps`] — one file per step kind, one closed enum, one dispatch.
 //! - [`run`] — the executor, run reports and events.
-//! - [`connectors`] — local directories, HTTP, mail (one closed enum per capability).
+//! - [`history`] — the run history store (SQLite embedded; PostgreSQL-ready) and resubmits.
+//! - [`connectors`] — local directories, FTP/FTPS, S3, OCI Object Storage, HTTP, mail (one
+//!   closed enum per capability).
 //! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.
 //! - [`check`] — `ferry check`, the connection test.
 //! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine.
@@ -26,6 +28,7 @@ pub mod compile;
 pub mod connectors;
 pub mod demo;
 pub mod diag;
+pub mod history;
 pub mod lookups;
 pub mod model;
 pub mod run;

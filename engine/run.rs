@@ -6,7 +6,8 @@
 //! When a run fails, the flow's `on_error` child flow is called with the failure in its
 //! `error`. Everything a run does — listings, fetches, puts, renames, requests, emails — is
 //! recorded as an [`Event`] (a failure once, where it happened); a dry run records what it
-//! would do and changes nothing.
+//! would do and changes nothing. An email that cannot be sent is an [`Event::EmailFailed`]
+//! warning, never a step failure: notifications do not decide outcomes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -197,6 +198,16 @@ pub enum Event {
         /// Subject.
         subject: String,
     },
+    /// An email could not be built or sent. A warning: the run went on, and its outcome is
+    /// what the other steps made it (see `notify`).
+    EmailFailed {
+        /// Recipients, as far as they were worked out.
+        to: Vec<String>,
+        /// Subject, as far as it was worked out.
+        subject: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A step failed.
     Failed {
         /// Step id.
@@ -297,6 +308,13 @@ impl RunReport {
         self.events
             .iter()
             .filter(|e| matches!(e, Event::Emailed { .. }))
+            .count()
+    }
+    /// Emails that could not be sent (warnings; they never change the outcome).
+    pub fn emails_failed(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, Event::EmailFailed { .. }))
             .count()
     }
 }

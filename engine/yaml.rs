@@ -141,13 +141,25 @@ impl SourceDoc {
                     .line_text(start.line + 1)
                     .map(|l| l.chars().take_while(|c| *c == ' ').count())
                     .unwrap_or(0);
-                Pos { line: target, column: indent + col_in_line + 1 }
+                Pos {
+                    line: target,
+                    column: indent + col_in_line + 1,
+                }
             }
-            Some('"') | Some('\'') if k == 0 => Pos { line: start.line, column: start.column + 1 + col_in_line },
+            Some('"') | Some('\'') if k == 0 => Pos {
+                line: start.line,
+                column: start.column + 1 + col_in_line,
+            },
             Some('"') | Some('\'') => start,
             // plain scalars, and block scalars whose span starts at their content
-            _ if k == 0 => Pos { line: start.line, column: start.column + col_in_line },
-            _ => Pos { line: start.line + k, column: start.column + col_in_line },
+            _ if k == 0 => Pos {
+                line: start.line,
+                column: start.column + col_in_line,
+            },
+            _ => Pos {
+                line: start.line + k,
+                column: start.column + col_in_line,
+            },
         }
     }
 

@@ -4,13 +4,15 @@
 //! (with a note on stderr), except under CI, where they fail.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/smtp.rs"]
+mod smtp;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ferry::connectors::ConnectorError;
 use ferry::connectors::mail::{Email, Mailer, OutboxSpec, SmtpSecurity, SmtpSpec, split_addresses};
-use tokio::io::AsyncBufReadExt;
+use smtp::SmtpServer;
 
 fn email(to: &[&str]) -> Email {
     Email {
@@ -170,83 +172,6 @@ async fn bad_addresses_are_config_errors_naming_them() {
 
 // ---------------------------------------------------------------------------------------
 // SMTP
-
-/// A running `tests/support/smtp_server.py`; killed when dropped.
-struct SmtpServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    _child: tokio::process::Child,
-}
-
-impl SmtpServer {
-    /// Starts the server with extra arguments; None (after saying why) when aiosmtpd is
-    /// missing outside CI.
-    async fn start(args: &[&str]) -> Option<SmtpServer> {
-        let has_aiosmtpd = std::process::Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !has_aiosmtpd {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "python3 with aiosmtpd is required under CI"
-            );
-            eprintln!(
-                "skipped: python3 -c 'import aiosmtpd' failed (pip install aiosmtpd to run the SMTP tests)"
-            );
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-        let mut child = tokio::process::Command::new("python3")
-            .arg(&script)
-            .arg(dir.path())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("the SMTP server did not start within 20 s")
-            .unwrap()
-            .and_then(|line| line.strip_prefix("PORT ").map(|p| p.parse().unwrap()))
-            .expect("the SMTP server did not print its port");
-        Some(SmtpServer {
-            port,
-            dir,
-            _child: child,
-        })
-    }
-
-    /// How many connections the server has accepted.
-    fn connections(&self) -> u32 {
-        match std::fs::read_to_string(self.dir.path().join("connections.txt")) {
-            Ok(text) => text.trim().parse().unwrap(),
-            Err(_) => 0,
-        }
-    }
-
-    /// The messages stored so far, in arrival order.
-    fn messages(&self) -> Vec<serde_json::Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort_by_key(|p| {
-            let stem = p.file_stem().unwrap().to_str().unwrap();
-            stem.trim_start_matches("msg-").parse::<u32>().unwrap()
-        });
-        files
-            .iter()
-            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-            .collect()
-    }
-}
 
 /// Runs this same test in a child process with `vars` set (edition 2024 makes `set_var`
 /// unsafe, and this crate forbids unsafe code) and asserts that it passed there.

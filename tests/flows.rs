@@ -1356,6 +1356,95 @@ async fn flow6_error_flag_false_sends_no_error_email() {
 }
 
 // ---------------------------------------------------------------------------------------
+// notifications never decide an outcome
+
+/// Points the mail connection at an outbox that cannot be written (its directory would be
+/// below a regular file).
+fn break_mail(ws: &mut Workspace) {
+    let blocker = ws.path().join("not-a-directory");
+    std::fs::write(&blocker, b"x").unwrap();
+    ws.set_connection(
+        "mail",
+        json!({ "kind": "outbox", "dir": blocker.join("outbox").display().to_string() }),
+    );
+}
+
+fn unsent_subjects(report: &RunReport) -> Vec<String> {
+    report
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::EmailFailed { subject, .. } => Some(subject.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_email_that_cannot_be_sent_never_changes_an_outcome() {
+    // Succeeded stays succeeded: the files moved, the summary is reported as not sent.
+    let mut ws = Workspace::new().await;
+    break_mail(&mut ws);
+    let files = samples(&FLOW2, 2);
+    seed(&ws, &FLOW2, &files);
+    let report = ws.run(OS_ENROLL).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    assert!(report.error.is_none());
+    assert_delivered(&ws, &FLOW2, &files);
+    assert_eq!(report.emails(), 0);
+    assert_eq!(report.emails_failed(), 1);
+    assert_eq!(
+        unsent_subjects(&report),
+        [format!("{}: process complete", FLOW2.name)]
+    );
+    let Some(Event::EmailFailed { to, message, .. }) = report
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::EmailFailed { .. }))
+    else {
+        unreachable!()
+    };
+    assert_eq!(to, &FLOW2.recipients);
+    assert!(message.contains("connection 'mail'"), "{message}");
+    let printed = ferry::cli::render_report(&report);
+    assert!(
+        printed.contains("WARNING email to dacsUser@myCy.com, ouaiUser@myCy.com")
+            && printed.contains("warning: 1 email(s) could not be sent"),
+        "{printed}"
+    );
+
+    // No files stays no_files.
+    let mut ws = Workspace::new().await;
+    break_mail(&mut ws);
+    ws.make_location(FLOW6.root, FLOW6.location);
+    let report = ws.run(LR_FORECAST).await;
+    assert_eq!(report.outcome, Outcome::NoFiles, "{report:#?}");
+    assert_eq!(
+        unsent_subjects(&report),
+        [format!("{}: no file found", FLOW6.name)]
+    );
+
+    // Failed stays failed, with its error, though neither the summary nor the error email
+    // went out.
+    let mut ws = Workspace::new().await;
+    break_mail(&mut ws);
+    let files = samples(&FLOW6, 2);
+    seed(&ws, &FLOW6, &files);
+    ws.standin.set_forecast_ack("FAILURE");
+    let report = ws.run(LR_FORECAST).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+    assert_eq!(report.error.as_ref().unwrap().step, "upload");
+    assert_eq!(
+        unsent_subjects(&report),
+        [
+            format!("{}: process complete", FLOW6.name),
+            format!("ERROR: {} run {}", FLOW6.name, report.run_id),
+        ]
+    );
+    assert_eq!(count(&report, |e| matches!(e, Event::Failed { .. })), 1);
+}
+
+// ---------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn every_shipped_flow_loads_without_diagnostics() {

@@ -130,7 +130,12 @@ fn the_example_connection_files_validate_with_the_shipped_flows() {
             ..Default::default()
         });
         assert!(diags.is_empty(), "{file}: {diags:#?}");
-        let kinds: Vec<&str> = project.unwrap().connections.values().map(|c| c.kind()).collect();
+        let kinds: Vec<&str> = project
+            .unwrap()
+            .connections
+            .values()
+            .map(|c| c.kind())
+            .collect();
         assert!(kinds.contains(&"smtp"), "{file}: {kinds:?}");
     }
 }

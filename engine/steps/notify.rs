@@ -1,7 +1,14 @@
 //! `notify`: send an email through a mail connection (SMTP, or the `.eml` outbox).
 //!
-//! `to` and `cc` are comma-separated lists (as lookups hold them). A dry run only reports
-//! the email it would send.
+//! `to` is a comma-separated list (as lookups hold them). A dry run only reports the email
+//! it would send.
+//!
+//! A notification never decides a run's outcome: when the email cannot be built (a template
+//! fails, no recipient) or sent (the relay is down, refuses it, the connection cannot be
+//! opened), the step records an [`Event::EmailFailed`] warning, logs it, and succeeds with
+//! `sent_to: null` and the reason in `error`. So a dead mail relay never makes a successful
+//! transfer look failed, and a failed run stays failed — with its error in the report even
+//! when the error email could not go out.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -57,12 +64,45 @@ impl NotifyStep {
 }
 
 impl NotifyPlan {
-    /// Sends.
+    /// Sends; a failure is recorded as a warning, never returned (see the module docs).
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
+        let mut to = Vec::new();
+        let mut subject = String::new();
+        match self.send(ex, scope, &mut to, &mut subject).await {
+            Ok(sent_to) => {
+                ex.event(Event::Emailed {
+                    to: to.clone(),
+                    subject: subject.clone(),
+                });
+                Ok(json!({ "to": to, "subject": subject, "sent_to": sent_to }))
+            }
+            Err(e) => {
+                tracing::warn!(connection = %self.connection, subject = %subject, error = %e.message,
+                    "the email was not sent; the run goes on");
+                ex.event(Event::EmailFailed {
+                    to: to.clone(),
+                    subject: subject.clone(),
+                    message: e.message.clone(),
+                });
+                Ok(json!({ "to": to, "subject": subject, "sent_to": null, "error": e.message }))
+            }
+        }
+    }
+
+    /// Builds and sends the email, filling in `to` and `subject` as soon as they are known.
+    async fn send(
+        &self,
+        ex: &Exec<'_>,
+        scope: &Scope,
+        to: &mut Vec<String>,
+        subject: &mut String,
+    ) -> Result<String, StepError> {
+        *to = split_addresses(&ex.render(&self.to, scope)?);
+        *subject = ex.render(&self.subject, scope)?.trim().to_string();
         let email = Email {
             from: ex.render(&self.from, scope)?.trim().to_string(),
-            to: split_addresses(&ex.render(&self.to, scope)?),
-            subject: ex.render(&self.subject, scope)?.trim().to_string(),
+            to: to.clone(),
+            subject: subject.clone(),
             body: ex.render(&self.body, scope)?,
         };
         if email.to.is_empty() {
@@ -72,18 +112,12 @@ impl NotifyPlan {
             ));
         }
         let mailer = ex.mailer(&self.connection)?;
-        let sent_to = if ex.dry_run() {
-            "dry run".to_string()
-        } else {
-            mailer
-                .send(&email)
-                .await
-                .map_err(|e| ex.connector_error(&self.connection, e))?
-        };
-        ex.event(Event::Emailed {
-            to: email.to.clone(),
-            subject: email.subject.clone(),
-        });
-        Ok(json!({ "to": email.to, "subject": email.subject, "sent_to": sent_to }))
+        if ex.dry_run() {
+            return Ok("dry run".to_string());
+        }
+        mailer
+            .send(&email)
+            .await
+            .map_err(|e| ex.connector_error(&self.connection, e))
     }
 }

@@ -46,7 +46,10 @@ impl RouteStep {
                     "unknown-route-value",
                     format!("`{}` is '{v}', which no case handles", self.by.trim()),
                     Some(match cx.lookup_origin(&by) {
-                        Some(origin) => format!("expected one of: {}; the value is set at {origin}", cases.join(", ")),
+                        Some(origin) => format!(
+                            "expected one of: {}; the value is set at {origin}",
+                            cases.join(", ")
+                        ),
                         None => format!("expected one of: {}", cases.join(", ")),
                     }),
                 );

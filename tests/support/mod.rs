@@ -42,10 +42,15 @@ pub fn demo_input(name: &str) -> PathBuf {
 
 /// A URL on which nothing listens (a port that was free a moment ago).
 pub fn dead_url() -> String {
+    format!("http://127.0.0.1:{}", dead_port())
+}
+
+/// A port on 127.0.0.1 nothing listens on (it was free a moment ago).
+pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    format!("http://127.0.0.1:{port}")
+    port
 }
 
 /// A temporary ferry project with running stand-ins.
@@ -163,6 +168,83 @@ impl Workspace {
     pub fn set_connection(&mut self, name: &str, spec: Value) {
         self.connections.insert(name.to_string(), spec);
         self.write_connections();
+    }
+
+    /// Replaces the definitions of several connections at once (name → spec, each a JSON
+    /// object as in a connections file), e.g. to point the shipped flows at real servers.
+    /// Connections not named keep their definition.
+    pub fn set_connections<S: Into<String>>(
+        &mut self,
+        specs: impl IntoIterator<Item = (S, Value)>,
+    ) {
+        for (name, spec) in specs {
+            self.connections.insert(name.into(), spec);
+        }
+        self.write_connections();
+    }
+
+    /// The definition of connection `name` as the workspace wrote it.
+    pub fn connection(&self, name: &str) -> Option<&Value> {
+        self.connections.get(name)
+    }
+
+    /// Runs `flow` with the real `ferry` binary (`ferry run FLOW --format json`) on the
+    /// workspace's flows, lookups and connections, with `env` added to the environment (the
+    /// way secrets reach a connection), the run history under `state/` and `TMPDIR` (so the
+    /// run's spool) under `spool/`. Waits at most 60 s.
+    pub async fn run_cli(&self, flow: &str, env: &[(&str, &str)]) -> CliRun {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
+            .arg("run")
+            .arg(flow)
+            .arg("--flows")
+            .arg(self.flows_dir())
+            .arg("--lookups")
+            .arg(self.lookups_dir())
+            .arg("--connections")
+            .arg(self.connections_path())
+            .arg("--data")
+            .arg(self.path().join("state"))
+            .args(["--format", "json"])
+            .current_dir(self.path())
+            .env("TMPDIR", self.spool_dir())
+            .env_remove("FERRY_LOG")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("ferry run {flow} did not finish within 60 s"))
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "ferry run {flow} printed no JSON report ({e}; exit {:?}):\n{stdout}\n{stderr}",
+                output.status.code()
+            )
+        });
+        CliRun {
+            code: output.status.code(),
+            stdout,
+            stderr,
+            report,
+        }
+    }
+
+    /// The directory runs spool into (empty between runs: a run removes its spool).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.path().join("spool")
+    }
+
+    /// What is left in the spool directory, sorted.
+    pub fn spool_leftovers(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.spool_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     fn write_connections(&self) {
@@ -385,6 +467,54 @@ impl Workspace {
         for email in self.emails() {
             std::fs::remove_file(email.file).unwrap();
         }
+    }
+}
+
+/// What `ferry run --format json` did: its exit code, its output and the report it printed.
+#[derive(Debug, Clone)]
+pub struct CliRun {
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output (the JSON report).
+    pub stdout: String,
+    /// Standard error (logs, warnings).
+    pub stderr: String,
+    /// The report.
+    pub report: Value,
+}
+
+impl CliRun {
+    /// The outcome: `succeeded`, `partial`, `failed` or `no_files`.
+    pub fn outcome(&self) -> &str {
+        self.report["outcome"]
+            .as_str()
+            .expect("a report has an outcome")
+    }
+
+    /// The run id.
+    pub fn run_id(&self) -> &str {
+        self.report["run_id"]
+            .as_str()
+            .expect("a report has a run id")
+    }
+
+    /// The report's events.
+    pub fn events(&self) -> Vec<ferry::run::Event> {
+        serde_json::from_value(self.report["events"].clone()).expect("events as ferry writes them")
+    }
+
+    /// The failing step and its message, when the run failed.
+    pub fn error(&self) -> Option<(String, String)> {
+        let e = self.report.get("error").filter(|e| !e.is_null())?;
+        Some((
+            e["step"].as_str().unwrap_or_default().to_string(),
+            e["message"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+
+    /// Everything the run printed, for assertions that something never appears.
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
     }
 }
 

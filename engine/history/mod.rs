@@ -1,0 +1,499 @@
+//! The run history: every run of a flow, recorded in a SQL database.
+//!
+//! Each run is a row in `runs` — its flow, trigger (`manual`, `schedule`, `rest`,
+//! `resubmit`), start and end, outcome (`running` while it runs, then `succeeded`,
+//! `partial`, `failed`, `no_files`, or `interrupted` when ferry stopped during it), counters,
+//! the error (step, kind, message, loop items, and the file and record it was on) and the
+//! run's events as JSON. Beside it, derived from the [`RunReport`](crate::run::RunReport)'s events: the files it
+//! fetched, put and renamed (`run_files`), the REST requests it sent — one per record of a
+//! record-by-record flow — with their outcome (`run_records`), and the emails it sent
+//! (`run_emails`). What a resubmit needs is kept with the run (`run_inputs`): the trigger
+//! parts of a REST delivery, JSON values in the row, and a byte-exact copy of every part
+//! under the data directory, `<data>/inputs/<run_id>/<part>`. `resubmit_of` links a
+//! resubmitted run to the original.
+//!
+//! Secrets never enter the store: it holds only what a [`RunReport`](crate::run::RunReport) holds (which has
+//! none) and the trigger input; never the environment or connection settings.
+//!
+//! # Backends
+//!
+//! One code path over `sqlx`'s [`sqlx::Any`] driver, with runtime queries only (no
+//! compile-time checked macros). The embedded default is SQLite in a data directory
+//! ([`Store::open_sqlite`]; `<dir>/ferry.db`, WAL journal, a busy timeout);
+//! [`Store::open_postgres`] takes a PostgreSQL URL. The SQL is written for both: `$N`
+//! placeholders, TEXT ids (UUID v7 strings), TEXT timestamps (RFC 3339, UTC, milliseconds,
+//! `Z` — fixed width, so they compare as text), BIGINT counters and flags.
+//!
+//! # Schema migrations
+//!
+//! `schema_migrations (version, name, applied_at)` lists the applied steps. Steps are
+//! ordered and idempotent (`CREATE … IF NOT EXISTS`, the version row inserted `ON CONFLICT
+//! DO NOTHING`), each in its own transaction, so opening a store twice — or from two
+//! processes at once — is safe. A database with a step this ferry does not know is refused.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn demo(engine: &ferry::run::Engine) -> Result<(), Box<dyn std::error::Error>> {
+//! use ferry::history::{self, RunFilter, RunRequest, Store, Trigger};
+//! let store = Store::open_sqlite("ferry-data/state".as_ref()).await?;
+//! // run a flow, recording it (a recording failure never changes the run)
+//! let recorded = history::run_recorded(
+//!     engine,
+//!     Some(&store),
+//!     RunRequest::new("MY_FLOW", Trigger::Manual),
+//! )
+//! .await?;
+//! let runs = store.list(&RunFilter::default()).await?;
+//! let detail = store.get(&recorded.report.run_id).await?;
+//! let again = history::resubmit(engine, &store, &recorded.report.run_id).await?;
+//! let purged = store.purge(chrono::Utc::now() - chrono::Duration::days(30)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The lower-level calls: [`Store::begin`] (records `running`, returns the run id for
+//! [`crate::run::Engine::run_with_id`]), [`Store::keep_input`], [`Store::finish`];
+//! [`Store::record`] records a finished report in one go; [`Store::input`] gives a run's
+//! kept trigger parts; [`Store::mark_interrupted_runs`] turns runs left `running` by a crash
+//! into `interrupted` (call it once when the process that owns the store starts).
+
+mod derive;
+mod replay;
+mod schema;
+mod store;
+pub mod text;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record_outcomes};
+pub use replay::{Recorded, ResubmitError, RunRequest, input_summary, resubmit, run_recorded};
+pub use store::Store;
+
+use crate::model::PartKind;
+
+/// The default data directory of the embedded store (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "ferry-data/state";
+/// The SQLite database file in the data directory.
+pub const DB_FILE: &str = "ferry.db";
+/// The directory of kept trigger inputs in the data directory.
+pub const INPUTS_DIR: &str = "inputs";
+/// Runs deleted per transaction by [`Store::purge`].
+pub const PURGE_BATCH: usize = 500;
+
+/// A run history failure.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The database failed.
+    #[error("run history database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A file or directory of the store failed.
+    #[error("run history: {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// No run has this id.
+    #[error("no run '{0}' in the run history")]
+    UnknownRun(String),
+    /// A kept trigger input file is missing or changed.
+    #[error("run '{run}': the kept input part '{part}' is gone or changed ({reason})")]
+    InputGone {
+        /// The run.
+        run: String,
+        /// The part.
+        part: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The database holds a schema this ferry does not know (a newer ferry wrote it).
+    #[error("the run history database has schema version {found}; this ferry knows up to {known}")]
+    SchemaTooNew {
+        /// The highest applied version.
+        found: i64,
+        /// The highest version this ferry knows.
+        known: i64,
+    },
+    /// A stored value cannot be read back.
+    #[error("run history: unreadable {what}: {value}")]
+    Corrupt {
+        /// What was read.
+        what: &'static str,
+        /// The stored value.
+        value: String,
+    },
+    /// There is no store in the directory.
+    #[error("no run history in {0} (`ferry run` records there; choose another with --data)")]
+    NoStore(PathBuf),
+    /// An argument is unusable (a part name that is not a file name, a bad run id).
+    #[error("run history: {0}")]
+    Invalid(String),
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `ferry run`, or "run now".
+    Manual,
+    /// The flow's schedule.
+    Schedule,
+    /// A REST delivery.
+    Rest,
+    /// A resubmit of an earlier run.
+    Resubmit,
+}
+
+impl Trigger {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+            Trigger::Rest => "rest",
+            Trigger::Resubmit => "resubmit",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "manual" => Trigger::Manual,
+            "schedule" => Trigger::Schedule,
+            "rest" => Trigger::Rest,
+            "resubmit" => Trigger::Resubmit,
+            _ => {
+                return Err(format!(
+                    "unknown trigger '{s}' (manual, schedule, rest, resubmit)"
+                ));
+            }
+        })
+    }
+}
+
+/// The outcome of a recorded run: the engine's [`crate::run::Outcome`], or `running` and
+/// `interrupted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Still running.
+    Running,
+    /// Everything done.
+    Succeeded,
+    /// Failed after some items were done.
+    Partial,
+    /// Failed before any item was done.
+    Failed,
+    /// Nothing to do.
+    NoFiles,
+    /// ferry stopped while the run ran.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Partial => "partial",
+            Outcome::Failed => "failed",
+            Outcome::NoFiles => "no_files",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl From<crate::run::Outcome> for Outcome {
+    fn from(o: crate::run::Outcome) -> Outcome {
+        match o {
+            crate::run::Outcome::Succeeded => Outcome::Succeeded,
+            crate::run::Outcome::Partial => Outcome::Partial,
+            crate::run::Outcome::Failed => Outcome::Failed,
+            crate::run::Outcome::NoFiles => Outcome::NoFiles,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "running" => Outcome::Running,
+            "succeeded" => Outcome::Succeeded,
+            "partial" => Outcome::Partial,
+            "failed" => Outcome::Failed,
+            "no_files" => Outcome::NoFiles,
+            "interrupted" => Outcome::Interrupted,
+            _ => {
+                return Err(format!(
+                    "unknown outcome '{s}' (running, succeeded, partial, failed, no_files, interrupted)"
+                ));
+            }
+        })
+    }
+}
+
+/// A run about to start ([`Store::begin`]).
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// Flow id.
+    pub flow: &'a str,
+    /// Flow name.
+    pub flow_name: &'a str,
+    /// What started it.
+    pub trigger: Trigger,
+    /// A one-line summary of the trigger input, shown in listings.
+    pub input_summary: Option<&'a str>,
+    /// The run this one resubmits.
+    pub resubmit_of: Option<&'a str>,
+    /// Whether it is a dry run.
+    pub dry_run: bool,
+}
+
+/// Which runs [`Store::list`] gives, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this flow.
+    pub flow: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only runs started at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many (default 50).
+    pub limit: Option<u32>,
+}
+
+/// One run, as listed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Run id.
+    pub id: String,
+    /// Flow id.
+    pub flow: String,
+    /// Flow name.
+    pub flow_name: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// Start (RFC 3339, UTC).
+    pub started_at: String,
+    /// End (RFC 3339, UTC), once it ended.
+    pub finished_at: Option<String>,
+    /// Duration in milliseconds, once it ended.
+    pub duration_ms: Option<i64>,
+    /// The run this one resubmits.
+    pub resubmit_of: Option<String>,
+    /// The trigger input, summed up.
+    pub input_summary: Option<String>,
+    /// Files put to a target.
+    pub files: i64,
+    /// Bytes put to targets.
+    pub bytes: i64,
+    /// Renames.
+    pub renames: i64,
+    /// REST requests (records) answered with success.
+    pub records_ok: i64,
+    /// REST requests whose failing status was tolerated.
+    pub records_tolerated: i64,
+    /// REST requests answered with a failing status.
+    pub records_failed: i64,
+    /// Emails sent.
+    pub emails: i64,
+    /// The failure, in one line (`step: message`).
+    pub error: Option<String>,
+    /// The file a failing loop was on.
+    pub error_file: Option<String>,
+    /// The record a failing CSV loop was on.
+    pub error_record: Option<i64>,
+}
+
+/// One run with everything recorded about it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunDetail {
+    /// The listing fields.
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// The failure.
+    pub failure: Option<StoredError>,
+    /// Files fetched, put and renamed, in order.
+    pub files: Vec<FileOutcome>,
+    /// REST requests sent (one per record in a record-by-record flow), in order.
+    pub records: Vec<RecordOutcome>,
+    /// Emails sent, in order.
+    pub emails: Vec<EmailSent>,
+    /// The kept trigger input.
+    pub inputs: Vec<StoredPart>,
+    /// Runs that resubmitted this one.
+    pub resubmitted_as: Vec<String>,
+    /// The run's events ([`crate::run::Event`] as JSON), in order.
+    pub events: Vec<Value>,
+}
+
+/// A run's failure, as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoredError {
+    /// The step that failed.
+    pub step: String,
+    /// The kind of failure (`template`, `connector`, `http`, …).
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+    /// The loop items being processed, by loop variable.
+    pub items: Map<String, Value>,
+    /// The file a loop was on (an item with a `name`).
+    pub file: Option<String>,
+    /// The record a CSV loop was on (an item with a `number`).
+    pub record: Option<i64>,
+}
+
+/// What a run did to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileAction {
+    /// Fetched into the spool.
+    Fetched,
+    /// Put to a target.
+    Put,
+    /// Renamed.
+    Renamed,
+}
+
+impl FileAction {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileAction::Fetched => "fetched",
+            FileAction::Put => "put",
+            FileAction::Renamed => "renamed",
+        }
+    }
+}
+
+/// One file event of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileOutcome {
+    /// What was done.
+    pub action: FileAction,
+    /// Connection.
+    pub connection: String,
+    /// Location.
+    pub location: String,
+    /// File name (the old name of a rename).
+    pub name: String,
+    /// The new name of a rename.
+    pub renamed_to: Option<String>,
+    /// Size, for fetches and puts.
+    pub bytes: Option<i64>,
+}
+
+/// How a REST request (a record) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordStatus {
+    /// Answered with success (2xx).
+    Sent,
+    /// Answered with a failing status that the flow tolerates.
+    Tolerated,
+    /// Answered with a failing status.
+    Failed,
+    /// Not sent (a dry run).
+    NotSent,
+}
+
+impl RecordStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordStatus::Sent => "sent",
+            RecordStatus::Tolerated => "tolerated",
+            RecordStatus::Failed => "failed",
+            RecordStatus::NotSent => "not_sent",
+        }
+    }
+}
+
+/// One REST request of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordOutcome {
+    /// Connection.
+    pub connection: String,
+    /// Method.
+    pub method: String,
+    /// URL.
+    pub url: String,
+    /// Status answered.
+    pub status: Option<i64>,
+    /// How it ended.
+    pub outcome: RecordStatus,
+}
+
+/// One email a run sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EmailSent {
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Subject.
+    pub subject: String,
+}
+
+/// A trigger part to keep with a run ([`Store::keep_input`]): a file on disk holding a JSON
+/// part's document or a file part's content.
+#[derive(Debug, Clone)]
+pub struct InputPart {
+    /// Part name.
+    pub name: String,
+    /// Part kind.
+    pub kind: PartKind,
+    /// Where its bytes are now.
+    pub path: PathBuf,
+    /// The file name it was delivered under (file parts; default: `path`'s file name).
+    pub file_name: Option<String>,
+}
+
+/// A kept trigger part ([`Store::input`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredPart {
+    /// Part name.
+    pub name: String,
+    /// Part kind.
+    pub kind: PartKind,
+    /// The file name it was delivered under (file parts).
+    pub file_name: Option<String>,
+    /// Size in bytes.
+    pub size: i64,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    /// The value of a JSON part.
+    pub value: Option<Value>,
+    /// The kept copy, `<data>/inputs/<run_id>/<part>`.
+    pub path: PathBuf,
+}
+
+impl StoredPart {
+    /// The part as [`crate::run::trigger_input`] takes it: name, path, delivered file name.
+    pub fn as_trigger_part(&self) -> (String, PathBuf, Option<String>) {
+        (self.name.clone(), self.path.clone(), self.file_name.clone())
+    }
+}

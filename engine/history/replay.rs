@@ -1,0 +1,220 @@
+//! Recorded runs: start a run of a flow and record it ([`run_recorded`]), or run a
+//! recorded run again from its kept trigger input ([`resubmit`]). Used by `ferry run` and
+//! `ferry resubmit`, and meant for the server's triggers.
+//!
+//! Recording never changes a run: when the store fails, the run goes on and the failure is
+//! returned beside the report ([`Recorded::warnings`]).
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::{HistoryError, InputPart, NewRun, Outcome, Store, StoredPart, Trigger};
+use crate::compile::FlowPlan;
+use crate::model::PartKind;
+use crate::run::{Engine, RunFailure, RunReport, new_run_id, trigger_input};
+
+/// A run to start and record.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Flow id.
+    pub flow: String,
+    /// What starts it.
+    pub trigger: Trigger,
+    /// Trigger parts: name, path of its bytes, delivered file name (as
+    /// [`crate::run::trigger_input`] takes them).
+    pub parts: Vec<(String, PathBuf, Option<String>)>,
+    /// The run this one resubmits.
+    pub resubmit_of: Option<String>,
+}
+
+impl RunRequest {
+    /// A run of `flow` without trigger parts.
+    pub fn new(flow: impl Into<String>, trigger: Trigger) -> RunRequest {
+        RunRequest {
+            flow: flow.into(),
+            trigger,
+            parts: Vec::new(),
+            resubmit_of: None,
+        }
+    }
+}
+
+/// A finished run and what went wrong recording it.
+#[derive(Debug)]
+pub struct Recorded {
+    /// What the run did.
+    pub report: RunReport,
+    /// Recording failures (the run itself is unaffected); empty when all was recorded.
+    pub warnings: Vec<HistoryError>,
+}
+
+/// Why a resubmit did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ResubmitError {
+    /// The store failed or the run is unknown.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The run is still running.
+    #[error("run '{0}' is still running")]
+    StillRunning(String),
+    /// The new run could not start.
+    #[error(transparent)]
+    Run(#[from] RunFailure),
+}
+
+/// A one-line summary of a trigger input, parts in name order: JSON parts compact (cut at
+/// 120 characters), file parts as `name (N bytes)`.
+pub fn input_summary(flow: &FlowPlan, input: &Map<String, Value>) -> Option<String> {
+    if input.is_empty() {
+        return None;
+    }
+    let mut names: Vec<&String> = input.keys().collect();
+    names.sort();
+    let parts: Vec<String> = names
+        .into_iter()
+        .filter_map(|name| input.get(name).map(|v| (name, v)))
+        .map(|(name, v)| {
+            let kind = flow
+                .trigger
+                .rest
+                .as_ref()
+                .and_then(|r| r.parts.get(name))
+                .map(|p| p.kind);
+            let shown = match kind {
+                Some(PartKind::File) => format!(
+                    "{} ({} bytes)",
+                    v.get("name").and_then(Value::as_str).unwrap_or("?"),
+                    v.get("size").and_then(Value::as_u64).unwrap_or(0)
+                ),
+                _ => {
+                    let text = v.to_string();
+                    if text.chars().count() > 120 {
+                        format!("{}…", text.chars().take(120).collect::<String>())
+                    } else {
+                        text
+                    }
+                }
+            };
+            format!("{name}={shown}")
+        })
+        .collect();
+    Some(parts.join("; "))
+}
+
+/// Runs `req.flow` on `engine` and records it in `store` (none: just runs it). The trigger
+/// parts are checked first (a wrong part is an error and nothing is recorded); then the run
+/// is recorded `running`, its parts are kept, and the run reads the kept copies, so a
+/// resubmit sees exactly what the first run saw.
+pub async fn run_recorded(
+    engine: &Engine,
+    store: Option<&Store>,
+    req: RunRequest,
+) -> Result<Recorded, RunFailure> {
+    let plan = engine
+        .project()
+        .flows
+        .get(&req.flow)
+        .ok_or_else(|| RunFailure::UnknownFlow(req.flow.clone()))?;
+    let mut input = trigger_input(plan, &req.parts)?;
+    let mut warnings = Vec::new();
+    let summary = input_summary(plan, &input);
+    let mut run_id = None;
+    if let Some(store) = store {
+        let new = NewRun {
+            flow: &plan.id,
+            flow_name: &plan.name,
+            trigger: req.trigger,
+            input_summary: summary.as_deref(),
+            resubmit_of: req.resubmit_of.as_deref(),
+            dry_run: false,
+        };
+        match store.begin(&new).await {
+            Ok(id) => run_id = Some(id),
+            Err(e) => warnings.push(e),
+        }
+    }
+    if let (Some(store), Some(id)) = (store, &run_id) {
+        if !req.parts.is_empty() {
+            let parts: Vec<InputPart> = req
+                .parts
+                .iter()
+                .map(|(name, path, file_name)| InputPart {
+                    name: name.clone(),
+                    kind: part_kind(plan, name),
+                    path: path.clone(),
+                    file_name: file_name.clone(),
+                })
+                .collect();
+            let kept = match store.keep_input(id, &parts).await {
+                Ok(()) => store.input(id).await,
+                Err(e) => Err(e),
+            };
+            match kept {
+                Ok(kept) => match trigger_input(plan, &trigger_parts(&kept)) {
+                    Ok(i) => input = i,
+                    Err(e) => warnings.push(HistoryError::Invalid(format!(
+                        "the kept input does not load ({e}); the run uses the delivered one"
+                    ))),
+                },
+                Err(e) => warnings.push(e),
+            }
+        }
+    }
+    let id = run_id.clone().unwrap_or_else(new_run_id);
+    let report = match engine.run_with_id(&req.flow, input, id.clone()).await {
+        Ok(r) => r,
+        Err(failure) => {
+            if let (Some(store), Some(_)) = (store, &run_id) {
+                if let Err(e) = store.abandon(&id, &failure.to_string()).await {
+                    tracing::warn!(run_id = %id, error = %e, "cannot record that the run did not start");
+                }
+            }
+            return Err(failure);
+        }
+    };
+    if let (Some(store), Some(_)) = (store, &run_id) {
+        if let Err(e) = store.finish(&report).await {
+            warnings.push(e);
+        }
+    }
+    Ok(Recorded { report, warnings })
+}
+
+/// Runs recorded run `run_id` again: a new run of the same flow with the kept trigger
+/// input, trigger `resubmit`, linked to the original by `resubmit_of`. The engine needs
+/// nothing special: a flow that marks where it stopped (a file renamed `…_ErrInRcd_N`)
+/// resumes there by itself.
+pub async fn resubmit(
+    engine: &Engine,
+    store: &Store,
+    run_id: &str,
+) -> Result<Recorded, ResubmitError> {
+    let original = store
+        .get(run_id)
+        .await?
+        .ok_or_else(|| HistoryError::UnknownRun(run_id.to_string()))?;
+    if original.summary.outcome == Outcome::Running {
+        return Err(ResubmitError::StillRunning(run_id.to_string()));
+    }
+    let kept = store.input(run_id).await?;
+    let req = RunRequest {
+        flow: original.summary.flow.clone(),
+        trigger: Trigger::Resubmit,
+        parts: trigger_parts(&kept),
+        resubmit_of: Some(run_id.to_string()),
+    };
+    Ok(run_recorded(engine, Some(store), req).await?)
+}
+
+fn trigger_parts(kept: &[StoredPart]) -> Vec<(String, PathBuf, Option<String>)> {
+    kept.iter().map(StoredPart::as_trigger_part).collect()
+}
+
+fn part_kind(plan: &FlowPlan, name: &str) -> PartKind {
+    plan.trigger
+        .rest
+        .as_ref()
+        .and_then(|r| r.parts.get(name))
+        .map_or(PartKind::File, |p| p.kind)
+}

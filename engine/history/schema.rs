@@ -1,0 +1,157 @@
+//! Schema migrations: ordered, idempotent steps recorded in `schema_migrations`.
+//!
+//! Each step is a list of single statements (PostgreSQL's extended protocol takes one per
+//! query) that are safe to run again (`IF NOT EXISTS`), applied in one transaction together
+//! with its `schema_migrations` row (`ON CONFLICT DO NOTHING`). On PostgreSQL a table lock on
+//! `schema_migrations` serialises concurrent migrators; on SQLite the write lock does. A new step
+//! is appended with the next version; applied steps are never edited.
+
+use sqlx::{AnyPool, Row as _};
+
+use super::HistoryError;
+use super::store::{Backend, now};
+
+/// One migration step.
+#[derive(Debug)]
+struct Migration {
+    version: i64,
+    name: &'static str,
+    statements: &'static [&'static str],
+}
+
+/// The steps, in order.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "runs, files, records, emails, inputs",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS runs (
+            id TEXT PRIMARY KEY,
+            flow TEXT NOT NULL,
+            flow_name TEXT NOT NULL,
+            trigger_kind TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            dry_run BIGINT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            duration_ms BIGINT,
+            resubmit_of TEXT,
+            input_summary TEXT,
+            files_put BIGINT NOT NULL DEFAULT 0,
+            bytes_put BIGINT NOT NULL DEFAULT 0,
+            renames BIGINT NOT NULL DEFAULT 0,
+            records_ok BIGINT NOT NULL DEFAULT 0,
+            records_tolerated BIGINT NOT NULL DEFAULT 0,
+            records_failed BIGINT NOT NULL DEFAULT 0,
+            emails BIGINT NOT NULL DEFAULT 0,
+            error_step TEXT,
+            error_kind TEXT,
+            error_message TEXT,
+            error_items TEXT,
+            error_file TEXT,
+            error_record BIGINT,
+            events TEXT NOT NULL DEFAULT '[]'
+        )",
+        "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)",
+        "CREATE INDEX IF NOT EXISTS runs_flow_started ON runs (flow, started_at)",
+        "CREATE INDEX IF NOT EXISTS runs_outcome ON runs (outcome)",
+        "CREATE INDEX IF NOT EXISTS runs_resubmit_of ON runs (resubmit_of)",
+        "CREATE TABLE IF NOT EXISTS run_files (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            action TEXT NOT NULL,
+            connection TEXT NOT NULL,
+            location TEXT NOT NULL,
+            name TEXT NOT NULL,
+            renamed_to TEXT,
+            bytes BIGINT,
+            PRIMARY KEY (run_id, seq)
+        )",
+        "CREATE TABLE IF NOT EXISTS run_records (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            connection TEXT NOT NULL,
+            method TEXT NOT NULL,
+            url TEXT NOT NULL,
+            status BIGINT,
+            outcome TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )",
+        "CREATE TABLE IF NOT EXISTS run_emails (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            recipients TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )",
+        "CREATE TABLE IF NOT EXISTS run_inputs (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            part TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            file_name TEXT,
+            size BIGINT NOT NULL,
+            sha256 TEXT NOT NULL,
+            json_value TEXT,
+            PRIMARY KEY (run_id, part)
+        )",
+    ],
+}];
+
+/// The highest version this ferry knows.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Applies the steps not applied yet.
+pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), HistoryError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at TEXT NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    let found = applied_max(pool).await?;
+    if found > latest() {
+        return Err(HistoryError::SchemaTooNew {
+            found,
+            known: latest(),
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        let mut tx = pool.begin().await?;
+        if backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for statement in m.statements {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)
+             ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::debug!(version = m.version, name = m.name, "run history migrated");
+    }
+    Ok(())
+}
+
+/// The highest applied version (0 for a new database).
+pub(super) async fn applied_max(pool: &AnyPool) -> Result<i64, HistoryError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n, MAX(version) AS v FROM schema_migrations")
+        .fetch_one(pool)
+        .await?;
+    let n: i64 = row.try_get("n")?;
+    if n == 0 {
+        return Ok(0);
+    }
+    Ok(row.try_get::<Option<i64>, _>("v")?.unwrap_or(0))
+}

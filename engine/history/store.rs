@@ -1,0 +1,960 @@
+//! [`Store`]: the run history database and the kept trigger inputs beside it.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor as _, Row as _};
+
+use super::derive::{
+    clamp, email_outcomes, error_file, error_record, file_outcomes, record_outcomes,
+};
+use super::{
+    DB_FILE, EmailSent, FileAction, FileOutcome, HistoryError, INPUTS_DIR, InputPart, NewRun,
+    Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail, RunFilter, RunSummary,
+    StoredError, StoredPart, Trigger, schema,
+};
+use crate::model::PartKind;
+use crate::run::RunReport;
+
+/// The database behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Backend {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// How long an SQLite connection waits for another writer.
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+/// Listing size when the filter sets none.
+const DEFAULT_LIMIT: u32 = 50;
+/// Bound parameters per statement (SQLite's historical limit is 999).
+const MAX_PARAMS: usize = 900;
+
+/// The run history: a SQL database plus a data directory for kept trigger inputs. Cheap to
+/// clone (the connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    data_dir: PathBuf,
+    backend: Backend,
+}
+
+/// Now, as stored: RFC 3339, UTC, milliseconds, `Z`.
+pub(super) fn now() -> String {
+    timestamp(chrono::Utc::now())
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A report's timestamp in the stored format (kept as is when it does not parse).
+fn normalize(t: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| timestamp(d.with_timezone(&chrono::Utc)))
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn duration_ms(start: &str, end: &str) -> Option<i64> {
+    let s = chrono::DateTime::parse_from_rfc3339(start).ok()?;
+    let e = chrono::DateTime::parse_from_rfc3339(end).ok()?;
+    Some((e - s).num_milliseconds().max(0))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
+    move |source| HistoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A path as the path of an `sqlite://` URL (percent-encoded; sqlx decodes it).
+fn url_path(path: &Path) -> Result<String, HistoryError> {
+    let s = path
+        .to_str()
+        .ok_or_else(|| HistoryError::Invalid(format!("{} is not a UTF-8 path", path.display())))?;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that a run id can name a directory: a UUID-like string.
+fn check_run_id(id: &str) -> Result<(), HistoryError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(HistoryError::Invalid(format!(
+            "'{}' is not a run id",
+            id.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+fn kind_str(kind: PartKind) -> &'static str {
+    match kind {
+        PartKind::Json => "json",
+        PartKind::File => "file",
+    }
+}
+
+fn parse<T: std::str::FromStr>(what: &'static str, s: String) -> Result<T, HistoryError> {
+    s.parse()
+        .map_err(|_| HistoryError::Corrupt { what, value: s })
+}
+
+/// One bound value of a generated statement.
+#[derive(Debug, Clone)]
+enum Param {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+}
+
+/// Inserts `rows` into `table` in multi-row statements.
+async fn insert_rows(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<Param>>,
+) -> Result<(), HistoryError> {
+    let per = (MAX_PARAMS / columns.len()).max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Param>> = rows.by_ref().take(per).collect();
+        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+        let mut n = 0;
+        for (i, _) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..columns.len() {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                n += 1;
+                sql.push_str(&format!("${n}"));
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for p in chunk.into_iter().flatten() {
+            q = match p {
+                Param::Text(v) => q.bind(v),
+                Param::OptText(v) => q.bind(v),
+                Param::Int(v) => q.bind(v),
+                Param::OptInt(v) => q.bind(v),
+            };
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// `$from, $from+1, …` for `n` values.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const SUMMARY_COLUMNS: &str = "id, flow, flow_name, trigger_kind, outcome, dry_run, started_at, \
+    finished_at, duration_ms, resubmit_of, input_summary, files_put, bytes_put, renames, \
+    records_ok, records_tolerated, records_failed, emails, error_step, error_message, \
+    error_file, error_record";
+
+fn summary(row: &AnyRow) -> Result<RunSummary, HistoryError> {
+    let step: Option<String> = row.try_get("error_step")?;
+    let message: Option<String> = row.try_get("error_message")?;
+    let error = match (step, message) {
+        (Some(s), Some(m)) if !s.is_empty() => Some(format!("{s}: {m}")),
+        (_, Some(m)) => Some(m),
+        (Some(s), None) => Some(s),
+        (None, None) => None,
+    };
+    Ok(RunSummary {
+        id: row.try_get("id")?,
+        flow: row.try_get("flow")?,
+        flow_name: row.try_get("flow_name")?,
+        trigger: parse::<Trigger>("trigger", row.try_get("trigger_kind")?)?,
+        outcome: parse::<Outcome>("outcome", row.try_get("outcome")?)?,
+        dry_run: row.try_get::<i64, _>("dry_run")? != 0,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        resubmit_of: row.try_get("resubmit_of")?,
+        input_summary: row.try_get("input_summary")?,
+        files: row.try_get("files_put")?,
+        bytes: row.try_get("bytes_put")?,
+        renames: row.try_get("renames")?,
+        records_ok: row.try_get("records_ok")?,
+        records_tolerated: row.try_get("records_tolerated")?,
+        records_failed: row.try_get("records_failed")?,
+        emails: row.try_get("emails")?,
+        error,
+        error_file: row.try_get("error_file")?,
+        error_record: row.try_get("error_record")?,
+    })
+}
+
+impl Store {
+    /// Opens (creating it if need be) the embedded store in `dir`: the SQLite database
+    /// `dir/ferry.db` in WAL mode, kept inputs under `dir/inputs`. Applies migrations.
+    pub async fn open_sqlite(dir: &Path) -> Result<Store, HistoryError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
+        let url = format!("sqlite://{}?mode=rwc", url_path(&dir.join(DB_FILE))?);
+        Store::open_url(&url, dir, Backend::Sqlite).await
+    }
+
+    /// Opens the embedded store in `dir` if there is one ([`HistoryError::NoStore`] if not).
+    pub async fn open_sqlite_existing(dir: &Path) -> Result<Store, HistoryError> {
+        if !dir.join(DB_FILE).is_file() {
+            return Err(HistoryError::NoStore(dir.to_path_buf()));
+        }
+        Store::open_sqlite(dir).await
+    }
+
+    /// Opens a store in the PostgreSQL database at `url` (`postgres://…`), keeping trigger
+    /// inputs under `data_dir`. Applies migrations.
+    pub async fn open_postgres(url: &str, data_dir: &Path) -> Result<Store, HistoryError> {
+        std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+        Store::open_url(url, data_dir.to_path_buf(), Backend::Postgres).await
+    }
+
+    async fn open_url(
+        url: &str,
+        data_dir: PathBuf,
+        backend: Backend,
+    ) -> Result<Store, HistoryError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}").as_str())
+                            .await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        if backend == Backend::Sqlite {
+            // persistent in the database file: every later connection is in WAL mode
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        schema::migrate(&pool, backend).await?;
+        Ok(Store {
+            pool,
+            data_dir,
+            backend,
+        })
+    }
+
+    /// Closes the connections (an SQLite store folds its write-ahead log back in).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Whether the store is the embedded SQLite one.
+    pub fn is_sqlite(&self) -> bool {
+        self.backend == Backend::Sqlite
+    }
+
+    /// The applied schema version.
+    pub async fn schema_version(&self) -> Result<i64, HistoryError> {
+        schema::applied_max(&self.pool).await
+    }
+
+    /// The directory of a run's kept inputs, `<data>/inputs/<run_id>`.
+    pub fn inputs_dir(&self, run_id: &str) -> Result<PathBuf, HistoryError> {
+        check_run_id(run_id)?;
+        Ok(self.data_dir.join(INPUTS_DIR).join(run_id))
+    }
+
+    /// Records a run that is about to start as `running`; returns its new run id (give it
+    /// to [`crate::run::Engine::run_with_id`]).
+    pub async fn begin(&self, run: &NewRun<'_>) -> Result<String, HistoryError> {
+        let id = crate::run::new_run_id();
+        sqlx::query(
+            "INSERT INTO runs (id, flow, flow_name, trigger_kind, outcome, dry_run, started_at,
+                resubmit_of, input_summary)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id.clone())
+        .bind(run.flow.to_string())
+        .bind(run.flow_name.to_string())
+        .bind(run.trigger.as_str())
+        .bind(Outcome::Running.as_str())
+        .bind(i64::from(run.dry_run))
+        .bind(now())
+        .bind(run.resubmit_of.map(str::to_string))
+        .bind(run.input_summary.map(str::to_string))
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Records how a begun run ended (the run is `report.run_id`): outcome, times,
+    /// counters, error, files, records, emails and events. Recording again replaces.
+    pub async fn finish(&self, report: &RunReport) -> Result<(), HistoryError> {
+        let mut tx = self.pool.begin().await?;
+        write_report(&mut tx, report).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a finished run in one go (no `begin`), under `report.run_id`.
+    pub async fn record(&self, report: &RunReport, trigger: Trigger) -> Result<(), HistoryError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, flow, flow_name, trigger_kind, outcome, dry_run, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(report.run_id.clone())
+        .bind(report.flow.clone())
+        .bind(report.flow_name.clone())
+        .bind(trigger.as_str())
+        .bind(Outcome::Running.as_str())
+        .bind(i64::from(report.dry_run))
+        .bind(normalize(&report.started_at))
+        .execute(&mut *tx)
+        .await?;
+        write_report(&mut tx, report).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that a begun run could not start (`message` says why): outcome `failed`.
+    pub async fn abandon(&self, run_id: &str, message: &str) -> Result<(), HistoryError> {
+        let at = now();
+        let done = sqlx::query(
+            "UPDATE runs SET outcome = $1, finished_at = $2, duration_ms = 0,
+                error_step = '', error_kind = 'start', error_message = $3
+             WHERE id = $4",
+        )
+        .bind(Outcome::Failed.as_str())
+        .bind(at)
+        .bind(message.to_string())
+        .bind(run_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(HistoryError::UnknownRun(run_id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Runs, newest first.
+    pub async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, HistoryError> {
+        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM runs");
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        if let Some(flow) = &filter.flow {
+            params.push(flow.clone());
+            conditions.push(format!("flow = ${}", params.len()));
+        }
+        if let Some(outcome) = filter.outcome {
+            params.push(outcome.as_str().to_string());
+            conditions.push(format!("outcome = ${}", params.len()));
+        }
+        if let Some(since) = filter.since {
+            params.push(timestamp(since));
+            conditions.push(format!("started_at >= ${}", params.len()));
+        }
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(&format!(
+            " ORDER BY started_at DESC, id DESC LIMIT ${}",
+            params.len() + 1
+        ));
+        let mut q = sqlx::query(&sql);
+        for p in params {
+            q = q.bind(p);
+        }
+        let rows = q
+            .bind(i64::from(filter.limit.unwrap_or(DEFAULT_LIMIT)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(summary).collect()
+    }
+
+    /// Everything recorded about run `id`.
+    pub async fn get(&self, id: &str) -> Result<Option<RunDetail>, HistoryError> {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {SUMMARY_COLUMNS}, error_kind, error_items, events FROM runs WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let summary = summary(&row)?;
+        let step: Option<String> = row.try_get("error_step")?;
+        let message: Option<String> = row.try_get("error_message")?;
+        let failure = if step.is_some() || message.is_some() {
+            let items: Option<String> = row.try_get("error_items")?;
+            let items = match items {
+                Some(text) => serde_json::from_str::<Map<String, Value>>(&text).map_err(|_| {
+                    HistoryError::Corrupt {
+                        what: "error items",
+                        value: text,
+                    }
+                })?,
+                None => Map::new(),
+            };
+            Some(StoredError {
+                step: step.unwrap_or_default(),
+                kind: row
+                    .try_get::<Option<String>, _>("error_kind")?
+                    .unwrap_or_default(),
+                message: message.unwrap_or_default(),
+                items,
+                file: summary.error_file.clone(),
+                record: summary.error_record,
+            })
+        } else {
+            None
+        };
+        let events_text: String = row.try_get("events")?;
+        let events: Vec<Value> =
+            serde_json::from_str(&events_text).map_err(|_| HistoryError::Corrupt {
+                what: "events",
+                value: events_text.chars().take(200).collect(),
+            })?;
+
+        let mut files = Vec::new();
+        for r in sqlx::query(
+            "SELECT action, connection, location, name, renamed_to, bytes FROM run_files
+             WHERE run_id = $1 ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let action: String = r.try_get("action")?;
+            files.push(FileOutcome {
+                action: match action.as_str() {
+                    "fetched" => FileAction::Fetched,
+                    "put" => FileAction::Put,
+                    "renamed" => FileAction::Renamed,
+                    _ => {
+                        return Err(HistoryError::Corrupt {
+                            what: "file action",
+                            value: action,
+                        });
+                    }
+                },
+                connection: r.try_get("connection")?,
+                location: r.try_get("location")?,
+                name: r.try_get("name")?,
+                renamed_to: r.try_get("renamed_to")?,
+                bytes: r.try_get("bytes")?,
+            });
+        }
+
+        let mut records = Vec::new();
+        for r in sqlx::query(
+            "SELECT connection, method, url, status, outcome FROM run_records
+             WHERE run_id = $1 ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let outcome: String = r.try_get("outcome")?;
+            records.push(RecordOutcome {
+                connection: r.try_get("connection")?,
+                method: r.try_get("method")?,
+                url: r.try_get("url")?,
+                status: r.try_get("status")?,
+                outcome: match outcome.as_str() {
+                    "sent" => RecordStatus::Sent,
+                    "tolerated" => RecordStatus::Tolerated,
+                    "failed" => RecordStatus::Failed,
+                    "not_sent" => RecordStatus::NotSent,
+                    _ => {
+                        return Err(HistoryError::Corrupt {
+                            what: "record outcome",
+                            value: outcome,
+                        });
+                    }
+                },
+            });
+        }
+
+        let mut emails = Vec::new();
+        for r in
+            sqlx::query("SELECT recipients, subject FROM run_emails WHERE run_id = $1 ORDER BY seq")
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?
+        {
+            let recipients: String = r.try_get("recipients")?;
+            emails.push(EmailSent {
+                to: serde_json::from_str(&recipients).map_err(|_| HistoryError::Corrupt {
+                    what: "email recipients",
+                    value: recipients.clone(),
+                })?,
+                subject: r.try_get("subject")?,
+            });
+        }
+
+        let inputs = self.input_rows(id).await?;
+        let resubmitted_as =
+            sqlx::query("SELECT id FROM runs WHERE resubmit_of = $1 ORDER BY started_at, id")
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Some(RunDetail {
+            summary,
+            failure,
+            files,
+            records,
+            emails,
+            inputs,
+            resubmitted_as,
+            events,
+        }))
+    }
+
+    /// Keeps a run's trigger parts for a resubmit: a byte-exact copy of each under
+    /// `<data>/inputs/<run_id>/<part>`, and its name, kind, delivered file name, size,
+    /// SHA-256 and (JSON parts) value in the database. Keeping a part again replaces it.
+    pub async fn keep_input(&self, run_id: &str, parts: &[InputPart]) -> Result<(), HistoryError> {
+        let dir = self.inputs_dir(run_id)?;
+        for p in parts {
+            crate::connectors::check_name(&p.name)
+                .map_err(|e| HistoryError::Invalid(format!("trigger part name: {e}")))?;
+        }
+        let exists = sqlx::query("SELECT id FROM runs WHERE id = $1")
+            .bind(run_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(HistoryError::UnknownRun(run_id.to_string()));
+        }
+        let mut rows = Vec::new();
+        for p in parts {
+            let (size, sha256) = copy_and_hash(p.path.clone(), dir.clone(), p.name.clone()).await?;
+            let (file_name, value) = match p.kind {
+                PartKind::Json => {
+                    let path = dir.join(&p.name);
+                    let bytes = std::fs::read(&path).map_err(io(&path))?;
+                    let value = serde_json::from_slice::<Value>(&bytes)
+                        .ok()
+                        .and_then(|v| serde_json::to_string(&v).ok());
+                    (None, value)
+                }
+                PartKind::File => (
+                    p.file_name
+                        .clone()
+                        .or_else(|| p.path.file_name().map(|n| n.to_string_lossy().into_owned())),
+                    None,
+                ),
+            };
+            rows.push(vec![
+                Param::Text(run_id.to_string()),
+                Param::Text(p.name.clone()),
+                Param::Text(kind_str(p.kind).to_string()),
+                Param::OptText(file_name),
+                Param::Int(size),
+                Param::Text(sha256),
+                Param::OptText(value),
+            ]);
+        }
+        let mut tx = self.pool.begin().await?;
+        for p in parts {
+            sqlx::query("DELETE FROM run_inputs WHERE run_id = $1 AND part = $2")
+                .bind(run_id.to_string())
+                .bind(p.name.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_rows(
+            &mut tx,
+            "run_inputs",
+            &[
+                "run_id",
+                "part",
+                "kind",
+                "file_name",
+                "size",
+                "sha256",
+                "json_value",
+            ],
+            rows,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn input_rows(&self, run_id: &str) -> Result<Vec<StoredPart>, HistoryError> {
+        let rows = sqlx::query(
+            "SELECT part, kind, file_name, size, sha256, json_value FROM run_inputs
+             WHERE run_id = $1 ORDER BY part",
+        )
+        .bind(run_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self.inputs_dir(run_id)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let name: String = r.try_get("part")?;
+            let kind: String = r.try_get("kind")?;
+            let value: Option<String> = r.try_get("json_value")?;
+            out.push(StoredPart {
+                path: dir.join(&name),
+                name,
+                kind: match kind.as_str() {
+                    "json" => PartKind::Json,
+                    "file" => PartKind::File,
+                    _ => {
+                        return Err(HistoryError::Corrupt {
+                            what: "part kind",
+                            value: kind,
+                        });
+                    }
+                },
+                file_name: r.try_get("file_name")?,
+                size: r.try_get("size")?,
+                sha256: r.try_get("sha256")?,
+                value: match value {
+                    Some(text) => {
+                        Some(
+                            serde_json::from_str(&text).map_err(|_| HistoryError::Corrupt {
+                                what: "JSON part",
+                                value: text,
+                            })?,
+                        )
+                    }
+                    None => None,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// A run's kept trigger parts, each checked to be on disk with its recorded size.
+    pub async fn input(&self, run_id: &str) -> Result<Vec<StoredPart>, HistoryError> {
+        let parts = self.input_rows(run_id).await?;
+        for p in &parts {
+            let reason = match std::fs::metadata(&p.path) {
+                Ok(m) if m.is_file() && clamp(m.len()) == p.size => None,
+                Ok(m) => Some(format!("{} bytes, {} recorded", m.len(), p.size)),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = reason {
+                return Err(HistoryError::InputGone {
+                    run: run_id.to_string(),
+                    part: p.name.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Deletes finished runs (every outcome but `running`) that started before `cutoff`,
+    /// with their files, records, emails and kept inputs, [`super::PURGE_BATCH`] runs per
+    /// transaction until none is left. Returns how many runs were deleted.
+    pub async fn purge(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, HistoryError> {
+        let cutoff = timestamp(cutoff);
+        let mut total = 0;
+        loop {
+            let ids: Vec<String> = sqlx::query(
+                "SELECT id FROM runs WHERE outcome <> $1 AND started_at < $2
+                 ORDER BY started_at LIMIT $3",
+            )
+            .bind(Outcome::Running.as_str())
+            .bind(cutoff.clone())
+            .bind(i64::try_from(PURGE_BATCH).unwrap_or(500))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                break;
+            }
+            let list = placeholders(1, ids.len());
+            let mut tx = self.pool.begin().await?;
+            for table in ["run_files", "run_records", "run_emails", "run_inputs"] {
+                let sql = format!("DELETE FROM {table} WHERE run_id IN ({list})");
+                let mut q = sqlx::query(&sql);
+                for id in &ids {
+                    q = q.bind(id.clone());
+                }
+                q.execute(&mut *tx).await?;
+            }
+            let sql = format!("DELETE FROM runs WHERE id IN ({list})");
+            let mut q = sqlx::query(&sql);
+            for id in &ids {
+                q = q.bind(id.clone());
+            }
+            q.execute(&mut *tx).await?;
+            tx.commit().await?;
+            for id in &ids {
+                let Ok(dir) = self.inputs_dir(id) else {
+                    continue;
+                };
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the kept input of a purged run");
+                    }
+                }
+            }
+            total += ids.len();
+            tracing::debug!(batch = ids.len(), total, "purged runs");
+        }
+        Ok(total)
+    }
+
+    /// Marks every run still `running` as `interrupted` (ferry stopped while it ran);
+    /// returns how many. Call it once when the process that owns the store starts, before
+    /// it starts runs of its own.
+    pub async fn mark_interrupted_runs(&self) -> Result<usize, HistoryError> {
+        let done = sqlx::query(
+            "UPDATE runs SET outcome = $1, finished_at = $2,
+                error_message = 'ferry stopped while the run ran'
+             WHERE outcome = $3",
+        )
+        .bind(Outcome::Interrupted.as_str())
+        .bind(now())
+        .bind(Outcome::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+}
+
+/// Writes a report's outcome and children over run `report.run_id`.
+async fn write_report(
+    conn: &mut sqlx::AnyConnection,
+    report: &RunReport,
+) -> Result<(), HistoryError> {
+    let started = normalize(&report.started_at);
+    let finished = normalize(&report.finished_at);
+    let records = record_outcomes(report);
+    let count = |s: RecordStatus| clamp(records.iter().filter(|r| r.outcome == s).count() as u64);
+    let events = serde_json::to_string(&report.events).map_err(|e| HistoryError::Corrupt {
+        what: "events",
+        value: e.to_string(),
+    })?;
+    let (step, kind, message, items, file, record) = match &report.error {
+        Some(e) => (
+            Some(e.step.clone()),
+            serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string)),
+            Some(e.message.clone()),
+            serde_json::to_string(&e.items).ok(),
+            error_file(&e.items),
+            error_record(&e.items),
+        ),
+        None => (None, None, None, None, None, None),
+    };
+    let done = sqlx::query(
+        "UPDATE runs SET flow_name = $1, outcome = $2, dry_run = $3, started_at = $4,
+            finished_at = $5, duration_ms = $6, files_put = $7, bytes_put = $8, renames = $9,
+            records_ok = $10, records_tolerated = $11, records_failed = $12, emails = $13,
+            error_step = $14, error_kind = $15, error_message = $16, error_items = $17,
+            error_file = $18, error_record = $19, events = $20
+         WHERE id = $21",
+    )
+    .bind(report.flow_name.clone())
+    .bind(Outcome::from(report.outcome).as_str())
+    .bind(i64::from(report.dry_run))
+    .bind(started.clone())
+    .bind(finished.clone())
+    .bind(duration_ms(&started, &finished))
+    .bind(clamp(report.files_moved() as u64))
+    .bind(clamp(report.bytes_moved()))
+    .bind(clamp(report.renames() as u64))
+    .bind(count(RecordStatus::Sent))
+    .bind(count(RecordStatus::Tolerated))
+    .bind(count(RecordStatus::Failed))
+    .bind(clamp(report.emails() as u64))
+    .bind(step)
+    .bind(kind)
+    .bind(message)
+    .bind(items)
+    .bind(file)
+    .bind(record)
+    .bind(events)
+    .bind(report.run_id.clone())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(HistoryError::UnknownRun(report.run_id.clone()));
+    }
+    for table in ["run_files", "run_records", "run_emails"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE run_id = $1"))
+            .bind(report.run_id.clone())
+            .execute(&mut *conn)
+            .await?;
+    }
+    let id = || Param::Text(report.run_id.clone());
+    let seq = |i: usize| Param::Int(clamp(i as u64));
+    let files = file_outcomes(report)
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            vec![
+                id(),
+                seq(i),
+                Param::Text(f.action.as_str().to_string()),
+                Param::Text(f.connection),
+                Param::Text(f.location),
+                Param::Text(f.name),
+                Param::OptText(f.renamed_to),
+                Param::OptInt(f.bytes),
+            ]
+        })
+        .collect();
+    insert_rows(
+        conn,
+        "run_files",
+        &[
+            "run_id",
+            "seq",
+            "action",
+            "connection",
+            "location",
+            "name",
+            "renamed_to",
+            "bytes",
+        ],
+        files,
+    )
+    .await?;
+    let records = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                id(),
+                seq(i),
+                Param::Text(r.connection),
+                Param::Text(r.method),
+                Param::Text(r.url),
+                Param::OptInt(r.status),
+                Param::Text(r.outcome.as_str().to_string()),
+            ]
+        })
+        .collect();
+    insert_rows(
+        conn,
+        "run_records",
+        &[
+            "run_id",
+            "seq",
+            "connection",
+            "method",
+            "url",
+            "status",
+            "outcome",
+        ],
+        records,
+    )
+    .await?;
+    let mut emails = Vec::new();
+    for (i, e) in email_outcomes(report).into_iter().enumerate() {
+        let to = serde_json::to_string(&e.to).map_err(|err| HistoryError::Corrupt {
+            what: "email recipients",
+            value: err.to_string(),
+        })?;
+        emails.push(vec![id(), seq(i), Param::Text(to), Param::Text(e.subject)]);
+    }
+    insert_rows(
+        conn,
+        "run_emails",
+        &["run_id", "seq", "recipients", "subject"],
+        emails,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Copies `from` to `dir/name` (through a temporary file, renamed into place), returning
+/// its size and SHA-256 (hex).
+async fn copy_and_hash(
+    from: PathBuf,
+    dir: PathBuf,
+    name: String,
+) -> Result<(i64, String), HistoryError> {
+    let task = tokio::task::spawn_blocking(move || -> Result<(i64, String), HistoryError> {
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let to = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.partial"));
+        let mut src = std::fs::File::open(&from).map_err(io(&from))?;
+        let mut dst = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = src.read(&mut buf).map_err(io(&from))?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+            dst.write_all(&buf[..n]).map_err(io(&tmp))?;
+            size += n as u64;
+        }
+        dst.sync_all().map_err(io(&tmp))?;
+        drop(dst);
+        std::fs::rename(&tmp, &to).map_err(io(&to))?;
+        let hex = ctx
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok((clamp(size), hex))
+    });
+    task.await.map_err(|e| HistoryError::Io {
+        path: PathBuf::from(INPUTS_DIR),
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
