@@ -261,12 +261,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             format,
             data,
         } => {
-            let project = match load_sources(&sources) {
-                Ok(p) => p,
-                Err(diags) => {
-                    eprint!("{}", render_diags(&diags, Format::Human));
-                    return Ok(EXIT_INVALID);
-                }
+            let Some(project) = load_sources(&sources) else {
+                return Ok(EXIT_INVALID);
             };
             let plan = project.flows.get(&flow).with_context(|| {
                 format!(
@@ -340,12 +336,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             format,
             data,
         } => {
-            let project = match load_sources(&sources) {
-                Ok(p) => p,
-                Err(diags) => {
-                    eprint!("{}", render_diags(&diags, Format::Human));
-                    return Ok(EXIT_INVALID);
-                }
+            let Some(project) = load_sources(&sources) else {
+                return Ok(EXIT_INVALID);
             };
             let store = Store::open_sqlite_existing(&data).await?;
             let engine = Engine::new(project, RunOptions::default());
@@ -370,12 +362,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Check { sources, format } => {
-            let project = match load_sources(&sources) {
-                Ok(p) => p,
-                Err(diags) => {
-                    eprint!("{}", render_diags(&diags, Format::Human));
-                    return Ok(EXIT_INVALID);
-                }
+            let Some(project) = load_sources(&sources) else {
+                return Ok(EXIT_INVALID);
             };
             let rows = crate::check::check(&project).await;
             match format {
@@ -393,12 +381,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             sources,
             format,
         } => {
-            let project = match load_sources(&sources) {
-                Ok(p) => p,
-                Err(diags) => {
-                    eprint!("{}", render_diags(&diags, Format::Human));
-                    return Ok(EXIT_INVALID);
-                }
+            let Some(project) = load_sources(&sources) else {
+                return Ok(EXIT_INVALID);
             };
             let plan = project
                 .flows
@@ -482,13 +466,17 @@ async fn finish_recorded(
     })
 }
 
-fn load_sources(s: &Sources) -> Result<Arc<Project>, Vec<Diagnostic>> {
+/// Loads the project, or prints why it is invalid (an invalid project is never run).
+fn load_sources(s: &Sources) -> Option<Arc<Project>> {
     let (project, diags) = load(&Inputs {
         paths: vec![s.flows.clone()],
         lookups: s.lookups.clone(),
         connections: s.connections.clone(),
     });
-    project.map(Arc::new).ok_or(diags)
+    if project.is_none() {
+        eprint!("{}", render_diags(&diags, Format::Human));
+    }
+    project.map(Arc::new)
 }
 
 fn parse_inputs(inputs: &[String]) -> anyhow::Result<Vec<(String, PathBuf, Option<String>)>> {

@@ -6,12 +6,15 @@
 
 #[path = "support/ftp_server.rs"]
 mod ftp_server;
+#[path = "support/process.rs"]
+mod process;
 
 use std::time::{Duration, Instant};
 
 use ferry::connectors::ftp::{FtpSecurity, FtpSpec, FtpStore};
 use ferry::connectors::{ConnectionSpec, Connector, ConnectorError, FileStore, Secret};
 use ftp_server::{FakeFtp, FtpServer, PASSWORD, Script, TestPki, USER, binary_file};
+use process::rerun_with_env;
 
 fn spec(port: u16) -> FtpSpec {
     FtpSpec {
@@ -506,24 +509,3 @@ async fn a_connection_file_entry_reads_its_password_from_the_environment() {
 }
 
 fn assert_send<T: Send>(_: &T) {}
-
-/// Runs this same test in a child process with `vars` set (edition 2024 makes `set_var`
-/// unsafe, and this crate forbids unsafe code) and asserts that it passed there.
-async fn rerun_with_env(test: &str, vars: &[(&str, &str)]) {
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .envs(vars.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child run of {test} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "child run of {test} ran no test:\n{stdout}"
-    );
-}

@@ -3,6 +3,11 @@
 //! `ca_file` test — `openssl s_server` with a certificate from a CA generated on the spot.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/tls.rs"]
+mod tls;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +24,9 @@ use ferry::connectors::ConnectorError;
 use ferry::connectors::http::{
     BasicAuthSpec, HttpBody, HttpConnector, HttpRequest, HttpSpec, Part,
 };
+use process::rerun_with_env;
 use serde_json::json;
+use tls::{make_certificates, openssl_available};
 
 /// One request as the test server saw it.
 #[derive(Debug, Clone)]
@@ -170,27 +177,6 @@ fn pattern_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     let path = dir.join(name);
     std::fs::write(&path, &bytes).unwrap();
     (path, bytes)
-}
-
-/// Runs this same test in a child process with `vars` set (edition 2024 makes `set_var`
-/// unsafe, and this crate forbids unsafe code) and asserts that it passed there.
-async fn rerun_with_env(test: &str, vars: &[(&str, &str)]) {
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .envs(vars.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child run of {test} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "child run of {test} ran no test:\n{stdout}"
-    );
 }
 
 #[tokio::test]
@@ -531,103 +517,6 @@ fn unreadable_or_invalid_ca_file_is_a_config_error_naming_it() {
             other => panic!("expected Config for {}, got {other:?}", path.display()),
         }
     }
-}
-
-/// True when `openssl` can be run; false (after saying so) when the test should be skipped.
-fn openssl_available() -> bool {
-    let ok = std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "openssl is required for this test under CI"
-        );
-        eprintln!("skipped: the openssl command is not available");
-    }
-    ok
-}
-
-/// Generates a CA and a server certificate for IP 127.0.0.1 signed by it, with the openssl
-/// command line. Returns (ca.pem, leaf.pem, leaf.key).
-fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=ferry test CA",
-    ]);
-    ca.extend([
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&csr);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("leaf.pem"),
-        dir.join("leaf.key"),
-    )
 }
 
 #[tokio::test]

@@ -4,8 +4,15 @@
 //! (with a note on stderr), except under CI, where they fail.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/smtp.rs"]
 mod smtp;
+#[path = "support/tls.rs"]
+mod tls;
+
+use process::rerun_with_env;
+use tls::{make_certificates, openssl_available};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -172,31 +179,6 @@ async fn bad_addresses_are_config_errors_naming_them() {
 
 // ---------------------------------------------------------------------------------------
 // SMTP
-
-/// Runs this same test in a child process with `vars` set (edition 2024 makes `set_var`
-/// unsafe, and this crate forbids unsafe code) and asserts that it passed there.
-async fn rerun_with_env(test: &str, vars: &[(&str, &str)]) {
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .envs(vars.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child run of {test} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "child run of {test} ran no test:\n{stdout}"
-    );
-    // Pass a skip notice on.
-    if stderr.contains("skipped:") {
-        eprintln!("{stderr}");
-    }
-}
 
 #[tokio::test]
 async fn smtp_delivers_to_a_real_server() {
@@ -403,103 +385,6 @@ async fn smtp_retries_4xx_but_not_5xx() {
         "a transient failure was not retried"
     );
     assert!(server.messages().is_empty());
-}
-
-/// True when `openssl` can be run; false (after saying so) when the test should be skipped.
-fn openssl_available() -> bool {
-    let ok = std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "openssl is required for this test under CI"
-        );
-        eprintln!("skipped: the openssl command is not available");
-    }
-    ok
-}
-
-/// Generates a CA and a server certificate for IP 127.0.0.1 signed by it, with the openssl
-/// command line. Returns (ca.pem, leaf.pem, leaf.key).
-fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=ferry test CA",
-    ]);
-    ca.extend([
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&csr);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("leaf.pem"),
-        dir.join("leaf.key"),
-    )
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! for a hostile server whose listings no real server would produce.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
@@ -15,6 +17,7 @@ use ferry::connectors::s3::{S3Spec, S3Store};
 use ferry::connectors::{
     Capability, ConnectionSpec, Connector, ConnectorError, Entry, FileStore, Secret,
 };
+use process::rerun_with_env;
 use s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 
@@ -537,27 +540,6 @@ async fn a_put_cut_off_by_the_server_dying_leaves_no_object() {
         started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
-    );
-}
-
-/// Runs this same test in a child process with `vars` set (edition 2024 makes `set_var`
-/// unsafe, and this crate forbids unsafe code) and asserts that it passed there.
-async fn rerun_with_env(test: &str, vars: &[(&str, &str)]) {
-    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .envs(vars.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child run of {test} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "child run of {test} ran no test:\n{stdout}"
     );
 }
 

@@ -329,7 +329,7 @@ impl FtpStore {
     ) -> Result<u64, ConnectorError> {
         let mut file = tokio::fs::File::open(src)
             .await
-            .map_err(|e| io_error("open", src, e))?;
+            .map_err(|e| super::io_error("open", src, e))?;
         let mut s = self.open().await?;
         if let Err(e) = s.cwd(location).await {
             let result = Err(e);
@@ -580,7 +580,7 @@ impl FtpStore {
                 Ok(Err(e)) if local_is_dest => {
                     return Err(self.map_err(what, FtpError::ConnectionError(e)));
                 }
-                Ok(Err(e)) => return Err(io_error("read", local, e)),
+                Ok(Err(e)) => return Err(super::io_error("read", local, e)),
                 Err(_) => return Err(self.timed_out(what)),
             };
             if n == 0 {
@@ -588,7 +588,7 @@ impl FtpStore {
             }
             match tokio::time::timeout(self.timeout, to.write_all(&buf[..n])).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) if local_is_dest => return Err(io_error("write", local, e)),
+                Ok(Err(e)) if local_is_dest => return Err(super::io_error("write", local, e)),
                 Ok(Err(e)) => return Err(self.map_err(what, FtpError::ConnectionError(e))),
                 Err(_) => return Err(self.timed_out(what)),
             }
@@ -767,12 +767,14 @@ impl Session<'_> {
             .await?;
         let mut file = tokio::fs::File::create(dest)
             .await
-            .map_err(|e| io_error("create", dest, e))?;
+            .map_err(|e| super::io_error("create", dest, e))?;
         let result = async {
             let n = store
                 .pump(&mut stream, &mut file, &what, dest, true)
                 .await?;
-            file.flush().await.map_err(|e| io_error("write", dest, e))?;
+            file.flush()
+                .await
+                .map_err(|e| super::io_error("write", dest, e))?;
             // Some servers open the data connection before looking for the file, and say 550
             // only at the end.
             store
@@ -965,14 +967,6 @@ fn tls_connector(host: &str, ca_file: Option<&Path>) -> Result<TlsConnector, Con
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(client)))
-}
-
-fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> ConnectorError {
-    ConnectorError::Io {
-        op,
-        target: path.display().to_string(),
-        source,
-    }
 }
 
 #[cfg(test)]

@@ -495,11 +495,11 @@ pub(crate) fn load_ca_certificates(
 async fn file_body(path: &Path) -> Result<(Body, u64), ConnectorError> {
     let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| io_error("open", path, e))?;
+        .map_err(|e| super::source_error("open", path, e))?;
     let len = file
         .metadata()
         .await
-        .map_err(|e| io_error("stat", path, e))?
+        .map_err(|e| super::source_error("stat", path, e))?
         .len();
     Ok((Body::wrap_stream(ReaderStream::new(file)), len))
 }
@@ -544,18 +544,6 @@ async fn multipart_form(parts: Vec<Part>) -> Result<reqwest::multipart::Form, Co
     Ok(form)
 }
 
-fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> ConnectorError {
-    if source.kind() == std::io::ErrorKind::NotFound {
-        ConnectorError::NotFound(path.display().to_string())
-    } else {
-        ConnectorError::Io {
-            op,
-            target: path.display().to_string(),
-            source,
-        }
-    }
-}
-
 /// The URL as shown in messages: no credentials, no query string (it may carry tokens).
 fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
@@ -575,8 +563,9 @@ fn config_text(e: ConnectorError) -> String {
 }
 
 /// An error and its causes, `: `-separated, without repeats and without reqwest's URL (the
-/// callers name the URL themselves, without its query).
-fn error_chain(e: &reqwest::Error) -> String {
+/// callers name the URL themselves, without its query). Shared by every reqwest-based
+/// connector.
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {

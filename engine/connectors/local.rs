@@ -70,10 +70,14 @@ impl LocalStore {
                     dir.display()
                 )));
             }
-            Err(source) => return Err(io("list", &dir, source)),
+            Err(source) => return Err(super::io_error("list", &dir, source)),
         };
         let mut out = Vec::new();
-        while let Some(entry) = rd.next_entry().await.map_err(|e| io("list", &dir, e))? {
+        while let Some(entry) = rd
+            .next_entry()
+            .await
+            .map_err(|e| super::io_error("list", &dir, e))?
+        {
             let Ok(name) = entry.file_name().into_string() else {
                 tracing::warn!(dir = %dir.display(), "skipping a file whose name is not UTF-8");
                 continue;
@@ -84,7 +88,7 @@ impl LocalStore {
             let meta = entry
                 .metadata()
                 .await
-                .map_err(|e| io("stat", &entry.path(), e))?;
+                .map_err(|e| super::io_error("stat", &entry.path(), e))?;
             if meta.is_file() {
                 out.push(Entry {
                     name,
@@ -107,7 +111,7 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(ConnectorError::NotFound(format!("file {}", src.display())))
             }
-            Err(e) => Err(io("read", &src, e)),
+            Err(e) => Err(super::io_error("read", &src, e)),
         }
     }
 
@@ -122,7 +126,7 @@ impl LocalStore {
             if self.create_dirs {
                 tokio::fs::create_dir_all(&dir)
                     .await
-                    .map_err(|e| io("create directory", &dir, e))?;
+                    .map_err(|e| super::io_error("create directory", &dir, e))?;
             } else {
                 return Err(ConnectorError::NotFound(format!(
                     "directory {}",
@@ -134,15 +138,17 @@ impl LocalStore {
         let result = async {
             let n = tokio::fs::copy(src, &tmp)
                 .await
-                .map_err(|e| io("write", &tmp, e))?;
+                .map_err(|e| super::io_error("write", &tmp, e))?;
             let f = tokio::fs::File::open(&tmp)
                 .await
-                .map_err(|e| io("open", &tmp, e))?;
-            f.sync_all().await.map_err(|e| io("sync", &tmp, e))?;
+                .map_err(|e| super::io_error("open", &tmp, e))?;
+            f.sync_all()
+                .await
+                .map_err(|e| super::io_error("sync", &tmp, e))?;
             let target = dir.join(name);
             tokio::fs::rename(&tmp, &target)
                 .await
-                .map_err(|e| io("rename into place", &target, e))?;
+                .map_err(|e| super::io_error("rename into place", &target, e))?;
             Ok(n)
         }
         .await;
@@ -165,7 +171,7 @@ impl LocalStore {
         }
         tokio::fs::rename(&src, dir.join(to))
             .await
-            .map_err(|e| io("rename", &src, e))
+            .map_err(|e| super::io_error("rename", &src, e))
     }
 
     pub(super) async fn check(&self) -> Result<String, ConnectorError> {
@@ -175,16 +181,8 @@ impl LocalStore {
                 "{} is not a directory",
                 self.root.display()
             ))),
-            Err(e) => Err(io("open", &self.root, e)),
+            Err(e) => Err(super::io_error("open", &self.root, e)),
         }
-    }
-}
-
-fn io(op: &'static str, path: &Path, source: std::io::Error) -> ConnectorError {
-    ConnectorError::Io {
-        op,
-        target: path.display().to_string(),
-        source,
     }
 }
 

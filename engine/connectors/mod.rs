@@ -204,6 +204,33 @@ impl FileStore {
     }
 }
 
+/// An I/O error on a local path, as a [`ConnectorError`].
+pub(crate) fn io_error(
+    op: &'static str,
+    path: &std::path::Path,
+    source: std::io::Error,
+) -> ConnectorError {
+    ConnectorError::Io {
+        op,
+        target: path.display().to_string(),
+        source,
+    }
+}
+
+/// Like [`io_error`], but a missing file is [`ConnectorError::NotFound`] (a local source
+/// file a request or put should read).
+pub(crate) fn source_error(
+    op: &'static str,
+    path: &std::path::Path,
+    source: std::io::Error,
+) -> ConnectorError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        ConnectorError::NotFound(path.display().to_string())
+    } else {
+        io_error(op, path, source)
+    }
+}
+
 /// Rejects file names that could escape their location or confuse a server: empty names,
 /// `.`/`..`, path separators, and control characters. Names from listings and templates
 /// alike pass through here.

@@ -248,7 +248,7 @@ impl OciStore {
         let client = builder.build().map_err(|e| {
             ctx(format!(
                 "cannot set up the HTTP client: {}",
-                error_chain(&e)
+                super::http::error_chain(&e)
             ))
         })?;
 
@@ -345,7 +345,7 @@ impl OciStore {
         let expected = header_u64(&response, CONTENT_LENGTH);
         let mut file = tokio::fs::File::create(dest)
             .await
-            .map_err(|e| io("create", dest, e))?;
+            .map_err(|e| super::source_error("create", dest, e))?;
         let mut copied: u64 = 0;
         loop {
             let chunk = match tokio::time::timeout(self.timeout, response.chunk()).await {
@@ -358,7 +358,7 @@ impl OciStore {
                 Ok(Err(e)) => {
                     return Err(ConnectorError::Connect(format!(
                         "{shown}: the download broke off after {copied} bytes: {}",
-                        error_chain(&e)
+                        super::http::error_chain(&e)
                     )));
                 }
                 Ok(Ok(None)) => break,
@@ -366,10 +366,12 @@ impl OciStore {
             };
             file.write_all(&chunk)
                 .await
-                .map_err(|e| io("write", dest, e))?;
+                .map_err(|e| super::source_error("write", dest, e))?;
             copied += chunk.len() as u64;
         }
-        file.flush().await.map_err(|e| io("write", dest, e))?;
+        file.flush()
+            .await
+            .map_err(|e| super::source_error("write", dest, e))?;
         match expected {
             Some(expected) if expected != copied => {
                 return Err(ConnectorError::Protocol(format!(
@@ -390,7 +392,7 @@ impl OciStore {
         let url = self.object_url(location, name)?;
         let len = tokio::fs::metadata(src)
             .await
-            .map_err(|e| io("stat", src, e))?
+            .map_err(|e| super::source_error("stat", src, e))?
             .len();
         let body = SendBody::File {
             path: src.to_path_buf(),
@@ -581,7 +583,7 @@ impl OciStore {
             SendBody::File { path, len } => {
                 let file = tokio::fs::File::open(&path)
                     .await
-                    .map_err(|e| io("open", &path, e))?;
+                    .map_err(|e| super::source_error("open", &path, e))?;
                 let watch = Arc::clone(&progress);
                 let stream = ReaderStream::new(file).inspect(move |_| watch.touch(started));
                 builder
@@ -678,7 +680,7 @@ impl OciStore {
 
     /// Maps a failed exchange to the error saying what happened.
     fn map_error(&self, shown: &str, e: &reqwest::Error) -> ConnectorError {
-        let detail = error_chain(e);
+        let detail = super::http::error_chain(e);
         if e.is_timeout() {
             ConnectorError::Timeout(format!(
                 "{shown}: no answer within {} s ({detail})",
@@ -809,47 +811,6 @@ fn describe_error_body(status: StatusCode, bytes: &[u8]) -> String {
         match text.char_indices().nth(MESSAGE_CHARS) {
             Some((at, _)) => format!("{}…", &text[..at]),
             None => text.to_string(),
-        }
-    }
-}
-
-/// An error and its causes, `: `-separated, without repeats.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        let text = err.to_string();
-        let wrapper = text.starts_with("client error (") && err.source().is_some();
-        if !wrapper && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = err.source();
-    }
-    if parts.is_empty() {
-        parts.push(
-            if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection error"
-            } else if e.is_body() {
-                "body error"
-            } else {
-                "request failed"
-            }
-            .to_string(),
-        );
-    }
-    parts.join(": ")
-}
-
-fn io(op: &'static str, path: &Path, source: std::io::Error) -> ConnectorError {
-    if source.kind() == std::io::ErrorKind::NotFound {
-        ConnectorError::NotFound(path.display().to_string())
-    } else {
-        ConnectorError::Io {
-            op,
-            target: path.display().to_string(),
-            source,
         }
     }
 }

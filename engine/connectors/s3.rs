@@ -355,17 +355,19 @@ impl S3Store {
         let copied = async {
             let mut file = tokio::fs::File::create(dest)
                 .await
-                .map_err(|e| io("create", dest, e))?;
+                .map_err(|e| super::io_error("create", dest, e))?;
             let mut stream = result.into_stream();
             let mut n: u64 = 0;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| self.error("get", &what, e))?;
                 file.write_all(&chunk)
                     .await
-                    .map_err(|e| io("write", dest, e))?;
+                    .map_err(|e| super::io_error("write", dest, e))?;
                 n += chunk.len() as u64;
             }
-            file.flush().await.map_err(|e| io("write", dest, e))?;
+            file.flush()
+                .await
+                .map_err(|e| super::io_error("write", dest, e))?;
             if n != expected {
                 return Err(ConnectorError::Protocol(format!(
                     "S3 get {what}: received {n} bytes of {expected}"
@@ -388,13 +390,17 @@ impl S3Store {
     ) -> Result<u64, ConnectorError> {
         let file = tokio::fs::File::open(src)
             .await
-            .map_err(|e| io("open", src, e))?;
-        let size = file.metadata().await.map_err(|e| io("stat", src, e))?.len();
+            .map_err(|e| super::io_error("open", src, e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| super::io_error("stat", src, e))?
+            .len();
         self.put_reader(location, name, file, size)
             .await
             .map_err(|e| match e {
                 // Name the source file rather than "the source".
-                ConnectorError::Io { op, source, .. } => io(op, src, source),
+                ConnectorError::Io { op, source, .. } => super::io_error(op, src, source),
                 other => other,
             })
     }
@@ -841,14 +847,6 @@ fn config_text(e: ConnectorError) -> String {
     match e {
         ConnectorError::Config(s) => s,
         other => other.to_string(),
-    }
-}
-
-fn io(op: &'static str, path: &Path, source: std::io::Error) -> ConnectorError {
-    ConnectorError::Io {
-        op,
-        target: path.display().to_string(),
-        source,
     }
 }
 
