@@ -14,7 +14,7 @@ mod tls;
 use process::rerun_with_env;
 use tls::{make_certificates, openssl_available};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry::connectors::ConnectorError;
