@@ -1,0 +1,199 @@
+//! One conformance suite, run against every kind of file store: the local directory, FTP
+//! (libunftp), S3 (s3s-fs) and OCI Object Storage (the signature-verifying test server).
+//! Whatever the kind, a flow sees the same behaviour.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
+#[path = "support/ftp_server.rs"]
+mod ftp_server;
+#[path = "support/oci_server.rs"]
+mod oci_server;
+#[path = "support/s3_server.rs"]
+mod s3_server;
+
+use ferry::connectors::ftp::{FtpSecurity, FtpSpec, FtpStore};
+use ferry::connectors::local::{LocalSpec, LocalStore};
+use ferry::connectors::s3::{S3Spec, S3Store};
+use ferry::connectors::{ConnectionSpec, Connector, ConnectorError, FileStore, Secret};
+
+/// The behaviour every file store must have, at `location` (which exists and is empty).
+async fn conformance(kind: &str, store: &FileStore, location: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&one, &payload).unwrap();
+    std::fs::write(&two, b"a,b\r\n1,2\n").unwrap();
+
+    // put returns the size once the whole file is there
+    assert_eq!(
+        store.put(location, "IN_2.csv", &two).await.unwrap(),
+        9,
+        "{kind}"
+    );
+    assert_eq!(
+        store.put(location, "IN_1.csv", &one).await.unwrap(),
+        payload.len() as u64,
+        "{kind}"
+    );
+    assert_eq!(
+        store.put(location, "OTHER.csv", &two).await.unwrap(),
+        9,
+        "{kind}"
+    );
+
+    // list: the prefix filters, names are sorted, sizes are right
+    let listed: Vec<(String, u64)> = store
+        .list(location, "IN_")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.size))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("IN_1.csv".to_string(), payload.len() as u64),
+            ("IN_2.csv".to_string(), 9)
+        ],
+        "{kind}"
+    );
+
+    // get is byte-exact
+    let got = dir.path().join("got");
+    assert_eq!(
+        store.get(location, "IN_1.csv", &got).await.unwrap(),
+        payload.len() as u64,
+        "{kind}"
+    );
+    assert_eq!(std::fs::read(&got).unwrap(), payload, "{kind}");
+
+    // a put over an existing name replaces it
+    store.put(location, "IN_2.csv", &one).await.unwrap();
+    store.get(location, "IN_2.csv", &got).await.unwrap();
+    assert_eq!(std::fs::read(&got).unwrap(), payload, "{kind}: replaced");
+
+    // rename: the new name holds the bytes, the old name is gone, the listing follows
+    store
+        .rename(location, "IN_1.csv", "Sent-IN_1.csv")
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list(location, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["IN_2.csv", "OTHER.csv", "Sent-IN_1.csv"], "{kind}");
+    store.get(location, "Sent-IN_1.csv", &got).await.unwrap();
+    assert_eq!(std::fs::read(&got).unwrap(), payload, "{kind}: renamed");
+
+    // a missing file is NotFound for get and rename
+    let err = store.get(location, "nope.csv", &got).await.unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::NotFound(_)),
+        "{kind}: get missing: {err}"
+    );
+    let err = store
+        .rename(location, "nope.csv", "x.csv")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::NotFound(_)),
+        "{kind}: rename missing: {err}"
+    );
+
+    // hostile names never reach the store
+    for bad in ["../escape.csv", "a/b.csv", "x\n.csv", ".."] {
+        let err = store.put(location, bad, &two).await.unwrap_err();
+        assert!(
+            matches!(err, ConnectorError::HostileName { .. }),
+            "{kind}: {bad:?}: {err}"
+        );
+    }
+    let names: Vec<String> = store
+        .list(location, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["IN_2.csv", "OTHER.csv", "Sent-IN_1.csv"],
+        "{kind}: nothing else appeared"
+    );
+}
+
+#[tokio::test]
+async fn local_directories_conform() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("ns/bucket")).unwrap();
+    let store = FileStore::Local(
+        LocalStore::new(&LocalSpec {
+            root: root.path().display().to_string(),
+            create_dirs: false,
+        })
+        .unwrap(),
+    );
+    conformance("local", &store, "ns/bucket").await;
+}
+
+#[tokio::test]
+async fn ftp_servers_conform() {
+    let server = ftp_server::FtpServer::start(None).await;
+    std::fs::create_dir_all(server.path("in")).unwrap();
+    let spec = FtpSpec {
+        host: "127.0.0.1".into(),
+        port: Some(server.port),
+        username: ftp_server::USER.into(),
+        password_env: "FERRY_TEST_UNUSED".into(),
+        security: FtpSecurity::None,
+        ca_file: None,
+        timeout_secs: Some(10),
+        passive: true,
+    };
+    let store = FileStore::Ftp(
+        FtpStore::with_password(&spec, Secret::new(ftp_server::PASSWORD.into())).unwrap(),
+    );
+    conformance("ftp", &store, "/in").await;
+}
+
+#[tokio::test]
+async fn s3_object_storage_conforms() {
+    let server = s3_server::S3Server::start(&["bucket"]).await;
+    let spec = S3Spec {
+        endpoint: Some(server.endpoint()),
+        region: "us-east-1".into(),
+        access_key_id_env: "FERRY_TEST_UNUSED".into(),
+        secret_access_key_env: "FERRY_TEST_UNUSED".into(),
+        path_style: true,
+        allow_http: true,
+        timeout_secs: Some(10),
+    };
+    let store = FileStore::S3(
+        S3Store::with_secrets(
+            &spec,
+            Secret::new(s3_server::ACCESS_KEY.into()),
+            Secret::new(s3_server::SECRET_KEY.into()),
+        )
+        .unwrap(),
+    );
+    conformance("s3", &store, "ns/bucket").await;
+}
+
+#[tokio::test]
+async fn oci_object_storage_conforms() {
+    let server = oci_server::OciServer::start_with_test_key(2).await;
+    std::fs::create_dir_all(server.bucket_path("bucket")).unwrap();
+    let spec: ConnectionSpec = serde_json::from_value(oci_server::connection_spec(
+        &server.endpoint(),
+        "test_key_pkcs1.pem",
+    ))
+    .unwrap();
+    let Connector::Files(store) = spec.connect("os").unwrap() else {
+        panic!("not a file store")
+    };
+    conformance("oci", &store, &format!("{}/bucket", oci_server::NAMESPACE)).await;
+}
