@@ -686,13 +686,12 @@ impl<'a> FlowCx<'a> {
         if vars
             .iter()
             .all(|v| self.aliases.contains_key(v) || BUILTIN_FUNCTIONS.contains(&v.as_str()))
+            && let Ok(loc) = self.templates.render(&tpl, &minijinja::Value::from(()))
         {
-            if let Ok(loc) = self.templates.render(&tpl, &minijinja::Value::from(())) {
-                self.locations
-                    .entry(connection.to_string())
-                    .or_default()
-                    .insert(loc);
-            }
+            self.locations
+                .entry(connection.to_string())
+                .or_default()
+                .insert(loc);
         }
         tpl
     }
@@ -865,18 +864,18 @@ impl<'a> FlowCx<'a> {
     fn check_source(&mut self, ptr: &str, src: &str, expression: bool) {
         for call in find_calls(src, expression) {
             if let Some(table) = self.aliases.get(&call.name).cloned() {
-                if let Some((key, off)) = call.literal_args.first() {
-                    if !table.has_key(key) {
-                        let hint = did_you_mean(key, table.keys());
-                        self.error_in_value(
-                            ptr,
-                            src,
-                            *off,
-                            "unknown-lookup-key",
-                            format!("unknown lookup key '{key}' in {}", table.name),
-                            hint,
-                        );
-                    }
+                if let Some((key, off)) = call.literal_args.first()
+                    && !table.has_key(key)
+                {
+                    let hint = did_you_mean(key, table.keys());
+                    self.error_in_value(
+                        ptr,
+                        src,
+                        *off,
+                        "unknown-lookup-key",
+                        format!("unknown lookup key '{key}' in {}", table.name),
+                        hint,
+                    );
                 }
             } else if call.name == "lookup" {
                 if let Some((tname, off)) = call.literal_args.first() {
@@ -896,18 +895,18 @@ impl<'a> FlowCx<'a> {
                             );
                         }
                         Some(t) => {
-                            if let Some((key, off)) = call.literal_args.get(1) {
-                                if !t.has_key(key) {
-                                    let hint = did_you_mean(key, t.keys());
-                                    self.error_in_value(
-                                        ptr,
-                                        src,
-                                        *off,
-                                        "unknown-lookup-key",
-                                        format!("unknown lookup key '{key}' in {tname}"),
-                                        hint,
-                                    );
-                                }
+                            if let Some((key, off)) = call.literal_args.get(1)
+                                && !t.has_key(key)
+                            {
+                                let hint = did_you_mean(key, t.keys());
+                                self.error_in_value(
+                                    ptr,
+                                    src,
+                                    *off,
+                                    "unknown-lookup-key",
+                                    format!("unknown lookup key '{key}' in {tname}"),
+                                    hint,
+                                );
                             }
                         }
                     }
@@ -1083,10 +1082,10 @@ impl<'a> FlowCx<'a> {
         let mut edges = BTreeSet::new();
         for (i, n) in nodes.iter().enumerate() {
             for r in &n.refs {
-                if let Some(&j) = owner.get(r.id.as_str()) {
-                    if j != i {
-                        edges.insert((j, i));
-                    }
+                if let Some(&j) = owner.get(r.id.as_str())
+                    && j != i
+                {
+                    edges.insert((j, i));
                 }
             }
         }

@@ -118,10 +118,10 @@ impl Diagnostic {
         if !s.is_empty() {
             s.push_str(": ");
         }
-        if let Some(p) = &self.path {
-            if !p.is_empty() {
-                let _ = write!(s, "{p}: ");
-            }
+        if let Some(p) = &self.path
+            && !p.is_empty()
+        {
+            let _ = write!(s, "{p}: ");
         }
         s.push_str(&self.message);
         if let Some(h) = &self.hint {
@@ -153,10 +153,10 @@ impl Diagnostic {
                 .collect();
             let _ = writeln!(out, "{pad} | {caret_pad}^");
         }
-        if let Some(p) = &self.path {
-            if !p.is_empty() {
-                let _ = writeln!(out, "  = at: {p}");
-            }
+        if let Some(p) = &self.path
+            && !p.is_empty()
+        {
+            let _ = writeln!(out, "  = at: {p}");
         }
         if let Some(h) = &self.hint {
             let _ = writeln!(out, "  = hint: {h}");

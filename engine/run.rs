@@ -745,11 +745,11 @@ impl<'a> Exec<'a> {
                 }
                 let span = tracing::info_span!("step", id = %step.id, kind = step.kind.name());
                 let result = async {
-                    if let Some(cond) = &step.when {
-                        if !self.eval_bool(cond, scope)? {
-                            tracing::debug!("condition false; skipped");
-                            return Ok(None);
-                        }
+                    if let Some(cond) = &step.when
+                        && !self.eval_bool(cond, scope)?
+                    {
+                        tracing::debug!("condition false; skipped");
+                        return Ok(None);
                     }
                     step.kind.run(self, scope).await.map(Some)
                 }

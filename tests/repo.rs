@@ -53,10 +53,10 @@ fn shipped_names() -> Vec<String> {
             if let Some(id) = doc.value.get("id").and_then(|v| v.as_str()) {
                 names.push(id.to_string());
             }
-            if let Some(name) = doc.value.get("name").and_then(|v| v.as_str()) {
-                if dir == "lookups" {
-                    names.push(name.to_string());
-                }
+            if let Some(name) = doc.value.get("name").and_then(|v| v.as_str())
+                && dir == "lookups"
+            {
+                names.push(name.to_string());
             }
             if let Some(rows) = doc.value.get("rows").and_then(|v| v.as_array()) {
                 for row in rows {

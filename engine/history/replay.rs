@@ -134,49 +134,49 @@ pub async fn run_recorded(
             Err(e) => warnings.push(e),
         }
     }
-    if let (Some(store), Some(id)) = (store, &run_id) {
-        if !req.parts.is_empty() {
-            let parts: Vec<InputPart> = req
-                .parts
-                .iter()
-                .map(|(name, path, file_name)| InputPart {
-                    name: name.clone(),
-                    kind: part_kind(plan, name),
-                    path: path.clone(),
-                    file_name: file_name.clone(),
-                })
-                .collect();
-            let kept = match store.keep_input(id, &parts).await {
-                Ok(()) => store.input(id).await,
-                Err(e) => Err(e),
-            };
-            match kept {
-                Ok(kept) => match trigger_input(plan, &trigger_parts(&kept)) {
-                    Ok(i) => input = i,
-                    Err(e) => warnings.push(HistoryError::Invalid(format!(
-                        "the kept input does not load ({e}); the run uses the delivered one"
-                    ))),
-                },
-                Err(e) => warnings.push(e),
-            }
+    if let (Some(store), Some(id)) = (store, &run_id)
+        && !req.parts.is_empty()
+    {
+        let parts: Vec<InputPart> = req
+            .parts
+            .iter()
+            .map(|(name, path, file_name)| InputPart {
+                name: name.clone(),
+                kind: part_kind(plan, name),
+                path: path.clone(),
+                file_name: file_name.clone(),
+            })
+            .collect();
+        let kept = match store.keep_input(id, &parts).await {
+            Ok(()) => store.input(id).await,
+            Err(e) => Err(e),
+        };
+        match kept {
+            Ok(kept) => match trigger_input(plan, &trigger_parts(&kept)) {
+                Ok(i) => input = i,
+                Err(e) => warnings.push(HistoryError::Invalid(format!(
+                    "the kept input does not load ({e}); the run uses the delivered one"
+                ))),
+            },
+            Err(e) => warnings.push(e),
         }
     }
     let id = run_id.clone().unwrap_or_else(new_run_id);
     let report = match engine.run_with_id(&req.flow, input, id.clone()).await {
         Ok(r) => r,
         Err(failure) => {
-            if let (Some(store), Some(_)) = (store, &run_id) {
-                if let Err(e) = store.abandon(&id, &failure.to_string()).await {
-                    tracing::warn!(run_id = %id, error = %e, "cannot record that the run did not start");
-                }
+            if let (Some(store), Some(_)) = (store, &run_id)
+                && let Err(e) = store.abandon(&id, &failure.to_string()).await
+            {
+                tracing::warn!(run_id = %id, error = %e, "cannot record that the run did not start");
             }
             return Err(failure);
         }
     };
-    if let (Some(store), Some(_)) = (store, &run_id) {
-        if let Err(e) = store.finish(&report).await {
-            warnings.push(e);
-        }
+    if let (Some(store), Some(_)) = (store, &run_id)
+        && let Err(e) = store.finish(&report).await
+    {
+        warnings.push(e);
     }
     Ok(Recorded { report, warnings })
 }

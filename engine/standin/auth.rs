@@ -61,7 +61,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 fn decode_base64(input: &str) -> Option<Vec<u8>> {
     let data = input.trim_end_matches('=');
     let padding = input.len() - data.len();
-    if padding > 2 || (padding > 0 && input.len() % 4 != 0) || data.len() % 4 == 1 {
+    if padding > 2 || (padding > 0 && !input.len().is_multiple_of(4)) || data.len() % 4 == 1 {
         return None;
     }
     let mut out = Vec::with_capacity(data.len() * 3 / 4);

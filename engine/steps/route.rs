@@ -38,22 +38,22 @@ impl RouteStep {
     pub fn compile(&self, cx: &mut FlowCx<'_>, ptr: &str) -> RoutePlan {
         let by_ptr = format!("{ptr}/by");
         let by = cx.expression(&by_ptr, &self.by);
-        if let Some(Value::String(v)) = cx.constant(&by) {
-            if !self.cases.contains_key(&v) {
-                let cases: Vec<_> = self.cases.keys().map(String::as_str).collect();
-                cx.error_at(
-                    &by_ptr,
-                    "unknown-route-value",
-                    format!("`{}` is '{v}', which no case handles", self.by.trim()),
-                    Some(match cx.lookup_origin(&by) {
-                        Some(origin) => format!(
-                            "expected one of: {}; the value is set at {origin}",
-                            cases.join(", ")
-                        ),
-                        None => format!("expected one of: {}", cases.join(", ")),
-                    }),
-                );
-            }
+        if let Some(Value::String(v)) = cx.constant(&by)
+            && !self.cases.contains_key(&v)
+        {
+            let cases: Vec<_> = self.cases.keys().map(String::as_str).collect();
+            cx.error_at(
+                &by_ptr,
+                "unknown-route-value",
+                format!("`{}` is '{v}', which no case handles", self.by.trim()),
+                Some(match cx.lookup_origin(&by) {
+                    Some(origin) => format!(
+                        "expected one of: {}; the value is set at {origin}",
+                        cases.join(", ")
+                    ),
+                    None => format!("expected one of: {}", cases.join(", ")),
+                }),
+            );
         }
         let mut cases = BTreeMap::new();
         for (name, steps) in &self.cases {

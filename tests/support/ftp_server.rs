@@ -272,10 +272,10 @@ pub fn binary_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     let mut i = 0usize;
     while bytes.len() < len {
         bytes.push(((i * 31 + i / 7919) % 256) as u8);
-        if i % 97 == 0 {
+        if i.is_multiple_of(97) {
             bytes.extend_from_slice(b"\r\n");
         }
-        if i % 89 == 0 {
+        if i.is_multiple_of(89) {
             bytes.push(b'\n');
         }
         i += 1;

@@ -514,23 +514,24 @@ fn rename(dir: &Path, body: &[u8]) -> Response {
     if !src.is_file() {
         return object_not_found(&from);
     }
-    if let Some(tag) = field("srcObjIfMatchETag") {
-        if tag != etag(&src) {
-            return oci_error(
-                StatusCode::PRECONDITION_FAILED,
-                "IfMatchFailed",
-                "source etag",
-            );
-        }
+    if let Some(tag) = field("srcObjIfMatchETag")
+        && tag != etag(&src)
+    {
+        return oci_error(
+            StatusCode::PRECONDITION_FAILED,
+            "IfMatchFailed",
+            "source etag",
+        );
     }
-    if let Some(tag) = field("newObjIfNoneMatchETag") {
-        if dst.is_file() && (tag == "*" || tag == etag(&dst)) {
-            return oci_error(
-                StatusCode::PRECONDITION_FAILED,
-                "IfNoneMatchFailed",
-                "The newObjIfNoneMatchETag condition failed",
-            );
-        }
+    if let Some(tag) = field("newObjIfNoneMatchETag")
+        && dst.is_file()
+        && (tag == "*" || tag == etag(&dst))
+    {
+        return oci_error(
+            StatusCode::PRECONDITION_FAILED,
+            "IfNoneMatchFailed",
+            "The newObjIfNoneMatchETag condition failed",
+        );
     }
     std::fs::rename(&src, &dst).unwrap();
     StatusCode::OK.into_response()
