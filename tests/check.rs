@@ -2,21 +2,14 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
 
+#[path = "support/project.rs"]
+mod project;
+
 use std::path::Path;
 
-use ferry::compile::{Inputs, load};
+use project::copy_dir;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
+use ferry::compile::{Inputs, load};
 
 #[tokio::test]
 async fn check_reaches_every_connection_and_location() {

@@ -3,8 +3,18 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
 
-use std::path::{Path, PathBuf};
+#[path = "support/project.rs"]
+mod project;
+
+use std::path::Path;
 use std::process::{Command, Output};
+
+use project::repo;
+
+/// The shipped flows under `dir`, REST pointing at a closed port.
+fn project(dir: &Path) {
+    project::shipped_project(dir, "http://127.0.0.1:9");
+}
 
 fn ferry(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -14,39 +24,12 @@ fn ferry(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-/// A copy of the shipped flows and lookups whose connections point into `dir/data`.
-fn project(dir: &Path) {
-    copy_dir(&repo().join("flows"), &dir.join("flows"));
-    copy_dir(&repo().join("lookups"), &dir.join("lookups"));
-    let conns = std::fs::read_to_string(repo().join("examples/demo/connections.yaml"))
-        .unwrap()
-        .replace("${DEMO_DIR}", &dir.display().to_string())
-        .replace("${STANDIN_URL}", "http://127.0.0.1:9");
-    std::fs::write(dir.join("flows/connections.yaml"), conns).unwrap();
 }
 
 #[test]

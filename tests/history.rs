@@ -6,6 +6,8 @@
 //! migrations, interrupted runs, and no secret in the database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/project.rs"]
+mod project;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use ferry::run::{Engine, Event, RunReport};
 use ferry::standin::{FailurePlan, StandInConfig};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use support::{Workspace, demo_data, demo_input, repo};
+use support::{Workspace, demo_data, demo_input};
 
 const OS_ENROLL: &str = "OUTL-BA-DACS_OUAI_OS_ENROLL";
 const ENROLL_ACK: &str = "OUTL-BA-OUAI_DACS_OS_ENROLL_ACK";
@@ -676,30 +678,6 @@ async fn ferry_env(dir: &Path, args: &[&str], env: (&str, &str)) -> Output {
         .unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-/// A copy of the shipped flows and lookups whose connections point into `dir/data`, with
-/// the stand-ins on a closed port (as in tests/cli.rs).
-fn project(dir: &Path) {
-    copy_dir(&repo().join("flows"), &dir.join("flows"));
-    copy_dir(&repo().join("lookups"), &dir.join("lookups"));
-    let conns = std::fs::read_to_string(repo().join("examples/demo/connections.yaml"))
-        .unwrap()
-        .replace("${DEMO_DIR}", &dir.display().to_string())
-        .replace("${STANDIN_URL}", "http://127.0.0.1:9");
-    std::fs::write(dir.join("flows/connections.yaml"), conns).unwrap();
-}
-
 fn json_out(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(o), stderr(o)))
 }
@@ -1124,4 +1102,9 @@ async fn the_store_contract_holds_on_postgres() {
         .await
         .unwrap();
     store_contract(&store, dir.path()).await;
+}
+
+/// The shipped flows under `dir`, with the stand-ins on a closed port (as in tests/cli.rs).
+fn project(dir: &Path) {
+    project::shipped_project(dir, "http://127.0.0.1:9");
 }
