@@ -36,6 +36,10 @@ mod ftp_server;
 #[path = "../tests/support/s3_server.rs"]
 mod s3_server;
 
+#[path = "../tests/support/project.rs"]
+mod project;
+
+use project::copy_dir;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,18 +57,6 @@ const S3_SECRET_VAR: &str = "FERRY_BENCH_S3_SECRET";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Writes `mib` MiB of xorshift bytes (incompressible, no repeating block).
