@@ -186,6 +186,43 @@ pub enum Command {
         #[arg(long)]
         reset: bool,
     },
+    /// Run a flow directory: fire schedules, answer REST triggers, serve the API, metrics and
+    /// the monitoring page, record every run; reload flows when they change.
+    Serve {
+        /// Sources.
+        #[command(flatten)]
+        sources: Sources,
+        /// Address to listen on (a non-loopback address needs FERRY_OPERATOR_USER /
+        /// FERRY_OPERATOR_PASSWORD).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Data directory: the embedded run history (SQLite) and kept trigger inputs.
+        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// A PostgreSQL run history shared by several instances (`postgres://…`).
+        #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// This instance's id in run history and leases (default: host-pid-random).
+        #[arg(long)]
+        instance: Option<String>,
+        /// On SIGTERM, how long runs under way may take before they are asked to stop at
+        /// their next step (and again before they are recorded interrupted).
+        #[arg(long, value_parser = history::text::parse_age, default_value = "30s")]
+        grace: std::time::Duration,
+        /// How long a flow's lease lasts unrenewed (a crashed instance's scheduled flows are
+        /// taken over after it).
+        #[arg(long, value_parser = history::text::parse_age, default_value = "30s")]
+        lease: std::time::Duration,
+        /// Purge runs older than this every hour (`30d`); default: keep until `ferry purge`.
+        #[arg(long, value_parser = history::text::parse_age)]
+        retention: Option<std::time::Duration>,
+        /// Do not fire schedules (triggers and API only).
+        #[arg(long)]
+        no_schedules: bool,
+        /// Do not watch the flow directory for changes.
+        #[arg(long)]
+        no_watch: bool,
+    },
     /// Serve the DACS and DERMS stand-ins for rehearsing flows.
     StandIn {
         /// Address to listen on.
@@ -396,6 +433,52 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             let ok = crate::demo::run(&plan, &dir, reset, &mut out).await?;
             out.flush()?;
             Ok(if ok { 0 } else { EXIT_RUN_FAILED })
+        }
+        Command::Serve {
+            sources,
+            listen,
+            data,
+            database_url,
+            instance,
+            grace,
+            lease,
+            retention,
+            no_schedules,
+            no_watch,
+        } => {
+            let users = crate::serve::Users::from_env()?;
+            let opts = crate::serve::ServeOptions {
+                inputs: Inputs {
+                    paths: vec![sources.flows.clone()],
+                    lookups: sources.lookups.clone(),
+                    connections: sources.connections.clone(),
+                },
+                data_dir: data,
+                database_url,
+                listen,
+                instance,
+                grace,
+                schedules: !no_schedules,
+                watch: !no_watch,
+                lease_ttl: lease,
+                retention,
+                spool_dir: None,
+                users,
+            };
+            let result = crate::serve::serve(opts, crate::serve::shutdown_signal(), |addr| {
+                eprintln!(
+                    "ferry serve listening on http://{addr} (monitoring page: http://{addr}/ui)"
+                );
+            })
+            .await;
+            match result {
+                Ok(()) => Ok(0),
+                Err(crate::serve::ServeError::Invalid(text)) => {
+                    eprint!("{text}");
+                    Ok(EXIT_INVALID)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::StandIn { listen, user } => {
             let config = match user {

@@ -63,6 +63,8 @@ pub struct FlowPlan {
     pub version: String,
     /// Triggers.
     pub trigger: Trigger,
+    /// The parsed schedule of `trigger.schedule`.
+    pub schedule: Option<Arc<crate::schedule::CronSchedule>>,
     /// Parameter names.
     pub params: BTreeMap<String, crate::model::Param>,
     /// The flow's template environment.
@@ -263,6 +265,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
     };
     let mut flows = BTreeMap::new();
     let mut locations: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    check_trigger_paths(&raws, &mut diags);
     for (raw, doc) in &raws {
         let plan = compile_flow(raw, doc, &index, &mut diags, &mut locations);
         flows.insert(raw.id.clone(), Arc::new(plan));
@@ -599,16 +602,102 @@ fn compile_flow(
         )
     });
     cx.check_refs();
+    let schedule = compile_trigger(raw, doc, diags);
     FlowPlan {
         id: raw.id.clone(),
         name: raw.name.clone(),
         version: raw.version.clone(),
         trigger: raw.trigger.clone(),
+        schedule,
         params: raw.params.clone(),
         templates,
         steps,
         on_error,
         path: doc.path.clone(),
+    }
+}
+
+/// Checks the triggers: the schedule parses in its time zone, a REST trigger's method and
+/// path are servable. Returns the parsed schedule.
+fn compile_trigger(
+    raw: &RawFlow,
+    doc: &SourceDoc,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Arc<crate::schedule::CronSchedule>> {
+    use crate::schedule::{CronSchedule, ScheduleError};
+    if let Some(rest) = &raw.trigger.rest {
+        if !["POST", "PUT"].contains(&rest.method.as_str()) {
+            diags.push(
+                Diagnostic::error(
+                    "bad-method",
+                    format!("a REST trigger takes POST or PUT, not '{}'", rest.method),
+                )
+                .at(doc, "/trigger/rest/method"),
+            );
+        }
+        let p = &rest.path;
+        if !p.starts_with('/') || p.contains("//") || p.split('/').any(|s| s == ".." || s == ".") {
+            diags.push(
+                Diagnostic::error(
+                    "bad-path",
+                    format!("a REST trigger path is absolute and plain, like /a/b/c: '{p}'"),
+                )
+                .at(doc, "/trigger/rest/path"),
+            );
+        } else if p.chars().any(|c| c.is_whitespace() || "{}?#%*".contains(c)) {
+            diags.push(
+                Diagnostic::error(
+                    "bad-path",
+                    format!("a REST trigger path has no patterns, queries or escapes: '{p}'"),
+                )
+                .at(doc, "/trigger/rest/path"),
+            );
+        }
+    }
+    let sched = raw.trigger.schedule.as_ref()?;
+    match CronSchedule::parse(&sched.cron, sched.timezone.as_deref()) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e @ ScheduleError::Cron { .. }) => {
+            diags.push(
+                Diagnostic::error("bad-cron", e.to_string()).at(doc, "/trigger/schedule/cron"),
+            );
+            None
+        }
+        Err(e @ ScheduleError::TimeZone(_)) => {
+            let mut d = Diagnostic::error("bad-timezone", e.to_string())
+                .at(doc, "/trigger/schedule/timezone");
+            if let Some(tz) = &sched.timezone
+                && let Some(h) = did_you_mean(tz, crate::schedule::timezone_names())
+            {
+                d = d.hint(h);
+            }
+            diags.push(d);
+            None
+        }
+    }
+}
+
+/// Two flows may not answer the same REST trigger.
+fn check_trigger_paths(raws: &[(RawFlow, Arc<SourceDoc>)], diags: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<(String, String), &str> = HashMap::new();
+    for (raw, doc) in raws {
+        if let Some(rest) = &raw.trigger.rest {
+            let key = (rest.method.clone(), rest.path.clone());
+            if let Some(other) = seen.get(&key) {
+                diags.push(
+                    Diagnostic::error(
+                        "duplicate-trigger",
+                        format!(
+                            "flow '{other}' already answers {} {}",
+                            rest.method, rest.path
+                        ),
+                    )
+                    .at(doc, "/trigger/rest/path"),
+                );
+            } else {
+                seen.insert(key, &raw.id);
+            }
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 //! - [`template`] — minijinja templates and expressions; [`lookups`] — lookup tables.
 //! - [`steps`] — one file per step kind, one closed enum, one dispatch.
 //! - [`run`] — the executor, run reports and events.
+//! - [`schedule`] — cron schedules with time zones; [`serve`] — `ferry serve`: scheduler,
+//!   HTTP API and triggers, monitoring page, hot reload, several instances.
 //! - [`history`] — the run history store (SQLite embedded; PostgreSQL-ready) and resubmits.
 //! - [`connectors`] — local directories, FTP/FTPS, S3, OCI Object Storage, HTTP, mail (one
 //!   closed enum per capability).
@@ -32,6 +34,8 @@ pub mod history;
 pub mod lookups;
 pub mod model;
 pub mod run;
+pub mod schedule;
+pub mod serve;
 pub mod standin;
 pub mod steps;
 pub mod template;

@@ -9,8 +9,13 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = ferry::cli::Cli::parse();
+    // a server logs what it does; a command line tool only what went wrong
+    let default = match cli.command {
+        ferry::cli::Command::Serve { .. } => "info",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -100,6 +100,29 @@ pub struct RestTrigger {
     pub path: String,
     /// The parts of a multipart/form-data request, by part name.
     pub parts: BTreeMap<String, PartSpec>,
+    /// HTTP Basic credentials a caller must present, read from the environment of
+    /// `ferry serve` (names of variables, never the secrets). Without it the trigger takes
+    /// the server's own API credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthEnv>,
+    /// Largest request body accepted, in MiB (413 above it).
+    #[serde(default = "default_max_body_mib")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_body_mib: u64,
+}
+
+fn default_max_body_mib() -> u64 {
+    64
+}
+
+/// HTTP Basic credentials, by environment variable names.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthEnv {
+    /// Variable holding the user name.
+    pub username_env: String,
+    /// Variable holding the password.
+    pub password_env: String,
 }
 
 fn post() -> String {

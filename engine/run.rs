@@ -80,6 +80,8 @@ pub enum ErrorKind {
     Config,
     /// A child flow failed.
     ChildFlow,
+    /// The run was stopped between steps (the server shut down).
+    Interrupted,
 }
 
 /// A step failure.
@@ -326,6 +328,18 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Where spool directories are made (the system's temp dir by default).
     pub spool_dir: Option<PathBuf>,
+    /// When cancelled, runs stop before their next step (a step under way finishes, so a
+    /// file is never left half-moved) and fail with [`ErrorKind::Interrupted`].
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// Told how long each step took (metrics).
+    pub observer: Option<Arc<dyn StepObserver>>,
+}
+
+/// Watches steps finish (the server's metrics implement it).
+pub trait StepObserver: Send + Sync + std::fmt::Debug {
+    /// Step `step` of kind `kind` in flow `flow` took `elapsed`; `ok` is false when it
+    /// failed.
+    fn step_finished(&self, flow: &str, kind: &str, elapsed: std::time::Duration, ok: bool);
 }
 
 /// A run-time failure before any step ran.
@@ -520,7 +534,8 @@ pub fn new_run_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-fn now() -> String {
+/// Now, as run reports write it: RFC 3339, UTC, milliseconds.
+pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -743,7 +758,24 @@ impl<'a> Exec<'a> {
                     (RunOn::Success, true) | (RunOn::Failure, false) => continue,
                     _ => {}
                 }
+                if let Some(cancel) = &self.engine.options.cancel
+                    && cancel.is_cancelled()
+                {
+                    let e = StepError::new(
+                        ErrorKind::Interrupted,
+                        "interrupted: ferry is shutting down; resubmit the run to finish it",
+                    );
+                    scope.vars.insert("error".into(), e.to_value());
+                    self.event(Event::Failed {
+                        step: step.id.clone(),
+                        message: e.message.clone(),
+                    });
+                    let mut e = e;
+                    e.step = step.id.clone();
+                    return Err(e);
+                }
                 let span = tracing::info_span!("step", id = %step.id, kind = step.kind.name());
+                let started = std::time::Instant::now();
                 let result = async {
                     if let Some(cond) = &step.when
                         && !self.eval_bool(cond, scope)?
@@ -755,6 +787,16 @@ impl<'a> Exec<'a> {
                 }
                 .instrument(span)
                 .await;
+                if let Some(observer) = &self.engine.options.observer
+                    && !matches!(result, Ok(None))
+                {
+                    observer.step_finished(
+                        &self.flow.id,
+                        step.kind.name(),
+                        started.elapsed(),
+                        result.is_ok(),
+                    );
+                }
                 match result {
                     Ok(None) => {}
                     Ok(Some(StepResult::Value(v))) => scope.set_output(&step.id, v),

@@ -549,7 +549,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 1);
+    assert_eq!(a.schema_version().await.unwrap(), 2);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
     assert_eq!(
@@ -572,8 +572,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 1);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 1);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 2);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 2);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -1077,7 +1077,7 @@ async fn store_contract(store: &Store, scratch: &Path) {
         outcomes,
         [Outcome::Interrupted, Outcome::Failed, Outcome::Succeeded]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

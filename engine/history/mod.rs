@@ -57,6 +57,7 @@
 //! kept trigger parts; [`Store::mark_interrupted_runs`] turns runs left `running` by a crash
 //! into `interrupted` (call it once when the process that owns the store starts).
 
+mod cluster;
 mod derive;
 mod replay;
 mod schema;
@@ -68,8 +69,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use cluster::{Instance, Tick, TickStatus};
 pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record_outcomes};
-pub use replay::{Recorded, ResubmitError, RunRequest, input_summary, resubmit, run_recorded};
+pub use replay::{
+    Prepared, Recorded, ResubmitError, RunRequest, execute, input_summary, prepare, resubmit,
+    resubmit_request, run_recorded,
+};
 pub use store::Store;
 
 use crate::model::PartKind;

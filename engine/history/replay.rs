@@ -102,15 +102,54 @@ pub fn input_summary(flow: &FlowPlan, input: &Map<String, Value>) -> Option<Stri
     Some(parts.join("; "))
 }
 
-/// Runs `req.flow` on `engine` and records it in `store` (none: just runs it). The trigger
-/// parts are checked first (a wrong part is an error and nothing is recorded); then the run
-/// is recorded `running`, its parts are kept, and the run reads the kept copies, so a
-/// resubmit sees exactly what the first run saw.
+/// A run recorded as `running` (its trigger input kept), not started yet
+/// ([`prepare`], then [`execute`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The run id (recorded when [`Prepared::recorded`]).
+    pub run_id: String,
+    flow: String,
+    input: Map<String, Value>,
+    /// The run has a row in the store.
+    begun: bool,
+    /// ... and its trigger input is kept.
+    recorded: bool,
+    /// Recording failures so far.
+    pub warnings: Vec<HistoryError>,
+}
+
+impl Prepared {
+    /// Whether the run and its input are in the store.
+    pub fn recorded(&self) -> bool {
+        self.recorded
+    }
+
+    /// The flow id.
+    pub fn flow(&self) -> &str {
+        &self.flow
+    }
+}
+
+/// Runs `req.flow` on `engine` and records it in `store` (none: just runs it):
+/// [`prepare`] then [`execute`].
 pub async fn run_recorded(
     engine: &Engine,
     store: Option<&Store>,
     req: RunRequest,
 ) -> Result<Recorded, RunFailure> {
+    let prepared = prepare(engine, store, req).await?;
+    execute(engine, store, prepared).await
+}
+
+/// Checks the trigger parts (a wrong part is an error and nothing is recorded), records
+/// the run `running` and keeps its parts; the run will read the kept copies, so a resubmit
+/// sees exactly what the first run saw. A store failure is a warning here: see
+/// [`Prepared::recorded`] when an unrecorded run must not start.
+pub async fn prepare(
+    engine: &Engine,
+    store: Option<&Store>,
+    req: RunRequest,
+) -> Result<Prepared, RunFailure> {
     let plan = engine
         .project()
         .flows
@@ -134,6 +173,7 @@ pub async fn run_recorded(
             Err(e) => warnings.push(e),
         }
     }
+    let mut recorded = run_id.is_some();
     if let (Some(store), Some(id)) = (store, &run_id)
         && !req.parts.is_empty()
     {
@@ -154,18 +194,48 @@ pub async fn run_recorded(
         match kept {
             Ok(kept) => match trigger_input(plan, &trigger_parts(&kept)) {
                 Ok(i) => input = i,
-                Err(e) => warnings.push(HistoryError::Invalid(format!(
-                    "the kept input does not load ({e}); the run uses the delivered one"
-                ))),
+                Err(e) => {
+                    recorded = false;
+                    warnings.push(HistoryError::Invalid(format!(
+                        "the kept input does not load ({e}); the run uses the delivered one"
+                    )));
+                }
             },
-            Err(e) => warnings.push(e),
+            Err(e) => {
+                recorded = false;
+                warnings.push(e);
+            }
         }
     }
-    let id = run_id.clone().unwrap_or_else(new_run_id);
-    let report = match engine.run_with_id(&req.flow, input, id.clone()).await {
+    Ok(Prepared {
+        begun: run_id.is_some(),
+        run_id: run_id.unwrap_or_else(new_run_id),
+        flow: req.flow,
+        input,
+        recorded,
+        warnings,
+    })
+}
+
+/// Runs a prepared run and records how it ended.
+pub async fn execute(
+    engine: &Engine,
+    store: Option<&Store>,
+    prepared: Prepared,
+) -> Result<Recorded, RunFailure> {
+    let Prepared {
+        run_id: id,
+        flow,
+        input,
+        begun,
+        recorded: _,
+        mut warnings,
+    } = prepared;
+    let store = store.filter(|_| begun);
+    let report = match engine.run_with_id(&flow, input, id.clone()).await {
         Ok(r) => r,
         Err(failure) => {
-            if let (Some(store), Some(_)) = (store, &run_id)
+            if let Some(store) = store
                 && let Err(e) = store.abandon(&id, &failure.to_string()).await
             {
                 tracing::warn!(run_id = %id, error = %e, "cannot record that the run did not start");
@@ -173,7 +243,7 @@ pub async fn run_recorded(
             return Err(failure);
         }
     };
-    if let (Some(store), Some(_)) = (store, &run_id)
+    if let Some(store) = store
         && let Err(e) = store.finish(&report).await
     {
         warnings.push(e);
@@ -190,6 +260,13 @@ pub async fn resubmit(
     store: &Store,
     run_id: &str,
 ) -> Result<Recorded, ResubmitError> {
+    let req = resubmit_request(store, run_id).await?;
+    Ok(run_recorded(engine, Some(store), req).await?)
+}
+
+/// The request that resubmits recorded run `run_id`: same flow, its kept trigger input,
+/// trigger `resubmit`, linked by `resubmit_of`. Refused while the run is still running.
+pub async fn resubmit_request(store: &Store, run_id: &str) -> Result<RunRequest, ResubmitError> {
     let original = store
         .get(run_id)
         .await?
@@ -198,13 +275,12 @@ pub async fn resubmit(
         return Err(ResubmitError::StillRunning(run_id.to_string()));
     }
     let kept = store.input(run_id).await?;
-    let req = RunRequest {
+    Ok(RunRequest {
         flow: original.summary.flow.clone(),
         trigger: Trigger::Resubmit,
         parts: trigger_parts(&kept),
         resubmit_of: Some(run_id.to_string()),
-    };
-    Ok(run_recorded(engine, Some(store), req).await?)
+    })
 }
 
 fn trigger_parts(kept: &[StoredPart]) -> Vec<(String, PathBuf, Option<String>)> {

@@ -1,8 +1,9 @@
 //! Schema migrations: ordered, idempotent steps recorded in `schema_migrations`.
 //!
 //! Each step is a list of single statements (PostgreSQL's extended protocol takes one per
-//! query) that are safe to run again (`IF NOT EXISTS`), applied in one transaction together
-//! with its `schema_migrations` row (`ON CONFLICT DO NOTHING`). On PostgreSQL a table lock on
+//! query), applied in one transaction together with its `schema_migrations` row, which is
+//! written first (`ON CONFLICT DO NOTHING`): a step another process applied meanwhile is
+//! skipped. On PostgreSQL a table lock on
 //! `schema_migrations` serialises concurrent migrators; on SQLite the write lock does. A new step
 //! is appended with the next version; applied steps are never edited.
 
@@ -20,11 +21,12 @@ struct Migration {
 }
 
 /// The steps, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "runs, files, records, emails, inputs",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS runs (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "runs, files, records, emails, inputs",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS runs (
             id TEXT PRIMARY KEY,
             flow TEXT NOT NULL,
             flow_name TEXT NOT NULL,
@@ -51,11 +53,11 @@ const MIGRATIONS: &[Migration] = &[Migration {
             error_record BIGINT,
             events TEXT NOT NULL DEFAULT '[]'
         )",
-        "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)",
-        "CREATE INDEX IF NOT EXISTS runs_flow_started ON runs (flow, started_at)",
-        "CREATE INDEX IF NOT EXISTS runs_outcome ON runs (outcome)",
-        "CREATE INDEX IF NOT EXISTS runs_resubmit_of ON runs (resubmit_of)",
-        "CREATE TABLE IF NOT EXISTS run_files (
+            "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)",
+            "CREATE INDEX IF NOT EXISTS runs_flow_started ON runs (flow, started_at)",
+            "CREATE INDEX IF NOT EXISTS runs_outcome ON runs (outcome)",
+            "CREATE INDEX IF NOT EXISTS runs_resubmit_of ON runs (resubmit_of)",
+            "CREATE TABLE IF NOT EXISTS run_files (
             run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
             seq BIGINT NOT NULL,
             action TEXT NOT NULL,
@@ -66,7 +68,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             bytes BIGINT,
             PRIMARY KEY (run_id, seq)
         )",
-        "CREATE TABLE IF NOT EXISTS run_records (
+            "CREATE TABLE IF NOT EXISTS run_records (
             run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
             seq BIGINT NOT NULL,
             connection TEXT NOT NULL,
@@ -76,14 +78,14 @@ const MIGRATIONS: &[Migration] = &[Migration {
             outcome TEXT NOT NULL,
             PRIMARY KEY (run_id, seq)
         )",
-        "CREATE TABLE IF NOT EXISTS run_emails (
+            "CREATE TABLE IF NOT EXISTS run_emails (
             run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
             seq BIGINT NOT NULL,
             recipients TEXT NOT NULL,
             subject TEXT NOT NULL,
             PRIMARY KEY (run_id, seq)
         )",
-        "CREATE TABLE IF NOT EXISTS run_inputs (
+            "CREATE TABLE IF NOT EXISTS run_inputs (
             run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
             part TEXT NOT NULL,
             kind TEXT NOT NULL,
@@ -93,8 +95,39 @@ const MIGRATIONS: &[Migration] = &[Migration {
             json_value TEXT,
             PRIMARY KEY (run_id, part)
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "serve: run owners, instances, leases, schedule ticks",
+        statements: &[
+            "ALTER TABLE runs ADD COLUMN instance TEXT",
+            "CREATE INDEX IF NOT EXISTS runs_instance_outcome ON runs (instance, outcome)",
+            "CREATE TABLE IF NOT EXISTS instances (
+                id TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                pid BIGINT NOT NULL,
+                started_at TEXT NOT NULL,
+                heartbeat_ms BIGINT NOT NULL
+            )",
+            "CREATE TABLE IF NOT EXISTS leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                expires_ms BIGINT NOT NULL
+            )",
+            "CREATE TABLE IF NOT EXISTS ticks (
+                flow TEXT NOT NULL,
+                tick_at TEXT NOT NULL,
+                instance TEXT NOT NULL,
+                status TEXT NOT NULL,
+                run_id TEXT,
+                note TEXT,
+                PRIMARY KEY (flow, tick_at)
+            )",
+            "CREATE INDEX IF NOT EXISTS ticks_at ON ticks (tick_at)",
+        ],
+    },
+];
 
 /// The highest version this ferry knows.
 pub(super) fn latest() -> i64 {
@@ -126,10 +159,10 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Hist
                 .execute(&mut *tx)
                 .await?;
         }
-        for statement in m.statements {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
-        sqlx::query(
+        // The version row first: it takes SQLite's write lock, and a migrator that lost a
+        // race to another process finds the row there and leaves the step alone (statements
+        // such as ADD COLUMN cannot run twice).
+        let claimed = sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)
              ON CONFLICT (version) DO NOTHING",
         )
@@ -138,6 +171,13 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Hist
         .bind(now())
         .execute(&mut *tx)
         .await?;
+        if claimed.rows_affected() == 0 {
+            tx.rollback().await?;
+            continue;
+        }
+        for statement in m.statements {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         tracing::debug!(version = m.version, name = m.name, "run history migrated");
     }

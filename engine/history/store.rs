@@ -39,9 +39,11 @@ const MAX_PARAMS: usize = 900;
 /// clone (the connection pool is shared).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     data_dir: PathBuf,
     backend: Backend,
+    /// The server instance that owns the runs this handle begins ([`Store::owned_by`]).
+    pub(super) instance: Option<String>,
 }
 
 /// Now, as stored: RFC 3339, UTC, milliseconds, `Z`.
@@ -268,6 +270,7 @@ impl Store {
             pool,
             data_dir,
             backend,
+            instance: None,
         })
     }
 
@@ -303,8 +306,8 @@ impl Store {
         let id = crate::run::new_run_id();
         sqlx::query(
             "INSERT INTO runs (id, flow, flow_name, trigger_kind, outcome, dry_run, started_at,
-                resubmit_of, input_summary)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                resubmit_of, input_summary, instance)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id.clone())
         .bind(run.flow.to_string())
@@ -315,6 +318,7 @@ impl Store {
         .bind(now())
         .bind(run.resubmit_of.map(str::to_string))
         .bind(run.input_summary.map(str::to_string))
+        .bind(self.instance.clone())
         .execute(&self.pool)
         .await?;
         Ok(id)
@@ -769,6 +773,15 @@ impl Store {
     }
 }
 
+/// The outcome to store: the engine's, or `interrupted` when the run was stopped between
+/// steps by a shutdown.
+fn stored_outcome(report: &RunReport) -> Outcome {
+    match &report.error {
+        Some(e) if e.kind == crate::run::ErrorKind::Interrupted => Outcome::Interrupted,
+        _ => Outcome::from(report.outcome),
+    }
+}
+
 /// Writes a report's outcome and children over run `report.run_id`.
 async fn write_report(
     conn: &mut sqlx::AnyConnection,
@@ -804,7 +817,7 @@ async fn write_report(
          WHERE id = $21",
     )
     .bind(report.flow_name.clone())
-    .bind(Outcome::from(report.outcome).as_str())
+    .bind(stored_outcome(report).as_str())
     .bind(i64::from(report.dry_run))
     .bind(started.clone())
     .bind(finished.clone())

@@ -1,0 +1,678 @@
+//! The HTTP API: REST triggers declared by flows, ferry's JSON API, the OIC-compatible
+//! paths, health, readiness and metrics.
+//!
+//! Errors are JSON: `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
+
+use super::Server;
+use super::app::StartError;
+use super::auth::{Denied, Role, check_one};
+use crate::history::{HistoryError, Outcome, ResubmitError, RunFilter};
+use crate::model::PartKind;
+
+/// A JSON error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error answer.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ferry\", charset=\"UTF-8\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<StartError> for ApiError {
+    fn from(e: StartError) -> ApiError {
+        let (status, code) = match &e {
+            StartError::UnknownFlow(_) => (StatusCode::NOT_FOUND, "unknown_flow"),
+            StartError::NotAllowed { .. } => (StatusCode::CONFLICT, "not_allowed"),
+            StartError::Busy { .. } => (StatusCode::CONFLICT, "flow_running"),
+            StartError::Input(_) => (StatusCode::BAD_REQUEST, "bad_input"),
+            StartError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            StartError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            StartError::Resubmit(ResubmitError::History(HistoryError::UnknownRun(_))) => {
+                (StatusCode::NOT_FOUND, "unknown_run")
+            }
+            StartError::Resubmit(ResubmitError::StillRunning(_)) => {
+                (StatusCode::CONFLICT, "still_running")
+            }
+            StartError::Resubmit(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<HistoryError> for ApiError {
+    fn from(e: HistoryError) -> ApiError {
+        match e {
+            HistoryError::UnknownRun(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_run", e.to_string())
+            }
+            HistoryError::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+            }
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+fn denied(d: Denied) -> ApiError {
+    match d {
+        Denied::Missing => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "HTTP Basic credentials are required",
+        ),
+        Denied::Wrong => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong user name or password",
+        ),
+        Denied::Forbidden => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this user may only read (the operator role may run and resubmit)",
+        ),
+    }
+}
+
+/// Checks the caller has at least `need`.
+pub fn authorize(server: &Server, headers: &HeaderMap, need: Role) -> Result<(), ApiError> {
+    match server.users.check(headers).map_err(denied)? {
+        None => Ok(()),
+        Some(role) if role >= need => Ok(()),
+        Some(_) => Err(denied(Denied::Forbidden)),
+    }
+}
+
+/// The API routes.
+pub fn routes() -> Router<Arc<Server>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/flows/{flow}/runs", post(run_now))
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/runs/{id}", get(show_run))
+        .route("/api/v1/runs/{id}/resubmit", post(resubmit))
+        .route("/api/v1/ticks", get(ticks))
+        .route(
+            "/ic/api/integration/v1/integrations/{code}/schedule/jobs",
+            post(oic_schedule_jobs),
+        )
+        .route(
+            "/ic/api/integration/v1/monitoring/errors/{id}/resubmit",
+            post(oic_resubmit),
+        )
+        .route(
+            "/ic/api/integration/v1/monitoring/errors/resubmit",
+            post(oic_bulk_resubmit),
+        )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(server): State<Arc<Server>>) -> Response {
+    if server.app.is_stopping() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    match server.app.store().schema_version().await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("run history unreachable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(server): State<Arc<Server>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        server.app.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn status(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Viewer)?;
+    let loaded = server.app.loaded();
+    let instances = server.app.store().instances().await?;
+    let active: Vec<Value> = server
+        .app
+        .active_runs()
+        .into_iter()
+        .map(|(run, flow)| json!({ "run_id": run, "flow": flow }))
+        .collect();
+    Ok(Json(json!({
+        "instance": server.app.settings().instance,
+        "generation": loaded.generation,
+        "loaded_at": loaded.loaded_at,
+        "flows": loaded.engine.project().flows.len(),
+        "reload_failure": server.app.reload_failure(),
+        "active_runs": active,
+        "instances": instances,
+        "stopping": server.app.is_stopping(),
+    })))
+}
+
+/// One flow as the API shows it.
+pub fn flow_json(plan: &crate::compile::FlowPlan) -> Value {
+    let next = plan
+        .schedule
+        .as_ref()
+        .and_then(|s| s.next_after(chrono::Utc::now()))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    json!({
+        "id": plan.id,
+        "name": plan.name,
+        "version": plan.version,
+        "manual": plan.trigger.manual,
+        "schedule": plan.trigger.schedule.as_ref().map(|s| json!({
+            "cron": s.cron,
+            "timezone": s.timezone.as_deref().unwrap_or("UTC"),
+            "next": next,
+        })),
+        "rest": plan.trigger.rest.as_ref().map(|r| json!({
+            "method": r.method,
+            "path": r.path,
+        })),
+    })
+}
+
+async fn flows(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Viewer)?;
+    let project = server.app.project();
+    let flows: Vec<Value> = project.flows.values().map(|p| flow_json(p)).collect();
+    Ok(Json(json!({ "flows": flows })))
+}
+
+async fn run_now(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let run_id = server.app.run_now(&flow).await?;
+    Ok(accepted(json!({ "run_id": run_id, "flow": flow })))
+}
+
+fn accepted(body: Value) -> Response {
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// Query of `GET /api/v1/runs`.
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    flow: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+impl RunsQuery {
+    /// The store filter it means.
+    pub fn filter(&self) -> Result<RunFilter, ApiError> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+        Ok(RunFilter {
+            flow: self.flow.clone().filter(|f| !f.is_empty()),
+            outcome: match self.outcome.as_deref().filter(|o| !o.is_empty()) {
+                Some(o) => Some(o.parse::<Outcome>().map_err(bad)?),
+                None => None,
+            },
+            since: match self.since.as_deref().filter(|s| !s.is_empty()) {
+                Some(s) => Some(crate::history::text::parse_since(s).map_err(bad)?),
+                None => None,
+            },
+            limit: Some(self.limit.unwrap_or(50).clamp(1, 1000)),
+        })
+    }
+}
+
+async fn list_runs(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Viewer)?;
+    let runs = server.app.store().list(&q.filter()?).await?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
+async fn show_run(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Viewer)?;
+    match server.app.store().get(&id).await? {
+        Some(d) => Ok(Json(json!(d))),
+        None => Err(HistoryError::UnknownRun(id).into()),
+    }
+}
+
+async fn resubmit(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let run_id = server.app.resubmit(&id).await?;
+    Ok(accepted(json!({ "run_id": run_id, "resubmit_of": id })))
+}
+
+#[derive(Debug, Deserialize)]
+struct TicksQuery {
+    flow: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn ticks(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Query(q): Query<TicksQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Viewer)?;
+    let ticks = server
+        .app
+        .store()
+        .ticks(q.flow.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    Ok(Json(json!({ "ticks": ticks })))
+}
+
+/// `POST /ic/api/integration/v1/integrations/{CODE}|{VERSION}/schedule/jobs` with
+/// `{"action":"NOW"}`: OIC's "submit now".
+async fn oic_schedule_jobs(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    body: Option<Json<Value>>,
+) -> Result<Response, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let action = body
+        .as_ref()
+        .and_then(|Json(v)| v.get("action"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !action.eq_ignore_ascii_case("NOW") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("only {{\"action\":\"NOW\"}} is supported, got action '{action}'"),
+        ));
+    }
+    let (flow, version) = match code.split_once('|') {
+        Some((f, v)) => (f.to_string(), Some(v.to_string())),
+        None => (code.clone(), None),
+    };
+    if let Some(v) = &version {
+        let project = server.app.project();
+        if let Some(plan) = project.flows.get(&flow)
+            && !version_matches(&plan.version, v)
+        {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_version",
+                format!("flow '{flow}' is at version {}, not {v}", plan.version),
+            ));
+        }
+    }
+    let run_id = server.app.run_now(&flow).await?;
+    Ok(accepted(json!({
+        "id": run_id,
+        "integration": flow,
+        "status": "SUBMITTED",
+    })))
+}
+
+/// OIC writes versions both as `01.23.2000` and `1.23.2000`.
+fn version_matches(ours: &str, theirs: &str) -> bool {
+    let norm = |v: &str| -> Vec<String> {
+        v.split('.')
+            .map(|p| p.trim_start_matches('0').to_string())
+            .collect()
+    };
+    ours == theirs || norm(ours) == norm(theirs)
+}
+
+async fn oic_resubmit(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let run_id = server.app.resubmit(&id).await?;
+    Ok(accepted(
+        json!({ "id": run_id, "resubmittedFrom": id, "status": "SUBMITTED" }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct BulkResubmit {
+    ids: Vec<String>,
+}
+
+async fn oic_bulk_resubmit(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Result<Json<BulkResubmit>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected {{\"ids\": [run ids]}}: {}", e.body_text()),
+        )
+    })?;
+    let mut results = Vec::new();
+    for id in body.ids {
+        match server.app.resubmit(&id).await {
+            Ok(run_id) => {
+                results.push(json!({ "id": id, "resubmittedAs": run_id, "status": "SUBMITTED" }))
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                results.push(
+                    json!({ "id": id, "status": "FAILED", "code": e.code, "message": e.message }),
+                );
+            }
+        }
+    }
+    Ok((StatusCode::OK, Json(json!({ "results": results }))).into_response())
+}
+
+/// Every request no other route took: a REST trigger of a flow, or 404.
+pub async fn trigger(State(server): State<Arc<Server>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let project = server.app.project();
+    let found = project.flows.values().find(|p| {
+        p.trigger.rest.as_ref().is_some_and(|r| {
+            r.path == path && Method::from_bytes(r.method.as_bytes()).ok() == Some(method.clone())
+        })
+    });
+    let Some(plan) = found.cloned() else {
+        let allowed = project
+            .flows
+            .values()
+            .any(|p| p.trigger.rest.as_ref().is_some_and(|r| r.path == path));
+        return if allowed {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not accepted at {path}"),
+            )
+            .into_response()
+        } else {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("nothing at {path}"),
+            )
+            .into_response()
+        };
+    };
+    let status_of = |r: &Response| r.status().as_u16();
+    let response = match deliver(&server, &plan, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    server
+        .app
+        .metrics()
+        .delivery(&plan.id, status_of(&response));
+    response
+}
+
+async fn deliver(
+    server: &Arc<Server>,
+    plan: &crate::compile::FlowPlan,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Some(rest) = plan.trigger.rest.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no trigger",
+        ));
+    };
+    // credentials: the flow's own, else the operator's, else open (no users configured)
+    match &rest.basic_auth {
+        Some(env) => {
+            let (Ok(name), Ok(password)) = (
+                std::env::var(&env.username_env),
+                std::env::var(&env.password_env),
+            ) else {
+                tracing::error!(
+                    flow = %plan.id,
+                    "the trigger's credentials are not set ({} / {}); refusing deliveries",
+                    env.username_env,
+                    env.password_env
+                );
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_configured",
+                    "this trigger's credentials are not configured on the server",
+                ));
+            };
+            check_one(req.headers(), &name, &password).map_err(denied)?;
+        }
+        None => authorize(server, req.headers(), Role::Operator)?,
+    }
+    let limit =
+        usize::try_from(rest.max_body_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the request body is over the trigger's limit of {} MiB",
+                rest.max_body_mib
+            ),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > rest.max_body_mib.saturating_mul(1024 * 1024)
+    {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let limited = Body::new(http_body_util::Limited::new(body, limit));
+    let req = Request::from_parts(parts, limited);
+    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected a multipart/form-data body: {}", e.body_text()),
+        )
+    })?;
+    let incoming = tempfile::Builder::new()
+        .prefix("ferry-delivery-")
+        .tempdir_in(server.incoming_dir())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spool_unavailable",
+                format!("cannot spool the delivery: {e}"),
+            )
+        })?;
+    let mut received: Vec<(String, PathBuf, Option<String>)> = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e, &too_large)),
+        };
+        let name = field.name().unwrap_or("").to_string();
+        let Some(spec) = rest.parts.get(&name) else {
+            let expected: Vec<&str> = rest.parts.keys().map(String::as_str).collect();
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unexpected_part",
+                format!(
+                    "unexpected part '{name}' (this trigger takes: {})",
+                    expected.join(", ")
+                ),
+            ));
+        };
+        if received.iter().any(|(n, _, _)| *n == name) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "duplicate_part",
+                format!("part '{name}' appears twice"),
+            ));
+        }
+        let file_name = field.file_name().map(str::to_string);
+        let path = incoming.path().join(format!("part-{}", received.len()));
+        let mut out = tokio::fs::File::create(&path).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spool_unavailable",
+                format!("cannot spool part '{name}': {e}"),
+            )
+        })?;
+        let mut field = field;
+        loop {
+            match field.chunk().await {
+                Ok(Some(bytes)) => out.write_all(&bytes).await.map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "spool_unavailable",
+                        format!("cannot spool part '{name}': {e}"),
+                    )
+                })?,
+                Ok(None) => break,
+                Err(e) => return Err(multipart_error(e, &too_large)),
+            }
+        }
+        out.flush().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spool_unavailable",
+                format!("cannot spool part '{name}': {e}"),
+            )
+        })?;
+        if spec.kind == PartKind::Json {
+            let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+            if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!("part '{name}' is not JSON: {e}"),
+                ));
+            }
+        }
+        received.push((name, path, file_name));
+    }
+    let missing: Vec<&str> = rest
+        .parts
+        .iter()
+        .filter(|(n, s)| s.required && !received.iter().any(|(r, _, _)| r == *n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_part",
+            format!("missing part(s): {}", missing.join(", ")),
+        ));
+    }
+    let mut req = crate::history::RunRequest::new(&plan.id, crate::history::Trigger::Rest);
+    req.parts = received;
+    // recorded (the parts kept in the run history) before it is acknowledged
+    let run_id = server.app.start(req).await?;
+    drop(incoming);
+    Ok(accepted(json!({
+        "run_id": run_id,
+        "flow": plan.id,
+        "status": "accepted",
+    })))
+}
+
+fn multipart_error(
+    e: axum::extract::multipart::MultipartError,
+    too_large: &dyn Fn() -> ApiError,
+) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large()
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_multipart",
+            format!("the multipart body is malformed: {}", e.body_text()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_matches;
+
+    #[test]
+    fn oic_versions() {
+        assert!(version_matches("01.23.2000", "01.23.2000"));
+        assert!(version_matches("01.23.2000", "1.23.2000"));
+        assert!(!version_matches("01.23.2000", "01.24.2000"));
+    }
+}

@@ -1,0 +1,325 @@
+//! `ferry serve`: runs a flow directory the way OIC runs activated integrations.
+//!
+//! - [`app`] — the loaded flows, the run history, runs under way, how runs start (one run
+//!   of a flow at a time, through a lease in the store).
+//! - [`scheduler`] — cron ticks, each claimed by exactly one instance.
+//! - [`api`] — REST triggers declared by flows, ferry's JSON API, OIC-compatible paths,
+//!   `/healthz`, `/readyz`, `/metrics`; [`auth`] — Basic credentials and roles.
+//! - [`ui`] — the monitoring page.
+//! - [`reload`] — hot reload of flows, lookups and connections.
+//! - [`metrics`] — Prometheus metrics.
+//!
+//! Several instances may share one PostgreSQL run history: ticks and leases live there, and
+//! each instance heartbeats so that the runs of one that died are marked interrupted.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod metrics;
+pub mod reload;
+pub mod scheduler;
+pub mod ui;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+
+pub use app::{App, AppSettings, StartError};
+pub use auth::{Role, User, Users};
+
+use crate::compile::{Inputs, load};
+use crate::history::{HistoryError, Store};
+
+/// How `ferry serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Flows, lookups and connections.
+    pub inputs: Inputs,
+    /// The data directory: the embedded run history and kept trigger inputs.
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL for a run history shared by several instances.
+    pub database_url: Option<String>,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// This instance's id; default: `<host>-<pid>-<random>`.
+    pub instance: Option<String>,
+    /// How long shutdown waits for runs, twice: before asking them to stop at their next
+    /// step, and after.
+    pub grace: Duration,
+    /// Fire schedules (off: triggers and the API only).
+    pub schedules: bool,
+    /// Watch the flow directory and reload on change.
+    pub watch: bool,
+    /// How long a flow lease lasts unrenewed (a crashed instance's flows are free again
+    /// after it).
+    pub lease_ttl: Duration,
+    /// Runs older than this are purged every hour (none: kept until `ferry purge`).
+    pub retention: Option<Duration>,
+    /// Where runs spool.
+    pub spool_dir: Option<PathBuf>,
+    /// API users; empty: the API is open (allowed on loopback addresses only).
+    pub users: Users,
+}
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The flows do not compile.
+    #[error("the flows do not load:\n{0}")]
+    Invalid(String),
+    /// The run history.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The listen address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Open API on a public address.
+    #[error(
+        "no API users are configured (FERRY_OPERATOR_USER / FERRY_OPERATOR_PASSWORD): an open API is only served on a loopback address, not {0}"
+    )]
+    OpenApi(SocketAddr),
+    /// The watcher.
+    #[error(transparent)]
+    Watch(#[from] reload::WatchError),
+    /// I/O on the data directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the HTTP handlers share.
+#[derive(Debug)]
+pub struct Server {
+    /// The app.
+    pub app: Arc<App>,
+    /// API users.
+    pub users: Users,
+    incoming: PathBuf,
+}
+
+impl Server {
+    /// Where deliveries are spooled before they are kept with their run.
+    pub fn incoming_dir(&self) -> &std::path::Path {
+        &self.incoming
+    }
+}
+
+/// The whole HTTP surface over `server`.
+pub fn router(server: Arc<Server>) -> Router {
+    api::routes()
+        .merge(ui::routes())
+        .fallback(api::trigger)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(server)
+}
+
+/// A default instance id: host, process id and a random suffix.
+pub fn default_instance_id() -> String {
+    let host = host_name();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    format!("{host}-{}-{suffix}", std::process::id())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "ferry".into())
+}
+
+/// The heartbeat interval; an instance silent for [`STALE`] is taken for dead.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// See [`HEARTBEAT`].
+const STALE: Duration = Duration::from_secs(30);
+
+/// Serves until `shutdown` resolves, then shuts down gracefully. `ready` is told the bound
+/// address once the server listens.
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr) + Send,
+) -> Result<(), ServeError> {
+    if opts.users.is_empty() && !opts.listen.ip().is_loopback() {
+        return Err(ServeError::OpenApi(opts.listen));
+    }
+    let (project, diags) = load(&opts.inputs);
+    let Some(project) = project else {
+        let text: Vec<String> = diags.iter().map(crate::diag::Diagnostic::render).collect();
+        return Err(ServeError::Invalid(text.join("")));
+    };
+    std::fs::create_dir_all(&opts.data_dir).map_err(|source| ServeError::Io {
+        path: opts.data_dir.clone(),
+        source,
+    })?;
+    let store = match &opts.database_url {
+        Some(url) => Store::open_postgres(url, &opts.data_dir).await?,
+        None => Store::open_sqlite(&opts.data_dir).await?,
+    };
+    let instance = opts.instance.clone().unwrap_or_else(default_instance_id);
+    store.register_instance(&instance, &host_name()).await?;
+    if opts.database_url.is_none() {
+        // the embedded store belongs to this process: anything left running was ours
+        let n = store.mark_interrupted_runs().await?;
+        if n > 0 {
+            tracing::warn!(
+                runs = n,
+                "runs left running by an earlier ferry are recorded as interrupted"
+            );
+        }
+    }
+    let incoming = opts.data_dir.join("incoming");
+    std::fs::create_dir_all(&incoming).map_err(|source| ServeError::Io {
+        path: incoming.clone(),
+        source,
+    })?;
+    let app = App::new(
+        Arc::new(project),
+        store.clone(),
+        AppSettings {
+            instance: instance.clone(),
+            lease_ttl: opts.lease_ttl,
+            spool_dir: opts.spool_dir.clone(),
+        },
+    );
+    let server = Arc::new(Server {
+        app: app.clone(),
+        users: opts.users.clone(),
+        incoming,
+    });
+    if opts.users.is_empty() {
+        tracing::warn!(
+            "no API users configured: the API and triggers without their own credentials are open (loopback only)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: opts.listen,
+        source,
+    })?;
+    tracing::info!(%addr, %instance, flows = app.project().flows.len(), "ferry serve listening");
+    ready(addr);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(heartbeat(app.clone(), opts.retention));
+    if opts.schedules {
+        tasks.spawn(scheduler::run(app.clone()));
+    }
+    if opts.watch {
+        let (app, inputs) = (app.clone(), opts.inputs.clone());
+        tasks.spawn(async move {
+            if let Err(e) = reload::watch(app, inputs).await {
+                tracing::error!(error = %e, "hot reload is off");
+            }
+        });
+    }
+    let stopping = app.stopping().clone();
+    let signal_app = app.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new runs; waiting for runs under way");
+        signal_app.stopping().cancel();
+    });
+    let http = axum::serve(listener, router(server))
+        .with_graceful_shutdown(async move { stopping.cancelled().await });
+    if let Err(e) = http.await {
+        tracing::error!(error = %e, "HTTP server failed");
+        app.stopping().cancel();
+    }
+    let interrupted = app.shut_down(opts.grace).await;
+    if interrupted > 0 {
+        tracing::warn!(
+            runs = interrupted,
+            "runs were interrupted by the shutdown; resubmit them"
+        );
+    }
+    tasks.shutdown().await;
+    if let Err(e) = store.remove_instance(&instance).await {
+        tracing::warn!(error = %e, "cannot deregister the instance");
+    }
+    store.close().await;
+    tracing::info!("ferry serve stopped");
+    Ok(())
+}
+
+/// Heartbeats, marks runs of dead instances interrupted, and purges by retention.
+async fn heartbeat(app: Arc<App>, retention: Option<Duration>) {
+    let instance = app.settings().instance.clone();
+    let mut last_purge = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = app.stopping().cancelled() => break,
+            () = tokio::time::sleep(HEARTBEAT) => {}
+        }
+        if let Err(e) = app.store().heartbeat(&instance).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+            continue;
+        }
+        match app.store().mark_orphaned_runs(STALE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                runs = n,
+                "runs of a ferry instance that stopped answering are recorded as interrupted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot look for runs of dead instances"),
+        }
+        if let Some(age) = retention
+            && last_purge.elapsed() >= Duration::from_secs(3600)
+        {
+            last_purge = std::time::Instant::now();
+            let before = chrono::Utc::now()
+                - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::days(30));
+            match app.store().purge(before).await {
+                Ok(n) => tracing::info!(runs = ?n, "retention purge"),
+                Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+            }
+            if let Err(e) = app.store().purge_ticks(before).await {
+                tracing::warn!(error = %e, "tick purge failed");
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
