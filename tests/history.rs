@@ -554,7 +554,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let pool = raw(dir.path()).await;
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
-        1
+        2
     );
     let journal: String = {
         use sqlx::Row as _;

@@ -342,11 +342,14 @@ pub struct RunDetail {
     pub summary: RunSummary,
     /// The failure.
     pub failure: Option<StoredError>,
-    /// Files fetched, put and renamed, in order.
+    /// Files fetched, put and renamed, in order (`file_actions` in JSON: `files` is the
+    /// summary's count).
+    #[serde(rename = "file_actions")]
     pub files: Vec<FileOutcome>,
     /// REST requests sent (one per record in a record-by-record flow), in order.
     pub records: Vec<RecordOutcome>,
-    /// Emails sent, in order.
+    /// Emails sent, in order (`emails_sent` in JSON: `emails` is the summary's count).
+    #[serde(rename = "emails_sent")]
     pub emails: Vec<EmailSent>,
     /// The kept trigger input.
     pub inputs: Vec<StoredPart>,

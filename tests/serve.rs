@@ -1,0 +1,688 @@
+//! `ferry serve` in process: REST triggers (auth, parts, limits), run now and resubmit
+//! under ferry's and OIC's paths, API roles, the scheduler's skipped ticks, hot reload,
+//! metrics. Each test starts its own server on a free port over its own workspace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferry::compile::Inputs;
+use ferry::connectors::Secret;
+use ferry::serve::{Role, ServeOptions, User, Users, serve};
+use serde_json::{Value, json};
+use support::{Workspace, demo_input};
+
+const EVENT_OUTCOME: &str = "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR";
+const TRIGGER_PATH: &str =
+    "/ic/api/integration/v1/flows/rest/OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR/1.0/eventOutcome";
+const OUTCOME_FILE: &str = "event_outcome.4011.20221213.csv";
+const OUTCOME_BUCKET: &str = "ouainamespace/OUAIOutcomeFolder";
+const FTP_ENROLL: &str = "OUTL-BA-DACS_OUAI_FTP_ENROLL";
+
+const OP: (&str, &str) = ("op", "op-secret");
+const VIEWER: (&str, &str) = ("viewer", "viewer-secret");
+
+/// A running server.
+struct Serving {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ferry::serve::ServeError>>,
+    http: reqwest::Client,
+}
+
+impl Serving {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn get(&self, path: &str, who: Option<(&str, &str)>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some((u, p)) = who {
+            req = req.basic_auth(u, Some(p));
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post(&self, path: &str, who: Option<(&str, &str)>, body: Value) -> (u16, Value) {
+        let mut req = self.http.post(self.url(path)).json(&body);
+        if let Some((u, p)) = who {
+            req = req.basic_auth(u, Some(p));
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Waits until run `id` has ended; returns its detail.
+    async fn wait_run(&self, id: &str) -> Value {
+        for _ in 0..200 {
+            let (status, run) = self.get(&format!("/api/v1/runs/{id}"), Some(OP)).await;
+            assert_eq!(status, 200, "{run}");
+            if run["outcome"] != json!("running") {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("run {id} did not end");
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("serve stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn users() -> Users {
+    Users::new(vec![
+        User::new(OP.0, Secret::new(OP.1.into()), Role::Operator),
+        User::new(VIEWER.0, Secret::new(VIEWER.1.into()), Role::Viewer),
+    ])
+}
+
+fn options(ws: &Workspace) -> ServeOptions {
+    ServeOptions {
+        inputs: Inputs {
+            paths: vec![ws.flows_dir()],
+            lookups: Some(ws.lookups_dir()),
+            connections: Some(ws.connections_path()),
+        },
+        data_dir: ws.path().join("state"),
+        database_url: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instance: Some("test-instance".into()),
+        grace: Duration::from_secs(5),
+        schedules: false,
+        watch: false,
+        lease_ttl: Duration::from_secs(30),
+        retention: None,
+        spool_dir: Some(ws.spool_dir()),
+        users: users(),
+    }
+}
+
+async fn start(opts: ServeOptions) -> Serving {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let task = tokio::spawn(serve(
+        opts,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |a| {
+            let _ = addr_tx.send(a);
+        },
+    ));
+    let addr = addr_rx.await.expect("serve listens");
+    Serving {
+        addr,
+        stop: Some(stop_tx),
+        task,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// The workspace's event-outcome flow without its own credentials (the test process
+/// cannot set environment variables): the trigger then takes the operator's.
+fn without_trigger_credentials(ws: &Workspace) {
+    let path = ws.flows_dir().join("event_outcome.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("    basic_auth:").unwrap();
+    let end = text[start..].find("    max_body_mib").unwrap() + start;
+    let mut out = text.clone();
+    out.replace_range(start..end, "");
+    std::fs::write(&path, out).unwrap();
+}
+
+fn set_body_limit(ws: &Workspace, mib: u64) {
+    let path = ws.flows_dir().join("event_outcome.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("max_body_mib: 64", &format!("max_body_mib: {mib}")),
+    )
+    .unwrap();
+}
+
+fn delivery(message: Vec<u8>, file: Vec<u8>) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part(
+            "message",
+            reqwest::multipart::Part::bytes(message)
+                .mime_str("application/json")
+                .unwrap(),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(file).file_name(OUTCOME_FILE),
+        )
+}
+
+fn sample_delivery() -> reqwest::multipart::Form {
+    delivery(
+        std::fs::read(demo_input("event_outcome_message.json")).unwrap(),
+        std::fs::read(demo_input(OUTCOME_FILE)).unwrap(),
+    )
+}
+
+async fn post_delivery(
+    s: &Serving,
+    who: Option<(&str, &str)>,
+    form: reqwest::multipart::Form,
+) -> (u16, Value) {
+    let mut req = s.http.post(s.url(TRIGGER_PATH)).multipart(form);
+    if let Some((u, p)) = who {
+        req = req.basic_auth(u, Some(p));
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_delivery_is_recorded_answered_with_its_run_id_and_run() {
+    let ws = Workspace::new().await;
+    without_trigger_credentials(&ws);
+    let s = start(options(&ws)).await;
+    let (status, body) = post_delivery(&s, Some(OP), sample_delivery()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["flow"], json!(EVENT_OUTCOME));
+    let run_id = body["run_id"].as_str().unwrap().to_string();
+    let run = s.wait_run(&run_id).await;
+    assert_eq!(run["outcome"], json!("succeeded"), "{run:#}");
+    assert_eq!(run["trigger"], json!("rest"));
+    // the attachment reached the bucket byte for byte, DERMS got its ack
+    assert_eq!(
+        ws.read_file("ouai-os", OUTCOME_BUCKET, OUTCOME_FILE),
+        Some(std::fs::read(demo_input(OUTCOME_FILE)).unwrap())
+    );
+    let acks = ws.standin.outcome_acks();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0]["ackType"], json!("SUCCESS"));
+    // the delivery is kept with the run
+    let inputs = run["inputs"].as_array().unwrap();
+    let names: Vec<&str> = inputs.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["file", "message"]);
+    // and the spool of deliveries is empty again
+    let left: Vec<_> = std::fs::read_dir(ws.path().join("state/incoming"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn trigger_refuses_bad_requests_with_clear_json_errors() {
+    let ws = Workspace::new().await;
+    without_trigger_credentials(&ws);
+    set_body_limit(&ws, 1);
+    let s = start(options(&ws)).await;
+    let message = std::fs::read(demo_input("event_outcome_message.json")).unwrap();
+    let file = std::fs::read(demo_input(OUTCOME_FILE)).unwrap();
+
+    let (status, body) = post_delivery(&s, None, sample_delivery()).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], json!("unauthorized"));
+    let (status, body) = post_delivery(&s, Some((OP.0, "wrong")), sample_delivery()).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body["error"]["message"],
+        json!("wrong user name or password")
+    );
+
+    let only_file = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(file.clone()).file_name(OUTCOME_FILE),
+    );
+    let (status, body) = post_delivery(&s, Some(OP), only_file).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["message"], json!("missing part(s): message"));
+
+    let (status, body) =
+        post_delivery(&s, Some(OP), delivery(b"{not json".to_vec(), file.clone())).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], json!("bad_json"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("part 'message' is not JSON: key must be a string at line 1 column 2"),
+        "{body}"
+    );
+
+    let extra = delivery(message.clone(), file.clone())
+        .part("extra", reqwest::multipart::Part::bytes(b"x".to_vec()));
+    let (status, body) = post_delivery(&s, Some(OP), extra).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        json!("unexpected part 'extra' (this trigger takes: file, message)")
+    );
+
+    // 2 MiB over a 1 MiB limit
+    let big = delivery(message.clone(), vec![b'x'; 2 * 1024 * 1024]);
+    let (status, body) = post_delivery(&s, Some(OP), big).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        body["error"]["message"],
+        json!("the request body is over the trigger's limit of 1 MiB")
+    );
+
+    let r = s.http.get(s.url(TRIGGER_PATH)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let r = s.http.post(s.url("/no/such/trigger")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // nothing was run or recorded for any of them
+    let (_, runs) = s.get("/api/v1/runs", Some(VIEWER)).await;
+    assert_eq!(runs["runs"], json!([]));
+    assert!(ws.standin.outcome_acks().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_trigger_takes_the_credentials_its_flow_names_from_the_environment() {
+    // the real binary, with DERMS's credentials in its environment
+    let ws = Workspace::new().await;
+    let port = support::dead_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--flows"])
+        .arg(ws.flows_dir())
+        .arg("--lookups")
+        .arg(ws.lookups_dir())
+        .arg("--connections")
+        .arg(ws.connections_path())
+        .arg("--data")
+        .arg(ws.path().join("state"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-schedules"])
+        .env("FERRY_DERMS_TRIGGER_USER", "derms")
+        .env("FERRY_DERMS_TRIGGER_PASSWORD", "derms-secret")
+        .env("FERRY_OPERATOR_USER", OP.0)
+        .env("FERRY_OPERATOR_PASSWORD", OP.1)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let s = Serving {
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        stop: None,
+        task: tokio::spawn(async { Ok(()) }),
+        http: reqwest::Client::new(),
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if s.http.get(s.url("/readyz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "ferry serve did not start");
+    // the operator's credentials do not open a trigger that names its own
+    let (status, _) = post_delivery(&s, Some(OP), sample_delivery()).await;
+    assert_eq!(status, 401);
+    let (status, body) =
+        post_delivery(&s, Some(("derms", "derms-secret")), sample_delivery()).await;
+    assert_eq!(status, 202, "{body}");
+    let run = s.wait_run(body["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["outcome"], json!("succeeded"));
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn run_now_and_resubmit_under_ferry_and_oic_paths() {
+    let ws = Workspace::new().await;
+    let s = start(options(&ws)).await;
+    // OIC's "submit now", with the version as OIC writes it; the source directory is
+    // missing so the run fails
+    let path =
+        format!("/ic/api/integration/v1/integrations/{FTP_ENROLL}%7C01.23.2000/schedule/jobs");
+    let (status, body) = s.post(&path, Some(OP), json!({ "action": "NOW" })).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], json!("SUBMITTED"));
+    let failed_id = body["id"].as_str().unwrap().to_string();
+    let failed = s.wait_run(&failed_id).await;
+    assert_eq!(failed["outcome"], json!("failed"));
+    assert_eq!(failed["trigger"], json!("manual"));
+
+    // a wrong version, a wrong action, an unknown flow
+    let bad =
+        format!("/ic/api/integration/v1/integrations/{FTP_ENROLL}%7C02.00.0000/schedule/jobs");
+    let (status, body) = s.post(&bad, Some(OP), json!({ "action": "NOW" })).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        json!(format!(
+            "flow '{FTP_ENROLL}' is at version 01.23.2000, not 02.00.0000"
+        ))
+    );
+    let (status, _) = s.post(&path, Some(OP), json!({ "action": "LATER" })).await;
+    assert_eq!(status, 400);
+    let (status, body) = s
+        .post("/api/v1/flows/NO_SUCH_FLOW/runs", Some(OP), json!({}))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        body["error"]["message"],
+        json!("unknown flow 'NO_SUCH_FLOW'")
+    );
+    // a flow only its REST trigger starts cannot be "run now"
+    let (status, body) = s
+        .post(
+            &format!("/api/v1/flows/{EVENT_OUTCOME}/runs"),
+            Some(OP),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // fix the cause, resubmit through OIC's path: a new run linked to the failed one
+    ws.seed_demo("dacs-ftp/sploutput/DACSEnv/enroll");
+    let (status, body) = s
+        .post(
+            &format!("/ic/api/integration/v1/monitoring/errors/{failed_id}/resubmit"),
+            Some(OP),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let second = s.wait_run(body["id"].as_str().unwrap()).await;
+    assert_eq!(second["resubmit_of"], json!(failed_id));
+    assert_eq!(second["trigger"], json!("resubmit"));
+    assert_eq!(second["outcome"], json!("succeeded"), "{second:#}");
+
+    // bulk resubmit: one known run, one unknown
+    let (status, body) = s
+        .post(
+            "/ic/api/integration/v1/monitoring/errors/resubmit",
+            Some(OP),
+            json!({ "ids": [failed_id, "0000-no-such-run"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], json!("SUBMITTED"));
+    assert_eq!(results[1]["status"], json!("FAILED"));
+    assert_eq!(results[1]["code"], json!("unknown_run"));
+    let third = s
+        .wait_run(results[0]["resubmittedAs"].as_str().unwrap())
+        .await;
+    // nothing left to move: the files were sent by the second run
+    assert_eq!(third["outcome"], json!("no_files"));
+
+    // the list filters by flow and outcome
+    let (_, runs) = s
+        .get(
+            &format!("/api/v1/runs?flow={FTP_ENROLL}&outcome=failed"),
+            Some(VIEWER),
+        )
+        .await;
+    let ids: Vec<&str> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [failed_id.as_str()]);
+    let (status, body) = s.get("/api/v1/runs?outcome=bogus", Some(VIEWER)).await;
+    assert_eq!(status, 400, "{body}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn roles_viewer_reads_operator_acts_strangers_nothing() {
+    let ws = Workspace::new().await;
+    let s = start(options(&ws)).await;
+    assert_eq!(s.get("/api/v1/runs", None).await.0, 401);
+    assert_eq!(s.get("/api/v1/runs", Some(("viewer", "nope"))).await.0, 401);
+    assert_eq!(s.get("/api/v1/runs", Some(VIEWER)).await.0, 200);
+    assert_eq!(s.get("/api/v1/flows", Some(VIEWER)).await.0, 200);
+    let (status, body) = s
+        .post(
+            &format!("/api/v1/flows/{FTP_ENROLL}/runs"),
+            Some(VIEWER),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["code"], json!("forbidden"));
+    // health, readiness and metrics are open
+    assert_eq!(s.get("/healthz", None).await.0, 200);
+    assert_eq!(s.get("/readyz", None).await.0, 200);
+    assert_eq!(s.get("/metrics", None).await.0, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_runs_files_bytes_and_steps() {
+    let ws = Workspace::new().await;
+    ws.seed_demo("dacs-ftp/sploutput/DACSEnv/enroll");
+    let s = start(options(&ws)).await;
+    let (status, body) = s
+        .post(
+            &format!("/api/v1/flows/{FTP_ENROLL}/runs"),
+            Some(OP),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let run = s.wait_run(body["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["outcome"], json!("succeeded"));
+    let files = run["files"].as_i64().unwrap();
+    let bytes = run["bytes"].as_i64().unwrap();
+    assert!(files > 0);
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        line(&format!(
+            "ferry_runs_total{{flow=\"{FTP_ENROLL}\",outcome=\"succeeded\"}}"
+        )),
+        "1"
+    );
+    assert_eq!(
+        line(&format!("ferry_files_moved_total{{flow=\"{FTP_ENROLL}\"}}")),
+        files.to_string()
+    );
+    assert_eq!(
+        line(&format!("ferry_bytes_moved_total{{flow=\"{FTP_ENROLL}\"}}")),
+        bytes.to_string()
+    );
+    assert!(text.contains(&format!(
+        "ferry_step_duration_seconds_count{{flow=\"{FTP_ENROLL}\",kind=\"list\",result=\"ok\"}} 1"
+    )));
+    assert!(text.ends_with("# EOF\n"));
+    s.stop().await;
+}
+
+/// A flow that calls a slow HTTP endpoint on every tick of a one-second schedule.
+fn slow_flow(ws: &Workspace) {
+    std::fs::write(
+        ws.flows_dir().join("slow.yaml"),
+        "id: SLOW_TICKS\nname: Slow ticks\nversion: \"1\"\ntrigger:\n  schedule: { cron: \"* * * * * *\" }\nsteps:\n  - id: call\n    invoke:\n      request:\n        connection: slow\n        method: GET\n        path: /slow\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_tick_while_the_previous_run_goes_on_is_recorded_skipped() {
+    // an HTTP endpoint that answers after 2.5 s
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            "done"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut ws = Workspace::new().await;
+    ws.set_connection(
+        "slow",
+        json!({ "kind": "http", "base_url": slow_url, "timeout_secs": 10 }),
+    );
+    slow_flow(&ws);
+    let mut opts = options(&ws);
+    opts.schedules = true;
+    let s = start(opts).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let (_, ticks) = s.get("/api/v1/ticks?flow=SLOW_TICKS", Some(VIEWER)).await;
+    let ticks = ticks["ticks"].as_array().unwrap().clone();
+    let started: Vec<&Value> = ticks
+        .iter()
+        .filter(|t| t["status"] == json!("started"))
+        .collect();
+    let skipped: Vec<&Value> = ticks
+        .iter()
+        .filter(|t| t["status"] == json!("skipped"))
+        .collect();
+    assert!(!started.is_empty(), "{ticks:#?}");
+    let (_, runs) = s.get("/api/v1/runs?flow=SLOW_TICKS", Some(VIEWER)).await;
+    assert!(skipped.len() >= 2, "{ticks:#?} {runs:#}");
+    assert!(
+        skipped[0]["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("flow 'SLOW_TICKS' is already running (on instance test-instance)"),
+        "{:?}",
+        skipped[0]
+    );
+    // never two runs at once: each started run ended before the next began
+    let (_, runs) = s.get("/api/v1/runs?flow=SLOW_TICKS", Some(VIEWER)).await;
+    let mut spans: Vec<(String, String)> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["finished_at"].is_string())
+        .map(|r| {
+            (
+                r["started_at"].as_str().unwrap().to_string(),
+                r["finished_at"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlapping runs: {spans:?}");
+    }
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ferry_skipped_ticks_total{flow=\"SLOW_TICKS\"}"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_change_is_refused_and_a_valid_one_swapped_in() {
+    let ws = Workspace::new().await;
+    let mut opts = options(&ws);
+    opts.watch = true;
+    let s = start(opts).await;
+    let status = || async { s.get("/api/v1/status", Some(VIEWER)).await.1 };
+    assert_eq!(status().await["generation"], json!(1));
+
+    // a broken flow file: the old flows keep running, the failure is reported with its place
+    let broken = ws.flows_dir().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "id: BROKEN\nname: Broken\nversion: \"1\"\nsteps:\n  - id: x\n    lisst: {}\n",
+    )
+    .unwrap();
+    let mut failure = Value::Null;
+    for _ in 0..100 {
+        failure = status().await["reload_failure"].clone();
+        if !failure.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = failure["diagnostics"].as_array().expect("a reload failure");
+    let first = lines[0].as_str().unwrap();
+    assert!(first.contains("broken.yaml:6:5"), "{first}");
+    assert!(first.contains("unknown field 'lisst'"), "{first}");
+    assert_eq!(status().await["generation"], json!(1));
+    let (code, _) = s
+        .post(
+            &format!("/api/v1/flows/{FTP_ENROLL}/runs"),
+            Some(OP),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "the old flows still run");
+
+    // fixed: swapped in, and the new flow is there
+    std::fs::write(
+        &broken,
+        "id: FIXED\nname: Fixed\nversion: \"1\"\ntrigger: { manual: true }\nsteps:\n  - id: x\n    end: { outcome: succeeded }\n",
+    )
+    .unwrap();
+    let mut st = Value::Null;
+    for _ in 0..100 {
+        st = status().await;
+        if st["generation"] == json!(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(st["generation"], json!(2), "{st:#}");
+    assert!(st["reload_failure"].is_null());
+    let (code, body) = s
+        .post("/api/v1/flows/FIXED/runs", Some(OP), json!({}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let run = s.wait_run(body["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["outcome"], json!("succeeded"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_api_is_refused_on_a_public_address() {
+    let ws = Workspace::new().await;
+    let mut opts = options(&ws);
+    opts.users = Users::default();
+    opts.listen = "0.0.0.0:0".parse().unwrap();
+    let err = serve(opts, async {}, |_| {}).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no API users are configured (FERRY_OPERATOR_USER / FERRY_OPERATOR_PASSWORD): an open API is only served on a loopback address, not 0.0.0.0:0"
+    );
+}
