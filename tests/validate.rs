@@ -423,3 +423,80 @@ fn the_shipped_flows_validate() {
     }
     assert_eq!(project.flows.len(), 10);
 }
+
+fn triggered(trigger: &str) -> String {
+    format!(
+        "id: f\nname: F\nversion: '1'\ntrigger:\n{trigger}steps:\n  - id: done\n    end: {{ outcome: succeeded }}\n"
+    )
+}
+
+#[test]
+fn a_cron_expression_that_does_not_parse() {
+    let d = diagnostics_of(&triggered("  schedule: { cron: \"0 61 * * *\" }\n"));
+    assert_eq!(
+        d,
+        [
+            "flows/f.yaml:5:21: trigger.schedule.cron: invalid cron expression '0 61 * * *': Component error: Number out of bounds."
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_time_zone_with_a_suggestion() {
+    let d = diagnostics_of(&triggered(
+        "  schedule:\n    cron: \"0 */15 * * * *\"\n    timezone: America/Chicgo\n",
+    ));
+    assert_eq!(
+        d,
+        [
+            "flows/f.yaml:7:15: trigger.schedule.timezone: unknown time zone 'America/Chicgo' (an IANA name such as Europe/Amsterdam or UTC) (did you mean 'America/Chicago'?)"
+        ]
+    );
+}
+
+#[test]
+fn a_rest_trigger_path_must_be_plain_and_its_method_post_or_put() {
+    let d = diagnostics_of(&triggered(
+        "  rest:\n    method: GET\n    path: /a/{id}/b\n    parts: { message: { kind: json } }\n",
+    ));
+    assert_eq!(
+        d,
+        [
+            "flows/f.yaml:6:13: trigger.rest.method: a REST trigger takes POST or PUT, not 'GET'",
+            "flows/f.yaml:7:11: trigger.rest.path: a REST trigger path has no patterns, queries or escapes: '/a/{id}/b'",
+        ]
+    );
+}
+
+#[test]
+fn two_flows_on_one_trigger_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("flows")).unwrap();
+    std::fs::write(root.join("flows/connections.yaml"), CONNECTIONS).unwrap();
+    let rest = "  rest:\n    path: /hooks/x\n    parts: { file: { kind: file } }\n";
+    std::fs::write(
+        root.join("flows/a.yaml"),
+        triggered(rest).replace("id: f", "id: a"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("flows/b.yaml"),
+        triggered(rest).replace("id: f", "id: b"),
+    )
+    .unwrap();
+    let (project, diags) = load(&Inputs {
+        paths: vec![root.join("flows")],
+        ..Default::default()
+    });
+    assert!(project.is_none());
+    let prefix = format!("{}/", root.display());
+    let lines: Vec<String> = diags
+        .iter()
+        .map(|d| d.one_line().replace(&prefix, ""))
+        .collect();
+    assert_eq!(
+        lines,
+        ["flows/b.yaml:6:11: trigger.rest.path: flow 'a' already answers POST /hooks/x"]
+    );
+}
