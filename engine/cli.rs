@@ -128,6 +128,14 @@ pub enum Command {
         /// Run history directory.
         #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR, global = true)]
         data: PathBuf,
+        /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
+        #[arg(
+            long,
+            env = "FERRY_DATABASE_URL",
+            hide_env_values = true,
+            global = true
+        )]
+        database_url: Option<String>,
     },
     /// Run a recorded run again: the same flow with the kept trigger input, recorded with
     /// trigger `resubmit` and linked to the original.
@@ -143,6 +151,9 @@ pub enum Command {
         /// Run history directory.
         #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
+        #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Delete finished runs that started more than an age ago, with their kept inputs.
     Purge {
@@ -152,6 +163,9 @@ pub enum Command {
         /// Run history directory.
         #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
+        #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Connect to every connection and reach what the flows use; print OK / FAILED.
     Check {
@@ -338,8 +352,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             limit,
             format,
             data,
+            database_url,
         } => {
-            let store = Store::open_sqlite_existing(&data).await?;
+            let store = open_history(&data, database_url.as_deref()).await?;
             match show {
                 Some(RunsCommand::Show { id }) => {
                     let detail = store.get(&id).await?;
@@ -372,11 +387,12 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             sources,
             format,
             data,
+            database_url,
         } => {
             let Some(project) = load_sources(&sources) else {
                 return Ok(EXIT_INVALID);
             };
-            let store = Store::open_sqlite_existing(&data).await?;
+            let store = open_history(&data, database_url.as_deref()).await?;
             let engine = Engine::new(project, RunOptions::default());
             let recorded = history::resubmit(&engine, &store, &id).await?;
             if format == Format::Human {
@@ -384,13 +400,18 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             }
             finish_recorded(&recorded, Some(store), format).await
         }
-        Command::Purge { older_than, data } => {
-            let store = Store::open_sqlite_existing(&data).await?;
+        Command::Purge {
+            older_than,
+            data,
+            database_url,
+        } => {
+            let store = open_history(&data, database_url.as_deref()).await?;
             let age = chrono::Duration::from_std(older_than).context("the age is too long")?;
             let cutoff = chrono::Utc::now()
                 .checked_sub_signed(age)
                 .context("the age is too long")?;
             let purged = store.purge(cutoff).await?;
+            store.purge_ticks(cutoff).await?;
             store.close().await;
             println!(
                 "purged {purged} run(s) that started before {}",
@@ -550,6 +571,15 @@ async fn finish_recorded(
 }
 
 /// Loads the project, or prints why it is invalid (an invalid project is never run).
+/// The run history: PostgreSQL at `url`, else the SQLite store in `data` (which must
+/// exist).
+async fn open_history(data: &std::path::Path, url: Option<&str>) -> anyhow::Result<Store> {
+    Ok(match url {
+        Some(url) => Store::open_postgres(url, data).await?,
+        None => Store::open_sqlite_existing(data).await?,
+    })
+}
+
 fn load_sources(s: &Sources) -> Option<Arc<Project>> {
     let (project, diags) = load(&Inputs {
         paths: vec![s.flows.clone()],
