@@ -271,7 +271,8 @@ async fn heartbeat(app: Arc<App>, retention: Option<Duration>) {
             () = app.stopping().cancelled() => break,
             () = tokio::time::sleep(HEARTBEAT) => {}
         }
-        if let Err(e) = app.store().heartbeat(&instance).await {
+        // an upsert: an instance taken for dead (the store was out of reach) comes back
+        if let Err(e) = app.store().register_instance(&instance, &host_name()).await {
             tracing::warn!(error = %e, "heartbeat failed");
             continue;
         }
