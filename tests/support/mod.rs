@@ -395,6 +395,8 @@ impl Workspace {
         RunOptions {
             dry_run: false,
             spool_dir: Some(self.path().join("spool")),
+            cancel: None,
+            observer: None,
         }
     }
 
