@@ -40,6 +40,7 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/ui", get(dashboard))
         .route("/ui/", get(|| async { Redirect::to("/ui") }))
         .route("/ui/style.css", get(stylesheet))
+        .route("/ui/favicon.svg", get(favicon))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))
         .route("/ui/runs/{id}/resubmit", post(resubmit))
@@ -190,6 +191,17 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         include_str!("ui/style.css"),
+    )
+        .into_response()
+}
+
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("ui/favicon.svg"),
     )
         .into_response()
 }
