@@ -111,21 +111,26 @@ fn screenshot_dir() -> PathBuf {
         .join("ui-screenshots")
 }
 
+/// `GET {path}` of the JSON API, as the operator.
+async fn api(served: &Served, password: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", served.url))
+        .basic_auth(USER, Some(password))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Waits until run `id` has ended; returns its JSON.
-async fn finished(client: &reqwest::Client, served: &Served, password: &str, id: &str) -> Value {
+async fn finished(served: &Served, password: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let run: Value = client
-            .get(format!("{}/api/v1/runs/{id}", served.url))
-            .basic_auth(USER, Some(password))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run = api(served, password, &format!("/api/v1/runs/{id}")).await;
         if run["outcome"] != "running" {
             return run;
         }
@@ -158,10 +163,9 @@ async fn browser_resubmits_a_failed_run_from_the_monitoring_page() {
     std::fs::create_dir_all(&data).unwrap();
     let password = format!("pw-{}", std::process::id());
     let served = Served::start(dir.path(), &password).await;
-    let client = reqwest::Client::new();
 
     // a run that fails: the flow's source directory is missing
-    let started: Value = client
+    let started: Value = reqwest::Client::new()
         .post(format!("{}/api/v1/flows/{FLOW}/runs", served.url))
         .basic_auth(USER, Some(&password))
         .send()
@@ -173,7 +177,7 @@ async fn browser_resubmits_a_failed_run_from_the_monitoring_page() {
         .await
         .unwrap();
     let failed_id = started["run_id"].as_str().unwrap().to_string();
-    let failed = finished(&client, &served, &password, &failed_id).await;
+    let failed = finished(&served, &password, &failed_id).await;
     assert_eq!(failed["outcome"], "failed", "{failed:#}");
 
     // the cause goes away: the directory appears, with a file to move
@@ -237,15 +241,7 @@ async fn browser_resubmits_a_failed_run_from_the_monitoring_page() {
     assert_eq!(report["outcome"], "succeeded", "{report:#}");
     assert_eq!(report["external_requests"], serde_json::json!([]));
     assert_eq!(report["console_errors"], serde_json::json!([]));
-    let flows: Value = client
-        .get(format!("{}/api/v1/flows", served.url))
-        .basic_auth(USER, Some(&password))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let flows = api(&served, &password, "/api/v1/flows").await;
     assert_eq!(
         report["flows_listed"].as_u64().unwrap(),
         flows["flows"].as_array().unwrap().len() as u64,
@@ -262,19 +258,11 @@ async fn browser_resubmits_a_failed_run_from_the_monitoring_page() {
 
     // and what the server recorded
     let new_id = report["resubmitted"].as_str().unwrap();
-    let run = finished(&client, &served, &password, new_id).await;
+    let run = finished(&served, &password, new_id).await;
     assert_eq!(run["resubmit_of"], failed_id.as_str(), "{run:#}");
     assert_eq!(run["trigger"], "resubmit");
     assert_eq!(run["outcome"], "succeeded", "{run:#}");
-    let original: Value = client
-        .get(format!("{}/api/v1/runs/{failed_id}", served.url))
-        .basic_auth(USER, Some(&password))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let original = api(&served, &password, &format!("/api/v1/runs/{failed_id}")).await;
     assert_eq!(original["resubmitted_as"], serde_json::json!([new_id]));
     // the file really moved, and the source was marked sent
     assert!(

@@ -448,10 +448,47 @@ async fn dashboard(
     Ok(page(StatusCode::OK, html))
 }
 
+/// The runs page's filter form. A browser sends every field of a GET form, so an empty
+/// field means "any", the limit included (the API's query would refuse an empty number).
+#[derive(Debug, serde::Deserialize)]
+struct RunsForm {
+    flow: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+impl RunsForm {
+    fn filter(&self) -> Result<RunFilter, ApiError> {
+        let limit = match self
+            .limit
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            None => None,
+            Some(l) => Some(l.parse::<u32>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("'{l}' is not a number of runs"),
+                )
+            })?),
+        };
+        RunsQuery {
+            flow: self.flow.clone(),
+            outcome: self.outcome.clone(),
+            since: self.since.clone(),
+            limit,
+        }
+        .filter()
+    }
+}
+
 async fn runs(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
-    Query(q): Query<RunsQuery>,
+    Query(q): Query<RunsForm>,
 ) -> Result<Response, UiError> {
     let can_operate = allow(&server, &headers, Role::Viewer)?;
     let (status, runs, error) = match q.filter() {
@@ -636,21 +673,23 @@ mod tests {
             r.text().await.unwrap()
         }
 
+        /// Records a run of `flow` as begun (`running`).
+        async fn begin(&self, flow: &str, flow_name: &str, trigger: Trigger) -> String {
+            let run = NewRun {
+                flow,
+                flow_name,
+                trigger,
+                input_summary: None,
+                resubmit_of: None,
+                dry_run: false,
+            };
+            self.server.app.store().begin(&run).await.unwrap()
+        }
+
         /// Records a run of `flow` that could not start, with `message`.
         async fn failed_run(&self, flow: &str, flow_name: &str, message: &str) -> String {
-            let store = self.server.app.store();
-            let id = store
-                .begin(&NewRun {
-                    flow,
-                    flow_name,
-                    trigger: Trigger::Manual,
-                    input_summary: None,
-                    resubmit_of: None,
-                    dry_run: false,
-                })
-                .await
-                .unwrap();
-            store.abandon(&id, message).await.unwrap();
+            let id = self.begin(flow, flow_name, Trigger::Manual).await;
+            self.server.app.store().abandon(&id, message).await.unwrap();
             id
         }
 
@@ -665,6 +704,12 @@ mod tests {
             }
             panic!("run {id} did not end");
         }
+    }
+
+    /// The status and body of the answer to `r`.
+    async fn answer(r: reqwest::RequestBuilder) -> (Status, String) {
+        let r = r.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
     }
 
     /// The run id a `303 See Other` to a run page names.
@@ -799,13 +844,7 @@ mod tests {
         let first = redirected_run(&r);
         // the source directory does not exist
         assert_eq!(f.finished(&first).await, Outcome::Failed);
-        let html = auth(f.get(&format!("/ui/runs/{first}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, html) = answer(auth(f.get(&format!("/ui/runs/{first}")))).await;
         assert!(html.contains("data-outcome=\"failed\""));
         assert!(html.contains("data-testid=\"run-failure\""));
         assert!(html.contains("not found: directory"), "{html}");
@@ -820,47 +859,19 @@ mod tests {
         f.finished(&second).await;
         let d = f.server.app.store().get(&second).await.unwrap().unwrap();
         assert_eq!(d.summary.resubmit_of.as_deref(), Some(first.as_str()));
-        let html = auth(f.get(&format!("/ui/runs/{second}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, html) = answer(auth(f.get(&format!("/ui/runs/{second}")))).await;
         assert!(html.contains(&format!("href=\"/ui/runs/{first}\"")));
-        let html = auth(f.get(&format!("/ui/runs/{first}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, html) = answer(auth(f.get(&format!("/ui/runs/{first}")))).await;
         assert!(html.contains("data-testid=\"resubmitted-as\""));
         assert!(html.contains(&format!("href=\"/ui/runs/{second}\"")));
 
-        // a flow that cannot be run by hand: the error, not a redirect
-        let r = auth(f.post("/ui/flows/NO_SUCH_FLOW/run"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), Status::NOT_FOUND);
-        assert!(
-            r.text()
-                .await
-                .unwrap()
-                .contains("unknown flow &#x27;NO_SUCH_FLOW&#x27;")
-        );
-        let r = auth(f.post("/ui/runs/no-such-run/resubmit"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), Status::NOT_FOUND);
-        assert!(
-            r.text()
-                .await
-                .unwrap()
-                .contains("no run &#x27;no-such-run&#x27;")
-        );
+        // what cannot start: the error, not a redirect
+        let (status, html) = answer(auth(f.post("/ui/flows/NO_SUCH_FLOW/run"))).await;
+        assert_eq!(status, Status::NOT_FOUND);
+        assert!(html.contains("unknown flow &#x27;NO_SUCH_FLOW&#x27;"));
+        let (status, html) = answer(auth(f.post("/ui/runs/no-such-run/resubmit"))).await;
+        assert_eq!(status, Status::NOT_FOUND);
+        assert!(html.contains("no run &#x27;no-such-run&#x27;"));
     }
 
     #[tokio::test]
@@ -899,18 +910,7 @@ mod tests {
         let f = Fixture::open().await;
         let a1 = f.failed_run("FLOW_A", "A", "a1").await;
         let b1 = f.failed_run("FLOW_B", "B", "b1").await;
-        let store = f.server.app.store();
-        let running = store
-            .begin(&NewRun {
-                flow: "FLOW_A",
-                flow_name: "A",
-                trigger: Trigger::Schedule,
-                input_summary: None,
-                resubmit_of: None,
-                dry_run: false,
-            })
-            .await
-            .unwrap();
+        let running = f.begin("FLOW_A", "A", Trigger::Schedule).await;
 
         let all = row_ids(&f.page("/ui/runs").await);
         assert_eq!(
@@ -935,6 +935,13 @@ mod tests {
         assert!(row_ids(&html).is_empty());
         assert!(html.contains("data-testid=\"no-runs\""));
         assert_eq!(row_ids(&f.page("/ui/runs?limit=1").await).len(), 1);
+
+        // what a browser sends when the form's fields are left empty
+        let html = f.page("/ui/runs?flow=&outcome=&since=&limit=").await;
+        assert_eq!(row_ids(&html).len(), 3);
+        let (status, html) = answer(f.get("/ui/runs?limit=many")).await;
+        assert_eq!(status, Status::BAD_REQUEST);
+        assert!(html.contains("&#x27;many&#x27; is not a number of runs"));
 
         let r = f.get("/ui/runs?outcome=exploded").send().await.unwrap();
         assert_eq!(r.status(), Status::BAD_REQUEST);
