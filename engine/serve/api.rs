@@ -40,6 +40,16 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -259,10 +269,14 @@ fn accepted(body: Value) -> Response {
 /// Query of `GET /api/v1/runs`.
 #[derive(Debug, Deserialize)]
 pub struct RunsQuery {
-    flow: Option<String>,
-    outcome: Option<String>,
-    since: Option<String>,
-    limit: Option<u32>,
+    /// Only this flow (empty: all).
+    pub flow: Option<String>,
+    /// Only this outcome (empty: all).
+    pub outcome: Option<String>,
+    /// Only runs started since: RFC 3339 or an age like `24h` (empty: any time).
+    pub since: Option<String>,
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<u32>,
 }
 
 impl RunsQuery {

@@ -1,12 +1,1017 @@
-//! The monitoring page (placeholder until the page lands).
+//! The monitoring page: server-rendered HTML over the run history, for people.
+//!
+//! - `GET /` redirects to `GET /ui`, the dashboard: runs per flow and outcome over the last
+//!   24 hours and 7 days (SVG bars drawn here), the flows with their triggers and next
+//!   scheduled tick, runs under way, the last failed reload, recent skipped ticks.
+//! - `GET /ui/runs` lists runs, newest first, filtered by flow, outcome and start time.
+//! - `GET /ui/runs/{id}` shows one run with everything recorded about it.
+//! - `POST /ui/runs/{id}/resubmit` and `POST /ui/flows/{flow}/run` start a run and answer
+//!   `303 See Other` to its page.
+//!
+//! The pages are protected like the JSON API (HTTP Basic; the viewer role reads, the operator
+//! role runs and resubmits) and take no script: templates under `ui/` are embedded, rendered
+//! with minijinja's HTML auto-escaping, and served with a Content-Security-Policy that allows
+//! only this server's stylesheet. Form posts from another site are refused (`Sec-Fetch-Site`,
+//! else `Origin`), since a browser sends remembered Basic credentials with them.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration, DurationRound as _, Utc};
+use minijinja::{Environment, context};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::Server;
+use super::api::{ApiError, RunsQuery, authorize, flow_json};
+use super::app::StartError;
+use super::auth::Role;
+use crate::history::{HistoryError, Outcome, RunFilter, RunSummary, TickStatus};
 
 /// The page's routes.
 pub fn routes() -> Router<Arc<Server>> {
     Router::new()
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .route("/ui", get(dashboard))
+        .route("/ui/", get(|| async { Redirect::to("/ui") }))
+        .route("/ui/style.css", get(stylesheet))
+        .route("/ui/favicon.svg", get(favicon))
+        .route("/ui/runs", get(runs))
+        .route("/ui/runs/{id}", get(run))
+        .route("/ui/runs/{id}/resubmit", post(resubmit))
+        .route("/ui/flows/{flow}/run", post(run_now))
+}
+
+/// Outcomes in the order the bars stack them, bottom up.
+const OUTCOMES: [Outcome; 6] = [
+    Outcome::Succeeded,
+    Outcome::NoFiles,
+    Outcome::Partial,
+    Outcome::Failed,
+    Outcome::Interrupted,
+    Outcome::Running,
+];
+
+/// How many runs the dashboard counts at most (over the last 7 days).
+const DASHBOARD_RUNS: u32 = 10_000;
+
+/// A page that could not be shown: its status and why, rendered as HTML.
+#[derive(Debug)]
+pub struct UiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl UiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> UiError {
+        UiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ApiError> for UiError {
+    fn from(e: ApiError) -> UiError {
+        UiError::new(e.status(), e.message())
+    }
+}
+
+impl From<HistoryError> for UiError {
+    fn from(e: HistoryError) -> UiError {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<StartError> for UiError {
+    fn from(e: StartError) -> UiError {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<minijinja::Error> for UiError {
+    fn from(e: minijinja::Error) -> UiError {
+        tracing::error!(error = %e, "monitoring page template");
+        UiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the page could not be rendered (see the server log)",
+        )
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let ctx = context! { status => self.status.as_u16(), reason => self.status.canonical_reason(), message => self.message };
+        let mut r = match render("error.html", ctx) {
+            Ok(html) => page(self.status, html),
+            Err(_) => (self.status, self.message).into_response(),
+        };
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ferry\", charset=\"UTF-8\""),
+            );
+        }
+        r
+    }
+}
+
+/// The templates, parsed once. They are part of the binary, so a failure here is a bug that
+/// the unit tests catch; it is reported as a page error rather than a panic.
+static TEMPLATES: LazyLock<Result<Environment<'static>, String>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, text) in [
+        ("layout.html", include_str!("ui/layout.html")),
+        ("macros.html", include_str!("ui/macros.html")),
+        ("dashboard.html", include_str!("ui/dashboard.html")),
+        ("runs.html", include_str!("ui/runs.html")),
+        ("run.html", include_str!("ui/run.html")),
+        ("error.html", include_str!("ui/error.html")),
+    ] {
+        env.add_template(name, text)
+            .map_err(|e| format!("{name}: {e:#}"))?;
+    }
+    env.add_filter("duration", |ms: i64| crate::history::text::duration(ms));
+    env.add_filter("urlencode", |s: &str| url_component(s));
+    Ok(env)
+});
+
+fn render(name: &str, ctx: minijinja::Value) -> Result<String, UiError> {
+    let env = TEMPLATES.as_ref().map_err(|e| {
+        tracing::error!(error = %e, "monitoring page templates");
+        UiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the page could not be rendered (see the server log)",
+        )
+    })?;
+    Ok(env.get_template(name)?.render(ctx)?)
+}
+
+/// `s` as one URL path segment or query value: every byte but the unreserved ones
+/// (RFC 3986 `A-Z a-z 0-9 - . _ ~`) percent-encoded.
+fn url_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An HTML answer with the page's security headers.
+fn page(status: StatusCode, html: String) -> Response {
+    (
+        status,
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "same-origin"),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("ui/style.css"),
+    )
+        .into_response()
+}
+
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("ui/favicon.svg"),
+    )
+        .into_response()
+}
+
+/// Checks the caller has at least `need`; tells whether it may also run and resubmit.
+fn allow(server: &Server, headers: &HeaderMap, need: Role) -> Result<bool, UiError> {
+    authorize(server, headers, need)?;
+    Ok(matches!(
+        server.users.check(headers),
+        Ok(None | Some(Role::Operator))
+    ))
+}
+
+/// Refuses a form post that another site made the browser send (with the Basic credentials
+/// it remembers): by `Sec-Fetch-Site` where the browser sends it, else by `Origin`.
+fn same_origin(headers: &HeaderMap) -> Result<(), UiError> {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let refused = || {
+        UiError::new(
+            StatusCode::FORBIDDEN,
+            "a form posted from another site is refused; use the buttons of this page",
+        )
+    };
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => Err(refused()),
+        };
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let origin_host = origin.split_once("://").map(|(_, h)| h);
+        if origin_host.is_none() || origin_host != text(header::HOST) {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
+/// One segment of a stacked bar.
+#[derive(Debug, Serialize)]
+struct Segment {
+    outcome: &'static str,
+    count: usize,
+    y: f64,
+    h: f64,
+}
+
+/// One bar: the runs started in one bucket of time.
+#[derive(Debug, Serialize)]
+struct Bar {
+    x: f64,
+    w: f64,
+    label: String,
+    total: usize,
+    segments: Vec<Segment>,
+}
+
+/// Runs per outcome over time, as stacked bars.
+#[derive(Debug, Serialize)]
+struct Chart {
+    width: f64,
+    height: f64,
+    max: usize,
+    bars: Vec<Bar>,
+    /// Labels under some bars: (x, text).
+    ticks: Vec<(f64, String)>,
+}
+
+/// `runs` started in the `n` buckets of `bucket` ending with the one holding `now`.
+fn chart(
+    runs: &[&RunSummary],
+    now: DateTime<Utc>,
+    bucket: Duration,
+    n: usize,
+    size: (f64, f64),
+) -> Chart {
+    let (width, height) = size;
+    let last = now.duration_trunc(bucket).unwrap_or(now);
+    let steps = i32::try_from(n.saturating_sub(1)).unwrap_or(0);
+    let start = last - bucket * steps;
+    let mut counts = vec![BTreeMap::<&'static str, usize>::new(); n];
+    for r in runs {
+        let Ok(t) = DateTime::parse_from_rfc3339(&r.started_at) else {
+            continue;
+        };
+        let t = t.with_timezone(&Utc);
+        if t < start {
+            continue;
+        }
+        let Some(i) = (t - start)
+            .num_milliseconds()
+            .checked_div(bucket.num_milliseconds())
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| *i < n)
+        else {
+            continue;
+        };
+        *counts[i].entry(r.outcome.as_str()).or_default() += 1;
+    }
+    let max = counts
+        .iter()
+        .map(|c| c.values().sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let slot = width / n.max(1) as f64;
+    let label = |t: DateTime<Utc>| {
+        if bucket >= Duration::days(1) {
+            t.format("%m-%d").to_string()
+        } else {
+            t.format("%H:%M").to_string()
+        }
+    };
+    let mut bars = Vec::with_capacity(n);
+    let mut ticks = Vec::new();
+    for (i, c) in counts.iter().enumerate() {
+        let from = start + bucket * i32::try_from(i).unwrap_or(0);
+        let x = slot * i as f64;
+        let mut y = height;
+        let mut segments = Vec::new();
+        for o in OUTCOMES {
+            let count = c.get(o.as_str()).copied().unwrap_or(0);
+            if count == 0 {
+                continue;
+            }
+            let h = (height * count as f64 / max.max(1) as f64).max(1.0);
+            y -= h;
+            segments.push(Segment {
+                outcome: o.as_str(),
+                count,
+                y,
+                h,
+            });
+        }
+        let text = label(from);
+        if n <= 8 || i % (n / 6).max(1) == 0 {
+            ticks.push((x + slot / 2.0, text.clone()));
+        }
+        bars.push(Bar {
+            x: x + slot * 0.1,
+            w: slot * 0.8,
+            label: format!("{} UTC", from.format("%Y-%m-%d %H:%M")),
+            total: c.values().sum(),
+            segments,
+        });
+    }
+    Chart {
+        width,
+        height,
+        max,
+        bars,
+        ticks,
+    }
+}
+
+/// Runs per outcome: (outcome, count), in [`OUTCOMES`] order, without zeros.
+fn tally(runs: &[&RunSummary]) -> Vec<(&'static str, usize)> {
+    OUTCOMES
+        .iter()
+        .map(|o| (o.as_str(), runs.iter().filter(|r| r.outcome == *o).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+async fn dashboard(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
+    let can_operate = allow(&server, &headers, Role::Viewer)?;
+    let now = Utc::now();
+    let store = server.app.store();
+    let recent = store
+        .list(&RunFilter {
+            since: Some(now - Duration::days(7)),
+            limit: Some(DASHBOARD_RUNS),
+            ..RunFilter::default()
+        })
+        .await?;
+    let all: Vec<&RunSummary> = recent.iter().collect();
+    let day: Vec<&RunSummary> = recent
+        .iter()
+        .filter(|r| {
+            DateTime::parse_from_rfc3339(&r.started_at)
+                .is_ok_and(|t| t.with_timezone(&Utc) >= now - Duration::hours(24))
+        })
+        .collect();
+    let running = store
+        .list(&RunFilter {
+            outcome: Some(Outcome::Running),
+            limit: Some(100),
+            ..RunFilter::default()
+        })
+        .await?;
+    let skipped: Vec<_> = store
+        .ticks(None, 500)
+        .await?
+        .into_iter()
+        .filter(|t| t.status == TickStatus::Skipped)
+        .take(20)
+        .collect();
+    let loaded = server.app.loaded();
+    let project = loaded.engine.project();
+    let flows: Vec<Value> = project
+        .flows
+        .values()
+        .map(|plan| {
+            let mine: Vec<&RunSummary> =
+                all.iter().copied().filter(|r| r.flow == plan.id).collect();
+            let mut v = flow_json(plan);
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "runnable".into(),
+                    Value::Bool(plan.trigger.manual || plan.trigger.schedule.is_some()),
+                );
+                o.insert("last".into(), serde_json::json!(mine.first()));
+                o.insert("week".into(), serde_json::json!(tally(&mine)));
+                o.insert(
+                    "chart".into(),
+                    serde_json::json!(chart(&mine, now, Duration::days(1), 7, (140.0, 28.0))),
+                );
+            }
+            v
+        })
+        .collect();
+    let html = render(
+        "dashboard.html",
+        context! {
+            nav => "dashboard",
+            can_operate,
+            now => now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            instance => server.app.settings().instance,
+            generation => loaded.generation,
+            loaded_at => loaded.loaded_at,
+            reload_failure => server.app.reload_failure(),
+            day_chart => chart(&all, now, Duration::hours(1), 24, (720.0, 120.0)),
+            week_chart => chart(&all, now, Duration::days(1), 7, (720.0, 120.0)),
+            day_tally => tally(&day),
+            week_tally => tally(&all),
+            capped => (recent.len() >= DASHBOARD_RUNS as usize).then_some(DASHBOARD_RUNS),
+            flows,
+            running,
+            skipped,
+        },
+    )?;
+    Ok(page(StatusCode::OK, html))
+}
+
+/// The runs page's filter form. A browser sends every field of a GET form, so an empty
+/// field means "any", the limit included (the API's query would refuse an empty number).
+#[derive(Debug, serde::Deserialize)]
+struct RunsForm {
+    flow: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+impl RunsForm {
+    fn filter(&self) -> Result<RunFilter, ApiError> {
+        let limit = match self
+            .limit
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            None => None,
+            Some(l) => Some(l.parse::<u32>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("'{l}' is not a number of runs"),
+                )
+            })?),
+        };
+        RunsQuery {
+            flow: self.flow.clone(),
+            outcome: self.outcome.clone(),
+            since: self.since.clone(),
+            limit,
+        }
+        .filter()
+    }
+}
+
+async fn runs(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Query(q): Query<RunsForm>,
+) -> Result<Response, UiError> {
+    let can_operate = allow(&server, &headers, Role::Viewer)?;
+    let (status, runs, error) = match q.filter() {
+        Ok(filter) => (
+            StatusCode::OK,
+            server.app.store().list(&filter).await?,
+            None,
+        ),
+        Err(e) => (e.status(), Vec::new(), Some(e.message().to_string())),
+    };
+    let flows: Vec<String> = server.app.project().flows.keys().cloned().collect();
+    let html = render(
+        "runs.html",
+        context! {
+            nav => "runs",
+            can_operate,
+            runs,
+            error,
+            flows,
+            outcomes => OUTCOMES.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+            flow => q.flow,
+            outcome => q.outcome,
+            since => q.since,
+            limit => q.limit,
+        },
+    )?;
+    Ok(page(status, html))
+}
+
+async fn run(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let can_operate = allow(&server, &headers, Role::Viewer)?;
+    let Some(detail) = server.app.store().get(&id).await? else {
+        return Err(HistoryError::UnknownRun(id).into());
+    };
+    let html = render(
+        "run.html",
+        context! {
+            nav => "runs",
+            can_operate,
+            run => detail.summary,
+            failure => detail.failure,
+            files => detail.files,
+            records => detail.records,
+            emails => detail.emails,
+            inputs => detail.inputs,
+            resubmitted_as => detail.resubmitted_as,
+            events => detail.events,
+        },
+    )?;
+    Ok(page(StatusCode::OK, html))
+}
+
+async fn resubmit(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    allow(&server, &headers, Role::Operator)?;
+    same_origin(&headers)?;
+    let run_id = server.app.resubmit(&id).await?;
+    Ok(Redirect::to(&format!("/ui/runs/{run_id}")).into_response())
+}
+
+async fn run_now(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+) -> Result<Response, UiError> {
+    allow(&server, &headers, Role::Operator)?;
+    same_origin(&headers)?;
+    let run_id = server.app.run_now(&flow).await?;
+    Ok(Redirect::to(&format!("/ui/runs/{run_id}")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+    use std::time::Duration as StdDuration;
+
+    use reqwest::{Client, StatusCode as Status};
+
+    use super::*;
+    use crate::compile::{Inputs, load};
+    use crate::connectors::Secret;
+    use crate::history::{NewRun, Store, Trigger};
+    use crate::serve::app::{App, AppSettings};
+    use crate::serve::auth::{User, Users};
+
+    /// A scheduled file flow of the shipped project that allows "run now".
+    const FILE_FLOW: &str = "OUTL-BA-DACS_OUAI_FTP_ENROLL";
+
+    /// A server over the shipped flows, its local directories in a temp dir that does not
+    /// hold them yet (so file flows fail), on a free port.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        server: Arc<Server>,
+        base: String,
+        client: Client,
+    }
+
+    impl Fixture {
+        async fn start(users: Users) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let conns = std::fs::read_to_string(repo.join("flows/connections.yaml"))
+                .unwrap()
+                .replace(
+                    "${FERRY_DATA:-./ferry-data}",
+                    &dir.path().join("data").display().to_string(),
+                );
+            let conns_path = dir.path().join("connections.yaml");
+            std::fs::write(&conns_path, conns).unwrap();
+            let (project, diags) = load(&Inputs {
+                paths: vec![repo.join("flows")],
+                lookups: None,
+                connections: Some(conns_path),
+            });
+            let project = project.unwrap_or_else(|| panic!("the shipped flows load: {diags:?}"));
+            let store = Store::open_sqlite(&dir.path().join("state")).await.unwrap();
+            let spool = dir.path().join("spool");
+            let incoming = dir.path().join("incoming");
+            std::fs::create_dir_all(&spool).unwrap();
+            std::fs::create_dir_all(&incoming).unwrap();
+            let app = App::new(
+                Arc::new(project),
+                store,
+                AppSettings {
+                    instance: "ui-test".into(),
+                    lease_ttl: StdDuration::from_secs(30),
+                    spool_dir: Some(spool),
+                },
+            );
+            let server = Arc::new(Server {
+                app,
+                users,
+                incoming,
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let router = crate::serve::router(server.clone());
+            tokio::spawn(async move { axum::serve(listener, router).await });
+            let client = Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            Fixture {
+                _dir: dir,
+                server,
+                base,
+                client,
+            }
+        }
+
+        async fn open() -> Fixture {
+            Fixture::start(Users::default()).await
+        }
+
+        async fn with_users() -> Fixture {
+            Fixture::start(Users::new(vec![
+                User::new("op", Secret::new("op-secret".into()), Role::Operator),
+                User::new("viewer", Secret::new("look".into()), Role::Viewer),
+            ]))
+            .await
+        }
+
+        fn get(&self, path: &str) -> reqwest::RequestBuilder {
+            self.client.get(format!("{}{path}", self.base))
+        }
+
+        fn post(&self, path: &str) -> reqwest::RequestBuilder {
+            self.client.post(format!("{}{path}", self.base))
+        }
+
+        async fn page(&self, path: &str) -> String {
+            let r = self.get(path).send().await.unwrap();
+            assert_eq!(r.status(), Status::OK, "GET {path}");
+            r.text().await.unwrap()
+        }
+
+        /// Records a run of `flow` as begun (`running`).
+        async fn begin(&self, flow: &str, flow_name: &str, trigger: Trigger) -> String {
+            let run = NewRun {
+                flow,
+                flow_name,
+                trigger,
+                input_summary: None,
+                resubmit_of: None,
+                dry_run: false,
+            };
+            self.server.app.store().begin(&run).await.unwrap()
+        }
+
+        /// Records a run of `flow` that could not start, with `message`.
+        async fn failed_run(&self, flow: &str, flow_name: &str, message: &str) -> String {
+            let id = self.begin(flow, flow_name, Trigger::Manual).await;
+            self.server.app.store().abandon(&id, message).await.unwrap();
+            id
+        }
+
+        /// Waits until run `id` has ended; returns its outcome.
+        async fn finished(&self, id: &str) -> Outcome {
+            for _ in 0..200 {
+                let d = self.server.app.store().get(id).await.unwrap().unwrap();
+                if d.summary.outcome != Outcome::Running {
+                    return d.summary.outcome;
+                }
+                tokio::time::sleep(StdDuration::from_millis(50)).await;
+            }
+            panic!("run {id} did not end");
+        }
+    }
+
+    /// The status and body of the answer to `r`.
+    async fn answer(r: reqwest::RequestBuilder) -> (Status, String) {
+        let r = r.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// The run id a `303 See Other` to a run page names.
+    fn redirected_run(r: &reqwest::Response) -> String {
+        assert_eq!(r.status(), Status::SEE_OTHER);
+        let to = r.headers()[header::LOCATION].to_str().unwrap();
+        to.strip_prefix("/ui/runs/").unwrap().to_string()
+    }
+
+    /// The run ids of a runs page's rows, in order.
+    fn row_ids(html: &str) -> Vec<String> {
+        html.split("data-run-id=\"")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn url_components_are_percent_encoded() {
+        assert_eq!(url_component("OUTL-BA_x.1~"), "OUTL-BA_x.1~");
+        assert_eq!(url_component("a b/c?d&é"), "a%20b%2Fc%3Fd%26%C3%A9");
+    }
+
+    #[test]
+    fn templates_parse() {
+        assert!(TEMPLATES.is_ok(), "{:?}", TEMPLATES.as_ref().err());
+    }
+
+    #[tokio::test]
+    async fn root_redirects_to_the_dashboard() {
+        let f = Fixture::open().await;
+        let r = f.get("/").send().await.unwrap();
+        assert_eq!(r.status(), Status::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], "/ui");
+        let css = f.get("/ui/style.css").send().await.unwrap();
+        assert_eq!(
+            css.headers()[header::CONTENT_TYPE],
+            "text/css; charset=utf-8"
+        );
+    }
+
+    #[tokio::test]
+    async fn pages_ask_for_credentials_when_users_are_configured() {
+        let f = Fixture::with_users().await;
+        for path in ["/ui", "/ui/runs", "/ui/runs/nope"] {
+            let r = f.get(path).send().await.unwrap();
+            assert_eq!(r.status(), Status::UNAUTHORIZED, "{path}");
+            assert!(
+                r.headers()[header::WWW_AUTHENTICATE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic realm=\"ferry\""),
+                "{path}"
+            );
+            assert!(r.text().await.unwrap().contains("credentials are required"));
+        }
+        let wrong = f
+            .get("/ui")
+            .basic_auth("op", Some("guess"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), Status::UNAUTHORIZED);
+        let body = wrong.text().await.unwrap();
+        assert!(!body.contains("op-secret"), "no secret in pages");
+        let viewer = f
+            .get("/ui")
+            .basic_auth("viewer", Some("look"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(viewer.status(), Status::OK);
+        let html = viewer.text().await.unwrap();
+        assert!(html.contains("read only"));
+        assert!(
+            !html.contains("data-testid=\"run-now\""),
+            "no buttons for viewers"
+        );
+        let op = f
+            .get("/ui")
+            .basic_auth("op", Some("op-secret"))
+            .send()
+            .await;
+        let html = op.unwrap().text().await.unwrap();
+        assert!(html.contains("data-testid=\"run-now\""));
+    }
+
+    #[tokio::test]
+    async fn viewer_cannot_resubmit_or_run_now() {
+        let f = Fixture::with_users().await;
+        let id = f.failed_run(FILE_FLOW, "enrollment", "boom").await;
+        let page = f
+            .get(&format!("/ui/runs/{id}"))
+            .basic_auth("viewer", Some("look"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), Status::OK);
+        assert!(
+            !page
+                .text()
+                .await
+                .unwrap()
+                .contains("data-testid=\"resubmit\"")
+        );
+        for path in [
+            format!("/ui/runs/{id}/resubmit"),
+            format!("/ui/flows/{FILE_FLOW}/run"),
+        ] {
+            let r = f
+                .post(&path)
+                .basic_auth("viewer", Some("look"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), Status::FORBIDDEN, "{path}");
+            assert!(r.text().await.unwrap().contains("operator role"));
+        }
+        let runs = f.server.app.store().list(&RunFilter::default()).await;
+        assert_eq!(runs.unwrap().len(), 1, "no run was started");
+    }
+
+    #[tokio::test]
+    async fn run_now_and_resubmit_redirect_to_the_new_run() {
+        let f = Fixture::with_users().await;
+        let auth = |r: reqwest::RequestBuilder| r.basic_auth("op", Some("op-secret"));
+        let r = auth(f.post(&format!("/ui/flows/{FILE_FLOW}/run")))
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .unwrap();
+        let first = redirected_run(&r);
+        // the source directory does not exist
+        assert_eq!(f.finished(&first).await, Outcome::Failed);
+        let (_, html) = answer(auth(f.get(&format!("/ui/runs/{first}")))).await;
+        assert!(html.contains("data-outcome=\"failed\""));
+        assert!(html.contains("data-testid=\"run-failure\""));
+        assert!(html.contains("not found: directory"), "{html}");
+        assert!(html.contains("data-testid=\"resubmit\""));
+
+        let r = auth(f.post(&format!("/ui/runs/{first}/resubmit")))
+            .send()
+            .await
+            .unwrap();
+        let second = redirected_run(&r);
+        assert_ne!(second, first);
+        f.finished(&second).await;
+        let d = f.server.app.store().get(&second).await.unwrap().unwrap();
+        assert_eq!(d.summary.resubmit_of.as_deref(), Some(first.as_str()));
+        let (_, html) = answer(auth(f.get(&format!("/ui/runs/{second}")))).await;
+        assert!(html.contains(&format!("href=\"/ui/runs/{first}\"")));
+        let (_, html) = answer(auth(f.get(&format!("/ui/runs/{first}")))).await;
+        assert!(html.contains("data-testid=\"resubmitted-as\""));
+        assert!(html.contains(&format!("href=\"/ui/runs/{second}\"")));
+
+        // what cannot start: the error, not a redirect
+        let (status, html) = answer(auth(f.post("/ui/flows/NO_SUCH_FLOW/run"))).await;
+        assert_eq!(status, Status::NOT_FOUND);
+        assert!(html.contains("unknown flow &#x27;NO_SUCH_FLOW&#x27;"));
+        let (status, html) = answer(auth(f.post("/ui/runs/no-such-run/resubmit"))).await;
+        assert_eq!(status, Status::NOT_FOUND);
+        assert!(html.contains("no run &#x27;no-such-run&#x27;"));
+    }
+
+    #[tokio::test]
+    async fn cross_site_form_posts_are_refused() {
+        let f = Fixture::open().await;
+        let id = f.failed_run(FILE_FLOW, "enrollment", "boom").await;
+        let path = format!("/ui/runs/{id}/resubmit");
+        let r = f
+            .post(&path)
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), Status::FORBIDDEN);
+        let r = f
+            .post(&path)
+            .header(header::ORIGIN, "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), Status::FORBIDDEN);
+        let runs = f.server.app.store().list(&RunFilter::default()).await;
+        assert_eq!(runs.unwrap().len(), 1, "no run was started");
+        let origin = f.base.clone();
+        let r = f
+            .post(&path)
+            .header(header::ORIGIN, origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), Status::SEE_OTHER);
+    }
+
+    #[tokio::test]
+    async fn runs_list_filters_by_flow_outcome_and_since() {
+        let f = Fixture::open().await;
+        let a1 = f.failed_run("FLOW_A", "A", "a1").await;
+        let b1 = f.failed_run("FLOW_B", "B", "b1").await;
+        let running = f.begin("FLOW_A", "A", Trigger::Schedule).await;
+
+        let all = row_ids(&f.page("/ui/runs").await);
+        assert_eq!(
+            all,
+            vec![running.clone(), b1.clone(), a1.clone()],
+            "newest first"
+        );
+        let html = f.page("/ui/runs?flow=FLOW_A&outcome=&since=").await;
+        assert_eq!(row_ids(&html), vec![running.clone(), a1.clone()]);
+        assert!(html.contains("<option value=\"FLOW_A\"") || html.contains("value=\"\""));
+        let html = f.page("/ui/runs?outcome=failed").await;
+        assert_eq!(row_ids(&html), vec![b1.clone(), a1.clone()]);
+        assert!(
+            html.contains("class=\"run outcome-failed bad\""),
+            "failed rows are marked"
+        );
+        assert!(html.contains("<option value=\"failed\" selected>"));
+        let html = f.page("/ui/runs?flow=FLOW_A&outcome=running").await;
+        assert_eq!(row_ids(&html), vec![running]);
+        assert_eq!(row_ids(&f.page("/ui/runs?since=1h").await).len(), 3);
+        let html = f.page("/ui/runs?since=2999-01-01T00:00:00Z").await;
+        assert!(row_ids(&html).is_empty());
+        assert!(html.contains("data-testid=\"no-runs\""));
+        assert_eq!(row_ids(&f.page("/ui/runs?limit=1").await).len(), 1);
+
+        // what a browser sends when the form's fields are left empty
+        let html = f.page("/ui/runs?flow=&outcome=&since=&limit=").await;
+        assert_eq!(row_ids(&html).len(), 3);
+        let (status, html) = answer(f.get("/ui/runs?limit=many")).await;
+        assert_eq!(status, Status::BAD_REQUEST);
+        assert!(html.contains("&#x27;many&#x27; is not a number of runs"));
+
+        let r = f.get("/ui/runs?outcome=exploded").send().await.unwrap();
+        assert_eq!(r.status(), Status::BAD_REQUEST);
+        let html = r.text().await.unwrap();
+        assert!(html.contains("data-testid=\"filter-error\""));
+        assert!(
+            html.contains("unknown outcome &#x27;exploded&#x27;"),
+            "{html}"
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_names_and_messages_are_escaped() {
+        // a flow id, name and error message that carry markup must show as text
+        let f = Fixture::open().await;
+        let id = f
+            .failed_run(
+                "<script>alert('flow')</script>",
+                "<img src=x onerror=alert(1)>",
+                "</pre><script>alert(\"msg\")</script>",
+            )
+            .await;
+        f.server.app.reload_failed(vec![
+            "flows/x.yaml:1:1: <b onmouseover=alert(2)>bad</b>".into(),
+        ]);
+        for path in [
+            "/ui/runs".to_string(),
+            format!("/ui/runs/{id}"),
+            "/ui".into(),
+        ] {
+            let html = f.page(&path).await;
+            for raw in ["<script>alert", "<img src=x", "<b onmouseover"] {
+                assert!(!html.contains(raw), "{path} lets {raw} through:\n{html}");
+            }
+        }
+        let list = f.page("/ui/runs").await;
+        assert!(
+            list.contains("&lt;script&gt;alert(&#x27;flow&#x27;)&lt;&#x2f;script&gt;"),
+            "{list}"
+        );
+        let detail = f.page(&format!("/ui/runs/{id}")).await;
+        assert!(detail.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(detail.contains("&lt;&#x2f;pre&gt;&lt;script&gt;alert(&quot;msg&quot;)"));
+        let dash = f.page("/ui").await;
+        assert!(dash.contains("data-testid=\"reload-failure\""));
+        assert!(dash.contains("&lt;b onmouseover=alert(2)&gt;bad"));
+        let r = f.get("/ui").send().await.unwrap();
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.starts_with("default-src 'none'"));
+    }
+
+    #[tokio::test]
+    async fn dashboard_shows_flows_runs_and_charts() {
+        let f = Fixture::open().await;
+        f.failed_run(FILE_FLOW, "enrollment", "boom").await;
+        let html = f.page("/ui").await;
+        let project = f.server.app.project();
+        assert_eq!(
+            html.matches("data-testid=\"flow-row\"").count(),
+            project.flows.len()
+        );
+        assert!(html.contains(&format!("data-flow=\"{FILE_FLOW}\"")));
+        assert!(html.contains("0 0 * * * *"), "the flow's schedule");
+        assert!(html.contains("data-testid=\"run-now\""));
+        // the failed run, in both charts, the flow's sparkline and its tallies
+        assert!(html.matches("class=\"bar outcome-failed\"").count() >= 3);
+        assert!(html.contains("1 failed"));
+        assert!(!html.contains("data-testid=\"reload-failure\""));
+        assert!(html.contains("<p class=\"muted\" data-testid=\"skipped-ticks\">"));
+    }
 }
