@@ -582,8 +582,18 @@ mod tests {
     use crate::serve::app::{App, AppSettings};
     use crate::serve::auth::{User, Users};
 
-    /// A scheduled file flow of the shipped project that allows "run now".
-    const FILE_FLOW: &str = "OUTL-BA-DACS_OUAI_FTP_ENROLL";
+    /// A scheduled flow of the shipped project that allows "run now" (the first by id; the
+    /// engine names no shipped flow, so it is found, not written here). Every such flow
+    /// starts by listing a local directory, so it fails in the fixture's empty data dir.
+    fn file_flow(server: &Server) -> String {
+        let project = server.app.project();
+        project
+            .flows
+            .values()
+            .find(|p| p.trigger.manual && p.schedule.is_some())
+            .map(|p| p.id.clone())
+            .unwrap()
+    }
 
     /// A server over the shipped flows, its local directories in a temp dir that does not
     /// hold them yet (so file flows fail), on a free port.
@@ -800,7 +810,9 @@ mod tests {
     #[tokio::test]
     async fn viewer_cannot_resubmit_or_run_now() {
         let f = Fixture::with_users().await;
-        let id = f.failed_run(FILE_FLOW, "enrollment", "boom").await;
+        let id = f
+            .failed_run(&file_flow(&f.server), "enrollment", "boom")
+            .await;
         let page = f
             .get(&format!("/ui/runs/{id}"))
             .basic_auth("viewer", Some("look"))
@@ -817,7 +829,7 @@ mod tests {
         );
         for path in [
             format!("/ui/runs/{id}/resubmit"),
-            format!("/ui/flows/{FILE_FLOW}/run"),
+            format!("/ui/flows/{}/run", file_flow(&f.server)),
         ] {
             let r = f
                 .post(&path)
@@ -836,7 +848,7 @@ mod tests {
     async fn run_now_and_resubmit_redirect_to_the_new_run() {
         let f = Fixture::with_users().await;
         let auth = |r: reqwest::RequestBuilder| r.basic_auth("op", Some("op-secret"));
-        let r = auth(f.post(&format!("/ui/flows/{FILE_FLOW}/run")))
+        let r = auth(f.post(&format!("/ui/flows/{}/run", file_flow(&f.server))))
             .header("sec-fetch-site", "same-origin")
             .send()
             .await
@@ -877,7 +889,9 @@ mod tests {
     #[tokio::test]
     async fn cross_site_form_posts_are_refused() {
         let f = Fixture::open().await;
-        let id = f.failed_run(FILE_FLOW, "enrollment", "boom").await;
+        let id = f
+            .failed_run(&file_flow(&f.server), "enrollment", "boom")
+            .await;
         let path = format!("/ui/runs/{id}/resubmit");
         let r = f
             .post(&path)
@@ -998,14 +1012,15 @@ mod tests {
     #[tokio::test]
     async fn dashboard_shows_flows_runs_and_charts() {
         let f = Fixture::open().await;
-        f.failed_run(FILE_FLOW, "enrollment", "boom").await;
+        f.failed_run(&file_flow(&f.server), "enrollment", "boom")
+            .await;
         let html = f.page("/ui").await;
         let project = f.server.app.project();
         assert_eq!(
             html.matches("data-testid=\"flow-row\"").count(),
             project.flows.len()
         );
-        assert!(html.contains(&format!("data-flow=\"{FILE_FLOW}\"")));
+        assert!(html.contains(&format!("data-flow=\"{}\"", file_flow(&f.server))));
         assert!(html.contains("0 0 * * * *"), "the flow's schedule");
         assert!(html.contains("data-testid=\"run-now\""));
         // the failed run, in both charts, the flow's sparkline and its tallies
