@@ -192,6 +192,7 @@ async fn s3_object_storage_conforms() {
         path_style: true,
         allow_http: true,
         timeout_secs: Some(10),
+        unsigned_payload: None,
     };
     let store = FileStore::S3(
         S3Store::with_secrets(
