@@ -37,7 +37,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
 
@@ -48,8 +48,6 @@ const TMP_PREFIX: &str = ".ferry-tmp-";
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Default SSH port.
 const DEFAULT_PORT: u16 = 22;
-/// Chunk size of streamed transfers.
-const CHUNK: usize = 256 * 1024;
 
 /// An SFTP server (SSH file transfer).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -570,8 +568,7 @@ impl SftpStore {
         Ok(Some(name))
     }
 
-    /// Copies `from` to `to` in chunks, each within the timeout. `local` names the local file
-    /// (the writer when `local_is_dest`, else the reader) for I/O errors.
+    /// Copies `from` to `to` (see [`super::pump`]).
     async fn pump(
         &self,
         from: &mut (impl AsyncRead + Unpin),
@@ -580,26 +577,16 @@ impl SftpStore {
         local: &Path,
         local_is_dest: bool,
     ) -> Result<u64, ConnectorError> {
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = match tokio::time::timeout(self.timeout, from.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) if local_is_dest => return Err(self.remote_io(what, e)),
-                Ok(Err(e)) => return Err(super::io_error("read", local, e)),
-                Err(_) => return Err(self.timed_out(what)),
-            };
-            if n == 0 {
-                return Ok(total);
-            }
-            match tokio::time::timeout(self.timeout, to.write_all(&buf[..n])).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if local_is_dest => return Err(super::io_error("write", local, e)),
-                Ok(Err(e)) => return Err(self.remote_io(what, e)),
-                Err(_) => return Err(self.timed_out(what)),
-            }
-            total += n as u64;
-        }
+        super::pump(
+            from,
+            to,
+            self.timeout,
+            local,
+            local_is_dest,
+            |e| self.remote_io(what, e),
+            || self.timed_out(what),
+        )
+        .await
     }
 
     /// An I/O error of a remote file (a refused write, a broken session).
@@ -846,9 +833,10 @@ impl Session<'_> {
                 self.sftp.open(path),
             )
             .await?;
-        let mut file = tokio::fs::File::create(dest)
+        let file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| super::io_error("create", dest, e))?;
+        let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
         let result = async {
             let n = store
                 .pump(&mut remote, &mut file, &what, dest, true)
