@@ -1,5 +1,6 @@
 //! One conformance suite, run against every kind of file store: the local directory, FTP
-//! (libunftp), S3 (s3s-fs) and OCI Object Storage (the signature-verifying test server).
+//! (libunftp), SFTP (OpenSSH's sshd), S3 (s3s-fs) and OCI Object Storage (the
+//! signature-verifying test server).
 //! Whatever the kind, a flow sees the same behaviour.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
@@ -10,6 +11,8 @@ mod ftp_server;
 mod oci_server;
 #[path = "support/s3_server.rs"]
 mod s3_server;
+#[path = "support/sftp_server.rs"]
+mod sftp_server;
 
 use ferry::connectors::ftp::{FtpSecurity, FtpSpec, FtpStore};
 use ferry::connectors::local::{LocalSpec, LocalStore};
@@ -161,6 +164,24 @@ async fn ftp_servers_conform() {
 }
 
 #[tokio::test]
+async fn sftp_servers_conform() {
+    let Some(server) = sftp_server::SftpServer::start().await else {
+        return;
+    };
+    std::fs::create_dir_all(server.path("in")).unwrap();
+    let spec: ConnectionSpec = serde_json::from_value(server.key_spec()).unwrap();
+    let Connector::Files(store) = spec.connect("dacs_sftp").unwrap() else {
+        panic!("not a file store")
+    };
+    conformance("sftp", &store, &server.location("in")).await;
+    // Nothing but the files the suite left: no temporary uploads.
+    assert_eq!(
+        server.names("in"),
+        ["IN_2.csv", "OTHER.csv", "Sent-IN_1.csv"]
+    );
+}
+
+#[tokio::test]
 async fn s3_object_storage_conforms() {
     let server = s3_server::S3Server::start(&["bucket"]).await;
     let spec = S3Spec {
@@ -171,6 +192,7 @@ async fn s3_object_storage_conforms() {
         path_style: true,
         allow_http: true,
         timeout_secs: Some(10),
+        unsigned_payload: None,
     };
     let store = FileStore::S3(
         S3Store::with_secrets(

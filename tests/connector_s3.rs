@@ -32,6 +32,7 @@ fn spec(endpoint: &str) -> S3Spec {
         path_style: true,
         allow_http: true,
         timeout_secs: Some(5),
+        unsigned_payload: None,
     }
 }
 

@@ -562,8 +562,8 @@ impl FtpStore {
             .collect())
     }
 
-    /// Copies `from` to `to` in chunks, each within the timeout. `local` names the local file
-    /// (the writer when `local_is_dest`, else the reader) for I/O errors.
+    /// Copies `from` to `to` (see [`super::pump`]); a broken data connection is mapped like
+    /// any FTP connection error.
     async fn pump(
         &self,
         from: &mut (impl AsyncRead + Unpin),
@@ -572,28 +572,16 @@ impl FtpStore {
         local: &Path,
         local_is_dest: bool,
     ) -> Result<u64, ConnectorError> {
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = match tokio::time::timeout(self.timeout, from.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) if local_is_dest => {
-                    return Err(self.map_err(what, FtpError::ConnectionError(e)));
-                }
-                Ok(Err(e)) => return Err(super::io_error("read", local, e)),
-                Err(_) => return Err(self.timed_out(what)),
-            };
-            if n == 0 {
-                return Ok(total);
-            }
-            match tokio::time::timeout(self.timeout, to.write_all(&buf[..n])).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if local_is_dest => return Err(super::io_error("write", local, e)),
-                Ok(Err(e)) => return Err(self.map_err(what, FtpError::ConnectionError(e))),
-                Err(_) => return Err(self.timed_out(what)),
-            }
-            total += n as u64;
-        }
+        super::pump(
+            from,
+            to,
+            self.timeout,
+            local,
+            local_is_dest,
+            |e| self.map_err(what, FtpError::ConnectionError(e)),
+            || self.timed_out(what),
+        )
+        .await
     }
 }
 
@@ -765,9 +753,11 @@ impl Session<'_> {
                 self.ftp.retr_as_stream(name),
             )
             .await?;
-        let mut file = tokio::fs::File::create(dest)
+        let file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| super::io_error("create", dest, e))?;
+        // Network reads are small; the buffer turns them into MiB-sized file writes.
+        let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
         let result = async {
             let n = store
                 .pump(&mut stream, &mut file, &what, dest, true)

@@ -2,7 +2,7 @@
 //!
 //! A connections file names endpoints ([`ConnectionSpec`], one closed enum of kinds); at run
 //! time each becomes a [`Connector`]. Three capabilities exist, each a small closed enum:
-//! [`FileStore`] (list / get / put / rename files: local directories, FTP/FTPS servers,
+//! [`FileStore`] (list / get / put / rename files: local directories, FTP/FTPS and SFTP servers,
 //! S3-compatible and OCI-native object storage), [`http::HttpConnector`] (REST requests) and [`mail::Mailer`] (an `.eml` outbox or
 //! SMTP). Files always move through spool files on disk, so memory does not grow with size.
 //! Secrets come from the environment only and are held in [`Secret`], whose `Debug` is
@@ -15,6 +15,7 @@ pub mod mail;
 pub mod oci;
 pub mod oci_sign;
 pub mod s3;
+pub mod sftp;
 
 use std::path::Path;
 
@@ -29,6 +30,8 @@ pub enum ConnectionSpec {
     Local(local::LocalSpec),
     /// An FTP or FTPS (explicit TLS) server.
     Ftp(ftp::FtpSpec),
+    /// An SFTP server (SSH file transfer), with the host key pinned.
+    Sftp(sftp::SftpSpec),
     /// A REST endpoint.
     Http(http::HttpSpec),
     /// Email written as `.eml` files into a directory.
@@ -68,6 +71,7 @@ impl ConnectionSpec {
         match self {
             ConnectionSpec::Local(_) => Capability::Files,
             ConnectionSpec::Ftp(_) => Capability::Files,
+            ConnectionSpec::Sftp(_) => Capability::Files,
             ConnectionSpec::Oci(_) => Capability::Files,
             ConnectionSpec::S3(_) => Capability::Files,
             ConnectionSpec::Http(_) => Capability::Http,
@@ -80,6 +84,7 @@ impl ConnectionSpec {
         match self {
             ConnectionSpec::Local(_) => "local",
             ConnectionSpec::Ftp(_) => "ftp",
+            ConnectionSpec::Sftp(_) => "sftp",
             ConnectionSpec::Http(_) => "http",
             ConnectionSpec::Outbox(_) => "outbox",
             ConnectionSpec::Smtp(_) => "smtp",
@@ -96,6 +101,7 @@ impl ConnectionSpec {
                 Connector::Files(FileStore::Local(local::LocalStore::new(s)?))
             }
             ConnectionSpec::Ftp(s) => Connector::Files(FileStore::Ftp(ftp::FtpStore::new(s)?)),
+            ConnectionSpec::Sftp(s) => Connector::Files(FileStore::Sftp(sftp::SftpStore::new(s)?)),
             ConnectionSpec::Http(s) => Connector::Http(http::HttpConnector::new(name, s)?),
             ConnectionSpec::Outbox(s) => Connector::Mail(mail::Mailer::outbox(s)?),
             ConnectionSpec::Smtp(s) => Connector::Mail(mail::Mailer::smtp(s)?),
@@ -134,6 +140,8 @@ pub enum FileStore {
     Local(local::LocalStore),
     /// An FTP or FTPS server.
     Ftp(ftp::FtpStore),
+    /// An SFTP server.
+    Sftp(sftp::SftpStore),
     /// An OCI Object Storage tenancy (native API).
     Oci(oci::OciStore),
     /// An S3-compatible object store.
@@ -146,6 +154,7 @@ impl FileStore {
         let mut entries = match self {
             FileStore::Local(s) => s.list(location, prefix).await?,
             FileStore::Ftp(s) => s.list(location, prefix).await?,
+            FileStore::Sftp(s) => s.list(location, prefix).await?,
             FileStore::Oci(s) => s.list(location, prefix).await?,
             FileStore::S3(s) => s.list(location, prefix).await?,
         };
@@ -164,6 +173,7 @@ impl FileStore {
         match self {
             FileStore::Local(s) => s.get(location, name, dest).await,
             FileStore::Ftp(s) => s.get(location, name, dest).await,
+            FileStore::Sftp(s) => s.get(location, name, dest).await,
             FileStore::Oci(s) => s.get(location, name, dest).await,
             FileStore::S3(s) => s.get(location, name, dest).await,
         }
@@ -176,6 +186,7 @@ impl FileStore {
         match self {
             FileStore::Local(s) => s.put(location, name, src).await,
             FileStore::Ftp(s) => s.put(location, name, src).await,
+            FileStore::Sftp(s) => s.put(location, name, src).await,
             FileStore::Oci(s) => s.put(location, name, src).await,
             FileStore::S3(s) => s.put(location, name, src).await,
         }
@@ -188,6 +199,7 @@ impl FileStore {
         match self {
             FileStore::Local(s) => s.rename(location, from, to).await,
             FileStore::Ftp(s) => s.rename(location, from, to).await,
+            FileStore::Sftp(s) => s.rename(location, from, to).await,
             FileStore::Oci(s) => s.rename(location, from, to).await,
             FileStore::S3(s) => s.rename(location, from, to).await,
         }
@@ -198,6 +210,7 @@ impl FileStore {
         match self {
             FileStore::Local(s) => s.check().await,
             FileStore::Ftp(s) => s.check().await,
+            FileStore::Sftp(s) => s.check().await,
             FileStore::Oci(s) => s.check().await,
             FileStore::S3(s) => s.check().await,
         }
@@ -228,6 +241,47 @@ pub(crate) fn source_error(
         ConnectorError::NotFound(path.display().to_string())
     } else {
         io_error(op, path, source)
+    }
+}
+
+/// Size of one read or write of a streamed transfer (FTP, SFTP). Large enough that the
+/// spawn-blocking round trip of each local file write is paid once a MiB, not once per
+/// network read.
+pub(crate) const TRANSFER_CHUNK: usize = 1024 * 1024;
+
+/// Copies `from` to `to` in [`TRANSFER_CHUNK`]s, each read and each write within `timeout`;
+/// returns the bytes copied. One side is the local file `local` (the writer when
+/// `local_is_dest`, else the reader), whose I/O errors name it; the other side's errors go
+/// through `remote`, and a stall on either side is `timed_out()`.
+pub(crate) async fn pump(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    timeout: std::time::Duration,
+    local: &Path,
+    local_is_dest: bool,
+    remote: impl Fn(std::io::Error) -> ConnectorError,
+    timed_out: impl Fn() -> ConnectorError,
+) -> Result<u64, ConnectorError> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; TRANSFER_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match tokio::time::timeout(timeout, from.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if local_is_dest => return Err(remote(e)),
+            Ok(Err(e)) => return Err(io_error("read", local, e)),
+            Err(_) => return Err(timed_out()),
+        };
+        if n == 0 {
+            return Ok(total);
+        }
+        match tokio::time::timeout(timeout, to.write_all(&buf[..n])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if local_is_dest => return Err(io_error("write", local, e)),
+            Ok(Err(e)) => return Err(remote(e)),
+            Err(_) => return Err(timed_out()),
+        }
+        total += n as u64;
     }
 }
 

@@ -76,7 +76,8 @@ pub struct OciSpec {
     /// Fingerprint of the API key as shown by the console (`12:34:…`). May use `${VAR}`.
     pub fingerprint: String,
     /// Path to the API private key, a PEM file (PKCS#1 `BEGIN RSA PRIVATE KEY` or PKCS#8
-    /// `BEGIN PRIVATE KEY`), RSA 2048 bits or more. May use `${VAR}`.
+    /// `BEGIN PRIVATE KEY`), RSA 2048 bits or more as OCI requires (1024–2047-bit keys, such as
+    /// Oracle's published test key, are signed with too, with a warning). May use `${VAR}`.
     pub key_file: String,
     /// Environment variable holding the key's passphrase. Passphrase-protected keys are not
     /// supported yet: such a key is refused with an error saying how to decrypt it.

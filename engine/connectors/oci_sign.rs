@@ -17,11 +17,25 @@
 //!
 //! [`RequestSigner`] holds the private key (read from a PEM file, PKCS#1
 //! `BEGIN RSA PRIVATE KEY` or PKCS#8 `BEGIN PRIVATE KEY`) and the key id; [`SigningInput`]
-//! describes one request and builds its signing string. Signing is done by aws-lc-rs, which
-//! accepts RSA keys of 2048 to 8192 bits — the sizes OCI accepts for API keys. (Oracle's
-//! published test key is 1024-bit; the tests check the published signatures against the
-//! signing strings built here with the public key, and check byte-for-byte agreement with
-//! OpenSSL on a 2048-bit key — PKCS#1 v1.5 signatures are deterministic.)
+//! describes one request and builds its signing string.
+//!
+//! Two RSA implementations sign, chosen by key size:
+//!
+//! - **2048 to 8192 bits** (every key OCI accepts as an API key): aws-lc-rs, the crate the rest
+//!   of ferry's TLS and hashing uses, constant-time and FIPS-validated upstream.
+//! - **1024 to 2047 bits**: the RustCrypto `rsa` crate, because aws-lc-rs refuses keys under
+//!   2048 bits in every signing API it has (`RsaKeyPair` checks `2048..=8192` on load; only
+//!   *verification* has a `1024_8192 ... FOR_LEGACY_USE_ONLY` variant). OCI itself rejects such
+//!   keys, so in practice this path signs with Oracle's published 1024-bit test key, which lets
+//!   the tests check the production signer against Oracle's published signatures byte for
+//!   byte (PKCS#1 v1.5 signatures are deterministic). A warning is logged when it is used.
+//!
+//! The `rsa` crate carries RUSTSEC-2023-0071 (Marvin): its modular exponentiation is not
+//! constant-time, and the timing of *decryption* observed over a network may leak the key. ferry
+//! never decrypts with it; it signs locally, and signs with blinding (a fresh random blinding
+//! factor per signature, `RandomizedSigner`), which is the mitigation the advisory's authors
+//! point to for private-key operations. Keeping real (2048+ bit) keys on aws-lc-rs means the
+//! advisory cannot touch a key OCI would accept.
 
 use std::path::Path;
 
@@ -31,6 +45,11 @@ use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Url;
+use rsa::pkcs1::DecodeRsaPrivateKey as _;
+use rsa::pkcs8::DecodePrivateKey as _;
+use rsa::rand_core::OsRng;
+use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+use rsa::traits::PublicKeyParts as _;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -168,10 +187,30 @@ pub fn authorization_header(key_id: &str, header_names: &str, signature: &str) -
     )
 }
 
+/// The smallest RSA key ferry signs with (Oracle's published test key is this size).
+pub const MIN_KEY_BITS: usize = 1024;
+
+/// The RSA implementation holding one key; see the module documentation.
+enum SigningKey {
+    /// 2048–8192 bits: aws-lc-rs.
+    AwsLc(RsaKeyPair),
+    /// 1024–2047 bits: RustCrypto `rsa`, signing with blinding.
+    Legacy(rsa::pkcs1v15::SigningKey<rsa::sha2::Sha256>),
+}
+
+impl SigningKey {
+    fn bits(&self) -> usize {
+        match self {
+            SigningKey::AwsLc(k) => k.public_modulus_len() * 8,
+            SigningKey::Legacy(k) => k.as_ref().size() * 8,
+        }
+    }
+}
+
 /// An API signing key and its key id. `Debug` shows the key id only.
 pub struct RequestSigner {
     key_id: String,
-    key: RsaKeyPair,
+    key: SigningKey,
     rng: SystemRandom,
 }
 
@@ -179,7 +218,7 @@ impl std::fmt::Debug for RequestSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestSigner")
             .field("key_id", &self.key_id)
-            .field("key_bits", &(self.key.public_modulus_len() * 8))
+            .field("key_bits", &self.key.bits())
             .finish_non_exhaustive()
     }
 }
@@ -193,7 +232,8 @@ impl RequestSigner {
         Self::from_pem(key_id, &pem, &path.display().to_string())
     }
 
-    /// Parses a PEM private key (PKCS#1 or PKCS#8, unencrypted, RSA 2048–8192 bits).
+    /// Parses a PEM private key (PKCS#1 or PKCS#8, unencrypted, RSA 1024–8192 bits; keys under
+    /// 2048 bits, which OCI refuses, are accepted with a warning for test keys).
     /// `source` names where it came from, for error messages; the key never appears in them.
     pub fn from_pem(key_id: String, pem: &[u8], source: &str) -> Result<Self, ConnectorError> {
         let err = |msg: String| ConnectorError::Config(format!("key_file '{source}' {msg}"));
@@ -222,21 +262,56 @@ impl RequestSigner {
             }
             _ => return Err(err("holds a key of an unknown kind".to_string())),
         };
-        let key = parsed.map_err(|e| match e.description_() {
-            "TooSmall" => err(
-                "holds an RSA key smaller than 2048 bits; OCI API keys are RSA 2048 bits or more"
-                    .to_string(),
-            ),
-            "TooLarge" => err("holds an RSA key larger than 8192 bits".to_string()),
-            other => err(format!(
-                "holds a key that is not a usable RSA key ({other})"
-            )),
-        })?;
+        let key = match parsed {
+            Ok(key) => SigningKey::AwsLc(key),
+            Err(e) if e.description_() == "TooSmall" => {
+                let key = Self::legacy_key(&der).map_err(err)?;
+                tracing::warn!(
+                    key_file = source,
+                    bits = key.as_ref().size() * 8,
+                    "OCI signing key is smaller than 2048 bits; OCI refuses such API keys"
+                );
+                SigningKey::Legacy(key)
+            }
+            Err(e) => {
+                return Err(match e.description_() {
+                    "TooLarge" => err("holds an RSA key larger than 8192 bits".to_string()),
+                    other => err(format!(
+                        "holds a key that is not a usable RSA key ({other})"
+                    )),
+                });
+            }
+        };
         Ok(RequestSigner {
             key_id,
             key,
             rng: SystemRandom::new(),
         })
+    }
+
+    /// Parses a key aws-lc-rs found too small with the `rsa` crate, refusing keys under
+    /// [`MIN_KEY_BITS`]. Errors are the tail of a "key_file '…' …" message.
+    fn legacy_key(
+        der: &PrivateKeyDer<'_>,
+    ) -> Result<rsa::pkcs1v15::SigningKey<rsa::sha2::Sha256>, String> {
+        let parsed =
+            match der {
+                PrivateKeyDer::Pkcs1(k) => rsa::RsaPrivateKey::from_pkcs1_der(k.secret_pkcs1_der())
+                    .map_err(|e| e.to_string()),
+                PrivateKeyDer::Pkcs8(k) => rsa::RsaPrivateKey::from_pkcs8_der(k.secret_pkcs8_der())
+                    .map_err(|e| e.to_string()),
+                _ => Err("not an RSA key".to_string()),
+            };
+        let key = parsed.map_err(|e| format!("holds a key that is not a usable RSA key ({e})"))?;
+        if key.size() * 8 < MIN_KEY_BITS {
+            return Err(format!(
+                "holds an RSA key of {} bits; OCI API keys are RSA 2048 bits or more",
+                key.size() * 8
+            ));
+        }
+        key.validate()
+            .map_err(|e| format!("holds an inconsistent RSA key ({e})"))?;
+        Ok(rsa::pkcs1v15::SigningKey::new(key))
     }
 
     /// The key id, `tenancy/user/fingerprint`.
@@ -246,15 +321,24 @@ impl RequestSigner {
 
     /// The base64 RSA-SHA256 (PKCS#1 v1.5) signature of `signing_string`.
     pub fn sign(&self, signing_string: &str) -> Result<String, ConnectorError> {
-        let mut signature = vec![0u8; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &self.rng,
-                signing_string.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| ConnectorError::Config("signing the request failed".to_string()))?;
+        let failed = || ConnectorError::Config("signing the request failed".to_string());
+        let signature = match &self.key {
+            SigningKey::AwsLc(key) => {
+                let mut signature = vec![0u8; key.public_modulus_len()];
+                key.sign(
+                    &RSA_PKCS1_SHA256,
+                    &self.rng,
+                    signing_string.as_bytes(),
+                    &mut signature,
+                )
+                .map_err(|_| failed())?;
+                signature
+            }
+            SigningKey::Legacy(key) => key
+                .try_sign_with_rng(&mut OsRng, signing_string.as_bytes())
+                .map_err(|_| failed())?
+                .to_vec(),
+        };
         Ok(BASE64.encode(signature))
     }
 
@@ -281,6 +365,10 @@ mod tests {
 
     const ORACLE_KEY: &str =
         include_str!("../../tests/fixtures/oci-signing/oracle_test_private_key.pem");
+    const ORACLE_KEY_PKCS8: &str =
+        include_str!("../../tests/fixtures/oci-signing/oracle_test_private_key_pkcs8.pem");
+    const PUT_SIGNING_STRING: &str =
+        include_str!("../../tests/fixtures/oci-signing/put_signing_string.txt");
     const ORACLE_PUBLIC_KEY: &str =
         include_str!("../../tests/fixtures/oci-signing/oracle_test_public_key.pem");
     const GET_SIGNING_STRING: &str =
@@ -297,6 +385,12 @@ mod tests {
     const GET_URL: &str = "https://iaas.us-phoenix-1.oraclecloud.com/20160918/instances?availabilityDomain=Pjwf%3A%20PHX-AD-1&compartmentId=ocid1.compartment.oc1..aaaaaaaam3we6vgnherjq5q2idnccdflvjsnog7mlr6rtdb25gilchfeyjxa&displayName=TeamXInstances&volumeId=ocid1.volume.oc1.phx.abyhqljrgvttnlx73nmrwfaux7kcvzfs3s66izvxf2h4lgvyndsdsnoiwr5q";
     const GET_SIGNATURE: &str = "GBas7grhyrhSKHP6AVIj/h5/Vp8bd/peM79H9Wv8kjoaCivujVXlpbKLjMPeDUhxkFIWtTtLBj3sUzaFj34XE6YZAHc9r2DmE4pMwOAy/kiITcZxa1oHPOeRheC0jP2dqbTll8fmTZVwKZOKHYPtrLJIJQHJjNvxFWeHQjMaR7M=";
     const POST_SIGNATURE: &str = "Mje8vIDPlwIHmD/cTDwRxE7HaAvBg16JnVcsuqaNRim23fFPgQfLoOOxae6WqKb1uPjYEl0qIdazWaBy/Ml8DRhqlocMwoSXv0fbukP8J5N80LCmzT/FFBvIvTB91XuXI3hYfP9Zt1l7S6ieVadHUfqBedWH0itrtPJBgKmrWso=";
+
+    /// The production signer with Oracle's test key, from its PKCS#1 and its PKCS#8 form.
+    fn oracle_signers() -> [RequestSigner; 2] {
+        [ORACLE_KEY, ORACLE_KEY_PKCS8]
+            .map(|pem| RequestSigner::from_pem(oracle_key_id(), pem.as_bytes(), "oracle").unwrap())
+    }
 
     fn oracle_key_id() -> String {
         key_id(
@@ -345,6 +439,16 @@ mod tests {
             &input.signing_string(),
             GET_SIGNATURE
         ));
+        // The production signer reproduces Oracle's published header byte for byte.
+        for signer in oracle_signers() {
+            assert_eq!(signer.sign(GET_SIGNING_STRING).unwrap(), GET_SIGNATURE);
+            assert_eq!(
+                signer.authorization(&input).unwrap(),
+                format!(
+                    "Signature version=\"1\",headers=\"date (request-target) host\",keyId=\"{ORACLE_KEY_ID}\",algorithm=\"rsa-sha256\",signature=\"{GET_SIGNATURE}\""
+                )
+            );
+        }
         assert_eq!(
             authorization_header(&oracle_key_id(), input.header_names(), GET_SIGNATURE),
             format!(
@@ -367,12 +471,16 @@ mod tests {
             &input.signing_string(),
             POST_SIGNATURE
         ));
-        assert_eq!(
-            authorization_header(&oracle_key_id(), input.header_names(), POST_SIGNATURE),
-            format!(
-                "Signature version=\"1\",headers=\"date (request-target) host content-length content-type x-content-sha256\",keyId=\"{ORACLE_KEY_ID}\",algorithm=\"rsa-sha256\",signature=\"{POST_SIGNATURE}\""
-            )
-        );
+        // The production signer reproduces Oracle's published header byte for byte.
+        for signer in oracle_signers() {
+            assert_eq!(signer.sign(POST_SIGNING_STRING).unwrap(), POST_SIGNATURE);
+            assert_eq!(
+                signer.authorization(&input).unwrap(),
+                format!(
+                    "Signature version=\"1\",headers=\"date (request-target) host content-length content-type x-content-sha256\",keyId=\"{ORACLE_KEY_ID}\",algorithm=\"rsa-sha256\",signature=\"{POST_SIGNATURE}\""
+                )
+            );
+        }
         // A wrong body hash no longer matches Oracle's signature.
         let mut tampered = input.clone();
         if let Some(body) = tampered.body.as_mut() {
@@ -404,9 +512,49 @@ mod tests {
             &input.signing_string(),
             openssl
         ));
+        for signer in oracle_signers() {
+            assert_eq!(signer.sign(&input.signing_string()).unwrap(), openssl);
+        }
         // Default ports are not part of Host.
         let url = Url::parse("https://objectstorage.example.com:443/n/").unwrap();
         assert_eq!(host_header(&url), "objectstorage.example.com");
+    }
+
+    #[test]
+    fn signer_reproduces_the_sdk_vectors_with_oracles_key() {
+        // Oracle's Go "httpsigner" test (SDK_SIGNER_EXTRA_VECTORS.txt, 1): only `date`
+        // signed, with an empty Date header — the signing string is exactly "date: ".
+        let published = "Fp7Zpew1qWbpyqVeOyTznBOpcG112PPcLy4jeYmxf6exYNlsY8Tn7ao0qDiAbOiC/6hE7/0O6qbub3mG3jgW3uv5V+g8/TPTB2gdnz7QPeXW4YIAOb2/DPlrq2M2DaH4cxhuMJZP8cmOxmojfPHZdwrQSv+WGuddZTH27Tqib6g=";
+        for signer in oracle_signers() {
+            assert_eq!(
+                authorization_header(signer.key_id(), "date", &signer.sign("date: ").unwrap()),
+                format!(
+                    "Signature version=\"1\",headers=\"date\",keyId=\"{ORACLE_KEY_ID}\",algorithm=\"rsa-sha256\",signature=\"{published}\""
+                )
+            );
+        }
+        // A PutObject (streamed body, minimal headers). Oracle publishes no PUT example; this
+        // signature was made with `openssl dgst -sha256 -sign oracle_test_private_key.pem
+        // put_signing_string.txt | base64 -w0`.
+        let url = Url::parse(
+            "https://objectstorage.us-phoenix-1.oraclecloud.com/n/ns/b/bucket/o/report.csv",
+        )
+        .unwrap();
+        let put = SigningInput::for_url("PUT", &url, DATE, None);
+        assert_eq!(put.signing_string(), PUT_SIGNING_STRING);
+        let openssl = "SvR4hA5AKePE4VxtpIl044YYwqY3m5GT1AgMhu16GQ1IahLq31o+NO/Xs4rH1dDQdueqRAf7pB8Zul5tzCM85ENM0jMlqL5SMPaDIbuphlArgn/QXMJ5ymdYBSSQNAE4ukounEQmSStByWv6w9Inq9+b7230WaajVXW88Ucmbe0=";
+        for signer in oracle_signers() {
+            assert_eq!(
+                signer.authorization(&put).unwrap(),
+                authorization_header(ORACLE_KEY_ID, MINIMAL_HEADERS, openssl)
+            );
+        }
+        assert!(verifies(ORACLE_PUBLIC_KEY, PUT_SIGNING_STRING, openssl));
+        // Blinding makes each signature's computation random, never its result.
+        let [signer, _] = oracle_signers();
+        let first = signer.sign(PUT_SIGNING_STRING).unwrap();
+        assert_eq!(signer.sign(PUT_SIGNING_STRING).unwrap(), first);
+        assert!(format!("{signer:?}").contains("1024"));
     }
 
     #[test]
@@ -463,9 +611,12 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        // Oracle's example key is 1024-bit: OCI itself would not accept it as an API key.
-        let small = text(ORACLE_KEY);
-        assert!(small.contains("smaller than 2048 bits"), "{small}");
+        // Under 1024 bits nothing signs (Oracle's 1024-bit test key is the smallest accepted).
+        let small = text(include_str!("../../tests/fixtures/oci/small_768_key.pem"));
+        assert_eq!(
+            small,
+            "configuration: key_file 'key.pem' holds an RSA key of 768 bits; OCI API keys are RSA 2048 bits or more"
+        );
         let encrypted = text(include_str!("../../tests/fixtures/oci/encrypted_key.pem"));
         assert!(encrypted.contains("passphrase-protected"), "{encrypted}");
         let garbage = text("not a key");

@@ -34,6 +34,15 @@
 //!   listing, or `AccessDenied` (the signature was verified but the key may not list
 //!   buckets), proves the endpoint is reachable and the credentials are accepted.
 //!
+//! Payload signing: Signature V4 normally signs a SHA-256 of every request body, which for a
+//! large upload means hashing every byte once more on the client (and on the server), and was
+//! the main cost of ferry's uploads. With `unsigned_payload` the body is declared
+//! `UNSIGNED-PAYLOAD` and only the headers are signed. It is on by default for https
+//! endpoints (and AWS), where TLS already protects the body's integrity in transit and S3
+//! still checks each part's MD5 ETag; it is off by default for plain http, where the signed
+//! hash is the only thing binding the body to the signed request, so anyone on the path could
+//! otherwise change the stored bytes undetected.
+//!
 //! Errors: a missing bucket or object is [`ConnectorError::NotFound`] naming it; 401/403
 //! and S3's `InvalidAccessKeyId`, `SignatureDoesNotMatch`, `AccessDenied`, … are
 //! [`ConnectorError::Auth`]; a refused or broken connection is [`ConnectorError::Connect`],
@@ -120,6 +129,12 @@ pub struct S3Spec {
     /// pause while a body is received. A long download that keeps moving is never cut off.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Send request bodies as `UNSIGNED-PAYLOAD` rather than signing their SHA-256 (which
+    /// hashes every uploaded byte). Default: true for https endpoints and AWS, where TLS
+    /// protects the body in transit; false for http endpoints, where the signed hash is the
+    /// body's only protection against modification on the way.
+    #[serde(default)]
+    pub unsigned_payload: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -135,6 +150,7 @@ pub struct S3Store {
     secret_access_key: Secret,
     path_style: bool,
     allow_http: bool,
+    unsigned_payload: bool,
     timeout: Duration,
     clients: Mutex<HashMap<String, Arc<AmazonS3>>>,
 }
@@ -145,6 +161,7 @@ impl fmt::Debug for S3Store {
             .field("endpoint", &self.shown_endpoint())
             .field("region", &self.region)
             .field("path_style", &self.path_style)
+            .field("unsigned_payload", &self.unsigned_payload)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -195,6 +212,11 @@ impl S3Store {
         if secs == 0 {
             return Err(in_spec("timeout_secs must be at least 1"));
         }
+        let https = endpoint.as_ref().is_none_or(|url| url.scheme() == "https");
+        let unsigned_payload = spec.unsigned_payload.unwrap_or(https);
+        if unsigned_payload && !https {
+            tracing::warn!(endpoint = %endpoint.as_ref().map_or("", Url::as_str), "S3 bodies are sent unsigned over plain http (unsigned_payload: true): nothing protects them against modification in transit");
+        }
         Ok(S3Store {
             endpoint,
             region,
@@ -202,6 +224,7 @@ impl S3Store {
             secret_access_key,
             path_style: spec.path_style,
             allow_http: spec.allow_http,
+            unsigned_payload,
             timeout: Duration::from_secs(secs),
             clients: Mutex::new(HashMap::new()),
         })
@@ -254,6 +277,7 @@ impl S3Store {
             .with_access_key_id(self.access_key_id.expose())
             .with_secret_access_key(self.secret_access_key.expose())
             .with_virtual_hosted_style_request(!self.path_style)
+            .with_unsigned_payload(self.unsigned_payload)
             .with_client_options(options)
             .with_retry(retry);
         if let Some(endpoint) = self.client_endpoint(bucket)? {
@@ -1031,6 +1055,33 @@ mod tests {
     }
 
     #[test]
+    fn payloads_are_unsigned_by_default_only_over_https() {
+        let unsigned = |endpoint: Option<&str>, set: Option<bool>| {
+            let spec = S3Spec {
+                endpoint: endpoint.map(str::to_string),
+                region: "eu-central-1".into(),
+                access_key_id_env: "K".into(),
+                secret_access_key_env: "S".into(),
+                path_style: true,
+                allow_http: true,
+                timeout_secs: None,
+                unsigned_payload: set,
+            };
+            S3Store::with_secrets(&spec, Secret::new("k".into()), Secret::new("s".into()))
+                .unwrap()
+                .unsigned_payload
+        };
+        assert!(unsigned(None, None), "AWS");
+        assert!(unsigned(Some("https://ns.compat.example.com"), None));
+        assert!(!unsigned(Some("http://127.0.0.1:9000"), None));
+        assert!(unsigned(Some("http://127.0.0.1:9000"), Some(true)));
+        assert!(!unsigned(
+            Some("https://ns.compat.example.com"),
+            Some(false)
+        ));
+    }
+
+    #[test]
     fn virtual_hosted_endpoints_name_the_bucket() {
         let store = |endpoint: Option<&str>, path_style: bool| {
             let spec = S3Spec {
@@ -1041,6 +1092,7 @@ mod tests {
                 path_style,
                 allow_http: true,
                 timeout_secs: None,
+                unsigned_payload: None,
             };
             S3Store::with_secrets(&spec, Secret::new("k".into()), Secret::new("s".into())).unwrap()
         };

@@ -1,0 +1,1036 @@
+//! SFTP servers as a file store: SSH (`russh`, aws-lc-rs crypto) carrying the SFTP protocol
+//! (`russh-sftp`), the FTP family's member for servers that only speak SSH.
+//!
+//! A location is a directory path on the server: `/outbound` from the server's root, or
+//! `outbound` from the login directory. Every operation opens its own session — TCP connect,
+//! SSH key exchange, **host key check**, user authentication (password from the environment,
+//! or a private key file), the `sftp` subsystem — and ends it with a disconnect, like the FTP
+//! store.
+//!
+//! * **host key pinning**: the server's host key must match `host_key_fingerprint` (the
+//!   `SHA256:…` form `ssh-keygen -lf` prints) or an entry for the host in `known_hosts_file`
+//!   (OpenSSH's format, hashed host names included). An unknown or changed key ends the session
+//!   before any credential is sent, with an error naming the fingerprint the server presented.
+//! * **list**: `READDIR` of the location; only regular files are listed. Names come from the
+//!   server and are untrusted: an entry the caller would see that is `..`, a path, or holds
+//!   control characters fails the listing with [`ConnectorError::HostileName`].
+//! * **get**: `OPEN`/`READ`, streamed to the destination file in chunks.
+//! * **put**: written to a hidden temporary name beside the target (`.ferry-tmp-<uuid>-<name>`),
+//!   flushed (`fsync@openssh.com` where offered), its size checked, then renamed to the final
+//!   name, so the final name never holds a partial file. SFTP's `RENAME` refuses to replace an
+//!   existing file, so a put over an existing name deletes the old file just before the rename.
+//!   On failure the temporary file is deleted when the server still answers.
+//! * **rename**: `RENAME`.
+//!
+//! The TCP connection, the SSH handshake, authentication and every SFTP request and data chunk
+//! must each complete within `timeout_secs`; a transfer as a whole may take longer.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh_sftp::client::SftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::StatusCode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
+
+/// Prefix of the temporary files a put writes before renaming them into place (the same as
+/// the other stores', so all skip each other's leftovers).
+const TMP_PREFIX: &str = ".ferry-tmp-";
+/// Timeout when the spec gives none, in seconds.
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// Default SSH port.
+const DEFAULT_PORT: u16 = 22;
+
+/// An SFTP server (SSH file transfer).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SftpSpec {
+    /// Server host name or IP address; may use ${VAR}.
+    pub host: String,
+    /// SSH port (default 22).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// User name to log in as; may use ${VAR}.
+    pub username: String,
+    /// Name of the environment variable holding the password (password authentication).
+    /// Set this or key_file.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Path to the private key (OpenSSH or PEM format: Ed25519, ECDSA or RSA) for public-key
+    /// authentication; may use ${VAR}. Set this or password_env.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Name of the environment variable holding key_file's passphrase, when it has one.
+    #[serde(default)]
+    pub key_passphrase_env: Option<String>,
+    /// The server's host key fingerprint as `ssh-keygen -lf` prints it (`SHA256:…`); the
+    /// session ends before logging in when the server presents another key. Set this or
+    /// known_hosts_file.
+    #[serde(default)]
+    pub host_key_fingerprint: Option<String>,
+    /// A known_hosts file (OpenSSH format, e.g. from `ssh-keyscan -p PORT HOST`) holding the
+    /// server's host key; may use ${VAR}. Set this or host_key_fingerprint.
+    #[serde(default)]
+    pub known_hosts_file: Option<String>,
+    /// Seconds to wait for the connection, the SSH handshake, the login, each request's reply
+    /// and each chunk of a transfer (default 30).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// How the user logs in.
+enum Credential {
+    /// Password authentication; the name of the variable it came from, for messages.
+    Password { secret: Secret, var: String },
+    /// Public-key authentication with this key, read from `file`.
+    Key { key: Arc<PrivateKey>, file: String },
+}
+
+/// How the server's host key is trusted.
+#[derive(Debug, Clone)]
+enum HostKeyTrust {
+    /// Exactly this SHA-256 fingerprint, `SHA256:<base64 without padding>`.
+    Fingerprint(String),
+    /// An entry for the host in this known_hosts file.
+    KnownHosts(PathBuf),
+}
+
+/// An opened SFTP connection definition. Holds no connection: each operation opens a session.
+pub struct SftpStore {
+    host: String,
+    port: u16,
+    user: String,
+    credential: Credential,
+    trust: HostKeyTrust,
+    timeout: Duration,
+}
+
+impl fmt::Debug for SftpStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match &self.credential {
+            Credential::Password { var, .. } => format!("password from {var}"),
+            Credential::Key { file, .. } => format!("key {file}"),
+        };
+        f.debug_struct("SftpStore")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("auth", &auth)
+            .field("trust", &self.trust)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn config_err(msg: String) -> ConnectorError {
+    ConnectorError::Config(format!("sftp: {msg}"))
+}
+
+impl SftpStore {
+    /// Opens the definition: expands `${VAR}`, reads the password (or the key and its
+    /// passphrase) and checks the host key settings. Does not touch the network.
+    pub fn new(spec: &SftpSpec) -> Result<Self, ConnectorError> {
+        let password = match &spec.password_env {
+            Some(var) => Some(Secret::from_env(var)?),
+            None => None,
+        };
+        let passphrase = match &spec.key_passphrase_env {
+            Some(var) => Some(Secret::from_env(var)?),
+            None => None,
+        };
+        Self::with_secrets(spec, password, passphrase)
+    }
+
+    /// Like [`SftpStore::new`], with the password and key passphrase given rather than read
+    /// from the environment (tests, or secrets read from elsewhere).
+    pub fn with_secrets(
+        spec: &SftpSpec,
+        password: Option<Secret>,
+        passphrase: Option<Secret>,
+    ) -> Result<Self, ConnectorError> {
+        let host = expand_env(&spec.host)?.trim().to_string();
+        if host.is_empty() {
+            return Err(config_err("host is empty".to_string()));
+        }
+        if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(config_err(format!(
+                "host '{}' is not a host name",
+                host.escape_debug()
+            )));
+        }
+        let user = expand_env(&spec.username)?;
+        if user.is_empty() {
+            return Err(config_err("username is empty".to_string()));
+        }
+        if user.chars().any(char::is_control) {
+            return Err(config_err(format!(
+                "username '{}' contains a control character",
+                user.escape_debug()
+            )));
+        }
+        let credential = match (&spec.password_env, &spec.key_file) {
+            (Some(var), None) => Credential::Password {
+                secret: password.ok_or_else(|| {
+                    config_err(format!("no password was given for password_env {var}"))
+                })?,
+                var: var.clone(),
+            },
+            (None, Some(file)) => {
+                let file = expand_env(file)?;
+                let key = load_key(&file, passphrase.as_ref())?;
+                Credential::Key {
+                    key: Arc::new(key),
+                    file,
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(config_err(
+                    "set either password_env or key_file, not both".to_string(),
+                ));
+            }
+            (None, None) => {
+                return Err(config_err(
+                    "set password_env (password login) or key_file (public-key login)".to_string(),
+                ));
+            }
+        };
+        let trust = match (&spec.host_key_fingerprint, &spec.known_hosts_file) {
+            (Some(fp), None) => HostKeyTrust::Fingerprint(parse_fingerprint(fp)?),
+            (None, Some(file)) => {
+                let path = PathBuf::from(expand_env(file)?);
+                if let Err(e) = std::fs::metadata(&path) {
+                    return Err(config_err(format!(
+                        "known_hosts_file '{}' cannot be read: {e}",
+                        path.display()
+                    )));
+                }
+                HostKeyTrust::KnownHosts(path)
+            }
+            (Some(_), Some(_)) => {
+                return Err(config_err(
+                    "set either host_key_fingerprint or known_hosts_file, not both".to_string(),
+                ));
+            }
+            (None, None) => {
+                return Err(config_err(
+                    "the server's host key must be pinned: set host_key_fingerprint (as \
+                     `ssh-keygen -lf` prints it, 'SHA256:…') or known_hosts_file"
+                        .to_string(),
+                ));
+            }
+        };
+        let secs = spec.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if secs == 0 {
+            return Err(config_err("timeout_secs must be at least 1".to_string()));
+        }
+        Ok(SftpStore {
+            host,
+            port: spec.port.unwrap_or(DEFAULT_PORT),
+            user,
+            credential,
+            trust,
+            timeout: Duration::from_secs(secs),
+        })
+    }
+
+    /// `host:port` for messages (IPv6 addresses in brackets).
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Connects, checks the host key, logs in and starts the SFTP subsystem.
+    async fn open(&self) -> Result<Session<'_>, ConnectorError> {
+        let addr = self.addr();
+        let secs = self.timeout.as_secs();
+        let tcp = match tokio::time::timeout(
+            self.timeout,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                return Err(ConnectorError::Connect(format!(
+                    "cannot reach SFTP server {addr}: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(ConnectorError::Timeout(format!(
+                    "SFTP server {addr} did not accept a connection within {secs}s"
+                )));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let config = Arc::new(client::Config {
+            // Large windows keep a fast link busy; russh's defaults suit interactive use.
+            window_size: 16 * 1024 * 1024,
+            ..client::Config::default()
+        });
+        let verifier = HostKeyCheck {
+            trust: self.trust.clone(),
+            host: self.host.clone(),
+            port: self.port,
+        };
+        let mut ssh =
+            match tokio::time::timeout(self.timeout, client::connect_stream(config, tcp, verifier))
+                .await
+            {
+                Ok(Ok(ssh)) => ssh,
+                Ok(Err(HandshakeError::Untrusted { presented, reason })) => {
+                    return Err(ConnectorError::Auth(format!(
+                        "SFTP server {addr} presented host key {presented}, which {reason}; \
+                     nothing was sent to it (if the server's key changed on purpose, update \
+                     the connection's host key setting)"
+                    )));
+                }
+                Ok(Err(HandshakeError::Ssh(e))) => {
+                    return Err(self.ssh_err("the SSH handshake", e));
+                }
+                Err(_) => {
+                    return Err(ConnectorError::Timeout(format!(
+                        "SFTP server {addr} did not complete the SSH handshake within {secs}s"
+                    )));
+                }
+            };
+        let (method, login) = match &self.credential {
+            Credential::Password { secret, var } => (
+                format!("password (from {var})"),
+                tokio::time::timeout(
+                    self.timeout,
+                    ssh.authenticate_password(self.user.as_str(), secret.expose()),
+                )
+                .await,
+            ),
+            Credential::Key { key, file } => {
+                let hash = match self
+                    .within(
+                        "asking the RSA signature hashes",
+                        ssh.best_supported_rsa_hash(),
+                    )
+                    .await?
+                {
+                    Ok(hash) => hash.flatten(),
+                    Err(e) => return Err(self.ssh_err("asking the RSA signature hashes", e)),
+                };
+                let key = PrivateKeyWithHashAlg::new(key.clone(), hash);
+                (
+                    format!("key '{file}'"),
+                    tokio::time::timeout(
+                        self.timeout,
+                        ssh.authenticate_publickey(self.user.as_str(), key),
+                    )
+                    .await,
+                )
+            }
+        };
+        match login {
+            Ok(Ok(result)) if result.success() => {}
+            Ok(Ok(_)) => {
+                return Err(ConnectorError::Auth(format!(
+                    "SFTP server {addr} refused the login of user '{}' with {method} (check the \
+                     user name and the credential)",
+                    self.user
+                )));
+            }
+            Ok(Err(e)) => return Err(self.ssh_err("logging in", e)),
+            Err(_) => return Err(self.timed_out("logging in")),
+        }
+        let channel = match self
+            .within("opening a channel", ssh.channel_open_session())
+            .await?
+        {
+            Ok(channel) => channel,
+            Err(e) => return Err(self.ssh_err("opening a channel", e)),
+        };
+        if let Err(e) = self
+            .within(
+                "starting the sftp subsystem",
+                channel.request_subsystem(true, "sftp"),
+            )
+            .await?
+        {
+            return Err(self.ssh_err("starting the sftp subsystem", e));
+        }
+        let sftp_config = russh_sftp::client::Config {
+            request_timeout_secs: secs,
+            max_concurrent_reads: 64,
+            max_concurrent_writes: 64,
+            ..russh_sftp::client::Config::default()
+        };
+        let sftp = match self
+            .within(
+                "starting the sftp subsystem",
+                SftpSession::new_with_config(channel.into_stream(), sftp_config),
+            )
+            .await?
+        {
+            Ok(sftp) => sftp,
+            Err(e) => return Err(self.sftp_err("starting the sftp subsystem", e)),
+        };
+        Ok(Session {
+            store: self,
+            ssh,
+            sftp,
+        })
+    }
+
+    pub(super) async fn list(
+        &self,
+        location: &str,
+        prefix: &str,
+    ) -> Result<Vec<Entry>, ConnectorError> {
+        let dir = dir_path(location)?;
+        let s = self.open().await?;
+        let result = s.list(&dir, location, prefix).await;
+        s.close().await;
+        result
+    }
+
+    pub(super) async fn get(
+        &self,
+        location: &str,
+        name: &str,
+        dest: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let path = file_path(&dir_path(location)?, name);
+        let s = self.open().await?;
+        let result = s.retrieve(&path, location, name, dest).await;
+        s.close().await;
+        result
+    }
+
+    pub(super) async fn put(
+        &self,
+        location: &str,
+        name: &str,
+        src: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let dir = dir_path(location)?;
+        let mut file = tokio::fs::File::open(src)
+            .await
+            .map_err(|e| super::io_error("open", src, e))?;
+        let tmp = file_path(
+            &dir,
+            &format!("{TMP_PREFIX}{}-{name}", uuid::Uuid::now_v7()),
+        );
+        let s = self.open().await?;
+        let mut started = false;
+        let result = s
+            .store(&tmp, &dir, location, name, &mut file, src, &mut started)
+            .await;
+        if result.is_err() && started && !s.delete_quietly(&tmp).await {
+            // The session broke: remove the temporary file over a new one.
+            if let Ok(fresh) = self.open().await {
+                fresh.delete_quietly(&tmp).await;
+                fresh.close().await;
+            }
+        }
+        s.close().await;
+        result
+    }
+
+    pub(super) async fn rename(
+        &self,
+        location: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), ConnectorError> {
+        let dir = dir_path(location)?;
+        let s = self.open().await?;
+        let result = s
+            .rename(
+                &file_path(&dir, from),
+                &file_path(&dir, to),
+                || format!("file '{from}' in '{location}'"),
+                &format!("renaming '{from}' to '{to}'"),
+            )
+            .await;
+        s.close().await;
+        result
+    }
+
+    pub(super) async fn check(&self) -> Result<String, ConnectorError> {
+        let s = self.open().await?;
+        let result = s
+            .sftp_step("reading the login directory", s.sftp.canonicalize("."))
+            .await;
+        s.close().await;
+        let dir = result?;
+        Ok(format!(
+            "logged in to {} as '{}' over SFTP (host key pinned); login directory '{}'",
+            self.addr(),
+            self.user,
+            dir.escape_debug()
+        ))
+    }
+
+    /// Awaits `fut` under the timeout; a timeout becomes [`ConnectorError::Timeout`].
+    async fn within<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, ConnectorError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| self.timed_out(what))
+    }
+
+    fn timed_out(&self, what: &str) -> ConnectorError {
+        ConnectorError::Timeout(format!(
+            "SFTP server {} did not answer within {}s while {what}",
+            self.addr(),
+            self.timeout.as_secs()
+        ))
+    }
+
+    /// Maps an SSH-level error.
+    fn ssh_err(&self, what: &str, e: russh::Error) -> ConnectorError {
+        let addr = self.addr();
+        match e {
+            russh::Error::IO(io) => ConnectorError::Connect(format!(
+                "connection to SFTP server {addr} failed during {what}: {io}"
+            )),
+            russh::Error::Disconnect | russh::Error::HUP => ConnectorError::Connect(format!(
+                "SFTP server {addr} closed the connection during {what}"
+            )),
+            russh::Error::ConnectionTimeout | russh::Error::InactivityTimeout => {
+                self.timed_out(what)
+            }
+            other => ConnectorError::Protocol(format!(
+                "SFTP server {addr} failed during {what}: {other}"
+            )),
+        }
+    }
+
+    /// Maps an SFTP-level error; a missing file is not mapped here (see `missing`).
+    fn sftp_err(&self, what: &str, e: SftpError) -> ConnectorError {
+        let addr = self.addr();
+        match e {
+            SftpError::Timeout => self.timed_out(what),
+            SftpError::IO(msg) => ConnectorError::Connect(format!(
+                "connection to SFTP server {addr} failed while {what}: {msg}"
+            )),
+            SftpError::Status(status) => ConnectorError::Protocol(format!(
+                "SFTP server {addr} answered '{}' ({:?}) while {what}",
+                one_line(&status.error_message),
+                status.status_code
+            )),
+            other => ConnectorError::Protocol(format!(
+                "SFTP server {addr} answered badly while {what}: {}",
+                one_line(&other.to_string())
+            )),
+        }
+    }
+
+    /// Like [`Self::sftp_err`], but "no such file" is [`ConnectorError::NotFound`] for the
+    /// thing `missing` names.
+    fn sftp_err_or_missing(
+        &self,
+        what: &str,
+        missing: impl FnOnce() -> String,
+        e: SftpError,
+    ) -> ConnectorError {
+        match e {
+            SftpError::Status(status) if status.status_code == StatusCode::NoSuchFile => {
+                ConnectorError::NotFound(format!("{} on SFTP server {}", missing(), self.addr()))
+            }
+            other => self.sftp_err(what, other),
+        }
+    }
+
+    /// Filters and checks a name from a listing: `None` for names the caller does not want
+    /// (another prefix, our temporaries); an error for hostile names it would get.
+    fn accept_name(
+        &self,
+        name: String,
+        prefix: &str,
+        location: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        if name.starts_with(TMP_PREFIX) || !name.starts_with(prefix) {
+            return Ok(None);
+        }
+        if let Err(e) = check_name(&name) {
+            tracing::warn!(server = %self.addr(), location, "SFTP listing holds a hostile name: {e}");
+            return Err(e);
+        }
+        Ok(Some(name))
+    }
+
+    /// Copies `from` to `to` (see [`super::pump`]).
+    async fn pump(
+        &self,
+        from: &mut (impl AsyncRead + Unpin),
+        to: &mut (impl AsyncWrite + Unpin),
+        what: &str,
+        local: &Path,
+        local_is_dest: bool,
+    ) -> Result<u64, ConnectorError> {
+        super::pump(
+            from,
+            to,
+            self.timeout,
+            local,
+            local_is_dest,
+            |e| self.remote_io(what, e),
+            || self.timed_out(what),
+        )
+        .await
+    }
+
+    /// An I/O error of a remote file (a refused write, a broken session).
+    fn remote_io(&self, what: &str, e: std::io::Error) -> ConnectorError {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            return self.timed_out(what);
+        }
+        ConnectorError::Protocol(format!(
+            "SFTP server {} failed while {what}: {}",
+            self.addr(),
+            one_line(&e.to_string())
+        ))
+    }
+}
+
+/// `s` on one line: control characters (a server's message is untrusted) become spaces.
+fn one_line(s: &str) -> String {
+    s.trim_end()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The directory path of a location: `/a/b` (from the root), `a/b` (from the login
+/// directory), or `.` (the login directory itself).
+fn dir_path(location: &str) -> Result<String, ConnectorError> {
+    let segments = location_segments(location)?;
+    let joined = segments.join("/");
+    Ok(if location.starts_with('/') {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".to_string()
+    } else {
+        joined
+    })
+}
+
+/// `dir/name` (`/name` in the root).
+fn file_path(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Reads and decodes a private key file; errors never quote the key.
+fn load_key(file: &str, passphrase: Option<&Secret>) -> Result<PrivateKey, ConnectorError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| config_err(format!("key_file '{file}' cannot be read: {e}")))?;
+    russh::keys::decode_secret_key(&text, passphrase.map(Secret::expose)).map_err(|e| {
+        let hint = match e {
+            russh::keys::Error::KeyIsEncrypted => {
+                " (it is passphrase-protected: set key_passphrase_env)"
+            }
+            _ => "",
+        };
+        config_err(format!(
+            "key_file '{file}' holds no usable private key: {e}{hint}"
+        ))
+    })
+}
+
+/// Checks a `SHA256:…` fingerprint's form and returns it normalised (no `=` padding).
+fn parse_fingerprint(fp: &str) -> Result<String, ConnectorError> {
+    let fp = fp.trim();
+    let bad = || {
+        config_err(format!(
+            "host_key_fingerprint '{}' is not a SHA-256 fingerprint; copy it as `ssh-keygen -lf` \
+             or `ssh-keyscan HOST | ssh-keygen -lf -` prints it: 'SHA256:' and 43 base64 \
+             characters",
+            fp.escape_debug()
+        ))
+    };
+    let Some(b64) = fp.strip_prefix("SHA256:") else {
+        return Err(bad());
+    };
+    let b64 = b64.trim_end_matches('=');
+    let valid = b64.len() == 43
+        && b64
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+    if !valid {
+        return Err(bad());
+    }
+    Ok(format!("SHA256:{b64}"))
+}
+
+/// What ends a handshake: the host key is not trusted, or SSH failed.
+#[derive(Debug)]
+enum HandshakeError {
+    /// The server's host key is not the pinned one.
+    Untrusted {
+        /// `SHA256:… (algorithm)` of the key the server presented.
+        presented: String,
+        /// Why it is refused, e.g. "does not match host_key_fingerprint SHA256:…".
+        reason: String,
+    },
+    Ssh(russh::Error),
+}
+
+impl From<russh::Error> for HandshakeError {
+    fn from(e: russh::Error) -> Self {
+        HandshakeError::Ssh(e)
+    }
+}
+
+/// The SSH client handler: checks the host key against the pin.
+struct HostKeyCheck {
+    trust: HostKeyTrust,
+    host: String,
+    port: u16,
+}
+
+impl client::Handler for HostKeyCheck {
+    type Error = HandshakeError;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key: russh::keys::PublicKey = match server_public_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let presented = format!("{fingerprint} ({})", key.algorithm());
+        let refused = |reason: String| HandshakeError::Untrusted {
+            presented: presented.clone(),
+            reason,
+        };
+        match &self.trust {
+            HostKeyTrust::Fingerprint(pinned) if *pinned == fingerprint => Ok(true),
+            HostKeyTrust::Fingerprint(pinned) => Err(refused(format!(
+                "does not match host_key_fingerprint {pinned}"
+            ))),
+            HostKeyTrust::KnownHosts(path) => {
+                let shown = path.display();
+                match russh::keys::check_known_hosts_path(&self.host, self.port, &key, path) {
+                    Ok(true) => Ok(true),
+                    Ok(false) => Err(refused(format!(
+                        "is not listed for this host in known_hosts_file '{shown}'"
+                    ))),
+                    Err(russh::keys::Error::KeyChanged { line }) => Err(refused(format!(
+                        "differs from the key on line {line} of known_hosts_file '{shown}' \
+                         (the server's key changed, or someone is in between)"
+                    ))),
+                    Err(e) => Err(refused(format!(
+                        "cannot be checked: known_hosts_file '{shown}' cannot be read ({e})"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// One logged-in SFTP session, bound to the store it came from.
+struct Session<'a> {
+    store: &'a SftpStore,
+    ssh: client::Handle<HostKeyCheck>,
+    sftp: SftpSession,
+}
+
+impl Session<'_> {
+    /// Awaits one SFTP request under the timeout, mapping its error.
+    async fn sftp_step<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, SftpError>>,
+    ) -> Result<T, ConnectorError> {
+        match self.store.within(what, fut).await? {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.store.sftp_err(what, e)),
+        }
+    }
+
+    /// Like [`Self::sftp_step`], with "no such file" as [`ConnectorError::NotFound`].
+    async fn sftp_step_or_missing<T>(
+        &self,
+        what: &str,
+        missing: impl FnOnce() -> String,
+        fut: impl Future<Output = Result<T, SftpError>>,
+    ) -> Result<T, ConnectorError> {
+        match self.store.within(what, fut).await? {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.store.sftp_err_or_missing(what, missing, e)),
+        }
+    }
+
+    /// The regular files of `dir` whose names start with `prefix`.
+    async fn list(
+        &self,
+        dir: &str,
+        location: &str,
+        prefix: &str,
+    ) -> Result<Vec<Entry>, ConnectorError> {
+        let store = self.store;
+        let entries = self
+            .sftp_step_or_missing(
+                &format!("listing directory '{dir}'"),
+                || format!("directory '{location}'"),
+                self.sftp.read_dir(dir),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry.file_name();
+            if name == "." || name == ".." {
+                continue; // the directory itself and its parent, listed by most servers
+            }
+            let meta = entry.metadata();
+            if !meta.is_regular() {
+                continue;
+            }
+            let Some(name) = store.accept_name(name, prefix, location)? else {
+                continue;
+            };
+            let Some(size) = meta.size else {
+                return Err(ConnectorError::Protocol(format!(
+                    "SFTP server {} listed '{}' without its size",
+                    store.addr(),
+                    name
+                )));
+            };
+            out.push(Entry { name, size });
+        }
+        Ok(out)
+    }
+
+    /// Reads the remote `path` into `dest`, streamed.
+    async fn retrieve(
+        &self,
+        path: &str,
+        location: &str,
+        name: &str,
+        dest: &Path,
+    ) -> Result<u64, ConnectorError> {
+        let store = self.store;
+        let what = format!("sending '{name}'");
+        let mut remote = self
+            .sftp_step_or_missing(
+                &what,
+                || format!("file '{name}' in '{location}'"),
+                self.sftp.open(path),
+            )
+            .await?;
+        let file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| super::io_error("create", dest, e))?;
+        let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
+        let result = async {
+            let n = store
+                .pump(&mut remote, &mut file, &what, dest, true)
+                .await?;
+            file.flush()
+                .await
+                .map_err(|e| super::io_error("write", dest, e))?;
+            Ok(n)
+        }
+        .await;
+        if let Err(e) = store.within(&what, remote.shutdown()).await {
+            tracing::debug!("closing the SFTP file handle: {e}");
+        }
+        if result.is_err() {
+            drop(file);
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        result
+    }
+
+    /// Writes `tmp`, checks its size, then renames it to `name`. Sets `started` once the
+    /// temporary file may exist on the server.
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &self,
+        tmp: &str,
+        dir: &str,
+        location: &str,
+        name: &str,
+        file: &mut tokio::fs::File,
+        src: &Path,
+        started: &mut bool,
+    ) -> Result<u64, ConnectorError> {
+        let store = self.store;
+        let what = format!("receiving '{name}'");
+        *started = true;
+        let mut remote = self
+            .sftp_step_or_missing(
+                &what,
+                || format!("directory '{location}'"),
+                self.sftp.create(tmp),
+            )
+            .await?;
+        let n = store.pump(file, &mut remote, &what, src, false).await?;
+        // Flush waits for every write's acknowledgement (and fsyncs where offered); shutdown
+        // closes the handle.
+        match store.within(&what, remote.flush()).await? {
+            Ok(()) => {}
+            Err(e) => return Err(store.remote_io(&what, e)),
+        }
+        match store.within(&what, remote.shutdown()).await? {
+            Ok(()) => {}
+            Err(e) => return Err(store.remote_io(&what, e)),
+        }
+        let size = self.sftp_step(&what, self.sftp.metadata(tmp)).await?.size;
+        if let Some(size) = size
+            && size != n
+        {
+            return Err(ConnectorError::Protocol(format!(
+                "SFTP server {} holds {size} bytes of '{name}' after receiving {n}",
+                store.addr()
+            )));
+        }
+        let target = file_path(dir, name);
+        let what = format!("renaming the upload into place as '{name}'");
+        match self.sftp.rename(tmp, target.as_str()).await {
+            Ok(()) => return Ok(n),
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Failure => {}
+            Err(e) => return Err(store.sftp_err(&what, e)),
+        }
+        // SFTP v3 RENAME does not replace: delete the old file, then rename.
+        let exists = self
+            .sftp_step(&what, self.sftp.try_exists(target.as_str()))
+            .await?;
+        if !exists {
+            return Err(ConnectorError::Protocol(format!(
+                "SFTP server {} refused {what}",
+                store.addr()
+            )));
+        }
+        self.sftp_step(&what, self.sftp.remove_file(target.as_str()))
+            .await?;
+        self.sftp_step(&what, self.sftp.rename(tmp, target.as_str()))
+            .await?;
+        Ok(n)
+    }
+
+    /// Renames `from` to `to`; a missing `from` is [`ConnectorError::NotFound`].
+    async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        missing: impl FnOnce() -> String,
+        what: &str,
+    ) -> Result<(), ConnectorError> {
+        self.sftp_step_or_missing(what, missing, self.sftp.rename(from, to))
+            .await
+    }
+
+    /// Deletes the temporary upload, logging a failure; false when the session is broken.
+    async fn delete_quietly(&self, path: &str) -> bool {
+        let what = "deleting the temporary upload";
+        match self
+            .sftp_step_or_missing(what, || path.to_string(), self.sftp.remove_file(path))
+            .await
+        {
+            Ok(()) | Err(ConnectorError::NotFound(_)) => true,
+            Err(e @ (ConnectorError::Connect(_) | ConnectorError::Timeout(_))) => {
+                tracing::debug!(server = %self.store.addr(), path, "session broken while deleting the temporary upload: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(server = %self.store.addr(), path, "could not delete the temporary upload: {e}");
+                true
+            }
+        }
+    }
+
+    /// Ends the session: closes the SFTP channel and disconnects.
+    async fn close(self) {
+        let store = self.store;
+        if let Ok(Err(e)) = tokio::time::timeout(store.timeout, self.sftp.close()).await {
+            tracing::debug!("closing the SFTP session: {e}");
+        }
+        let bye = self
+            .ssh
+            .disconnect(russh::Disconnect::ByApplication, "", "en");
+        if let Ok(Err(e)) = tokio::time::timeout(store.timeout, bye).await {
+            tracing::debug!("SSH disconnect: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(dir_path("/in/").unwrap(), "/in");
+        assert_eq!(dir_path("/").unwrap(), "/");
+        assert_eq!(dir_path("a//b").unwrap(), "a/b");
+        assert_eq!(dir_path("").unwrap(), ".");
+        assert!(dir_path("a/../b").is_err());
+        assert_eq!(file_path("/", "x"), "/x");
+        assert_eq!(file_path("/in", "x"), "/in/x");
+        assert_eq!(file_path(".", "x"), "./x");
+    }
+
+    #[test]
+    fn fingerprints_are_checked_and_normalised() {
+        let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        assert_eq!(parse_fingerprint(&format!(" {fp}= ")).unwrap(), fp);
+        for bad in [
+            "uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
+            "MD5:16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48",
+            "SHA256:short",
+        ] {
+            let err = parse_fingerprint(bad).unwrap_err().to_string();
+            assert!(err.contains("is not a SHA-256 fingerprint"), "{err}");
+        }
+    }
+
+    #[test]
+    fn spec_requires_one_credential_and_one_pin() {
+        let spec = |json: &str| serde_json::from_str::<SftpSpec>(json).unwrap();
+        let err = |spec: SftpSpec| {
+            SftpStore::with_secrets(&spec, Some(Secret::new("pw".into())), None)
+                .unwrap_err()
+                .to_string()
+        };
+        let no_pin = spec(r#"{"host":"h","username":"u","password_env":"P"}"#);
+        assert!(err(no_pin).contains("host key must be pinned"));
+        let both = spec(
+            r#"{"host":"h","username":"u","password_env":"P","key_file":"k","host_key_fingerprint":"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"}"#,
+        );
+        assert!(err(both).contains("not both"));
+        let none = spec(
+            r#"{"host":"h","username":"u","host_key_fingerprint":"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"}"#,
+        );
+        assert!(err(none).contains("set password_env"));
+        assert!(
+            serde_json::from_str::<SftpSpec>(
+                r#"{"host":"h","username":"u","password_env":"P","pasword":"x"}"#
+            )
+            .is_err()
+        );
+        let ok = spec(
+            r#"{"host":"h","username":"u","password_env":"P","host_key_fingerprint":"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"}"#,
+        );
+        let store =
+            SftpStore::with_secrets(&ok, Some(Secret::new("hunter22".into())), None).unwrap();
+        let shown = format!("{store:?}");
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert!(shown.contains("password from P"), "{shown}");
+    }
+}
