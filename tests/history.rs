@@ -6,6 +6,8 @@
 //! migrations, interrupted runs, and no secret in the database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/project.rs"]
 mod project;
 mod support;
@@ -1087,12 +1089,12 @@ async fn the_store_contract_holds_on_sqlite() {
     store_contract(&store, dir.path()).await;
 }
 
-/// The same contract on PostgreSQL (the SQL is written for both).
+/// The same contract on PostgreSQL (the SQL is written for both), on a throwaway cluster
+/// (tests/support/postgres.rs; CI installs the server binaries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a PostgreSQL server: FERRY_TEST_POSTGRES_URL=postgres://… cargo test --test history -- --ignored"]
 async fn the_store_contract_holds_on_postgres() {
-    let url = std::env::var("FERRY_TEST_POSTGRES_URL")
-        .expect("FERRY_TEST_POSTGRES_URL names an empty PostgreSQL database");
+    let pg = postgres::Postgres::start();
+    let url = pg.database("history");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_postgres(&url, &dir.path().join("state"))
         .await

@@ -395,6 +395,7 @@ impl Workspace {
         RunOptions {
             dry_run: false,
             spool_dir: Some(self.path().join("spool")),
+            ..RunOptions::default()
         }
     }
 
