@@ -212,8 +212,11 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Takes lease `name` for `holder` for `ttl`, if it is free, expired or already
-    /// `holder`'s. Returns whether `holder` now holds it.
+    /// Takes lease `name` for `holder` for `ttl`, if it is free or expired. Returns whether
+    /// `holder` now holds it. A lease `holder` already holds is not taken again: the runs of
+    /// one instance exclude each other too (a tick or "run now" while the instance's own
+    /// run of the flow is going is refused); the holder extends it with
+    /// [`Store::renew_lease`].
     pub async fn try_lease(
         &self,
         name: &str,
@@ -225,7 +228,7 @@ impl Store {
             "INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE
                 SET holder = excluded.holder, expires_ms = excluded.expires_ms
-                WHERE leases.expires_ms < $4 OR leases.holder = excluded.holder",
+                WHERE leases.expires_ms < $4",
         )
         .bind(name.to_string())
         .bind(holder.to_string())
