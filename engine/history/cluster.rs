@@ -127,14 +127,12 @@ impl Store {
         Ok(())
     }
 
-    /// Refreshes instance `id`'s heartbeat.
-    pub async fn heartbeat(&self, id: &str) -> Result<(), HistoryError> {
-        sqlx::query("UPDATE instances SET heartbeat_ms = $1 WHERE id = $2")
-            .bind(millis(Utc::now()))
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Refreshes instance `id`'s heartbeat. An instance that another took for dead (its
+    /// heartbeats did not reach the store for the stale time) was forgotten by
+    /// [`Store::mark_orphaned_runs`]: it is registered again, else its later runs would
+    /// never be recognised as orphaned should it die.
+    pub async fn heartbeat(&self, id: &str, host: &str) -> Result<(), HistoryError> {
+        self.register_instance(id, host).await
     }
 
     /// Forgets instance `id` (a clean shutdown) and the leases it holds.
