@@ -554,9 +554,10 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     assert_eq!(a.schema_version().await.unwrap(), 2);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
+    // one row per migration step (2: runs, then serve's instances, leases and ticks)
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
-        1
+        2
     );
     let journal: String = {
         use sqlx::Row as _;
@@ -586,7 +587,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     match Store::open_sqlite(&dir.path().join("state")).await {
         Err(HistoryError::SchemaTooNew {
             found: 99,
-            known: 1,
+            known: 2,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
