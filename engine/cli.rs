@@ -227,6 +227,10 @@ pub enum Command {
         /// taken over after it).
         #[arg(long, value_parser = history::text::parse_age, default_value = "30s")]
         lease: std::time::Duration,
+        /// How often this instance heartbeats; an instance silent for six heartbeats is
+        /// taken for dead and its runs are recorded interrupted (tests shorten it).
+        #[arg(long, value_parser = history::text::parse_age, default_value = "5s", hide = true)]
+        heartbeat: std::time::Duration,
         /// Purge runs older than this every hour (`30d`); default: keep until `ferry purge`.
         #[arg(long, value_parser = history::text::parse_age)]
         retention: Option<std::time::Duration>,
@@ -463,6 +467,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             instance,
             grace,
             lease,
+            heartbeat,
             retention,
             no_schedules,
             no_watch,
@@ -482,6 +487,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 schedules: !no_schedules,
                 watch: !no_watch,
                 lease_ttl: lease,
+                heartbeat,
                 retention,
                 spool_dir: None,
                 users,

@@ -6,6 +6,8 @@
 //! migrations, interrupted runs, and no secret in the database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/project.rs"]
 mod project;
 mod support;
@@ -552,6 +554,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     assert_eq!(a.schema_version().await.unwrap(), 2);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
+    // one row per migration step (2: runs, then serve's instances, leases and ticks)
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
         2
@@ -1087,12 +1090,12 @@ async fn the_store_contract_holds_on_sqlite() {
     store_contract(&store, dir.path()).await;
 }
 
-/// The same contract on PostgreSQL (the SQL is written for both).
+/// The same contract on PostgreSQL (the SQL is written for both), on a throwaway cluster
+/// (tests/support/postgres.rs; CI installs the server binaries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a PostgreSQL server: FERRY_TEST_POSTGRES_URL=postgres://… cargo test --test history -- --ignored"]
 async fn the_store_contract_holds_on_postgres() {
-    let url = std::env::var("FERRY_TEST_POSTGRES_URL")
-        .expect("FERRY_TEST_POSTGRES_URL names an empty PostgreSQL database");
+    let pg = postgres::Postgres::start();
+    let url = pg.database("history");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_postgres(&url, &dir.path().join("state"))
         .await

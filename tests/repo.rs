@@ -87,8 +87,11 @@ fn the_engine_names_no_shipped_flow_lookup_key_bucket_or_prefix() {
     let mut files = Vec::new();
     rust_files(&root().join("engine"), &mut files);
     let mut hits = Vec::new();
+    // HTTP status constants (`StatusCode::ACCEPTED`) are not the lookup value `ACCEPTED`
+    let status_constant = regex::Regex::new(r"StatusCode::[A-Z_]+").unwrap();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
+        let text = status_constant.replace_all(&text, "StatusCode::_");
         for n in &names {
             // `StatusCode::ACCEPTED` is a Rust path, not a lookup value
             let named = text

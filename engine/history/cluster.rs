@@ -127,14 +127,12 @@ impl Store {
         Ok(())
     }
 
-    /// Refreshes instance `id`'s heartbeat.
-    pub async fn heartbeat(&self, id: &str) -> Result<(), HistoryError> {
-        sqlx::query("UPDATE instances SET heartbeat_ms = $1 WHERE id = $2")
-            .bind(millis(Utc::now()))
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Refreshes instance `id`'s heartbeat. An instance that another took for dead (its
+    /// heartbeats did not reach the store for the stale time) was forgotten by
+    /// [`Store::mark_orphaned_runs`]: it is registered again, else its later runs would
+    /// never be recognised as orphaned should it die.
+    pub async fn heartbeat(&self, id: &str, host: &str) -> Result<(), HistoryError> {
+        self.register_instance(id, host).await
     }
 
     /// Forgets instance `id` (a clean shutdown) and the leases it holds.
@@ -212,9 +210,11 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Takes lease `name` for `holder` for `ttl`, if it is free or expired (a holder that
-    /// holds it already does not get it again: a lease excludes within an instance too).
-    /// Returns whether `holder` now holds it.
+    /// Takes lease `name` for `holder` for `ttl`, if it is free or expired. Returns whether
+    /// `holder` now holds it. A lease `holder` already holds is not taken again: the runs of
+    /// one instance exclude each other too (a tick or "run now" while the instance's own
+    /// run of the flow is going is refused); the holder extends it with
+    /// [`Store::renew_lease`].
     pub async fn try_lease(
         &self,
         name: &str,

@@ -58,6 +58,9 @@ pub struct ServeOptions {
     /// How long a flow lease lasts unrenewed (a crashed instance's flows are free again
     /// after it).
     pub lease_ttl: Duration,
+    /// How often this instance heartbeats (default 5 s); an instance silent for
+    /// [`STALE_HEARTBEATS`] heartbeats is taken for dead and its runs are marked interrupted.
+    pub heartbeat: Duration,
     /// Runs older than this are purged every hour (none: kept until `ferry purge`).
     pub retention: Option<Duration>,
     /// Where runs spool.
@@ -143,10 +146,9 @@ fn host_name() -> String {
         .unwrap_or_else(|| "ferry".into())
 }
 
-/// The heartbeat interval; an instance silent for [`STALE`] is taken for dead.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-/// See [`HEARTBEAT`].
-const STALE: Duration = Duration::from_secs(30);
+/// An instance whose heartbeat is this many intervals old is taken for dead (30 s at the
+/// default 5 s interval).
+pub const STALE_HEARTBEATS: u32 = 6;
 
 /// Serves until `shutdown` resolves, then shuts down gracefully. `ready` is told the bound
 /// address once the server listens.
@@ -221,7 +223,7 @@ pub async fn serve(
     ready(addr);
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(heartbeat(app.clone(), opts.retention));
+    tasks.spawn(heartbeat(app.clone(), opts.heartbeat, opts.retention));
     if opts.schedules {
         tasks.spawn(scheduler::run(app.clone()));
     }
@@ -263,20 +265,21 @@ pub async fn serve(
 }
 
 /// Heartbeats, marks runs of dead instances interrupted, and purges by retention.
-async fn heartbeat(app: Arc<App>, retention: Option<Duration>) {
+async fn heartbeat(app: Arc<App>, every: Duration, retention: Option<Duration>) {
     let instance = app.settings().instance.clone();
+    let stale = every.saturating_mul(STALE_HEARTBEATS);
+    let host = host_name();
     let mut last_purge = std::time::Instant::now();
     loop {
         tokio::select! {
             () = app.stopping().cancelled() => break,
-            () = tokio::time::sleep(HEARTBEAT) => {}
+            () = tokio::time::sleep(every) => {}
         }
-        // an upsert: an instance taken for dead (the store was out of reach) comes back
-        if let Err(e) = app.store().register_instance(&instance, &host_name()).await {
+        if let Err(e) = app.store().heartbeat(&instance, &host).await {
             tracing::warn!(error = %e, "heartbeat failed");
             continue;
         }
-        match app.store().mark_orphaned_runs(STALE).await {
+        match app.store().mark_orphaned_runs(stale).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 runs = n,

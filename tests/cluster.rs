@@ -1,0 +1,780 @@
+//! `ferry serve` as several real processes: two instances sharing one PostgreSQL run history
+//! (tests/support/postgres.rs starts a throwaway cluster) split the ticks of a scheduled flow
+//! and never run it twice at once; an instance killed mid-run hands the flow over once its
+//! lease expires, and its run is recorded interrupted; a REST delivery posted to one
+//! instance is visible from the other; SIGTERM stops a run between steps and a resubmit
+//! finishes it.
+//!
+//! The flow moves files between two local directories (`src` → `dst`, then renames the
+//! source `SENT_…`); a step in the loop calls a slow HTTP peer of the test's own, so runs
+//! last long enough to overlap ticks and to be killed in the middle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry::history::{FileAction, Outcome, RunFilter, RunSummary, Store, TickStatus};
+use postgres::Postgres;
+use serde_json::Value;
+
+const FLOW: &str = "MOVER";
+const PREFIX: &str = "IN_";
+const SENT: &str = "SENT_";
+
+/// A scheduled (every second) and manual flow: list `src/IN_*`, and for each file fetch it,
+/// wait for the slow peer, put it to `dst`, rename the source `SENT_<name>`.
+const MOVER: &str = r#"id: MOVER
+name: Mover
+version: "1"
+trigger:
+  schedule: { cron: "* * * * * *", timezone: UTC }
+  manual: true
+steps:
+  - id: list
+    list: { connection: files, location: src, prefix: IN_ }
+  - id: nothing
+    when: "steps.list.count == 0"
+    end: { outcome: no_files }
+  - id: files
+    for_each:
+      items: "steps.list.files"
+      as: file
+      steps:
+        - id: fetch
+          fetch: { connection: files, location: src, name: "{{ file.name }}" }
+        - id: pause
+          invoke:
+            request: { connection: slow, method: GET, path: "/pause/{{ file.name }}" }
+        - id: put
+          invoke:
+            put: { connection: files, location: dst, name: "{{ file.name }}", file: "{{ steps.fetch.path }}" }
+        - id: mark_sent
+          rename: { connection: files, location: src, from: "{{ file.name }}", to: "SENT_{{ file.name }}" }
+"#;
+
+/// A REST-triggered flow: the posted file goes to `inbox`.
+const RECEIVER: &str = r#"id: RECEIVER
+name: Receiver
+version: "1"
+trigger:
+  rest:
+    method: POST
+    path: /receive
+    parts:
+      file: { kind: file }
+steps:
+  - id: put
+    invoke:
+      put: { connection: files, location: inbox, name: "{{ input.file.name }}", file: "{{ input.file.path }}" }
+"#;
+
+// ---------------------------------------------------------------------------------------
+// A slow HTTP peer
+
+/// An HTTP server answering every request `200 ok` after a delay (one thread a connection).
+struct SlowPeer {
+    port: u16,
+}
+
+impl SlowPeer {
+    fn start(delay: Duration) -> SlowPeer {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    std::thread::sleep(delay);
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                });
+            }
+        });
+        SlowPeer { port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The project and its directories
+
+/// A flow directory (the mover and the receiver) over local directories `src`, `dst`,
+/// `inbox` in one temp dir.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(slow_url: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["flows", "lookups", "files/src", "files/dst", "files/inbox"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(
+            root.join("flows/connections.yaml"),
+            format!(
+                "connections:\n  files: {{ kind: local, root: {} }}\n  slow: {{ kind: http, base_url: \"{slow_url}\", timeout_secs: 60 }}\n",
+                root.join("files").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(root.join("flows/mover.yaml"), MOVER).unwrap();
+        std::fs::write(root.join("flows/receiver.yaml"), RECEIVER).unwrap();
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn files(&self, location: &str) -> PathBuf {
+        self.dir.path().join("files").join(location)
+    }
+
+    /// Drops `name` into `src` atomically (written under another name, then renamed), so a
+    /// listing never sees half a file.
+    fn drop_source(&self, name: &str, bytes: &[u8]) {
+        let tmp = self.files("src").join(format!(".arriving-{name}"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, self.files("src").join(name)).unwrap();
+    }
+
+    /// File names in `location`, with their bytes.
+    fn listing(&self, location: &str) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(self.files(location))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether every expected file is in `dst` and renamed in `src`, with nothing left.
+    fn all_moved(&self, expected: &BTreeMap<String, Vec<u8>>) -> bool {
+        let src = self.listing("src");
+        let dst = self.listing("dst");
+        expected.iter().all(|(name, bytes)| {
+            dst.get(name) == Some(bytes) && src.contains_key(&format!("{SENT}{name}"))
+        }) && !src.keys().any(|n| n.starts_with(PREFIX))
+    }
+}
+
+/// `n` files numbered from `first`, each with distinct bytes.
+fn files(first: usize, n: usize) -> Vec<(String, Vec<u8>)> {
+    (first..first + n)
+        .map(|i| {
+            (
+                format!("{PREFIX}{i:03}.csv"),
+                format!("id,value\n{i},{}\n", "x".repeat(i)).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// `ferry serve` processes
+
+/// A running `ferry serve`; killed on drop.
+struct Serve {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    instance: String,
+}
+
+impl Serve {
+    /// Starts `ferry serve` on `project` with data dir `data/<instance>`, on a port of its
+    /// choosing, and waits until it listens.
+    fn start(
+        project: &Project,
+        instance: &str,
+        database_url: Option<&str>,
+        extra: &[&str],
+    ) -> Serve {
+        let root = project.path();
+        let data = root.join("data").join(instance);
+        let log = root.join(format!("{instance}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("serve")
+            .arg("--flows")
+            .arg(root.join("flows"))
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--instance",
+                instance,
+                "--no-watch",
+            ])
+            .args(extra)
+            .env_remove("FERRY_DATABASE_URL")
+            .env("FERRY_LOG", "ferry=info")
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut serve = Serve {
+            child,
+            addr: String::new(),
+            log,
+            instance: instance.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = serve.log_text();
+            if let Some(rest) = text.split("listening on http://").nth(1) {
+                serve.addr = rest.split_whitespace().next().unwrap().to_string();
+                return serve;
+            }
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                panic!("ferry serve {instance} exited ({status}) before listening:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferry serve {instance} does not listen:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, then waits for the exit (at most `within`).
+    fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let out = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferry serve {} still runs {within:?} after SIGTERM:\n{}",
+                self.instance,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the process dies without a word to the store.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; panics with `what` after `within`.
+async fn wait_for<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+async fn runs_of(store: &Store, flow: &str) -> Vec<RunSummary> {
+    let mut runs = store
+        .list(&RunFilter {
+            flow: Some(flow.into()),
+            limit: Some(10_000),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    runs.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    runs
+}
+
+/// How often each file name was put and renamed, over `runs`.
+async fn puts_and_renames(
+    store: &Store,
+    runs: &[RunSummary],
+) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let (mut puts, mut renames) = (BTreeMap::new(), BTreeMap::new());
+    for run in runs {
+        let detail = store.get(&run.id).await.unwrap().unwrap();
+        for f in detail.files {
+            match f.action {
+                FileAction::Put => *puts.entry(f.name).or_insert(0) += 1,
+                FileAction::Renamed => *renames.entry(f.name).or_insert(0) += 1,
+                FileAction::Fetched => {}
+            }
+        }
+    }
+    (puts, renames)
+}
+
+/// Asserts that no two of `runs` overlapped in time (each ended before the next began).
+fn assert_no_overlap(runs: &[RunSummary]) {
+    for pair in runs.windows(2) {
+        let end = pair[0]
+            .finished_at
+            .as_deref()
+            .unwrap_or_else(|| panic!("run {} never finished", pair[0].id));
+        assert!(
+            time(end) <= time(&pair[1].started_at),
+            "runs overlap: {} ran {}..{end}, {} started {}",
+            pair[0].id,
+            pair[0].started_at,
+            pair[1].id,
+            pair[1].started_at
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests
+
+/// Two instances on one PostgreSQL history, files arriving while they run: every file is
+/// moved exactly once, each tick fired by exactly one instance (both fire some), no two runs
+/// overlap, and ticks that found the previous run still going are recorded skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_move_every_file_once_and_share_the_ticks() {
+    let pg = Postgres::start();
+    let url = pg.database("cluster");
+    let slow = SlowPeer::start(Duration::from_millis(250));
+    let project = Project::new(&slow.url());
+    let mut a = Serve::start(&project, "a", Some(&url), &[]);
+    let mut b = Serve::start(&project, "b", Some(&url), &[]);
+
+    // 30 files in waves, one a second; the bursts of 10 and 8 make runs longer than the
+    // second between ticks
+    let mut expected = BTreeMap::new();
+    let mut next = 1;
+    for n in [10, 2, 2, 2, 8, 2, 2, 2] {
+        for (name, bytes) in files(next, n) {
+            project.drop_source(&name, &bytes);
+            expected.insert(name, bytes);
+        }
+        next += n;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    wait_for(Duration::from_secs(30), "every file moved", || async {
+        project.all_moved(&expected)
+    })
+    .await;
+    // both take part (which one wins a tick is a race; over a dozen ticks both win some)
+    let store = Store::open_postgres(&url, &project.path().join("check"))
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "both instances fire ticks",
+        || async {
+            let ticks = store.ticks(Some(FLOW), 10_000).await.unwrap();
+            ["a", "b"]
+                .iter()
+                .all(|i| ticks.iter().any(|t| t.instance == *i))
+        },
+    )
+    .await;
+    assert!(
+        a.terminate(Duration::from_secs(20)).success(),
+        "{}",
+        a.log_text()
+    );
+    assert!(
+        b.terminate(Duration::from_secs(20)).success(),
+        "{}",
+        b.log_text()
+    );
+    let logs = format!("--- a\n{}\n--- b\n{}", a.log_text(), b.log_text());
+
+    // the files: each in dst once with its bytes, each source renamed, nothing else
+    let dst = project.listing("dst");
+    assert_eq!(dst, expected, "dst holds exactly the files, byte for byte");
+    let src: BTreeSet<String> = project.listing("src").into_keys().collect();
+    let renamed: BTreeSet<String> = expected.keys().map(|n| format!("{SENT}{n}")).collect();
+    assert_eq!(
+        src, renamed,
+        "src holds each file renamed once, nothing else"
+    );
+
+    let runs = runs_of(&store, FLOW).await;
+    assert!(
+        runs.iter().all(|r| r.outcome != Outcome::Running),
+        "a run is still running: {runs:#?}"
+    );
+    // each file put once and renamed once over all runs of both instances
+    let (puts, renames) = puts_and_renames(&store, &runs).await;
+    let once: BTreeMap<String, usize> = expected.keys().map(|n| (n.clone(), 1)).collect();
+    assert_eq!(puts, once, "each file put exactly once");
+    assert_eq!(renames, once, "each file renamed exactly once");
+    assert_no_overlap(&runs);
+
+    // the ticks: one row per tick (the key), claimed by one of the two, both claiming some
+    let ticks = store.ticks(Some(FLOW), 10_000).await.unwrap();
+    let by: BTreeMap<&str, usize> = ticks.iter().fold(BTreeMap::new(), |mut m, t| {
+        *m.entry(t.instance.as_str()).or_insert(0) += 1;
+        m
+    });
+    assert_eq!(
+        by.keys().copied().collect::<Vec<_>>(),
+        ["a", "b"],
+        "both instances claim ticks, nobody else: {by:?}\n{logs}"
+    );
+    let distinct: BTreeSet<&str> = ticks.iter().map(|t| t.tick_at.as_str()).collect();
+    assert_eq!(distinct.len(), ticks.len(), "a tick claimed twice");
+    // every started tick names a run of the flow; every run was started by one tick
+    let run_ids: BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let started: Vec<&str> = ticks
+        .iter()
+        .filter(|t| t.status == TickStatus::Started)
+        .map(|t| t.run_id.as_deref().expect("a started tick names its run"))
+        .collect();
+    assert_eq!(
+        started.iter().copied().collect::<BTreeSet<_>>(),
+        run_ids,
+        "the runs are exactly the started ticks' runs"
+    );
+    assert_eq!(started.len(), run_ids.len(), "a run started by two ticks");
+    // the runs longer than a tick made the next tick skip
+    let skipped: Vec<_> = ticks
+        .iter()
+        .filter(|t| t.status == TickStatus::Skipped)
+        .collect();
+    assert!(
+        !skipped.is_empty(),
+        "no tick was skipped although runs outlasted ticks: {ticks:#?}"
+    );
+    for t in &skipped {
+        let note = t.note.as_deref().unwrap_or_default();
+        assert!(
+            note.contains("already running"),
+            "tick {} skipped for another reason: {note}",
+            t.tick_at
+        );
+    }
+    // a tick is left `claimed` only when an instance stopped between claim and start
+    let claimed = ticks
+        .iter()
+        .filter(|t| t.status == TickStatus::Claimed)
+        .count();
+    assert!(claimed <= 2, "{claimed} ticks never settled: {ticks:#?}");
+    drop(pg);
+}
+
+/// Instance A is killed (SIGKILL) in the middle of a run, holding the flow's lease: B skips
+/// the flow's ticks until the lease expires (3 s), then takes over and moves the rest; A's
+/// run is recorded interrupted once its heartbeat is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_hands_its_flow_over_after_the_lease() {
+    let pg = Postgres::start();
+    let url = pg.database("takeover");
+    let slow = SlowPeer::start(Duration::from_millis(800));
+    let project = Project::new(&slow.url());
+    let expected: BTreeMap<String, Vec<u8>> = files(1, 6).into_iter().collect();
+    for (name, bytes) in &expected {
+        project.drop_source(name, bytes);
+    }
+    let fast = ["--lease", "3s", "--heartbeat", "500ms"];
+    let mut a = Serve::start(&project, "a", Some(&url), &fast);
+    let store = Store::open_postgres(&url, &project.path().join("check"))
+        .await
+        .unwrap();
+    // A is in the middle of its run: one file sent, more to go
+    wait_for(Duration::from_secs(15), "A has sent a file", || async {
+        project.listing("src").keys().any(|n| n.starts_with(SENT))
+    })
+    .await;
+    let b = Serve::start(&project, "b", Some(&url), &fast);
+    a.kill();
+    let killed = chrono::Utc::now();
+
+    wait_for(Duration::from_secs(20), "B moved the rest", || async {
+        project.all_moved(&expected)
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "A's run recorded interrupted",
+        || async {
+            runs_of(&store, FLOW)
+                .await
+                .iter()
+                .all(|r| r.outcome != Outcome::Running)
+        },
+    )
+    .await;
+
+    let runs = runs_of(&store, FLOW).await;
+    let ticks = store.ticks(Some(FLOW), 1000).await.unwrap();
+    let instance_of = |run: &RunSummary| {
+        ticks
+            .iter()
+            .find(|t| t.run_id.as_deref() == Some(&run.id))
+            .map(|t| t.instance.clone())
+            .unwrap_or_default()
+    };
+    let first = &runs[0];
+    assert_eq!(instance_of(first), "a", "A ran first: {runs:#?}");
+    assert_eq!(first.outcome, Outcome::Interrupted, "{first:#?}");
+    assert!(
+        first
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("instance running it stopped")),
+        "{first:#?}"
+    );
+    // B's first run began after A's lease ran out (at least 2 s after the kill: the lease
+    // is renewed every second for 3 s)
+    let taken = runs
+        .iter()
+        .find(|r| instance_of(r) == "b")
+        .unwrap_or_else(|| panic!("B never ran the flow: {runs:#?}\n{ticks:#?}"));
+    let waited = time(&taken.started_at) - killed;
+    assert!(
+        waited >= chrono::Duration::milliseconds(1500),
+        "B started {waited} after the kill, inside A's lease"
+    );
+    // meanwhile B skipped the ticks it claimed: A still held the flow
+    assert!(
+        ticks.iter().any(|t| t.instance == "b"
+            && t.status == TickStatus::Skipped
+            && t.note
+                .as_deref()
+                .is_some_and(|n| n.contains("on instance a"))),
+        "B skipped no tick for A's lease: {ticks:#?}"
+    );
+    // every file arrived whole; the sources were each renamed once
+    assert_eq!(project.listing("dst"), expected);
+    let src: BTreeSet<String> = project.listing("src").into_keys().collect();
+    let renamed: BTreeSet<String> = expected.keys().map(|n| format!("{SENT}{n}")).collect();
+    assert_eq!(src, renamed);
+    let (_, renames) = puts_and_renames(&store, &runs).await;
+    assert!(
+        renames.values().all(|&n| n == 1),
+        "a source renamed twice: {renames:?}"
+    );
+    drop(b);
+    drop(pg);
+}
+
+/// A REST delivery posted to instance B is recorded in the shared history: instance A lists
+/// it in `/api/v1/runs`, and its file was put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_to_one_instance_is_visible_from_the_other() {
+    let pg = Postgres::start();
+    let url = pg.database("delivery");
+    let slow = SlowPeer::start(Duration::from_millis(1));
+    let project = Project::new(&slow.url());
+    let a = Serve::start(&project, "a", Some(&url), &["--no-schedules"]);
+    let b = Serve::start(&project, "b", Some(&url), &["--no-schedules"]);
+    let client = reqwest::Client::new();
+    let body = b"id,outcome\n4011,OK\n".to_vec();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(body.clone()).file_name("outcome.csv"),
+    );
+    let resp = client
+        .post(b.url("/receive"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let accepted: Value = resp.json().await.unwrap();
+    let run_id = accepted["run_id"].as_str().expect("a run id").to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let list: Value = client
+            .get(a.url("/api/v1/runs?limit=100"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = list["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == run_id.as_str())
+            .cloned();
+        if let Some(run) = found.filter(|r| r["outcome"] != "running") {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never lists B's run {run_id} finished: {list:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seen["flow"], "RECEIVER", "{seen:#}");
+    assert_eq!(seen["trigger"], "rest", "{seen:#}");
+    assert_eq!(seen["outcome"], "succeeded", "{seen:#}");
+    assert_eq!(project.listing("inbox").get("outcome.csv"), Some(&body));
+    drop((a, b, pg));
+}
+
+/// SIGTERM to a single instance (SQLite history) in the middle of a run, with a 1 s grace:
+/// the run stops between steps and is recorded interrupted, no source is renamed before its
+/// target is written, the process exits 0; a resubmit after a restart finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_interrupts_between_steps_and_a_resubmit_finishes() {
+    let slow = SlowPeer::start(Duration::from_millis(600));
+    let project = Project::new(&slow.url());
+    let expected: BTreeMap<String, Vec<u8>> = files(1, 8).into_iter().collect();
+    for (name, bytes) in &expected {
+        project.drop_source(name, bytes);
+    }
+    let opts = ["--no-schedules", "--grace", "1s"];
+    let mut serve = Serve::start(&project, "solo", None, &opts);
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(serve.url(&format!("/api/v1/flows/{FLOW}/runs")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let accepted: Value = resp.json().await.unwrap();
+    let run_id = accepted["run_id"].as_str().expect("a run id").to_string();
+    wait_for(Duration::from_secs(10), "a file sent", || async {
+        project.listing("src").keys().any(|n| n.starts_with(SENT))
+    })
+    .await;
+    let status = serve.terminate(Duration::from_secs(10));
+    assert!(status.success(), "exit {status}:\n{}", serve.log_text());
+
+    // stopped between steps: every renamed source has its whole target; some are left
+    let src = project.listing("src");
+    let dst = project.listing("dst");
+    for name in expected.keys() {
+        if src.contains_key(&format!("{SENT}{name}")) {
+            assert_eq!(dst.get(name), expected.get(name), "{name} renamed, not put");
+        }
+    }
+    let left = src.keys().filter(|n| n.starts_with(PREFIX)).count();
+    assert!(left > 0, "the run was not interrupted: nothing left");
+    let data = project.path().join("data/solo");
+    {
+        let store = Store::open_sqlite(&data).await.unwrap();
+        let run = store.get(&run_id).await.unwrap().unwrap();
+        assert_eq!(run.summary.outcome, Outcome::Interrupted, "{run:#?}");
+        // the engine stopped it before a step (not the deadline marking it afterwards)
+        let failure = run.failure.as_ref().expect("the interruption is recorded");
+        assert!(failure.message.contains("shutting down"), "{failure:#?}");
+        store.close().await;
+    }
+
+    // a restart, a resubmit: the rest is moved
+    let serve = Serve::start(&project, "solo", None, &opts);
+    let resp = client
+        .post(serve.url(&format!("/api/v1/runs/{run_id}/resubmit")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let again: Value = resp.json().await.unwrap();
+    let again = again["run_id"].as_str().expect("a run id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let outcome = loop {
+        let run: Value = client
+            .get(serve.url(&format!("/api/v1/runs/{again}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["outcome"] != "running" {
+            break run["outcome"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resubmit never finished: {run:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(outcome, "succeeded");
+    assert!(project.all_moved(&expected), "{:?}", project.listing("src"));
+    assert_eq!(project.listing("dst"), expected);
+}
+
+/// Regression: an instance whose heartbeats did not reach the store for the stale time was
+/// forgotten by another's sweep, and its next heartbeat (an UPDATE of no row) did not bring
+/// it back, so its later runs could never be recognised as orphaned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_taken_for_dead_comes_back_with_its_next_heartbeat() {
+    let pg = Postgres::start();
+    let url = pg.database("heartbeat");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_postgres(&url, dir.path()).await.unwrap();
+    store.register_instance("slowpoke", "host").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store
+        .mark_orphaned_runs(Duration::from_millis(5))
+        .await
+        .unwrap();
+    assert!(
+        store.instances().await.unwrap().is_empty(),
+        "taken for dead"
+    );
+    store.heartbeat("slowpoke", "host").await.unwrap();
+    let ids: Vec<String> = store
+        .instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, ["slowpoke"]);
+    drop(pg);
+}
