@@ -112,6 +112,7 @@ fn options(ws: &Workspace) -> ServeOptions {
         schedules: false,
         watch: false,
         lease_ttl: Duration::from_secs(30),
+        heartbeat: Duration::from_secs(5),
         retention: None,
         spool_dir: Some(ws.spool_dir()),
         users: users(),
