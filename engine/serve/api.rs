@@ -564,13 +564,7 @@ async fn deliver(
     let incoming = tempfile::Builder::new()
         .prefix("ferry-delivery-")
         .tempdir_in(server.incoming_dir())
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "spool_unavailable",
-                format!("cannot spool the delivery: {e}"),
-            )
-        })?;
+        .map_err(|e| spool_error(format!("cannot spool the delivery: {e}")))?;
     let mut received: Vec<(String, PathBuf, Option<String>)> = Vec::new();
     loop {
         let field = match multipart.next_field().await {
@@ -599,36 +593,27 @@ async fn deliver(
         }
         let file_name = field.file_name().map(str::to_string);
         let path = incoming.path().join(format!("part-{}", received.len()));
-        let mut out = tokio::fs::File::create(&path).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "spool_unavailable",
-                format!("cannot spool part '{name}': {e}"),
-            )
-        })?;
+        let mut out = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
         let mut field = field;
         loop {
             match field.chunk().await {
-                Ok(Some(bytes)) => out.write_all(&bytes).await.map_err(|e| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "spool_unavailable",
-                        format!("cannot spool part '{name}': {e}"),
-                    )
-                })?,
+                Ok(Some(bytes)) => out
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?,
                 Ok(None) => break,
                 Err(e) => return Err(multipart_error(e, &too_large)),
             }
         }
-        out.flush().await.map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "spool_unavailable",
-                format!("cannot spool part '{name}': {e}"),
-            )
-        })?;
+        out.flush()
+            .await
+            .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
         if spec.kind == PartKind::Json {
-            let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| spool_error(format!("cannot read back part '{name}': {e}")))?;
             if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -662,6 +647,15 @@ async fn deliver(
         "flow": plan.id,
         "status": "accepted",
     })))
+}
+
+/// The delivery could not be written to (or read back from) the server's disk.
+fn spool_error(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "spool_unavailable",
+        message,
+    )
 }
 
 fn multipart_error(
