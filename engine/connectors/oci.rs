@@ -344,9 +344,11 @@ impl OciStore {
             return Err(self.error(response, &shown).await);
         }
         let expected = header_u64(&response, CONTENT_LENGTH);
-        let mut file = tokio::fs::File::create(dest)
+        let file = tokio::fs::File::create(dest)
             .await
             .map_err(|e| super::source_error("create", dest, e))?;
+        // MiB-sized file writes rather than one per network chunk
+        let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
         let mut copied: u64 = 0;
         loop {
             let chunk = match tokio::time::timeout(self.timeout, response.chunk()).await {

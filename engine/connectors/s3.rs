@@ -377,9 +377,12 @@ impl S3Store {
             .map_err(|e| self.error("get", &what, e))?;
         let expected = result.meta.size;
         let copied = async {
-            let mut file = tokio::fs::File::create(dest)
+            let file = tokio::fs::File::create(dest)
                 .await
                 .map_err(|e| super::io_error("create", dest, e))?;
+            // Network chunks are small; the buffer turns them into MiB-sized file writes
+            // (each tokio file write is a hop to a blocking thread).
+            let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
             let mut stream = result.into_stream();
             let mut n: u64 = 0;
             while let Some(chunk) = stream.next().await {
