@@ -16,7 +16,6 @@ use croner::parser::{CronParser, Seconds};
 pub struct CronSchedule {
     cron: Cron,
     tz: Tz,
-    text: String,
 }
 
 /// Why a schedule does not parse.
@@ -50,11 +49,7 @@ impl CronSchedule {
                 expr: expr.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(CronSchedule {
-            cron,
-            tz,
-            text: expr.to_string(),
-        })
+        Ok(CronSchedule { cron, tz })
     }
 
     /// The first tick strictly after `after`, or `None` when the expression never fires
@@ -65,16 +60,6 @@ impl CronSchedule {
             .find_next_occurrence(&local, false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
-    }
-
-    /// The expression as written.
-    pub fn expression(&self) -> &str {
-        &self.text
-    }
-
-    /// The time zone.
-    pub fn timezone(&self) -> Tz {
-        self.tz
     }
 }
 

@@ -105,11 +105,6 @@ impl Store {
         s
     }
 
-    /// The instance that owns the runs this handle begins.
-    pub fn instance(&self) -> Option<&str> {
-        self.instance.as_deref()
-    }
-
     /// Registers (or refreshes) instance `id` with a heartbeat now.
     pub async fn register_instance(&self, id: &str, host: &str) -> Result<(), HistoryError> {
         sqlx::query(
