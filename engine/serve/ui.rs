@@ -739,7 +739,7 @@ mod tests {
 
     #[test]
     fn url_components_are_percent_encoded() {
-        assert_eq!(url_component("OUTL-BA_x.1~"), "OUTL-BA_x.1~");
+        assert_eq!(url_component("FLOW-A_x.1~"), "FLOW-A_x.1~");
         assert_eq!(url_component("a b/c?d&é"), "a%20b%2Fc%3Fd%26%C3%A9");
     }
 
