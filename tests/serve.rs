@@ -38,21 +38,20 @@ impl Serving {
     }
 
     async fn get(&self, path: &str, who: Option<(&str, &str)>) -> (u16, Value) {
-        let mut req = self.http.get(self.url(path));
-        if let Some((u, p)) = who {
-            req = req.basic_auth(u, Some(p));
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.send(self.http.get(self.url(path)), who).await
     }
 
     async fn post(&self, path: &str, who: Option<(&str, &str)>, body: Value) -> (u16, Value) {
-        let mut req = self.http.post(self.url(path)).json(&body);
+        self.send(self.http.post(self.url(path)).json(&body), who)
+            .await
+    }
+
+    /// Sends `req` as `who`; the status and the body (JSON, else the text as a string).
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        who: Option<(&str, &str)>,
+    ) -> (u16, Value) {
         if let Some((u, p)) = who {
             req = req.basic_auth(u, Some(p));
         }
@@ -188,14 +187,8 @@ async fn post_delivery(
     who: Option<(&str, &str)>,
     form: reqwest::multipart::Form,
 ) -> (u16, Value) {
-    let mut req = s.http.post(s.url(TRIGGER_PATH)).multipart(form);
-    if let Some((u, p)) = who {
-        req = req.basic_auth(u, Some(p));
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap();
-    (status, body)
+    s.send(s.http.post(s.url(TRIGGER_PATH)).multipart(form), who)
+        .await
 }
 
 #[tokio::test]
