@@ -36,8 +36,9 @@ use suppaftp::tokio_rustls::TlsConnector;
 use suppaftp::tokio_rustls::rustls;
 use suppaftp::types::{FileType, Response};
 use suppaftp::{FtpError, Status};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+use super::spool::SpoolWriter;
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
 
 /// Prefix of the temporary files a put writes before renaming them into place (the same as
@@ -562,7 +563,7 @@ impl FtpStore {
             .collect())
     }
 
-    /// Copies `from` to `to` (see [`super::pump`]); a broken data connection is mapped like
+    /// Uploads `from` to `to` (see [`super::pump`]); a broken data connection is mapped like
     /// any FTP connection error.
     async fn pump(
         &self,
@@ -570,14 +571,12 @@ impl FtpStore {
         to: &mut (impl AsyncWrite + Unpin),
         what: &str,
         local: &Path,
-        local_is_dest: bool,
     ) -> Result<u64, ConnectorError> {
         super::pump(
             from,
             to,
             self.timeout,
             local,
-            local_is_dest,
             |e| self.map_err(what, FtpError::ConnectionError(e)),
             || self.timed_out(what),
         )
@@ -753,18 +752,17 @@ impl Session<'_> {
                 self.ftp.retr_as_stream(name),
             )
             .await?;
-        let file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| super::io_error("create", dest, e))?;
-        // Network reads are small; the buffer turns them into MiB-sized file writes.
-        let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
+        let mut file = SpoolWriter::create(dest).await?;
         let result = async {
-            let n = store
-                .pump(&mut stream, &mut file, &what, dest, true)
+            let n = file
+                .read_from(
+                    &mut stream,
+                    store.timeout,
+                    |e| store.map_err(&what, FtpError::ConnectionError(e)),
+                    || store.timed_out(&what),
+                )
                 .await?;
-            file.flush()
-                .await
-                .map_err(|e| super::io_error("write", dest, e))?;
+            file.finish().await?;
             // Some servers open the data connection before looking for the file, and say 550
             // only at the end.
             store
@@ -778,7 +776,6 @@ impl Session<'_> {
         }
         .await;
         if result.is_err() {
-            drop(file);
             let _ = tokio::fs::remove_file(dest).await;
         }
         result
@@ -798,7 +795,7 @@ impl Session<'_> {
         let what = format!("receiving '{name}' (STOR)");
         *started = true;
         let mut stream = store.step(&what, self.ftp.put_with_stream(tmp)).await?;
-        let n = store.pump(file, &mut stream, &what, src, false).await?;
+        let n = store.pump(file, &mut stream, &what, src).await?;
         store.step(&what, stream.finish()).await?;
         if let Some(size) = self.size_if_supported(tmp).await?
             && size != n

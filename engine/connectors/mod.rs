@@ -16,6 +16,7 @@ pub mod oci;
 pub mod oci_sign;
 pub mod s3;
 pub mod sftp;
+mod spool;
 
 use std::path::Path;
 
@@ -244,21 +245,20 @@ pub(crate) fn source_error(
     }
 }
 
-/// Size of one read or write of a streamed transfer (FTP, SFTP). Large enough that the
-/// spawn-blocking round trip of each local file write is paid once a MiB, not once per
-/// network read.
+/// Size of one local file write of a download (every kind, through [`spool::SpoolWriter`])
+/// and of one read of an FTP or SFTP upload. Large enough that the spawn-blocking round
+/// trip of each local file operation is paid once a MiB, not once per network read.
 pub(crate) const TRANSFER_CHUNK: usize = 1024 * 1024;
 
-/// Copies `from` to `to` in [`TRANSFER_CHUNK`]s, each read and each write within `timeout`;
-/// returns the bytes copied. One side is the local file `local` (the writer when
-/// `local_is_dest`, else the reader), whose I/O errors name it; the other side's errors go
-/// through `remote`, and a stall on either side is `timed_out()`.
+/// Uploads the local file `from` (at `local`, named in its read errors) to `to` in
+/// [`TRANSFER_CHUNK`]s, each read and each write within `timeout`; returns the bytes copied.
+/// Errors of `to` go through `remote`, and a stall on either side is `timed_out()`.
+/// (Downloads go through [`spool::SpoolWriter`].)
 pub(crate) async fn pump(
     from: &mut (impl tokio::io::AsyncRead + Unpin),
     to: &mut (impl tokio::io::AsyncWrite + Unpin),
     timeout: std::time::Duration,
     local: &Path,
-    local_is_dest: bool,
     remote: impl Fn(std::io::Error) -> ConnectorError,
     timed_out: impl Fn() -> ConnectorError,
 ) -> Result<u64, ConnectorError> {
@@ -268,7 +268,6 @@ pub(crate) async fn pump(
     loop {
         let n = match tokio::time::timeout(timeout, from.read(&mut buf)).await {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) if local_is_dest => return Err(remote(e)),
             Ok(Err(e)) => return Err(io_error("read", local, e)),
             Err(_) => return Err(timed_out()),
         };
@@ -277,7 +276,6 @@ pub(crate) async fn pump(
         }
         match tokio::time::timeout(timeout, to.write_all(&buf[..n])).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) if local_is_dest => return Err(io_error("write", local, e)),
             Ok(Err(e)) => return Err(remote(e)),
             Err(_) => return Err(timed_out()),
         }

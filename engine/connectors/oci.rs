@@ -41,10 +41,10 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE, ETAG, HeaderValue};
 use reqwest::{Body, Client, Method, Response, StatusCode, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt as _;
 use tokio_util::io::ReaderStream;
 
 use super::oci_sign::{self, BodyHeaders, RequestSigner, SigningInput};
+use super::spool::SpoolWriter;
 use super::{ConnectorError, Entry, check_name, expand_env, location_segments};
 
 /// Timeout when the spec gives none, in seconds.
@@ -344,11 +344,7 @@ impl OciStore {
             return Err(self.error(response, &shown).await);
         }
         let expected = header_u64(&response, CONTENT_LENGTH);
-        let file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| super::source_error("create", dest, e))?;
-        // MiB-sized file writes rather than one per network chunk
-        let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
+        let mut file = SpoolWriter::create(dest).await?;
         let mut copied: u64 = 0;
         loop {
             let chunk = match tokio::time::timeout(self.timeout, response.chunk()).await {
@@ -367,14 +363,10 @@ impl OciStore {
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => chunk,
             };
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| super::source_error("write", dest, e))?;
+            file.write(&chunk).await?;
             copied += chunk.len() as u64;
         }
-        file.flush()
-            .await
-            .map_err(|e| super::source_error("write", dest, e))?;
+        file.finish().await?;
         match expected {
             Some(expected) if expected != copied => {
                 return Err(ConnectorError::Protocol(format!(

@@ -69,8 +69,9 @@ use object_store::{
 use reqwest::Url;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
+use super::spool::SpoolWriter;
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
 
 /// Timeout when the spec gives none, in seconds.
@@ -362,6 +363,9 @@ impl S3Store {
         )))
     }
 
+    /// Downloads `location/name` into `dest`, streamed, in one GET. (Parallel ranged GETs
+    /// would be faster against AWS, but a server that hashes the object for each GET's ETag,
+    /// as s3s-fs does for objects it did not write, pays for the whole object per range.)
     pub(super) async fn get(
         &self,
         location: &str,
@@ -377,24 +381,13 @@ impl S3Store {
             .map_err(|e| self.error("get", &what, e))?;
         let expected = result.meta.size;
         let copied = async {
-            let file = tokio::fs::File::create(dest)
-                .await
-                .map_err(|e| super::io_error("create", dest, e))?;
-            // Network chunks are small; the buffer turns them into MiB-sized file writes
-            // (each tokio file write is a hop to a blocking thread).
-            let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
+            let mut file = SpoolWriter::create(dest).await?;
             let mut stream = result.into_stream();
-            let mut n: u64 = 0;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| self.error("get", &what, e))?;
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| super::io_error("write", dest, e))?;
-                n += chunk.len() as u64;
+                file.write(&chunk).await?;
             }
-            file.flush()
-                .await
-                .map_err(|e| super::io_error("write", dest, e))?;
+            let n = file.finish().await?;
             if n != expected {
                 return Err(ConnectorError::Protocol(format!(
                     "S3 get {what}: received {n} bytes of {expected}"

@@ -39,6 +39,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::spool::SpoolWriter;
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
 
 /// Prefix of the temporary files a put writes before renaming them into place (the same as
@@ -568,21 +569,19 @@ impl SftpStore {
         Ok(Some(name))
     }
 
-    /// Copies `from` to `to` (see [`super::pump`]).
+    /// Uploads `from` to `to` (see [`super::pump`]).
     async fn pump(
         &self,
         from: &mut (impl AsyncRead + Unpin),
         to: &mut (impl AsyncWrite + Unpin),
         what: &str,
         local: &Path,
-        local_is_dest: bool,
     ) -> Result<u64, ConnectorError> {
         super::pump(
             from,
             to,
             self.timeout,
             local,
-            local_is_dest,
             |e| self.remote_io(what, e),
             || self.timed_out(what),
         )
@@ -833,17 +832,17 @@ impl Session<'_> {
                 self.sftp.open(path),
             )
             .await?;
-        let file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| super::io_error("create", dest, e))?;
-        let mut file = tokio::io::BufWriter::with_capacity(super::TRANSFER_CHUNK, file);
+        let mut file = SpoolWriter::create(dest).await?;
         let result = async {
-            let n = store
-                .pump(&mut remote, &mut file, &what, dest, true)
+            let n = file
+                .read_from(
+                    &mut remote,
+                    store.timeout,
+                    |e| store.remote_io(&what, e),
+                    || store.timed_out(&what),
+                )
                 .await?;
-            file.flush()
-                .await
-                .map_err(|e| super::io_error("write", dest, e))?;
+            file.finish().await?;
             Ok(n)
         }
         .await;
@@ -851,7 +850,6 @@ impl Session<'_> {
             tracing::debug!("closing the SFTP file handle: {e}");
         }
         if result.is_err() {
-            drop(file);
             let _ = tokio::fs::remove_file(dest).await;
         }
         result
@@ -880,7 +878,7 @@ impl Session<'_> {
                 self.sftp.create(tmp),
             )
             .await?;
-        let n = store.pump(file, &mut remote, &what, src, false).await?;
+        let n = store.pump(file, &mut remote, &what, src).await?;
         // Flush waits for every write's acknowledgement (and fsyncs where offered); shutdown
         // closes the handle.
         match store.within(&what, remote.flush()).await? {
