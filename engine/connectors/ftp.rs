@@ -752,17 +752,15 @@ impl Session<'_> {
                 self.ftp.retr_as_stream(name),
             )
             .await?;
-        let mut file = SpoolWriter::create(dest).await?;
         let result = async {
-            let n = file
-                .read_from(
-                    &mut stream,
-                    store.timeout,
-                    |e| store.map_err(&what, FtpError::ConnectionError(e)),
-                    || store.timed_out(&what),
-                )
-                .await?;
-            file.finish().await?;
+            let n = SpoolWriter::download(
+                dest,
+                &mut stream,
+                store.timeout,
+                |e| store.map_err(&what, FtpError::ConnectionError(e)),
+                || store.timed_out(&what),
+            )
+            .await?;
             // Some servers open the data connection before looking for the file, and say 550
             // only at the end.
             store

@@ -832,19 +832,13 @@ impl Session<'_> {
                 self.sftp.open(path),
             )
             .await?;
-        let mut file = SpoolWriter::create(dest).await?;
-        let result = async {
-            let n = file
-                .read_from(
-                    &mut remote,
-                    store.timeout,
-                    |e| store.remote_io(&what, e),
-                    || store.timed_out(&what),
-                )
-                .await?;
-            file.finish().await?;
-            Ok(n)
-        }
+        let result = SpoolWriter::download(
+            dest,
+            &mut remote,
+            store.timeout,
+            |e| store.remote_io(&what, e),
+            || store.timed_out(&what),
+        )
         .await;
         if let Err(e) = store.within(&what, remote.shutdown()).await {
             tracing::debug!("closing the SFTP file handle: {e}");

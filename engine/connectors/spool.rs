@@ -60,10 +60,25 @@ impl SpoolWriter {
         Ok(())
     }
 
+    /// Copies everything `from` yields into a new file at `path` (see
+    /// [`read_from`](Self::read_from)) and flushes it; returns its length. A failure may
+    /// leave a partial file, which the caller removes.
+    pub(crate) async fn download(
+        path: &Path,
+        from: &mut (impl AsyncRead + Unpin),
+        timeout: Duration,
+        remote: impl Fn(std::io::Error) -> ConnectorError,
+        timed_out: impl Fn() -> ConnectorError,
+    ) -> Result<u64, ConnectorError> {
+        let mut file = SpoolWriter::create(path).await?;
+        file.read_from(from, timeout, remote, timed_out).await?;
+        file.finish().await
+    }
+
     /// Appends everything `from` yields until its end, reading straight into the buffer;
     /// each read must make progress within `timeout`. Errors of `from` go through `remote`,
     /// a stall is `timed_out()`. Returns the bytes read.
-    pub(crate) async fn read_from(
+    async fn read_from(
         &mut self,
         from: &mut (impl AsyncRead + Unpin),
         timeout: Duration,
@@ -159,19 +174,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool");
         let data = pattern(2 * TRANSFER_CHUNK + 1);
-        let mut w = SpoolWriter::create(&path).await.unwrap();
         let mut from = std::io::Cursor::new(data.clone());
-        let read = w
-            .read_from(
-                &mut from,
-                Duration::from_secs(5),
-                |e| ConnectorError::Protocol(e.to_string()),
-                || ConnectorError::Timeout("stalled".into()),
-            )
-            .await
-            .unwrap();
+        let read = SpoolWriter::download(
+            &path,
+            &mut from,
+            Duration::from_secs(5),
+            |e| ConnectorError::Protocol(e.to_string()),
+            || ConnectorError::Timeout("stalled".into()),
+        )
+        .await
+        .unwrap();
         assert_eq!(read, data.len() as u64);
-        assert_eq!(w.finish().await.unwrap(), data.len() as u64);
         assert_eq!(std::fs::read(&path).unwrap(), data);
     }
 
