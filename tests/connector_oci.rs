@@ -134,6 +134,37 @@ async fn get_streams_the_exact_bytes() {
 }
 
 #[tokio::test]
+async fn a_download_cut_off_midway_is_an_error_and_leaves_no_file() {
+    let server = server().await;
+    let data = bytes(3 * 1024 * 1024, 7);
+    std::fs::write(server.bucket("inbox").join("big.bin"), &data).unwrap();
+    server.cut_next_get_after(1024 * 1024 + 5);
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("got.bin");
+    let err = store(&server)
+        .get(LOCATION, "big.bin", &dest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectorError::Connect(_)), "{err:?}");
+    // How many bytes arrived before the cut depends on buffering; never more than were sent.
+    let text = err.to_string();
+    let got: u64 = text
+        .split("the download broke off after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(got <= 1024 * 1024 + 5, "{text}");
+    assert!(!dest.exists(), "a partial download was left behind");
+    // The next GET is whole.
+    store(&server)
+        .get(LOCATION, "big.bin", &dest)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&dest).unwrap() == data);
+}
+
+#[tokio::test]
 async fn put_then_get_round_trips_with_encoded_names() {
     let server = server().await;
     let dir = server.bucket("inbox");

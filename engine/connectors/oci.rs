@@ -344,38 +344,45 @@ impl OciStore {
             return Err(self.error(response, &shown).await);
         }
         let expected = header_u64(&response, CONTENT_LENGTH);
-        let mut file = SpoolWriter::create(dest).await?;
-        let mut copied: u64 = 0;
-        loop {
-            let chunk = match tokio::time::timeout(self.timeout, response.chunk()).await {
-                Err(_) => {
-                    return Err(ConnectorError::Timeout(format!(
-                        "{shown}: the download stalled for {} s after {copied} bytes",
-                        self.timeout.as_secs()
-                    )));
-                }
-                Ok(Err(e)) => {
-                    return Err(ConnectorError::Connect(format!(
-                        "{shown}: the download broke off after {copied} bytes: {}",
-                        super::http::error_chain(&e)
-                    )));
-                }
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => chunk,
-            };
-            file.write(&chunk).await?;
-            copied += chunk.len() as u64;
-        }
-        file.finish().await?;
-        match expected {
-            Some(expected) if expected != copied => {
-                return Err(ConnectorError::Protocol(format!(
-                    "{shown}: received {copied} bytes but Content-Length announced {expected}"
-                )));
+        let copied = async {
+            let mut file = SpoolWriter::create(dest).await?;
+            let mut copied: u64 = 0;
+            loop {
+                let chunk = match tokio::time::timeout(self.timeout, response.chunk()).await {
+                    Err(_) => {
+                        return Err(ConnectorError::Timeout(format!(
+                            "{shown}: the download stalled for {} s after {copied} bytes",
+                            self.timeout.as_secs()
+                        )));
+                    }
+                    Ok(Err(e)) => {
+                        return Err(ConnectorError::Connect(format!(
+                            "{shown}: the download broke off after {copied} bytes: {}",
+                            super::http::error_chain(&e)
+                        )));
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(chunk))) => chunk,
+                };
+                file.write(&chunk).await?;
+                copied += chunk.len() as u64;
             }
-            _ => {}
+            file.finish().await?;
+            match expected {
+                Some(expected) if expected != copied => {
+                    return Err(ConnectorError::Protocol(format!(
+                        "{shown}: received {copied} bytes but Content-Length announced {expected}"
+                    )));
+                }
+                _ => {}
+            }
+            Ok(copied)
         }
-        Ok(copied)
+        .await;
+        if copied.is_err() {
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        copied
     }
 
     pub(super) async fn put(

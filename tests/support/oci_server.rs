@@ -86,6 +86,7 @@ struct Shared {
     page_size: usize,
     hostile: Mutex<Vec<String>>,
     fail_put_after: Mutex<Option<u64>>,
+    cut_get_after: Mutex<Option<u64>>,
     log: Mutex<Vec<Logged>>,
     counter: AtomicU64,
 }
@@ -121,6 +122,7 @@ impl OciServer {
             page_size,
             hostile: Mutex::new(Vec::new()),
             fail_put_after: Mutex::new(None),
+            cut_get_after: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
         });
@@ -172,6 +174,12 @@ impl OciServer {
     /// Makes the next PUT fail with 500 after `bytes` bytes, committing nothing.
     pub fn fail_next_put_after(&self, bytes: u64) {
         *self.shared.fail_put_after.lock().unwrap() = Some(bytes);
+    }
+
+    /// Makes the next object GET announce the whole length but break the connection after
+    /// `bytes` of the body.
+    pub fn cut_next_get_after(&self, bytes: u64) {
+        *self.shared.cut_get_after.lock().unwrap() = Some(bytes);
     }
 
     /// The requests seen so far.
@@ -254,7 +262,10 @@ async fn route(shared: &Shared, request: Request) -> Response {
                     };
                     let file = dir.join(&name);
                     match *method {
-                        Method::GET => get_object(&file).await,
+                        Method::GET => {
+                            let cut = shared.cut_get_after.lock().unwrap().take();
+                            get_object(&file, cut).await
+                        }
                         Method::HEAD => head_object(&file),
                         Method::DELETE => match std::fs::remove_file(&file) {
                             Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -413,12 +424,22 @@ fn list(shared: &Shared, dir: &Path, query: &str) -> Response {
     json_answer(StatusCode::OK, &body)
 }
 
-async fn get_object(file: &Path) -> Response {
+/// The object at `file`; with `cut`, the body breaks off after that many bytes.
+async fn get_object(file: &Path, cut: Option<u64>) -> Response {
     let Ok(f) = tokio::fs::File::open(file).await else {
         return object_not_found(&file_name(file));
     };
     let len = f.metadata().await.unwrap().len();
-    let stream = tokio_util::io::ReaderStream::new(f);
+    let stream = tokio_util::io::ReaderStream::new(tokio::io::AsyncReadExt::take(
+        f,
+        cut.unwrap_or(u64::MAX),
+    ))
+    .chain(futures_util::stream::iter(cut.map(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "cut by the test",
+        ))
+    })));
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_LENGTH, len)
