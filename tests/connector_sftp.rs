@@ -1,11 +1,14 @@
 //! Tests for the SFTP file store (`ferry::connectors::sftp`) against a real OpenSSH sshd
 //! started by the test (`support/sftp_server.rs`): password and key logins, host key pinning,
-//! a server that is down, hostile names in listings, and cleanup after a failed put. The
+//! a server that is down, hostile names in listings, cleanup after a failed put, and a
+//! connection cut in the middle of an upload. The
 //! behaviour all file stores share is in `tests/conformance.rs`.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/proxy.rs"]
+mod proxy;
 #[path = "support/sftp_server.rs"]
 mod sftp_server;
 
@@ -353,6 +356,53 @@ async fn a_failed_put_removes_its_temporary_file() {
     );
     assert_eq!(server.names("in"), ["TAKEN.csv"]);
     assert!(server.path("in/TAKEN.csv").is_dir());
+}
+
+/// The line to the server is cut (by a proxy, after 3 MiB went up) while an 8 MiB file is
+/// uploading: the put fails as a connection error, and nothing appears under the final name
+/// (at most the hidden temporary file the upload was writing, which listings skip).
+#[tokio::test]
+async fn a_connection_cut_midway_through_a_put_leaves_nothing_under_the_final_name() {
+    let Some(server) = SftpServer::start().await else {
+        return;
+    };
+    std::fs::create_dir_all(server.path("in")).unwrap();
+    let upstream = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let proxy = proxy::CutProxy::start(upstream, 3 * 1024 * 1024).await;
+    let mut spec = server.key_spec();
+    spec["port"] = proxy.addr.port().into();
+    let store = connect(spec);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::write(&src, vec![9u8; 8 * 1024 * 1024]).unwrap();
+
+    let err = store
+        .put(&server.location("in"), "BIG.csv", &src)
+        .await
+        .unwrap_err();
+    assert!(proxy.was_cut());
+    assert!(
+        matches!(err, ConnectorError::Connect(_) | ConnectorError::Timeout(_)),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("SFTP server 127.0.0.1:") && text.contains("'BIG.csv'"),
+        "{text}"
+    );
+    assert!(!server.path("in/BIG.csv").exists());
+    for name in server.names("in") {
+        assert!(name.starts_with(".ferry-tmp-"), "{name}");
+    }
+    // A listing through a new connection shows nothing.
+    let direct = connect(server.key_spec());
+    assert!(
+        direct
+            .list(&server.location("in"), "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -523,6 +523,9 @@ impl SftpStore {
             SftpError::IO(msg) => ConnectorError::Connect(format!(
                 "connection to SFTP server {addr} failed while {what}: {msg}"
             )),
+            gone if session_gone(&gone) => ConnectorError::Connect(format!(
+                "connection to SFTP server {addr} broke while {what}"
+            )),
             SftpError::Status(status) => ConnectorError::Protocol(format!(
                 "SFTP server {addr} answered '{}' ({:?}) while {what}",
                 one_line(&status.error_message),
@@ -593,12 +596,23 @@ impl SftpStore {
         if e.kind() == std::io::ErrorKind::TimedOut {
             return self.timed_out(what);
         }
+        // A remote file's reads and writes carry the SFTP error inside.
+        if let Some(inner) = e.get_ref().and_then(|e| e.downcast_ref::<SftpError>()) {
+            return self.sftp_err(what, inner.clone());
+        }
         ConnectorError::Protocol(format!(
             "SFTP server {} failed while {what}: {}",
             self.addr(),
             one_line(&e.to_string())
         ))
     }
+}
+
+/// Whether an SFTP error means the session under it is gone (the SSH connection broke):
+/// russh-sftp then fails each request whose answer can no longer come with one of these.
+fn session_gone(e: &SftpError) -> bool {
+    matches!(e, SftpError::UnexpectedBehavior(m)
+        if m == "sender dropped" || m.starts_with("SendError") || m.starts_with("RecvError"))
 }
 
 /// `s` on one line: control characters (a server's message is untrusted) become spaces.
