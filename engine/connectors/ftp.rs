@@ -137,27 +137,8 @@ impl FtpStore {
     /// `spec.password_env` (tests, or secrets read from elsewhere).
     pub fn with_password(spec: &FtpSpec, password: Secret) -> Result<Self, ConnectorError> {
         let config = |msg: String| ConnectorError::Config(format!("ftp: {msg}"));
-        let host = expand_env(&spec.host)?.trim().to_string();
-        if host.is_empty() {
-            return Err(config("host is empty".to_string()));
-        }
-        if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(config(format!(
-                "host '{}' is not a host name",
-                host.escape_debug()
-            )));
-        }
-        let user = expand_env(&spec.username)?;
-        if user.is_empty() {
-            return Err(config("username is empty".to_string()));
-        }
+        let (host, user) = super::server_login("ftp", &spec.host, &spec.username)?;
         // FTP commands are lines: a line break would end one and smuggle in another.
-        if user.chars().any(char::is_control) {
-            return Err(config(format!(
-                "username '{}' contains a control character",
-                user.escape_debug()
-            )));
-        }
         if password.expose().contains(['\r', '\n']) {
             return Err(config(format!(
                 "the password in {} contains a line break",

@@ -283,6 +283,39 @@ pub(crate) async fn pump(
     }
 }
 
+/// The `host` and `username` of a server login (FTP, SFTP), `${VAR}`s expanded and checked:
+/// the host must be a name (not empty, no spaces or control characters) and the user name
+/// must hold no control character (a line break would end a protocol line and smuggle in
+/// another). Errors name the connection `kind`.
+pub(crate) fn server_login(
+    kind: &str,
+    host: &str,
+    username: &str,
+) -> Result<(String, String), ConnectorError> {
+    let config = |msg: String| ConnectorError::Config(format!("{kind}: {msg}"));
+    let host = expand_env(host)?.trim().to_string();
+    if host.is_empty() {
+        return Err(config("host is empty".to_string()));
+    }
+    if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(config(format!(
+            "host '{}' is not a host name",
+            host.escape_debug()
+        )));
+    }
+    let user = expand_env(username)?;
+    if user.is_empty() {
+        return Err(config("username is empty".to_string()));
+    }
+    if user.chars().any(char::is_control) {
+        return Err(config(format!(
+            "username '{}' contains a control character",
+            user.escape_debug()
+        )));
+    }
+    Ok((host, user))
+}
+
 /// Rejects file names that could escape their location or confuse a server: empty names,
 /// `.`/`..`, path separators, and control characters. Names from listings and templates
 /// alike pass through here.

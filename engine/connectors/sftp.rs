@@ -157,26 +157,7 @@ impl SftpStore {
         password: Option<Secret>,
         passphrase: Option<Secret>,
     ) -> Result<Self, ConnectorError> {
-        let host = expand_env(&spec.host)?.trim().to_string();
-        if host.is_empty() {
-            return Err(config_err("host is empty".to_string()));
-        }
-        if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(config_err(format!(
-                "host '{}' is not a host name",
-                host.escape_debug()
-            )));
-        }
-        let user = expand_env(&spec.username)?;
-        if user.is_empty() {
-            return Err(config_err("username is empty".to_string()));
-        }
-        if user.chars().any(char::is_control) {
-            return Err(config_err(format!(
-                "username '{}' contains a control character",
-                user.escape_debug()
-            )));
-        }
+        let (host, user) = super::server_login("sftp", &spec.host, &spec.username)?;
         let credential = match (&spec.password_env, &spec.key_file) {
             (Some(var), None) => Credential::Password {
                 secret: password.ok_or_else(|| {
