@@ -187,25 +187,7 @@ impl FtpStore {
     /// Connects, secures, logs in and selects binary mode.
     async fn open(&self) -> Result<Session<'_>, ConnectorError> {
         let addr = self.addr();
-        let tcp = match tokio::time::timeout(
-            self.timeout,
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                return Err(ConnectorError::Connect(format!(
-                    "cannot reach FTP server {addr}: {e}"
-                )));
-            }
-            Err(_) => {
-                return Err(ConnectorError::Timeout(format!(
-                    "FTP server {addr} did not accept a connection within {}s",
-                    self.timeout.as_secs()
-                )));
-            }
-        };
+        let tcp = super::connect_tcp("FTP", &self.host, self.port, &addr, self.timeout).await?;
         let ftp = self
             .step(
                 "opening the session (greeting)",

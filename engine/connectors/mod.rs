@@ -316,6 +316,27 @@ pub(crate) fn server_login(
     Ok((host, user))
 }
 
+/// Opens a TCP connection to the `kind` server at `host:port` (shown as `addr`), within
+/// `timeout`.
+pub(crate) async fn connect_tcp(
+    kind: &str,
+    host: &str,
+    port: u16,
+    addr: &str,
+    timeout: std::time::Duration,
+) -> Result<tokio::net::TcpStream, ConnectorError> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Ok(tcp)) => Ok(tcp),
+        Ok(Err(e)) => Err(ConnectorError::Connect(format!(
+            "cannot reach {kind} server {addr}: {e}"
+        ))),
+        Err(_) => Err(ConnectorError::Timeout(format!(
+            "{kind} server {addr} did not accept a connection within {}s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
 /// Rejects file names that could escape their location or confuse a server: empty names,
 /// `.`/`..`, path separators, and control characters. Names from listings and templates
 /// alike pass through here.

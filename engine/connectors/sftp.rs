@@ -236,24 +236,7 @@ impl SftpStore {
     async fn open(&self) -> Result<Session<'_>, ConnectorError> {
         let addr = self.addr();
         let secs = self.timeout.as_secs();
-        let tcp = match tokio::time::timeout(
-            self.timeout,
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                return Err(ConnectorError::Connect(format!(
-                    "cannot reach SFTP server {addr}: {e}"
-                )));
-            }
-            Err(_) => {
-                return Err(ConnectorError::Timeout(format!(
-                    "SFTP server {addr} did not accept a connection within {secs}s"
-                )));
-            }
-        };
+        let tcp = super::connect_tcp("SFTP", &self.host, self.port, &addr, self.timeout).await?;
         let _ = tcp.set_nodelay(true);
         let config = Arc::new(client::Config {
             // Large windows keep a fast link busy; russh's defaults suit interactive use.
