@@ -718,5 +718,14 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             to.join(", ")
         ),
         Event::Failed { step, message } => format!("FAILED  {step}: {message}"),
+        Event::Skipped {
+            connection,
+            location,
+            name,
+            reason,
+        } => format!(
+            "skip    {connection}:{}/{name}: {reason}",
+            location.trim_end_matches('/')
+        ),
     }
 }

@@ -9,13 +9,15 @@
 //! would do and changes nothing. An email that cannot be sent is an [`Event::EmailFailed`]
 //! warning, never a step failure: notifications do not decide outcomes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
+use minijinja::Value as JValue;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
@@ -58,6 +60,10 @@ impl std::fmt::Display for Outcome {
 pub enum StepResult {
     /// Its output.
     Value(Value),
+    /// Its output, already a template value (a loop's compact lists).
+    Output(JValue),
+    /// The loop item ends here, neither done nor failed (its file was gone).
+    Skip,
     /// The flow ends now with this outcome.
     End(Outcome),
 }
@@ -98,7 +104,7 @@ pub struct StepError {
     /// The loop items being processed, by loop variable.
     pub items: Map<String, Value>,
     /// The step's output despite the failure (a loop's progress).
-    pub output: Option<Value>,
+    pub output: Option<JValue>,
 }
 
 impl StepError {
@@ -180,6 +186,17 @@ pub enum Event {
         /// New name.
         to: String,
     },
+    /// A file was left where it is (a name ferry refuses, or gone before it was fetched).
+    Skipped {
+        /// Connection.
+        connection: String,
+        /// Location.
+        location: String,
+        /// File name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A REST request was sent.
     Request {
         /// Connection.
@@ -192,6 +209,12 @@ pub enum Event {
         status: Option<u16>,
         /// Whether the status was tolerated rather than a success.
         suppressed: bool,
+        /// The CSV record the request was sent for, inside a record loop.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<u64>,
+        /// What a failing or tolerated answer said (cut short).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
     /// An email was sent.
     Emailed {
@@ -232,6 +255,83 @@ pub struct RunError {
     pub items: Map<String, Value>,
 }
 
+/// What a run did, counted as it went (every event counts, also those the report does not
+/// keep).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// Files fetched.
+    pub fetched: u64,
+    /// Files put to a target.
+    pub files_put: u64,
+    /// Bytes put to targets.
+    pub bytes_put: u64,
+    /// Renames.
+    pub renames: u64,
+    /// Files left where they are.
+    pub skipped: u64,
+    /// REST requests answered with success (2xx).
+    pub requests_ok: u64,
+    /// REST requests whose failing status was tolerated.
+    pub tolerated: u64,
+    /// REST requests answered with a failing status.
+    pub requests_failed: u64,
+    /// Emails sent.
+    pub emails: u64,
+    /// Emails that could not be sent.
+    pub emails_failed: u64,
+}
+
+impl Counters {
+    /// The counters of `events`.
+    pub fn of(events: &[Event]) -> Counters {
+        let mut c = Counters::default();
+        for e in events {
+            c.count(e);
+        }
+        c
+    }
+
+    fn count(&mut self, e: &Event) {
+        match e {
+            Event::Fetched { .. } => self.fetched += 1,
+            Event::Put { bytes, .. } => {
+                self.files_put += 1;
+                self.bytes_put += bytes;
+            }
+            Event::Renamed { .. } => self.renames += 1,
+            Event::Skipped { .. } => self.skipped += 1,
+            Event::Request {
+                status: Some(s),
+                suppressed,
+                ..
+            } => {
+                if *suppressed {
+                    self.tolerated += 1;
+                } else if (200..300).contains(s) {
+                    self.requests_ok += 1;
+                } else {
+                    self.requests_failed += 1;
+                }
+            }
+            Event::Emailed { .. } => self.emails += 1,
+            Event::EmailFailed { .. } => self.emails_failed += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Events a run report keeps in memory; the rest are counted (and, in a recorded run,
+/// written to the run history as they happen).
+pub const REPORT_EVENTS: usize = 10_000;
+/// Successful requests of record loops a report keeps as examples; the rest are counted.
+pub const REPORT_RECORD_EVENTS: usize = 100;
+
+/// Whether an event is a record loop's successful request: counted and checkpointed, never
+/// stored one by one.
+pub fn is_record_success(e: &Event) -> bool {
+    matches!(e, Event::Request { record: Some(_), status: Some(s), suppressed: false, .. } if (200..300).contains(s))
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -251,74 +351,122 @@ pub struct RunReport {
     pub finished_at: String,
     /// The failure, if any.
     pub error: Option<RunError>,
-    /// What happened, in order.
+    /// What happened, counted.
+    pub counters: Counters,
+    /// What happened, in order: every event but the successful requests of record loops
+    /// past the first [`REPORT_RECORD_EVENTS`], up to [`REPORT_EVENTS`] events.
     pub events: Vec<Event>,
+    /// Events counted but not kept in `events`.
+    pub events_omitted: u64,
 }
 
 impl RunReport {
     /// Files put to a target.
     pub fn files_moved(&self) -> usize {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, Event::Put { .. }))
-            .count()
+        usize::try_from(self.counters.files_put).unwrap_or(usize::MAX)
     }
     /// Bytes put to targets.
     pub fn bytes_moved(&self) -> u64 {
-        self.events
-            .iter()
-            .map(|e| {
-                if let Event::Put { bytes, .. } = e {
-                    *bytes
-                } else {
-                    0
-                }
-            })
-            .sum()
+        self.counters.bytes_put
     }
     /// Renames.
     pub fn renames(&self) -> usize {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, Event::Renamed { .. }))
-            .count()
+        usize::try_from(self.counters.renames).unwrap_or(usize::MAX)
     }
     /// REST requests answered with success (2xx).
     pub fn requests_ok(&self) -> usize {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, Event::Request { status: Some(s), suppressed: false, .. } if (200..300).contains(s)))
-            .count()
+        usize::try_from(self.counters.requests_ok).unwrap_or(usize::MAX)
     }
     /// REST requests whose failing status was tolerated.
     pub fn suppressed(&self) -> usize {
-        self.events
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e,
-                    Event::Request {
-                        suppressed: true,
-                        ..
-                    }
-                )
-            })
-            .count()
+        usize::try_from(self.counters.tolerated).unwrap_or(usize::MAX)
     }
     /// Emails sent.
     pub fn emails(&self) -> usize {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, Event::Emailed { .. }))
-            .count()
+        usize::try_from(self.counters.emails).unwrap_or(usize::MAX)
     }
     /// Emails that could not be sent (warnings; they never change the outcome).
     pub fn emails_failed(&self) -> usize {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, Event::EmailFailed { .. }))
-            .count()
+        usize::try_from(self.counters.emails_failed).unwrap_or(usize::MAX)
     }
+}
+
+/// The progress of one record loop over one file: every record from `first` through
+/// `through` is confirmed (a resumed run starts after `through`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// The loop at its place in the run (see [`Scope::key_of`]).
+    pub key: String,
+    /// What the loop walks (the CSV file's name, for people).
+    pub label: String,
+    /// The first record number this run processed.
+    pub first: u64,
+    /// Every record from `first` through this one is confirmed (`first - 1`: none yet).
+    pub through: u64,
+    /// Records this run completed in this loop (also above `through`).
+    pub done: u64,
+}
+
+/// What a run did since the last write to its journal.
+#[derive(Debug, Default)]
+pub struct JournalBatch {
+    /// Events with their sequence number and time, in order (a record loop's successful
+    /// requests are counted and checkpointed instead).
+    pub events: Vec<(u64, String, Event)>,
+    /// Side effects confirmed, by step key, with the step's output: a resumed run skips
+    /// them.
+    pub confirmed: Vec<(String, Value)>,
+    /// The latest checkpoint of each record loop that moved.
+    pub checkpoints: Vec<Checkpoint>,
+    /// The run's counters now.
+    pub counters: Counters,
+}
+
+impl JournalBatch {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.confirmed.is_empty() && self.checkpoints.is_empty()
+    }
+}
+
+/// Where a run writes what it does as it goes (the run history implements it). Writes
+/// come in order, at most one at a time; a write that fails is retried with the next.
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// Writes a batch.
+    fn write<'a>(
+        &'a self,
+        batch: &'a JournalBatch,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+/// What an interrupted run had confirmed, for the run that resumes it: side effects by
+/// step key (skipped, their recorded output reused) and record loops by key (resumed after
+/// `through`).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Confirmed steps: key → output.
+    pub confirmed: HashMap<String, Value>,
+    /// Record loops: key → the last record confirmed.
+    pub through: HashMap<String, u64>,
+}
+
+/// Journal writes happen at least this often while a run goes on.
+pub const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
+/// A journal write happens as soon as this many records or events are waiting.
+pub const JOURNAL_BATCH: usize = 1_000;
+
+/// One run's start: which flow, with what, under which id, recorded where.
+#[derive(Debug, Default)]
+pub struct RunStart {
+    /// Flow id.
+    pub flow: String,
+    /// Trigger input (`input.<part>`).
+    pub input: Map<String, Value>,
+    /// The run id ([`new_run_id`] makes one).
+    pub run_id: String,
+    /// Where the run writes what it does as it goes.
+    pub journal: Option<Arc<dyn Journal>>,
+    /// What an interrupted run of the same input confirmed.
+    pub resume: Resume,
 }
 
 /// Options of a run.
@@ -349,8 +497,13 @@ pub enum RunFailure {
     #[error("unknown flow '{0}'")]
     UnknownFlow(String),
     /// The spool directory could not be made.
-    #[error("cannot create a spool directory: {0}")]
-    Spool(std::io::Error),
+    #[error("cannot create the run's spool directory {}: {source}", path.display())]
+    Spool {
+        /// The directory.
+        path: PathBuf,
+        /// What happened.
+        source: std::io::Error,
+    },
     /// The trigger input is wrong.
     #[error("{0}")]
     Input(String),
@@ -367,12 +520,106 @@ pub struct Engine {
 /// Per-run shared state.
 #[derive(Debug)]
 struct RunState {
-    events: Mutex<Vec<Event>>,
+    log: Mutex<RunLog>,
     spool: PathBuf,
     counter: AtomicUsize,
     progress: AtomicUsize,
     dry_run: bool,
     run: Value,
+    journal: Option<Arc<dyn Journal>>,
+    /// One journal write at a time, in order.
+    writing: tokio::sync::Mutex<()>,
+    /// Wakes the journal ticker (a batch is full, or the run ended).
+    wake: tokio::sync::Notify,
+    finished: AtomicBool,
+    resume: Resume,
+}
+
+/// What a run did so far: the events its report keeps, its counters, and what waits for
+/// the next journal write.
+#[derive(Debug, Default)]
+struct RunLog {
+    kept: Vec<Event>,
+    kept_records: usize,
+    omitted: u64,
+    counters: Counters,
+    seq: u64,
+    batch: JournalBatch,
+    /// Checkpoints by loop key, latest first written into `batch` at the next write.
+    checkpoints: BTreeMap<String, Checkpoint>,
+    /// Records checkpointed since the last write.
+    records_since: usize,
+}
+
+impl RunLog {
+    fn waiting(&self) -> usize {
+        self.batch.events.len() + self.batch.confirmed.len() + self.records_since
+    }
+}
+
+impl RunState {
+    /// Writes what waits to the journal (no-op without one). A failed write keeps the batch
+    /// for the next one and is logged.
+    async fn flush(&self) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let _turn = self.writing.lock().await;
+        let mut batch = {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = std::mem::take(&mut log.batch);
+            batch.checkpoints = std::mem::take(&mut log.checkpoints).into_values().collect();
+            batch.counters = log.counters;
+            log.records_since = 0;
+            batch
+        };
+        if batch.is_empty() && batch.counters == Counters::default() {
+            return;
+        }
+        if let Err(e) = journal.write(&batch).await {
+            tracing::warn!(error = %e, "cannot write the run's progress to the run history; will try again");
+            // put it back in front of what came meanwhile
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let newer = std::mem::take(&mut log.batch);
+            batch.events.extend(newer.events);
+            batch.confirmed.extend(newer.confirmed);
+            for c in batch.checkpoints.drain(..) {
+                log.checkpoints.entry(c.key.clone()).or_insert(c);
+            }
+            log.batch = batch;
+        }
+    }
+
+    /// Writes every [`JOURNAL_INTERVAL`] and whenever woken, until the run finished.
+    async fn ticker(&self) {
+        if self.journal.is_none() {
+            return;
+        }
+        while !self.finished.load(Ordering::Acquire) {
+            tokio::select! {
+                () = tokio::time::sleep(JOURNAL_INTERVAL) => {}
+                () = self.wake.notified() => {}
+            }
+            if self.finished.load(Ordering::Acquire) {
+                break;
+            }
+            self.flush().await;
+        }
+    }
+}
+
+/// Removes a run's spool directory when the run ends.
+#[derive(Debug)]
+struct SpoolDir(PathBuf);
+
+impl Drop for SpoolDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(spool = %self.0.display(), error = %e, "cannot remove the run's spool directory");
+        }
+    }
 }
 
 impl Engine {
@@ -412,19 +659,40 @@ impl Engine {
         input: Map<String, Value>,
         run_id: String,
     ) -> Result<RunReport, RunFailure> {
+        self.start(RunStart {
+            flow: flow_id.to_string(),
+            input,
+            run_id,
+            ..RunStart::default()
+        })
+        .await
+    }
+
+    /// Runs a flow as `start` says: under its id, writing to its journal as it goes,
+    /// resuming what an interrupted run confirmed.
+    pub async fn start(&self, start: RunStart) -> Result<RunReport, RunFailure> {
+        let RunStart {
+            flow: flow_id,
+            input,
+            run_id,
+            journal,
+            resume,
+        } = start;
         let flow = self
             .project
             .flows
-            .get(flow_id)
-            .ok_or_else(|| RunFailure::UnknownFlow(flow_id.to_string()))?;
+            .get(&flow_id)
+            .ok_or_else(|| RunFailure::UnknownFlow(flow_id.clone()))?;
         let started_at = now();
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("ferry-run-");
         let spool = match &self.options.spool_dir {
-            Some(d) => builder.tempdir_in(d),
-            None => builder.tempdir(),
-        }
-        .map_err(RunFailure::Spool)?;
+            Some(d) => d.join(&run_id),
+            None => std::env::temp_dir().join(format!("ferry-run-{run_id}")),
+        };
+        std::fs::create_dir_all(&spool).map_err(|source| RunFailure::Spool {
+            path: spool.clone(),
+            source,
+        })?;
+        let spool = SpoolDir(spool);
         let run = json!({
             "id": run_id,
             "flow": flow.id,
@@ -434,51 +702,94 @@ impl Engine {
             "dry_run": self.options.dry_run,
         });
         let state = RunState {
-            events: Mutex::new(Vec::new()),
-            spool: spool.path().to_path_buf(),
+            log: Mutex::new(RunLog::default()),
+            spool: spool.0.clone(),
             counter: AtomicUsize::new(0),
             progress: AtomicUsize::new(0),
             dry_run: self.options.dry_run,
             run: run.clone(),
+            journal,
+            writing: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            finished: AtomicBool::new(false),
+            resume,
         };
-        let mut scope = Scope::new(Value::Object(input), Map::new(), run);
+        let mut scope = Scope::new(Value::Object(input), Map::new(), &run);
         let ex = Exec {
             engine: self,
             flow,
             state: &state,
+            confirm: true,
         };
         let span = tracing::info_span!("run", flow = %flow.id, run_id = %run_id, dry_run = self.options.dry_run);
-        let result = ex
-            .run_block(&flow.steps, &mut scope)
-            .instrument(span.clone())
-            .await;
-        let (outcome, error) = match result {
+        let work = async {
+            let result = ex
+                .run_block(&flow.steps, &mut scope)
+                .instrument(span.clone())
+                .await;
+            let r = self.finish_run(&ex, &mut scope, result, &span).await;
+            state.finished.store(true, Ordering::Release);
+            state.wake.notify_one();
+            r
+        };
+        let ((outcome, error), ()) = tokio::join!(work, state.ticker());
+        state.flush().await;
+        tracing::info!(parent: &span, %outcome, "run finished");
+        let log = std::mem::take(&mut *state.log.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(spool);
+        Ok(RunReport {
+            run_id,
+            flow: flow.id.clone(),
+            flow_name: flow.name.clone(),
+            outcome,
+            dry_run: self.options.dry_run,
+            started_at,
+            finished_at: now(),
+            error,
+            counters: log.counters,
+            events: log.kept,
+            events_omitted: log.omitted,
+        })
+    }
+
+    /// The outcome of a run's block, after calling the flow's error handler on a failure.
+    async fn finish_run(
+        &self,
+        ex: &Exec<'_>,
+        scope: &mut Scope,
+        result: Result<StepResult, StepError>,
+        span: &tracing::Span,
+    ) -> (Outcome, Option<RunError>) {
+        let flow = ex.flow;
+        match result {
             Ok(StepResult::End(o)) => (o, None),
-            Ok(StepResult::Value(_)) => (Outcome::Succeeded, None),
+            Ok(StepResult::Value(_) | StepResult::Output(_) | StepResult::Skip) => {
+                (Outcome::Succeeded, None)
+            }
             Err(e) => {
-                let outcome = if state.progress.load(Ordering::Relaxed) > 0 {
+                let outcome = if ex.state.progress.load(Ordering::Relaxed) > 0 {
                     Outcome::Partial
                 } else {
                     Outcome::Failed
                 };
-                tracing::warn!(parent: &span, step = %e.step, error = %e.message, "run failed");
+                tracing::warn!(parent: span, step = %e.step, error = %e.message, "run failed");
                 if let Some((handler, with)) = &flow.on_error {
-                    scope.vars.insert("error".into(), e.to_value());
-                    let params = match ex.eval_value(with, &scope) {
+                    scope.set_var("error", &e.to_value());
+                    let params = match ex.eval_value(with, scope) {
                         Ok(Value::Object(m)) => Ok(m),
                         Ok(_) => Ok(Map::new()),
                         Err(err) => Err(err),
                     };
                     let handled = match params {
                         Ok(p) => ex
-                            .call_flow_with_error(handler, p, e.to_value())
+                            .call_flow_with_error(handler, p, e.to_value(), scope, "on_error")
                             .instrument(span.clone())
                             .await
                             .map(|_| ()),
                         Err(err) => Err(err),
                     };
                     if let Err(h) = handled {
-                        tracing::error!(parent: &span, error = %h, "the error handler failed");
+                        tracing::error!(parent: span, error = %h, "the error handler failed");
                         ex.event(Event::Failed {
                             step: format!("on_error:{handler}"),
                             message: h.message.clone(),
@@ -495,21 +806,7 @@ impl Engine {
                     }),
                 )
             }
-        };
-        tracing::info!(parent: &span, %outcome, "run finished");
-        let events = std::mem::take(&mut *state.events.lock().unwrap_or_else(|p| p.into_inner()));
-        drop(spool);
-        Ok(RunReport {
-            run_id,
-            flow: flow.id.clone(),
-            flow_name: flow.name.clone(),
-            outcome,
-            dry_run: self.options.dry_run,
-            started_at,
-            finished_at: now(),
-            error,
-            events,
-        })
+        }
     }
 
     fn connector(&self, name: &str) -> Result<&Connector, StepError> {
@@ -539,32 +836,172 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The variables templates see.
+/// The variables templates see: `input`, `params`, `steps`, `run`, `error` and the loop
+/// variables, held as template values.
+///
+/// Values are converted to template values once, when they are set, and shared (a template
+/// value is reference-counted): the context a template renders in is built once per change of
+/// the scope and cached, so the cost of a render does not depend on how much the scope holds
+/// (a listing of 100,000 files costs nothing to a template that reads `file.name`). Cloning a
+/// scope (one per item of a concurrent loop) clones references, not values.
 #[derive(Debug, Clone)]
 pub struct Scope {
-    /// Root variables: `input`, `params`, `steps`, `run`, `error`, loop variables.
-    pub vars: Map<String, Value>,
+    vars: BTreeMap<String, JValue>,
+    steps: BTreeMap<String, JValue>,
+    ctx: OnceLock<JValue>,
+    /// Where this scope is in the run: the loop items it is inside, outermost first, as
+    /// `(loop step id, item key)`. Keys of step confirmations and record checkpoints.
+    path: Vec<(String, String)>,
+    /// The CSV record this scope is processing, if inside a record loop.
+    record: Option<u64>,
+    /// Spool files fetched in this scope: a loop item removes them when it ends.
+    spooled: Vec<PathBuf>,
+    /// The step running in this scope.
+    step: String,
+    /// How many loop items deep this scope is.
+    loops: usize,
 }
 
 impl Scope {
-    fn new(input: Value, params: Map<String, Value>, run: Value) -> Scope {
-        let mut vars = Map::new();
-        vars.insert("input".into(), input);
-        vars.insert("params".into(), Value::Object(params));
-        vars.insert("steps".into(), Value::Object(Map::new()));
-        vars.insert("run".into(), run);
-        vars.insert("error".into(), Value::Null);
-        Scope { vars }
+    fn new(input: Value, params: Map<String, Value>, run: &Value) -> Scope {
+        let mut s = Scope {
+            vars: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            ctx: OnceLock::new(),
+            path: Vec::new(),
+            record: None,
+            spooled: Vec::new(),
+            step: String::new(),
+            loops: 0,
+        };
+        s.set_var("input", &input);
+        s.set_var("params", &Value::Object(params));
+        s.set_var("run", run);
+        s.set_var("error", &Value::Null);
+        s
     }
 
-    fn ctx(&self) -> minijinja::Value {
-        minijinja::Value::from_serialize(&self.vars)
+    /// The template context (built once per change).
+    fn ctx(&self) -> JValue {
+        self.ctx
+            .get_or_init(|| {
+                let mut root: BTreeMap<String, JValue> = self.vars.clone();
+                root.insert("steps".into(), JValue::from(self.steps.clone()));
+                JValue::from(root)
+            })
+            .clone()
     }
 
-    fn set_output(&mut self, id: &str, v: Value) {
-        if let Some(Value::Object(steps)) = self.vars.get_mut("steps") {
-            steps.insert(id.to_string(), v);
+    fn changed(&mut self) {
+        self.ctx = OnceLock::new();
+    }
+
+    /// Sets a root variable.
+    pub fn set_var(&mut self, name: &str, v: &Value) {
+        self.set_var_value(name, JValue::from_serialize(v));
+    }
+
+    /// Sets a root variable to a template value.
+    pub fn set_var_value(&mut self, name: &str, v: JValue) {
+        self.vars.insert(name.to_string(), v);
+        self.changed();
+    }
+
+    /// Removes a root variable.
+    pub fn remove_var(&mut self, name: &str) {
+        if self.vars.remove(name).is_some() {
+            self.changed();
         }
+    }
+
+    /// Sets the output of step `id` (`steps.<id>`).
+    pub fn set_output(&mut self, id: &str, v: &Value) {
+        self.set_output_value(id, JValue::from_serialize(v));
+    }
+
+    /// Sets the output of step `id` to a template value.
+    pub fn set_output_value(&mut self, id: &str, v: JValue) {
+        self.steps.insert(id.to_string(), v);
+        self.changed();
+    }
+
+    /// The output of step `id`, if it ran.
+    pub fn output(&self, id: &str) -> Option<&JValue> {
+        self.steps.get(id)
+    }
+
+    /// All step outputs, as JSON (a child flow's result).
+    fn steps_json(&self) -> Value {
+        serde_json::to_value(&self.steps).unwrap_or(Value::Null)
+    }
+
+    /// Enters an item of loop `step`, known by `key` (a file name, a record number).
+    pub fn enter_item(&mut self, step: &str, key: String, record: Option<u64>) {
+        self.path.push((step.to_string(), key));
+        self.loops += 1;
+        if record.is_some() {
+            self.record = record;
+        }
+    }
+
+    /// The key of step `id` at this place in the run: the loop items, then the step.
+    pub fn key_of(&self, id: &str) -> String {
+        let mut k = String::new();
+        for (step, item) in &self.path {
+            k.push_str(step);
+            k.push('[');
+            k.push_str(item);
+            k.push_str("]/");
+        }
+        k.push_str(id);
+        k
+    }
+
+    /// Takes the step outputs of `other`, a copy of this scope that ran a loop item.
+    pub fn adopt_outputs(&mut self, other: &Scope) {
+        self.steps.clone_from(&other.steps);
+        self.changed();
+    }
+
+    /// The key of the innermost loop item this scope is in.
+    pub fn item_key(&self) -> Option<&str> {
+        self.path.last().map(|(_, k)| k.as_str())
+    }
+
+    /// Whether this scope is inside a loop item.
+    pub fn in_loop(&self) -> bool {
+        self.loops > 0
+    }
+
+    /// The CSV record being processed, if any.
+    pub fn record(&self) -> Option<u64> {
+        self.record
+    }
+
+    /// The id of the step running in this scope.
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+
+    /// Notes a spool file fetched in this scope.
+    pub fn spooled(&mut self, path: PathBuf) {
+        self.spooled.push(path);
+    }
+
+    /// Removes the spool files fetched in this scope since it held `keep` of them.
+    pub fn drop_spooled(&mut self, keep: usize) {
+        for p in self.spooled.drain(keep.min(self.spooled.len())..) {
+            if let Err(e) = std::fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove a spool file");
+            }
+        }
+    }
+
+    /// How many spool files this scope holds.
+    pub fn spooled_len(&self) -> usize {
+        self.spooled.len()
     }
 }
 
@@ -573,6 +1010,9 @@ pub struct Exec<'a> {
     engine: &'a Engine,
     flow: &'a FlowPlan,
     state: &'a RunState,
+    /// Whether this flow's side effects are confirmed for a resume (not in the error
+    /// handler).
+    confirm: bool,
 }
 
 impl<'a> Exec<'a> {
@@ -598,7 +1038,7 @@ impl<'a> Exec<'a> {
         self.eval_value_in(v, &ctx)
     }
 
-    fn eval_value_in(&self, v: &ValueTpl, ctx: &minijinja::Value) -> Result<Value, StepError> {
+    fn eval_value_in(&self, v: &ValueTpl, ctx: &JValue) -> Result<Value, StepError> {
         Ok(match v {
             ValueTpl::Tpl(t) => self.flow.templates.eval(t, ctx).map_err(template_error)?,
             ValueTpl::Array(items) => Value::Array(
@@ -623,6 +1063,14 @@ impl<'a> Exec<'a> {
         self.flow
             .templates
             .eval_expression(src, &scope.ctx())
+            .map_err(template_error)
+    }
+
+    /// Evaluates an expression to a template value (no copy into JSON: a loop's items).
+    pub fn eval_expression_value(&self, src: &str, scope: &Scope) -> Result<JValue, StepError> {
+        self.flow
+            .templates
+            .eval_expression_value(src, &scope.ctx())
             .map_err(template_error)
     }
 
@@ -672,20 +1120,94 @@ impl<'a> Exec<'a> {
         StepError::new(ErrorKind::Connector, format!("connection '{name}': {e}"))
     }
 
-    /// A fresh path in the run's spool directory, ending in `name`.
+    /// A fresh path in the run's spool directory, ending in `name`. The caller owns the
+    /// file: a loop item removes the spool files its steps made when it ends (see
+    /// [`Scope::spooled`]).
     pub fn spool_path(&self, name: &str) -> PathBuf {
         let n = self.state.counter.fetch_add(1, Ordering::Relaxed);
         self.state.spool.join(format!("{n:06}-{name}"))
     }
 
-    /// Records an event.
+    /// The run's spool directory.
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.state.spool
+    }
+
+    /// Records an event: counted, kept for the report (within its bounds), and written to
+    /// the run's journal (a record loop's successful requests are counted and checkpointed
+    /// instead).
     pub fn event(&self, e: Event) {
         tracing::info!(event = ?e, "ferry event");
-        self.state
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
+        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.counters.count(&e);
+        let record_success = is_record_success(&e);
+        if !record_success && self.state.journal.is_some() {
+            log.seq += 1;
+            let seq = log.seq;
+            log.batch.events.push((seq, now(), e.clone()));
+        }
+        let keep = log.kept.len() < REPORT_EVENTS
+            && (!record_success || log.kept_records < REPORT_RECORD_EVENTS);
+        if keep {
+            if record_success {
+                log.kept_records += 1;
+            }
+            log.kept.push(e);
+        } else {
+            log.omitted += 1;
+        }
+        if log.waiting() >= JOURNAL_BATCH {
+            self.state.wake.notify_one();
+        }
+    }
+
+    /// Records the progress of a record loop (written with the next journal write).
+    pub fn checkpoint(&self, c: Checkpoint, records: usize) {
+        if self.state.journal.is_none() || self.state.dry_run {
+            return;
+        }
+        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.records_since += records;
+        log.checkpoints.insert(c.key.clone(), c);
+        if log.waiting() >= JOURNAL_BATCH {
+            self.state.wake.notify_one();
+        }
+    }
+
+    /// Writes what waits to the journal now if a batch is full (back-pressure for loops:
+    /// a loop never runs more than a batch ahead of its history).
+    pub async fn pace(&self) {
+        if self.state.journal.is_none() {
+            return;
+        }
+        let full = {
+            let log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.waiting() >= 2 * JOURNAL_BATCH
+        };
+        if full {
+            self.state.flush().await;
+        }
+    }
+
+    /// Writes what waits to the journal now (the end of a file's records).
+    pub async fn flush(&self) {
+        self.state.flush().await;
+    }
+
+    /// The last record an interrupted run confirmed in the record loop `key`.
+    pub fn resumed_through(&self, key: &str) -> Option<u64> {
+        self.state.resume.through.get(key).copied()
+    }
+
+    fn confirm(&self, key: String, output: &Value) {
+        if self.state.journal.is_none() || self.state.dry_run {
+            return;
+        }
+        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.batch.confirmed.push((key, output.clone()));
+        drop(log);
+        // a confirmed side effect is written at once: a kill right after it must not redo it
+        self.state.wake.notify_one();
     }
 
     /// Whether this is a dry run.
@@ -698,13 +1220,16 @@ impl<'a> Exec<'a> {
         self.state.progress.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Calls child flow `flow_id` with `params`; its failure fails the calling step.
+    /// Calls child flow `flow_id` with `params` from step `step` of `caller`; its failure
+    /// fails the calling step.
     pub fn call_flow<'s>(
         &'s self,
         flow_id: &'s str,
         params: Map<String, Value>,
+        caller: &Scope,
+        step: &str,
     ) -> Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send + 's>> {
-        self.call_flow_with_error(flow_id, params, Value::Null)
+        self.call_flow_with_error(flow_id, params, Value::Null, caller, step)
     }
 
     /// Calls child flow `flow_id` with `params` and `error` as its `error` variable (an
@@ -714,7 +1239,13 @@ impl<'a> Exec<'a> {
         flow_id: &'s str,
         params: Map<String, Value>,
         error: Value,
+        caller: &Scope,
+        step: &str,
     ) -> Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send + 's>> {
+        let mut path = caller.path.clone();
+        path.push((step.to_string(), flow_id.to_string()));
+        let record = caller.record;
+        let confirm = self.confirm && step != "on_error";
         Box::pin(async move {
             let child = self.engine.project.flows.get(flow_id).ok_or_else(|| {
                 StepError::new(ErrorKind::Config, format!("unknown flow '{flow_id}'"))
@@ -723,16 +1254,19 @@ impl<'a> Exec<'a> {
                 engine: self.engine,
                 flow: child,
                 state: self.state,
+                confirm,
             };
-            let mut scope = Scope::new(Value::Object(Map::new()), params, self.state.run.clone());
-            scope.vars.insert("error".into(), error);
+            let mut scope = Scope::new(Value::Object(Map::new()), params, &self.state.run);
+            scope.set_var("error", &error);
+            scope.path = path;
+            scope.record = record;
             let span = tracing::info_span!("child_flow", flow = %child.id);
             match ex
                 .run_block(&child.steps, &mut scope)
                 .instrument(span)
                 .await
             {
-                Ok(_) => Ok(json!({ "flow": child.id, "steps": scope.vars.get("steps") })),
+                Ok(_) => Ok(json!({ "flow": child.id, "steps": scope.steps_json() })),
                 Err(mut e) => {
                     e.message = format!(
                         "child flow '{}' failed at step '{}': {}",
@@ -765,7 +1299,7 @@ impl<'a> Exec<'a> {
                         ErrorKind::Interrupted,
                         "interrupted: ferry is shutting down; resubmit the run to finish it",
                     );
-                    scope.vars.insert("error".into(), e.to_value());
+                    scope.set_var("error", &e.to_value());
                     self.event(Event::Failed {
                         step: step.id.clone(),
                         message: e.message.clone(),
@@ -774,16 +1308,32 @@ impl<'a> Exec<'a> {
                     e.step = step.id.clone();
                     return Err(e);
                 }
+                // A side effect outside a record loop is confirmed once done; a run resuming
+                // an interrupted one skips what that run confirmed and reuses its output.
+                let key = (self.confirm && step.kind.confirmable() && scope.record.is_none())
+                    .then(|| scope.key_of(&step.id));
                 let span = tracing::info_span!("step", id = %step.id, kind = step.kind.name());
-                let started = std::time::Instant::now();
-                let result = async {
+                scope.step.clone_from(&step.id);
+                let started = Instant::now();
+                let result: Result<Option<StepResult>, StepError> = async {
                     if let Some(cond) = &step.when
                         && !self.eval_bool(cond, scope)?
                     {
                         tracing::debug!("condition false; skipped");
                         return Ok(None);
                     }
-                    step.kind.run(self, scope).await.map(Some)
+                    if let Some(k) = &key
+                        && let Some(out) = self.state.resume.confirmed.get(k)
+                    {
+                        tracing::info!(key = %k, "confirmed by the interrupted run; not done again");
+                        self.confirm(k.clone(), out);
+                        return Ok(Some(StepResult::Value(out.clone())));
+                    }
+                    let r = step.kind.run(self, scope).await?;
+                    if let (Some(k), StepResult::Value(v)) = (&key, &r) {
+                        self.confirm(k.clone(), v);
+                    }
+                    Ok(Some(r))
                 }
                 .instrument(span)
                 .await;
@@ -799,7 +1349,13 @@ impl<'a> Exec<'a> {
                 }
                 match result {
                     Ok(None) => {}
-                    Ok(Some(StepResult::Value(v))) => scope.set_output(&step.id, v),
+                    Ok(Some(StepResult::Value(v))) => scope.set_output(&step.id, &v),
+                    Ok(Some(StepResult::Output(v))) => scope.set_output_value(&step.id, v),
+                    Ok(Some(StepResult::Skip)) => {
+                        if failure.is_none() {
+                            return Ok(StepResult::Skip);
+                        }
+                    }
                     Ok(Some(StepResult::End(o))) => {
                         if failure.is_none() {
                             return Ok(StepResult::End(o));
@@ -813,7 +1369,7 @@ impl<'a> Exec<'a> {
                             e.step = step.id.clone();
                         }
                         if let Some(out) = e.output.take() {
-                            scope.set_output(&step.id, out);
+                            scope.set_output_value(&step.id, out);
                         }
                         if origin {
                             self.event(Event::Failed {
@@ -822,7 +1378,7 @@ impl<'a> Exec<'a> {
                             });
                         }
                         if failure.is_none() {
-                            scope.vars.insert("error".into(), e.to_value());
+                            scope.set_var("error", &e.to_value());
                             failure = Some(e);
                         } else {
                             tracing::warn!(step = %step.id, error = %e.message, "a step after the failure also failed");

@@ -204,6 +204,19 @@ impl Templates {
             .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))
     }
 
+    /// Evaluates an expression to a template value (not copied into JSON).
+    pub fn eval_expression_value(
+        &self,
+        source: &str,
+        ctx: &JValue,
+    ) -> Result<JValue, TemplateError> {
+        let v = self.env.compile_expression(source)?.eval(ctx)?;
+        if v.is_undefined() {
+            return Err(TemplateError(format!("`{}` is undefined", source.trim())));
+        }
+        Ok(v)
+    }
+
     /// Evaluates an expression as a condition.
     pub fn eval_bool(&self, source: &str, ctx: &JValue) -> Result<bool, TemplateError> {
         Ok(self.env.compile_expression(source)?.eval(ctx)?.is_true())

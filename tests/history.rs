@@ -414,6 +414,18 @@ fn fake_report(flow: &str, age: chrono::Duration) -> RunReport {
     let start = chrono::Utc::now() - age;
     let ts =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let events = vec![
+        Event::Put {
+            connection: "target".into(),
+            location: "bucket".into(),
+            name: "a.csv".into(),
+            bytes: 3,
+        },
+        Event::Emailed {
+            to: vec!["ops@example.com".into()],
+            subject: "done".into(),
+        },
+    ];
     RunReport {
         run_id: ferry::run::new_run_id(),
         flow: flow.to_string(),
@@ -423,18 +435,9 @@ fn fake_report(flow: &str, age: chrono::Duration) -> RunReport {
         started_at: ts(start),
         finished_at: ts(start + chrono::Duration::seconds(2)),
         error: None,
-        events: vec![
-            Event::Put {
-                connection: "target".into(),
-                location: "bucket".into(),
-                name: "a.csv".into(),
-                bytes: 3,
-            },
-            Event::Emailed {
-                to: vec!["ops@example.com".into()],
-                subject: "done".into(),
-            },
-        ],
+        counters: ferry::run::Counters::of(&events),
+        events,
+        events_omitted: 0,
     }
 }
 

@@ -75,7 +75,9 @@ impl From<RunFailure> for StartError {
         match f {
             RunFailure::UnknownFlow(flow) => StartError::UnknownFlow(flow),
             RunFailure::Input(m) => StartError::Input(m),
-            RunFailure::Spool(e) => StartError::Input(format!("cannot spool the input: {e}")),
+            e @ RunFailure::Spool { .. } => {
+                StartError::Input(format!("cannot spool the input: {e}"))
+            }
         }
     }
 }

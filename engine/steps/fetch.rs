@@ -6,11 +6,11 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::compile::FlowCx;
-use crate::connectors::{Capability, check_name};
-use crate::run::{Event, Exec, Scope, StepError};
+use crate::connectors::{Capability, ConnectorError, check_name};
+use crate::run::{ErrorKind, Event, Exec, Scope, StepError, StepResult};
 use crate::template::Tpl;
 
 /// Configuration of a `fetch` step.
@@ -49,23 +49,54 @@ impl FetchStep {
 }
 
 impl FetchPlan {
-    /// Fetches.
-    pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
+    /// Fetches. A file gone since it was listed (someone else took it) is a `skipped`
+    /// event and ends the loop item; a spool that cannot take the file names the spool.
+    pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         let location = ex.render(&self.location, scope)?;
         let name = ex.render(&self.name, scope)?;
         check_name(&name).map_err(|e| ex.connector_error(&self.connection, e))?;
         let path = ex.spool_path(&name);
         let store = ex.files(&self.connection)?;
-        let size = store
-            .get(&location, &name, &path)
-            .await
-            .map_err(|e| ex.connector_error(&self.connection, e))?;
+        let size = match store.get(&location, &name, &path).await {
+            Ok(size) => size,
+            Err(ConnectorError::NotFound(what)) if scope.in_loop() => {
+                let _ = std::fs::remove_file(&path);
+                ex.event(Event::Skipped {
+                    connection: self.connection.clone(),
+                    location,
+                    name: name.clone(),
+                    reason: format!("gone since it was listed ({what})"),
+                });
+                return Ok(StepResult::Skip);
+            }
+            Err(ConnectorError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                let _ = std::fs::remove_file(&path);
+                return Err(StepError::new(
+                    ErrorKind::Connector,
+                    format!(
+                        "the spool {} cannot take {name} from connection '{}': {source} \
+                         (free space there, or choose another --data)",
+                        ex.spool_dir().display(),
+                        self.connection
+                    ),
+                ));
+            }
+            Err(e) => return Err(ex.connector_error(&self.connection, e)),
+        };
+        scope.spooled(path.clone());
         ex.event(Event::Fetched {
             connection: self.connection.clone(),
             location,
             name: name.clone(),
             bytes: size,
         });
-        Ok(json!({ "path": path.display().to_string(), "name": name, "size": size }))
+        Ok(StepResult::Value(
+            json!({ "path": path.display().to_string(), "name": name, "size": size }),
+        ))
     }
 }

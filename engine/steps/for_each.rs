@@ -1,21 +1,46 @@
 //! `for_each`: run nested steps for each item of a list (files of a listing) or for each
-//! record of a CSV file, in order, stopping at the first failure.
+//! record of a CSV file, stopping at the first failure.
 //!
 //! CSV records are read one at a time from the spool file, so a file of any size streams.
 //! Each record is `{number, fields}`: `number` is the 1-based data record number (the header
 //! is not counted), `fields` maps header names to values. `start_at` skips the records
-//! before a number (resume after a failure). Output: `{done, failed, pending, count,
-//! skipped}`, also when the loop fails, so later steps can report what was and was not
-//! processed. A failing iteration's error carries the item under the loop variable's name in
+//! before a number (resume after a failure).
+//!
+//! `concurrency: N` (default 1) runs up to N items at once, started in order, each in its
+//! own copy of the scope. "Stop at the first failure" then means: start no new item, let
+//! those in flight finish, and fail with the lowest-numbered failure (for records: the file
+//! is marked at the lowest failed record, and records after it that were accepted are sent
+//! again by the next run). After the loop, the outputs of the item that decided it (the
+//! lowest failed one, else the last one) are visible to later steps.
+//!
+//! Output: `{done, failed, pending, count, skipped}`, also when the loop fails, so later
+//! steps can report what was and was not processed. For a list, `done`, `failed` and
+//! `pending` hold the items; for CSV records they hold `{number}` and `done` and `pending`
+//! are compact ranges, so a loop's memory does not grow with the records it processed.
+//! `skipped` counts the records before `start_at`, or the items whose file was gone. A
+//! failing iteration's error carries the item under the loop variable's name in
 //! `error.items`.
+//!
+//! A record loop checkpoints as it goes (see [`crate::run::Checkpoint`]): a run resuming an
+//! interrupted one starts after the last record that run confirmed. Each item's fetched
+//! spool files are removed as soon as the item ends.
 
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use minijinja::Value as JValue;
+use minijinja::value::{Enumerator, Object, ObjectRepr};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::compile::FlowCx;
 use crate::model::RawStep;
-use crate::run::{ErrorKind, Exec, Scope, StepError, StepResult};
+use crate::run::{Checkpoint, ErrorKind, Exec, Scope, StepError, StepResult};
 use crate::steps::Block;
 use crate::template::Tpl;
 
@@ -36,6 +61,10 @@ pub struct ForEachStep {
     /// What a failing item does: `stop` the loop (default) or `continue` with the next.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// How many items run at once (default 1, one after the other; at most 256).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    #[schemars(range(min = 1, max = 256))]
+    pub concurrency: u32,
     /// The steps run for each item.
     pub steps: Vec<RawStep>,
 }
@@ -43,6 +72,17 @@ pub struct ForEachStep {
 fn item() -> String {
     "item".into()
 }
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The most items a loop runs at once.
+pub const MAX_CONCURRENCY: u32 = 256;
 
 /// A CSV file to walk.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -77,6 +117,7 @@ pub struct ForEachPlan {
     csv: Option<(Tpl, Option<Tpl>, u8)>,
     var: String,
     on_failure: OnFailure,
+    concurrency: usize,
     /// The loop body.
     pub body: Block,
 }
@@ -115,6 +156,17 @@ impl ForEachStep {
                 "a for_each needs exactly one of `items` or `csv`",
             );
         }
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            cx.error_at(
+                &format!("{ptr}/concurrency"),
+                "bad-value",
+                format!(
+                    "concurrency {} is out of range (1 to {MAX_CONCURRENCY})",
+                    self.concurrency
+                ),
+                None,
+            );
+        }
         let body = cx.with_var(&self.var, |cx| {
             cx.block(&format!("{ptr}/steps"), &self.steps)
         });
@@ -123,195 +175,523 @@ impl ForEachStep {
             csv,
             var: self.var.clone(),
             on_failure: self.on_failure,
+            concurrency: self.concurrency.clamp(1, MAX_CONCURRENCY) as usize,
             body,
         }
     }
 }
 
-struct Progress {
-    done: Vec<Value>,
-    failed: Vec<Value>,
-    first_error: Option<StepError>,
+/// One item of a loop, about to run.
+struct Next {
+    seq: u64,
+    key: String,
+    record: Option<u64>,
+    item: JValue,
+}
+
+/// One item of a loop, finished.
+struct Finished {
+    seq: u64,
+    record: Option<u64>,
+    item: JValue,
+    result: Result<StepResult, StepError>,
+    scope: Scope,
+}
+
+type ItemFuture<'f> = Pin<Box<dyn Future<Output = Finished> + Send + 'f>>;
+
+/// What the items of one loop came to.
+#[derive(Default)]
+struct Tally {
+    /// Items done, by position (list loops).
+    done: Vec<(u64, JValue)>,
+    /// Records done (record loops).
+    done_records: Ranges,
+    /// Items failed, by position.
+    failed: Vec<(u64, JValue)>,
+    /// The lowest failure.
+    first_error: Option<(u64, StepError)>,
+    /// Items whose file was gone.
+    skipped: u64,
+    /// An `end` step's outcome, from the lowest item that ended.
+    ended: Option<(u64, crate::run::Outcome)>,
+    /// The item whose outputs later steps see: (position, failed, its scope).
+    decider: Option<(u64, bool, Scope)>,
+    /// No new item starts.
+    stop: bool,
+}
+
+impl Tally {
+    fn decide(&mut self, seq: u64, failed: bool, scope: Scope) {
+        let better = match &self.decider {
+            None => true,
+            Some((s, f, _)) => match (failed, *f) {
+                (true, false) => true,
+                (false, true) => false,
+                (true, true) => seq < *s,
+                (false, false) => seq > *s,
+            },
+        };
+        if better {
+            self.decider = Some((seq, failed, scope));
+        }
+    }
 }
 
 impl ForEachPlan {
     /// Loops.
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
-        let mut p = Progress {
-            done: Vec::new(),
-            failed: Vec::new(),
-            first_error: None,
+        let loop_id = scope.step().to_string();
+        let (tally, output) = if let Some(expr) = &self.items {
+            let items = match ex.eval_expression_value(expr, scope) {
+                Ok(v) => v,
+                Err(e) => return Err(e),
+            };
+            let list: Vec<JValue> = if items.is_none() {
+                Vec::new()
+            } else if matches!(
+                items.kind(),
+                minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Iterable
+            ) {
+                items
+                    .try_iter()
+                    .map_err(|e| StepError::new(ErrorKind::Config, e.to_string()))?
+                    .collect()
+            } else {
+                return Err(StepError::new(
+                    ErrorKind::Config,
+                    format!("`{expr}` should give a list, gave {}", items.kind()),
+                ));
+            };
+            self.run_items(ex, scope, &loop_id, list).await
+        } else if let Some(csv) = &self.csv {
+            self.run_records(ex, scope, &loop_id, csv).await?
+        } else {
+            return Err(StepError::new(ErrorKind::Config, "invalid for_each step"));
         };
-        let mut pending: Vec<Value> = Vec::new();
-        let mut skipped = 0usize;
-        let mut ended = None;
-        if let Some(expr) = &self.items {
-            let items = match ex.eval_expression(expr, scope)? {
-                Value::Array(a) => a,
-                Value::Null => Vec::new(),
-                other => {
-                    return Err(StepError::new(
-                        ErrorKind::Config,
-                        format!("`{expr}` should give a list, gave {}", kind_of(&other)),
-                    ));
-                }
-            };
-            let mut iter = items.into_iter();
-            for item in iter.by_ref() {
-                match self.iteration(ex, scope, item, &mut p).await {
-                    Iter::Next => {}
-                    Iter::Stop(rest_from) => {
-                        pending.push(rest_from);
-                        break;
-                    }
-                    Iter::End(o) => {
-                        ended = Some(o);
-                        break;
-                    }
-                }
-            }
-            pending.extend(iter);
-        } else if let Some((file, start_at, delimiter)) = &self.csv {
-            let path = ex.render(file, scope)?;
-            let start = match start_at {
-                Some(t) => match ex.eval(t, scope)? {
-                    Value::Number(n) => n.as_u64().unwrap_or(1).max(1),
-                    Value::String(s) if s.trim().is_empty() => 1,
-                    Value::String(s) => s.trim().parse::<u64>().map_err(|_| {
-                        StepError::new(
-                            ErrorKind::Config,
-                            format!("start_at '{s}' is not a record number"),
-                        )
-                    })?,
-                    _ => 1,
-                },
-                None => 1,
-            };
-            let file = std::fs::File::open(&path).map_err(|e| {
-                StepError::new(ErrorKind::Data, format!("cannot open CSV file {path}: {e}"))
-            })?;
-            let mut reader = csv::ReaderBuilder::new()
-                .delimiter(*delimiter)
-                .flexible(false)
-                .from_reader(std::io::BufReader::new(file));
-            let headers = reader
-                .headers()
-                .map_err(|e| StepError::new(ErrorKind::Data, format!("CSV header of {path}: {e}")))?
-                .clone();
-            let mut record = csv::StringRecord::new();
-            let mut number = 0u64;
-            let mut stopped = false;
-            loop {
-                let more = reader.read_record(&mut record).map_err(|e| {
-                    let mut err =
-                        StepError::new(ErrorKind::Data, format!("CSV {path}: {}", csv_message(&e)));
-                    err.items
-                        .insert(self.var.clone(), json!({ "number": number + 1 }));
-                    err
-                });
-                let more = match more {
-                    Ok(m) => m,
-                    Err(e) => {
-                        p.first_error.get_or_insert(e);
-                        break;
-                    }
-                };
-                if !more {
-                    break;
-                }
-                number += 1;
-                if stopped {
-                    pending.push(json!({ "number": number }));
-                    continue;
-                }
-                if number < start {
-                    skipped += 1;
-                    continue;
-                }
-                let fields: serde_json::Map<String, Value> = headers
-                    .iter()
-                    .zip(record.iter())
-                    .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
-                    .collect();
-                let item = json!({ "number": number, "fields": fields });
-                match self.iteration(ex, scope, item, &mut p).await {
-                    Iter::Next => {}
-                    Iter::Stop(_) => {
-                        stopped = true;
-                        pending.push(json!({ "number": number }));
-                    }
-                    Iter::End(o) => {
-                        ended = Some(o);
-                        break;
-                    }
-                }
-            }
+        let Tally {
+            first_error,
+            ended,
+            decider,
+            ..
+        } = tally;
+        if let Some((_, chosen, item_scope)) = decider {
+            let _ = chosen;
+            scope.adopt_outputs(&item_scope);
         }
-        scope.vars.remove(&self.var);
-        let output = json!({
-            "count": p.done.len() + p.failed.len(),
-            "done": p.done,
-            "failed": p.failed,
-            "pending": pending,
-            "skipped": skipped,
-        });
-        if let Some(o) = ended {
+        if let Some((_, o)) = ended {
             return Ok(StepResult::End(o));
         }
-        match p.first_error {
-            Some(mut e) => {
+        match first_error {
+            Some((_, mut e)) => {
                 e.output = Some(output);
                 Err(e)
             }
-            None => Ok(StepResult::Value(output)),
+            None => Ok(StepResult::Output(output)),
         }
     }
 
-    async fn iteration(
+    /// Starts one item in its own copy of the scope.
+    fn start<'f>(
+        &'f self,
+        ex: &'f Exec<'_>,
+        base: &Scope,
+        loop_id: &str,
+        n: Next,
+    ) -> ItemFuture<'f> {
+        let mut s = base.clone();
+        let keep = s.spooled_len();
+        s.set_var_value(&self.var, n.item.clone());
+        s.enter_item(loop_id, n.key, n.record);
+        Box::pin(async move {
+            let result = ex.run_block(&self.body, &mut s).await;
+            s.drop_spooled(keep);
+            Finished {
+                seq: n.seq,
+                record: n.record,
+                item: n.item,
+                result,
+                scope: s,
+            }
+        })
+    }
+
+    /// Records how one item ended.
+    fn settle(&self, ex: &Exec<'_>, t: &mut Tally, f: Finished) {
+        match f.result {
+            Ok(StepResult::Value(_) | StepResult::Output(_)) => {
+                ex.progress_item();
+                match f.record {
+                    Some(n) => t.done_records.insert(n),
+                    None => t.done.push((f.seq, f.item)),
+                }
+                t.decide(f.seq, false, f.scope);
+            }
+            Ok(StepResult::Skip) => t.skipped += 1,
+            Ok(StepResult::End(o)) => {
+                if t.ended.as_ref().is_none_or(|(s, _)| f.seq < *s) {
+                    t.ended = Some((f.seq, o));
+                }
+                t.stop = true;
+                t.decide(f.seq, false, f.scope);
+            }
+            Err(mut e) => {
+                let item_json = serde_json::to_value(&f.item).unwrap_or(Value::Null);
+                e.items.entry(self.var.clone()).or_insert(item_json);
+                let failed_item = match f.record {
+                    Some(n) => record_value(n),
+                    None => f.item,
+                };
+                t.failed.push((f.seq, failed_item));
+                if t.first_error.as_ref().is_none_or(|(s, _)| f.seq < *s) {
+                    t.first_error = Some((f.seq, e));
+                }
+                if self.on_failure == OnFailure::Stop {
+                    t.stop = true;
+                }
+                t.decide(f.seq, true, f.scope);
+            }
+        }
+    }
+
+    async fn run_items(
         &self,
         ex: &Exec<'_>,
-        scope: &mut Scope,
-        item: Value,
-        p: &mut Progress,
-    ) -> Iter {
-        scope.vars.insert(self.var.clone(), item.clone());
-        match ex.run_block(&self.body, scope).await {
-            Ok(StepResult::Value(_)) => {
-                ex.progress_item();
-                p.done.push(item);
-                Iter::Next
+        scope: &Scope,
+        loop_id: &str,
+        list: Vec<JValue>,
+    ) -> (Tally, JValue) {
+        let mut t = Tally::default();
+        let mut source = list.into_iter().enumerate();
+        let mut inflight = FuturesUnordered::new();
+        let mut unstarted = Vec::new();
+        loop {
+            while !t.stop && inflight.len() < self.concurrency {
+                let Some((i, item)) = source.next() else {
+                    break;
+                };
+                let key = item
+                    .get_attr("name")
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| i.to_string());
+                let n = Next {
+                    seq: i as u64,
+                    key,
+                    record: None,
+                    item,
+                };
+                inflight.push(self.start(ex, scope, loop_id, n));
             }
-            Ok(StepResult::End(o)) => Iter::End(o),
-            Err(mut e) => {
-                e.items
-                    .entry(self.var.clone())
-                    .or_insert_with(|| item.clone());
-                p.failed.push(item.clone());
-                p.first_error.get_or_insert(e);
-                match self.on_failure {
-                    OnFailure::Stop => Iter::Stop(item),
-                    OnFailure::Continue => Iter::Next,
+            let Some(f) = inflight.next().await else {
+                break;
+            };
+            self.settle(ex, &mut t, f);
+            ex.pace().await;
+        }
+        unstarted.extend(source.map(|(_, v)| v));
+        t.done.sort_by_key(|(s, _)| *s);
+        t.failed.sort_by_key(|(s, _)| *s);
+        let mut pending: Vec<JValue> = Vec::new();
+        if self.on_failure == OnFailure::Stop {
+            pending.extend(t.failed.iter().map(|(_, v)| v.clone()));
+        }
+        pending.extend(unstarted);
+        let done: Vec<JValue> = t.done.iter().map(|(_, v)| v.clone()).collect();
+        let failed: Vec<JValue> = t.failed.iter().map(|(_, v)| v.clone()).collect();
+        let output = loop_output(
+            done.len() as u64 + failed.len() as u64,
+            JValue::from(done),
+            JValue::from(failed),
+            JValue::from(pending),
+            t.skipped,
+        );
+        (t, output)
+    }
+
+    async fn run_records(
+        &self,
+        ex: &Exec<'_>,
+        scope: &Scope,
+        loop_id: &str,
+        (file, start_at, delimiter): &(Tpl, Option<Tpl>, u8),
+    ) -> Result<(Tally, JValue), StepError> {
+        let path = ex.render(file, scope)?;
+        let mut start = match start_at {
+            Some(t) => match ex.eval(t, scope)? {
+                Value::Number(n) => n.as_u64().unwrap_or(1).max(1),
+                Value::String(s) if s.trim().is_empty() => 1,
+                Value::String(s) => s.trim().parse::<u64>().map_err(|_| {
+                    StepError::new(
+                        ErrorKind::Config,
+                        format!("start_at '{s}' is not a record number"),
+                    )
+                })?,
+                _ => 1,
+            },
+            None => 1,
+        };
+        let key = scope.key_of(loop_id);
+        if let Some(through) = ex.resumed_through(&key)
+            && through + 1 > start
+        {
+            tracing::info!(key = %key, through, "resuming after the records the interrupted run confirmed");
+            start = through + 1;
+        }
+        let label = scope.item_key().map_or_else(
+            || {
+                std::path::Path::new(&path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            },
+            str::to_string,
+        );
+        let file = std::fs::File::open(&path).map_err(|e| {
+            StepError::new(ErrorKind::Data, format!("cannot open CSV file {path}: {e}"))
+        })?;
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(*delimiter)
+            .flexible(false)
+            .from_reader(std::io::BufReader::with_capacity(1 << 16, file));
+        let headers = reader
+            .headers()
+            .map_err(|e| StepError::new(ErrorKind::Data, format!("CSV header of {path}: {e}")))?
+            .clone();
+        let names: Vec<Arc<str>> = headers.iter().map(Arc::from).collect();
+        let mut t = Tally::default();
+        let mut pending = Ranges::default();
+        let mut record = csv::StringRecord::new();
+        let mut number = 0u64;
+        let mut read_error: Option<StepError> = None;
+        let mut inflight = FuturesUnordered::new();
+        let mut confirmed = start - 1;
+        let mut above: BTreeSet<u64> = BTreeSet::new();
+        let mut done_count = 0u64;
+        let mut skipped_before = 0u64;
+        loop {
+            while !t.stop && read_error.is_none() && inflight.len() < self.concurrency {
+                match reader.read_record(&mut record) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        let mut err = StepError::new(
+                            ErrorKind::Data,
+                            format!("CSV {path}: {}", csv_message(&e)),
+                        );
+                        err.items
+                            .insert(self.var.clone(), json!({ "number": number + 1 }));
+                        read_error = Some(err);
+                        break;
+                    }
+                }
+                number += 1;
+                if number < start {
+                    skipped_before += 1;
+                    continue;
+                }
+                let fields: Vec<(JValue, JValue)> = names
+                    .iter()
+                    .zip(record.iter())
+                    .map(|(h, v)| (JValue::from(h.clone()), JValue::from(v)))
+                    .collect();
+                let item = JValue::from_iter([
+                    ("number", JValue::from(number)),
+                    ("fields", JValue::from_iter(fields)),
+                ]);
+                let n = Next {
+                    seq: number,
+                    key: number.to_string(),
+                    record: Some(number),
+                    item,
+                };
+                inflight.push(self.start(ex, scope, loop_id, n));
+            }
+            let Some(f) = inflight.next().await else {
+                break;
+            };
+            let n = f.seq;
+            let ok = matches!(f.result, Ok(StepResult::Value(_) | StepResult::Output(_)));
+            self.settle(ex, &mut t, f);
+            if ok {
+                done_count += 1;
+                above.insert(n);
+                while above.remove(&(confirmed + 1)) {
+                    confirmed += 1;
+                }
+                ex.checkpoint(
+                    Checkpoint {
+                        key: key.clone(),
+                        label: label.clone(),
+                        first: start,
+                        through: confirmed,
+                        done: done_count,
+                    },
+                    1,
+                );
+            }
+            ex.pace().await;
+        }
+        // what was not started: the rest of the file, counted (it streams; nothing is kept)
+        let first_unstarted = number + 1;
+        if t.stop || read_error.is_some() {
+            if read_error.is_none() {
+                loop {
+                    match reader.read_record(&mut record) {
+                        Ok(true) => number += 1,
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "CSV error after the loop stopped");
+                            break;
+                        }
+                    }
                 }
             }
+            if number >= first_unstarted {
+                pending.insert_range(first_unstarted, number);
+            }
         }
+        // a malformed record fails the loop unless a record before it failed already
+        if let Some(e) = read_error
+            && t.first_error.is_none()
+        {
+            t.first_error = Some((u64::MAX, e));
+        }
+        t.failed.sort_by_key(|(s, _)| *s);
+        if self.on_failure == OnFailure::Stop {
+            for (s, _) in &t.failed {
+                pending.insert(*s);
+            }
+        }
+        t.skipped += skipped_before;
+        ex.checkpoint(
+            Checkpoint {
+                key,
+                label,
+                first: start,
+                through: confirmed,
+                done: done_count,
+            },
+            0,
+        );
+        ex.flush().await;
+        let failed: Vec<JValue> = t.failed.iter().map(|(_, v)| v.clone()).collect();
+        let output = loop_output(
+            done_count + failed.len() as u64,
+            JValue::from_object(std::mem::take(&mut t.done_records)),
+            JValue::from(failed),
+            JValue::from_object(pending),
+            t.skipped,
+        );
+        Ok((t, output))
     }
 }
 
-enum Iter {
-    Next,
-    /// Stopped at this item (already recorded as failed; it is also pending).
-    Stop(Value),
-    End(crate::run::Outcome),
+fn loop_output(count: u64, done: JValue, failed: JValue, pending: JValue, skipped: u64) -> JValue {
+    JValue::from_iter([
+        ("count", JValue::from(count)),
+        ("done", done),
+        ("failed", failed),
+        ("pending", pending),
+        ("skipped", JValue::from(skipped)),
+    ])
 }
 
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a map",
+fn record_value(n: u64) -> JValue {
+    JValue::from_iter([("number", JValue::from(n))])
+}
+
+/// Record numbers as sorted, disjoint, non-adjacent ranges: a sequence of `{number}` to
+/// templates (`| length`, `for`), whose memory grows with the gaps, not the records.
+#[derive(Debug, Default, Clone)]
+pub struct Ranges {
+    ranges: Vec<(u64, u64)>,
+    len: u64,
+}
+
+impl Ranges {
+    /// Adds one number.
+    pub fn insert(&mut self, n: u64) {
+        self.insert_range(n, n);
+    }
+
+    /// Adds `from..=to`.
+    pub fn insert_range(&mut self, from: u64, to: u64) {
+        if from > to {
+            return;
+        }
+        // the common case: appending after the last range
+        if let Some(last) = self.ranges.last_mut() {
+            if from > last.1 + 1 {
+                self.ranges.push((from, to));
+                self.len += to - from + 1;
+                return;
+            }
+            if from == last.1 + 1 {
+                last.1 = to;
+                self.len += to - from + 1;
+                return;
+            }
+        } else {
+            self.ranges.push((from, to));
+            self.len = to - from + 1;
+            return;
+        }
+        // out of order (concurrent items): merge
+        let mut all = std::mem::take(&mut self.ranges);
+        all.push((from, to));
+        all.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for (a, b) in all {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.len = merged.iter().map(|(a, b)| b - a + 1).sum();
+        self.ranges = merged;
+    }
+
+    /// How many numbers.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The ranges.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
+    /// The number at position `i`.
+    fn nth(&self, mut i: u64) -> Option<u64> {
+        for (a, b) in &self.ranges {
+            let n = b - a + 1;
+            if i < n {
+                return Some(a + i);
+            }
+            i -= n;
+        }
+        None
+    }
+}
+
+impl Object for Ranges {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        let i = key.as_usize()?;
+        self.nth(i as u64).map(record_value)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Seq(usize::try_from(self.len).unwrap_or(usize::MAX))
     }
 }
 

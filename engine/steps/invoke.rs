@@ -378,7 +378,8 @@ impl InvokePlan {
                     Value::Object(m) => m,
                     _ => Map::new(),
                 };
-                ex.call_flow(flow, params).await
+                let step = scope.step().to_string();
+                ex.call_flow(flow, params, scope, &step).await
             }
             InvokePlan::Invalid => Err(StepError::new(ErrorKind::Config, "invalid invoke step")),
         }
@@ -450,6 +451,8 @@ impl RequestPlan {
                 url,
                 status: None,
                 suppressed: false,
+                record: scope.record(),
+                message: None,
             });
             return Ok(
                 json!({ "status": null, "json": null, "text": "", "suppressed": false, "dry_run": true }),
@@ -474,6 +477,8 @@ impl RequestPlan {
             url: url.clone(),
             status: Some(status),
             suppressed,
+            record: scope.record(),
+            message: (!(200..300).contains(&status)).then(|| response.message()),
         });
         let out = json!({
             "status": status,
@@ -491,13 +496,13 @@ impl RequestPlan {
                 ),
             );
             e.status = Some(status);
-            e.output = Some(out);
+            e.output = Some(minijinja::Value::from_serialize(&out));
             return Err(e);
         }
         if let (Some(expect), false) = (&self.expect, suppressed) {
-            scope.vars.insert("response".into(), out.clone());
+            scope.set_var("response", &out);
             let ok = ex.eval_bool(expect, scope);
-            scope.vars.remove("response");
+            scope.remove_var("response");
             if !ok? {
                 let mut e = StepError::new(
                     ErrorKind::Expectation,
@@ -509,7 +514,7 @@ impl RequestPlan {
                     ),
                 );
                 e.status = Some(status);
-                e.output = Some(out);
+                e.output = Some(minijinja::Value::from_serialize(&out));
                 return Err(e);
             }
         }

@@ -109,7 +109,7 @@ impl StepKind {
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         match self {
             StepKind::List(s) => s.run(ex, scope).await.map(StepResult::Value),
-            StepKind::Fetch(s) => s.run(ex, scope).await.map(StepResult::Value),
+            StepKind::Fetch(s) => s.run(ex, scope).await,
             StepKind::Transform(s) => s.run(ex, scope).map(StepResult::Value),
             StepKind::Invoke(s) => s.run(ex, scope).await.map(StepResult::Value),
             StepKind::Rename(s) => s.run(ex, scope).await.map(StepResult::Value),
@@ -127,6 +127,12 @@ impl StepKind {
             StepKind::Route(s) => s.cases.iter().map(|(k, b)| (k.clone(), b)).collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// Whether the step has a side effect a resumed run must not repeat once confirmed:
+    /// a request, a put or a child flow call (`invoke`), a rename.
+    pub fn confirmable(&self) -> bool {
+        matches!(self, StepKind::Invoke(_) | StepKind::Rename(_))
     }
 
     /// The kind's name.

@@ -84,7 +84,10 @@ impl RoutePlan {
         };
         match ex.run_block(block, scope).await? {
             StepResult::End(o) => Ok(StepResult::End(o)),
-            StepResult::Value(_) => Ok(StepResult::Value(json!({ "case": value }))),
+            StepResult::Skip => Ok(StepResult::Skip),
+            StepResult::Value(_) | StepResult::Output(_) => {
+                Ok(StepResult::Value(json!({ "case": value })))
+            }
         }
     }
 }
