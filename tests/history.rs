@@ -189,13 +189,15 @@ async fn record_list_filter_and_get_round_trip_with_files_records_and_emails() {
     );
     assert!(d.failure.is_none() && d.inputs.is_empty() && d.resubmitted_as.is_empty());
 
-    // the record flow: every record sent, then every record tolerated
+    // the record flow: every record sent (a range, no row per record), then every record
+    // tolerated (a row each, with its record number and DACS's message)
     let s = store.get(&sent.run_id).await.unwrap().unwrap();
-    assert_eq!(s.records.len(), ACK_RECORDS);
-    assert!(
-        s.records
-            .iter()
-            .all(|r| r.outcome == RecordStatus::Sent && r.status == Some(200))
+    assert!(s.records.is_empty(), "{:#?}", s.records);
+    assert_eq!(s.loops.len(), 1, "{:#?}", s.loops);
+    assert_eq!(s.loops[0].label, ACK_FILE);
+    assert_eq!(
+        (s.loops[0].first, s.loops[0].through, s.loops[0].done),
+        (1, ACK_RECORDS as i64, ACK_RECORDS as i64)
     );
     assert_eq!(s.summary.records_ok, ACK_RECORDS as i64);
     let t = store.get(&tolerated.run_id).await.unwrap().unwrap();
@@ -215,6 +217,14 @@ async fn record_list_filter_and_get_round_trip_with_files_records_and_emails() {
         (0, ACK_RECORDS as i64, 0)
     );
     assert_eq!(t.records, history::record_outcomes(&tolerated));
+    let numbers: Vec<Option<i64>> = t.records.iter().map(|r| r.record).collect();
+    let expected: Vec<Option<i64>> = (1..=ACK_RECORDS as i64).map(Some).collect();
+    assert_eq!(numbers, expected);
+    assert!(
+        t.records.iter().all(|r| r.message.is_some()),
+        "{:#?}",
+        t.records
+    );
     assert_eq!(t.records[0].method, "POST");
     assert!(
         t.records[0]
@@ -252,15 +262,19 @@ async fn a_failed_run_stores_step_file_and_record_and_its_resubmit_resumes_there
         d.summary.error.as_deref(),
         Some(format!("send: {}", e.message).as_str())
     );
-    let outcomes: Vec<(RecordStatus, Option<i64>)> =
-        d.records.iter().map(|r| (r.outcome, r.status)).collect();
+    // records 1 and 2 were accepted: a range; record 3 failed: a row with its number
+    let outcomes: Vec<(RecordStatus, Option<i64>, Option<i64>)> = d
+        .records
+        .iter()
+        .map(|r| (r.outcome, r.status, r.record))
+        .collect();
+    assert_eq!(outcomes, [(RecordStatus::Failed, Some(500), Some(3))]);
     assert_eq!(
-        outcomes,
-        [
-            (RecordStatus::Sent, Some(200)),
-            (RecordStatus::Sent, Some(200)),
-            (RecordStatus::Failed, Some(500)),
-        ]
+        d.loops
+            .iter()
+            .map(|l| (l.first, l.through, l.done))
+            .collect::<Vec<_>>(),
+        [(1, 2, 2)]
     );
     assert_eq!((d.summary.records_ok, d.summary.records_failed), (2, 1));
     let renamed = d
@@ -298,7 +312,15 @@ async fn a_failed_run_stores_step_file_and_record_and_its_resubmit_resumes_there
         Some(first.run_id.as_str())
     );
     assert_eq!(n.summary.outcome, Outcome::Succeeded);
-    assert_eq!(n.records.len(), ACK_RECORDS - 2);
+    // the records it sent are a range from record 3, not rows
+    assert!(n.records.is_empty(), "{:#?}", n.records);
+    assert_eq!(
+        n.loops
+            .iter()
+            .map(|l| (l.first, l.through))
+            .collect::<Vec<_>>(),
+        [(3, ACK_RECORDS as i64)]
+    );
     let o = store.get(&first.run_id).await.unwrap().unwrap();
     assert_eq!(o.resubmitted_as, std::slice::from_ref(&r.run_id));
     let resubmits = store
@@ -501,7 +523,7 @@ async fn purge_removes_only_old_finished_runs_in_batches_with_their_inputs() {
         .await
         .unwrap();
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM runs").await, 1206);
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM run_files").await, 1205);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM run_events").await, 2410);
     for id in &old_with_input {
         assert!(store.inputs_dir(id).unwrap().join("file").is_file());
     }
@@ -531,8 +553,8 @@ async fn purge_removes_only_old_finished_runs_in_batches_with_their_inputs() {
         );
     }
     assert_eq!(store.input(&recent[0]).await.unwrap().len(), 1);
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM run_files").await, 5);
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM run_emails").await, 5);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM run_events").await, 10);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM run_emails").await, 0);
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM run_inputs").await, 1);
     assert_eq!(
         store
@@ -554,13 +576,14 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 2);
+    assert_eq!(a.schema_version().await.unwrap(), 3);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
-    // one row per migration step (2: runs, then serve's instances, leases and ticks)
+    // one row per migration step (3: runs; serve's instances, leases and ticks; events as
+    // rows, loop checkpoints and confirmed steps)
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
-        2
+        3
     );
     let journal: String = {
         use sqlx::Row as _;
@@ -578,8 +601,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 2);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 2);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 3);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 3);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -590,7 +613,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     match Store::open_sqlite(&dir.path().join("state")).await {
         Err(HistoryError::SchemaTooNew {
             found: 99,
-            known: 2,
+            known: 3,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -1083,7 +1106,7 @@ async fn store_contract(store: &Store, scratch: &Path) {
         outcomes,
         [Outcome::Interrupted, Outcome::Failed, Outcome::Succeeded]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,12 @@ use crate::run::{Event, RunReport};
 
 /// The files a run fetched, put and renamed, in order.
 pub fn file_outcomes(report: &RunReport) -> Vec<FileOutcome> {
-    report
-        .events
+    files_of(&report.events)
+}
+
+/// The files fetched, put and renamed among `events`, in order.
+pub fn files_of(events: &[Event]) -> Vec<FileOutcome> {
+    events
         .iter()
         .filter_map(|e| match e {
             Event::Fetched {
@@ -61,8 +65,12 @@ pub fn file_outcomes(report: &RunReport) -> Vec<FileOutcome> {
 
 /// The REST requests a run sent, in order, with how each ended.
 pub fn record_outcomes(report: &RunReport) -> Vec<RecordOutcome> {
-    report
-        .events
+    records_of(&report.events)
+}
+
+/// The REST requests among `events`, in order, with how each ended.
+pub fn records_of(events: &[Event]) -> Vec<RecordOutcome> {
+    events
         .iter()
         .filter_map(|e| match e {
             Event::Request {
@@ -71,8 +79,11 @@ pub fn record_outcomes(report: &RunReport) -> Vec<RecordOutcome> {
                 url,
                 status,
                 suppressed,
-                ..
+                record,
+                message,
             } => Some(RecordOutcome {
+                record: record.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                message: message.clone(),
                 connection: connection.clone(),
                 method: method.clone(),
                 url: url.clone(),
@@ -91,8 +102,12 @@ pub fn record_outcomes(report: &RunReport) -> Vec<RecordOutcome> {
 
 /// The emails a run sent, in order.
 pub fn email_outcomes(report: &RunReport) -> Vec<EmailSent> {
-    report
-        .events
+    emails_of(&report.events)
+}
+
+/// The emails sent among `events`, in order.
+pub fn emails_of(events: &[Event]) -> Vec<EmailSent> {
+    events
         .iter()
         .filter_map(|e| match e {
             Event::Emailed { to, subject } => Some(EmailSent {

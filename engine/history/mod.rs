@@ -59,6 +59,7 @@
 
 mod cluster;
 mod derive;
+mod journal;
 mod replay;
 mod schema;
 mod store;
@@ -71,6 +72,7 @@ use serde_json::{Map, Value};
 
 pub use cluster::{Instance, Tick, TickStatus};
 pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record_outcomes};
+pub use journal::{EventFilter, EventPage, LoopProgress, MAX_PAGE, PAGE, StoredEvent, event_kind};
 pub use replay::{
     Prepared, Recorded, ResubmitError, RunRequest, execute, input_summary, prepare, resubmit,
     resubmit_request, run_recorded,
@@ -355,8 +357,14 @@ pub struct RunDetail {
     pub inputs: Vec<StoredPart>,
     /// Runs that resubmitted this one.
     pub resubmitted_as: Vec<String>,
-    /// The run's events ([`crate::run::Event`] as JSON), in order.
+    /// The run's first events ([`crate::run::Event`] as JSON), in order: a page of
+    /// [`PAGE`]; [`Store::events_page`] reads on from `events_next`.
     pub events: Vec<Value>,
+    /// The cursor of the next page of events, when the run has more.
+    pub events_next: Option<i64>,
+    /// The progress of the run's record loops: every record of `first..=through`
+    /// confirmed, the failures and tolerated answers among them in `records`.
+    pub loops: Vec<LoopProgress>,
 }
 
 /// A run's failure, as stored.
@@ -445,6 +453,12 @@ impl RecordStatus {
 /// One REST request of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordOutcome {
+    /// The CSV record it was sent for, inside a record loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<i64>,
+    /// What a failing or tolerated answer said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Connection.
     pub connection: String,
     /// Method.

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::{HistoryError, InputPart, NewRun, Outcome, Store, StoredPart, Trigger};
 use crate::compile::FlowPlan;
 use crate::model::PartKind;
-use crate::run::{Engine, RunFailure, RunReport, new_run_id, trigger_input};
+use crate::run::{Engine, Resume, RunFailure, RunReport, RunStart, new_run_id, trigger_input};
 
 /// A run to start and record.
 #[derive(Debug, Clone)]
@@ -116,6 +116,8 @@ pub struct Prepared {
     recorded: bool,
     /// Recording failures so far.
     pub warnings: Vec<HistoryError>,
+    /// What the interrupted run this one resubmits had confirmed.
+    resume: Resume,
 }
 
 impl Prepared {
@@ -207,7 +209,23 @@ pub async fn prepare(
             }
         }
     }
+    // A resubmit of an interrupted run resumes it: the side effects it confirmed are not
+    // done again, its record loops go on after the last record it confirmed.
+    let mut resume = Resume::default();
+    if let (Some(store), Some(original)) = (store, &req.resubmit_of) {
+        match store.get(original).await {
+            Ok(Some(d)) if d.summary.outcome == Outcome::Interrupted => {
+                match store.resume_point(original).await {
+                    Ok(r) => resume = r,
+                    Err(e) => warnings.push(e),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warnings.push(e),
+        }
+    }
     Ok(Prepared {
+        resume,
         begun: run_id.is_some(),
         run_id: run_id.unwrap_or_else(new_run_id),
         flow: req.flow,
@@ -230,9 +248,17 @@ pub async fn execute(
         begun,
         recorded: _,
         mut warnings,
+        resume,
     } = prepared;
     let store = store.filter(|_| begun);
-    let report = match engine.run_with_id(&flow, input, id.clone()).await {
+    let start = RunStart {
+        flow,
+        input,
+        run_id: id.clone(),
+        journal: store.map(|s| s.journal(&id)),
+        resume,
+    };
+    let report = match engine.start(start).await {
         Ok(r) => r,
         Err(failure) => {
             if let Some(store) = store

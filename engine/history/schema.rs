@@ -127,6 +127,40 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX IF NOT EXISTS ticks_at ON ticks (tick_at)",
         ],
     },
+    Migration {
+        version: 3,
+        name: "runs at volume: events as rows, record loop checkpoints, confirmed steps",
+        statements: &[
+            // 1: the run's events are rows in run_events, written as the run goes (0: the
+            // `events` column holds them as one JSON value, as runs before version 3 do)
+            "ALTER TABLE runs ADD COLUMN events_in_rows BIGINT NOT NULL DEFAULT 0",
+            "CREATE TABLE IF NOT EXISTS run_events (
+                run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                seq BIGINT NOT NULL,
+                at TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            )",
+            "CREATE INDEX IF NOT EXISTS run_events_kind ON run_events (run_id, kind, seq)",
+            "CREATE TABLE IF NOT EXISTS run_loops (
+                run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                key TEXT NOT NULL,
+                label TEXT NOT NULL,
+                first_number BIGINT NOT NULL,
+                through_number BIGINT NOT NULL,
+                done BIGINT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (run_id, key)
+            )",
+            "CREATE TABLE IF NOT EXISTS run_steps (
+                run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                key TEXT NOT NULL,
+                output TEXT NOT NULL,
+                PRIMARY KEY (run_id, key)
+            )",
+        ],
+    },
 ];
 
 /// The highest version this ferry knows.

@@ -8,16 +8,15 @@ use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
 
-use super::derive::{
-    clamp, email_outcomes, error_file, error_record, file_outcomes, record_outcomes,
-};
+use super::derive::{clamp, error_file, error_record};
+use super::journal::{EventFilter, EventPage, MAX_PAGE, PAGE};
 use super::{
     DB_FILE, EmailSent, FileAction, FileOutcome, HistoryError, INPUTS_DIR, InputPart, NewRun,
     Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail, RunFilter, RunSummary,
     StoredError, StoredPart, Trigger, schema,
 };
 use crate::model::PartKind;
-use crate::run::RunReport;
+use crate::run::{Event, RunReport};
 
 /// The database behind a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +46,7 @@ pub struct Store {
 }
 
 /// Now, as stored: RFC 3339, UTC, milliseconds, `Z`.
-pub(super) fn now() -> String {
+pub(crate) fn now() -> String {
     timestamp(chrono::Utc::now())
 }
 
@@ -117,15 +116,14 @@ fn parse<T: std::str::FromStr>(what: &'static str, s: String) -> Result<T, Histo
 
 /// One bound value of a generated statement.
 #[derive(Debug, Clone)]
-enum Param {
+pub(super) enum Param {
     Text(String),
     OptText(Option<String>),
     Int(i64),
-    OptInt(Option<i64>),
 }
 
 /// Inserts `rows` into `table` in multi-row statements.
-async fn insert_rows(
+pub(super) async fn insert_rows(
     conn: &mut sqlx::AnyConnection,
     table: &str,
     columns: &[&str],
@@ -157,7 +155,6 @@ async fn insert_rows(
                 Param::Text(v) => q.bind(v),
                 Param::OptText(v) => q.bind(v),
                 Param::Int(v) => q.bind(v),
-                Param::OptInt(v) => q.bind(v),
             };
         }
         q.execute(&mut *conn).await?;
@@ -165,8 +162,13 @@ async fn insert_rows(
     Ok(())
 }
 
+/// A count as a BIGINT.
+pub(super) fn clamp_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// `$from, $from+1, …` for `n` values.
-fn placeholders(from: usize, n: usize) -> String {
+pub(super) fn placeholders(from: usize, n: usize) -> String {
     (from..from + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
@@ -413,7 +415,7 @@ impl Store {
     /// Everything recorded about run `id`.
     pub async fn get(&self, id: &str) -> Result<Option<RunDetail>, HistoryError> {
         let Some(row) = sqlx::query(&format!(
-            "SELECT {SUMMARY_COLUMNS}, error_kind, error_items, events FROM runs WHERE id = $1"
+            "SELECT {SUMMARY_COLUMNS}, error_kind, error_items, events_in_rows FROM runs WHERE id = $1"
         ))
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -448,13 +450,64 @@ impl Store {
         } else {
             None
         };
-        let events_text: String = row.try_get("events")?;
-        let events: Vec<Value> =
-            serde_json::from_str(&events_text).map_err(|_| HistoryError::Corrupt {
-                what: "events",
-                value: events_text.chars().take(200).collect(),
-            })?;
+        let in_rows = row.try_get::<i64, _>("events_in_rows")? != 0;
+        let first = self.events_page(id, EventFilter::All, 0, PAGE).await?;
+        let events_next = first.next;
+        let events: Vec<Value> = first.events.into_iter().map(|e| e.event).collect();
+        let (files, records, emails) = if in_rows {
+            let of = |page: EventPage| -> Vec<Event> {
+                page.events
+                    .into_iter()
+                    .filter_map(|e| serde_json::from_value::<Event>(e.event).ok())
+                    .collect()
+            };
+            let files = of(self
+                .events_page(id, EventFilter::Files, 0, MAX_PAGE)
+                .await?);
+            let records = of(self
+                .events_page(id, EventFilter::Requests, 0, MAX_PAGE)
+                .await?);
+            let emails = of(self
+                .events_page(id, EventFilter::Emails, 0, MAX_PAGE)
+                .await?);
+            (
+                super::derive::files_of(&files),
+                super::derive::records_of(&records),
+                super::derive::emails_of(&emails),
+            )
+        } else {
+            self.legacy_children(id).await?
+        };
+        let loops = self.loops(id).await?;
+        let inputs = self.input_rows(id).await?;
+        let resubmitted_as =
+            sqlx::query("SELECT id FROM runs WHERE resubmit_of = $1 ORDER BY started_at, id")
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<Vec<_>, _>>()?;
 
+        Ok(Some(RunDetail {
+            summary,
+            failure,
+            files,
+            records,
+            emails,
+            inputs,
+            resubmitted_as,
+            events,
+            events_next,
+            loops,
+        }))
+    }
+
+    /// Files, records and emails of a run recorded before events were rows.
+    async fn legacy_children(
+        &self,
+        id: &str,
+    ) -> Result<(Vec<FileOutcome>, Vec<RecordOutcome>, Vec<EmailSent>), HistoryError> {
         let mut files = Vec::new();
         for r in sqlx::query(
             "SELECT action, connection, location, name, renamed_to, bytes FROM run_files
@@ -496,6 +549,8 @@ impl Store {
         {
             let outcome: String = r.try_get("outcome")?;
             records.push(RecordOutcome {
+                record: None,
+                message: None,
                 connection: r.try_get("connection")?,
                 method: r.try_get("method")?,
                 url: r.try_get("url")?,
@@ -532,26 +587,7 @@ impl Store {
             });
         }
 
-        let inputs = self.input_rows(id).await?;
-        let resubmitted_as =
-            sqlx::query("SELECT id FROM runs WHERE resubmit_of = $1 ORDER BY started_at, id")
-                .bind(id.to_string())
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>("id"))
-                .collect::<Result<Vec<_>, _>>()?;
-
-        Ok(Some(RunDetail {
-            summary,
-            failure,
-            files,
-            records,
-            emails,
-            inputs,
-            resubmitted_as,
-            events,
-        }))
+        Ok((files, records, emails))
     }
 
     /// Keeps a run's trigger parts for a resubmit: a byte-exact copy of each under
@@ -722,7 +758,15 @@ impl Store {
             }
             let list = placeholders(1, ids.len());
             let mut tx = self.pool.begin().await?;
-            for table in ["run_files", "run_records", "run_emails", "run_inputs"] {
+            for table in [
+                "run_files",
+                "run_records",
+                "run_emails",
+                "run_inputs",
+                "run_events",
+                "run_loops",
+                "run_steps",
+            ] {
                 let sql = format!("DELETE FROM {table} WHERE run_id IN ({list})");
                 let mut q = sqlx::query(&sql);
                 for id in &ids {
@@ -782,19 +826,14 @@ fn stored_outcome(report: &RunReport) -> Outcome {
     }
 }
 
-/// Writes a report's outcome and children over run `report.run_id`.
+/// Writes a report's outcome and counters over run `report.run_id`, and its events as rows
+/// unless the run's journal wrote them as it went.
 async fn write_report(
     conn: &mut sqlx::AnyConnection,
     report: &RunReport,
 ) -> Result<(), HistoryError> {
     let started = normalize(&report.started_at);
     let finished = normalize(&report.finished_at);
-    let records = record_outcomes(report);
-    let count = |s: RecordStatus| clamp(records.iter().filter(|r| r.outcome == s).count() as u64);
-    let events = serde_json::to_string(&report.events).map_err(|e| HistoryError::Corrupt {
-        what: "events",
-        value: e.to_string(),
-    })?;
     let (step, kind, message, items, file, record) = match &report.error {
         Some(e) => (
             Some(e.step.clone()),
@@ -808,13 +847,20 @@ async fn write_report(
         ),
         None => (None, None, None, None, None, None),
     };
-    let done = sqlx::query(
+    let journaled = sqlx::query("SELECT events_in_rows FROM runs WHERE id = $1")
+        .bind(report.run_id.clone())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get::<i64, _>("events_in_rows"))
+        .transpose()?
+        .ok_or_else(|| HistoryError::UnknownRun(report.run_id.clone()))?
+        != 0;
+    sqlx::query(
         "UPDATE runs SET flow_name = $1, outcome = $2, dry_run = $3, started_at = $4,
-            finished_at = $5, duration_ms = $6, files_put = $7, bytes_put = $8, renames = $9,
-            records_ok = $10, records_tolerated = $11, records_failed = $12, emails = $13,
-            error_step = $14, error_kind = $15, error_message = $16, error_items = $17,
-            error_file = $18, error_record = $19, events = $20
-         WHERE id = $21",
+            finished_at = $5, duration_ms = $6, error_step = $7, error_kind = $8,
+            error_message = $9, error_items = $10, error_file = $11, error_record = $12,
+            events = '[]'
+         WHERE id = $13",
     )
     .bind(report.flow_name.clone())
     .bind(stored_outcome(report).as_str())
@@ -822,111 +868,19 @@ async fn write_report(
     .bind(started.clone())
     .bind(finished.clone())
     .bind(duration_ms(&started, &finished))
-    .bind(clamp(report.files_moved() as u64))
-    .bind(clamp(report.bytes_moved()))
-    .bind(clamp(report.renames() as u64))
-    .bind(count(RecordStatus::Sent))
-    .bind(count(RecordStatus::Tolerated))
-    .bind(count(RecordStatus::Failed))
-    .bind(clamp(report.emails() as u64))
     .bind(step)
     .bind(kind)
     .bind(message)
     .bind(items)
     .bind(file)
     .bind(record)
-    .bind(events)
     .bind(report.run_id.clone())
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(HistoryError::UnknownRun(report.run_id.clone()));
+    if !journaled {
+        super::journal::write_events(conn, &report.run_id, &report.events, &finished).await?;
     }
-    for table in ["run_files", "run_records", "run_emails"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE run_id = $1"))
-            .bind(report.run_id.clone())
-            .execute(&mut *conn)
-            .await?;
-    }
-    let id = || Param::Text(report.run_id.clone());
-    let seq = |i: usize| Param::Int(clamp(i as u64));
-    let files = file_outcomes(report)
-        .into_iter()
-        .enumerate()
-        .map(|(i, f)| {
-            vec![
-                id(),
-                seq(i),
-                Param::Text(f.action.as_str().to_string()),
-                Param::Text(f.connection),
-                Param::Text(f.location),
-                Param::Text(f.name),
-                Param::OptText(f.renamed_to),
-                Param::OptInt(f.bytes),
-            ]
-        })
-        .collect();
-    insert_rows(
-        conn,
-        "run_files",
-        &[
-            "run_id",
-            "seq",
-            "action",
-            "connection",
-            "location",
-            "name",
-            "renamed_to",
-            "bytes",
-        ],
-        files,
-    )
-    .await?;
-    let records = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            vec![
-                id(),
-                seq(i),
-                Param::Text(r.connection),
-                Param::Text(r.method),
-                Param::Text(r.url),
-                Param::OptInt(r.status),
-                Param::Text(r.outcome.as_str().to_string()),
-            ]
-        })
-        .collect();
-    insert_rows(
-        conn,
-        "run_records",
-        &[
-            "run_id",
-            "seq",
-            "connection",
-            "method",
-            "url",
-            "status",
-            "outcome",
-        ],
-        records,
-    )
-    .await?;
-    let mut emails = Vec::new();
-    for (i, e) in email_outcomes(report).into_iter().enumerate() {
-        let to = serde_json::to_string(&e.to).map_err(|err| HistoryError::Corrupt {
-            what: "email recipients",
-            value: err.to_string(),
-        })?;
-        emails.push(vec![id(), seq(i), Param::Text(to), Param::Text(e.subject)]);
-    }
-    insert_rows(
-        conn,
-        "run_emails",
-        &["run_id", "seq", "recipients", "subject"],
-        emails,
-    )
-    .await?;
+    super::journal::write_counters(conn, &report.run_id, &report.counters).await?;
     Ok(())
 }
 
