@@ -327,13 +327,6 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             })?;
             let parts = parse_inputs(&inputs)?;
             trigger_input(plan, &parts)?;
-            let engine = Engine::new(
-                project,
-                RunOptions {
-                    dry_run,
-                    ..Default::default()
-                },
-            );
             let store = match Store::open_sqlite(&data).await {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -341,6 +334,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     None
                 }
             };
+            let engine = Engine::new(
+                project,
+                RunOptions {
+                    dry_run,
+                    spool_dir: spool_of(store.as_ref()).await,
+                    ..Default::default()
+                },
+            );
             let request = RunRequest {
                 parts,
                 ..RunRequest::new(flow, Trigger::Manual)
@@ -397,7 +398,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(EXIT_INVALID);
             };
             let store = open_history(&data, database_url.as_deref()).await?;
-            let engine = Engine::new(project, RunOptions::default());
+            let engine = Engine::new(
+                project,
+                RunOptions {
+                    spool_dir: spool_of(Some(&store)).await,
+                    ..Default::default()
+                },
+            );
             let recorded = history::resubmit(&engine, &store, &id).await?;
             if format == Format::Human {
                 println!("resubmit of run {id}");
@@ -598,6 +605,16 @@ fn load_sources(s: &Sources) -> Option<Arc<Project>> {
     project.map(Arc::new)
 }
 
+/// The spool of runs recorded in `store` (`<data>/spool`), swept of what runs that no
+/// longer run left there; without a store, the system's temporary directory.
+async fn spool_of(store: Option<&Store>) -> Option<PathBuf> {
+    let store = store?;
+    if let Err(e) = store.sweep_spool().await {
+        eprintln!("warning: cannot sweep the spool: {e}");
+    }
+    Some(store.spool_dir())
+}
+
 fn parse_inputs(inputs: &[String]) -> anyhow::Result<Vec<(String, PathBuf, Option<String>)>> {
     let mut out = Vec::new();
     for i in inputs {
@@ -617,6 +634,9 @@ pub fn render_diags(diags: &[Diagnostic], format: Format) -> String {
     }
 }
 
+/// Events `ferry run` prints at each end of a long run.
+const REPORT_EDGE: usize = 25;
+
 /// Renders a run report for people.
 pub fn render_report(r: &RunReport) -> String {
     let mut s = String::new();
@@ -627,11 +647,30 @@ pub fn render_report(r: &RunReport) -> String {
         r.run_id,
         if r.dry_run { " — dry run" } else { "" }
     ));
-    for e in &r.events {
+    // a long run shows its first and last events; the history has them all
+    let total = r.events.len();
+    let hidden = total.saturating_sub(2 * REPORT_EDGE);
+    for (i, e) in r.events.iter().enumerate() {
+        if hidden > 0 && i == REPORT_EDGE {
+            s.push_str(&format!(
+                "  … {} more event(s) (`ferry runs show {}` pages through them)\n",
+                hidden as u64 + r.events_omitted,
+                r.run_id
+            ));
+        }
+        if hidden > 0 && (REPORT_EDGE..total - REPORT_EDGE).contains(&i) {
+            continue;
+        }
         let line = render_event(e, r.dry_run);
         s.push_str("  ");
         s.push_str(&line);
         s.push('\n');
+    }
+    if hidden == 0 && r.events_omitted > 0 {
+        s.push_str(&format!(
+            "  … {} more event(s) (`ferry runs show {}` pages through them)\n",
+            r.events_omitted, r.run_id
+        ));
     }
     s.push_str(&format!(
         "outcome: {} — {} file(s) moved, {} record(s) sent, {} tolerated, {} rename(s), {} email(s)\n",

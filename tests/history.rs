@@ -1137,3 +1137,82 @@ async fn the_store_contract_holds_on_postgres() {
 fn project(dir: &Path) {
     project::shipped_project(dir, "http://127.0.0.1:9");
 }
+
+/// A history written by the release before events were rows (schema version 2, made with
+/// that release's `ferry run`: two record runs of the enrollment ack flow, 7 records sent
+/// then 7 tolerated; a file run; an event outcome delivery with its kept input) opens,
+/// migrates, and reads as it did; new runs are recorded beside the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_written_by_the_previous_release_migrates_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    support::copy_tree(&support::repo().join("tests/fixtures/history-v2"), &state);
+    {
+        let pool = raw(dir.path()).await;
+        let before = count(&pool, "SELECT MAX(version) FROM schema_migrations").await;
+        assert_eq!(before, 2, "the fixture is a version-2 history");
+        pool.close().await;
+    }
+    let store = Store::open_sqlite(&state).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 3);
+    let runs = store.list(&RunFilter::default()).await.unwrap();
+    assert_eq!(runs.len(), 4);
+    let by = |flow: &str, ok: i64| {
+        runs.iter()
+            .find(|r| r.flow == flow && r.records_ok == ok)
+            .unwrap_or_else(|| panic!("no run of {flow} with {ok} ok: {runs:#?}"))
+            .clone()
+    };
+    // the tolerated run: its 7 requests are rows of the old table, its events the old list
+    let tolerated = by(ENROLL_ACK, 0);
+    assert_eq!(tolerated.records_tolerated, ACK_RECORDS as i64);
+    let t = store.get(&tolerated.id).await.unwrap().unwrap();
+    assert_eq!(t.records.len(), ACK_RECORDS);
+    assert!(
+        t.records
+            .iter()
+            .all(|r| r.outcome == RecordStatus::Tolerated && r.status == Some(400))
+    );
+    assert!(t.events.len() > ACK_RECORDS, "{:#?}", t.events);
+    assert!(t.loops.is_empty());
+    // its events page through as new runs' do
+    let page = store
+        .events_page(&tolerated.id, history::EventFilter::Tolerated, 0, 5)
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 5);
+    let rest = store
+        .events_page(
+            &tolerated.id,
+            history::EventFilter::Tolerated,
+            page.next.unwrap(),
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.events.len(), 2);
+    assert_eq!(rest.next, None);
+    // the sent run
+    let sent = by(ENROLL_ACK, ACK_RECORDS as i64);
+    let s = store.get(&sent.id).await.unwrap().unwrap();
+    assert_eq!(s.records.len(), ACK_RECORDS);
+    assert_eq!(s.emails.len(), 1);
+    // the delivery's kept input is still there, byte for byte
+    let delivery = runs
+        .iter()
+        .find(|r| r.flow == "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR")
+        .unwrap();
+    let kept = store.input(&delivery.id).await.unwrap();
+    assert_eq!(kept.len(), 2);
+    let file = kept.iter().find(|p| p.name == "file").unwrap();
+    assert_eq!(
+        std::fs::read(&file.path).unwrap(),
+        std::fs::read(demo_input(OUTCOME_FILE)).unwrap()
+    );
+    // and the migrated history takes new runs
+    let r = fake_report("F", chrono::Duration::minutes(1));
+    store.record(&r, Trigger::Manual).await.unwrap();
+    let n = store.get(&r.run_id).await.unwrap().unwrap();
+    assert_eq!(n.events.len(), 2);
+    assert_eq!(store.list(&RunFilter::default()).await.unwrap().len(), 5);
+}

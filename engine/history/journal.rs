@@ -163,7 +163,58 @@ impl Journal for StoreJournal {
     }
 }
 
+/// The directory of the runs' spool directories in a data directory: `<data>/spool`, one
+/// folder per run, named by its id.
+pub const SPOOL_DIR: &str = "spool";
+
 impl Store {
+    /// Where runs recorded in this store spool their files: `<data>/spool/<run id>`.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.data_dir().join(SPOOL_DIR)
+    }
+
+    /// Removes the spool folders of runs that are no longer running (a process killed in
+    /// the middle of a run leaves its fetched files there); returns how many. Best effort:
+    /// what cannot be removed is logged.
+    pub async fn sweep_spool(&self) -> Result<usize, HistoryError> {
+        let dir = self.spool_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(HistoryError::Io { path: dir, source }),
+        };
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let running = sqlx::query("SELECT outcome FROM runs WHERE id = $1")
+                .bind(name.clone())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get::<String, _>("outcome"))
+                .transpose()?
+                .is_some_and(|o| o == super::Outcome::Running.as_str());
+            if running {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => swept += 1,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot sweep a spool folder");
+                }
+            }
+        }
+        if swept > 0 {
+            tracing::info!(swept, spool = %dir.display(), "removed the spool folders of runs that no longer run");
+        }
+        Ok(swept)
+    }
+
     /// The journal run `run_id` (begun with [`Store::begin`]) writes to as it goes.
     pub fn journal(&self, run_id: &str) -> Arc<dyn Journal> {
         Arc::new(StoreJournal {

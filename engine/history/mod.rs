@@ -72,7 +72,9 @@ use serde_json::{Map, Value};
 
 pub use cluster::{Instance, Tick, TickStatus};
 pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record_outcomes};
-pub use journal::{EventFilter, EventPage, LoopProgress, MAX_PAGE, PAGE, StoredEvent, event_kind};
+pub use journal::{
+    EventFilter, EventPage, LoopProgress, MAX_PAGE, PAGE, SPOOL_DIR, StoredEvent, event_kind,
+};
 pub use replay::{
     Prepared, Recorded, ResubmitError, RunRequest, execute, input_summary, prepare, resubmit,
     resubmit_request, run_recorded,

@@ -185,6 +185,9 @@ pub async fn serve(
             );
         }
     }
+    if let Err(e) = store.sweep_spool().await {
+        tracing::warn!(error = %e, "cannot sweep the spool");
+    }
     let incoming = opts.data_dir.join("incoming");
     std::fs::create_dir_all(&incoming).map_err(|source| ServeError::Io {
         path: incoming.clone(),
@@ -196,7 +199,7 @@ pub async fn serve(
         AppSettings {
             instance: instance.clone(),
             lease_ttl: opts.lease_ttl,
-            spool_dir: opts.spool_dir.clone(),
+            spool_dir: Some(opts.spool_dir.clone().unwrap_or_else(|| store.spool_dir())),
         },
     );
     let server = Arc::new(Server {

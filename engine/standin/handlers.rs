@@ -128,6 +128,11 @@ pub(super) async fn sync_request_update(
             ));
         }
     };
+    if let Some(status) = stand_in.failing_sync_id(&id)
+        && let Ok(status) = StatusCode::from_u16(status)
+    {
+        return Err(ApiError::injected(status));
+    }
     let mut state = stand_in.state();
     if !state.accepted_sync_ids.insert(id.clone()) {
         return Err(ApiError::bad_request(format!(

@@ -170,6 +170,8 @@ struct Inner {
     sync_failures: Option<FailurePlan>,
     forecast_failures: Option<FailurePlan>,
     outcome_ack_failures: Option<FailurePlan>,
+    /// Sync request ids answered with a status instead of being accepted.
+    failing_sync_ids: std::collections::HashMap<String, u16>,
 }
 
 impl Default for Inner {
@@ -185,6 +187,7 @@ impl Default for Inner {
             sync_failures: None,
             forecast_failures: None,
             outcome_ack_failures: None,
+            failing_sync_ids: std::collections::HashMap::new(),
         }
     }
 }
@@ -322,6 +325,30 @@ impl StandIn {
     /// (replacing any previous plan for it).
     pub fn fail_sync_requests(&self, plan: FailurePlan) {
         self.set_plan(Endpoint::SyncRequests, plan);
+    }
+
+    /// Makes the sync request update answer `status` for the sync request ids `ids`,
+    /// whenever and however often they come (a failure tied to a record, not to the order
+    /// requests arrive in).
+    pub fn fail_sync_request_ids<I, S>(&self, ids: I, status: u16)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut state = self.state();
+        for id in ids {
+            state.failing_sync_ids.insert(id.into(), status);
+        }
+    }
+
+    /// Stops failing the sync request ids given to [`StandIn::fail_sync_request_ids`].
+    pub fn clear_failing_sync_ids(&self) {
+        self.state().failing_sync_ids.clear();
+    }
+
+    /// The status the sync request id `id` is made to fail with, if any.
+    fn failing_sync_id(&self, id: &str) -> Option<u16> {
+        self.state().failing_sync_ids.get(id).copied()
     }
 
     /// Sets the `ackType` the forecast upload answers with (`"SUCCESS"` by default).
