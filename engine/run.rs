@@ -80,7 +80,8 @@ pub enum ErrorKind {
     Config,
     /// A child flow failed.
     ChildFlow,
-    /// The run was stopped between steps (the server shut down).
+    /// The run was stopped between steps (the server shut down, or the run lost its flow's
+    /// lease).
     Interrupted,
 }
 
@@ -333,6 +334,16 @@ pub struct RunOptions {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
     /// Told how long each step took (metrics).
     pub observer: Option<Arc<dyn StepObserver>>,
+    /// Checked before every step: a run that no longer holds its flow's lease stops there
+    /// with [`ErrorKind::Interrupted`] ([`Engine::run_fenced`] sets one per run).
+    pub fence: Option<Arc<dyn Fence>>,
+}
+
+/// Whether a run may still start a step (it holds its flow's lease); read before every step,
+/// so it must answer from memory, not from a database.
+pub trait Fence: Send + Sync + std::fmt::Debug {
+    /// `Err(why)` once the run may no longer act.
+    fn check(&self) -> Result<(), String>;
 }
 
 /// Watches steps finish (the server's metrics implement it).
@@ -373,6 +384,7 @@ struct RunState {
     progress: AtomicUsize,
     dry_run: bool,
     run: Value,
+    fence: Option<Arc<dyn Fence>>,
 }
 
 impl Engine {
@@ -412,6 +424,19 @@ impl Engine {
         input: Map<String, Value>,
         run_id: String,
     ) -> Result<RunReport, RunFailure> {
+        self.run_fenced(flow_id, input, run_id, self.options.fence.clone())
+            .await
+    }
+
+    /// Like [`Engine::run_with_id`], checking `fence` (instead of the options' fence)
+    /// before every step.
+    pub async fn run_fenced(
+        &self,
+        flow_id: &str,
+        input: Map<String, Value>,
+        run_id: String,
+        fence: Option<Arc<dyn Fence>>,
+    ) -> Result<RunReport, RunFailure> {
         let flow = self
             .project
             .flows
@@ -440,6 +465,7 @@ impl Engine {
             progress: AtomicUsize::new(0),
             dry_run: self.options.dry_run,
             run: run.clone(),
+            fence,
         };
         let mut scope = Scope::new(Value::Object(input), Map::new(), run);
         let ex = Exec {
@@ -758,12 +784,17 @@ impl<'a> Exec<'a> {
                     (RunOn::Success, true) | (RunOn::Failure, false) => continue,
                     _ => {}
                 }
-                if let Some(cancel) = &self.engine.options.cancel
+                let stop = if let Some(cancel) = &self.engine.options.cancel
                     && cancel.is_cancelled()
                 {
+                    Some("ferry is shutting down".to_string())
+                } else {
+                    self.state.fence.as_ref().and_then(|f| f.check().err())
+                };
+                if let Some(why) = stop {
                     let e = StepError::new(
                         ErrorKind::Interrupted,
-                        "interrupted: ferry is shutting down; resubmit the run to finish it",
+                        format!("interrupted: {why}; resubmit the run to finish it"),
                     );
                     scope.vars.insert("error".into(), e.to_value());
                     self.event(Event::Failed {

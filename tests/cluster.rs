@@ -378,6 +378,22 @@ fn assert_no_overlap(runs: &[RunSummary]) {
     }
 }
 
+/// Makes instance `instance`'s processes look as if they ran on another machine (their pid
+/// cannot be checked from here), so that only heartbeats and leases tell whether they live.
+async fn elsewhere(url: &str, instance: &str) {
+    let raw = sqlx::PgPool::connect(url).await.unwrap();
+    let done = sqlx::query("UPDATE owners SET locality = 'another-machine' WHERE instance = $1")
+        .bind(instance)
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(
+        done.rows_affected() > 0,
+        "instance {instance} is not registered"
+    );
+    raw.close().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // The tests
 
@@ -510,9 +526,10 @@ async fn two_instances_move_every_file_once_and_share_the_ticks() {
     drop(pg);
 }
 
-/// Instance A is killed (SIGKILL) in the middle of a run, holding the flow's lease: B skips
-/// the flow's ticks until the lease expires (3 s), then takes over and moves the rest; A's
-/// run is recorded interrupted once its heartbeat is stale.
+/// Instance A, on another machine (as far as B can tell: its locality is rewritten), is
+/// killed (SIGKILL) in the middle of a run, holding the flow's lease: B skips the flow's
+/// ticks until the lease expires (3 s plus the margin), then takes over and moves the rest;
+/// A's run is recorded interrupted once its heartbeat is stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_hands_its_flow_over_after_the_lease() {
     let pg = Postgres::start();
@@ -533,6 +550,7 @@ async fn a_killed_instance_hands_its_flow_over_after_the_lease() {
         project.listing("src").keys().any(|n| n.starts_with(SENT))
     })
     .await;
+    elsewhere(&url, "a").await;
     let b = Serve::start(&project, "b", Some(&url), &fast);
     a.kill();
     let killed = chrono::Utc::now();
@@ -749,25 +767,36 @@ async fn sigterm_interrupts_between_steps_and_a_resubmit_finishes() {
 }
 
 /// Regression: an instance whose heartbeats did not reach the store for the stale time was
-/// forgotten by another's sweep, and its next heartbeat (an UPDATE of no row) did not bring
-/// it back, so its later runs could never be recognised as orphaned.
+/// forgotten by another's sweep, and its next heartbeat did not bring it back, so its later
+/// runs could never be recognised as orphaned. An owner on another machine (its locality
+/// rewritten here) is judged by its heartbeat alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_taken_for_dead_comes_back_with_its_next_heartbeat() {
     let pg = Postgres::start();
     let url = pg.database("heartbeat");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_postgres(&url, dir.path()).await.unwrap();
-    store.register_instance("slowpoke", "host").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    store
-        .mark_orphaned_runs(Duration::from_millis(5))
+    // stale after 6 × 5 ms
+    let owned = store
+        .register("slowpoke", Duration::from_millis(5))
         .await
         .unwrap();
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE owners SET locality = 'another-machine'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        store.sweep_dead_owners().await.unwrap(),
+        0,
+        "no run to mark"
+    );
     assert!(
         store.instances().await.unwrap().is_empty(),
         "taken for dead"
     );
-    store.heartbeat("slowpoke", "host").await.unwrap();
+    owned.heartbeat().await.unwrap();
     let ids: Vec<String> = store
         .instances()
         .await
@@ -776,5 +805,30 @@ async fn an_instance_taken_for_dead_comes_back_with_its_next_heartbeat() {
         .map(|i| i.id)
         .collect();
     assert_eq!(ids, ["slowpoke"]);
+    // it begins a run, then falls silent: the run is interrupted by the next sweep
+    let run = owned
+        .begin(&ferry::history::NewRun {
+            flow: FLOW,
+            flow_name: "Mover",
+            trigger: ferry::history::Trigger::Manual,
+            input_summary: None,
+            resubmit_of: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    sqlx::query("UPDATE owners SET locality = 'another-machine'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.sweep_dead_owners().await.unwrap(), 1);
+    let detail = store.get(&run).await.unwrap().unwrap();
+    assert_eq!(detail.summary.outcome, Outcome::Interrupted);
+    let error = detail.summary.error.unwrap_or_default();
+    assert!(
+        error.contains("instance 'slowpoke'") && error.contains("sent no heartbeat"),
+        "{error}"
+    );
     drop(pg);
 }

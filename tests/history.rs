@@ -551,13 +551,14 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 2);
+    assert_eq!(a.schema_version().await.unwrap(), 4);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
-    // one row per migration step (2: runs, then serve's instances, leases and ticks)
+    // one row per migration step (1: runs, 2: serve's instances, leases and ticks, 4: run
+    // owners as process incarnations, fenced leases)
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
-        2
+        3
     );
     let journal: String = {
         use sqlx::Row as _;
@@ -575,8 +576,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 2);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 2);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 4);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 4);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -587,7 +588,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     match Store::open_sqlite(&dir.path().join("state")).await {
         Err(HistoryError::SchemaTooNew {
             found: 99,
-            known: 2,
+            known: 4,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -1080,7 +1081,7 @@ async fn store_contract(store: &Store, scratch: &Path) {
         outcomes,
         [Outcome::Interrupted, Outcome::Failed, Outcome::Succeeded]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

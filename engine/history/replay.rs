@@ -6,13 +6,14 @@
 //! returned beside the report ([`Recorded::warnings`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::{HistoryError, InputPart, NewRun, Outcome, Store, StoredPart, Trigger};
 use crate::compile::FlowPlan;
 use crate::model::PartKind;
-use crate::run::{Engine, RunFailure, RunReport, new_run_id, trigger_input};
+use crate::run::{Engine, Fence, RunFailure, RunReport, new_run_id, trigger_input};
 
 /// A run to start and record.
 #[derive(Debug, Clone)]
@@ -116,6 +117,8 @@ pub struct Prepared {
     recorded: bool,
     /// Recording failures so far.
     pub warnings: Vec<HistoryError>,
+    /// Checked before every step (the flow's lease), instead of the engine's own.
+    pub fence: Option<Arc<dyn Fence>>,
 }
 
 impl Prepared {
@@ -214,6 +217,7 @@ pub async fn prepare(
         input,
         recorded,
         warnings,
+        fence: None,
     })
 }
 
@@ -230,9 +234,18 @@ pub async fn execute(
         begun,
         recorded: _,
         mut warnings,
+        fence,
     } = prepared;
     let store = store.filter(|_| begun);
-    let report = match engine.run_with_id(&flow, input, id.clone()).await {
+    let run = match fence {
+        Some(fence) => {
+            engine
+                .run_fenced(&flow, input, id.clone(), Some(fence))
+                .await
+        }
+        None => engine.run_with_id(&flow, input, id.clone()).await,
+    };
+    let report = match run {
         Ok(r) => r,
         Err(failure) => {
             if let Some(store) = store
@@ -243,8 +256,9 @@ pub async fn execute(
             return Err(failure);
         }
     };
+    // an outage does not lose how the run ended
     if let Some(store) = store
-        && let Err(e) = store.finish(&report).await
+        && let Err(e) = store.finish_retrying(&report).await
     {
         warnings.push(e);
     }
