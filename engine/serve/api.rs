@@ -170,7 +170,7 @@ async fn healthz() -> &'static str {
 
 /// How long `/readyz` waits for the run history: it answers within a second, whatever the
 /// database does.
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 async fn readyz(State(server): State<Arc<Server>>) -> Response {
     if server.app.is_stopping() {
