@@ -665,7 +665,7 @@ async fn own_flow(
     if !exclusive || plan.trigger.rest.is_some() {
         return Ok(Ok(owned));
     }
-    let name = format!("flow:{}", plan.id);
+    let name = history::flow_lease(&plan.id);
     let held = match wait {
         Some(w) => owned.store.acquire_lease_within(&name, CLI_LEASE, w).await,
         None => owned.store.acquire_lease(&name, CLI_LEASE).await,

@@ -55,6 +55,12 @@ pub fn lease_margin(ttl: Duration) -> Duration {
     ttl / 5
 }
 
+/// The lease that keeps two runs of flow `flow` from overlapping, whichever process runs
+/// them.
+pub fn flow_lease(flow: &str) -> String {
+    format!("flow:{flow}")
+}
+
 /// A process registered as an owner of runs (an incarnation of an instance).
 #[derive(Debug, Clone, Serialize)]
 pub struct Instance {
@@ -942,5 +948,71 @@ impl HeldLease {
 impl Drop for HeldLease {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_child_is_not() {
+        let me = std::process::id();
+        let start = process_start(me).expect("this process has a start time");
+        assert!(process_alive(i64::from(me), i64::try_from(start).ok()));
+        // the same pid with another start time is another process
+        assert!(!process_alive(i64::from(me), i64::try_from(start + 1).ok()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_alive(i64::from(pid), None));
+        assert!(!process_alive(-1, None));
+        assert!(locality().is_some_and(|l| l.contains("pid:[")));
+    }
+
+    #[test]
+    fn outages_are_transient_and_mistakes_are_not() {
+        let io = HistoryError::Db(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(transient(&io));
+        assert!(transient(&HistoryError::Db(sqlx::Error::PoolTimedOut)));
+        assert!(!transient(&HistoryError::Db(sqlx::Error::PoolClosed)));
+        assert!(!transient(&HistoryError::Db(sqlx::Error::RowNotFound)));
+        assert!(!transient(&HistoryError::UnknownRun("x".into())));
+    }
+
+    #[test]
+    fn a_fence_holds_until_its_deadline_and_never_once_lost() {
+        let asked = Instant::now();
+        let fence = LeaseFence {
+            name: flow_lease("F"),
+            ttl: Duration::from_millis(200),
+            base: asked,
+            deadline_ms: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+        };
+        fence.extend(asked);
+        assert_eq!(fence.check(), Ok(()));
+        std::thread::sleep(Duration::from_millis(250));
+        let lapsed = fence.check().unwrap_err();
+        assert!(lapsed.contains("'flow:F' lapsed"), "{lapsed}");
+        // a renewal asked now extends it again
+        fence.extend(Instant::now());
+        assert_eq!(fence.check(), Ok(()));
+        // an older renewal never shortens it
+        fence.extend(asked);
+        assert_eq!(fence.check(), Ok(()));
+        fence.lost.store(true, Ordering::SeqCst);
+        let lost = fence.check().unwrap_err();
+        assert!(lost.contains("took the lease 'flow:F' over"), "{lost}");
+    }
+
+    #[test]
+    fn the_margin_is_a_fifth_of_the_lease() {
+        assert_eq!(
+            lease_margin(Duration::from_secs(30)),
+            Duration::from_secs(6)
+        );
     }
 }

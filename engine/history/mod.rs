@@ -73,7 +73,7 @@ use serde_json::{Map, Value};
 
 pub use cluster::{
     DEFAULT_HEARTBEAT, HeldLease, Instance, LeaseHolder, STALE_HEARTBEATS, Tick, TickStatus,
-    host_name, lease_margin,
+    flow_lease, host_name, lease_margin,
 };
 pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record_outcomes};
 pub use replay::{

@@ -110,11 +110,6 @@ pub struct App {
     pub(super) reloaded: tokio::sync::Notify,
 }
 
-/// The lease that keeps two runs of a flow from overlapping.
-fn flow_lease(flow: &str) -> String {
-    format!("flow:{flow}")
-}
-
 impl App {
     /// An app over `project`, recording in `store` (its runs owned by `store`'s registered
     /// incarnation when it is one of `settings.instance`, else by a new one).
@@ -309,7 +304,7 @@ impl App {
             .ok_or_else(|| StartError::UnknownFlow(req.flow.clone()))?;
         let exclusive = plan.trigger.rest.is_none();
         let lease = if exclusive {
-            let name = flow_lease(&plan.id);
+            let name = history::flow_lease(&plan.id);
             match self
                 .store
                 .acquire_lease(&name, self.settings.lease_ttl)
