@@ -833,6 +833,8 @@ pub struct HeldLease {
     epoch: i64,
     fence: Arc<LeaseFence>,
     stop: CancellationToken,
+    /// The renewal task (awaited on release, so that no renewal lands after it).
+    renewal: Option<tokio::task::JoinHandle<()>>,
     store: Store,
 }
 
@@ -889,7 +891,7 @@ impl HeldLease {
         let stop = CancellationToken::new();
         let (keeper, token, lease) = (fence.clone(), stop.clone(), name.to_string());
         let renewer = store.clone();
-        tokio::spawn(async move {
+        let renewal = tokio::spawn(async move {
             let regular = ttl / 3;
             let hurried = (ttl / 10).max(Duration::from_millis(50));
             let mut every = regular;
@@ -921,6 +923,7 @@ impl HeldLease {
             epoch,
             fence,
             stop,
+            renewal: Some(renewal),
             store,
         }
     }
@@ -937,8 +940,13 @@ impl HeldLease {
 
     /// Stops renewing and gives the lease up (a failure is logged: it then expires by
     /// itself).
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.stop.cancel();
+        // a renewal under way finishes first: landing after the release, it would hold the
+        // flow for another lease time
+        if let Some(renewal) = self.renewal.take() {
+            let _ = renewal.await;
+        }
         if let Err(e) = self.store.release_lease(&self.name, self.epoch).await {
             tracing::warn!(lease = %self.name, error = %e, "cannot release the lease (it expires by itself)");
         }
