@@ -1058,7 +1058,7 @@ async fn a_database_outage_longer_than_the_lease_stops_the_run_and_nothing_overl
 async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
     let pg = Postgres::start();
     let url = pg.database("cli");
-    let slow = SlowPeer::start(Duration::from_millis(400));
+    let slow = SlowPeer::start(Duration::from_millis(500));
     let project = Project::new(&slow.url());
     let opts = ["--lease", "3s", "--heartbeat", "500ms"];
     let mut a = Serve::start(&project, "a", Some(&url), &opts);
@@ -1080,8 +1080,8 @@ async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
         .find(|r| r.outcome == Outcome::NoFiles)
         .unwrap();
 
-    // a run of 8 files under way on an instance
-    let mut expected: BTreeMap<String, Vec<u8>> = files(1, 8).into_iter().collect();
+    // a run of 10 files under way on an instance (5 s: time for the command to start)
+    let mut expected: BTreeMap<String, Vec<u8>> = files(1, 10).into_iter().collect();
     for (name, bytes) in &expected {
         project.drop_source(name, bytes);
     }
@@ -1108,7 +1108,7 @@ async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
     assert!(err.contains("--wait"), "{err}");
 
     // more files; the resubmit and a run wait their turn
-    for (name, bytes) in files(9, 6) {
+    for (name, bytes) in files(11, 6) {
         project.drop_source(&name, &bytes);
         expected.insert(name, bytes);
     }
