@@ -1,7 +1,8 @@
 //! The command line: argument parsing and the commands, as a library so tests can call it.
 //!
 //! Exit codes: 0 success (a run that succeeded or found no files), 1 invalid flows, 2 usage
-//! or I/O error, 3 a run that failed or stopped part way.
+//! or I/O error, 3 a run that failed or stopped part way, 4 the flow is running elsewhere
+//! (its lease is held) and `--wait` did not get it.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -21,6 +22,11 @@ pub const EXIT_INVALID: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: a run failed or stopped part way.
 pub const EXIT_RUN_FAILED: u8 = 3;
+/// Exit code: the flow is running elsewhere (another process holds its lease) and `--wait`
+/// did not get it.
+pub const EXIT_BUSY: u8 = 4;
+/// How long the lease of a flow run from the command line lasts unrenewed.
+const CLI_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// ferry: a declarative integration engine.
 #[derive(Debug, Parser)]
@@ -103,6 +109,14 @@ pub enum Command {
         /// warning and never changes the run).
         #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// A PostgreSQL run history (`postgres://…`) shared with `ferry serve` instances,
+        /// instead of the one in --data.
+        #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// When another process runs the flow, wait up to this long for it (`10m`) instead
+        /// of refusing.
+        #[arg(long, value_name = "DURATION", value_parser = history::text::parse_age)]
+        wait: Option<std::time::Duration>,
     },
     /// List recorded runs, newest first; `ferry runs show ID` shows one run.
     Runs {
@@ -154,6 +168,10 @@ pub enum Command {
         /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
         #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// When another process runs the flow, wait up to this long for it (`10m`) instead
+        /// of refusing.
+        #[arg(long, value_name = "DURATION", value_parser = history::text::parse_age)]
+        wait: Option<std::time::Duration>,
     },
     /// Delete finished runs that started more than an age ago, with their kept inputs.
     Purge {
@@ -315,30 +333,48 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             inputs,
             format,
             data,
+            database_url,
+            wait,
         } => {
             let Some(project) = load_sources(&sources) else {
                 return Ok(EXIT_INVALID);
             };
-            let plan = project.flows.get(&flow).with_context(|| {
+            let plan = project.flows.get(&flow).cloned().with_context(|| {
                 format!(
                     "unknown flow '{flow}' (flows: {})",
                     project.flows.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
             let parts = parse_inputs(&inputs)?;
-            trigger_input(plan, &parts)?;
-            let store = match Store::open_sqlite(&data).await {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    eprintln!("warning: the run is not recorded: {e}");
-                    None
-                }
+            trigger_input(&plan, &parts)?;
+            let store = match &database_url {
+                // a shared history is how the run keeps clear of the instances' runs
+                Some(url) => Some(Store::open_postgres(url, &data).await?),
+                None => match Store::open_sqlite(&data).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        eprintln!("warning: the run is not recorded: {e}");
+                        None
+                    }
+                },
+            };
+            let owned = match &store {
+                Some(store) => match own_flow(store, &plan, !dry_run, wait).await? {
+                    Ok(owned) => Some(owned),
+                    Err(busy) => {
+                        eprintln!("error: {busy}");
+                        store.close().await;
+                        return Ok(EXIT_BUSY);
+                    }
+                },
+                None => None,
             };
             let engine = Engine::new(
                 project,
                 RunOptions {
                     dry_run,
                     spool_dir: spool_of(store.as_ref()).await,
+                    fence: owned.as_ref().and_then(Owned::fence),
                     ..Default::default()
                 },
             );
@@ -346,8 +382,12 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 parts,
                 ..RunRequest::new(flow, Trigger::Manual)
             };
-            let recorded = history::run_recorded(&engine, store.as_ref(), request).await?;
-            finish_recorded(&recorded, store, format).await
+            let recorded =
+                history::run_recorded(&engine, owned.as_ref().map(|o| &o.store), request).await;
+            if let Some(owned) = owned {
+                owned.release().await;
+            }
+            finish_recorded(&recorded?, store, format).await
         }
         Command::Runs {
             show,
@@ -393,19 +433,39 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             format,
             data,
             database_url,
+            wait,
         } => {
             let Some(project) = load_sources(&sources) else {
                 return Ok(EXIT_INVALID);
             };
+            // opening the history records runs of stopped processes interrupted: resubmittable
             let store = open_history(&data, database_url.as_deref()).await?;
+            let request = history::resubmit_request(&store, &id).await?;
+            let plan = project.flows.get(&request.flow).cloned().with_context(|| {
+                format!(
+                    "run {id} is of flow '{}', which is not in the flows",
+                    request.flow
+                )
+            })?;
+            let owned = match own_flow(&store, &plan, true, wait).await? {
+                Ok(owned) => owned,
+                Err(busy) => {
+                    eprintln!("error: {busy}");
+                    store.close().await;
+                    return Ok(EXIT_BUSY);
+                }
+            };
             let engine = Engine::new(
                 project,
                 RunOptions {
-                    spool_dir: spool_of(Some(&store)).await,
+                    spool_dir: spool_of(Some(&owned.store)).await,
+                    fence: owned.fence(),
                     ..Default::default()
                 },
             );
-            let recorded = history::resubmit(&engine, &store, &id).await?;
+            let recorded = history::run_recorded(&engine, Some(&owned.store), request).await;
+            owned.release().await;
+            let recorded = recorded?;
             if format == Format::Human {
                 println!("resubmit of run {id}");
             }
@@ -559,6 +619,94 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// A command's hold on the run history: this process registered as the owner of the runs
+/// it starts (heartbeating), and the lease of the flow it runs.
+struct Owned {
+    store: Store,
+    heartbeat: tokio_util::sync::CancellationToken,
+    lease: Option<history::HeldLease>,
+}
+
+impl Owned {
+    fn fence(&self) -> Option<Arc<dyn crate::run::Fence>> {
+        self.lease.as_ref().map(history::HeldLease::fence)
+    }
+
+    /// Gives the lease up and deregisters the process.
+    async fn release(self) {
+        if let Some(lease) = self.lease {
+            lease.release().await;
+        }
+        self.heartbeat.cancel();
+        if let Err(e) = self.store.deregister().await {
+            eprintln!("warning: run history: {e}");
+        }
+    }
+}
+
+/// Registers this process as the owner of the runs it starts and, when `exclusive`, takes
+/// the lease of `plan`'s flow as `ferry serve` does (a REST-triggered flow's runs go side by
+/// side and take none), waiting up to `wait` while another process holds it. `Err`: who
+/// holds it, as a message.
+async fn own_flow(
+    store: &Store,
+    plan: &crate::compile::FlowPlan,
+    exclusive: bool,
+    wait: Option<std::time::Duration>,
+) -> anyhow::Result<Result<Owned, String>> {
+    let instance = format!("cli-{}-{}", history::host_name(), std::process::id());
+    let store = store
+        .register(&instance, history::DEFAULT_HEARTBEAT)
+        .await?;
+    let heartbeat = store.keep_alive(history::DEFAULT_HEARTBEAT);
+    let mut owned = Owned {
+        store,
+        heartbeat,
+        lease: None,
+    };
+    if !exclusive || plan.trigger.rest.is_some() {
+        return Ok(Ok(owned));
+    }
+    let name = history::flow_lease(&plan.id);
+    let held = match wait {
+        Some(w) => owned.store.acquire_lease_within(&name, CLI_LEASE, w).await,
+        None => owned.store.acquire_lease(&name, CLI_LEASE).await,
+    };
+    let held = match held {
+        Ok(h) => h,
+        Err(e) => {
+            owned.release().await;
+            return Err(e.into());
+        }
+    };
+    if let Some(held) = held {
+        owned.lease = Some(held);
+        return Ok(Ok(owned));
+    }
+    let holder = owned
+        .store
+        .lease_holder(&name)
+        .await
+        .ok()
+        .flatten()
+        .map_or_else(
+            || "another ferry process".to_string(),
+            |h| format!("instance {h}"),
+        );
+    owned.release().await;
+    Ok(Err(match wait {
+        Some(w) => format!(
+            "flow '{}' is still running after waiting {}: its lease is held by {holder}",
+            plan.id,
+            humantime::format_duration(w)
+        ),
+        None => format!(
+            "flow '{}' is already running: its lease is held by {holder}; wait for it with --wait DURATION",
+            plan.id
+        ),
+    }))
+}
+
 /// Prints a recorded run's report and recording warnings, closes the store, and gives the
 /// run's exit code.
 async fn finish_recorded(
@@ -605,14 +753,21 @@ fn load_sources(s: &Sources) -> Option<Arc<Project>> {
     project.map(Arc::new)
 }
 
-/// The spool of runs recorded in `store` (`<data>/spool`), swept of what runs that no
-/// longer run left there; without a store, the system's temporary directory.
+/// The spool of runs recorded in `store`, swept of what runs that no longer run left
+/// there: `<data>/spool` for the embedded history; `ferry-spool` in the system's temporary
+/// directory for a shared one (a command on a shared history creates no data directory).
+/// Without a store, none: a run spools in the temporary directory.
 async fn spool_of(store: Option<&Store>) -> Option<PathBuf> {
     let store = store?;
-    if let Err(e) = store.sweep_spool().await {
+    let dir = if store.is_sqlite() {
+        store.spool_dir()
+    } else {
+        std::env::temp_dir().join("ferry-spool")
+    };
+    if let Err(e) = store.sweep_spool_in(&dir).await {
         eprintln!("warning: cannot sweep the spool: {e}");
     }
-    Some(store.spool_dir())
+    Some(dir)
 }
 
 fn parse_inputs(inputs: &[String]) -> anyhow::Result<Vec<(String, PathBuf, Option<String>)>> {

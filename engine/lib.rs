@@ -16,7 +16,8 @@
 //! - [`run`] — the executor, run reports and events.
 //! - [`schedule`] — cron schedules with time zones; [`serve`] — `ferry serve`: scheduler,
 //!   HTTP API and triggers, monitoring page, hot reload, several instances.
-//! - [`history`] — the run history store (SQLite embedded; PostgreSQL-ready) and resubmits.
+//! - [`history`] — the run history store (SQLite embedded, or PostgreSQL shared by several
+//!   processes), resubmits, run owners and fenced flow leases.
 //! - [`connectors`] — local directories, FTP/FTPS, S3, OCI Object Storage, HTTP, mail (one
 //!   closed enum per capability).
 //! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.

@@ -86,7 +86,8 @@ pub enum ErrorKind {
     Config,
     /// A child flow failed.
     ChildFlow,
-    /// The run was stopped between steps (the server shut down).
+    /// The run was stopped between steps (the server shut down, or the run lost its flow's
+    /// lease).
     Interrupted,
 }
 
@@ -467,6 +468,8 @@ pub struct RunStart {
     pub journal: Option<Arc<dyn Journal>>,
     /// What an interrupted run of the same input confirmed.
     pub resume: Resume,
+    /// Checked before every step, instead of the options' fence (none: the options').
+    pub fence: Option<Arc<dyn Fence>>,
 }
 
 /// Options of a run.
@@ -481,6 +484,16 @@ pub struct RunOptions {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
     /// Told how long each step took (metrics).
     pub observer: Option<Arc<dyn StepObserver>>,
+    /// Checked before every step: a run that no longer holds its flow's lease stops there
+    /// with [`ErrorKind::Interrupted`] ([`RunStart::fence`] sets one per run).
+    pub fence: Option<Arc<dyn Fence>>,
+}
+
+/// Whether a run may still start a step (it holds its flow's lease); read before every step,
+/// so it must answer from memory, not from a database.
+pub trait Fence: Send + Sync + std::fmt::Debug {
+    /// `Err(why)` once the run may no longer act.
+    fn check(&self) -> Result<(), String>;
 }
 
 /// Watches steps finish (the server's metrics implement it).
@@ -533,6 +546,7 @@ struct RunState {
     wake: tokio::sync::Notify,
     finished: AtomicBool,
     resume: Resume,
+    fence: Option<Arc<dyn Fence>>,
 }
 
 /// What a run did so far: the events its report keeps, its counters, and what waits for
@@ -668,6 +682,25 @@ impl Engine {
         .await
     }
 
+    /// Like [`Engine::run_with_id`], checking `fence` (instead of the options' fence)
+    /// before every step.
+    pub async fn run_fenced(
+        &self,
+        flow_id: &str,
+        input: Map<String, Value>,
+        run_id: String,
+        fence: Option<Arc<dyn Fence>>,
+    ) -> Result<RunReport, RunFailure> {
+        self.start(RunStart {
+            flow: flow_id.to_string(),
+            input,
+            run_id,
+            fence,
+            ..RunStart::default()
+        })
+        .await
+    }
+
     /// Runs a flow as `start` says: under its id, writing to its journal as it goes,
     /// resuming what an interrupted run confirmed.
     pub async fn start(&self, start: RunStart) -> Result<RunReport, RunFailure> {
@@ -677,6 +710,7 @@ impl Engine {
             run_id,
             journal,
             resume,
+            fence,
         } = start;
         let flow = self
             .project
@@ -713,6 +747,7 @@ impl Engine {
             wake: tokio::sync::Notify::new(),
             finished: AtomicBool::new(false),
             resume,
+            fence: fence.or_else(|| self.options.fence.clone()),
         };
         let mut scope = Scope::new(Value::Object(input), Map::new(), &run);
         let ex = Exec {
@@ -1292,12 +1327,17 @@ impl<'a> Exec<'a> {
                     (RunOn::Success, true) | (RunOn::Failure, false) => continue,
                     _ => {}
                 }
-                if let Some(cancel) = &self.engine.options.cancel
+                let stop = if let Some(cancel) = &self.engine.options.cancel
                     && cancel.is_cancelled()
                 {
+                    Some("ferry is shutting down".to_string())
+                } else {
+                    self.state.fence.as_ref().and_then(|f| f.check().err())
+                };
+                if let Some(why) = stop {
                     let e = StepError::new(
                         ErrorKind::Interrupted,
-                        "interrupted: ferry is shutting down; resubmit the run to finish it",
+                        format!("interrupted: {why}; resubmit the run to finish it"),
                     );
                     scope.set_var("error", &e.to_value());
                     self.event(Event::Failed {

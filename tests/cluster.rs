@@ -1,9 +1,12 @@
 //! `ferry serve` as several real processes: two instances sharing one PostgreSQL run history
 //! (tests/support/postgres.rs starts a throwaway cluster) split the ticks of a scheduled flow
 //! and never run it twice at once; an instance killed mid-run hands the flow over once its
-//! lease expires, and its run is recorded interrupted; a REST delivery posted to one
-//! instance is visible from the other; SIGTERM stops a run between steps and a resubmit
-//! finishes it.
+//! lease expires, and its run is recorded interrupted; an instance restarted under the same
+//! id leaves no run `running`; a database outage longer than the lease stops the run before
+//! its next step (its fence) and nothing overlaps; `ferry run` and `ferry resubmit` take the
+//! flow's lease beside the instances; `/readyz` answers during an outage; a REST delivery
+//! posted to one instance is visible from the other; SIGTERM stops a run between steps and a
+//! resubmit finishes it.
 //!
 //! The flow moves files between two local directories (`src` → `dst`, then renames the
 //! source `SENT_…`); a step in the loop calls a slow HTTP peer of the test's own, so runs
@@ -378,6 +381,52 @@ fn assert_no_overlap(runs: &[RunSummary]) {
     }
 }
 
+/// Makes instance `instance`'s processes look as if they ran on another machine (their pid
+/// cannot be checked from here), so that only heartbeats and leases tell whether they live.
+async fn elsewhere(url: &str, instance: &str) {
+    let raw = sqlx::PgPool::connect(url).await.unwrap();
+    let done = sqlx::query("UPDATE owners SET locality = 'another-machine' WHERE instance = $1")
+        .bind(instance)
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(
+        done.rows_affected() > 0,
+        "instance {instance} is not registered"
+    );
+    raw.close().await;
+}
+
+/// Runs the `ferry` binary in `dir` (off the async runtime's threads) and waits for it.
+fn ferry(
+    dir: &Path,
+    args: &[&str],
+) -> impl std::future::Future<Output = std::process::Output> + use<> {
+    let (dir, args) = (
+        dir.to_path_buf(),
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    let child = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(&args)
+            .env_remove("FERRY_DATABASE_URL")
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    });
+    async move { child.await.unwrap() }
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // The tests
 
@@ -510,9 +559,10 @@ async fn two_instances_move_every_file_once_and_share_the_ticks() {
     drop(pg);
 }
 
-/// Instance A is killed (SIGKILL) in the middle of a run, holding the flow's lease: B skips
-/// the flow's ticks until the lease expires (3 s), then takes over and moves the rest; A's
-/// run is recorded interrupted once its heartbeat is stale.
+/// Instance A, on another machine (as far as B can tell: its locality is rewritten), is
+/// killed (SIGKILL) in the middle of a run, holding the flow's lease: B skips the flow's
+/// ticks until the lease expires (3 s plus the margin), then takes over and moves the rest;
+/// A's run is recorded interrupted once its heartbeat is stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_hands_its_flow_over_after_the_lease() {
     let pg = Postgres::start();
@@ -533,6 +583,7 @@ async fn a_killed_instance_hands_its_flow_over_after_the_lease() {
         project.listing("src").keys().any(|n| n.starts_with(SENT))
     })
     .await;
+    elsewhere(&url, "a").await;
     let b = Serve::start(&project, "b", Some(&url), &fast);
     a.kill();
     let killed = chrono::Utc::now();
@@ -749,25 +800,36 @@ async fn sigterm_interrupts_between_steps_and_a_resubmit_finishes() {
 }
 
 /// Regression: an instance whose heartbeats did not reach the store for the stale time was
-/// forgotten by another's sweep, and its next heartbeat (an UPDATE of no row) did not bring
-/// it back, so its later runs could never be recognised as orphaned.
+/// forgotten by another's sweep, and its next heartbeat did not bring it back, so its later
+/// runs could never be recognised as orphaned. An owner on another machine (its locality
+/// rewritten here) is judged by its heartbeat alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_taken_for_dead_comes_back_with_its_next_heartbeat() {
     let pg = Postgres::start();
     let url = pg.database("heartbeat");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_postgres(&url, dir.path()).await.unwrap();
-    store.register_instance("slowpoke", "host").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    store
-        .mark_orphaned_runs(Duration::from_millis(5))
+    // stale after 6 × 5 ms
+    let owned = store
+        .register("slowpoke", Duration::from_millis(5))
         .await
         .unwrap();
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE owners SET locality = 'another-machine'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        store.sweep_dead_owners().await.unwrap(),
+        0,
+        "no run to mark"
+    );
     assert!(
         store.instances().await.unwrap().is_empty(),
         "taken for dead"
     );
-    store.heartbeat("slowpoke", "host").await.unwrap();
+    owned.heartbeat().await.unwrap();
     let ids: Vec<String> = store
         .instances()
         .await
@@ -776,5 +838,407 @@ async fn an_instance_taken_for_dead_comes_back_with_its_next_heartbeat() {
         .map(|i| i.id)
         .collect();
     assert_eq!(ids, ["slowpoke"]);
+    // it begins a run, then falls silent: the run is interrupted by the next sweep
+    let run = owned
+        .begin(&ferry::history::NewRun {
+            flow: FLOW,
+            flow_name: "Mover",
+            trigger: ferry::history::Trigger::Manual,
+            input_summary: None,
+            resubmit_of: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    sqlx::query("UPDATE owners SET locality = 'another-machine'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.sweep_dead_owners().await.unwrap(), 1);
+    let detail = store.get(&run).await.unwrap().unwrap();
+    assert_eq!(detail.summary.outcome, Outcome::Interrupted);
+    let error = detail.summary.error.unwrap_or_default();
+    assert!(
+        error.contains("instance 'slowpoke'") && error.contains("sent no heartbeat"),
+        "{error}"
+    );
     drop(pg);
+}
+
+/// Instance A, on another machine as far as the store can tell, is killed in the middle of a
+/// run and started again under the same `--instance` id, with heartbeats so slow (stale
+/// after a minute) that only the restart can tell the first process died: its run is
+/// recorded interrupted as the new process starts, the new one moves the rest once the dead
+/// process's lease has expired, and no run is left `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_under_the_same_instance_id_leaves_no_run_running() {
+    let pg = Postgres::start();
+    let url = pg.database("restart");
+    let slow = SlowPeer::start(Duration::from_millis(600));
+    let project = Project::new(&slow.url());
+    let expected: BTreeMap<String, Vec<u8>> = files(1, 6).into_iter().collect();
+    for (name, bytes) in &expected {
+        project.drop_source(name, bytes);
+    }
+    let opts = ["--lease", "3s", "--heartbeat", "10s"];
+    let mut a = Serve::start(&project, "a", Some(&url), &opts);
+    let store = Store::open_postgres(&url, &project.path().join("check"))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(15), "A has sent a file", || async {
+        project.listing("src").keys().any(|n| n.starts_with(SENT))
+    })
+    .await;
+    elsewhere(&url, "a").await;
+    a.kill();
+    let first = runs_of(&store, FLOW).await.remove(0);
+    assert_eq!(first.outcome, Outcome::Running, "{first:#?}");
+
+    // the same id again: it registers before it listens
+    let mut again = Serve::start(&project, "a", Some(&url), &opts);
+    let run = store.get(&first.id).await.unwrap().unwrap().summary;
+    assert_eq!(run.outcome, Outcome::Interrupted, "{run:#?}");
+    let error = run.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("instance 'a' restarted") && error.contains("is gone"),
+        "{error}"
+    );
+    assert!(run.finished_at.is_some(), "{run:#?}");
+    // one registered process per name: the new one
+    let instances = store.instances().await.unwrap();
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0].id, "a");
+
+    wait_for(Duration::from_secs(30), "the rest moved", || async {
+        project.all_moved(&expected)
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "no run left running", || async {
+        runs_of(&store, FLOW)
+            .await
+            .iter()
+            .all(|r| r.outcome != Outcome::Running)
+    })
+    .await;
+    assert!(
+        again.terminate(Duration::from_secs(20)).success(),
+        "{}",
+        again.log_text()
+    );
+    let runs = runs_of(&store, FLOW).await;
+    assert!(
+        runs.iter().all(|r| r.outcome != Outcome::Running),
+        "{runs:#?}"
+    );
+    assert_no_overlap(&runs);
+    assert_eq!(project.listing("dst"), expected);
+    let (_, renames) = puts_and_renames(&store, &runs[1..]).await;
+    assert!(
+        renames.values().all(|&n| n == 1),
+        "a source renamed twice: {renames:?}"
+    );
+    drop(pg);
+}
+
+/// The database stops for 5 s, longer than the 2 s lease, while instance A is in a long run
+/// and B stands by: A's run goes on while its lease is valid, stops before its next step
+/// once the lease lapsed (its fence), and records how it ended once the database is back —
+/// interrupted by the lapse, with the files it moved, not `interrupted` with none. No run
+/// starts before that; every file arrives once with its bytes, every source is renamed
+/// once, a file is put twice only when the fence stopped the run between its put and its
+/// rename, and no two runs overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_longer_than_the_lease_stops_the_run_and_nothing_overlaps() {
+    let pg = Postgres::start();
+    let url = pg.database("outage");
+    let slow = SlowPeer::start(Duration::from_millis(500));
+    let project = Project::new(&slow.url());
+    let expected: BTreeMap<String, Vec<u8>> = files(1, 12).into_iter().collect();
+    for (name, bytes) in &expected {
+        project.drop_source(name, bytes);
+    }
+    let opts = ["--lease", "2s", "--heartbeat", "500ms"];
+    let mut a = Serve::start(&project, "a", Some(&url), &opts);
+    wait_for(Duration::from_secs(15), "A has sent a file", || async {
+        project.listing("src").keys().any(|n| n.starts_with(SENT))
+    })
+    .await;
+    let mut b = Serve::start(&project, "b", Some(&url), &opts);
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // what A's run did during the outage; no other run could start meanwhile
+    let renamed_by_first = project
+        .listing("src")
+        .keys()
+        .filter(|n| n.starts_with(SENT))
+        .count();
+    pg.start_again();
+    assert!(
+        renamed_by_first < expected.len(),
+        "the run finished before its lease lapsed: nothing to check"
+    );
+
+    wait_for(Duration::from_secs(60), "every file moved", || async {
+        project.all_moved(&expected)
+    })
+    .await;
+    let store = Store::open_postgres(&url, &project.path().join("check"))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "no run left running", || async {
+        runs_of(&store, FLOW)
+            .await
+            .iter()
+            .all(|r| r.outcome != Outcome::Running)
+    })
+    .await;
+    let logs = format!("--- a\n{}\n--- b\n{}", a.log_text(), b.log_text());
+    assert!(a.terminate(Duration::from_secs(20)).success(), "{logs}");
+    assert!(b.terminate(Duration::from_secs(20)).success(), "{logs}");
+
+    let runs = runs_of(&store, FLOW).await;
+    let first = store.get(&runs[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        first.summary.outcome,
+        Outcome::Interrupted,
+        "{first:#?}\n{logs}"
+    );
+    let failure = first.failure.as_ref().expect("the lapse is recorded");
+    assert!(
+        failure.message.contains("lapsed") && failure.kind == "interrupted",
+        "{failure:#?}"
+    );
+    let renamed: Vec<&str> = first
+        .files
+        .iter()
+        .filter(|f| f.action == FileAction::Renamed)
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(
+        renamed.len(),
+        renamed_by_first,
+        "the first run's record holds what it did: {first:#?}"
+    );
+    assert!(first.summary.files >= 1, "{first:#?}");
+    assert!(first.summary.finished_at.is_some());
+    assert_no_overlap(&runs);
+
+    // the target: each file once with its bytes; each source renamed once
+    assert_eq!(project.listing("dst"), expected);
+    let (puts, renames) = puts_and_renames(&store, &runs).await;
+    let once: BTreeMap<String, usize> = expected.keys().map(|n| (n.clone(), 1)).collect();
+    assert_eq!(renames, once, "each source renamed exactly once");
+    // put twice only where the fence fell between the first run's put and its rename
+    let put_not_renamed: BTreeSet<&str> = first
+        .files
+        .iter()
+        .filter(|f| f.action == FileAction::Put && !renamed.contains(&f.name.as_str()))
+        .map(|f| f.name.as_str())
+        .collect();
+    assert!(put_not_renamed.len() <= 1, "{first:#?}");
+    for (name, n) in &puts {
+        let allowed = if put_not_renamed.contains(name.as_str()) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(*n, allowed, "{name} put {n} times: {puts:?}");
+    }
+    assert_eq!(puts.len(), expected.len());
+    drop(pg);
+}
+
+/// While instances A and B run the flow on its schedule, the command line keeps clear of
+/// them through the flow's lease: `ferry run` refuses (exit 4) and names the instance that
+/// holds it, `ferry resubmit --wait` waits for the run under way and then runs; every file
+/// is put once and renamed once over all runs, the command line's included, no two runs
+/// overlap, and the commands leave no `ferry-data` in their working directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
+    let pg = Postgres::start();
+    let url = pg.database("cli");
+    let slow = SlowPeer::start(Duration::from_millis(500));
+    let project = Project::new(&slow.url());
+    let opts = ["--lease", "3s", "--heartbeat", "500ms"];
+    let mut a = Serve::start(&project, "a", Some(&url), &opts);
+    let mut b = Serve::start(&project, "b", Some(&url), &opts);
+    let store = Store::open_postgres(&url, &project.path().join("check"))
+        .await
+        .unwrap();
+    // a first run (nothing to do) to resubmit later
+    wait_for(Duration::from_secs(15), "a first run", || async {
+        runs_of(&store, FLOW)
+            .await
+            .iter()
+            .any(|r| r.outcome == Outcome::NoFiles)
+    })
+    .await;
+    let original = runs_of(&store, FLOW)
+        .await
+        .into_iter()
+        .find(|r| r.outcome == Outcome::NoFiles)
+        .unwrap();
+
+    // a run of 10 files under way on an instance (5 s: time for the command to start)
+    let mut expected: BTreeMap<String, Vec<u8>> = files(1, 10).into_iter().collect();
+    for (name, bytes) in &expected {
+        project.drop_source(name, bytes);
+    }
+    wait_for(Duration::from_secs(15), "a file sent", || async {
+        project.listing("src").keys().any(|n| n.starts_with(SENT))
+    })
+    .await;
+    let root = project.path().to_path_buf();
+    let flows = root.join("flows").display().to_string();
+    let refused = ferry(
+        &root,
+        &["run", FLOW, "--flows", &flows, "--database-url", &url],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("flow 'MOVER' is already running: its lease is held by instance a, pid ")
+            || err
+                .contains("flow 'MOVER' is already running: its lease is held by instance b, pid "),
+        "{}",
+        text(&refused)
+    );
+    assert!(err.contains("--wait"), "{err}");
+
+    // more files; the resubmit and a run wait their turn
+    for (name, bytes) in files(11, 6) {
+        project.drop_source(&name, &bytes);
+        expected.insert(name, bytes);
+    }
+    let resubmit = ferry(
+        &root,
+        &[
+            "resubmit",
+            &original.id,
+            "--flows",
+            &flows,
+            "--database-url",
+            &url,
+            "--wait",
+            "60s",
+        ],
+    );
+    let run = ferry(
+        &root,
+        &[
+            "run",
+            FLOW,
+            "--flows",
+            &flows,
+            "--database-url",
+            &url,
+            "--wait",
+            "60s",
+        ],
+    );
+    let (resubmit, run) = tokio::join!(resubmit, run);
+    assert_eq!(resubmit.status.code(), Some(0), "{}", text(&resubmit));
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    wait_for(Duration::from_secs(30), "every file moved", || async {
+        project.all_moved(&expected)
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "no run left running", || async {
+        runs_of(&store, FLOW)
+            .await
+            .iter()
+            .all(|r| r.outcome != Outcome::Running)
+    })
+    .await;
+    let logs = format!("--- a\n{}\n--- b\n{}", a.log_text(), b.log_text());
+    assert!(a.terminate(Duration::from_secs(20)).success(), "{logs}");
+    assert!(b.terminate(Duration::from_secs(20)).success(), "{logs}");
+
+    let runs = runs_of(&store, FLOW).await;
+    let resubmitted: Vec<&RunSummary> = runs
+        .iter()
+        .filter(|r| r.resubmit_of.as_deref() == Some(original.id.as_str()))
+        .collect();
+    assert_eq!(resubmitted.len(), 1, "{runs:#?}");
+    assert_eq!(
+        resubmitted[0].trigger,
+        ferry::history::Trigger::Resubmit,
+        "{runs:#?}"
+    );
+    // the command line's two runs and the instances' ones, one at a time
+    let manual = runs
+        .iter()
+        .filter(|r| r.trigger == ferry::history::Trigger::Manual)
+        .count();
+    assert_eq!(manual, 1, "the refused run was not recorded: {runs:#?}");
+    assert_no_overlap(&runs);
+    assert_eq!(project.listing("dst"), expected);
+    let (puts, renames) = puts_and_renames(&store, &runs).await;
+    let once: BTreeMap<String, usize> = expected.keys().map(|n| (n.clone(), 1)).collect();
+    assert_eq!(puts, once, "each file put exactly once\n{logs}");
+    assert_eq!(renames, once, "each file renamed exactly once");
+    assert!(
+        !root.join("ferry-data").exists(),
+        "a command made ./ferry-data"
+    );
+    // the commands deregistered: only the instances were ever left, and they are gone too
+    assert!(store.instances().await.unwrap().is_empty());
+    drop(pg);
+}
+
+/// `/readyz` answers 503 within a second while the database is down (`/healthz` 200 all
+/// along), and 200 once it is back; `ferry runs --database-url` reads the history and creates
+/// nothing in its working directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_within_a_second_during_an_outage() {
+    let pg = Postgres::start();
+    let url = pg.database("ready");
+    let slow = SlowPeer::start(Duration::from_millis(1));
+    let project = Project::new(&slow.url());
+    let a = Serve::start(&project, "a", Some(&url), &["--no-schedules"]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let resp = client.get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "ready\n");
+
+    pg.stop();
+    for _ in 0..3 {
+        let resp = client
+            .get(a.url("/readyz"))
+            .send()
+            .await
+            .expect("/readyz answers within a second");
+        assert_eq!(resp.status(), 503);
+        let body = resp.text().await.unwrap();
+        assert!(body.starts_with("run history unreachable"), "{body}");
+        let resp = client.get(a.url("/healthz")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    pg.start_again();
+    wait_for(Duration::from_secs(30), "ready again", || async {
+        client
+            .get(a.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    let empty = tempfile::tempdir().unwrap();
+    let o = ferry(
+        empty.path(),
+        &["runs", "--database-url", &url, "--format", "json"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let runs: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs, serde_json::json!([]));
+    let made: Vec<_> = std::fs::read_dir(empty.path()).unwrap().collect();
+    assert!(made.is_empty(), "ferry runs created {made:?}");
+    drop((a, pg));
 }

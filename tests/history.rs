@@ -217,7 +217,9 @@ async fn record_list_filter_and_get_round_trip_with_files_records_and_emails() {
         (0, ACK_RECORDS as i64, 0)
     );
     assert_eq!(t.records, history::record_outcomes(&tolerated));
-    let numbers: Vec<Option<i64>> = t.records.iter().map(|r| r.record).collect();
+    // in the order the answers came (8 records are in flight at once)
+    let mut numbers: Vec<Option<i64>> = t.records.iter().map(|r| r.record).collect();
+    numbers.sort();
     let expected: Vec<Option<i64>> = (1..=ACK_RECORDS as i64).map(Some).collect();
     assert_eq!(numbers, expected);
     assert!(
@@ -240,6 +242,7 @@ async fn a_failed_run_stores_step_file_and_record_and_its_resubmit_resumes_there
     let ws = Workspace::new().await;
     let store = store_in(ws.path()).await;
     ws.put_file("ouai-os", ACK_BUCKET, ACK_FILE, ack_bytes());
+    ws.sequential_records();
     ws.standin.fail_sync_requests(FailurePlan {
         after: 2,
         status: 500,
@@ -576,14 +579,15 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 3);
+    assert_eq!(a.schema_version().await.unwrap(), 4);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
-    // one row per migration step (3: runs; serve's instances, leases and ticks; events as
-    // rows, loop checkpoints and confirmed steps)
+    // one row per migration step (1: runs, 2: serve's instances, leases and ticks, 3: events
+    // as rows, loop checkpoints, confirmed steps, 4: run owners as process incarnations,
+    // fenced leases)
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
-        3
+        4
     );
     let journal: String = {
         use sqlx::Row as _;
@@ -601,8 +605,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 3);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 3);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 4);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 4);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -613,7 +617,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     match Store::open_sqlite(&dir.path().join("state")).await {
         Err(HistoryError::SchemaTooNew {
             found: 99,
-            known: 3,
+            known: 4,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -1106,7 +1110,7 @@ async fn store_contract(store: &Store, scratch: &Path) {
         outcomes,
         [Outcome::Interrupted, Outcome::Failed, Outcome::Succeeded]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1154,7 +1158,7 @@ async fn a_history_written_by_the_previous_release_migrates_and_reads() {
         pool.close().await;
     }
     let store = Store::open_sqlite(&state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     let runs = store.list(&RunFilter::default()).await.unwrap();
     assert_eq!(runs.len(), 4);
     let by = |flow: &str, ok: i64| {
@@ -1215,4 +1219,143 @@ async fn a_history_written_by_the_previous_release_migrates_and_reads() {
     let n = store.get(&r.run_id).await.unwrap().unwrap();
     assert_eq!(n.events.len(), 2);
     assert_eq!(store.list(&RunFilter::default()).await.unwrap().len(), 5);
+}
+
+/// An HTTP peer that holds the first request unanswered (a DACS that hangs) and answers
+/// every later one `200 {}`; it counts the requests it received.
+struct HangsOnce {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HangsOnce {
+    fn start() -> HangsOnce {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                // one request per connection: read the head and the body it announces
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&req[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while req.len() < head_end + length {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    held.push(conn);
+                    continue;
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        });
+        HangsOnce { port, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A `ferry run` killed with SIGKILL in the middle of its run (flow 3 waiting for DACS to
+/// answer its first record) is shown `interrupted` by the next `ferry runs` at once — its
+/// process is gone — and `ferry resubmit` accepts it and sends the file's records.
+#[test]
+fn a_killed_ferry_run_is_shown_interrupted_at_once_and_resubmitted() {
+    let dacs = HangsOnce::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    project::shipped_project(d, &dacs.url());
+    let acks = d.join("data/ouai-os").join(ACK_BUCKET);
+    std::fs::create_dir_all(&acks).unwrap();
+    std::fs::write(acks.join(ACK_FILE), ack_bytes()).unwrap();
+
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", ENROLL_ACK])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dacs.requests() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached DACS"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // alive: running
+    let o = ferry(d, &["runs", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let runs = json_out(&o);
+    assert_eq!(runs[0]["outcome"], "running", "{runs:#}");
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let o = ferry(d, &["runs"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let table = stdout(&o);
+    let line = table
+        .lines()
+        .find(|l| l.contains(&id[..8]))
+        .unwrap_or_else(|| panic!("run {id} not listed:\n{table}"));
+    assert!(line.contains("interrupted"), "{table}");
+    let o = ferry(d, &["runs", "show", &id, "--format", "json"]);
+    let shown = json_out(&o);
+    assert_eq!(shown["outcome"], "interrupted", "{shown:#}");
+    let error = shown["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the ferry instance running it stopped") && error.contains("is gone"),
+        "{error}"
+    );
+    assert!(shown["finished_at"].is_string(), "{shown:#}");
+
+    let o = ferry(d, &["resubmit", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains(&format!("resubmit of run {id}")));
+    // the first run's requests (8 in flight at once: every record, one of them hung), then
+    // the records after the last one the killed run confirmed, once each
+    let requests = dacs.requests();
+    assert!(
+        (ACK_RECORDS + 1..=2 * ACK_RECORDS).contains(&requests),
+        "{requests} requests"
+    );
+    let o = ferry(d, &["runs", "--format", "json"]);
+    let runs = json_out(&o);
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs:#}");
+    assert_eq!(runs[0]["resubmit_of"], id.as_str(), "{runs:#}");
+    assert_eq!(runs[0]["trigger"], "resubmit");
+    assert_eq!(runs[0]["outcome"], "succeeded", "{runs:#}");
+    assert_eq!(runs[0]["records_ok"], ACK_RECORDS, "{runs:#}");
 }

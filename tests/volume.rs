@@ -208,13 +208,12 @@ async fn a_killed_record_run_is_resumed_from_its_checkpoint() {
         "the killed run's spool is there"
     );
 
+    // the process is gone: a ferry that opens the history marks its runs interrupted at
+    // once, with the progress they recorded
     let store = store_of(&ws).await;
     let killed = only_run(&store, ENROLL_ACK).await;
-    assert_eq!(killed.outcome, Outcome::Running);
-    // the progress it recorded
+    assert_eq!(killed.outcome, Outcome::Interrupted);
     assert!(killed.records_ok >= through, "{killed:#?}");
-    // the process is gone: a ferry that opens the history marks its runs interrupted
-    store.mark_interrupted(&killed.id, "killed").await.unwrap();
     store.close().await;
 
     let out = ferry(

@@ -177,7 +177,12 @@ impl Store {
     /// the middle of a run leaves its fetched files there); returns how many. Best effort:
     /// what cannot be removed is logged.
     pub async fn sweep_spool(&self) -> Result<usize, HistoryError> {
-        let dir = self.spool_dir();
+        self.sweep_spool_in(&self.spool_dir()).await
+    }
+
+    /// Like [`Store::sweep_spool`], for the spool folders in `dir`.
+    pub async fn sweep_spool_in(&self, dir: &std::path::Path) -> Result<usize, HistoryError> {
+        let dir = dir.to_path_buf();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

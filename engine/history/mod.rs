@@ -54,8 +54,10 @@
 //! The lower-level calls: [`Store::begin`] (records `running`, returns the run id for
 //! [`crate::run::Engine::run_with_id`]), [`Store::keep_input`], [`Store::finish`];
 //! [`Store::record`] records a finished report in one go; [`Store::input`] gives a run's
-//! kept trigger parts; [`Store::mark_interrupted_runs`] turns runs left `running` by a crash
-//! into `interrupted` (call it once when the process that owns the store starts).
+//! kept trigger parts. A process that runs flows registers as their owner
+//! ([`Store::register`]); opening a store marks the runs of owners that died `interrupted`
+//! ([`Store::sweep_dead_owners`]); a flow runs under its lease ([`Store::acquire_lease`],
+//! a [`HeldLease`] that is the run's fence). See `cluster.rs`.
 
 mod cluster;
 mod derive;
@@ -70,7 +72,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use cluster::{Instance, Tick, TickStatus};
+pub use cluster::{
+    DEFAULT_HEARTBEAT, HeldLease, Instance, LeaseHolder, STALE_HEARTBEATS, Tick, TickStatus,
+    flow_lease, host_name, lease_margin,
+};
 pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record_outcomes};
 pub use journal::{
     EventFilter, EventPage, LoopProgress, MAX_PAGE, PAGE, SPOOL_DIR, StoredEvent, event_kind,

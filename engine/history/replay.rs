@@ -6,13 +6,16 @@
 //! returned beside the report ([`Recorded::warnings`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::{HistoryError, InputPart, NewRun, Outcome, Store, StoredPart, Trigger};
 use crate::compile::FlowPlan;
 use crate::model::PartKind;
-use crate::run::{Engine, Resume, RunFailure, RunReport, RunStart, new_run_id, trigger_input};
+use crate::run::{
+    Engine, Fence, Resume, RunFailure, RunReport, RunStart, new_run_id, trigger_input,
+};
 
 /// A run to start and record.
 #[derive(Debug, Clone)]
@@ -118,6 +121,8 @@ pub struct Prepared {
     pub warnings: Vec<HistoryError>,
     /// What the interrupted run this one resubmits had confirmed.
     resume: Resume,
+    /// Checked before every step (the flow's lease), instead of the engine's own.
+    pub fence: Option<Arc<dyn Fence>>,
 }
 
 impl Prepared {
@@ -232,6 +237,7 @@ pub async fn prepare(
         input,
         recorded,
         warnings,
+        fence: None,
     })
 }
 
@@ -249,6 +255,7 @@ pub async fn execute(
         recorded: _,
         mut warnings,
         resume,
+        fence,
     } = prepared;
     let store = store.filter(|_| begun);
     let start = RunStart {
@@ -257,6 +264,7 @@ pub async fn execute(
         run_id: id.clone(),
         journal: store.map(|s| s.journal(&id)),
         resume,
+        fence,
     };
     let report = match engine.start(start).await {
         Ok(r) => r,
@@ -269,8 +277,9 @@ pub async fn execute(
             return Err(failure);
         }
     };
+    // an outage does not lose how the run ended
     if let Some(store) = store
-        && let Err(e) = store.finish(&report).await
+        && let Err(e) = store.finish_retrying(&report).await
     {
         warnings.push(e);
     }

@@ -161,6 +161,32 @@ const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 4,
+        name: "run owners are process incarnations; fenced leases",
+        statements: &[
+            // one row per process that runs flows (an incarnation of an instance name)
+            "CREATE TABLE IF NOT EXISTS owners (
+                id TEXT PRIMARY KEY,
+                instance TEXT NOT NULL,
+                host TEXT NOT NULL,
+                pid BIGINT NOT NULL,
+                pid_start BIGINT,
+                locality TEXT,
+                started_at TEXT NOT NULL,
+                heartbeat_ms BIGINT NOT NULL,
+                stale_ms BIGINT NOT NULL
+            )",
+            "CREATE INDEX IF NOT EXISTS owners_instance ON owners (instance)",
+            "ALTER TABLE runs ADD COLUMN owner TEXT",
+            "CREATE INDEX IF NOT EXISTS runs_owner_outcome ON runs (owner, outcome)",
+            // the incarnation holding a lease, and its fencing token
+            "ALTER TABLE leases ADD COLUMN owner TEXT",
+            "ALTER TABLE leases ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0",
+            // instance names as owners: replaced by `owners`
+            "DROP TABLE IF EXISTS instances",
+        ],
+    },
 ];
 
 /// The highest version this ferry knows.

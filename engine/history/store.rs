@@ -40,9 +40,9 @@ const MAX_PARAMS: usize = 900;
 pub struct Store {
     pub(super) pool: AnyPool,
     data_dir: PathBuf,
-    backend: Backend,
-    /// The server instance that owns the runs this handle begins ([`Store::owned_by`]).
-    pub(super) instance: Option<String>,
+    pub(super) backend: Backend,
+    /// The process incarnation that owns the runs this handle begins ([`Store::register`]).
+    pub(super) owner: Option<std::sync::Arc<super::cluster::Me>>,
 }
 
 /// Now, as stored: RFC 3339, UTC, milliseconds, `Z`.
@@ -233,9 +233,9 @@ impl Store {
     }
 
     /// Opens a store in the PostgreSQL database at `url` (`postgres://…`), keeping trigger
-    /// inputs under `data_dir`. Applies migrations.
+    /// inputs under `data_dir` (made when an input is first kept: a command that only reads
+    /// creates nothing). Applies migrations.
     pub async fn open_postgres(url: &str, data_dir: &Path) -> Result<Store, HistoryError> {
-        std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
         Store::open_url(url, data_dir.to_path_buf(), Backend::Postgres).await
     }
 
@@ -268,12 +268,22 @@ impl Store {
                 .await?;
         }
         schema::migrate(&pool, backend).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             data_dir,
             backend,
-            instance: None,
-        })
+            owner: None,
+        };
+        // whoever opens the history finds the runs of dead processes at once
+        match store.sweep_dead_owners().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                runs = n,
+                "runs of ferry processes that stopped are recorded as interrupted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot look for runs of stopped ferry processes"),
+        }
+        Ok(store)
     }
 
     /// Closes the connections (an SQLite store folds its write-ahead log back in).
@@ -306,10 +316,12 @@ impl Store {
     /// to [`crate::run::Engine::run_with_id`]).
     pub async fn begin(&self, run: &NewRun<'_>) -> Result<String, HistoryError> {
         let id = crate::run::new_run_id();
+        // the owner is on record before its run (an owner taken for dead comes back here)
+        self.heartbeat().await?;
         sqlx::query(
             "INSERT INTO runs (id, flow, flow_name, trigger_kind, outcome, dry_run, started_at,
-                resubmit_of, input_summary, instance)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                resubmit_of, input_summary, instance, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(id.clone())
         .bind(run.flow.to_string())
@@ -320,7 +332,8 @@ impl Store {
         .bind(now())
         .bind(run.resubmit_of.map(str::to_string))
         .bind(run.input_summary.map(str::to_string))
-        .bind(self.instance.clone())
+        .bind(self.owner.as_ref().map(|m| m.instance.clone()))
+        .bind(self.owner.as_ref().map(|m| m.id.clone()))
         .execute(&self.pool)
         .await?;
         Ok(id)
@@ -799,14 +812,31 @@ impl Store {
         Ok(total)
     }
 
-    /// Marks every run still `running` as `interrupted` (ferry stopped while it ran);
-    /// returns how many. Call it once when the process that owns the store starts, before
-    /// it starts runs of its own.
+    /// Marks every run still `running` as `interrupted` (ferry stopped while it ran),
+    /// whoever owns it; returns how many. Only for a store no other process uses: runs of
+    /// dead processes are found by [`Store::sweep_dead_owners`].
     pub async fn mark_interrupted_runs(&self) -> Result<usize, HistoryError> {
         let done = sqlx::query(
             "UPDATE runs SET outcome = $1, finished_at = $2,
                 error_message = 'ferry stopped while the run ran'
              WHERE outcome = $3",
+        )
+        .bind(Outcome::Interrupted.as_str())
+        .bind(now())
+        .bind(Outcome::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    /// Marks `interrupted` the runs still `running` that no process owns (begun by a
+    /// ferry before run owners, or through [`Store::begin`] on a handle without owner);
+    /// returns how many. `ferry serve` on the embedded store calls it when it starts.
+    pub async fn mark_ownerless_runs(&self) -> Result<usize, HistoryError> {
+        let done = sqlx::query(
+            "UPDATE runs SET outcome = $1, finished_at = $2,
+                error_message = 'ferry stopped while the run ran'
+             WHERE outcome = $3 AND owner IS NULL",
         )
         .bind(Outcome::Interrupted.as_str())
         .bind(now())

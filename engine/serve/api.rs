@@ -168,15 +168,27 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long `/readyz` waits for the run history: it answers within a second, whatever the
+/// database does.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn readyz(State(server): State<Arc<Server>>) -> Response {
     if server.app.is_stopping() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
-    match server.app.store().schema_version().await {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (
+    match tokio::time::timeout(READY_TIMEOUT, server.app.store().schema_version()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("run history unreachable: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "run history unreachable: no answer within {} ms\n",
+                READY_TIMEOUT.as_millis()
+            ),
         )
             .into_response(),
     }

@@ -112,13 +112,9 @@ pub struct App {
     pub(super) reloaded: tokio::sync::Notify,
 }
 
-/// The lease that keeps two runs of a flow from overlapping.
-fn flow_lease(flow: &str) -> String {
-    format!("flow:{flow}")
-}
-
 impl App {
-    /// An app over `project`, recording in `store`.
+    /// An app over `project`, recording in `store` (its runs owned by `store`'s registered
+    /// incarnation when it is one of `settings.instance`, else by a new one).
     pub fn new(project: Arc<Project>, store: Store, settings: AppSettings) -> Arc<App> {
         let metrics = Arc::new(Metrics::new());
         let interrupt = CancellationToken::new();
@@ -294,7 +290,8 @@ impl App {
 
     /// Records run `req` (its trigger input kept) and starts it in the background; returns
     /// its run id once it is recorded. A flow without a REST trigger runs one at a time,
-    /// across all instances sharing the store (a lease, renewed while it runs).
+    /// across all processes sharing the store: it holds the flow's lease, renewed while it
+    /// runs, and starts no step once the lease is lost or lapsed (its fence).
     pub async fn start(self: &Arc<Self>, req: RunRequest) -> Result<String, StartError> {
         if self.is_stopping() {
             return Err(StartError::Stopping);
@@ -308,33 +305,39 @@ impl App {
             .cloned()
             .ok_or_else(|| StartError::UnknownFlow(req.flow.clone()))?;
         let exclusive = plan.trigger.rest.is_none();
-        let lease = flow_lease(&plan.id);
-        let holder = self.settings.instance.clone();
-        if exclusive {
-            let got = self
+        let lease = if exclusive {
+            let name = history::flow_lease(&plan.id);
+            match self
                 .store
-                .try_lease(&lease, &holder, self.settings.lease_ttl)
+                .acquire_lease(&name, self.settings.lease_ttl)
                 .await
-                .map_err(StartError::Store)?;
-            if !got {
-                let holder = self
-                    .store
-                    .lease_holder(&lease)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| "unknown".into());
-                return Err(StartError::Busy {
-                    flow: plan.id.clone(),
-                    holder,
-                });
+                .map_err(StartError::Store)?
+            {
+                Some(held) => Some(held),
+                None => {
+                    let holder = self
+                        .store
+                        .lease_holder(&name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map_or_else(|| "unknown".into(), |h| h.instance);
+                    return Err(StartError::Busy {
+                        flow: plan.id.clone(),
+                        holder,
+                    });
+                }
             }
-        }
+        } else {
+            None
+        };
         let trigger = req.trigger;
-        let prepared = match history::prepare(&engine, Some(&self.store), req).await {
+        let mut prepared = match history::prepare(&engine, Some(&self.store), req).await {
             Ok(p) if p.recorded() => p,
             Ok(mut p) => {
-                self.release(exclusive, &lease).await;
+                if let Some(held) = lease {
+                    held.release().await;
+                }
                 let e = p
                     .warnings
                     .pop()
@@ -342,21 +345,23 @@ impl App {
                 return Err(StartError::Store(e));
             }
             Err(e) => {
-                self.release(exclusive, &lease).await;
+                if let Some(held) = lease {
+                    held.release().await;
+                }
                 return Err(e.into());
             }
         };
+        // the run starts no step once it no longer holds the flow's lease
+        prepared.fence = lease.as_ref().map(history::HeldLease::fence);
         let run_id = prepared.run_id.clone();
         self.set_active(&run_id, Some(&plan.id));
         let app = self.clone();
         let id = run_id.clone();
         self.tracker.spawn(async move {
-            let renew = exclusive.then(|| app.keep_lease(lease.clone()));
             let result = history::execute(&engine, Some(&app.store), prepared).await;
-            if let Some(renew) = renew {
-                renew.cancel();
+            if let Some(held) = lease {
+                held.release().await;
             }
-            app.release(exclusive, &lease).await;
             match result {
                 Ok(recorded) => {
                     for w in &recorded.warnings {
@@ -376,46 +381,6 @@ impl App {
             app.set_active(&id, None);
         });
         Ok(run_id)
-    }
-
-    /// Renews lease `lease` every third of its time until the returned token is cancelled.
-    fn keep_lease(self: &Arc<Self>, lease: String) -> CancellationToken {
-        let token = CancellationToken::new();
-        let stop = token.clone();
-        let app = self.clone();
-        tokio::spawn(async move {
-            let every = app.settings.lease_ttl / 3;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(every) => {}
-                }
-                match app
-                    .store
-                    .renew_lease(&lease, &app.settings.instance, app.settings.lease_ttl)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(%lease, "lease lost while the run ran (the store was unreachable longer than the lease)");
-                        break;
-                    }
-                    Err(e) => tracing::warn!(%lease, error = %e, "cannot renew the lease"),
-                }
-            }
-        });
-        token
-    }
-
-    async fn release(&self, exclusive: bool, lease: &str) {
-        if exclusive
-            && let Err(e) = self
-                .store
-                .release_lease(lease, &self.settings.instance)
-                .await
-        {
-            tracing::warn!(%lease, error = %e, "cannot release the lease (it expires by itself)");
-        }
     }
 
     /// Shutdown: takes no new runs, waits up to `grace` for runs under way, then asks them
@@ -465,6 +430,7 @@ fn run_options(
         spool_dir: settings.spool_dir.clone(),
         cancel: Some(interrupt.clone()),
         observer: Some(metrics.clone()),
+        fence: None,
     }
 }
 

@@ -137,18 +137,11 @@ pub fn default_instance_id() -> String {
     format!("{host}-{}-{suffix}", std::process::id())
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "ferry".into())
-}
+use crate::history::host_name;
 
 /// An instance whose heartbeat is this many intervals old is taken for dead (30 s at the
-/// default 5 s interval).
-pub const STALE_HEARTBEATS: u32 = 6;
+/// default 5 s interval); one on the same machine as soon as its process is gone.
+pub use crate::history::STALE_HEARTBEATS;
 
 /// Serves until `shutdown` resolves, then shuts down gracefully. `ready` is told the bound
 /// address once the server listens.
@@ -174,10 +167,11 @@ pub async fn serve(
         None => Store::open_sqlite(&opts.data_dir).await?,
     };
     let instance = opts.instance.clone().unwrap_or_else(default_instance_id);
-    store.register_instance(&instance, &host_name()).await?;
+    // a new incarnation of the instance: the runs of an earlier one are interrupted now
+    let store = store.register(&instance, opts.heartbeat).await?;
     if opts.database_url.is_none() {
-        // the embedded store belongs to this process: anything left running was ours
-        let n = store.mark_interrupted_runs().await?;
+        // runs begun by a ferry that recorded no owner
+        let n = store.mark_ownerless_runs().await?;
         if n > 0 {
             tracing::warn!(
                 runs = n,
@@ -259,7 +253,7 @@ pub async fn serve(
         );
     }
     tasks.shutdown().await;
-    if let Err(e) = store.remove_instance(&instance).await {
+    if let Err(e) = store.deregister().await {
         tracing::warn!(error = %e, "cannot deregister the instance");
     }
     store.close().await;
@@ -267,22 +261,19 @@ pub async fn serve(
     Ok(())
 }
 
-/// Heartbeats, marks runs of dead instances interrupted, and purges by retention.
+/// Heartbeats, marks runs of dead processes interrupted, and purges by retention.
 async fn heartbeat(app: Arc<App>, every: Duration, retention: Option<Duration>) {
-    let instance = app.settings().instance.clone();
-    let stale = every.saturating_mul(STALE_HEARTBEATS);
-    let host = host_name();
     let mut last_purge = std::time::Instant::now();
     loop {
         tokio::select! {
             () = app.stopping().cancelled() => break,
             () = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = app.store().heartbeat(&instance, &host).await {
+        if let Err(e) = app.store().heartbeat().await {
             tracing::warn!(error = %e, "heartbeat failed");
             continue;
         }
-        match app.store().mark_orphaned_runs(stale).await {
+        match app.store().sweep_dead_owners().await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 runs = n,

@@ -27,6 +27,8 @@ pub struct Postgres {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// The server options `pg_ctl start` was given (for [`Postgres::start_again`]).
+    options: String,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -116,6 +118,7 @@ impl Postgres {
             bin,
             port: 0,
             as_postgres,
+            options: String::new(),
         };
         let data = pg.data_dir();
         pg.run_ok(
@@ -143,22 +146,9 @@ impl Postgres {
                 pg.port,
                 pg.dir.path().display()
             );
-            let out = pg.run(
-                "pg_ctl",
-                &[
-                    "start",
-                    "-w",
-                    "-t",
-                    "30",
-                    "-D",
-                    &data.display().to_string(),
-                    "-l",
-                    &pg.log_path().display().to_string(),
-                    "-o",
-                    &options,
-                ],
-            );
+            let out = pg.pg_ctl_start(&options);
             if out.status.success() {
+                pg.options = options;
                 return pg;
             }
             last = format!(
@@ -169,6 +159,45 @@ impl Postgres {
             );
         }
         panic!("pg_ctl start failed:\n{last}");
+    }
+
+    fn pg_ctl_start(&self, options: &str) -> Output {
+        self.run(
+            "pg_ctl",
+            &[
+                "start",
+                "-w",
+                "-t",
+                "30",
+                "-D",
+                &self.data_dir().display().to_string(),
+                "-l",
+                &self.log_path().display().to_string(),
+                "-o",
+                options,
+            ],
+        )
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut off), keeping its data: an outage.
+    pub fn stop(&self) {
+        let data = self.data_dir().display().to_string();
+        self.run_ok(
+            "pg_ctl",
+            &["stop", "-m", "fast", "-w", "-t", "30", "-D", &data],
+        );
+    }
+
+    /// Starts the server [`Postgres::stop`] stopped, on the same port with the same data.
+    pub fn start_again(&self) {
+        let out = self.pg_ctl_start(&self.options);
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
     }
 
     /// A new empty database `name`; returns its URL.
