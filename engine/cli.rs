@@ -240,6 +240,9 @@ pub enum Command {
         /// Do not watch the flow directory for changes.
         #[arg(long)]
         no_watch: bool,
+        /// Limits on requests, connections and flow files.
+        #[command(flatten)]
+        limits: crate::serve::limits::LimitArgs,
     },
     /// Serve the DACS and DERMS stand-ins for rehearsing flows.
     StandIn {
@@ -471,6 +474,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             retention,
             no_schedules,
             no_watch,
+            limits,
         } => {
             let users = crate::serve::Users::from_env()?;
             let opts = crate::serve::ServeOptions {
@@ -491,6 +495,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 retention,
                 spool_dir: None,
                 users,
+                max_file_bytes: limits.max_file_bytes(),
+                limits: limits.limits(),
             };
             let result = crate::serve::serve(opts, crate::serve::shutdown_signal(), |addr| {
                 eprintln!(

@@ -83,12 +83,14 @@ impl SourceDoc {
         })
     }
 
-    /// Reads and parses a file.
+    /// Reads and parses a file (of at most [`crate::compile::DEFAULT_MAX_FILE_BYTES`]).
     pub fn load(path: &Path) -> Result<SourceDoc, crate::diag::Diagnostic> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            crate::diag::Diagnostic::error("io", format!("cannot read {}: {e}", path.display()))
-                .in_file(path)
-        })?;
+        SourceDoc::load_limited(path, crate::compile::DEFAULT_MAX_FILE_BYTES)
+    }
+
+    /// Reads and parses a regular file of at most `max_bytes`.
+    pub fn load_limited(path: &Path, max_bytes: u64) -> Result<SourceDoc, crate::diag::Diagnostic> {
+        let text = read_limited(path, max_bytes)?;
         SourceDoc::parse(path, &text).map_err(|e| {
             crate::diag::Diagnostic::error("syntax", format!("invalid YAML: {}", e.message))
                 .in_file(path)
@@ -167,6 +169,61 @@ impl SourceDoc {
     pub fn line_text(&self, line: usize) -> Option<&str> {
         self.text.lines().nth(line.checked_sub(1)?)
     }
+}
+
+/// The text of the regular file `path`, refused when it is larger than `max_bytes` (checked
+/// before reading and while reading, so a file that grows meanwhile is refused too).
+fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diagnostic> {
+    use std::io::Read as _;
+    let io = |e: std::io::Error| {
+        crate::diag::Diagnostic::error("io", format!("cannot read {}: {e}", path.display()))
+            .in_file(path)
+    };
+    let too_large = |size: String| {
+        crate::diag::Diagnostic::error(
+            "file-too-large",
+            format!(
+                "{} is {size}, over the limit of {} KiB for a flow, lookup or connections file",
+                path.display(),
+                max_bytes / 1024
+            ),
+        )
+        .in_file(path)
+        .hint("split it, or raise the limit (`ferry serve --max-file-kib`)")
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(crate::diag::Diagnostic::error(
+            "io",
+            format!("{} is not a regular file", path.display()),
+        )
+        .in_file(path));
+    }
+    if meta.len() > max_bytes {
+        return Err(too_large(format!("{} KiB", meta.len().div_ceil(1024))));
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large("growing".into()));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let pos = Pos {
+            line: good.iter().filter(|b| **b == b'\n').count() + 1,
+            column: String::from_utf8_lossy(&good[line_start..]).chars().count() + 1,
+        };
+        crate::diag::Diagnostic::error(
+            "encoding",
+            format!("{} is not UTF-8 text (an invalid byte)", path.display()),
+        )
+        .in_file(path)
+        .at_pos(pos)
+    })
 }
 
 /// Escapes one JSON-pointer segment (RFC 6901).

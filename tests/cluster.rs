@@ -232,6 +232,8 @@ impl Serve {
             ])
             .args(extra)
             .env_remove("FERRY_DATABASE_URL")
+            .env("FERRY_DERMS_TRIGGER_USER", "derms")
+            .env("FERRY_DERMS_TRIGGER_PASSWORD", "derms-secret")
             .env("FERRY_LOG", "ferry=info")
             .current_dir(root)
             .stdin(Stdio::null())
