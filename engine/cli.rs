@@ -701,6 +701,16 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             "rename  {connection}:{}/{from} -> {to} [{verb}]",
             location.trim_end_matches('/')
         ),
+        Event::Skipped {
+            connection,
+            location,
+            name,
+            reason,
+        } => format!(
+            "skip    {connection}:{}/{} left where it is: {reason}",
+            location.trim_end_matches('/'),
+            name.escape_debug()
+        ),
         Event::Request {
             method,
             url,

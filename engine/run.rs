@@ -180,6 +180,17 @@ pub enum Event {
         /// New name.
         to: String,
     },
+    /// A file was left where it is (a name ferry refuses, or gone before it was fetched).
+    Skipped {
+        /// Connection.
+        connection: String,
+        /// Location.
+        location: String,
+        /// File name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A REST request was sent.
     Request {
         /// Connection.
