@@ -212,7 +212,10 @@ pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, V
             ));
         }
     }
-    if !diags.is_empty() {
+    if diags
+        .iter()
+        .any(|d| d.severity == crate::diag::Severity::Error)
+    {
         return (None, diags); // a path that does not exist: nothing else is meaningful
     }
     if inputs.paths.iter().any(|p| p.is_dir()) {
