@@ -54,6 +54,7 @@ pub struct SyntaxError {
 impl SourceDoc {
     /// Parses `text` (the contents of `path`) as a single YAML document.
     pub fn parse(path: &Path, text: &str) -> Result<SourceDoc, SyntaxError> {
+        check_depth(text)?;
         let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
             message: e.info().to_string(),
             pos: Pos {
@@ -189,6 +190,7 @@ fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diag
             ),
         )
         .in_file(path)
+        .at_pos(Pos { line: 1, column: 1 })
         .hint("split it, or raise the limit (`ferry serve --max-file-kib`)")
     };
     let meta = std::fs::metadata(path).map_err(io)?;
@@ -224,6 +226,39 @@ fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diag
         .in_file(path)
         .at_pos(pos)
     })
+}
+
+/// How deep sequences and mappings may nest in a ferry file (the shipped flows need 12).
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses a document nested deeper than [`MAX_NESTING`], with the position of the first
+/// node too deep, before any tree is built (building, converting and dropping a tree recurse
+/// once per level). Syntax errors are left to the parse that follows.
+fn check_depth(text: &str) -> Result<(), SyntaxError> {
+    use saphyr_parser::{Event, Parser};
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(SyntaxError {
+                        message: format!("nested deeper than {MAX_NESTING} levels"),
+                        pos: Pos {
+                            line: span.start.line(),
+                            column: span.start.col() + 1,
+                        },
+                    });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Escapes one JSON-pointer segment (RFC 6901).
@@ -347,6 +382,22 @@ mod tests {
     fn syntax_error_has_position() {
         let err = SourceDoc::parse(Path::new("f.yaml"), "a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_its_position() {
+        let deep = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
+        let err = SourceDoc::parse(Path::new("f.yaml"), &deep).unwrap_err();
+        assert_eq!(err.message, "nested deeper than 64 levels");
+        assert_eq!(
+            err.pos,
+            Pos {
+                line: 1,
+                column: 67
+            }
+        );
+        let ok = format!("a: {}{}\n", "[".repeat(60), "]".repeat(60));
+        assert!(SourceDoc::parse(Path::new("f.yaml"), &ok).is_ok());
     }
 
     #[test]

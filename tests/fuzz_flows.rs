@@ -118,7 +118,7 @@ fn mutate(rng: &mut Rng, text: &[u8]) -> (&'static str, Vec<u8>) {
             }
         }
         6 => {
-            let depth = 1 + rng.below(200_000);
+            let depth = 1 + rng.below(50_000);
             let mut out = bytes;
             out.extend_from_slice(b"\ndeep: ");
             out.extend(std::iter::repeat_n(b'[', depth));
@@ -127,7 +127,7 @@ fn mutate(rng: &mut Rng, text: &[u8]) -> (&'static str, Vec<u8>) {
             ("deep flow nesting", out)
         }
         _ => {
-            let depth = 1 + rng.below(5_000);
+            let depth = 1 + rng.below(1_500);
             let mut out = bytes;
             out.extend_from_slice(b"\ndeep:\n");
             for i in 1..depth {
@@ -139,6 +139,9 @@ fn mutate(rng: &mut Rng, text: &[u8]) -> (&'static str, Vec<u8>) {
     }
 }
 
+/// What a worker reports after each case: `Err` with the failure.
+type Progress = Result<(), String>;
+
 #[test]
 fn mutated_flows_load_without_panic_hang_or_unplaced_diagnostic() {
     let cases: usize = std::env::var("FERRY_FUZZ_CASES")
@@ -149,65 +152,111 @@ fn mutated_flows_load_without_panic_hang_or_unplaced_diagnostic() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5EED_F00D);
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&repo.join("flows"), &dir.path().join("flows"));
-    copy_tree(&repo.join("lookups"), &dir.path().join("lookups"));
-    let inputs = Inputs {
-        paths: vec![dir.path().join("flows")],
-        lookups: Some(dir.path().join("lookups")),
-        connections: Some(dir.path().join("flows/connections.yaml")),
-    };
-    let mut files = Vec::new();
-    yaml_files(&dir.path().join("flows"), &mut files);
-    yaml_files(&dir.path().join("lookups"), &mut files);
-    let originals: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
-    let (project, diags) = load(&inputs);
-    assert!(project.is_some(), "the shipped flows load: {diags:?}");
-
-    let mut rng = Rng(seed);
     let started = Instant::now();
-    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
-    for case in 0..cases {
-        let i = rng.below(files.len());
-        let (kind, bytes) = mutate(&mut rng, &originals[i]);
-        *kinds.entry(kind).or_default() += 1;
-        std::fs::write(&files[i], &bytes).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let inputs2 = inputs.clone();
+    let (tx, rx) = mpsc::channel::<Progress>();
+    let workers = 2;
+    for w in 0..workers {
+        let tx = tx.clone();
+        // the stack of a tokio thread, where serve loads flows
         std::thread::Builder::new()
-            .stack_size(8 * 1024 * 1024)
-            .spawn(move || {
-                let r = std::panic::catch_unwind(|| load(&inputs2).1);
-                let _ = tx.send(r);
-            })
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || worker(seed + w as u64, cases / workers, &tx))
             .unwrap();
-        let what = || {
-            format!(
-                "case {case} (seed {seed}): {kind} of {}; the input is at {}",
-                files[i].display(),
-                keep(&files[i], &bytes).display()
-            )
-        };
-        let diags = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Ok(d)) => d,
-            Ok(Err(_)) => panic!("load panicked: {}", what()),
-            Err(_) => panic!("load did not end within 20 s: {}", what()),
-        };
-        for d in &diags {
-            if d.severity == Severity::Error
-                && d.file.as_deref() == Some(files[i].as_path())
-                && (d.line.is_none() || d.column.is_none())
-            {
-                panic!("a diagnostic without a position: {d:?}\n{}", what());
+    }
+    drop(tx);
+    let mut done = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(())) => done += 1,
+            Ok(Err(failure)) => panic!("{failure}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("a load did not end within 20 s (after {done} cases)")
             }
         }
-        std::fs::write(&files[i], &originals[i]).unwrap();
     }
-    eprintln!(
-        "{cases} cases in {:.1} s: {kinds:?}",
-        started.elapsed().as_secs_f64()
-    );
+    assert_eq!(done, cases / workers * workers, "every case ran");
+    eprintln!("{done} cases in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Runs `cases` cases from `seed` on a copy of the shipped lookups and connections of its
+/// own. Each case loads one flow (mutated, or the first shipped flow when a lookup or the
+/// connections file is mutated) with the lookups and the connections: a whole project per
+/// case would make a few thousand cases take minutes here.
+fn worker(seed: u64, cases: usize, tx: &mpsc::Sender<Progress>) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&repo.join("lookups"), &dir.path().join("lookups"));
+    let connections = dir.path().join("connections.yaml");
+    std::fs::copy(repo.join("flows/connections.yaml"), &connections).unwrap();
+    let one = dir.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let inputs = Inputs {
+        paths: vec![one.clone()],
+        lookups: Some(dir.path().join("lookups")),
+        connections: Some(connections.clone()),
+    };
+    let mut flows = Vec::new();
+    yaml_files(&repo.join("flows"), &mut flows);
+    flows.retain(|f| !f.ends_with("connections.yaml"));
+    let mut others = vec![connections.clone()];
+    yaml_files(&dir.path().join("lookups"), &mut others);
+    let flow_texts: Vec<Vec<u8>> = flows.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let other_texts: Vec<Vec<u8>> = others.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let mut rng = Rng(seed);
+    for case in 0..cases {
+        // a flow three times in four, else a lookup or the connections file
+        let (target, original, flow) = if rng.below(4) > 0 {
+            let i = rng.below(flows.len());
+            (
+                one.join(flows[i].file_name().unwrap()),
+                &flow_texts[i],
+                flow_texts[i].clone(),
+            )
+        } else {
+            let i = rng.below(others.len());
+            (others[i].clone(), &other_texts[i], flow_texts[0].clone())
+        };
+        let (kind, bytes) = mutate(&mut rng, original);
+        for e in std::fs::read_dir(&one).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        if target.starts_with(&one) {
+            std::fs::write(&target, &bytes).unwrap();
+        } else {
+            std::fs::write(one.join("flow.yaml"), &flow).unwrap();
+            std::fs::write(&target, &bytes).unwrap();
+        }
+        let what = || {
+            format!(
+                "case {case} (seed {seed}): {kind} of {}; the input is kept at {}",
+                target.display(),
+                keep(&target, &bytes).display()
+            )
+        };
+        let result = match std::panic::catch_unwind(|| load(&inputs).1) {
+            Err(_) => Err(format!("load panicked: {}", what())),
+            Ok(diags) => match diags.iter().find(|d| {
+                d.severity == Severity::Error
+                    && d.file.as_deref() == Some(target.as_path())
+                    && (d.line.is_none() || d.column.is_none())
+            }) {
+                Some(d) => Err(format!(
+                    "a diagnostic without a position: {d:?}\n{}",
+                    what()
+                )),
+                None => Ok(()),
+            },
+        };
+        let failed = result.is_err();
+        let _ = tx.send(result);
+        if failed {
+            return;
+        }
+        if !target.starts_with(&one) {
+            std::fs::write(&target, original).unwrap();
+        }
+    }
 }
 
 /// Keeps a failing input where a person can find it.

@@ -51,7 +51,6 @@ impl Bin {
             .env("FERRY_DERMS_TRIGGER_PASSWORD", DERMS.1)
             .env("FERRY_DATA", ws.path().join("data"))
             .env("FERRY_LOG", "ferry=info")
-
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
