@@ -651,6 +651,16 @@ pub fn render_report(r: &RunReport) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
     }
+    let skipped = r
+        .events
+        .iter()
+        .filter(|e| matches!(e, crate::run::Event::Skipped { .. }))
+        .count();
+    if skipped > 0 {
+        s.push_str(&format!(
+            "warning: {skipped} file(s) left where they are: ferry refuses their names (see above)\n"
+        ));
+    }
     let unsent = r.emails_failed();
     if unsent > 0 {
         s.push_str(&format!(

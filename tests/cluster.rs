@@ -355,7 +355,7 @@ async fn puts_and_renames(
             match f.action {
                 FileAction::Put => *puts.entry(f.name).or_insert(0) += 1,
                 FileAction::Renamed => *renames.entry(f.name).or_insert(0) += 1,
-                FileAction::Fetched => {}
+                FileAction::Fetched | FileAction::Skipped => {}
             }
         }
     }

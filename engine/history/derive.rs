@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{EmailSent, FileAction, FileOutcome, RecordOutcome, RecordStatus};
 use crate::run::{Event, RunReport};
 
-/// The files a run fetched, put and renamed, in order.
+/// The files a run fetched, put, renamed and left where they are (skipped), in order.
 pub fn file_outcomes(report: &RunReport) -> Vec<FileOutcome> {
     report
         .events
@@ -52,6 +52,19 @@ pub fn file_outcomes(report: &RunReport) -> Vec<FileOutcome> {
                 location: location.clone(),
                 name: from.clone(),
                 renamed_to: Some(to.clone()),
+                bytes: None,
+            }),
+            Event::Skipped {
+                connection,
+                location,
+                name,
+                ..
+            } => Some(FileOutcome {
+                action: FileAction::Skipped,
+                connection: connection.clone(),
+                location: location.clone(),
+                name: name.clone(),
+                renamed_to: None,
                 bytes: None,
             }),
             _ => None,

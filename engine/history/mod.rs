@@ -386,6 +386,8 @@ pub enum FileAction {
     Put,
     /// Renamed.
     Renamed,
+    /// Left where it is (a name ferry refuses; the reason is in the run's events).
+    Skipped,
 }
 
 impl FileAction {
@@ -395,6 +397,7 @@ impl FileAction {
             FileAction::Fetched => "fetched",
             FileAction::Put => "put",
             FileAction::Renamed => "renamed",
+            FileAction::Skipped => "skipped",
         }
     }
 }
