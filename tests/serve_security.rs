@@ -535,15 +535,14 @@ async fn cross_site_requests_and_foreign_hosts_are_refused_everywhere() {
         .await;
     assert_eq!(status, 421);
     assert_eq!(runs(&bin).await, before, "no refused request started a run");
-    // probes answer whatever the Host; curl-like clients and the page's own origin work
-    let (status, _) = bin
-        .send(
-            bin.http
-                .get(bin.url("/healthz"))
-                .header("host", "10.0.0.7:8080"),
-        )
-        .await;
-    assert_eq!(status, 200);
+    // probes and scrapers are answered whatever the Host; curl-like clients and the page's
+    // own origin work
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _) = bin
+            .send(bin.http.get(bin.url(path)).header("host", "10.0.0.7:8080"))
+            .await;
+        assert_eq!(status, 200, "{path}");
+    }
     let (status, body) = bin
         .send(
             bin.http
