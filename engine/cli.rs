@@ -258,6 +258,9 @@ pub enum Command {
         /// Do not watch the flow directory for changes.
         #[arg(long)]
         no_watch: bool,
+        /// Limits on requests, connections and flow files.
+        #[command(flatten)]
+        limits: crate::serve::limits::LimitArgs,
     },
     /// Serve the DACS and DERMS stand-ins for rehearsing flows.
     StandIn {
@@ -538,6 +541,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             retention,
             no_schedules,
             no_watch,
+            limits,
         } => {
             let users = crate::serve::Users::from_env()?;
             let opts = crate::serve::ServeOptions {
@@ -558,6 +562,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 retention,
                 spool_dir: None,
                 users,
+                max_file_bytes: limits.max_file_bytes(),
+                limits: limits.limits(),
             };
             let result = crate::serve::serve(opts, crate::serve::shutdown_signal(), |addr| {
                 eprintln!(
@@ -839,6 +845,16 @@ pub fn render_report(r: &RunReport) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
     }
+    let skipped = r
+        .events
+        .iter()
+        .filter(|e| matches!(e, crate::run::Event::Skipped { .. }))
+        .count();
+    if skipped > 0 {
+        s.push_str(&format!(
+            "warning: {skipped} file(s) left where they are: ferry refuses their names (see above)\n"
+        ));
+    }
     let unsent = r.emails_failed();
     if unsent > 0 {
         s.push_str(&format!(
@@ -889,6 +905,16 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             "rename  {connection}:{}/{from} -> {to} [{verb}]",
             location.trim_end_matches('/')
         ),
+        Event::Skipped {
+            connection,
+            location,
+            name,
+            reason,
+        } => format!(
+            "skip    {connection}:{}/{} left where it is: {reason}",
+            location.trim_end_matches('/'),
+            name.escape_debug()
+        ),
         Event::Request {
             method,
             url,
@@ -912,14 +938,5 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             to.join(", ")
         ),
         Event::Failed { step, message } => format!("FAILED  {step}: {message}"),
-        Event::Skipped {
-            connection,
-            location,
-            name,
-            reason,
-        } => format!(
-            "skip    {connection}:{}/{name}: {reason}",
-            location.trim_end_matches('/')
-        ),
     }
 }

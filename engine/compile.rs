@@ -124,9 +124,53 @@ fn validator(which: &'static str) -> &'static jsonschema::Validator {
     })
 }
 
+/// Default: the largest flow, lookup or connections file read, in bytes (4 MiB).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Loads and checks everything under `inputs`. Returns the project when there is no error,
 /// and every diagnostic in any case.
 pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
+    load_limited(inputs, DEFAULT_MAX_FILE_BYTES)
+}
+
+/// The connections file and lookups directory found beside `start` (or up to three
+/// directories above it), as [`load`] looks for them when they are not given.
+fn found_near(start: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
+    let (mut conn, mut lookups) = (None, None);
+    for a in start.ancestors().take(4) {
+        if conn.is_none() && a.join("connections.yaml").is_file() {
+            conn = Some(a.join("connections.yaml"));
+        }
+        if lookups.is_none() && a.join("lookups").is_dir() {
+            lookups = Some(a.join("lookups"));
+        }
+    }
+    (conn, lookups)
+}
+
+/// `inputs` with the lookups directory and the connections file that [`load`] would find
+/// when they are not given (what a hot reload watches).
+pub fn resolved(inputs: &Inputs) -> Inputs {
+    let mut out = inputs.clone();
+    for p in &inputs.paths {
+        let start = if p.is_dir() {
+            p.clone()
+        } else {
+            p.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let (conn, lookups) = found_near(&start);
+        if out.connections.is_none() {
+            out.connections = conn;
+        }
+        if out.lookups.is_none() {
+            out.lookups = lookups;
+        }
+    }
+    out
+}
+
+/// [`load`], reading no file over `max_file_bytes`.
+pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut flow_docs = Vec::new();
     let mut files = Vec::new();
@@ -142,16 +186,19 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
         } else {
             p.parent().map(Path::to_path_buf).unwrap_or_default()
         };
-        for a in start.ancestors().take(4) {
-            if conn_path.is_none() && a.join("connections.yaml").is_file() {
-                conn_path = Some(a.join("connections.yaml"));
-                if p.is_file() {
-                    extra_dirs.push(a.to_path_buf());
-                }
+        let (conn, lookups) = found_near(&start);
+        if conn_path.is_none()
+            && let Some(c) = conn
+        {
+            if p.is_file()
+                && let Some(dir) = c.parent()
+            {
+                extra_dirs.push(dir.to_path_buf());
             }
-            if lookup_dir.is_none() && a.join("lookups").is_dir() {
-                lookup_dir = Some(a.join("lookups"));
-            }
+            conn_path = Some(c);
+        }
+        if lookup_dir.is_none() {
+            lookup_dir = lookups;
         }
         if p.is_dir() {
             collect_yaml(p, &mut files, &mut diags);
@@ -165,7 +212,10 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
             ));
         }
     }
-    if !diags.is_empty() {
+    if diags
+        .iter()
+        .any(|d| d.severity == crate::diag::Severity::Error)
+    {
         return (None, diags); // a path that does not exist: nothing else is meaningful
     }
     if inputs.paths.iter().any(|p| p.is_dir()) {
@@ -186,7 +236,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
         let mut lfiles = Vec::new();
         collect_yaml(dir, &mut lfiles, &mut diags);
         for f in lfiles {
-            match SourceDoc::load(&f) {
+            match SourceDoc::load_limited(&f, max_file_bytes) {
                 Ok(doc) => load_lookup(doc, &mut lookups, &mut diags),
                 Err(d) => diags.push(d),
             }
@@ -194,7 +244,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
     }
     // flows (and any connections / lookup files passed explicitly)
     for f in &files {
-        let doc = match SourceDoc::load(f) {
+        let doc = match SourceDoc::load_limited(f, max_file_bytes) {
             Ok(d) => d,
             Err(d) => {
                 diags.push(d);
@@ -216,7 +266,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
     // `None` when the connections file itself is broken: its diagnostics say so, and
     // connection references are not checked against it.
     let connections: Option<BTreeMap<String, ConnectionSpec>> = match &conn_path {
-        Some(p) => match SourceDoc::load(p) {
+        Some(p) => match SourceDoc::load_limited(p, max_file_bytes) {
             Ok(doc) => check_connections(&doc, &mut diags),
             Err(d) => {
                 diags.push(d);
@@ -297,10 +347,28 @@ fn same_file(a: &Path, b: &Path) -> bool {
         || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
+/// The `*.yaml`/`*.yml` files under `dir`, in name order. Symbolic links to directories are
+/// not followed (so a link loop cannot make the walk endless; a warning names each one), links
+/// to files are; entries whose names start with `.` are skipped.
 fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+    collect_yaml_at(dir, out, diags, 0);
+}
+
+fn walk_warning(code: &str, message: String, path: &Path) -> Diagnostic {
+    Diagnostic {
+        severity: crate::diag::Severity::Warning,
+        ..Diagnostic::error(code, message).in_file(path)
+    }
+}
+
+/// Directory levels below a flow or lookups directory that are walked.
+const MAX_DIR_DEPTH: usize = 16;
+
+fn collect_yaml_at(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>, depth: usize) {
     let mut entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| e.path())
             .collect::<Vec<_>>(),
         Err(e) => {
@@ -313,9 +381,37 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>)
     };
     entries.sort();
     for p in entries {
-        if p.is_dir() {
-            collect_yaml(&p, out, diags);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            if p.is_dir() {
+                diags.push(walk_warning(
+                    "symlink-dir",
+                    format!(
+                        "{} is a symbolic link to a directory; ferry does not follow those",
+                        p.display()
+                    ),
+                    &p,
+                ));
+                continue;
+            }
+        } else if meta.is_dir() {
+            if depth >= MAX_DIR_DEPTH {
+                diags.push(walk_warning(
+                    "deep-dir",
+                    format!(
+                        "{} is more than {MAX_DIR_DEPTH} directories deep; not read",
+                        p.display()
+                    ),
+                    &p,
+                ));
+                continue;
+            }
+            collect_yaml_at(&p, out, diags, depth + 1);
+            continue;
+        }
+        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
             out.push(p);
         }
     }

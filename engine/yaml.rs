@@ -54,6 +54,7 @@ pub struct SyntaxError {
 impl SourceDoc {
     /// Parses `text` (the contents of `path`) as a single YAML document.
     pub fn parse(path: &Path, text: &str) -> Result<SourceDoc, SyntaxError> {
+        check_depth(text)?;
         let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
             message: e.info().to_string(),
             pos: Pos {
@@ -83,12 +84,14 @@ impl SourceDoc {
         })
     }
 
-    /// Reads and parses a file.
+    /// Reads and parses a file (of at most [`crate::compile::DEFAULT_MAX_FILE_BYTES`]).
     pub fn load(path: &Path) -> Result<SourceDoc, crate::diag::Diagnostic> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            crate::diag::Diagnostic::error("io", format!("cannot read {}: {e}", path.display()))
-                .in_file(path)
-        })?;
+        SourceDoc::load_limited(path, crate::compile::DEFAULT_MAX_FILE_BYTES)
+    }
+
+    /// Reads and parses a regular file of at most `max_bytes`.
+    pub fn load_limited(path: &Path, max_bytes: u64) -> Result<SourceDoc, crate::diag::Diagnostic> {
+        let text = read_limited(path, max_bytes)?;
         SourceDoc::parse(path, &text).map_err(|e| {
             crate::diag::Diagnostic::error("syntax", format!("invalid YAML: {}", e.message))
                 .in_file(path)
@@ -167,6 +170,95 @@ impl SourceDoc {
     pub fn line_text(&self, line: usize) -> Option<&str> {
         self.text.lines().nth(line.checked_sub(1)?)
     }
+}
+
+/// The text of the regular file `path`, refused when it is larger than `max_bytes` (checked
+/// before reading and while reading, so a file that grows meanwhile is refused too).
+fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diagnostic> {
+    use std::io::Read as _;
+    let io = |e: std::io::Error| {
+        crate::diag::Diagnostic::error("io", format!("cannot read {}: {e}", path.display()))
+            .in_file(path)
+    };
+    let too_large = |size: String| {
+        crate::diag::Diagnostic::error(
+            "file-too-large",
+            format!(
+                "{} is {size}, over the limit of {} KiB for a flow, lookup or connections file",
+                path.display(),
+                max_bytes / 1024
+            ),
+        )
+        .in_file(path)
+        .at_pos(Pos { line: 1, column: 1 })
+        .hint("split it, or raise the limit (`ferry serve --max-file-kib`)")
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(crate::diag::Diagnostic::error(
+            "io",
+            format!("{} is not a regular file", path.display()),
+        )
+        .in_file(path));
+    }
+    if meta.len() > max_bytes {
+        return Err(too_large(format!("{} KiB", meta.len().div_ceil(1024))));
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large("growing".into()));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let pos = Pos {
+            line: good.iter().filter(|b| **b == b'\n').count() + 1,
+            column: String::from_utf8_lossy(&good[line_start..]).chars().count() + 1,
+        };
+        crate::diag::Diagnostic::error(
+            "encoding",
+            format!("{} is not UTF-8 text (an invalid byte)", path.display()),
+        )
+        .in_file(path)
+        .at_pos(pos)
+    })
+}
+
+/// How deep sequences and mappings may nest in a ferry file (the shipped flows need 12).
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses a document nested deeper than [`MAX_NESTING`], with the position of the first
+/// node too deep, before any tree is built (building, converting and dropping a tree recurse
+/// once per level). Syntax errors are left to the parse that follows.
+fn check_depth(text: &str) -> Result<(), SyntaxError> {
+    use saphyr_parser::{Event, Parser};
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(SyntaxError {
+                        message: format!("nested deeper than {MAX_NESTING} levels"),
+                        pos: Pos {
+                            line: span.start.line(),
+                            column: span.start.col() + 1,
+                        },
+                    });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Escapes one JSON-pointer segment (RFC 6901).
@@ -290,6 +382,22 @@ mod tests {
     fn syntax_error_has_position() {
         let err = SourceDoc::parse(Path::new("f.yaml"), "a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_its_position() {
+        let deep = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
+        let err = SourceDoc::parse(Path::new("f.yaml"), &deep).unwrap_err();
+        assert_eq!(err.message, "nested deeper than 64 levels");
+        assert_eq!(
+            err.pos,
+            Pos {
+                line: 1,
+                column: 67
+            }
+        );
+        let ok = format!("a: {}{}\n", "[".repeat(60), "]".repeat(60));
+        assert!(SourceDoc::parse(Path::new("f.yaml"), &ok).is_ok());
     }
 
     #[test]

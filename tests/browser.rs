@@ -50,6 +50,8 @@ impl Served {
             .env("FERRY_DATA", dir.join("data"))
             .env("FERRY_OPERATOR_USER", USER)
             .env("FERRY_OPERATOR_PASSWORD", password)
+            .env("FERRY_DERMS_TRIGGER_USER", "derms")
+            .env("FERRY_DERMS_TRIGGER_PASSWORD", "derms-secret")
             .env("FERRY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -54,9 +54,9 @@ fn validate_renders_a_broken_flow_like_a_compiler_and_exits_1() {
     assert_eq!(
         stdout(&o),
         "error[unknown-lookup-key]: unknown lookup key 'dacs.prefixtag.uploaded' in OUTL-BRT-OUAI_DACS_DRMS_ConfigProps
-  --> flows/enrollment_ftp.yaml:65:29
+  --> flows/enrollment_ftp.yaml:68:29
    |
-65 |             to: \"{{ config('dacs.prefixtag.uploaded') }}{{ file.name }}\"
+68 |             to: \"{{ config('dacs.prefixtag.uploaded') }}{{ file.name }}\"
    |                             ^
   = at: steps[3].for_each.steps[2].rename.to
   = hint: did you mean 'dacs.prefixtag.fileuploaded'?
@@ -70,7 +70,7 @@ fn validate_renders_a_broken_flow_like_a_compiler_and_exits_1() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["code"], "unknown-lookup-key");
     assert_eq!(v[0]["file"], "flows/enrollment_ftp.yaml");
-    assert_eq!(v[0]["line"], 65);
+    assert_eq!(v[0]["line"], 68);
     assert_eq!(v[0]["column"], 29);
     assert_eq!(v[0]["path"], "steps[3].for_each.steps[2].rename.to");
 }

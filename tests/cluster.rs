@@ -235,6 +235,8 @@ impl Serve {
             ])
             .args(extra)
             .env_remove("FERRY_DATABASE_URL")
+            .env("FERRY_DERMS_TRIGGER_USER", "derms")
+            .env("FERRY_DERMS_TRIGGER_PASSWORD", "derms-secret")
             .env("FERRY_LOG", "ferry=info")
             .current_dir(root)
             .stdin(Stdio::null())
@@ -356,7 +358,7 @@ async fn puts_and_renames(
             match f.action {
                 FileAction::Put => *puts.entry(f.name).or_insert(0) += 1,
                 FileAction::Renamed => *renames.entry(f.name).or_insert(0) += 1,
-                FileAction::Fetched => {}
+                FileAction::Fetched | FileAction::Skipped => {}
             }
         }
     }

@@ -228,26 +228,29 @@ async fn missing_directories_and_files_are_not_found() {
 }
 
 #[tokio::test]
-async fn a_real_server_listing_a_control_character_name_is_refused() {
+async fn a_real_server_listing_a_control_character_name_sets_it_apart() {
     let server = FtpServer::start(None).await;
     std::fs::create_dir_all(server.path("in")).unwrap();
     std::fs::write(server.path("in/ok.csv"), b"1").unwrap();
     std::fs::write(server.path("in/bad\u{1b}[31m.csv"), b"1").unwrap();
     let s = store(&spec(server.port));
-    let err = s.list("/in", "").await.unwrap_err();
-    match &err {
-        ConnectorError::HostileName { name, reason } => {
-            assert_eq!(name, "bad\\u{1b}[31m.csv");
-            assert!(reason.contains("control"), "{reason}");
-        }
-        other => panic!("expected a hostile name error, got {other}"),
-    }
+    // the odd name is set apart with its reason, to be left where it is
+    let (good, skipped) = s.list_checked("/in", "").await.unwrap();
+    assert_eq!(names(&good), ["ok.csv"]);
+    assert_eq!(
+        skipped,
+        [(
+            "bad\u{1b}[31m.csv".to_string(),
+            "it contains a control character".to_string()
+        )]
+    );
+    assert_eq!(names(&s.list("/in", "").await.unwrap()), ["ok.csv"]);
     // Entries the caller did not ask for are not its business.
     assert_eq!(names(&s.list("/in", "ok").await.unwrap()), ["ok.csv"]);
 }
 
 #[tokio::test]
-async fn hostile_names_from_a_scripted_server_are_refused_and_never_followed() {
+async fn hostile_names_from_a_scripted_server_are_set_apart_and_never_followed() {
     for (hostile, shown) in [
         ("../x.csv", "../x.csv"),
         ("/etc/passwd", "/etc/passwd"),
@@ -265,12 +268,11 @@ async fn hostile_names_from_a_scripted_server_are_refused_and_never_followed() {
         })
         .await;
         let s = store(&spec(fake.addr.port()));
-        let err = s.list("/in", "").await.unwrap_err();
-        match &err {
-            ConnectorError::HostileName { name, .. } => assert_eq!(name, shown),
-            other => panic!("{hostile:?}: expected a hostile name error, got {other}"),
-        }
-        assert!(err.to_string().contains(shown), "{err}");
+        let (good, skipped) = s.list_checked("/in", "").await.unwrap();
+        assert_eq!(names(&good), ["ok.csv"], "{hostile:?}");
+        assert_eq!(skipped.len(), 1, "{hostile:?}");
+        assert_eq!(skipped[0].0, hostile);
+        assert_eq!(skipped[0].0.escape_debug().to_string(), shown);
         let commands = fake.commands();
         assert!(
             !commands
@@ -287,13 +289,21 @@ async fn hostile_names_from_a_scripted_server_are_refused_and_never_followed() {
         ..Script::default()
     })
     .await;
-    let err = store(&spec(fake.addr.port()))
-        .list("/in", "")
+    let (_, skipped) = store(&spec(fake.addr.port()))
+        .list_checked("/in", "")
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(
+        skipped,
+        [(
+            "../../etc/shadow".to_string(),
+            "it contains a path separator".to_string()
+        )]
+    );
     assert!(
-        matches!(&err, ConnectorError::HostileName { name, .. } if name == "../../etc/shadow"),
-        "{err}"
+        !fake.commands().iter().any(|c| c.contains("shadow")),
+        "{:?}",
+        fake.commands()
     );
 }
 

@@ -270,9 +270,9 @@ async fn a_server_that_is_down_is_a_connection_error() {
 }
 
 /// Names in a listing come from the server: one that holds a control character or a
-/// backslash fails the listing, naming the entry; other prefixes still list.
+/// backslash is set apart with its reason (left where it is); the others list.
 #[tokio::test]
-async fn hostile_names_in_a_listing_are_refused() {
+async fn hostile_names_in_a_listing_are_set_apart() {
     let Some(server) = SftpServer::start().await else {
         return;
     };
@@ -284,15 +284,23 @@ async fn hostile_names_in_a_listing_are_refused() {
     let store = connect(server.key_spec());
     let location = server.location("in");
 
-    let err = store.list(&location, "IN_").await.unwrap_err();
+    let (good, skipped) = store.list_checked(&location, "IN_").await.unwrap();
+    assert_eq!(names(&good), ["IN_ok.csv"]);
     assert_eq!(
-        err.to_string(),
-        "refusing file name 'IN_evil\\u{1b}[2J.csv': it contains a control character"
+        skipped,
+        [(
+            "IN_evil\u{1b}[2J.csv".to_string(),
+            "it contains a control character".to_string()
+        )]
     );
-    let err = store.list(&location, "B_").await.unwrap_err();
+    let (good, skipped) = store.list_checked(&location, "B_").await.unwrap();
+    assert!(good.is_empty());
     assert_eq!(
-        err.to_string(),
-        "refusing file name 'B_a\\\\b.csv': it contains a path separator"
+        skipped,
+        [(
+            "B_a\\b.csv".to_string(),
+            "it contains a path separator".to_string()
+        )]
     );
     let listed = store.list(&location, "C_").await.unwrap();
     assert_eq!(names(&listed), ["C_1.csv"]);

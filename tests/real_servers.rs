@@ -1009,17 +1009,80 @@ async fn a_missing_s3_source_bucket_fails_the_listing_naming_it() {
     assert_error_email(&emails, &run, FLOW2_NAME, None);
 }
 
+/// The `skipped` events of a run: (connection, name, reason).
+fn skipped(run: &CliRun) -> Vec<(String, String, String)> {
+    run.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Skipped {
+                connection,
+                name,
+                reason,
+                ..
+            } => Some((connection, name, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A file name ferry refuses, beside good files on a real FTP server: the good files move
+/// and are marked sent, the odd one is left where it is, recorded as skipped and listed in
+/// the process-complete email.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_name_in_an_ftp_listing_fails_naming_it_and_nothing_moves() {
+async fn a_hostile_name_on_an_ftp_server_is_left_and_the_good_files_move() {
+    let mut rig = Rig::new().await;
+    let ftp = FtpServer::start(None).await;
+    let s3 = S3Server::start(&[OUAI_ENROLL]).await;
+    rig.connect([
+        ("dacs_ftp", ftp_conn(ftp.port, FTP_PW_VAR)),
+        ("ouai_os", s3_conn(&s3.endpoint(), S3_SECRET_VAR)),
+    ]);
+    let src = ftp.path(ENROLL_DIR);
+    let files = flow1_demo_files();
+    seed(&src, &files);
+    let bad: Files = vec![("ENROLL_SYNC_bad\\name.csv".into(), b"odd".to_vec())];
+    seed(&src, &bad);
+
+    let run = rig.run(FTP_ENROLL).await;
+    assert_succeeded(&run);
+    assert_files(&s3.bucket_dir(OUAI_ENROLL), &files);
+    assert_files(&src, &[sent(&files), bad.clone()].concat());
+    assert_eq!(
+        skipped(&run),
+        [(
+            "dacs_ftp".to_string(),
+            "ENROLL_SYNC_bad\\name.csv".to_string(),
+            "ferry refuses its name: it contains a path separator".to_string()
+        )]
+    );
+    let emails = rig.emails();
+    assert_complete_email(
+        &emails,
+        &run,
+        FLOW1_NAME,
+        [DACS_USER, OUAI_USER],
+        &names(&files),
+        &[],
+    );
+    let complete = &emails[0].email;
+    assert_eq!(
+        listed(
+            complete,
+            "Files left where they are (names ferry refuses): 1"
+        ),
+        [r#""ENROLL_SYNC_bad\\name.csv": ferry refuses its name: it contains a path separator"#]
+    );
+}
+
+/// Names that would climb out of the directory, from a scripted FTP server: nothing is asked
+/// about them (no SIZE, no RETR), the run finds no file to move, and the no-file email lists
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_in_an_ftp_listing_are_never_followed_and_are_reported() {
     let mut rig = Rig::new().await;
     let hostile = "ENROLL_SYNC_../../../etc/passwd";
     let ftp = FakeFtp::start(Script {
-        mlsd: Some(
-            format!(
-                "type=file;size=5; ENROLL_SYNC_20230210_0100.csv\r\ntype=file;size=9; {hostile}\r\n"
-            )
-            .into_bytes(),
-        ),
+        mlsd: Some(format!("type=file;size=9; {hostile}\r\n").into_bytes()),
         ..Script::default()
     })
     .await;
@@ -1030,29 +1093,96 @@ async fn a_hostile_name_in_an_ftp_listing_fails_naming_it_and_nothing_moves() {
     ]);
 
     let run = rig.run(FTP_ENROLL).await;
-    let message = assert_failed(&run, "list", &format!("'{hostile}'"));
-    assert!(message.contains("path separator"), "{message}");
+    assert_eq!(
+        (run.code, run.outcome()),
+        (Some(0), "no_files"),
+        "{}",
+        run.all_output()
+    );
     let commands = ftp.commands();
     assert!(
         !commands
             .iter()
-            .any(|c| ["RETR", "STOR", "RNFR", "RNTO", "DELE"]
+            .any(|c| ["RETR", "STOR", "RNFR", "RNTO", "DELE", "SIZE"]
                 .iter()
                 .any(|verb| c.starts_with(verb))),
         "nothing but the listing may happen: {commands:?}"
     );
     assert_files(&s3.bucket_dir(OUAI_ENROLL), &[]);
-    let body = assert_error_email(&rig.emails(), &run, FLOW1_NAME, None);
-    assert!(body.contains(hostile), "{body}");
+    assert_eq!(skipped(&run).len(), 1, "{:#?}", run.events());
+    let emails = rig.emails();
+    assert_eq!(emails.len(), 1, "{emails:#?}");
+    assert_eq!(
+        emails[0].email.subject,
+        format!("{FLOW1_NAME}: no file found")
+    );
+    assert_eq!(
+        listed(
+            &emails[0].email,
+            "Files left where they are (names ferry refuses): 1"
+        ),
+        [format!(
+            "\"{hostile}\": ferry refuses its name: it contains a path separator"
+        )]
+    );
 }
 
+/// A key with a backslash beside a good extract in an S3 bucket: the extract moves, the key
+/// stays and is listed in the email.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_key_in_an_s3_listing_fails_naming_it_and_nothing_moves() {
+async fn a_hostile_key_in_an_s3_listing_is_left_and_the_good_file_moves() {
     let mut rig = Rig::new().await;
     let dacs = Os::s3(&[DACS_ENROLL]).await;
     let ouai = Os::s3(&[OUAI_ENROLL]).await;
     rig.connect([("dacs_os", dacs.conn()), ("ouai_os", ouai.conn())]);
-    // A key that smuggles a line break (a forged second line in any log or email).
+    let files = vec![demo(
+        "dacs-os/dacsnamespace/DACS_EnrollFolder/ENROLL_SYNC_20230211_0100.csv",
+    )];
+    let bad: Files = vec![("ENROLL_SYNC_..\\evil.csv".to_string(), b"hostile".to_vec())];
+    seed(&dacs.bucket(DACS_ENROLL), &files);
+    seed(&dacs.bucket(DACS_ENROLL), &bad);
+
+    let run = rig.run(OS_ENROLL).await;
+    assert_succeeded(&run);
+    assert_files(&ouai.bucket(OUAI_ENROLL), &files);
+    assert_files(
+        &dacs.bucket(DACS_ENROLL),
+        &[sent(&files), bad.clone()].concat(),
+    );
+    assert_eq!(
+        skipped(&run),
+        [(
+            "dacs_os".to_string(),
+            "ENROLL_SYNC_..\\evil.csv".to_string(),
+            "ferry refuses its name: it contains a path separator".to_string()
+        )]
+    );
+    let emails = rig.emails();
+    assert_complete_email(
+        &emails,
+        &run,
+        FLOW2_NAME,
+        [DACS_USER, OUAI_USER],
+        &names(&files),
+        &[],
+    );
+    assert_eq!(
+        listed(
+            &emails[0].email,
+            "Files left where they are (names ferry refuses): 1"
+        ),
+        [r#""ENROLL_SYNC_..\\evil.csv": ferry refuses its name: it contains a path separator"#]
+    );
+}
+
+/// A key with a line break: the S3 client refuses the whole listing page, so the listing
+/// fails naming the key (escaped) and nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_character_key_in_an_s3_listing_fails_naming_it_and_nothing_moves() {
+    let mut rig = Rig::new().await;
+    let dacs = Os::s3(&[DACS_ENROLL]).await;
+    let ouai = Os::s3(&[OUAI_ENROLL]).await;
+    rig.connect([("dacs_os", dacs.conn()), ("ouai_os", ouai.conn())]);
     let files = vec![
         demo("dacs-os/dacsnamespace/DACS_EnrollFolder/ENROLL_SYNC_20230211_0100.csv"),
         ("ENROLL_SYNC_x\nSent-y.csv".to_string(), b"hostile".to_vec()),

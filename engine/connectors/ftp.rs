@@ -467,8 +467,9 @@ impl FtpStore {
         }
     }
 
-    /// Filters and checks a name from a listing: `None` for names the caller does not want
-    /// (another prefix, our temporaries, not UTF-8); an error for hostile names it would get.
+    /// Filters a name from a listing: `None` for names the caller does not want (another
+    /// prefix, our temporaries, not UTF-8). A hostile name is logged and kept: the caller
+    /// asks the server nothing about it, and [`super::FileStore::list_checked`] leaves it.
     fn accept_name(
         &self,
         name: String,
@@ -483,8 +484,8 @@ impl FtpStore {
             return Ok(None);
         }
         if let Err(e) = check_name(&name) {
+            // listed, and left where it is by FileStore::list_checked
             tracing::warn!(server = %self.addr(), location, "FTP listing holds a hostile name: {e}");
-            return Err(e);
         }
         Ok(Some(name))
     }
@@ -630,6 +631,10 @@ impl Session<'_> {
             let Some(name) = store.accept_name(entry.name, prefix, location)? else {
                 continue;
             };
+            if check_name(&name).is_err() {
+                out.push(Entry { name, size: 0 }); // never asked about: left where it is
+                continue;
+            }
             let size = match entry.size {
                 Some(size) => size,
                 None => match self.size(&name).await? {
@@ -666,6 +671,10 @@ impl Session<'_> {
             let Some(name) = store.accept_name(line, prefix, location)? else {
                 continue;
             };
+            if check_name(&name).is_err() {
+                out.push(Entry { name, size: 0 }); // never asked about: left where it is
+                continue;
+            }
             if let Some(size) = self.size(&name).await? {
                 out.push(Entry { name, size });
             }

@@ -150,8 +150,36 @@ pub enum FileStore {
 }
 
 impl FileStore {
-    /// Files at `location` whose names start with `prefix`, sorted by name.
+    /// Files at `location` whose names start with `prefix`, sorted by name; names ferry
+    /// refuses ([`check_name`]) are left out (see [`FileStore::list_checked`]).
     pub async fn list(&self, location: &str, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
+        Ok(self.list_checked(location, prefix).await?.0)
+    }
+
+    /// Files at `location` whose names start with `prefix`, sorted by name, and apart from
+    /// them the names ferry refuses ([`check_name`]: separators, `..`, control characters)
+    /// with the reason: those are left where they are.
+    pub async fn list_checked(
+        &self,
+        location: &str,
+        prefix: &str,
+    ) -> Result<(Vec<Entry>, Vec<(String, String)>), ConnectorError> {
+        let entries = self.list_all(location, prefix).await?;
+        let mut skipped = Vec::new();
+        let mut good = Vec::with_capacity(entries.len());
+        for e in entries {
+            match check_name(&e.name) {
+                Ok(()) => good.push(e),
+                Err(ConnectorError::HostileName { reason, .. }) => {
+                    skipped.push((e.name, reason.to_string()));
+                }
+                Err(other) => skipped.push((e.name, other.to_string())),
+            }
+        }
+        Ok((good, skipped))
+    }
+
+    async fn list_all(&self, location: &str, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
         let mut entries = match self {
             FileStore::Local(s) => s.list(location, prefix).await?,
             FileStore::Ftp(s) => s.list(location, prefix).await?,

@@ -296,13 +296,15 @@ impl OciStore {
                 ConnectorError::Protocol(format!("{shown}: the listing is not valid JSON: {e}"))
             })?;
             for object in page.objects {
-                if let Err(refused) = check_name(&object.name) {
-                    return Err(ConnectorError::Protocol(format!(
-                        "the listing of {location} returned an object ferry will not handle: {refused}"
-                    )));
-                }
                 if !object.name.starts_with(prefix) {
                     continue;
+                }
+                if let Err(refused) = check_name(&object.name) {
+                    // listed, and left where it is by FileStore::list_checked
+                    tracing::warn!(
+                        location,
+                        "the listing holds an object ferry will not handle: {refused}"
+                    );
                 }
                 let Some(size) = object.size else {
                     return Err(ConnectorError::Protocol(format!(

@@ -598,17 +598,22 @@ impl S3Store {
         use object_store::path::Error as PathError;
         let shown = self.shown_endpoint();
         // A listed key that `object_store` refused as a path: `..`, `.`, an ASCII control
-        // character or `//`. The whole page fails, so the listing is an error naming the key.
+        // character or `//`. The whole page fails (it cannot be skipped like other names
+        // ferry refuses), so the listing is an error naming the key.
         if let object_store::Error::InvalidPath {
             source: PathError::BadSegment { path, .. } | PathError::EmptySegment { path },
         } = &e
         {
-            return match listed_name(what.bucket(), path, "") {
-                Err(hostile) => hostile,
-                Ok(_) => ConnectorError::HostileName {
-                    name: path.escape_debug().to_string(),
-                    reason: "the server listed a key with an empty segment ('//')",
-                },
+            let reason = if path.split('/').any(|s| s == "." || s == "..") {
+                "the server listed a key with a '.' or '..' segment"
+            } else if path.chars().any(char::is_control) {
+                "the server listed a key with a control character"
+            } else {
+                "the server listed a key with an empty segment ('//')"
+            };
+            return ConnectorError::HostileName {
+                name: path.escape_debug().to_string(),
+                reason,
             };
         }
         let text = e.to_string();
@@ -761,18 +766,6 @@ fn source_error(e: std::io::Error) -> ConnectorError {
 /// Decides whether a listed key becomes an entry: `Ok(true)` for a plain name,
 /// `Ok(false)` for a key below a `/` (skipped), an error for a hostile key.
 fn listed_name(bucket: &str, key: &str, prefix: &str) -> Result<bool, ConnectorError> {
-    let hostile = |reason| {
-        Err(ConnectorError::HostileName {
-            name: key.escape_debug().to_string(),
-            reason,
-        })
-    };
-    if key.split('/').any(|s| s == "." || s == "..") {
-        return hostile("the server listed a key with a '.' or '..' segment");
-    }
-    if key.chars().any(char::is_control) {
-        return hostile("the server listed a key with a control character");
-    }
     if !key.starts_with(prefix) {
         return Err(ConnectorError::Protocol(format!(
             "S3 list of bucket '{bucket}': the server listed '{}', which does not start with \
@@ -781,11 +774,14 @@ fn listed_name(bucket: &str, key: &str, prefix: &str) -> Result<bool, ConnectorE
             prefix.escape_debug()
         )));
     }
+    if key.split('/').any(|s| s == "." || s == "..") || key.chars().any(char::is_control) {
+        // listed, and left where it is by FileStore::list_checked
+        return Ok(true);
+    }
     if key.contains('/') {
         tracing::debug!(bucket, key = %key.escape_debug(), "skipping a key in a \"subdirectory\"");
         return Ok(false);
     }
-    check_name(key)?;
     Ok(true)
 }
 
@@ -986,12 +982,10 @@ mod tests {
     fn listed_keys_are_checked() {
         assert!(listed_name("b", "A_1.csv", "A_").unwrap());
         assert!(!listed_name("b", "A_/x.csv", "A_").unwrap());
+        // names ferry refuses are listed, to be set apart by FileStore::list_checked
         for hostile in ["a/../b", "..", "./x", "x\u{85}y", "x\ty", "back\\slash"] {
-            let err = listed_name("b", hostile, "").unwrap_err();
-            assert!(
-                matches!(err, ConnectorError::HostileName { .. }),
-                "{hostile:?}: {err}"
-            );
+            assert!(listed_name("b", hostile, "").unwrap(), "{hostile:?}");
+            assert!(check_name(hostile).is_err(), "{hostile:?}");
         }
         let err = listed_name("b", "B_1.csv", "A_").unwrap_err();
         assert!(matches!(err, ConnectorError::Protocol(_)), "{err}");

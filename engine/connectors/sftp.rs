@@ -518,8 +518,9 @@ impl SftpStore {
         }
     }
 
-    /// Filters and checks a name from a listing: `None` for names the caller does not want
-    /// (another prefix, our temporaries); an error for hostile names it would get.
+    /// Filters a name from a listing: `None` for names the caller does not want (another
+    /// prefix, our temporaries). A hostile name is logged and kept, for
+    /// [`super::FileStore::list_checked`] to leave where it is.
     fn accept_name(
         &self,
         name: String,
@@ -530,8 +531,8 @@ impl SftpStore {
             return Ok(None);
         }
         if let Err(e) = check_name(&name) {
+            // listed, and left where it is by FileStore::list_checked
             tracing::warn!(server = %self.addr(), location, "SFTP listing holds a hostile name: {e}");
-            return Err(e);
         }
         Ok(Some(name))
     }
@@ -781,6 +782,13 @@ impl Session<'_> {
             let Some(name) = store.accept_name(name, prefix, location)? else {
                 continue;
             };
+            if check_name(&name).is_err() {
+                out.push(Entry {
+                    name,
+                    size: meta.size.unwrap_or(0),
+                }); // left where it is
+                continue;
+            }
             let Some(size) = meta.size else {
                 return Err(ConnectorError::Protocol(format!(
                     "SFTP server {} listed '{}' without its size",

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{EmailSent, FileAction, FileOutcome, RecordOutcome, RecordStatus};
 use crate::run::{Event, RunReport};
 
-/// The files a run fetched, put and renamed, in order.
+/// The files a run fetched, put, renamed and left where they are (skipped), in order.
 pub fn file_outcomes(report: &RunReport) -> Vec<FileOutcome> {
     files_of(&report.events)
 }
@@ -56,6 +56,19 @@ pub fn files_of(events: &[Event]) -> Vec<FileOutcome> {
                 location: location.clone(),
                 name: from.clone(),
                 renamed_to: Some(to.clone()),
+                bytes: None,
+            }),
+            Event::Skipped {
+                connection,
+                location,
+                name,
+                ..
+            } => Some(FileOutcome {
+                action: FileAction::Skipped,
+                connection: connection.clone(),
+                location: location.clone(),
+                name: name.clone(),
+                renamed_to: None,
                 bytes: None,
             }),
             _ => None,

@@ -401,6 +401,8 @@ pub enum FileAction {
     Put,
     /// Renamed.
     Renamed,
+    /// Left where it is (a name ferry refuses; the reason is in the run's events).
+    Skipped,
 }
 
 impl FileAction {
@@ -410,6 +412,7 @@ impl FileAction {
             FileAction::Fetched => "fetched",
             FileAction::Put => "put",
             FileAction::Renamed => "renamed",
+            FileAction::Skipped => "skipped",
         }
     }
 }

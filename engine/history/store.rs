@@ -536,6 +536,7 @@ impl Store {
                     "fetched" => FileAction::Fetched,
                     "put" => FileAction::Put,
                     "renamed" => FileAction::Renamed,
+                    "skipped" => FileAction::Skipped,
                     _ => {
                         return Err(HistoryError::Corrupt {
                             what: "file action",

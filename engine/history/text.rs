@@ -222,6 +222,7 @@ pub fn run_detail(d: &RunDetail) -> String {
                     "  renamed  {at} -> {}",
                     f.renamed_to.as_deref().unwrap_or("?")
                 ),
+                FileAction::Skipped => writeln!(s, "  skipped  {}", at.escape_debug()),
             };
         }
     }

@@ -366,14 +366,16 @@ async fn ticks(
 /// `{"action":"NOW"}`: OIC's "submit now".
 async fn oic_schedule_jobs(
     State(server): State<Arc<Server>>,
-    headers: HeaderMap,
     Path(code): Path<String>,
-    body: Option<Json<Value>>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    authorize(&server, &headers, Role::Operator)?;
+    authorize(&server, req.headers(), Role::Operator)?;
+    let limits = super::limits::of(req.extensions());
+    let (parts, body) = req.into_parts();
+    let body = super::limits::read_json(body, &parts.headers, &limits).await?;
     let action = body
         .as_ref()
-        .and_then(|Json(v)| v.get("action"))
+        .and_then(|v| v.get("action"))
         .and_then(Value::as_str)
         .unwrap_or("");
     if !action.eq_ignore_ascii_case("NOW") {
@@ -436,17 +438,27 @@ struct BulkResubmit {
 
 async fn oic_bulk_resubmit(
     State(server): State<Arc<Server>>,
-    headers: HeaderMap,
-    body: Result<Json<BulkResubmit>, axum::extract::rejection::JsonRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    authorize(&server, &headers, Role::Operator)?;
-    let Json(body) = body.map_err(|e| {
+    authorize(&server, req.headers(), Role::Operator)?;
+    let limits = super::limits::of(req.extensions());
+    let (parts, body) = req.into_parts();
+    let value = super::limits::read_json(body, &parts.headers, &limits).await?;
+    let body: BulkResubmit = serde_json::from_value(value.unwrap_or(Value::Null)).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("expected {{\"ids\": [run ids]}}: {}", e.body_text()),
+            format!("expected {{\"ids\": [run ids]}}: {e}"),
         )
     })?;
+    const MAX_IDS: usize = 1000;
+    if body.ids.len() > MAX_IDS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("at most {MAX_IDS} run ids at once, got {}", body.ids.len()),
+        ));
+    }
     let mut results = Vec::new();
     for id in body.ids {
         match server.app.resubmit(&id).await {
@@ -538,6 +550,19 @@ async fn deliver(
                     "this trigger's credentials are not configured on the server",
                 ));
             };
+            if name.is_empty() || password.is_empty() {
+                tracing::error!(
+                    flow = %plan.id,
+                    "the trigger's credentials are empty ({} / {}); refusing deliveries",
+                    env.username_env,
+                    env.password_env
+                );
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_configured",
+                    "this trigger's credentials are not configured on the server",
+                ));
+            }
             check_one(req.headers(), &name, &password).map_err(denied)?;
         }
         None => authorize(server, req.headers(), Role::Operator)?,
@@ -563,6 +588,7 @@ async fn deliver(
     {
         return Err(too_large());
     }
+    let json_limits = super::limits::of(req.extensions());
     let (parts, body) = req.into_parts();
     let limited = Body::new(http_body_util::Limited::new(body, limit));
     let req = Request::from_parts(parts, limited);
@@ -609,12 +635,30 @@ async fn deliver(
             .await
             .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
         let mut field = field;
+        // a JSON part is kept in memory (at most max_json_bytes) to be checked; a file part
+        // only streams to disk
+        let is_json = spec.kind == PartKind::Json;
+        let mut json_bytes: Vec<u8> = Vec::new();
         loop {
             match field.chunk().await {
-                Ok(Some(bytes)) => out
-                    .write_all(&bytes)
-                    .await
-                    .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?,
+                Ok(Some(bytes)) => {
+                    if is_json {
+                        if json_bytes.len() + bytes.len() > json_limits.max_json_bytes {
+                            return Err(ApiError::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "too_large",
+                                format!(
+                                    "part '{name}' is over the limit of {} KiB for a JSON part",
+                                    json_limits.max_json_bytes / 1024
+                                ),
+                            ));
+                        }
+                        json_bytes.extend_from_slice(&bytes);
+                    }
+                    out.write_all(&bytes)
+                        .await
+                        .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?
+                }
                 Ok(None) => break,
                 Err(e) => return Err(multipart_error(e, &too_large)),
             }
@@ -622,17 +666,14 @@ async fn deliver(
         out.flush()
             .await
             .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
-        if spec.kind == PartKind::Json {
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|e| spool_error(format!("cannot read back part '{name}': {e}")))?;
-            if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_json",
-                    format!("part '{name}' is not JSON: {e}"),
-                ));
-            }
+        if is_json
+            && let Err(e) = super::limits::parse_json(&json_bytes, json_limits.max_json_depth)
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("part '{name}' is not JSON: {e}"),
+            ));
         }
         received.push((name, path, file_name));
     }

@@ -15,6 +15,8 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod reload;
 pub mod scheduler;
@@ -31,8 +33,9 @@ use axum::extract::DefaultBodyLimit;
 
 pub use app::{App, AppSettings, StartError};
 pub use auth::{Role, User, Users};
+pub use limits::Limits;
 
-use crate::compile::{Inputs, load};
+use crate::compile::{Inputs, load_limited};
 use crate::history::{HistoryError, Store};
 
 /// How `ferry serve` runs.
@@ -67,6 +70,10 @@ pub struct ServeOptions {
     pub spool_dir: Option<PathBuf>,
     /// API users; empty: the API is open (allowed on loopback addresses only).
     pub users: Users,
+    /// What a request, a connection and a flow file may cost; allowed hosts.
+    pub limits: Limits,
+    /// Largest flow, lookup or connections file, in bytes.
+    pub max_file_bytes: u64,
 }
 
 /// Why `serve` stopped with an error.
@@ -91,6 +98,9 @@ pub enum ServeError {
         "no API users are configured (FERRY_OPERATOR_USER / FERRY_OPERATOR_PASSWORD): an open API is only served on a loopback address, not {0}"
     )]
     OpenApi(SocketAddr),
+    /// A trigger whose credentials are not set.
+    #[error("{0}")]
+    TriggerCredentials(String),
     /// The watcher.
     #[error(transparent)]
     Watch(#[from] reload::WatchError),
@@ -121,12 +131,32 @@ impl Server {
     }
 }
 
-/// The whole HTTP surface over `server`.
+/// The whole HTTP surface over `server`, with the default limits.
 pub fn router(server: Arc<Server>) -> Router {
+    router_with(
+        server,
+        Arc::new(limits::Guard::new(Limits::default(), None)),
+    )
+}
+
+/// The whole HTTP surface over `server`: every request passes `guard` (allowed hosts,
+/// cross-site requests); request bodies that stay silent time out; bodies are read only after
+/// the credentials were checked, each route with its limit (the API's JSON bodies
+/// `max_json_bytes`, a REST trigger its flow's `max_body_mib`, streamed to disk).
+pub fn router_with(server: Arc<Server>, guard: Arc<limits::Guard>) -> Router {
+    let idle = guard.limits.body_idle_timeout;
+    let json = guard.limits.max_json_bytes;
     api::routes()
         .merge(ui::routes())
-        .fallback(api::trigger)
-        .layer(DefaultBodyLimit::disable())
+        .layer(DefaultBodyLimit::max(json))
+        // a trigger reads its body with its flow's own limit (api::deliver)
+        .fallback_service(
+            axum::routing::any(api::trigger)
+                .layer(DefaultBodyLimit::disable())
+                .with_state(server.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(guard, limits::guard))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle))
         .with_state(server)
 }
 
@@ -153,11 +183,15 @@ pub async fn serve(
     if opts.users.is_empty() && !opts.listen.ip().is_loopback() {
         return Err(ServeError::OpenApi(opts.listen));
     }
-    let (project, diags) = load(&opts.inputs);
+    let (project, diags) = load_limited(&opts.inputs, opts.max_file_bytes);
     let Some(project) = project else {
         let text: Vec<String> = diags.iter().map(crate::diag::Diagnostic::render).collect();
         return Err(ServeError::Invalid(text.join("")));
     };
+    let unset = reload::unset_trigger_credentials(&project);
+    if !unset.is_empty() {
+        return Err(ServeError::TriggerCredentials(unset.join("\n")));
+    }
     std::fs::create_dir_all(&opts.data_dir).map_err(|source| ServeError::Io {
         path: opts.data_dir.clone(),
         source,
@@ -225,9 +259,9 @@ pub async fn serve(
         tasks.spawn(scheduler::run(app.clone()));
     }
     if opts.watch {
-        let (app, inputs) = (app.clone(), opts.inputs.clone());
+        let (app, inputs, max) = (app.clone(), opts.inputs.clone(), opts.max_file_bytes);
         tasks.spawn(async move {
-            if let Err(e) = reload::watch(app, inputs).await {
+            if let Err(e) = reload::watch(app, inputs, max).await {
                 tracing::error!(error = %e, "hot reload is off");
             }
         });
@@ -239,12 +273,21 @@ pub async fn serve(
         tracing::info!("shutting down: no new runs; waiting for runs under way");
         signal_app.stopping().cancel();
     });
-    let http = axum::serve(listener, router(server))
-        .with_graceful_shutdown(async move { stopping.cancelled().await });
-    if let Err(e) = http.await {
-        tracing::error!(error = %e, "HTTP server failed");
-        app.stopping().cancel();
+    let guard = Arc::new(limits::Guard::new(opts.limits.clone(), Some(addr)));
+    if opts.limits.allowed_hosts.is_empty() && addr.ip().is_unspecified() {
+        tracing::warn!(
+            %addr,
+            "listening on every address with the default allowed hosts (localhost): name the hosts clients use with --allowed-hosts"
+        );
     }
+    http::serve(
+        listener,
+        router_with(server, guard),
+        &opts.limits,
+        stopping,
+        opts.grace,
+    )
+    .await;
     let interrupted = app.shut_down(opts.grace).await;
     if interrupted > 0 {
         tracing::warn!(

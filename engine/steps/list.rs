@@ -1,7 +1,10 @@
 //! `list`: the files at a location whose names start with a prefix, in name order.
 //!
-//! Output: `{files: [{name, size}], count}`. Names that start with `exclude_prefix` are left
-//! out, so files already marked as sent are never picked up again.
+//! Output: `{files: [{name, size}], count, skipped: [{name, reason}]}`. Names that start with
+//! `exclude_prefix` are left out, so files already marked as sent are never picked up again.
+//! A name ferry refuses ([`crate::connectors::check_name`]: a path separator, `.` or `..`, a
+//! control character) is left where it is: it is not in `files`, it is in `skipped` with the
+//! reason, and the run records a `skipped` event for it; the other files go on.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -69,19 +72,39 @@ impl ListPlan {
             None => None,
         };
         let store = ex.files(&self.connection)?;
-        let mut files = store
-            .list(&location, &prefix)
+        let (mut files, mut refused) = store
+            .list_checked(&location, &prefix)
             .await
             .map_err(|e| ex.connector_error(&self.connection, e))?;
         if let Some(ex_prefix) = exclude.filter(|p| !p.is_empty()) {
             files.retain(|f| !f.name.starts_with(&ex_prefix));
+            refused.retain(|(name, _)| !name.starts_with(&ex_prefix));
         }
         ex.event(Event::Listed {
             connection: self.connection.clone(),
-            location,
+            location: location.clone(),
             prefix,
             count: files.len(),
         });
-        Ok(json!({ "count": files.len(), "files": files }))
+        let mut skipped = Vec::with_capacity(refused.len());
+        for (name, reason) in refused {
+            tracing::warn!(
+                connection = %self.connection,
+                %location,
+                name = %name.escape_debug(),
+                %reason,
+                "a listed file is left where it is: ferry refuses its name"
+            );
+            ex.event(Event::Skipped {
+                connection: self.connection.clone(),
+                location: location.clone(),
+                name: name.clone(),
+                reason: format!("ferry refuses its name: {reason}"),
+            });
+            skipped.push(
+                json!({ "name": name, "reason": format!("ferry refuses its name: {reason}") }),
+            );
+        }
+        Ok(json!({ "count": files.len(), "files": files, "skipped": skipped }))
     }
 }

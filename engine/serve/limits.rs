@@ -1,0 +1,432 @@
+//! What one request and one connection may cost, and which requests are refused before any
+//! handler runs.
+//!
+//! - [`Limits`]: timeouts, connection count, body and JSON sizes (the defaults are listed in
+//!   the README's "Security" section).
+//! - [`guard`]: a middleware over every route that refuses a request whose `Host` is not
+//!   one of the allowed hosts (DNS rebinding), and a state-changing request (`POST`, `PUT`,
+//!   `PATCH`, `DELETE`) that a browser sent from another site (`Sec-Fetch-Site`, else
+//!   `Origin`): a logged-in browser sends remembered Basic credentials with those. Clients
+//!   that send neither header (curl, scripts, OIC tooling) are not affected.
+//! - [`read_json`]: a JSON body read after the credentials were checked, with a size and a
+//!   depth cap.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::api::ApiError;
+
+/// Default: seconds a client has to send a request's headers (from the moment the server
+/// waits for them).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default: seconds a request body may stay silent between two of its chunks.
+pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 30;
+/// Default: seconds an idle keep-alive connection (no bytes either way) stays open.
+pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 5;
+/// Default: connections served at once; more are closed as soon as they are accepted.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default: KiB of one JSON part of a REST trigger, or of a JSON body of the API.
+pub const DEFAULT_MAX_JSON_KIB: u64 = 1024;
+/// Default: nesting depth of a JSON value (arrays and objects).
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Default: KiB of one flow, lookup or connections file.
+pub const DEFAULT_MAX_FILE_KIB: u64 = 4096;
+
+/// What a request and a connection may cost.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time to send a request's headers; also bounds a connection on which nothing is sent.
+    pub header_timeout: Duration,
+    /// Time a request body may stay silent between chunks.
+    pub body_idle_timeout: Duration,
+    /// Time an idle keep-alive connection stays open.
+    pub keepalive_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Bytes of one JSON trigger part or API body.
+    pub max_json_bytes: usize,
+    /// Nesting depth of JSON.
+    pub max_json_depth: usize,
+    /// Hosts a request may name in `Host` (`name` or `name:port`; `*` allows any). Empty:
+    /// the listen address, `localhost`, `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            body_idle_timeout: Duration::from_secs(DEFAULT_BODY_IDLE_TIMEOUT_SECS),
+            keepalive_timeout: Duration::from_secs(DEFAULT_KEEPALIVE_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_json_bytes: kib(DEFAULT_MAX_JSON_KIB),
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// The options of `ferry serve` that set [`Limits`] (durations in seconds).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Hosts that requests may name in `Host`, comma-separated (`name` allows every port,
+    /// `name:port` one; `*` any). Default: the listen address, localhost, 127.0.0.1, [::1].
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+    pub allowed_hosts: Vec<String>,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout: u64,
+    /// Seconds a request body may stay silent between two chunks.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT_SECS)]
+    pub body_idle_timeout: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT_SECS)]
+    pub keepalive_timeout: u64,
+    /// Connections served at once (more are closed on accept).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// KiB of one JSON part of a REST trigger, or of a JSON body of the API.
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_MAX_JSON_KIB)]
+    pub max_json_kib: u64,
+    /// KiB of one flow, lookup or connections file.
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_MAX_FILE_KIB)]
+    pub max_file_kib: u64,
+}
+
+impl LimitArgs {
+    /// The limits these options set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+            body_idle_timeout: Duration::from_secs(self.body_idle_timeout.max(1)),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout.max(1)),
+            max_connections: self.max_connections.max(1),
+            max_json_bytes: kib(self.max_json_kib),
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            allowed_hosts: self.allowed_hosts.clone(),
+        }
+    }
+
+    /// The largest flow, lookup or connections file, in bytes.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_kib.saturating_mul(1024)
+    }
+}
+
+/// `n` KiB in bytes.
+pub fn kib(n: u64) -> usize {
+    usize::try_from(n.saturating_mul(1024)).unwrap_or(usize::MAX)
+}
+
+/// The limits as the handlers see them (an extension of every request).
+#[derive(Debug)]
+pub struct Guard {
+    /// The limits.
+    pub limits: Limits,
+    /// Allowed `Host` values, lower case; `None`: any.
+    hosts: Option<Vec<String>>,
+}
+
+impl Guard {
+    /// The guard of a server listening on `listen` (`None`: not known, the defaults
+    /// without it).
+    pub fn new(limits: Limits, listen: Option<SocketAddr>) -> Guard {
+        let mut hosts: Vec<String> = if limits.allowed_hosts.is_empty() {
+            let mut h = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
+            if let Some(addr) = listen
+                && !addr.ip().is_unspecified()
+            {
+                h.push(match addr {
+                    SocketAddr::V4(a) => a.ip().to_string(),
+                    SocketAddr::V6(a) => format!("[{}]", a.ip()),
+                });
+            }
+            h
+        } else {
+            limits
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect()
+        };
+        hosts.dedup();
+        let any = hosts.iter().any(|h| h == "*");
+        Guard {
+            limits,
+            hosts: (!any).then_some(hosts),
+        }
+    }
+
+    /// Whether `host` (a `Host` header value) is allowed: an entry without a port allows
+    /// every port of that name.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let Some(hosts) = &self.hosts else {
+            return true;
+        };
+        let host = host.trim().to_ascii_lowercase();
+        let name = strip_port(&host);
+        hosts.iter().any(|h| *h == host || *h == name)
+    }
+}
+
+/// `name` of `name:port` (`[v6]` of `[v6]:port`).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Refuses requests for another host and state-changing requests from another site.
+pub async fn guard(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    // probes and scrapers reach a pod by its address; these answers hold no secret and
+    // change nothing
+    let probe = req.method() == Method::GET && matches!(path, "/healthz" | "/readyz" | "/metrics");
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if !probe {
+        match host.as_deref() {
+            Some(h) if guard.host_allowed(h) => {}
+            Some(h) => {
+                return ApiError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "host_not_allowed",
+                    format!(
+                        "this server does not answer for host '{}' (see --allowed-hosts)",
+                        h.escape_debug()
+                    ),
+                )
+                .into_response();
+            }
+            None => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "host_missing",
+                    "the request has no Host header",
+                )
+                .into_response();
+            }
+        }
+    }
+    let changes_state = !matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    if changes_state && let Err(why) = same_site(req.headers(), host.as_deref()) {
+        return ApiError::new(StatusCode::FORBIDDEN, "cross_site", why).into_response();
+    }
+    req.extensions_mut().insert(guard.clone());
+    next.run(req).await
+}
+
+/// Whether the request was not sent by a browser on behalf of another site.
+fn same_site(headers: &HeaderMap, host: Option<&str>) -> Result<(), String> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return match site.trim().to_ascii_lowercase().as_str() {
+            "same-origin" | "none" => Ok(()),
+            other => Err(format!(
+                "a request another site made the browser send is refused (Sec-Fetch-Site: {})",
+                other.escape_debug()
+            )),
+        };
+    }
+    if let Some(origin) = text(header::ORIGIN.as_str()) {
+        let authority = origin
+            .split_once("://")
+            .map(|(_, a)| a.trim_end_matches('/').to_ascii_lowercase());
+        let host = host.map(str::to_ascii_lowercase);
+        if authority.is_none() || authority != host {
+            return Err(format!(
+                "a request from another origin is refused (Origin: {})",
+                origin.escape_debug()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The limits of this request (the defaults when the router was built without a guard).
+pub fn of(headers_ext: &axum::http::Extensions) -> Limits {
+    headers_ext
+        .get::<Arc<Guard>>()
+        .map(|g| g.limits.clone())
+        .unwrap_or_default()
+}
+
+/// Reads a JSON body of at most `limits.max_json_bytes`, nested at most
+/// `limits.max_json_depth` deep: 413 over the size, 400 when it is not JSON. An empty body
+/// is `None`.
+pub async fn read_json(
+    body: Body,
+    headers: &HeaderMap,
+    limits: &Limits,
+) -> Result<Option<Value>, ApiError> {
+    let max = limits.max_json_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the JSON body is over the limit of {} KiB", max / 1024),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the request body could not be read: {e}"),
+            )
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    parse_json(&bytes, limits.max_json_depth)
+        .map(Some)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", m))
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Parses `bytes` as JSON nested at most `max_depth` deep.
+pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
+    if let Some(at) = too_deep(bytes, max_depth) {
+        return Err(format!(
+            "JSON nested deeper than {max_depth} levels (at byte {at})"
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// The offset at which `bytes` (JSON) opens its `max + 1`th nested array or object.
+fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn hosts_with_and_without_ports() {
+        let g = Guard::new(Limits::default(), Some("10.1.2.3:8080".parse().unwrap()));
+        assert!(g.host_allowed("localhost:8080"));
+        assert!(g.host_allowed("LOCALHOST"));
+        assert!(g.host_allowed("127.0.0.1:1"));
+        assert!(g.host_allowed("[::1]:8080"));
+        assert!(g.host_allowed("10.1.2.3:8080"));
+        assert!(!g.host_allowed("evil.example"));
+        assert!(!g.host_allowed("evil.example:8080"));
+        assert!(!g.host_allowed("localhost.evil.example"));
+        let g = Guard::new(
+            Limits {
+                allowed_hosts: vec!["ferry.example:443".into()],
+                ..Limits::default()
+            },
+            None,
+        );
+        assert!(g.host_allowed("ferry.example:443"));
+        assert!(!g.host_allowed("ferry.example:80"));
+        assert!(!g.host_allowed("localhost"));
+        let g = Guard::new(
+            Limits {
+                allowed_hosts: vec!["*".into()],
+                ..Limits::default()
+            },
+            None,
+        );
+        assert!(g.host_allowed("anything"));
+    }
+
+    #[test]
+    fn cross_site_by_fetch_metadata_then_origin() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        let host = Some("127.0.0.1:8080");
+        assert!(same_site(&h(&[]), host).is_ok());
+        assert!(same_site(&h(&[("sec-fetch-site", "same-origin")]), host).is_ok());
+        assert!(same_site(&h(&[("sec-fetch-site", "cross-site")]), host).is_err());
+        assert!(same_site(&h(&[("sec-fetch-site", "same-site")]), host).is_err());
+        assert!(same_site(&h(&[("origin", "http://127.0.0.1:8080")]), host).is_ok());
+        assert!(same_site(&h(&[("origin", "http://evil.example")]), host).is_err());
+        assert!(same_site(&h(&[("origin", "null")]), host).is_err());
+    }
+
+    #[test]
+    fn json_depth_is_capped_outside_strings() {
+        assert!(parse_json(b"[[[1]]]", 3).is_ok());
+        let e = parse_json(b"[[[[1]]]]", 3).unwrap_err();
+        assert_eq!(e, "JSON nested deeper than 3 levels (at byte 3)");
+        assert!(parse_json(br#"{"a": "[[[[[[\"[["}"#, 1).is_ok());
+    }
+}
