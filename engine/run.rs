@@ -192,6 +192,9 @@ pub enum Event {
         status: Option<u16>,
         /// Whether the status was tolerated rather than a success.
         suppressed: bool,
+        /// Attempts made (more than 1 when `retry` resent it after transient failures).
+        #[serde(default = "one_attempt")]
+        attempts: u32,
     },
     /// An email was sent.
     Emailed {
@@ -527,6 +530,11 @@ impl Engine {
             )),
         }
     }
+}
+
+/// `attempts` of a request event recorded before retries existed.
+fn one_attempt() -> u32 {
+    1
 }
 
 /// A new run id: a UUID v7 string (time-ordered).

@@ -14,6 +14,7 @@ pub mod local;
 pub mod mail;
 pub mod oci;
 pub mod oci_sign;
+pub mod retry;
 pub mod s3;
 pub mod sftp;
 mod spool;

@@ -71,6 +71,7 @@ pub fn record_outcomes(report: &RunReport) -> Vec<RecordOutcome> {
                 url,
                 status,
                 suppressed,
+                ..
             } => Some(RecordOutcome {
                 connection: connection.clone(),
                 method: method.clone(),
