@@ -178,17 +178,13 @@ async fn bad_retry_settings_are_diagnosed() {
     let (_, diagnostics) = ws.try_load();
     let shown: Vec<String> = diagnostics.iter().map(|d| d.one_line()).collect();
     assert!(
-        shown
-            .iter()
-            .any(|d| d.contains("retry_test.yaml:11:")
-                && d.contains("retry.attempts is 0; it must be between 1 and 10")),
+        shown.iter().any(|d| d.contains("retry_test.yaml:11:")
+            && d.contains("retry.attempts is 0; it must be between 1 and 10")),
         "{shown:#?}"
     );
     assert!(
-        shown
-            .iter()
-            .any(|d| d.contains("retry_test.yaml:11:")
-                && d.contains("retry.backoff 'soon' is not a duration")),
+        shown.iter().any(|d| d.contains("retry_test.yaml:11:")
+            && d.contains("retry.backoff 'soon' is not a duration")),
         "{shown:#?}"
     );
 }

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod s3;
 pub mod sftp;
 mod spool;
+pub mod sweep;
 
 use std::path::Path;
 

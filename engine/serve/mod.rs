@@ -190,6 +190,7 @@ pub async fn serve(
         path: incoming.clone(),
         source,
     })?;
+    sweep_incoming(&incoming);
     let app = App::new(
         Arc::new(project),
         store.clone(),
@@ -265,6 +266,19 @@ pub async fn serve(
 }
 
 /// Heartbeats, marks runs of dead instances interrupted, and purges by retention.
+/// Deletes delivery staging folders (`ferry-delivery-*`) that a killed ferry never cleaned
+/// up: those idle for longer than an hour. Best effort: a failure is a warning.
+fn sweep_incoming(incoming: &std::path::Path) {
+    let age = crate::connectors::sweep::DEFAULT_TEMP_MAX_AGE;
+    match crate::connectors::sweep::stale_dirs(incoming, "ferry-delivery-", age) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(folders = n, dir = %incoming.display(),
+            "deleted delivery staging folders an earlier ferry left behind"),
+        Err(e) => tracing::warn!(dir = %incoming.display(), error = %e,
+            "could not sweep the delivery staging folders"),
+    }
+}
+
 async fn heartbeat(app: Arc<App>, every: Duration, retention: Option<Duration>) {
     let instance = app.settings().instance.clone();
     let stale = every.saturating_mul(STALE_HEARTBEATS);
