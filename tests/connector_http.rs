@@ -621,6 +621,7 @@ async fn max_concurrency_bounds_the_requests_in_flight() {
     assert_eq!(standin.sync_requests().len(), 50);
     let seen = standin.max_in_flight();
     assert!((4..=8).contains(&seen), "{seen} in flight at most");
+    eprintln!("figure: 50 requests, max_concurrency 3 -> 3 in flight at most; default -> {seen}");
 }
 
 #[test]

@@ -685,8 +685,13 @@ async fn flow2_oci_moves_eight_files_in_one_run_with_every_third_request_failing
     assert_succeeded(&run);
     assert_files(&os.bucket(OUAI_ENROLL), &files);
     assert_files(&os.bucket(DACS_ENROLL), &sent(&files));
-    let failed = server.log().iter().filter(|l| l.status == 503).count();
+    let log = server.log();
+    let failed = log.iter().filter(|l| l.status == 503).count();
     assert!(failed >= 8, "only {failed} requests failed");
+    eprintln!(
+        "figure: 8 files moved in 1 run; {failed} of {} OCI requests answered 503",
+        log.len()
+    );
     assert_complete_email(
         &rig.emails(),
         &run,
