@@ -10,8 +10,8 @@
 //! through one connector at a time, from sending to the end of the answer's body; further
 //! requests wait for a slot (a semaphore, fair: first come, first served), so that loops
 //! running items concurrently do not flood the endpoint. The connector lives as long as its
-//! engine (`ferry run`: one run; `ferry serve`: the process), so the bound holds across
-//! every run it makes.
+//! engine (`ferry run`: one run; `ferry serve`: until the flows are reloaded), so the bound
+//! holds across every run the engine makes.
 //!
 //! Every HTTP status is an answer: `send` fails only when no response came (refused
 //! connection, TLS failure, timeout, broken body), and the caller judges the status. Errors
