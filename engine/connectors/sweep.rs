@@ -5,9 +5,9 @@
 //! process dies, the connection breaks for good) leaves that file behind. So the first put to
 //! a location through a connection also deletes the temporary files there that are older than
 //! the connection's `temp_max_age` (default [`DEFAULT_TEMP_MAX_AGE`]): at most once per
-//! location for as long as the connection is open (one run for `ferry run`, the process for
-//! `ferry serve`). The sweep is best effort: what it cannot list or delete is logged as a
-//! warning, and the put goes on.
+//! location for as long as the connection is open (one run for `ferry run`; for `ferry serve`,
+//! until its flows are reloaded). The sweep is best effort: what it cannot list or delete is
+//! logged as a warning, and the put goes on.
 //!
 //! The age protects puts under way in other processes: a temporary file that is being written
 //! is younger than the age (its modification time moves with every write), and the minimum
