@@ -195,6 +195,7 @@ async fn s3_object_storage_conforms() {
         allow_http: true,
         timeout_secs: Some(10),
         unsigned_payload: None,
+        temp_max_age: None,
     };
     let store = FileStore::S3(
         S3Store::with_secrets(

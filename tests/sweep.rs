@@ -7,6 +7,8 @@
 
 #[path = "support/ftp_server.rs"]
 mod ftp_server;
+#[path = "support/s3_server.rs"]
+mod s3_server;
 #[path = "support/sftp_server.rs"]
 mod sftp_server;
 
@@ -14,6 +16,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ferry::connectors::ftp::{FtpSecurity, FtpSpec, FtpStore};
+use ferry::connectors::s3::{S3Spec, S3Store};
 use ferry::connectors::{ConnectionSpec, Connector, FileStore, Secret};
 use serde_json::json;
 
@@ -137,6 +140,66 @@ async fn an_sftp_put_sweeps_stale_temporaries() {
         connect(spec)
     };
     stale_temporaries_go_and_fresh_ones_stay(open, &dir, &location).await;
+}
+
+#[tokio::test]
+async fn an_s3_put_aborts_stale_multipart_uploads_of_top_level_keys() {
+    use object_store::multipart::MultipartStore as _;
+    let server = s3_server::S3Server::start(&["bucket"]).await;
+    // Unfinished uploads, as a killed put leaves them, made with object_store directly.
+    let raw = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(server.endpoint())
+        .with_allow_http(true)
+        .with_bucket_name("bucket")
+        .with_region("us-east-1")
+        .with_access_key_id(s3_server::ACCESS_KEY)
+        .with_secret_access_key(s3_server::SECRET_KEY)
+        .build()
+        .unwrap();
+    for key in ["OLD.csv", "NEW.csv", "dir/OLD.csv"] {
+        raw.create_multipart(&object_store::path::Path::from(key))
+            .await
+            .unwrap();
+    }
+    server.backdate_upload("bucket", "OLD.csv", TWO_HOURS);
+    server.backdate_upload("bucket", "dir/OLD.csv", TWO_HOURS);
+    assert_eq!(server.uploads("bucket").len(), 3);
+
+    let spec = S3Spec {
+        endpoint: Some(server.endpoint()),
+        region: "us-east-1".into(),
+        access_key_id_env: "FERRY_TEST_UNUSED".into(),
+        secret_access_key_env: "FERRY_TEST_UNUSED".into(),
+        path_style: true,
+        allow_http: true,
+        timeout_secs: Some(10),
+        unsigned_payload: None,
+        temp_max_age: None,
+    };
+    let store = FileStore::S3(
+        S3Store::with_secrets(
+            &spec,
+            Secret::new(s3_server::ACCESS_KEY.into()),
+            Secret::new(s3_server::SECRET_KEY.into()),
+        )
+        .unwrap(),
+    );
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = src_dir.path().join("src.csv");
+    std::fs::write(&src, b"a,b\n").unwrap();
+    store.put("ns/bucket", "A_1.csv", &src).await.unwrap();
+    assert_eq!(
+        std::fs::read(server.bucket_dir("bucket").join("A_1.csv")).unwrap(),
+        b"a,b\n"
+    );
+    // The stale top-level upload is aborted; the fresh one and the one below a "folder"
+    // (not a file of the location) stay.
+    let left: Vec<String> = server
+        .uploads("bucket")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, ["NEW.csv", "dir/OLD.csv"]);
 }
 
 #[tokio::test]

@@ -72,10 +72,14 @@ impl Sweeper {
 
     /// Whether `name` is a temporary file of ferry's last modified longer ago than the age.
     pub(crate) fn is_stale(&self, name: &str, modified: SystemTime) -> bool {
-        name.starts_with(TMP_PREFIX)
-            && SystemTime::now()
-                .duration_since(modified)
-                .is_ok_and(|age| age > self.max_age)
+        name.starts_with(TMP_PREFIX) && self.is_older(modified)
+    }
+
+    /// Whether `at` lies longer ago than the age.
+    pub(crate) fn is_older(&self, at: SystemTime) -> bool {
+        SystemTime::now()
+            .duration_since(at)
+            .is_ok_and(|age| age > self.max_age)
     }
 }
 
