@@ -920,11 +920,17 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             url,
             status,
             suppressed,
+            attempts,
             ..
         } => format!(
-            "request {method} {url} -> {}{}",
+            "request {method} {url} -> {}{}{}",
             status.map_or("not sent (dry run)".to_string(), |s| s.to_string()),
-            if *suppressed { " (tolerated)" } else { "" }
+            if *suppressed { " (tolerated)" } else { "" },
+            if *attempts > 1 {
+                format!(" ({attempts} attempts)")
+            } else {
+                String::new()
+            }
         ),
         Event::Emailed { to, subject } => {
             format!("email   to {} \"{subject}\" [{verb}]", to.join(", "))

@@ -216,6 +216,9 @@ pub enum Event {
         /// What a failing or tolerated answer said (cut short).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// Attempts made (more than 1 when `retry` resent it after transient failures).
+        #[serde(default = "one_attempt")]
+        attempts: u32,
     },
     /// An email was sent.
     Emailed {
@@ -859,6 +862,11 @@ impl Engine {
             )),
         }
     }
+}
+
+/// `attempts` of a request event recorded before retries existed.
+fn one_attempt() -> u32 {
+    1
 }
 
 /// A new run id: a UUID v7 string (time-ordered).

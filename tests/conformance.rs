@@ -137,6 +137,7 @@ async fn local_directories_conform() {
         LocalStore::new(&LocalSpec {
             root: root.path().display().to_string(),
             create_dirs: false,
+            temp_max_age: None,
         })
         .unwrap(),
     );
@@ -156,6 +157,7 @@ async fn ftp_servers_conform() {
         ca_file: None,
         timeout_secs: Some(10),
         passive: true,
+        temp_max_age: None,
     };
     let store = FileStore::Ftp(
         FtpStore::with_password(&spec, Secret::new(ftp_server::PASSWORD.into())).unwrap(),
@@ -193,6 +195,7 @@ async fn s3_object_storage_conforms() {
         allow_http: true,
         timeout_secs: Some(10),
         unsigned_payload: None,
+        temp_max_age: None,
     };
     let store = FileStore::S3(
         S3Store::with_secrets(

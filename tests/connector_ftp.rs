@@ -26,6 +26,7 @@ fn spec(port: u16) -> FtpSpec {
         ca_file: None,
         timeout_secs: Some(5),
         passive: true,
+        temp_max_age: None,
     }
 }
 

@@ -162,6 +162,7 @@ fn spec(base_url: &str) -> HttpSpec {
         timeout_secs: None,
         ca_file: None,
         headers: BTreeMap::new(),
+        max_concurrency: None,
     }
 }
 
@@ -578,4 +579,59 @@ async fn https_server_with_a_private_ca_is_trusted_only_with_ca_file() {
     assert_eq!(resp.status, 200);
     assert!(resp.text.contains("s_server"), "{}", resp.text);
     server.kill().await.unwrap();
+}
+
+/// Fires `n` sync requests at once through `conn` against the DACS stand-in; all must be
+/// accepted.
+async fn fire_sync_requests(conn: &Arc<HttpConnector>, n: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let conn = Arc::clone(conn);
+        tasks.spawn(async move {
+            let mut req = HttpRequest::new("POST", ferry::standin::SYNC_REQUESTS_PATH);
+            req.body = HttpBody::Json(json!({"syncRequestId": format!("SR-{i}")}));
+            conn.send(req).await.unwrap().status
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_bounds_the_requests_in_flight() {
+    let handle = ferry::standin::StandIn::default().spawn().await.unwrap();
+    let standin = handle.stand_in().clone();
+    standin.set_delay(Duration::from_millis(40));
+
+    let mut bounded = spec(handle.base_url());
+    bounded.max_concurrency = Some(3);
+    let conn = Arc::new(HttpConnector::new("dacs", &bounded).unwrap());
+    fire_sync_requests(&conn, 50).await;
+    assert_eq!(standin.sync_requests().len(), 50);
+    assert_eq!(standin.max_in_flight(), 3);
+
+    // The stand-in does see more at once when the bound allows it (so the check above can
+    // fail), and the default bound is 8.
+    standin.reset();
+    standin.set_delay(Duration::from_millis(40));
+    let conn = Arc::new(HttpConnector::new("dacs", &spec(handle.base_url())).unwrap());
+    assert_eq!(conn.max_concurrency(), 8);
+    fire_sync_requests(&conn, 50).await;
+    assert_eq!(standin.sync_requests().len(), 50);
+    let seen = standin.max_in_flight();
+    assert!((4..=8).contains(&seen), "{seen} in flight at most");
+    eprintln!("figure: 50 requests, max_concurrency 3 -> 3 in flight at most; default -> {seen}");
+}
+
+#[test]
+fn max_concurrency_must_be_at_least_one() {
+    let mut zero = spec("http://127.0.0.1:9");
+    zero.max_concurrency = Some(0);
+    let err = HttpConnector::new("dacs", &zero).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("max_concurrency is 0; it must be between 1 and 1024"),
+        "{err}"
+    );
 }

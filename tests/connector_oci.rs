@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry::connectors::oci::RenameConditions;
 use ferry::connectors::{ConnectionSpec, Connector, ConnectorError, FileStore};
-use oci_server::{FINGERPRINT, NAMESPACE, OciServer};
+use oci_server::{FINGERPRINT, Failures, NAMESPACE, OciServer};
 use serde_json::json;
 
 const LOCATION: &str = "testns/inbox";
@@ -134,18 +134,36 @@ async fn get_streams_the_exact_bytes() {
 }
 
 #[tokio::test]
-async fn a_download_cut_off_midway_is_an_error_and_leaves_no_file() {
+async fn a_download_cut_off_midway_is_retried_and_then_an_error_that_leaves_no_file() {
     let server = server().await;
     let data = bytes(3 * 1024 * 1024, 7);
     std::fs::write(server.bucket("inbox").join("big.bin"), &data).unwrap();
-    server.cut_next_get_after(1024 * 1024 + 5);
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("got.bin");
+
+    // Cut once: the second attempt brings the exact bytes.
+    server.cut_gets_after(1024 * 1024 + 5, 1);
+    let n = store(&server)
+        .get(LOCATION, "big.bin", &dest)
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert!(std::fs::read(&dest).unwrap() == data, "bytes differ");
+    assert_eq!(server.log().iter().filter(|l| l.method == "GET").count(), 2);
+    std::fs::remove_file(&dest).unwrap();
+
+    // Cut on every attempt: an error after 1 + 3 retries, and no partial file.
+    server.cut_gets_after(1024 * 1024 + 5, 4);
     let err = store(&server)
         .get(LOCATION, "big.bin", &dest)
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectorError::Connect(_)), "{err:?}");
+    assert!(
+        err.to_string().ends_with("(gave up after 4 attempts)"),
+        "{err}"
+    );
+    assert_eq!(server.log().iter().filter(|l| l.method == "GET").count(), 6);
     // How many bytes arrived before the cut depends on buffering; never more than were sent.
     let text = err.to_string();
     let got: u64 = text
@@ -215,7 +233,8 @@ async fn a_failed_put_reports_the_error_and_leaves_no_object() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src.bin");
     std::fs::write(&src, bytes(2 * 1024 * 1024, 3)).unwrap();
-    server.fail_next_put_after(256 * 1024);
+    // Failing on every attempt (1 + 3 retries).
+    server.fail_puts_after(256 * 1024, 4);
     let err = store(&server)
         .put(LOCATION, "half.bin", &src)
         .await
@@ -226,6 +245,7 @@ async fn a_failed_put_reports_the_error_and_leaves_no_object() {
         text.contains("InternalServerError") || matches!(err, ConnectorError::Connect(_)),
         "{text}"
     );
+    assert!(text.ends_with("(gave up after 4 attempts)"), "{text}");
     assert!(!dir.join("half.bin").exists());
     assert!(store(&server).list(LOCATION, "").await.unwrap().is_empty());
 }
@@ -468,4 +488,127 @@ async fn configuration_errors_are_clear() {
         shown.contains(FINGERPRINT) && !shown.contains("MII"),
         "{shown}"
     );
+}
+
+#[tokio::test]
+async fn a_put_and_a_get_succeed_through_503s_with_the_exact_bytes() {
+    let server = server().await;
+    let dir = server.bucket("inbox");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src.bin");
+    let data = bytes(3 * 1024 * 1024 + 11, 99);
+    std::fs::write(&src, &data).unwrap();
+    let s = store(&server);
+
+    // The upload is replayed from the spool file for each attempt.
+    server.inject(Failures::Next { n: 2, status: 503 });
+    assert_eq!(
+        s.put(LOCATION, "r.bin", &src).await.unwrap(),
+        data.len() as u64
+    );
+    assert!(
+        std::fs::read(dir.join("r.bin")).unwrap() == data,
+        "bytes differ"
+    );
+    let puts: Vec<u16> = server
+        .log()
+        .iter()
+        .filter(|l| l.method == "PUT")
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(puts, [503, 503, 200]);
+
+    server.inject(Failures::Next { n: 3, status: 503 });
+    let dest = tmp.path().join("back.bin");
+    assert_eq!(
+        s.get(LOCATION, "r.bin", &dest).await.unwrap(),
+        data.len() as u64
+    );
+    assert!(std::fs::read(&dest).unwrap() == data, "bytes differ");
+    let gets: Vec<u16> = server
+        .log()
+        .iter()
+        .filter(|l| l.method == "GET")
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(gets, [503, 503, 503, 200]);
+
+    // 429 (throttling) is transient too; listings and renames retry as well.
+    server.inject(Failures::Next { n: 1, status: 429 });
+    assert_eq!(s.list(LOCATION, "r.").await.unwrap().len(), 1);
+    server.inject(Failures::Next { n: 1, status: 502 });
+    s.rename(LOCATION, "r.bin", "Sent-r.bin").await.unwrap();
+    assert!(std::fs::read(dir.join("Sent-r.bin")).unwrap() == data);
+}
+
+#[tokio::test]
+async fn eight_files_with_every_third_request_failing_move_in_one_pass() {
+    let server = server().await;
+    let dir = server.bucket("inbox");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(&server);
+    server.inject(Failures::EveryKth {
+        k: 3,
+        status: 503,
+        seen: 0,
+    });
+    for i in 0..8u64 {
+        let src = tmp.path().join(format!("f{i}"));
+        let data = bytes(64 * 1024 + i as usize, i + 1);
+        std::fs::write(&src, &data).unwrap();
+        s.put(LOCATION, &format!("F_{i}.csv"), &src).await.unwrap();
+        let back = tmp.path().join(format!("b{i}"));
+        s.get(LOCATION, &format!("F_{i}.csv"), &back).await.unwrap();
+        assert!(std::fs::read(&back).unwrap() == data, "file {i} differs");
+        s.rename(LOCATION, &format!("F_{i}.csv"), &format!("Sent-F_{i}.csv"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.list(LOCATION, "Sent-").await.unwrap().len(), 8);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 8);
+    let failed = server.log().iter().filter(|l| l.status == 503).count();
+    assert!(failed >= 8, "only {failed} requests failed");
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_retried() {
+    let server = server().await;
+    server.bucket("inbox");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("x");
+    std::fs::write(&src, b"x").unwrap();
+    let s = store(&server);
+
+    server.inject(Failures::Next { n: 1, status: 400 });
+    let err = s.put(LOCATION, "x.csv", &src).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("HTTP 400"), "{text}");
+    assert!(!text.contains("attempts"), "{text}");
+    assert_eq!(server.log().len(), 1);
+
+    let dest = tmp.path().join("y");
+    let err = s.get(LOCATION, "missing.csv", &dest).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::NotFound(_)), "{err}");
+    assert_eq!(server.log().len(), 2, "a 404 was retried");
+}
+
+#[tokio::test]
+async fn after_the_retry_budget_the_error_names_the_status_and_the_attempts() {
+    let server = server().await;
+    let dir = server.bucket("inbox");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("x");
+    std::fs::write(&src, b"payload").unwrap();
+    let s = store(&server);
+    server.inject(Failures::Next {
+        n: 100,
+        status: 503,
+    });
+    let err = s.put(LOCATION, "x.csv", &src).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("HTTP 503"), "{text}");
+    assert!(text.contains("ServiceUnavailable"), "{text}");
+    assert!(text.ends_with("(gave up after 4 attempts)"), "{text}");
+    assert_eq!(server.log().len(), 4);
+    assert!(!dir.join("x.csv").exists());
 }

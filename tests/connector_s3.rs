@@ -33,6 +33,7 @@ fn spec(endpoint: &str) -> S3Spec {
         allow_http: true,
         timeout_secs: Some(5),
         unsigned_payload: None,
+        temp_max_age: None,
     }
 }
 

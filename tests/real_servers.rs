@@ -658,6 +658,50 @@ async fn flow2_oci_to_oci_moves_the_bytes_with_signed_requests() {
     );
 }
 
+/// Issue 9: with one OCI request in three answering 503, 8 files needed 4 runs and 3 error
+/// emails; the connector's retries now move them all in one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow2_oci_moves_eight_files_in_one_run_with_every_third_request_failing() {
+    let mut rig = Rig::new().await;
+    let os = Os::oci(&[DACS_ENROLL, OUAI_ENROLL]).await;
+    rig.connect([("dacs_os", os.conn()), ("ouai_os", os.conn())]);
+    let files: Files = (0..8u64)
+        .map(|i| {
+            (
+                format!("ENROLL_SYNC_2023031{i}_0000.csv"),
+                binary(200 * 1024 + i as usize, i + 20),
+            )
+        })
+        .collect();
+    seed(&os.bucket(DACS_ENROLL), &files);
+    let Os::Oci(server) = &os else { unreachable!() };
+    server.inject(oci_server::Failures::EveryKth {
+        k: 3,
+        status: 503,
+        seen: 0,
+    });
+
+    let run = rig.run(OS_ENROLL).await;
+    assert_succeeded(&run);
+    assert_files(&os.bucket(OUAI_ENROLL), &files);
+    assert_files(&os.bucket(DACS_ENROLL), &sent(&files));
+    let log = server.log();
+    let failed = log.iter().filter(|l| l.status == 503).count();
+    assert!(failed >= 8, "only {failed} requests failed");
+    eprintln!(
+        "figure: 8 files moved in 1 run; {failed} of {} OCI requests answered 503",
+        log.len()
+    );
+    assert_complete_email(
+        &rig.emails(),
+        &run,
+        FLOW2_NAME,
+        [DACS_USER, OUAI_USER],
+        &names(&files),
+        &[],
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // flow 5: OUAI bucket → DACS FTP or DACS bucket
 

@@ -75,6 +75,7 @@ async fn put_through_proxy(unsigned_payload: Option<bool>) -> Vec<String> {
         allow_http: true,
         timeout_secs: Some(10),
         unsigned_payload,
+        temp_max_age: None,
     };
     let store = FileStore::S3(
         S3Store::with_secrets(

@@ -687,3 +687,31 @@ async fn an_open_api_is_refused_on_a_public_address() {
         "no API users are configured (FERRY_OPERATOR_USER / FERRY_OPERATOR_PASSWORD): an open API is only served on a loopback address, not 0.0.0.0:0"
     );
 }
+
+/// Issue 9: staging folders of deliveries that a killed ferry never acknowledged are deleted
+/// when serve starts, once idle for longer than an hour; younger ones are kept.
+#[tokio::test]
+async fn serve_start_sweeps_stale_delivery_staging_folders() {
+    let ws = Workspace::new().await;
+    let incoming = ws.path().join("state/incoming");
+    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    let stale = incoming.join("ferry-delivery-KILLED");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("part-0"), b"a delivery nobody acknowledged").unwrap();
+    std::fs::File::open(stale.join("part-0"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    std::fs::File::open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let fresh = incoming.join("ferry-delivery-RECENT");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("part-0"), b"under way").unwrap();
+
+    let s = start(options(&ws)).await;
+    assert!(!stale.exists(), "the stale staging folder is still there");
+    assert!(fresh.join("part-0").exists(), "a recent one was deleted");
+    s.stop().await;
+}

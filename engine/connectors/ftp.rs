@@ -16,7 +16,9 @@
 //! * **put**: `STOR` to a hidden temporary name beside the target (`.ferry-tmp-<uuid>-<name>`),
 //!   a `SIZE` check where the server supports it, then `RNFR`/`RNTO` to the final name, so the
 //!   final name never holds a partial file. On failure the temporary file is deleted when the
-//!   server still answers.
+//!   server still answers. The first put to a location also deletes temporary files there
+//!   older than `temp_max_age` (`NLST`, `MDTM`, `DELE`, in a session of its own; best effort,
+//!   see [`super::sweep`]); a server without `MDTM` keeps them.
 //! * **rename**: `RNFR`/`RNTO`.
 //!
 //! Passive mode (the default) connects data channels to the control connection's address and
@@ -39,11 +41,8 @@ use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::spool::SpoolWriter;
+use super::sweep::{self, Sweeper, TMP_PREFIX};
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
-
-/// Prefix of the temporary files a put writes before renaming them into place (the same as
-/// the local store's, so both skip each other's leftovers).
-const TMP_PREFIX: &str = ".ferry-tmp-";
 /// Timeout when the spec gives none, in seconds.
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Default control port.
@@ -95,6 +94,10 @@ pub struct FtpSpec {
     /// client (rarely possible through firewalls).
     #[serde(default = "yes")]
     pub passive: bool,
+    /// Age after which a temporary file (`.ferry-tmp-*`) that an interrupted put left at a
+    /// location is deleted, by the first put there (default `1h`, at least `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_max_age: Option<String>,
 }
 
 fn yes() -> bool {
@@ -110,6 +113,7 @@ pub struct FtpStore {
     tls: Option<TlsConnector>,
     timeout: Duration,
     passive: bool,
+    sweeper: Sweeper,
 }
 
 impl fmt::Debug for FtpStore {
@@ -149,6 +153,10 @@ impl FtpStore {
         if secs == 0 {
             return Err(config("timeout_secs must be at least 1".to_string()));
         }
+        let sweeper = Sweeper::new(spec.temp_max_age.as_deref()).map_err(|e| match e {
+            ConnectorError::Config(msg) => config(msg),
+            other => other,
+        })?;
         let tls = match spec.security {
             FtpSecurity::None => {
                 if spec.ca_file.is_some() {
@@ -172,7 +180,21 @@ impl FtpStore {
             tls,
             timeout: Duration::from_secs(secs),
             passive: spec.passive,
+            sweeper,
         })
+    }
+
+    /// Deletes the stale temporary files at `location`, in a session of its own; returns how
+    /// many.
+    async fn sweep(&self, location: &str) -> Result<usize, ConnectorError> {
+        let mut s = self.open().await?;
+        let result = async {
+            s.cwd(location).await?;
+            s.sweep(&self.sweeper).await
+        }
+        .await;
+        s.close(&result).await;
+        result
     }
 
     /// `host:port` for messages (IPv6 addresses in brackets).
@@ -294,6 +316,9 @@ impl FtpStore {
         let mut file = tokio::fs::File::open(src)
             .await
             .map_err(|e| super::io_error("open", src, e))?;
+        if self.sweeper.first_visit(location) {
+            sweep::report("ftp", location, self.sweep(location).await);
+        }
         let mut s = self.open().await?;
         if let Err(e) = s.cwd(location).await {
             let result = Err(e);
@@ -811,6 +836,53 @@ impl Session<'_> {
                 self.ftp.rename(from, to),
             )
             .await
+    }
+
+    /// Deletes the temporary files of the current directory that `sweeper` finds stale
+    /// (`NLST`, then `MDTM` and `DELE` for each of ferry's temporary names); a file whose age
+    /// the server does not tell is kept.
+    async fn sweep(&mut self, sweeper: &Sweeper) -> Result<usize, ConnectorError> {
+        let store = self.store;
+        let (_, stream) = store
+            .step(
+                "listing the directory (NLST)",
+                self.ftp
+                    .custom_data_command("NLST", &[Status::AboutToSend, Status::AlreadyOpen]),
+            )
+            .await?;
+        let lines = store.read_listing(stream, "NLST").await?;
+        let mut deleted = 0;
+        for name in lines {
+            if !name.starts_with(TMP_PREFIX) || check_name(&name).is_err() {
+                continue;
+            }
+            let modified = match tokio::time::timeout(store.timeout, self.ftp.mdtm(name.as_str()))
+                .await
+            {
+                Ok(Ok(at)) => std::time::SystemTime::from(at.and_utc()),
+                Ok(Err(e)) => {
+                    tracing::debug!(server = %store.addr(), name, "MDTM failed, keeping the file: {e}");
+                    continue;
+                }
+                Err(_) => return Err(store.timed_out("asking a modification time (MDTM)")),
+            };
+            if !sweeper.is_stale(&name, modified) {
+                continue;
+            }
+            match store
+                .step_or_missing(
+                    "deleting a stale temporary file",
+                    || name.clone(),
+                    self.ftp.rm(name.as_str()),
+                )
+                .await
+            {
+                Ok(()) => deleted += 1,
+                Err(ConnectorError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
     }
 
     /// `DELE`, logging a failure (cleanup).

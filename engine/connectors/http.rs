@@ -6,6 +6,13 @@
 //! [`HttpRequest`] whose body is nothing, JSON, a file streamed from disk, or a multipart form
 //! whose file parts are streamed too — files are never read whole into memory.
 //!
+//! At most `max_concurrency` requests (default [`DEFAULT_MAX_CONCURRENCY`]) are in flight
+//! through one connector at a time, from sending to the end of the answer's body; further
+//! requests wait for a slot (a semaphore, fair: first come, first served), so that loops
+//! running items concurrently do not flood the endpoint. The connector lives as long as its
+//! engine (`ferry run`: one run; `ferry serve`: until the flows are reloaded), so the bound
+//! holds across every run the engine makes.
+//!
 //! Every HTTP status is an answer: `send` fails only when no response came (refused
 //! connection, TLS failure, timeout, broken body), and the caller judges the status. Errors
 //! name the URL without credentials or query string, and never contain the password.
@@ -13,12 +20,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Body, Client, Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use tokio_util::io::ReaderStream;
 
 use super::{ConnectorError, Secret, expand_env};
@@ -31,6 +40,10 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Length of [`HttpResponse::message`] when it falls back to the body text.
 const MESSAGE_CHARS: usize = 300;
+/// Requests in flight through one connection when the spec does not say.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+/// Largest `max_concurrency` accepted.
+const MAX_MAX_CONCURRENCY: usize = 1024;
 
 /// A REST endpoint, as written in a connections file.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -53,6 +66,10 @@ pub struct HttpSpec {
     /// override these.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Requests in flight through this connection at once, at most (default 8, up to
+    /// 1024); further requests wait for one to finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
 }
 
 /// HTTP basic authentication.
@@ -72,6 +89,8 @@ pub struct HttpConnector {
     client: Client,
     auth: Option<(String, Secret)>,
     timeout: Duration,
+    slots: Arc<Semaphore>,
+    max_concurrency: usize,
 }
 
 impl fmt::Debug for HttpConnector {
@@ -81,6 +100,7 @@ impl fmt::Debug for HttpConnector {
             .field("base_url", &self.base_url)
             .field("basic_auth_user", &self.auth.as_ref().map(|(user, _)| user))
             .field("timeout", &self.timeout)
+            .field("max_concurrency", &self.max_concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -255,6 +275,12 @@ impl HttpConnector {
             return Err(ctx("timeout_secs must be at least 1".to_string()));
         }
         let timeout = Duration::from_secs(secs);
+        let max_concurrency = spec.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+        if !(1..=MAX_MAX_CONCURRENCY).contains(&max_concurrency) {
+            return Err(ctx(format!(
+                "max_concurrency is {max_concurrency}; it must be between 1 and {MAX_MAX_CONCURRENCY}"
+            )));
+        }
 
         let mut headers = HeaderMap::new();
         for (key, value) in &spec.headers {
@@ -304,7 +330,14 @@ impl HttpConnector {
             client,
             auth,
             timeout,
+            slots: Arc::new(Semaphore::new(max_concurrency)),
+            max_concurrency,
         })
+    }
+
+    /// Requests allowed in flight at once (`max_concurrency`).
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency
     }
 
     /// The base URL, after `${VAR}` expansion and without a trailing `/`.
@@ -363,6 +396,10 @@ impl HttpConnector {
             HttpBody::Multipart(parts) => builder.multipart(multipart_form(parts).await?),
         };
 
+        // Held until the answer's body is read; the semaphore is never closed.
+        let _slot = self.slots.acquire().await.map_err(|_| {
+            ConnectorError::Config(format!("connection '{}' is shut down", self.name))
+        })?;
         tracing::debug!(connection = %self.name, request = %shown, "sending HTTP request");
         let mut response = builder
             .send()
@@ -616,6 +653,7 @@ mod tests {
             timeout_secs: None,
             ca_file: None,
             headers: BTreeMap::new(),
+            max_concurrency: None,
         }
     }
 

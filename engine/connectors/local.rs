@@ -3,17 +3,16 @@
 //! A location is a relative path under the connection's root: `namespace/bucket` when the
 //! directory plays object storage, `/some/dir` when it plays an FTP directory. Puts write a
 //! hidden temporary file beside the target and rename it into place, so the final name never
-//! holds a partial file; listings skip those temporaries.
+//! holds a partial file; listings skip those temporaries. The first put to a location deletes
+//! temporaries there older than `temp_max_age` (see [`super::sweep`]).
 
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::sweep::{self, Sweeper, TMP_PREFIX};
 use super::{ConnectorError, Entry, expand_env, location_segments};
-
-/// Prefix of the temporary files a put writes before renaming them into place.
-const TMP_PREFIX: &str = ".ferry-tmp-";
 
 /// A local directory connection.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -25,6 +24,10 @@ pub struct LocalSpec {
     /// missing directory is an error, like a missing bucket.
     #[serde(default = "yes")]
     pub create_dirs: bool,
+    /// Age after which a temporary file (`.ferry-tmp-*`) that an interrupted put left at a
+    /// location is deleted, by the first put there (default `1h`, at least `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_max_age: Option<String>,
 }
 
 fn yes() -> bool {
@@ -36,6 +39,7 @@ fn yes() -> bool {
 pub struct LocalStore {
     root: PathBuf,
     create_dirs: bool,
+    sweeper: Sweeper,
 }
 
 impl LocalStore {
@@ -44,6 +48,7 @@ impl LocalStore {
         Ok(LocalStore {
             root: PathBuf::from(expand_env(&spec.root)?),
             create_dirs: spec.create_dirs,
+            sweeper: Sweeper::new(spec.temp_max_age.as_deref())?,
         })
     }
 
@@ -134,6 +139,9 @@ impl LocalStore {
                 )));
             }
         }
+        if self.sweeper.first_visit(location) {
+            sweep::report("local", location, self.sweep(&dir).await);
+        }
         let tmp = dir.join(format!("{TMP_PREFIX}{}-{name}", uuid::Uuid::now_v7()));
         let result = async {
             let n = tokio::fs::copy(src, &tmp)
@@ -156,6 +164,41 @@ impl LocalStore {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+
+    /// Deletes the stale temporary files in `dir`; returns how many.
+    async fn sweep(&self, dir: &Path) -> Result<usize, ConnectorError> {
+        let mut rd = tokio::fs::read_dir(dir)
+            .await
+            .map_err(|e| super::io_error("list", dir, e))?;
+        let mut deleted = 0;
+        while let Some(entry) = rd
+            .next_entry()
+            .await
+            .map_err(|e| super::io_error("list", dir, e))?
+        {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(TMP_PREFIX) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata().await else {
+                continue; // gone meanwhile
+            };
+            let Ok(modified) = meta.modified() else {
+                continue;
+            };
+            if meta.is_file() && self.sweeper.is_stale(name, modified) {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(path = %entry.path().display(), error = %e, "could not delete a stale temporary file");
+                    }
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     pub(super) async fn rename(
@@ -196,6 +239,7 @@ mod tests {
             LocalStore::new(&LocalSpec {
                 root: root.display().to_string(),
                 create_dirs: true,
+                temp_max_age: None,
             })
             .unwrap(),
         )

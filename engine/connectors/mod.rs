@@ -14,9 +14,11 @@ pub mod local;
 pub mod mail;
 pub mod oci;
 pub mod oci_sign;
+pub mod retry;
 pub mod s3;
 pub mod sftp;
 mod spool;
+pub mod sweep;
 
 use std::path::Path;
 

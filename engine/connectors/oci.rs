@@ -29,6 +29,14 @@
 //!
 //! `timeout_secs` bounds each wait: connecting, the answer to a request, each chunk of a
 //! download, and any stall of an upload (a long transfer that keeps moving is never cut).
+//!
+//! Transient failures (no connection, a timeout, a download that breaks off, `429`, `5xx`)
+//! are retried [`RETRIES`] times (as the S3 connector's client does), waiting 100 ms, 200 ms,
+//! 400 ms (each with jitter, at most 2 s) in between, and no retry starts later than
+//! `timeout_secs` after the first attempt (as the S3 connector); uploads are replayed from the local file,
+//! opened afresh for each attempt. A `4xx` answer fails at once. An error after several
+//! attempts says how many were made. A rename retried after an answer was lost may find its
+//! source already renamed: that is reported as the source not being found.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 
 use super::oci_sign::{self, BodyHeaders, RequestSigner, SigningInput};
+use super::retry::{self, Backoff, Failure, Policy};
 use super::spool::SpoolWriter;
 use super::{ConnectorError, Entry, check_name, expand_env, location_segments};
 
@@ -55,6 +64,13 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_SMALL_BODY: usize = 16 * 1024 * 1024;
 /// Length of an error message taken from a body that is not OCI's JSON.
 const MESSAGE_CHARS: usize = 300;
+/// Retries of a transiently failed request (so at most 4 attempts), as the S3 connector.
+pub const RETRIES: u32 = 3;
+/// Waits between attempts: 100 ms doubling, at most 2 s, with jitter (as the S3 connector).
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(2),
+};
 
 /// An OCI Object Storage connection (native API, request signing), as written in a
 /// connections file. Locations are `namespace/bucket`.
@@ -289,9 +305,8 @@ impl OciStore {
                 encode_component(ns),
                 encode_component(bucket)
             ))?;
-            let response = self.send(Method::GET, url, SendBody::None).await?;
-            let shown = shown_url(&Method::GET, response.url());
-            let bytes = self.read_small(response, &shown).await?;
+            let shown = shown_url(&Method::GET, &url);
+            let bytes = self.small(Method::GET, url, SendBody::None).await?;
             let page: ListPage = serde_json::from_slice(&bytes).map_err(|e| {
                 ConnectorError::Protocol(format!("{shown}: the listing is not valid JSON: {e}"))
             })?;
@@ -340,10 +355,19 @@ impl OciStore {
         dest: &Path,
     ) -> Result<u64, ConnectorError> {
         let url = self.object_url(location, name)?;
-        let mut response = self.send(Method::GET, url, SendBody::None).await?;
+        retry::run(&self.name, self.retry_policy(), |_| {
+            self.get_once(&url, dest)
+        })
+        .await
+        .map(|(copied, _)| copied)
+    }
+
+    /// One attempt of [`get`](Self::get); a failed attempt removes the partial file.
+    async fn get_once(&self, url: &Url, dest: &Path) -> Result<u64, Failure> {
+        let mut response = self.attempt(&Method::GET, url, &SendBody::None).await?;
         let shown = shown_url(&Method::GET, response.url());
         if !response.status().is_success() {
-            return Err(self.error(response, &shown).await);
+            return Err(Failure::Permanent(self.error(response, &shown).await));
         }
         let expected = header_u64(&response, CONTENT_LENGTH);
         let copied = async {
@@ -384,7 +408,7 @@ impl OciStore {
         if copied.is_err() {
             let _ = tokio::fs::remove_file(dest).await;
         }
-        copied
+        copied.map_err(Failure::classify)
     }
 
     pub(super) async fn put(
@@ -402,7 +426,7 @@ impl OciStore {
             path: src.to_path_buf(),
             len,
         };
-        let response = self.send(Method::PUT, url, body).await?;
+        let response = self.request(Method::PUT, url, body).await?;
         let shown = shown_url(&Method::PUT, response.url());
         if !response.status().is_success() {
             return Err(self.error(response, &shown).await);
@@ -432,9 +456,8 @@ impl OciStore {
     /// The tenancy's Object Storage namespace (`GET /n/`).
     pub async fn namespace(&self) -> Result<String, ConnectorError> {
         let url = self.url("n/")?;
-        let response = self.send(Method::GET, url, SendBody::None).await?;
-        let shown = shown_url(&Method::GET, response.url());
-        let bytes = self.read_small(response, &shown).await?;
+        let shown = shown_url(&Method::GET, &url);
+        let bytes = self.small(Method::GET, url, SendBody::None).await?;
         serde_json::from_slice::<String>(&bytes).map_err(|e| {
             ConnectorError::Protocol(format!(
                 "{shown}: the answer is not a JSON string naming the namespace: {e}"
@@ -450,7 +473,7 @@ impl OciStore {
     ) -> Result<Option<ObjectHead>, ConnectorError> {
         check_name(name)?;
         let url = self.object_url(location, name)?;
-        let response = self.send(Method::HEAD, url, SendBody::None).await?;
+        let response = self.request(Method::HEAD, url, SendBody::None).await?;
         let shown = shown_url(&Method::HEAD, response.url());
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -473,7 +496,7 @@ impl OciStore {
     pub async fn delete(&self, location: &str, name: &str) -> Result<(), ConnectorError> {
         check_name(name)?;
         let url = self.object_url(location, name)?;
-        let response = self.send(Method::DELETE, url, SendBody::None).await?;
+        let response = self.request(Method::DELETE, url, SendBody::None).await?;
         let shown = shown_url(&Method::DELETE, response.url());
         if !response.status().is_success() {
             return Err(self.error(response, &shown).await);
@@ -515,7 +538,9 @@ impl OciStore {
             new_obj_if_none_match_etag: conditions.new_if_none_match_etag.as_deref(),
         })
         .map_err(|e| ConnectorError::Config(format!("cannot write the rename request: {e}")))?;
-        let response = self.send(Method::POST, url, SendBody::Json(body)).await?;
+        let response = self
+            .request(Method::POST, url, SendBody::Json(body))
+            .await?;
         let shown = shown_url(&Method::POST, response.url());
         if !response.status().is_success() {
             return Err(self.error(response, &shown).await);
@@ -545,16 +570,82 @@ impl OciStore {
         ))
     }
 
-    /// Signs and sends a request; any HTTP status is Ok. Err only when no answer came.
-    async fn send(
+    /// [`RETRIES`] retries with [`BACKOFF`], none starting later than `timeout_secs` after
+    /// the first attempt (as `object_store`'s `retry_timeout`, which the S3 connector sets
+    /// to its timeout too).
+    fn retry_policy(&self) -> Policy {
+        Policy {
+            retries: RETRIES,
+            backoff: BACKOFF,
+            within: Some(self.timeout),
+        }
+    }
+
+    /// Sends a request with retries ([`RETRIES`]); any status but a transient one (429,
+    /// 5xx) is Ok, for the caller to judge. Err when no answer came, or only transient
+    /// ones, after the last attempt.
+    async fn request(
         &self,
         method: Method,
         url: Url,
         body: SendBody,
     ) -> Result<Response, ConnectorError> {
+        retry::run(&self.name, self.retry_policy(), |_| {
+            self.attempt(&method, &url, &body)
+        })
+        .await
+        .map(|(response, _)| response)
+    }
+
+    /// Sends a request with retries and reads its small answer (a listing, a namespace);
+    /// an answer that breaks off is retried too.
+    async fn small(
+        &self,
+        method: Method,
+        url: Url,
+        body: SendBody,
+    ) -> Result<Vec<u8>, ConnectorError> {
+        retry::run(&self.name, self.retry_policy(), |_| async {
+            let response = self.attempt(&method, &url, &body).await?;
+            let shown = shown_url(&method, response.url());
+            self.read_small(response, &shown)
+                .await
+                .map_err(Failure::classify)
+        })
+        .await
+        .map(|(bytes, _)| bytes)
+    }
+
+    /// One attempt: sends the request once; a transient answer (429, 5xx) or failure is a
+    /// [`Failure::Transient`] naming the status.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: &SendBody,
+    ) -> Result<Response, Failure> {
+        let response = self
+            .send(method.clone(), url.clone(), body)
+            .await
+            .map_err(Failure::classify)?;
+        if retry::is_transient_status(response.status().as_u16()) {
+            let shown = shown_url(method, response.url());
+            return Err(Failure::Transient(self.error(response, &shown).await));
+        }
+        Ok(response)
+    }
+
+    /// Signs and sends a request once; any HTTP status is Ok. Err only when no answer came.
+    /// A file body is opened afresh, so an attempt can be replayed.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: &SendBody,
+    ) -> Result<Response, ConnectorError> {
         let shown = shown_url(&method, &url);
         let date = oci_sign::http_date(chrono::Utc::now());
-        let body_headers = match &body {
+        let body_headers = match body {
             SendBody::Json(bytes) => Some(BodyHeaders::json(bytes)),
             SendBody::None | SendBody::File { .. } => None,
         };
@@ -577,22 +668,22 @@ impl OciStore {
         builder = match body {
             SendBody::None => builder,
             SendBody::Json(bytes) => {
-                let headers = body_headers.unwrap_or_else(|| BodyHeaders::json(&bytes));
+                let headers = body_headers.unwrap_or_else(|| BodyHeaders::json(bytes));
                 builder
                     .header(CONTENT_TYPE, headers.content_type)
                     .header(CONTENT_LENGTH, headers.content_length)
                     .header("x-content-sha256", headers.content_sha256)
-                    .body(bytes)
+                    .body(bytes.clone())
             }
             SendBody::File { path, len } => {
-                let file = tokio::fs::File::open(&path)
+                let file = tokio::fs::File::open(path)
                     .await
-                    .map_err(|e| super::source_error("open", &path, e))?;
+                    .map_err(|e| super::source_error("open", path, e))?;
                 let watch = Arc::clone(&progress);
                 let stream = ReaderStream::new(file).inspect(move |_| watch.touch(started));
                 builder
                     .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, len)
+                    .header(CONTENT_LENGTH, *len)
                     .body(Body::wrap_stream(stream))
             }
         };

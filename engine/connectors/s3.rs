@@ -24,7 +24,11 @@
 //!   aborted so its parts do not linger. If the put is cancelled (its future dropped) the
 //!   abort is sent from a background task; if even that cannot reach the server, an
 //!   incomplete upload remains, invisible, until a bucket lifecycle rule
-//!   (`AbortIncompleteMultipartUpload`) removes it.
+//!   (`AbortIncompleteMultipartUpload`) removes it, or the first put to the bucket through a
+//!   later connection (the next run) aborts it: that put lists the bucket's multipart uploads
+//!   (`ListMultipartUploads`, signed like `check`, as `object_store` cannot list them) and
+//!   aborts those of top-level keys (the files of a location) started longer ago than
+//!   `temp_max_age` (default 1 h). Best effort: a failure is a warning, and the put goes on.
 //! - rename: `CopyObject` then `DeleteObject` — S3 has no rename. The copy is complete
 //!   before the delete starts, so a failure never loses the object; but a crash (or a failed
 //!   delete) between the two leaves it under both names. Ferry renames only after the target
@@ -61,6 +65,7 @@ use futures_util::StreamExt as _;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredential};
 use object_store::client::{HttpError, HttpErrorKind, HttpRequest, HttpRequestBody};
 use object_store::list::{PaginatedListOptions, PaginatedListStore as _};
+use object_store::multipart::MultipartStore as _;
 use object_store::path::Path as Key;
 use object_store::{
     BackoffConfig, ClientOptions, HeaderValue, ObjectStoreExt as _, PutPayload, RetryConfig,
@@ -72,6 +77,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::spool::SpoolWriter;
+use super::sweep::{self, Sweeper};
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
 
 /// Timeout when the spec gives none, in seconds.
@@ -93,8 +99,10 @@ const READ_CHUNK: usize = 1024 * 1024;
 const RETRIES: usize = 3;
 /// Listing pages followed at most (1000 keys each: a billion keys).
 const MAX_PAGES: usize = 1_000_000;
-/// Largest `ListBuckets` answer read by `check`.
+/// Largest `ListBuckets` answer read by `check`, and largest `ListMultipartUploads` page.
 const MAX_CHECK_BODY: usize = 1024 * 1024;
+/// `ListMultipartUploads` pages followed at most by a sweep (1000 uploads each).
+const MAX_UPLOAD_PAGES: usize = 100;
 /// Length of an error message taken from an answer that is not S3's XML.
 const MESSAGE_CHARS: usize = 300;
 
@@ -136,6 +144,10 @@ pub struct S3Spec {
     /// body's only protection against modification on the way.
     #[serde(default)]
     pub unsigned_payload: Option<bool>,
+    /// Age after which an unfinished multipart upload of a top-level key (one a killed put
+    /// left) is aborted, by the first put to the bucket (default `1h`, at least `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_max_age: Option<String>,
 }
 
 fn yes() -> bool {
@@ -154,6 +166,7 @@ pub struct S3Store {
     unsigned_payload: bool,
     timeout: Duration,
     clients: Mutex<HashMap<String, Arc<AmazonS3>>>,
+    sweeper: Sweeper,
 }
 
 impl fmt::Debug for S3Store {
@@ -213,6 +226,8 @@ impl S3Store {
         if secs == 0 {
             return Err(in_spec("timeout_secs must be at least 1"));
         }
+        let sweeper =
+            Sweeper::new(spec.temp_max_age.as_deref()).map_err(|e| in_spec(&config_text(e)))?;
         let https = endpoint.as_ref().is_none_or(|url| url.scheme() == "https");
         let unsigned_payload = spec.unsigned_payload.unwrap_or(https);
         if unsigned_payload && !https {
@@ -228,6 +243,7 @@ impl S3Store {
             unsigned_payload,
             timeout: Duration::from_secs(secs),
             clients: Mutex::new(HashMap::new()),
+            sweeper,
         })
     }
 
@@ -442,6 +458,13 @@ impl S3Store {
     {
         check_name(name)?;
         let (bucket, client) = self.client(location)?;
+        if self.sweeper.first_visit(&bucket) {
+            sweep::report(
+                "s3",
+                location,
+                self.abort_stale_uploads(&bucket, &client).await,
+            );
+        }
         let what = Target::Object(&bucket, name);
         let key = key(name)?;
         let part = part_size(size);
@@ -528,12 +551,13 @@ impl S3Store {
         })
     }
 
-    pub(super) async fn check(&self) -> Result<String, ConnectorError> {
-        let shown = self.shown_endpoint();
-        let url = match &self.endpoint {
-            Some(url) => url.clone(),
-            None => Url::parse(&format!("{shown}/")).map_err(|e| in_spec(&e.to_string()))?,
-        };
+    /// Sends a signed `GET url` (outside `object_store`, for calls it does not offer) and
+    /// returns the status and at most [`MAX_CHECK_BODY`] bytes of the answer, as text.
+    async fn signed_get(
+        &self,
+        url: Url,
+        what: &str,
+    ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
         let credential = AwsCredential {
             key_id: self.access_key_id.expose().to_string(),
             secret_key: self.secret_access_key.expose().to_string(),
@@ -543,8 +567,9 @@ impl S3Store {
         *request.uri_mut() = url
             .as_str()
             .parse()
-            .map_err(|e| in_spec(&format!("endpoint '{shown}': {e}")))?;
+            .map_err(|e| in_spec(&format!("'{}': {e}", self.shown_endpoint())))?;
         AwsAuthorizer::new(&credential, "s3", &self.region)
+            .with_sign_payload(!self.unsigned_payload)
             .try_authorize(&mut request, None)
             .map_err(|e| in_spec(&format!("cannot sign a request: {e}")))?;
         let client = reqwest::Client::builder()
@@ -558,18 +583,112 @@ impl S3Store {
             .headers(request.headers().clone())
             .send()
             .await
-            .map_err(|e| transport_error(&format!("S3 check at {shown}"), &e))?;
+            .map_err(|e| transport_error(what, &e))?;
         let status = response.status();
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| transport_error(&format!("S3 check at {shown}"), &e))?;
+            let chunk = chunk.map_err(|e| transport_error(what, &e))?;
             body.extend_from_slice(&chunk);
             if body.len() > MAX_CHECK_BODY {
                 break;
             }
         }
-        let text = String::from_utf8_lossy(&body);
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// The URL of `bucket` itself (path style or virtual-hosted, as the objects' URLs).
+    fn bucket_url(&self, bucket: &str) -> Result<Url, ConnectorError> {
+        let text = match (&self.endpoint, self.path_style) {
+            (Some(endpoint), true) => {
+                format!("{}/{bucket}", endpoint.as_str().trim_end_matches('/'))
+            }
+            (Some(_), false) => format!(
+                "{}/",
+                self.client_endpoint(bucket)?
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+            ),
+            (None, true) => format!("https://s3.{}.amazonaws.com/{bucket}", self.region),
+            (None, false) => format!("https://{bucket}.s3.{}.amazonaws.com/", self.region),
+        };
+        Url::parse(&text).map_err(|e| in_spec(&format!("bucket '{bucket}': {e}")))
+    }
+
+    /// Aborts the unfinished multipart uploads of `bucket`'s top-level keys (the files of a
+    /// location) started longer ago than `temp_max_age`; returns how many.
+    async fn abort_stale_uploads(
+        &self,
+        bucket: &str,
+        client: &AmazonS3,
+    ) -> Result<usize, ConnectorError> {
+        let what = format!("listing the multipart uploads of bucket '{bucket}'");
+        let mut markers: Option<(String, String)> = None;
+        let mut aborted = 0;
+        for _ in 0..MAX_UPLOAD_PAGES {
+            let mut url = self.bucket_url(bucket)?;
+            {
+                let mut query = url.query_pairs_mut();
+                query.append_key_only("uploads");
+                if let Some((key, id)) = &markers {
+                    query.append_pair("key-marker", key);
+                    query.append_pair("upload-id-marker", id);
+                }
+            }
+            let (status, text) = self.signed_get(url, &what).await?;
+            if !status.is_success() {
+                let detail = service_message(&text).unwrap_or_else(|| status.to_string());
+                return Err(ConnectorError::Protocol(format!("{what}: {detail}")));
+            }
+            for upload in text.split("<Upload>").skip(1) {
+                let (Some(name), Some(id), Some(initiated)) = (
+                    xml_text(upload, "Key"),
+                    xml_text(upload, "UploadId"),
+                    xml_text(upload, "Initiated"),
+                ) else {
+                    continue;
+                };
+                if check_name(&name).is_err() {
+                    continue; // a "folder" below the location, or a name ferry never writes
+                }
+                let Ok(initiated) = chrono::DateTime::parse_from_rfc3339(&initiated) else {
+                    continue;
+                };
+                if !self
+                    .sweeper
+                    .is_older(std::time::SystemTime::from(initiated))
+                {
+                    continue;
+                }
+                match client.abort_multipart(&key(&name)?, &id).await {
+                    Ok(()) => aborted += 1,
+                    Err(e) => {
+                        let e = self.error("abort", &Target::Object(bucket, &name), e);
+                        tracing::warn!(bucket, key = %name.escape_debug(), error = %e, "could not abort a stale multipart upload");
+                    }
+                }
+            }
+            match (
+                xml_tag(&text, "IsTruncated").as_deref(),
+                xml_text(&text, "NextKeyMarker"),
+                xml_text(&text, "NextUploadIdMarker"),
+            ) {
+                (Some("true"), Some(key), Some(id)) => markers = Some((key, id)),
+                _ => break,
+            }
+        }
+        Ok(aborted)
+    }
+
+    pub(super) async fn check(&self) -> Result<String, ConnectorError> {
+        let shown = self.shown_endpoint();
+        let url = match &self.endpoint {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("{shown}/")).map_err(|e| in_spec(&e.to_string()))?,
+        };
+        let (status, text) = self
+            .signed_get(url, &format!("S3 check at {shown}"))
+            .await?;
         if status.is_success() {
             let buckets = text.matches("<Bucket>").count();
             return Ok(format!(
@@ -900,19 +1019,24 @@ fn service_message(text: &str) -> Option<String> {
     })
 }
 
-/// The unescaped text of the first `<tag>…</tag>` in `text`.
+/// The unescaped text of the first `<tag>…</tag>` in `text`, shortened for messages.
 fn xml_tag(text: &str, tag: &str) -> Option<String> {
+    xml_text(text, tag).map(|t| shorten(&t))
+}
+
+/// The unescaped text of the first `<tag>…</tag>` in `text`, whole.
+fn xml_text(text: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = text.find(&open)? + open.len();
     let end = start + text[start..].find(&format!("</{tag}>"))?;
     let raw = &text[start..end];
-    Some(shorten(
-        &raw.replace("&lt;", "<")
+    Some(
+        raw.replace("&lt;", "<")
             .replace("&gt;", ">")
             .replace("&quot;", "\"")
             .replace("&apos;", "'")
             .replace("&amp;", "&"),
-    ))
+    )
 }
 
 fn shorten(text: &str) -> String {
@@ -1056,6 +1180,7 @@ mod tests {
                 allow_http: true,
                 timeout_secs: None,
                 unsigned_payload: set,
+                temp_max_age: None,
             };
             S3Store::with_secrets(&spec, Secret::new("k".into()), Secret::new("s".into()))
                 .unwrap()
@@ -1083,6 +1208,7 @@ mod tests {
                 allow_http: true,
                 timeout_secs: None,
                 unsigned_payload: None,
+                temp_max_age: None,
             };
             S3Store::with_secrets(&spec, Secret::new("k".into()), Secret::new("s".into())).unwrap()
         };

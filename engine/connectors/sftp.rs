@@ -19,7 +19,10 @@
 //!   flushed (`fsync@openssh.com` where offered), its size checked, then renamed to the final
 //!   name, so the final name never holds a partial file. SFTP's `RENAME` refuses to replace an
 //!   existing file, so a put over an existing name deletes the old file just before the rename.
-//!   On failure the temporary file is deleted when the server still answers.
+//!   On failure the temporary file is deleted when the server still answers. The first put to
+//!   a location also deletes temporary files there older than `temp_max_age` (`READDIR` with
+//!   their modification times, `REMOVE`, in a session of its own; best effort, see
+//!   [`super::sweep`]).
 //! * **rename**: `RENAME`.
 //!
 //! The TCP connection, the SSH handshake, authentication and every SFTP request and data chunk
@@ -40,11 +43,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::spool::SpoolWriter;
+use super::sweep::{self, Sweeper, TMP_PREFIX};
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
 
-/// Prefix of the temporary files a put writes before renaming them into place (the same as
-/// the other stores', so all skip each other's leftovers).
-const TMP_PREFIX: &str = ".ferry-tmp-";
 /// Timeout when the spec gives none, in seconds.
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Default SSH port.
@@ -85,6 +86,10 @@ pub struct SftpSpec {
     /// and each chunk of a transfer (default 30).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Age after which a temporary file (`.ferry-tmp-*`) that an interrupted put left at a
+    /// location is deleted, by the first put there (default `1h`, at least `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_max_age: Option<String>,
 }
 
 /// How the user logs in.
@@ -112,6 +117,7 @@ pub struct SftpStore {
     credential: Credential,
     trust: HostKeyTrust,
     timeout: Duration,
+    sweeper: Sweeper,
 }
 
 impl fmt::Debug for SftpStore {
@@ -213,6 +219,10 @@ impl SftpStore {
         if secs == 0 {
             return Err(config_err("timeout_secs must be at least 1".to_string()));
         }
+        let sweeper = Sweeper::new(spec.temp_max_age.as_deref()).map_err(|e| match e {
+            ConnectorError::Config(msg) => config_err(msg),
+            other => other,
+        })?;
         Ok(SftpStore {
             host,
             port: spec.port.unwrap_or(DEFAULT_PORT),
@@ -220,6 +230,7 @@ impl SftpStore {
             credential,
             trust,
             timeout: Duration::from_secs(secs),
+            sweeper,
         })
     }
 
@@ -390,6 +401,16 @@ impl SftpStore {
             &dir,
             &format!("{TMP_PREFIX}{}-{name}", uuid::Uuid::now_v7()),
         );
+        if self.sweeper.first_visit(location) {
+            let swept = async {
+                let s = self.open().await?;
+                let result = s.sweep(&dir, location, &self.sweeper).await;
+                s.close().await;
+                result
+            }
+            .await;
+            sweep::report("sftp", location, swept);
+        }
         let s = self.open().await?;
         let mut started = false;
         let result = s
@@ -799,6 +820,49 @@ impl Session<'_> {
             out.push(Entry { name, size });
         }
         Ok(out)
+    }
+
+    /// Deletes the temporary files of `dir` that `sweeper` finds stale; returns how many.
+    async fn sweep(
+        &self,
+        dir: &str,
+        location: &str,
+        sweeper: &Sweeper,
+    ) -> Result<usize, ConnectorError> {
+        let entries = self
+            .sftp_step_or_missing(
+                &format!("listing directory '{dir}'"),
+                || format!("directory '{location}'"),
+                self.sftp.read_dir(dir),
+            )
+            .await?;
+        let mut deleted = 0;
+        for entry in entries {
+            let name = entry.file_name();
+            let meta = entry.metadata();
+            if !name.starts_with(TMP_PREFIX) || !meta.is_regular() || check_name(&name).is_err() {
+                continue;
+            }
+            let Some(mtime) = meta.mtime else { continue };
+            let modified = std::time::UNIX_EPOCH + Duration::from_secs(u64::from(mtime));
+            if !sweeper.is_stale(&name, modified) {
+                continue;
+            }
+            let path = file_path(dir, &name);
+            match self
+                .sftp_step_or_missing(
+                    "deleting a stale temporary file",
+                    || path.clone(),
+                    self.sftp.remove_file(path.as_str()),
+                )
+                .await
+            {
+                Ok(()) => deleted += 1,
+                Err(ConnectorError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
     }
 
     /// Reads the remote `path` into `dest`, streamed.

@@ -94,6 +94,7 @@ pub fn records_of(events: &[Event]) -> Vec<RecordOutcome> {
                 suppressed,
                 record,
                 message,
+                ..
             } => Some(RecordOutcome {
                 record: record.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
                 message: message.clone(),

@@ -221,6 +221,7 @@ pub async fn serve(
         path: incoming.clone(),
         source,
     })?;
+    sweep_incoming(&incoming);
     let app = App::new(
         Arc::new(project),
         store.clone(),
@@ -302,6 +303,19 @@ pub async fn serve(
     store.close().await;
     tracing::info!("ferry serve stopped");
     Ok(())
+}
+
+/// Deletes delivery staging folders (`ferry-delivery-*`) that a killed ferry never cleaned
+/// up: those idle for longer than an hour. Best effort: a failure is a warning.
+fn sweep_incoming(incoming: &std::path::Path) {
+    let age = crate::connectors::sweep::DEFAULT_TEMP_MAX_AGE;
+    match crate::connectors::sweep::stale_dirs(incoming, "ferry-delivery-", age) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(folders = n, dir = %incoming.display(),
+            "deleted delivery staging folders an earlier ferry left behind"),
+        Err(e) => tracing::warn!(dir = %incoming.display(), error = %e,
+            "could not sweep the delivery staging folders"),
+    }
 }
 
 /// Heartbeats, marks runs of dead processes interrupted, and purges by retention.

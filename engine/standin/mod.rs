@@ -167,6 +167,9 @@ struct Inner {
     forecast_ack: String,
     outcome_acks: Vec<serde_json::Value>,
     journal: Vec<JournalEntry>,
+    in_flight: usize,
+    max_in_flight: usize,
+    delay: Duration,
     sync_failures: Option<FailurePlan>,
     forecast_failures: Option<FailurePlan>,
     outcome_ack_failures: Option<FailurePlan>,
@@ -184,6 +187,9 @@ impl Default for Inner {
             forecast_ack: DEFAULT_FORECAST_ACK.to_owned(),
             outcome_acks: Vec::new(),
             journal: Vec::new(),
+            in_flight: 0,
+            max_in_flight: 0,
+            delay: Duration::ZERO,
             sync_failures: None,
             forecast_failures: None,
             outcome_ack_failures: None,
@@ -375,6 +381,17 @@ impl StandIn {
         FailurePlan::take(self.state().plan_slot(endpoint))
     }
 
+    /// Makes every API request (not the admin endpoints) wait `delay` before it is handled,
+    /// so that concurrent requests overlap (see [`StandIn::max_in_flight`]).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state().delay = delay;
+    }
+
+    /// The most API requests the stand-ins held at once (being handled, delay included).
+    pub fn max_in_flight(&self) -> usize {
+        self.state().max_in_flight
+    }
+
     /// Accepted (2xx) sync request bodies, in arrival order.
     pub fn sync_requests(&self) -> Vec<serde_json::Value> {
         self.state().sync_requests.clone()
@@ -408,6 +425,20 @@ impl StandIn {
 async fn journal_requests(State(stand_in): State<StandIn>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
+    let api = !path.starts_with(ADMIN_PREFIX);
+    let delay = if api {
+        let mut state = stand_in.state();
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
+        state.delay
+    } else {
+        Duration::ZERO
+    };
+    // Counted out again even if the client goes away mid-request (the future is dropped).
+    let _held = InFlight(api.then(|| stand_in.clone()));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let response = next.run(req).await;
     let status = response.status().as_u16();
     tracing::debug!(%method, %path, status, "stand-in request");
@@ -419,6 +450,18 @@ async fn journal_requests(State(stand_in): State<StandIn>, req: Request, next: N
         });
     }
     response
+}
+
+/// One API request being handled; counts itself out when dropped.
+struct InFlight(Option<StandIn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(stand_in) = &self.0 {
+            let mut state = stand_in.state();
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+    }
 }
 
 /// A running stand-in server started by [`StandIn::spawn`]. Dropping it stops the

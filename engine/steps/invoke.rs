@@ -6,6 +6,9 @@
 //! status fails the step with the status and the answer's message. `expect` adds a
 //! condition on the answer (`response.json.ackType == 'SUCCESS'`). A put returns only once
 //! the target holds the whole file under its final name.
+//!
+//! Requests and puts may `retry` transient failures (see [`super::retry`]); a retried
+//! request is one `request` event with its `attempts`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,8 +20,11 @@ use serde_json::{Map, Value, json};
 use crate::compile::{FlowCx, ValueTpl};
 use crate::connectors::Capability;
 use crate::connectors::http::{HttpBody, HttpRequest, Part};
+use crate::connectors::retry as backoff;
 use crate::run::{ErrorKind, Event, Exec, Scope, StepError};
 use crate::template::Tpl;
+
+use super::retry::{Retry, RetrySpec};
 
 /// Configuration of an `invoke` step: exactly one of `request`, `put`, `flow`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -70,6 +76,10 @@ pub struct RequestSpec {
     /// Expression over `response` (`{status, json, text}`) that must hold after a 2xx.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
+    /// Retry transient failures: no answer, or a 429 / 5xx that is not tolerated (off by
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
 }
 
 fn post() -> String {
@@ -122,6 +132,9 @@ pub struct PutSpec {
     pub name: String,
     /// Template: the local path of the file to put.
     pub file: String,
+    /// Retry transient failures: the connection broke or timed out (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
 }
 
 /// A compiled `invoke` step.
@@ -139,6 +152,8 @@ pub enum InvokePlan {
         name: Tpl,
         /// Local path template.
         file: Tpl,
+        /// Retries of transient failures.
+        retry: Retry,
     },
     /// A child flow call.
     Flow {
@@ -162,6 +177,7 @@ pub struct RequestPlan {
     body: BodyPlan,
     tolerate: Vec<u16>,
     expect: Option<String>,
+    retry: Retry,
 }
 
 #[derive(Debug)]
@@ -217,6 +233,10 @@ impl InvokeStep {
                 location: cx.location(&format!("{ptr}/location"), &p.connection, &p.location),
                 name: cx.template(&format!("{ptr}/name"), &p.name),
                 file: cx.template(&format!("{ptr}/file"), &p.file),
+                retry: p
+                    .retry
+                    .as_ref()
+                    .map_or(Retry::NONE, |r| r.compile(cx, &format!("{ptr}/retry"))),
             };
         }
         let flow = self.flow.clone().unwrap_or_default();
@@ -302,6 +322,10 @@ impl RequestSpec {
                 .collect(),
             body,
             tolerate: self.tolerate.clone(),
+            retry: self
+                .retry
+                .as_ref()
+                .map_or(Retry::NONE, |r| r.compile(cx, &format!("{ptr}/retry"))),
             expect: self
                 .expect
                 .as_ref()
@@ -352,6 +376,7 @@ impl InvokePlan {
                 location,
                 name,
                 file,
+                retry,
             } => {
                 let location = ex.render(location, scope)?;
                 let name = ex.render(name, scope)?;
@@ -360,10 +385,15 @@ impl InvokePlan {
                 let bytes = if ex.dry_run() {
                     std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0)
                 } else {
-                    store
-                        .put(&location, &name, &file)
-                        .await
-                        .map_err(|e| ex.connector_error(connection, e))?
+                    backoff::run(connection, retry.policy(), |_| async {
+                        store
+                            .put(&location, &name, &file)
+                            .await
+                            .map_err(backoff::Failure::classify)
+                    })
+                    .await
+                    .map(|(bytes, _)| bytes)
+                    .map_err(|e| ex.connector_error(connection, e))?
                 };
                 ex.event(Event::Put {
                     connection: connection.clone(),
@@ -387,6 +417,53 @@ impl InvokePlan {
 }
 
 impl RequestPlan {
+    /// Sends `req`, again after a transient failure as `retry` allows: no answer, or a 429 /
+    /// 5xx that is not tolerated. Returns the last outcome and the attempts made.
+    async fn send(
+        &self,
+        conn: &crate::connectors::http::HttpConnector,
+        req: HttpRequest,
+    ) -> (
+        Result<crate::connectors::http::HttpResponse, crate::connectors::ConnectorError>,
+        u32,
+    ) {
+        let policy = self.retry.policy();
+        let mut req = req;
+        let mut attempts: u32 = 1;
+        loop {
+            let last = attempts > policy.retries;
+            // The request is cloned only while another attempt may follow.
+            let this = if last {
+                std::mem::replace(&mut req, HttpRequest::new("GET", ""))
+            } else {
+                req.clone()
+            };
+            let result = conn.send(this).await;
+            let transient = match &result {
+                Ok(r) => {
+                    backoff::is_transient_status(r.status) && !self.tolerate.contains(&r.status)
+                }
+                Err(e) => backoff::is_transient_error(e),
+            };
+            if !transient || last {
+                return (result, attempts);
+            }
+            let wait = policy.backoff.delay(attempts);
+            match &result {
+                Ok(r) => {
+                    tracing::warn!(connection = %self.connection, attempt = attempts, status = r.status,
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "transient answer; retrying")
+                }
+                Err(e) => {
+                    tracing::warn!(connection = %self.connection, attempt = attempts, error = %e,
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "transient failure; retrying")
+                }
+            }
+            tokio::time::sleep(wait).await;
+            attempts += 1;
+        }
+    }
+
     async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
         let path = ex.render(&self.path, scope)?;
         let mut query = Vec::new();
@@ -453,6 +530,7 @@ impl RequestPlan {
                 suppressed: false,
                 record: scope.record(),
                 message: None,
+                attempts: 1,
             });
             return Ok(
                 json!({ "status": null, "json": null, "text": "", "suppressed": false, "dry_run": true }),
@@ -465,10 +543,10 @@ impl RequestPlan {
             headers,
             body,
         };
-        let response = conn
-            .send(req)
-            .await
-            .map_err(|e| ex.connector_error(&self.connection, e))?;
+        let (response, attempts) = self.send(conn, req).await;
+        let response = response.map_err(|e| {
+            ex.connector_error(&self.connection, backoff::after_attempts(e, attempts))
+        })?;
         let status = response.status;
         let suppressed = self.tolerate.contains(&status);
         ex.event(Event::Request {
@@ -479,6 +557,7 @@ impl RequestPlan {
             suppressed,
             record: scope.record(),
             message: (!(200..300).contains(&status)).then(|| response.message()),
+            attempts,
         });
         let out = json!({
             "status": status,

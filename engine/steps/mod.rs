@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod list;
 pub mod notify;
 pub mod rename;
+pub mod retry;
 pub mod route;
 pub mod transform;
 

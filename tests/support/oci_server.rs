@@ -66,6 +66,37 @@ pub fn connection_spec(endpoint: &str, key: &str) -> serde_json::Value {
     })
 }
 
+/// Requests answered with an injected error status before they reach the API (the body
+/// is read first, so the client sees the answer).
+#[derive(Debug, Clone, Copy)]
+pub enum Failures {
+    /// The next `n` requests answer `status`.
+    Next { n: usize, status: u16 },
+    /// Every `k`-th request from now on answers `status` (the k-th, 2k-th, …).
+    EveryKth { k: usize, status: u16, seen: usize },
+}
+
+impl Failures {
+    /// Consumes one request: `Some(status)` if it must fail.
+    fn take(slot: &mut Option<Failures>) -> Option<u16> {
+        match slot {
+            None => None,
+            Some(Failures::Next { n, status }) => {
+                let status = *status;
+                *n -= 1;
+                if *n == 0 {
+                    *slot = None;
+                }
+                Some(status)
+            }
+            Some(Failures::EveryKth { k, status, seen }) => {
+                *seen += 1;
+                (*seen % *k == 0).then_some(*status)
+            }
+        }
+    }
+}
+
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Logged {
@@ -85,8 +116,9 @@ struct Shared {
     public_key: Vec<u8>,
     page_size: usize,
     hostile: Mutex<Vec<String>>,
-    fail_put_after: Mutex<Option<u64>>,
-    cut_get_after: Mutex<Option<u64>>,
+    fail_put_after: Mutex<Option<(u64, usize)>>,
+    cut_get_after: Mutex<Option<(u64, usize)>>,
+    failures: Mutex<Option<Failures>>,
     log: Mutex<Vec<Logged>>,
     counter: AtomicU64,
 }
@@ -110,6 +142,25 @@ impl OciServer {
     /// Starts a server accepting requests signed by `key_id` with the key whose SPKI PEM
     /// public key is `public_pem`; listings hold `page_size` objects per page.
     pub async fn start(key_id: &str, public_pem: &str, page_size: usize) -> OciServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        OciServer::start_with(listener, key_id, public_pem, page_size).await
+    }
+
+    /// Like [`OciServer::start_with_test_key`], listening on `127.0.0.1:port`.
+    pub async fn start_on(port: u16, page_size: usize) -> OciServer {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let public = std::fs::read_to_string(fixture("test_key_public.pem")).unwrap();
+        OciServer::start_with(listener, &key_id(), &public, page_size).await
+    }
+
+    async fn start_with(
+        listener: tokio::net::TcpListener,
+        key_id: &str,
+        public_pem: &str,
+        page_size: usize,
+    ) -> OciServer {
         let root = tempfile::tempdir().unwrap();
         let public_key = SubjectPublicKeyInfoDer::from_pem_slice(public_pem.as_bytes())
             .unwrap()
@@ -123,13 +174,13 @@ impl OciServer {
             hostile: Mutex::new(Vec::new()),
             fail_put_after: Mutex::new(None),
             cut_get_after: Mutex::new(None),
+            failures: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
         });
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -171,15 +222,24 @@ impl OciServer {
         self.shared.hostile.lock().unwrap().push(name.to_string());
     }
 
-    /// Makes the next PUT fail with 500 after `bytes` bytes, committing nothing.
-    pub fn fail_next_put_after(&self, bytes: u64) {
-        *self.shared.fail_put_after.lock().unwrap() = Some(bytes);
+    /// Makes the next `times` PUTs fail with 500 after `bytes` bytes, committing nothing.
+    pub fn fail_puts_after(&self, bytes: u64, times: usize) {
+        *self.shared.fail_put_after.lock().unwrap() = (times > 0).then_some((bytes, times));
     }
 
-    /// Makes the next object GET announce the whole length but break the connection after
-    /// `bytes` of the body.
-    pub fn cut_next_get_after(&self, bytes: u64) {
-        *self.shared.cut_get_after.lock().unwrap() = Some(bytes);
+    /// Makes the next `times` object GETs announce the whole length but break the
+    /// connection after `bytes` of the body.
+    pub fn cut_gets_after(&self, bytes: u64, times: usize) {
+        *self.shared.cut_get_after.lock().unwrap() = (times > 0).then_some((bytes, times));
+    }
+
+    /// Answers requests with an injected status per `failures` (replacing any plan).
+    pub fn inject(&self, failures: Failures) {
+        let none = matches!(
+            failures,
+            Failures::Next { n: 0, .. } | Failures::EveryKth { k: 0, .. }
+        );
+        *self.shared.failures.lock().unwrap() = (!none).then_some(failures);
     }
 
     /// The requests seen so far.
@@ -198,7 +258,19 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let signed = authorization_params(request.headers())
         .and_then(|p| p.get("headers").cloned())
         .unwrap_or_default();
-    let mut response = route(&shared, request).await;
+    let injected = Failures::take(&mut shared.failures.lock().unwrap());
+    let mut response = match injected {
+        Some(status) => {
+            // Read the body first, so the client sees the answer, not a reset connection.
+            let _ = axum::body::to_bytes(request.into_body(), usize::MAX).await;
+            oci_error(
+                StatusCode::from_u16(status).unwrap(),
+                "ServiceUnavailable",
+                "injected by the test",
+            )
+        }
+        None => route(&shared, request).await,
+    };
     let id = shared.counter.fetch_add(1, Ordering::Relaxed);
     response
         .headers_mut()
@@ -263,7 +335,7 @@ async fn route(shared: &Shared, request: Request) -> Response {
                     let file = dir.join(&name);
                     match *method {
                         Method::GET => {
-                            let cut = shared.cut_get_after.lock().unwrap().take();
+                            let cut = take_one(&shared.cut_get_after);
                             get_object(&file, cut).await
                         }
                         Method::HEAD => head_object(&file),
@@ -476,7 +548,7 @@ async fn put_object(
             "no length",
         );
     };
-    let fail_after = shared.fail_put_after.lock().unwrap().take();
+    let fail_after = take_one(&shared.fail_put_after);
     let tmp = dir.join(format!(".upload-{}", uuid::Uuid::now_v7()));
     let mut out = tokio::fs::File::create(&tmp).await.unwrap();
     let mut stream = body.into_data_stream();
@@ -556,6 +628,14 @@ fn rename(dir: &Path, body: &[u8]) -> Response {
     }
     std::fs::rename(&src, &dst).unwrap();
     StatusCode::OK.into_response()
+}
+
+/// Consumes one use of a `(value, times)` injection.
+fn take_one(slot: &Mutex<Option<(u64, usize)>>) -> Option<u64> {
+    let mut slot = slot.lock().unwrap();
+    let (value, times) = (*slot)?;
+    *slot = (times > 1).then_some((value, times - 1));
+    Some(value)
 }
 
 fn etag(file: &Path) -> String {

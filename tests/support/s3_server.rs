@@ -35,6 +35,9 @@ impl S3Server {
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        builder.set_route(ListUploads {
+            root: root.path().to_path_buf(),
+        });
         let service = builder.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -88,6 +91,30 @@ impl S3Server {
 
     /// Stops the server: closes the listener and cuts every open connection, and returns
     /// once they are gone.
+    /// The unfinished multipart uploads of `bucket`: (key, upload id), sorted.
+    pub fn uploads(&self, bucket: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = pending_uploads(self.root.path(), bucket)
+            .into_iter()
+            .map(|u| (u.key, u.id))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Makes the unfinished upload of `bucket/key` look started `age` ago.
+    pub fn backdate_upload(&self, bucket: &str, key: &str, age: std::time::Duration) {
+        for u in pending_uploads(self.root.path(), bucket) {
+            if u.key == key {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&u.path)
+                    .unwrap()
+                    .set_modified(std::time::SystemTime::now() - age)
+                    .unwrap();
+            }
+        }
+    }
+
     pub async fn stop(&mut self) {
         self.task.abort();
         let _ = (&mut self.task).await;
@@ -97,5 +124,91 @@ impl S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// An unfinished multipart upload, as s3s-fs keeps it: a metadata file in the root named
+/// `.bucket-{b64 bucket}.object-{b64 key}.upload-{id}.metadata.json`, written when the upload
+/// is created and deleted when it is completed or aborted.
+struct PendingUpload {
+    key: String,
+    id: String,
+    path: PathBuf,
+    initiated: std::time::SystemTime,
+}
+
+fn pending_uploads(root: &Path, bucket: &str) -> Vec<PendingUpload> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let prefix = format!(".bucket-{}.object-", b64.encode(bucket));
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".metadata.json"))
+        else {
+            continue;
+        };
+        let Some((key, id)) = rest.split_once(".upload-") else {
+            continue;
+        };
+        let key = String::from_utf8(b64.decode(key).unwrap()).unwrap();
+        out.push(PendingUpload {
+            key,
+            id: id.to_string(),
+            path: e.path(),
+            initiated: e.metadata().unwrap().modified().unwrap(),
+        });
+    }
+    out
+}
+
+/// `ListMultipartUploads` (`GET /{bucket}?uploads`), which s3s-fs lacks, answered from its
+/// pending uploads; the request's signature is verified by s3s before it gets here.
+struct ListUploads {
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl s3s::route::S3Route for ListUploads {
+    fn is_match(
+        &self,
+        method: &axum::http::Method,
+        uri: &axum::http::Uri,
+        _: &axum::http::HeaderMap,
+        _: &mut axum::http::Extensions,
+    ) -> bool {
+        method == axum::http::Method::GET
+            && uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "uploads" || p == "uploads="))
+            && uri.path().trim_matches('/').split('/').count() == 1
+    }
+
+    async fn call(
+        &self,
+        req: s3s::S3Request<s3s::Body>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::Body>> {
+        let bucket = req.uri.path().trim_matches('/').to_string();
+        let mut xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListMultipartUploadsResult><Bucket>{bucket}</Bucket><IsTruncated>false</IsTruncated>"
+        );
+        for u in pending_uploads(&self.root, &bucket) {
+            let initiated = chrono::DateTime::<chrono::Utc>::from(u.initiated)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            xml.push_str(&format!(
+                "<Upload><Key>{}</Key><UploadId>{}</UploadId><Initiated>{initiated}</Initiated></Upload>",
+                u.key, u.id
+            ));
+        }
+        xml.push_str("</ListMultipartUploadsResult>");
+        let mut response = s3s::S3Response::new(s3s::Body::from(xml));
+        response.headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/xml"),
+        );
+        Ok(response)
     }
 }
