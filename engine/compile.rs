@@ -20,6 +20,7 @@ use crate::lookups::{Lookup, Lookups};
 use crate::model::{RawConnections, RawFlow, RawLookup, RawStep, Trigger};
 use crate::steps::{Block, KIND_KEYS, StepKind, StepPlan};
 use crate::template::{BUILTIN_FUNCTIONS, Templates, Tpl, find_calls};
+use crate::typecheck::{self, Shape};
 use crate::yaml::SourceDoc;
 
 /// Root variables every template may read.
@@ -580,6 +581,37 @@ fn compile_flow(
         }
     }
     let mut templates = Templates::new(&aliases, index.lookups.clone());
+    let params_shape = Shape::Obj(typecheck::Obj {
+        what: "params (the flow's `params`)".into(),
+        fields: raw.params.keys().map(|k| (k.clone(), Shape::Any)).collect(),
+        strict: true,
+    });
+    let input_shape = Shape::Obj(typecheck::Obj {
+        what: "input (the trigger's parts)".into(),
+        fields: raw
+            .trigger
+            .rest
+            .iter()
+            .flat_map(|r| r.parts.iter())
+            .map(|(k, p)| {
+                let shape = match p.kind {
+                    crate::model::PartKind::File => typecheck::spooled_file("a trigger file part"),
+                    _ => Shape::Any,
+                };
+                (k.clone(), shape)
+            })
+            .collect(),
+        strict: true,
+    });
+    let mut shapes = Shapes::default();
+    collect_shapes(
+        &raw.steps,
+        &templates,
+        &params_shape,
+        &input_shape,
+        &mut Vec::new(),
+        &mut shapes,
+    );
     let mut cx = FlowCx {
         doc,
         templates: &mut templates,
@@ -588,6 +620,11 @@ fn compile_flow(
         aliases: aliases.into_iter().collect(),
         declared,
         vars: Vec::new(),
+        var_shapes: Vec::new(),
+        shapes,
+        current: String::new(),
+        params_shape,
+        input_shape,
         ids: HashMap::new(),
         defined: Vec::new(),
         refs: Vec::new(),
@@ -718,6 +755,11 @@ pub struct FlowCx<'a> {
     aliases: BTreeMap<String, Arc<Lookup>>,
     declared: BTreeSet<String>,
     vars: Vec<String>,
+    var_shapes: Vec<Shape>,
+    shapes: Shapes,
+    current: String,
+    params_shape: Shape,
+    input_shape: Shape,
     ids: HashMap<String, String>,
     defined: Vec<String>,
     refs: Vec<StepRef>,
@@ -760,11 +802,49 @@ impl<'a> FlowCx<'a> {
     }
 
     /// Compiles nested code with an extra variable in scope (a loop variable).
+    /// Its shape is the one the step being compiled declares for it (`collect_shapes`).
     pub fn with_var<T>(&mut self, var: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let shape = self
+            .shapes
+            .vars
+            .get(&(self.current.clone(), var.to_string()))
+            .cloned()
+            .unwrap_or(Shape::Any);
         self.vars.push(var.to_string());
+        self.var_shapes.push(shape);
         let out = f(self);
         self.vars.pop();
+        self.var_shapes.pop();
         out
+    }
+
+    fn type_env(&self) -> TypeEnv<'_> {
+        TypeEnv {
+            templates: self.templates,
+            steps: &self.shapes.steps,
+            vars: self
+                .vars
+                .iter()
+                .cloned()
+                .zip(self.var_shapes.iter().cloned())
+                .collect(),
+            params: &self.params_shape,
+            input: &self.input_shape,
+        }
+    }
+
+    /// Reports what the static typing finds in a template or expression that compiled.
+    fn typecheck(&mut self, ptr: &str, src: &str, expression: bool) {
+        let problems = if expression {
+            typecheck::check_expression(src, &self.type_env()).0
+        } else if src.contains('{') {
+            typecheck::check_template(src, &self.type_env())
+        } else {
+            return;
+        };
+        for p in problems {
+            self.error_in_value(ptr, src, p.offset, p.code, p.message, p.hint);
+        }
     }
 
     /// Compiles the location template of a file step on `connection`, and remembers the
@@ -802,6 +882,7 @@ impl<'a> FlowCx<'a> {
         self.check_source(ptr, src, false);
         let vars = self.templates.variables(&tpl);
         self.check_vars(ptr, src, vars, false);
+        self.typecheck(ptr, src, false);
         tpl
     }
 
@@ -816,6 +897,7 @@ impl<'a> FlowCx<'a> {
             Ok(vars) => {
                 self.check_source(ptr, src, true);
                 self.check_vars(ptr, src, vars, true);
+                self.typecheck(ptr, src, true);
             }
             Err(e) => self.error_at(
                 ptr,
@@ -1108,6 +1190,7 @@ impl<'a> FlowCx<'a> {
             let defined_before = self.defined.len();
             let refs_before = self.refs.len();
             self.defined.push(raw.id.clone());
+            self.current = raw.id.clone();
             let when = raw
                 .when
                 .as_ref()
@@ -1285,4 +1368,101 @@ fn find_word(src: &str, word: &str) -> Option<usize> {
         from = end;
     }
     None
+}
+
+/// The shapes of a flow's step outputs and of the variables its steps bring into scope
+/// (keyed by step id and variable name), found before its templates are checked.
+#[derive(Debug, Default)]
+struct Shapes {
+    steps: BTreeMap<String, Shape>,
+    vars: HashMap<(String, String), Shape>,
+}
+
+/// Walks a block in document order, recording each step's output shape and the shapes of
+/// the loop variables (a `for_each` over `items` types its variable from the expression).
+fn collect_shapes(
+    steps: &[RawStep],
+    templates: &Templates,
+    params: &Shape,
+    input: &Shape,
+    vars: &mut Vec<(String, Shape)>,
+    out: &mut Shapes,
+) {
+    for raw in steps {
+        let mut items = None;
+        if let Some(fe) = &raw.for_each {
+            let elem = match (&fe.items, &fe.csv) {
+                (Some(expr), _) => {
+                    let env = TypeEnv {
+                        templates,
+                        steps: &out.steps,
+                        vars: vars.clone(),
+                        params,
+                        input,
+                    };
+                    typecheck::expression_shape(expr, &env).element()
+                }
+                (None, Some(csv)) => typecheck::csv_record(csv.columns.as_deref()),
+                (None, None) => Shape::Any,
+            };
+            items = Some(elem.clone());
+            out.vars
+                .insert((raw.id.clone(), fe.var.clone()), elem.clone());
+            vars.push((fe.var.clone(), elem));
+            collect_shapes(&fe.steps, templates, params, input, vars, out);
+            vars.pop();
+        }
+        if let Some(route) = &raw.route {
+            for case in route.cases.values() {
+                collect_shapes(case, templates, params, input, vars, out);
+            }
+        }
+        if raw.invoke.as_ref().is_some_and(|i| i.request.is_some()) {
+            out.vars
+                .insert((raw.id.clone(), "response".into()), typecheck::response());
+        }
+        out.steps
+            .insert(raw.id.clone(), typecheck::step_shape(raw, items));
+    }
+}
+
+/// The root variables of a template, typed, for [`typecheck`].
+struct TypeEnv<'a> {
+    templates: &'a Templates,
+    steps: &'a BTreeMap<String, Shape>,
+    vars: Vec<(String, Shape)>,
+    params: &'a Shape,
+    input: &'a Shape,
+}
+
+impl typecheck::Env for TypeEnv<'_> {
+    fn root(&self, name: &str) -> Option<Shape> {
+        if let Some((_, s)) = self.vars.iter().rev().find(|(v, _)| v == name) {
+            return Some(s.clone());
+        }
+        match name {
+            "steps" => Some(Shape::Obj(typecheck::Obj {
+                what: "steps".into(),
+                fields: self.steps.clone(),
+                strict: false,
+            })),
+            "run" => Some(typecheck::run()),
+            "error" => Some(typecheck::error()),
+            "params" => Some(self.params.clone()),
+            "input" => Some(self.input.clone()),
+            _ => None,
+        }
+    }
+    fn has_filter(&self, name: &str) -> bool {
+        self.templates.has_filter(name)
+    }
+    fn has_test(&self, name: &str) -> bool {
+        self.templates.has_test(name)
+    }
+    fn filter_names(&self) -> Vec<String> {
+        self.templates.filter_names()
+    }
+    fn test_names(&self) -> Vec<String> {
+        self.templates.test_names()
+    }
 }

@@ -11,7 +11,8 @@
 //! - [`yaml`] — YAML source files parsed with positions; [`diag`] — diagnostics.
 //! - [`model`] — the raw serde model of flow, connection and lookup files (the schemas).
 //! - [`compile`] — the one compiler used by `validate` and `run`: raw files → checked plans.
-//! - [`template`] — minijinja templates and expressions; [`lookups`] — lookup tables.
+//! - [`template`] — minijinja templates and expressions; [`typecheck`] — their static
+//!   typing (step output shapes, loop variables, filters, tests); [`lookups`] — lookup tables.
 //! - [`steps`] — one file per step kind, one closed enum, one dispatch.
 //! - [`run`] — the executor, run reports and events.
 //! - [`schedule`] — cron schedules with time zones; [`serve`] — `ferry serve`: scheduler,
@@ -39,4 +40,5 @@ pub mod serve;
 pub mod standin;
 pub mod steps;
 pub mod template;
+pub mod typecheck;
 pub mod yaml;
