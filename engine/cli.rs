@@ -96,6 +96,10 @@ pub enum Command {
         /// Trigger input part, `NAME=PATH` (for REST-triggered flows).
         #[arg(long = "input", value_name = "NAME=PATH")]
         inputs: Vec<String>,
+        /// A parameter of a child flow run on its own, `NAME=VALUE` (child flows have no
+        /// trigger: other flows call them).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
@@ -313,6 +317,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             sources,
             dry_run,
             inputs,
+            params,
             format,
             data,
         } => {
@@ -327,10 +332,12 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             })?;
             let parts = parse_inputs(&inputs)?;
             trigger_input(plan, &parts)?;
+            let params = child_params(plan, &params)?;
             let engine = Engine::new(
                 project,
                 RunOptions {
                     dry_run,
+                    params,
                     ..Default::default()
                 },
             );
@@ -596,6 +603,54 @@ fn load_sources(s: &Sources) -> Option<Arc<Project>> {
         eprint!("{}", render_diags(&diags, Format::Human));
     }
     project.map(Arc::new)
+}
+
+/// The `--param NAME=VALUE` of a run. A flow without a trigger is a child flow: run on its
+/// own it needs its required parameters, and only a flow with parameters takes any.
+fn child_params(
+    plan: &crate::compile::FlowPlan,
+    params: &[String],
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut out = serde_json::Map::new();
+    for p in params {
+        let Some((name, value)) = p.split_once('=') else {
+            bail!("--param takes NAME=VALUE, got '{p}'")
+        };
+        if !plan.params.contains_key(name) {
+            let takes: Vec<_> = plan.params.keys().cloned().collect();
+            bail!(
+                "flow '{}' has no parameter '{name}' ({})",
+                plan.id,
+                if takes.is_empty() {
+                    "it takes none".to_string()
+                } else {
+                    format!("it takes: {}", takes.join(", "))
+                }
+            )
+        }
+        out.insert(
+            name.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    }
+    let t = &plan.trigger;
+    let child = t.schedule.is_none() && !t.manual && t.rest.is_none();
+    let missing: Vec<&str> = plan
+        .params
+        .iter()
+        .filter(|(k, p)| p.required && !out.contains_key(*k))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if child && !missing.is_empty() {
+        let example: Vec<String> = missing.iter().map(|k| format!("--param {k}=…")).collect();
+        bail!(
+            "flow '{}' is a child flow (other flows call it; it has no trigger): run it on its own with its parameters: ferry run {} {}",
+            plan.id,
+            plan.id,
+            example.join(" ")
+        )
+    }
+    Ok(out)
 }
 
 fn parse_inputs(inputs: &[String]) -> anyhow::Result<Vec<(String, PathBuf, Option<String>)>> {

@@ -183,12 +183,15 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
     }
     // lookups
     let mut lookups = Lookups::default();
+    // lookups that exist but are invalid: already reported, so flows using them are not
+    // told again that the lookup is unknown (one root cause, one diagnostic)
+    let mut broken = BTreeSet::new();
     if let Some(dir) = &lookup_dir {
         let mut lfiles = Vec::new();
         collect_yaml(dir, &mut lfiles, &mut diags);
         for f in lfiles {
             match SourceDoc::load(&f) {
-                Ok(doc) => load_lookup(doc, &mut lookups, &mut diags),
+                Ok(doc) => load_lookup(doc, &mut lookups, &mut broken, &mut diags),
                 Err(d) => diags.push(d),
             }
         }
@@ -209,7 +212,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
             continue;
         }
         if doc.value.get("rows").is_some() && doc.value.get("columns").is_some() {
-            load_lookup(doc, &mut lookups, &mut diags);
+            load_lookup(doc, &mut lookups, &mut broken, &mut diags);
             continue;
         }
         flow_docs.push(doc);
@@ -257,6 +260,7 @@ pub fn load(inputs: &Inputs) -> (Option<Project>, Vec<Diagnostic>) {
         }
     }
     let index = Index {
+        broken_lookups: broken,
         connections: connections.as_ref(),
         lookups: lookups.clone(),
         flows: raws
@@ -322,8 +326,16 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>)
     }
 }
 
-fn load_lookup(doc: SourceDoc, lookups: &mut Lookups, diags: &mut Vec<Diagnostic>) {
+fn load_lookup(
+    doc: SourceDoc,
+    lookups: &mut Lookups,
+    broken: &mut BTreeSet<String>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let Some(raw) = schema_checked::<RawLookup>(&doc, "lookup", diags) else {
+        if let Some(name) = doc.value.get("name").and_then(Value::as_str) {
+            broken.insert(name.to_string());
+        }
         return;
     };
     let doc = Arc::new(doc);
@@ -385,7 +397,7 @@ fn schema_checked<T: serde::de::DeserializeOwned>(
 ) -> Option<T> {
     let before = diags.len();
     for err in validator(which).iter_errors(&doc.value) {
-        diags.push(schema_diagnostic(doc, &err));
+        diags.extend(schema_diagnostics(doc, which, &err));
     }
     if diags.len() > before {
         return None;
@@ -399,25 +411,160 @@ fn schema_checked<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The generated schema of `which` as a JSON value (for looking fields up in it).
+fn schema_doc(which: &'static str) -> &'static Value {
+    static FLOW: OnceLock<Value> = OnceLock::new();
+    static CONN: OnceLock<Value> = OnceLock::new();
+    static LOOKUP: OnceLock<Value> = OnceLock::new();
+    match which {
+        "flow" => FLOW.get_or_init(flow_schema),
+        "connections" => CONN.get_or_init(connections_schema),
+        _ => LOOKUP.get_or_init(lookup_schema),
+    }
+}
+
+/// The property names a schema node allows, following `$ref`, `anyOf`, `oneOf`, `allOf`.
+fn schema_properties(root: &Value, node: &Value, depth: usize) -> Vec<String> {
+    if depth > 8 {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = node
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(r) = node.get("$ref").and_then(Value::as_str)
+        && let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p))
+    {
+        out.extend(schema_properties(root, target, depth + 1));
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for branch in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.extend(schema_properties(root, branch, depth + 1));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The schema of property `name` of a schema node, following `$ref` and branches.
+fn schema_property<'v>(
+    root: &'v Value,
+    node: &'v Value,
+    name: &str,
+    depth: usize,
+) -> Option<&'v Value> {
+    if depth > 8 {
+        return None;
+    }
+    if let Some(p) = node.get("properties").and_then(|p| p.get(name)) {
+        return Some(p);
+    }
+    if let Some(r) = node.get("$ref").and_then(Value::as_str)
+        && let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p))
+        && let Some(p) = schema_property(root, target, name, depth + 1)
+    {
+        return Some(p);
+    }
+    ["anyOf", "oneOf", "allOf"].iter().find_map(|key| {
+        node.get(*key)?
+            .as_array()?
+            .iter()
+            .find_map(|b| schema_property(root, b, name, depth + 1))
+    })
+}
+
+/// Each stray field of an object, with where it belongs when a neighbouring map takes it
+/// (a field indented one level too little) or the field it probably misspells.
+fn unknown_fields(
+    doc: &SourceDoc,
+    which: &'static str,
+    err: &jsonschema::ValidationError<'_>,
+    unexpected: &[String],
+) -> Vec<Diagnostic> {
+    let ptr = err.instance_path().as_str().to_string();
+    let root = schema_doc(which);
+    let keyword = err.schema_path().as_str();
+    let object_schema = keyword
+        .strip_suffix("/additionalProperties")
+        .and_then(|p| root.pointer(p));
+    let known = object_schema
+        .map(|o| schema_properties(root, o, 0))
+        .unwrap_or_default();
+    let here = doc.value.pointer(&ptr);
+    unexpected
+        .iter()
+        .map(|name| {
+            let mut d = Diagnostic::error("unknown-field", format!("unknown field '{name}'"))
+                .at_key(doc, &format!("{ptr}/{}", crate::yaml::escape_segment(name)));
+            // a neighbouring map that takes this field
+            let belongs = object_schema.and_then(|o| {
+                here?.as_object()?.iter().find_map(|(k, v)| {
+                    v.is_object().then_some(())?;
+                    let sub = schema_property(root, o, k, 0)?;
+                    schema_properties(root, sub, 0)
+                        .contains(name)
+                        .then(|| k.clone())
+                })
+            });
+            d.hint = if let Some(parent) = belongs {
+                Some(format!(
+                    "'{name}' belongs in `{parent}`: indent it under `{parent}:`"
+                ))
+            } else if let Some(h) = did_you_mean(name, known.iter().map(String::as_str)) {
+                Some(h)
+            } else if !known.is_empty() {
+                Some(format!("expected one of: {}", known.join(", ")))
+            } else {
+                None
+            };
+            d
+        })
+        .collect()
+}
+
+fn schema_diagnostics(
+    doc: &SourceDoc,
+    which: &'static str,
+    err: &jsonschema::ValidationError<'_>,
+) -> Vec<Diagnostic> {
+    use jsonschema::error::ValidationErrorKind as K;
+    match err.kind() {
+        K::AdditionalProperties { unexpected } => unknown_fields(doc, which, err, unexpected),
+        K::OneOfNotValid { context } | K::AnyOf { context } => {
+            let best = context
+                .iter()
+                .filter(|errs| !errs.iter().any(|e| matches!(e.kind(), K::Constant { .. })))
+                .min_by_key(|errs| errs.len());
+            match best.and_then(|errs| errs.first()) {
+                Some(inner) => schema_diagnostics(doc, which, inner),
+                None => vec![schema_diagnostic(doc, err)],
+            }
+        }
+        K::Type { .. } => {
+            let ptr = err.instance_path().as_str();
+            let mut d = schema_diagnostic(doc, err);
+            if let Some(v @ (Value::Bool(_) | Value::Number(_))) = doc.value.pointer(ptr)
+                && err.to_string().contains("\"string\"")
+            {
+                d = d.hint(format!("quote it to keep it text: \"{v}\""));
+            }
+            vec![d]
+        }
+        _ => vec![schema_diagnostic(doc, err)],
+    }
+}
+
 fn schema_diagnostic(doc: &SourceDoc, err: &jsonschema::ValidationError<'_>) -> Diagnostic {
     use jsonschema::error::ValidationErrorKind as K;
     let ptr = err.instance_path().as_str().to_string();
     match err.kind() {
-        K::AdditionalProperties { unexpected } => {
-            let name = unexpected.first().cloned().unwrap_or_default();
-            let known = known_properties(doc, &ptr);
-            let mut d = Diagnostic::error("unknown-field", format!("unknown field '{name}'"))
-                .at_key(
-                    doc,
-                    &format!("{ptr}/{}", crate::yaml::escape_segment(&name)),
-                );
-            if let Some(h) = did_you_mean(&name, known.iter().map(String::as_str)) {
-                d = d.hint(h);
-            } else if !known.is_empty() {
-                d = d.hint(format!("expected one of: {}", known.join(", ")));
-            }
-            d
-        }
         K::Required { property } => {
             let name = property.as_str().unwrap_or_default().to_string();
             Diagnostic::error("missing-field", format!("missing field '{name}'")).at_key(doc, &ptr)
@@ -460,86 +607,8 @@ fn schema_diagnostic(doc: &SourceDoc, err: &jsonschema::ValidationError<'_>) -> 
     }
 }
 
-fn known_properties(doc: &SourceDoc, _ptr: &str) -> Vec<String> {
-    // The schema's properties at this place: walk the flow schema is costly to do exactly;
-    // the step kinds and common fields cover the typos that matter.
-    let mut v: Vec<String> = KIND_KEYS.iter().map(|s| s.to_string()).collect();
-    v.extend(
-        [
-            "id",
-            "description",
-            "needs",
-            "when",
-            "run_on",
-            "connection",
-            "location",
-            "prefix",
-            "exclude_prefix",
-            "name",
-            "from",
-            "to",
-            "subject",
-            "body",
-            "items",
-            "csv",
-            "as",
-            "steps",
-            "on_failure",
-            "request",
-            "put",
-            "flow",
-            "with",
-            "method",
-            "path",
-            "query",
-            "headers",
-            "json",
-            "file",
-            "multipart",
-            "tolerate",
-            "expect",
-            "fields",
-            "value",
-            "by",
-            "cases",
-            "outcome",
-            "trigger",
-            "lookups",
-            "params",
-            "version",
-            "on_error",
-            "schedule",
-            "manual",
-            "rest",
-            "cron",
-            "timezone",
-            "start_at",
-            "delimiter",
-            "file_name",
-            "content_type",
-            "kind",
-            "root",
-            "base_url",
-            "basic_auth",
-            "timeout_secs",
-            "ca_file",
-            "dir",
-            "host",
-            "port",
-            "security",
-            "username",
-            "password_env",
-            "columns",
-            "rows",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let _ = doc;
-    v
-}
-
 struct Index<'a> {
+    broken_lookups: BTreeSet<String>,
     connections: Option<&'a BTreeMap<String, ConnectionSpec>>,
     lookups: Arc<Lookups>,
     flows: BTreeMap<String, BTreeMap<String, crate::model::Param>>,
@@ -558,6 +627,7 @@ fn compile_flow(
         let ptr = format!("/lookups/{}", crate::yaml::escape_segment(alias));
         match index.lookups.get(table) {
             Some(t) => aliases.push((alias.clone(), t.clone())),
+            None if index.broken_lookups.contains(table) => {}
             None => {
                 let mut d =
                     Diagnostic::error("unknown-lookup", format!("unknown lookup '{table}'"))

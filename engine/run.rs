@@ -333,6 +333,8 @@ pub struct RunOptions {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
     /// Told how long each step took (metrics).
     pub observer: Option<Arc<dyn StepObserver>>,
+    /// The parameters of a child flow run on its own (`ferry run CHILD --param k=v`).
+    pub params: Map<String, Value>,
 }
 
 /// Watches steps finish (the server's metrics implement it).
@@ -441,7 +443,7 @@ impl Engine {
             dry_run: self.options.dry_run,
             run: run.clone(),
         };
-        let mut scope = Scope::new(Value::Object(input), Map::new(), run);
+        let mut scope = Scope::new(Value::Object(input), self.options.params.clone(), run);
         let ex = Exec {
             engine: self,
             flow,
