@@ -755,9 +755,12 @@ impl<'a> Exec<'a> {
     ) -> Pin<Box<dyn Future<Output = Result<StepResult, StepError>> + Send + 's>> {
         Box::pin(async move {
             let mut failure: Option<StepError> = None;
+            // An `end` ends the block: after it only `run_on: always` steps still run.
+            let mut ended: Option<Outcome> = None;
             for step in &block.steps {
                 match (step.run_on, failure.is_some()) {
                     (RunOn::Success, true) | (RunOn::Failure, false) => continue,
+                    _ if ended.is_some() && step.run_on != RunOn::Always => continue,
                     _ => {}
                 }
                 if let Some(cancel) = &self.engine.options.cancel
@@ -803,8 +806,8 @@ impl<'a> Exec<'a> {
                     Ok(None) => {}
                     Ok(Some(StepResult::Value(v))) => scope.set_output(&step.id, v),
                     Ok(Some(StepResult::End(o))) => {
-                        if failure.is_none() {
-                            return Ok(StepResult::End(o));
+                        if failure.is_none() && ended.is_none() {
+                            ended = Some(o);
                         }
                     }
                     Err(mut e) => {
@@ -832,9 +835,10 @@ impl<'a> Exec<'a> {
                     }
                 }
             }
-            match failure {
-                Some(e) => Err(e),
-                None => Ok(StepResult::Value(Value::Null)),
+            match (failure, ended) {
+                (Some(e), _) => Err(e),
+                (None, Some(o)) => Ok(StepResult::End(o)),
+                (None, None) => Ok(StepResult::Value(Value::Null)),
             }
         })
     }
