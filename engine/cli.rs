@@ -256,9 +256,21 @@ pub enum Command {
     },
     /// Print or write the JSON Schemas of flow, connection and lookup files.
     Schema {
-        /// Write `flow.schema.json`, `connections.schema.json`, `lookup.schema.json` here.
+        /// Write `flow.schema.json`, `connections.schema.json`, `lookup.schema.json`,
+        /// `test.schema.json` here.
         #[arg(long)]
         write: Option<PathBuf>,
+    },
+    /// Run flow tests (`*.test.yaml`) on the real engine, without any server.
+    Test {
+        /// Test files, or directories searched for `*.test.yaml` (default: `flows`).
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = crate::testing::output::TestFormat::Human)]
+        format: crate::testing::output::TestFormat,
+        /// List the steps, `when` branches, route cases and failure steps no test reached.
+        #[arg(long)]
+        coverage: bool,
     },
 }
 
@@ -545,6 +557,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     crate::compile::connections_schema(),
                 ),
                 ("lookup.schema.json", crate::compile::lookup_schema()),
+                ("test.schema.json", crate::testing::test_schema()),
             ];
             for (name, schema) in schemas {
                 let text = format!("{}\n", serde_json::to_string_pretty(&schema)?);
@@ -555,6 +568,18 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             Ok(0)
+        }
+        Command::Test {
+            paths,
+            format,
+            coverage,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("flows")]
+            } else {
+                paths
+            };
+            crate::testing::cli(&paths, format, coverage).await
         }
     }
 }

@@ -320,7 +320,9 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>)
     for p in entries {
         if p.is_dir() {
             collect_yaml(&p, out, diags);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            && !crate::testing::is_test_file(&p)
+        {
             out.push(p);
         }
     }

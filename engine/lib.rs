@@ -21,7 +21,8 @@
 //! - [`connectors`] — local directories, FTP/FTPS, S3, OCI Object Storage, HTTP, mail (one
 //!   closed enum per capability).
 //! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.
-//! - [`check`] — `ferry check`, the connection test.
+//! - [`check`] — `ferry check`, the connection test; [`testing`] — `ferry test`, flow tests
+//!   as data run on the real engine against local stand-ins of every connection.
 //! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine.
 //! - [`cli`] — the command line (the binary in `main.rs` only calls it).
 
@@ -40,5 +41,6 @@ pub mod serve;
 pub mod standin;
 pub mod steps;
 pub mod template;
+pub mod testing;
 pub mod typecheck;
 pub mod yaml;

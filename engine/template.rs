@@ -160,6 +160,15 @@ impl Templates {
         Ok(Tpl::Render(name))
     }
 
+    /// Makes `now()` answer `at` (a test's frozen clock).
+    pub fn freeze_clock(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        self.env
+            .add_function("now", move |fmt: Option<String>| match fmt {
+                Some(f) => at.format(&f).to_string(),
+                None => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+    }
+
     /// Whether the environment has a filter named `name` (asked of minijinja itself).
     pub fn has_filter(&self, name: &str) -> bool {
         self.probe("n is filter", name)
