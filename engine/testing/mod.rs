@@ -799,9 +799,14 @@ fn compare(
                 && w.json
                     .as_ref()
                     .is_none_or(|j| g.json.as_ref().is_some_and(|gj| contains_json(gj, j)))
-                && w.body_contains.iter().all(|c| g.body.contains(c.as_str()));
+                && w.body_contains.iter().all(|c| g.body.contains(c.as_str()))
+                && w.headers
+                    .iter()
+                    .all(|(k, v)| g.headers.get(&k.to_ascii_lowercase()) == Some(v));
             if !ok {
-                check(format!("requests[{i}]"), pretty(w), pretty(&summary(g)));
+                let mut got = summary(g);
+                got["headers"] = json!(g.headers);
+                check(format!("requests[{i}]"), pretty(w), pretty(&got));
             }
         }
     }

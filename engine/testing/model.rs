@@ -231,6 +231,9 @@ pub struct RequestExpect {
     /// Texts its body contains (a multipart upload's file, for instance).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub body_contains: Vec<String>,
+    /// Headers it carries (names case-insensitive).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// An email.

@@ -30,6 +30,8 @@ pub struct Received {
     pub body: String,
     /// The status answered.
     pub status: u16,
+    /// Headers (lowercase names), except authorization.
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -156,6 +158,11 @@ async fn answer(
         json,
         body: String::from_utf8_lossy(&body).into_owned(),
         status,
+        headers: headers
+            .iter()
+            .filter(|(k, _)| *k != axum::http::header::AUTHORIZATION)
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
     });
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match (reply_json, reply_text) {
