@@ -57,6 +57,17 @@ pub enum Format {
     Json,
 }
 
+/// Output format of `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiagFormat {
+    /// For people.
+    Human,
+    /// For machines.
+    Json,
+    /// GitHub Actions workflow annotations (`::error file=…,line=…,col=…::…`).
+    Github,
+}
+
 /// Graph formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
@@ -80,8 +91,8 @@ pub enum Command {
         #[arg(long)]
         connections: Option<PathBuf>,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+        format: DiagFormat,
     },
     /// Run one flow now.
     Run {
@@ -303,9 +314,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 lookups,
                 connections,
             });
-            let out = render_diags(&diags, format);
+            let out = match format {
+                DiagFormat::Human => render_diags(&diags, Format::Human),
+                DiagFormat::Json => render_diags(&diags, Format::Json),
+                DiagFormat::Github => crate::diag::to_github(&diags),
+            };
             print!("{out}");
-            if format == Format::Human {
+            if format == DiagFormat::Human {
                 match &project {
                     Some(p) => println!(
                         "ok: {} flows, {} lookups, {} connections",
