@@ -272,6 +272,20 @@ pub enum Command {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Scaffold a flow and its test file from a template.
+    New {
+        /// The template.
+        #[arg(value_enum)]
+        template: crate::scaffold::Template,
+        /// The new flow's id.
+        id: String,
+        /// Its human name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// The flow directory (its connections.yaml names the connections used).
+        #[arg(long, default_value = "flows")]
+        flows: PathBuf,
+    },
     /// Run flow tests (`*.test.yaml`) on the real engine, without any server.
     Test {
         /// Test files, or directories searched for `*.test.yaml` (default: `flows`).
@@ -582,6 +596,22 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     None => print!("{text}"),
                 }
             }
+            Ok(0)
+        }
+        Command::New {
+            template,
+            id,
+            name,
+            flows,
+        } => {
+            let (flow, test) = crate::scaffold::new_flow(&flows, template, &id, name.as_deref())?;
+            println!("wrote {}", flow.display());
+            println!("wrote {}", test.display());
+            println!(
+                "next: ferry validate {} && ferry test {}",
+                flows.display(),
+                test.display()
+            );
             Ok(0)
         }
         Command::Test {

@@ -23,7 +23,8 @@
 //! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.
 //! - [`check`] — `ferry check`, the connection test; [`testing`] — `ferry test`, flow tests
 //!   as data run on the real engine against local stand-ins of every connection.
-//! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine.
+//! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine; [`scaffold`] —
+//!   `ferry new`: a flow and its test from a template.
 //! - [`cli`] — the command line (the binary in `main.rs` only calls it).
 
 pub mod check;
@@ -36,6 +37,7 @@ pub mod history;
 pub mod lookups;
 pub mod model;
 pub mod run;
+pub mod scaffold;
 pub mod schedule;
 pub mod serve;
 pub mod standin;
