@@ -30,7 +30,11 @@ fn every_template_validates_and_its_test_passes() {
     let dir = tempfile::tempdir().unwrap();
     project::shipped_project(dir.path(), "http://127.0.0.1:9");
     for (template, id, file) in [
-        ("file-transfer", "ACME.Orders-Transfer", "acme_orders_transfer"),
+        (
+            "file-transfer",
+            "ACME.Orders-Transfer",
+            "acme_orders_transfer",
+        ),
         ("csv-to-rest", "acme_records", "acme_records"),
         ("rest-trigger", "acme.delivery", "acme_delivery"),
     ] {
@@ -38,10 +42,15 @@ fn every_template_validates_and_its_test_passes() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert_eq!(
             text(&o),
-            format!("wrote flows/{file}.yaml\nwrote flows/tests/{file}.test.yaml\nnext: ferry validate flows && ferry test flows/tests/{file}.test.yaml\n")
+            format!(
+                "wrote flows/{file}.yaml\nwrote flows/tests/{file}.test.yaml\nnext: ferry validate flows && ferry test flows/tests/{file}.test.yaml\n"
+            )
         );
         let flow = std::fs::read_to_string(dir.path().join(format!("flows/{file}.yaml"))).unwrap();
-        assert!(flow.contains(&format!("id: {id}\nname: Acme flow\n")), "{flow}");
+        assert!(
+            flow.contains(&format!("id: {id}\nname: Acme flow\n")),
+            "{flow}"
+        );
         assert!(!flow.contains("__"), "{flow}");
         let o = ferry(dir.path(), &["validate", "flows"]);
         assert_eq!(o.status.code(), Some(0), "{template}: {}", text(&o));
@@ -53,12 +62,18 @@ fn every_template_validates_and_its_test_passes() {
         let o = ferry(dir.path(), &["new", template, id]);
         assert_eq!(o.status.code(), Some(2));
         assert!(
-            text(&o).contains(&format!("flows/{file}.yaml exists already; nothing was written")),
+            text(&o).contains(&format!(
+                "flows/{file}.yaml exists already; nothing was written"
+            )),
             "{}",
             text(&o)
         );
     }
     let o = ferry(dir.path(), &["new", "file-transfer", "a b"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("a flow id is letters, digits"), "{}", text(&o));
+    assert!(
+        text(&o).contains("a flow id is letters, digits"),
+        "{}",
+        text(&o)
+    );
 }
