@@ -63,6 +63,17 @@ pub enum Format {
     Json,
 }
 
+/// Output format of `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiagFormat {
+    /// For people.
+    Human,
+    /// For machines.
+    Json,
+    /// GitHub Actions workflow annotations (`::error file=…,line=…,col=…::…`).
+    Github,
+}
+
 /// Graph formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
@@ -86,8 +97,8 @@ pub enum Command {
         #[arg(long)]
         connections: Option<PathBuf>,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+        format: DiagFormat,
     },
     /// Run one flow now.
     Run {
@@ -102,6 +113,10 @@ pub enum Command {
         /// Trigger input part, `NAME=PATH` (for REST-triggered flows).
         #[arg(long = "input", value_name = "NAME=PATH")]
         inputs: Vec<String>,
+        /// A parameter of a child flow run on its own, `NAME=VALUE` (child flows have no
+        /// trigger: other flows call them).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
@@ -273,9 +288,35 @@ pub enum Command {
     },
     /// Print or write the JSON Schemas of flow, connection and lookup files.
     Schema {
-        /// Write `flow.schema.json`, `connections.schema.json`, `lookup.schema.json` here.
+        /// Write `flow.schema.json`, `connections.schema.json`, `lookup.schema.json`,
+        /// `test.schema.json` here.
         #[arg(long)]
         write: Option<PathBuf>,
+    },
+    /// Scaffold a flow and its test file from a template.
+    New {
+        /// The template.
+        #[arg(value_enum)]
+        template: crate::scaffold::Template,
+        /// The new flow's id.
+        id: String,
+        /// Its human name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// The flow directory (its connections.yaml names the connections used).
+        #[arg(long, default_value = "flows")]
+        flows: PathBuf,
+    },
+    /// Run flow tests (`*.test.yaml`) on the real engine, without any server.
+    Test {
+        /// Test files, or directories searched for `*.test.yaml` (default: `flows`).
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = crate::testing::output::TestFormat::Human)]
+        format: crate::testing::output::TestFormat,
+        /// List the steps, `when` branches, route cases and failure steps no test reached.
+        #[arg(long)]
+        coverage: bool,
     },
 }
 
@@ -308,9 +349,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 lookups,
                 connections,
             });
-            let out = render_diags(&diags, format);
+            let out = match format {
+                DiagFormat::Human => render_diags(&diags, Format::Human),
+                DiagFormat::Json => render_diags(&diags, Format::Json),
+                DiagFormat::Github => crate::diag::to_github(&diags),
+            };
             print!("{out}");
-            if format == Format::Human {
+            if format == DiagFormat::Human {
                 match &project {
                     Some(p) => println!(
                         "ok: {} flows, {} lookups, {} connections",
@@ -334,6 +379,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             sources,
             dry_run,
             inputs,
+            params,
             format,
             data,
             database_url,
@@ -350,6 +396,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             })?;
             let parts = parse_inputs(&inputs)?;
             trigger_input(&plan, &parts)?;
+            let params = child_params(&plan, &params)?;
             let store = match &database_url {
                 // a shared history is how the run keeps clear of the instances' runs
                 Some(url) => Some(Store::open_postgres(url, &data).await?),
@@ -378,6 +425,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     dry_run,
                     spool_dir: spool_of(store.as_ref()).await,
                     fence: owned.as_ref().and_then(Owned::fence),
+                    params,
                     ..Default::default()
                 },
             );
@@ -611,6 +659,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     crate::compile::connections_schema(),
                 ),
                 ("lookup.schema.json", crate::compile::lookup_schema()),
+                ("test.schema.json", crate::testing::test_schema()),
             ];
             for (name, schema) in schemas {
                 let text = format!("{}\n", serde_json::to_string_pretty(&schema)?);
@@ -621,6 +670,34 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             Ok(0)
+        }
+        Command::New {
+            template,
+            id,
+            name,
+            flows,
+        } => {
+            let (flow, test) = crate::scaffold::new_flow(&flows, template, &id, name.as_deref())?;
+            println!("wrote {}", flow.display());
+            println!("wrote {}", test.display());
+            println!(
+                "next: ferry validate {} && ferry test {}",
+                flows.display(),
+                test.display()
+            );
+            Ok(0)
+        }
+        Command::Test {
+            paths,
+            format,
+            coverage,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("flows")]
+            } else {
+                paths
+            };
+            crate::testing::cli(&paths, format, coverage).await
         }
     }
 }
@@ -774,6 +851,54 @@ async fn spool_of(store: Option<&Store>) -> Option<PathBuf> {
         eprintln!("warning: cannot sweep the spool: {e}");
     }
     Some(dir)
+}
+
+/// The `--param NAME=VALUE` of a run. A flow without a trigger is a child flow: run on its
+/// own it needs its required parameters, and only a flow with parameters takes any.
+fn child_params(
+    plan: &crate::compile::FlowPlan,
+    params: &[String],
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut out = serde_json::Map::new();
+    for p in params {
+        let Some((name, value)) = p.split_once('=') else {
+            bail!("--param takes NAME=VALUE, got '{p}'")
+        };
+        if !plan.params.contains_key(name) {
+            let takes: Vec<_> = plan.params.keys().cloned().collect();
+            bail!(
+                "flow '{}' has no parameter '{name}' ({})",
+                plan.id,
+                if takes.is_empty() {
+                    "it takes none".to_string()
+                } else {
+                    format!("it takes: {}", takes.join(", "))
+                }
+            )
+        }
+        out.insert(
+            name.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    }
+    let t = &plan.trigger;
+    let child = t.schedule.is_none() && !t.manual && t.rest.is_none();
+    let missing: Vec<&str> = plan
+        .params
+        .iter()
+        .filter(|(k, p)| p.required && !out.contains_key(*k))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if child && !missing.is_empty() {
+        let example: Vec<String> = missing.iter().map(|k| format!("--param {k}=…")).collect();
+        bail!(
+            "flow '{}' is a child flow (other flows call it; it has no trigger): run it on its own with its parameters: ferry run {} {}",
+            plan.id,
+            plan.id,
+            example.join(" ")
+        )
+    }
+    Ok(out)
 }
 
 fn parse_inputs(inputs: &[String]) -> anyhow::Result<Vec<(String, PathBuf, Option<String>)>> {

@@ -20,6 +20,7 @@ use crate::lookups::{Lookup, Lookups};
 use crate::model::{RawConnections, RawFlow, RawLookup, RawStep, Trigger};
 use crate::steps::{Block, KIND_KEYS, StepKind, StepPlan};
 use crate::template::{BUILTIN_FUNCTIONS, Templates, Tpl, find_calls};
+use crate::typecheck::{self, Shape};
 use crate::yaml::SourceDoc;
 
 /// Root variables every template may read.
@@ -232,12 +233,15 @@ pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, V
     }
     // lookups
     let mut lookups = Lookups::default();
+    // lookups that exist but are invalid: already reported, so flows using them are not
+    // told again that the lookup is unknown (one root cause, one diagnostic)
+    let mut broken = BTreeSet::new();
     if let Some(dir) = &lookup_dir {
         let mut lfiles = Vec::new();
         collect_yaml(dir, &mut lfiles, &mut diags);
         for f in lfiles {
             match SourceDoc::load_limited(&f, max_file_bytes) {
-                Ok(doc) => load_lookup(doc, &mut lookups, &mut diags),
+                Ok(doc) => load_lookup(doc, &mut lookups, &mut broken, &mut diags),
                 Err(d) => diags.push(d),
             }
         }
@@ -258,7 +262,7 @@ pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, V
             continue;
         }
         if doc.value.get("rows").is_some() && doc.value.get("columns").is_some() {
-            load_lookup(doc, &mut lookups, &mut diags);
+            load_lookup(doc, &mut lookups, &mut broken, &mut diags);
             continue;
         }
         flow_docs.push(doc);
@@ -306,6 +310,7 @@ pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, V
         }
     }
     let index = Index {
+        broken_lookups: broken,
         connections: connections.as_ref(),
         lookups: lookups.clone(),
         flows: raws
@@ -411,14 +416,24 @@ fn collect_yaml_at(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnosti
             collect_yaml_at(&p, out, diags, depth + 1);
             continue;
         }
-        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            && !crate::testing::is_test_file(&p)
+        {
             out.push(p);
         }
     }
 }
 
-fn load_lookup(doc: SourceDoc, lookups: &mut Lookups, diags: &mut Vec<Diagnostic>) {
+fn load_lookup(
+    doc: SourceDoc,
+    lookups: &mut Lookups,
+    broken: &mut BTreeSet<String>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let Some(raw) = schema_checked::<RawLookup>(&doc, "lookup", diags) else {
+        if let Some(name) = doc.value.get("name").and_then(Value::as_str) {
+            broken.insert(name.to_string());
+        }
         return;
     };
     let doc = Arc::new(doc);
@@ -480,7 +495,7 @@ fn schema_checked<T: serde::de::DeserializeOwned>(
 ) -> Option<T> {
     let before = diags.len();
     for err in validator(which).iter_errors(&doc.value) {
-        diags.push(schema_diagnostic(doc, &err));
+        diags.extend(schema_diagnostics(doc, which, &err));
     }
     if diags.len() > before {
         return None;
@@ -494,25 +509,160 @@ fn schema_checked<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The generated schema of `which` as a JSON value (for looking fields up in it).
+fn schema_doc(which: &'static str) -> &'static Value {
+    static FLOW: OnceLock<Value> = OnceLock::new();
+    static CONN: OnceLock<Value> = OnceLock::new();
+    static LOOKUP: OnceLock<Value> = OnceLock::new();
+    match which {
+        "flow" => FLOW.get_or_init(flow_schema),
+        "connections" => CONN.get_or_init(connections_schema),
+        _ => LOOKUP.get_or_init(lookup_schema),
+    }
+}
+
+/// The property names a schema node allows, following `$ref`, `anyOf`, `oneOf`, `allOf`.
+fn schema_properties(root: &Value, node: &Value, depth: usize) -> Vec<String> {
+    if depth > 8 {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = node
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(r) = node.get("$ref").and_then(Value::as_str)
+        && let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p))
+    {
+        out.extend(schema_properties(root, target, depth + 1));
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for branch in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.extend(schema_properties(root, branch, depth + 1));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The schema of property `name` of a schema node, following `$ref` and branches.
+fn schema_property<'v>(
+    root: &'v Value,
+    node: &'v Value,
+    name: &str,
+    depth: usize,
+) -> Option<&'v Value> {
+    if depth > 8 {
+        return None;
+    }
+    if let Some(p) = node.get("properties").and_then(|p| p.get(name)) {
+        return Some(p);
+    }
+    if let Some(r) = node.get("$ref").and_then(Value::as_str)
+        && let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p))
+        && let Some(p) = schema_property(root, target, name, depth + 1)
+    {
+        return Some(p);
+    }
+    ["anyOf", "oneOf", "allOf"].iter().find_map(|key| {
+        node.get(*key)?
+            .as_array()?
+            .iter()
+            .find_map(|b| schema_property(root, b, name, depth + 1))
+    })
+}
+
+/// Each stray field of an object, with where it belongs when a neighbouring map takes it
+/// (a field indented one level too little) or the field it probably misspells.
+fn unknown_fields(
+    doc: &SourceDoc,
+    which: &'static str,
+    err: &jsonschema::ValidationError<'_>,
+    unexpected: &[String],
+) -> Vec<Diagnostic> {
+    let ptr = err.instance_path().as_str().to_string();
+    let root = schema_doc(which);
+    let keyword = err.schema_path().as_str();
+    let object_schema = keyword
+        .strip_suffix("/additionalProperties")
+        .and_then(|p| root.pointer(p));
+    let known = object_schema
+        .map(|o| schema_properties(root, o, 0))
+        .unwrap_or_default();
+    let here = doc.value.pointer(&ptr);
+    unexpected
+        .iter()
+        .map(|name| {
+            let mut d = Diagnostic::error("unknown-field", format!("unknown field '{name}'"))
+                .at_key(doc, &format!("{ptr}/{}", crate::yaml::escape_segment(name)));
+            // a neighbouring map that takes this field
+            let belongs = object_schema.and_then(|o| {
+                here?.as_object()?.iter().find_map(|(k, v)| {
+                    v.is_object().then_some(())?;
+                    let sub = schema_property(root, o, k, 0)?;
+                    schema_properties(root, sub, 0)
+                        .contains(name)
+                        .then(|| k.clone())
+                })
+            });
+            d.hint = if let Some(parent) = belongs {
+                Some(format!(
+                    "'{name}' belongs in `{parent}`: indent it under `{parent}:`"
+                ))
+            } else if let Some(h) = did_you_mean(name, known.iter().map(String::as_str)) {
+                Some(h)
+            } else if !known.is_empty() {
+                Some(format!("expected one of: {}", known.join(", ")))
+            } else {
+                None
+            };
+            d
+        })
+        .collect()
+}
+
+fn schema_diagnostics(
+    doc: &SourceDoc,
+    which: &'static str,
+    err: &jsonschema::ValidationError<'_>,
+) -> Vec<Diagnostic> {
+    use jsonschema::error::ValidationErrorKind as K;
+    match err.kind() {
+        K::AdditionalProperties { unexpected } => unknown_fields(doc, which, err, unexpected),
+        K::OneOfNotValid { context } | K::AnyOf { context } => {
+            let best = context
+                .iter()
+                .filter(|errs| !errs.iter().any(|e| matches!(e.kind(), K::Constant { .. })))
+                .min_by_key(|errs| errs.len());
+            match best.and_then(|errs| errs.first()) {
+                Some(inner) => schema_diagnostics(doc, which, inner),
+                None => vec![schema_diagnostic(doc, err)],
+            }
+        }
+        K::Type { .. } => {
+            let ptr = err.instance_path().as_str();
+            let mut d = schema_diagnostic(doc, err);
+            if let Some(v @ (Value::Bool(_) | Value::Number(_))) = doc.value.pointer(ptr)
+                && err.to_string().contains("\"string\"")
+            {
+                d = d.hint(format!("quote it to keep it text: \"{v}\""));
+            }
+            vec![d]
+        }
+        _ => vec![schema_diagnostic(doc, err)],
+    }
+}
+
 fn schema_diagnostic(doc: &SourceDoc, err: &jsonschema::ValidationError<'_>) -> Diagnostic {
     use jsonschema::error::ValidationErrorKind as K;
     let ptr = err.instance_path().as_str().to_string();
     match err.kind() {
-        K::AdditionalProperties { unexpected } => {
-            let name = unexpected.first().cloned().unwrap_or_default();
-            let known = known_properties(doc, &ptr);
-            let mut d = Diagnostic::error("unknown-field", format!("unknown field '{name}'"))
-                .at_key(
-                    doc,
-                    &format!("{ptr}/{}", crate::yaml::escape_segment(&name)),
-                );
-            if let Some(h) = did_you_mean(&name, known.iter().map(String::as_str)) {
-                d = d.hint(h);
-            } else if !known.is_empty() {
-                d = d.hint(format!("expected one of: {}", known.join(", ")));
-            }
-            d
-        }
         K::Required { property } => {
             let name = property.as_str().unwrap_or_default().to_string();
             Diagnostic::error("missing-field", format!("missing field '{name}'")).at_key(doc, &ptr)
@@ -555,86 +705,8 @@ fn schema_diagnostic(doc: &SourceDoc, err: &jsonschema::ValidationError<'_>) -> 
     }
 }
 
-fn known_properties(doc: &SourceDoc, _ptr: &str) -> Vec<String> {
-    // The schema's properties at this place: walk the flow schema is costly to do exactly;
-    // the step kinds and common fields cover the typos that matter.
-    let mut v: Vec<String> = KIND_KEYS.iter().map(|s| s.to_string()).collect();
-    v.extend(
-        [
-            "id",
-            "description",
-            "needs",
-            "when",
-            "run_on",
-            "connection",
-            "location",
-            "prefix",
-            "exclude_prefix",
-            "name",
-            "from",
-            "to",
-            "subject",
-            "body",
-            "items",
-            "csv",
-            "as",
-            "steps",
-            "on_failure",
-            "request",
-            "put",
-            "flow",
-            "with",
-            "method",
-            "path",
-            "query",
-            "headers",
-            "json",
-            "file",
-            "multipart",
-            "tolerate",
-            "expect",
-            "fields",
-            "value",
-            "by",
-            "cases",
-            "outcome",
-            "trigger",
-            "lookups",
-            "params",
-            "version",
-            "on_error",
-            "schedule",
-            "manual",
-            "rest",
-            "cron",
-            "timezone",
-            "start_at",
-            "delimiter",
-            "file_name",
-            "content_type",
-            "kind",
-            "root",
-            "base_url",
-            "basic_auth",
-            "timeout_secs",
-            "ca_file",
-            "dir",
-            "host",
-            "port",
-            "security",
-            "username",
-            "password_env",
-            "columns",
-            "rows",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let _ = doc;
-    v
-}
-
 struct Index<'a> {
+    broken_lookups: BTreeSet<String>,
     connections: Option<&'a BTreeMap<String, ConnectionSpec>>,
     lookups: Arc<Lookups>,
     flows: BTreeMap<String, BTreeMap<String, crate::model::Param>>,
@@ -653,6 +725,7 @@ fn compile_flow(
         let ptr = format!("/lookups/{}", crate::yaml::escape_segment(alias));
         match index.lookups.get(table) {
             Some(t) => aliases.push((alias.clone(), t.clone())),
+            None if index.broken_lookups.contains(table) => {}
             None => {
                 let mut d =
                     Diagnostic::error("unknown-lookup", format!("unknown lookup '{table}'"))
@@ -676,6 +749,37 @@ fn compile_flow(
         }
     }
     let mut templates = Templates::new(&aliases, index.lookups.clone());
+    let params_shape = Shape::Obj(typecheck::Obj {
+        what: "params (the flow's `params`)".into(),
+        fields: raw.params.keys().map(|k| (k.clone(), Shape::Any)).collect(),
+        strict: true,
+    });
+    let input_shape = Shape::Obj(typecheck::Obj {
+        what: "input (the trigger's parts)".into(),
+        fields: raw
+            .trigger
+            .rest
+            .iter()
+            .flat_map(|r| r.parts.iter())
+            .map(|(k, p)| {
+                let shape = match p.kind {
+                    crate::model::PartKind::File => typecheck::spooled_file("a trigger file part"),
+                    _ => Shape::Any,
+                };
+                (k.clone(), shape)
+            })
+            .collect(),
+        strict: true,
+    });
+    let mut shapes = Shapes::default();
+    collect_shapes(
+        &raw.steps,
+        &templates,
+        &params_shape,
+        &input_shape,
+        &mut Vec::new(),
+        &mut shapes,
+    );
     let mut cx = FlowCx {
         doc,
         templates: &mut templates,
@@ -684,6 +788,11 @@ fn compile_flow(
         aliases: aliases.into_iter().collect(),
         declared,
         vars: Vec::new(),
+        var_shapes: Vec::new(),
+        shapes,
+        current: String::new(),
+        params_shape,
+        input_shape,
         ids: HashMap::new(),
         defined: Vec::new(),
         refs: Vec::new(),
@@ -814,6 +923,11 @@ pub struct FlowCx<'a> {
     aliases: BTreeMap<String, Arc<Lookup>>,
     declared: BTreeSet<String>,
     vars: Vec<String>,
+    var_shapes: Vec<Shape>,
+    shapes: Shapes,
+    current: String,
+    params_shape: Shape,
+    input_shape: Shape,
     ids: HashMap<String, String>,
     defined: Vec<String>,
     refs: Vec<StepRef>,
@@ -856,11 +970,49 @@ impl<'a> FlowCx<'a> {
     }
 
     /// Compiles nested code with an extra variable in scope (a loop variable).
+    /// Its shape is the one the step being compiled declares for it (`collect_shapes`).
     pub fn with_var<T>(&mut self, var: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let shape = self
+            .shapes
+            .vars
+            .get(&(self.current.clone(), var.to_string()))
+            .cloned()
+            .unwrap_or(Shape::Any);
         self.vars.push(var.to_string());
+        self.var_shapes.push(shape);
         let out = f(self);
         self.vars.pop();
+        self.var_shapes.pop();
         out
+    }
+
+    fn type_env(&self) -> TypeEnv<'_> {
+        TypeEnv {
+            templates: self.templates,
+            steps: &self.shapes.steps,
+            vars: self
+                .vars
+                .iter()
+                .cloned()
+                .zip(self.var_shapes.iter().cloned())
+                .collect(),
+            params: &self.params_shape,
+            input: &self.input_shape,
+        }
+    }
+
+    /// Reports what the static typing finds in a template or expression that compiled.
+    fn typecheck(&mut self, ptr: &str, src: &str, expression: bool) {
+        let problems = if expression {
+            typecheck::check_expression(src, &self.type_env()).0
+        } else if src.contains('{') {
+            typecheck::check_template(src, &self.type_env())
+        } else {
+            return;
+        };
+        for p in problems {
+            self.error_in_value(ptr, src, p.offset, p.code, p.message, p.hint);
+        }
     }
 
     /// Compiles the location template of a file step on `connection`, and remembers the
@@ -898,6 +1050,7 @@ impl<'a> FlowCx<'a> {
         self.check_source(ptr, src, false);
         let vars = self.templates.variables(&tpl);
         self.check_vars(ptr, src, vars, false);
+        self.typecheck(ptr, src, false);
         tpl
     }
 
@@ -912,6 +1065,7 @@ impl<'a> FlowCx<'a> {
             Ok(vars) => {
                 self.check_source(ptr, src, true);
                 self.check_vars(ptr, src, vars, true);
+                self.typecheck(ptr, src, true);
             }
             Err(e) => self.error_at(
                 ptr,
@@ -1204,6 +1358,7 @@ impl<'a> FlowCx<'a> {
             let defined_before = self.defined.len();
             let refs_before = self.refs.len();
             self.defined.push(raw.id.clone());
+            self.current = raw.id.clone();
             let when = raw
                 .when
                 .as_ref()
@@ -1381,4 +1536,101 @@ fn find_word(src: &str, word: &str) -> Option<usize> {
         from = end;
     }
     None
+}
+
+/// The shapes of a flow's step outputs and of the variables its steps bring into scope
+/// (keyed by step id and variable name), found before its templates are checked.
+#[derive(Debug, Default)]
+struct Shapes {
+    steps: BTreeMap<String, Shape>,
+    vars: HashMap<(String, String), Shape>,
+}
+
+/// Walks a block in document order, recording each step's output shape and the shapes of
+/// the loop variables (a `for_each` over `items` types its variable from the expression).
+fn collect_shapes(
+    steps: &[RawStep],
+    templates: &Templates,
+    params: &Shape,
+    input: &Shape,
+    vars: &mut Vec<(String, Shape)>,
+    out: &mut Shapes,
+) {
+    for raw in steps {
+        let mut items = None;
+        if let Some(fe) = &raw.for_each {
+            let elem = match (&fe.items, &fe.csv) {
+                (Some(expr), _) => {
+                    let env = TypeEnv {
+                        templates,
+                        steps: &out.steps,
+                        vars: vars.clone(),
+                        params,
+                        input,
+                    };
+                    typecheck::expression_shape(expr, &env).element()
+                }
+                (None, Some(csv)) => typecheck::csv_record(csv.columns.as_deref()),
+                (None, None) => Shape::Any,
+            };
+            items = Some(elem.clone());
+            out.vars
+                .insert((raw.id.clone(), fe.var.clone()), elem.clone());
+            vars.push((fe.var.clone(), elem));
+            collect_shapes(&fe.steps, templates, params, input, vars, out);
+            vars.pop();
+        }
+        if let Some(route) = &raw.route {
+            for case in route.cases.values() {
+                collect_shapes(case, templates, params, input, vars, out);
+            }
+        }
+        if raw.invoke.as_ref().is_some_and(|i| i.request.is_some()) {
+            out.vars
+                .insert((raw.id.clone(), "response".into()), typecheck::response());
+        }
+        out.steps
+            .insert(raw.id.clone(), typecheck::step_shape(raw, items));
+    }
+}
+
+/// The root variables of a template, typed, for [`typecheck`].
+struct TypeEnv<'a> {
+    templates: &'a Templates,
+    steps: &'a BTreeMap<String, Shape>,
+    vars: Vec<(String, Shape)>,
+    params: &'a Shape,
+    input: &'a Shape,
+}
+
+impl typecheck::Env for TypeEnv<'_> {
+    fn root(&self, name: &str) -> Option<Shape> {
+        if let Some((_, s)) = self.vars.iter().rev().find(|(v, _)| v == name) {
+            return Some(s.clone());
+        }
+        match name {
+            "steps" => Some(Shape::Obj(typecheck::Obj {
+                what: "steps".into(),
+                fields: self.steps.clone(),
+                strict: false,
+            })),
+            "run" => Some(typecheck::run()),
+            "error" => Some(typecheck::error()),
+            "params" => Some(self.params.clone()),
+            "input" => Some(self.input.clone()),
+            _ => None,
+        }
+    }
+    fn has_filter(&self, name: &str) -> bool {
+        self.templates.has_filter(name)
+    }
+    fn has_test(&self, name: &str) -> bool {
+        self.templates.has_test(name)
+    }
+    fn filter_names(&self) -> Vec<String> {
+        self.templates.filter_names()
+    }
+    fn test_names(&self) -> Vec<String> {
+        self.templates.test_names()
+    }
 }

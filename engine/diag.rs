@@ -207,6 +207,48 @@ pub fn to_json(diags: &[Diagnostic]) -> String {
     serde_json::to_string_pretty(diags).unwrap_or_else(|_| "[]".into())
 }
 
+/// Renders diagnostics as GitHub Actions workflow commands, one per line
+/// (`::error file=flows/a.yaml,line=14,col=9,title=unknown-lookup-key::steps[2].rename.to: …`),
+/// which GitHub shows as annotations on the pull request's lines.
+pub fn to_github(diags: &[Diagnostic]) -> String {
+    fn data(s: &str) -> String {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    }
+    fn property(s: &str) -> String {
+        data(s).replace(':', "%3A").replace(',', "%2C")
+    }
+    let mut out = String::new();
+    for d in diags {
+        let level = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut props = Vec::new();
+        if let Some(f) = &d.file {
+            props.push(format!("file={}", property(&f.display().to_string())));
+        }
+        if let Some(l) = d.line {
+            props.push(format!("line={l}"));
+        }
+        if let Some(c) = d.column {
+            props.push(format!("col={c}"));
+        }
+        props.push(format!("title={}", property(&d.code)));
+        let mut message = String::new();
+        if let Some(p) = d.path.as_deref().filter(|p| !p.is_empty()) {
+            let _ = write!(message, "{p}: ");
+        }
+        message.push_str(&d.message);
+        if let Some(h) = &d.hint {
+            let _ = write!(message, " ({h})");
+        }
+        let _ = writeln!(out, "::{level} {}::{}", props.join(","), data(&message));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +258,22 @@ mod tests {
         assert_eq!(pointer_to_path("/steps/2/rename/to"), "steps[2].rename.to");
         assert_eq!(pointer_to_path(""), "");
         assert_eq!(pointer_to_path("/lookups/a~1b"), "lookups.a/b");
+    }
+
+    #[test]
+    fn github_annotations_escape_their_properties_and_data() {
+        let doc = SourceDoc::parse(Path::new("flows/a,b.yaml"), "a:\n  b: oops\n").unwrap();
+        let d = Diagnostic::error("x-y", "bad: 100%\nreally")
+            .at(&doc, "/a/b")
+            .hint("fix it");
+        assert_eq!(
+            to_github(&[
+                d,
+                Diagnostic::error("no-connections", "no connections file")
+            ]),
+            "::error file=flows/a%2Cb.yaml,line=2,col=6,title=x-y::a.b: bad: 100%25%0Areally (fix it)\n\
+             ::error title=no-connections::no connections file\n"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`yaml`] — YAML source files parsed with positions; [`diag`] — diagnostics.
 //! - [`model`] — the raw serde model of flow, connection and lookup files (the schemas).
 //! - [`compile`] — the one compiler used by `validate` and `run`: raw files → checked plans.
-//! - [`template`] — minijinja templates and expressions; [`lookups`] — lookup tables.
+//! - [`template`] — minijinja templates and expressions; [`typecheck`] — their static
+//!   typing (step output shapes, loop variables, filters, tests); [`lookups`] — lookup tables.
 //! - [`steps`] — one file per step kind, one closed enum, one dispatch.
 //! - [`run`] — the executor, run reports and events.
 //! - [`schedule`] — cron schedules with time zones; [`serve`] — `ferry serve`: scheduler,
@@ -21,8 +22,10 @@
 //! - [`connectors`] — local directories, FTP/FTPS, S3, OCI Object Storage, HTTP, mail (one
 //!   closed enum per capability).
 //! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.
-//! - [`check`] — `ferry check`, the connection test.
-//! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine.
+//! - [`check`] — `ferry check`, the connection test; [`testing`] — `ferry test`, flow tests
+//!   as data run on the real engine against local stand-ins of every connection.
+//! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine; [`scaffold`] —
+//!   `ferry new`: a flow and its test from a template.
 //! - [`cli`] — the command line (the binary in `main.rs` only calls it).
 
 pub mod check;
@@ -35,9 +38,12 @@ pub mod history;
 pub mod lookups;
 pub mod model;
 pub mod run;
+pub mod scaffold;
 pub mod schedule;
 pub mod serve;
 pub mod standin;
 pub mod steps;
 pub mod template;
+pub mod testing;
+pub mod typecheck;
 pub mod yaml;

@@ -487,6 +487,8 @@ pub struct RunOptions {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
     /// Told how long each step took (metrics).
     pub observer: Option<Arc<dyn StepObserver>>,
+    /// The parameters of a child flow run on its own (`ferry run CHILD --param k=v`).
+    pub params: Map<String, Value>,
     /// Checked before every step: a run that no longer holds its flow's lease stops there
     /// with [`ErrorKind::Interrupted`] ([`RunStart::fence`] sets one per run).
     pub fence: Option<Arc<dyn Fence>>,
@@ -752,7 +754,7 @@ impl Engine {
             resume,
             fence: fence.or_else(|| self.options.fence.clone()),
         };
-        let mut scope = Scope::new(Value::Object(input), Map::new(), &run);
+        let mut scope = Scope::new(Value::Object(input), self.options.params.clone(), &run);
         let ex = Exec {
             engine: self,
             flow,
@@ -1330,9 +1332,12 @@ impl<'a> Exec<'a> {
     ) -> Pin<Box<dyn Future<Output = Result<StepResult, StepError>> + Send + 's>> {
         Box::pin(async move {
             let mut failure: Option<StepError> = None;
+            // An `end` ends the block: after it only `run_on: always` steps still run.
+            let mut ended: Option<Outcome> = None;
             for step in &block.steps {
                 match (step.run_on, failure.is_some()) {
                     (RunOn::Success, true) | (RunOn::Failure, false) => continue,
+                    _ if ended.is_some() && step.run_on != RunOn::Always => continue,
                     _ => {}
                 }
                 let stop = if let Some(cancel) = &self.engine.options.cancel
@@ -1405,8 +1410,8 @@ impl<'a> Exec<'a> {
                         }
                     }
                     Ok(Some(StepResult::End(o))) => {
-                        if failure.is_none() {
-                            return Ok(StepResult::End(o));
+                        if failure.is_none() && ended.is_none() {
+                            ended = Some(o);
                         }
                     }
                     Err(mut e) => {
@@ -1434,9 +1439,10 @@ impl<'a> Exec<'a> {
                     }
                 }
             }
-            match failure {
-                Some(e) => Err(e),
-                None => Ok(StepResult::Value(Value::Null)),
+            match (failure, ended) {
+                (Some(e), _) => Err(e),
+                (None, Some(o)) => Ok(StepResult::End(o)),
+                (None, None) => Ok(StepResult::Value(Value::Null)),
             }
         })
     }

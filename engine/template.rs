@@ -60,6 +60,9 @@ pub fn describe(e: &minijinja::Error) -> String {
 /// Names the built-in globals a template may call, besides the flow's lookup aliases.
 pub const BUILTIN_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "lookup", "now", "debug"];
 
+/// The filters ferry adds to minijinja's.
+pub const FERRY_FILTERS: &[&str] = &["stem", "extension", "regex_replace", "regex_capture"];
+
 impl Templates {
     /// An environment with ferry's filters and functions, and one function per lookup alias.
     pub fn new(aliases: &[(String, Arc<Lookup>)], all: Arc<crate::lookups::Lookups>) -> Templates {
@@ -155,6 +158,51 @@ impl Templates {
         self.env
             .add_template_owned(name.clone(), source.to_string())?;
         Ok(Tpl::Render(name))
+    }
+
+    /// Makes `now()` answer `at` (a test's frozen clock).
+    pub fn freeze_clock(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        self.env
+            .add_function("now", move |fmt: Option<String>| match fmt {
+                Some(f) => at.format(&f).to_string(),
+                None => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+    }
+
+    /// Whether the environment has a filter named `name` (asked of minijinja itself).
+    pub fn has_filter(&self, name: &str) -> bool {
+        self.probe("n is filter", name)
+    }
+
+    /// Whether the environment has a test named `name`.
+    pub fn has_test(&self, name: &str) -> bool {
+        self.probe("n is test", name)
+    }
+
+    fn probe(&self, expr: &str, name: &str) -> bool {
+        self.env
+            .compile_expression(expr)
+            .and_then(|e| e.eval(minijinja::context! { n => name }))
+            .is_ok_and(|v| v.is_true())
+    }
+
+    /// The filters a template may use, for suggestions.
+    pub fn filter_names(&self) -> Vec<String> {
+        crate::typecheck::KNOWN_FILTERS
+            .iter()
+            .chain(FERRY_FILTERS)
+            .filter(|n| self.has_filter(n))
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    /// The tests an expression may use, for suggestions.
+    pub fn test_names(&self) -> Vec<String> {
+        crate::typecheck::KNOWN_TESTS
+            .iter()
+            .filter(|n| self.has_test(n))
+            .map(|n| n.to_string())
+            .collect()
     }
 
     /// Checks an expression's syntax and returns its root variable names.

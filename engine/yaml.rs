@@ -92,11 +92,7 @@ impl SourceDoc {
     /// Reads and parses a regular file of at most `max_bytes`.
     pub fn load_limited(path: &Path, max_bytes: u64) -> Result<SourceDoc, crate::diag::Diagnostic> {
         let text = read_limited(path, max_bytes)?;
-        SourceDoc::parse(path, &text).map_err(|e| {
-            crate::diag::Diagnostic::error("syntax", format!("invalid YAML: {}", e.message))
-                .in_file(path)
-                .at_pos(e.pos)
-        })
+        SourceDoc::parse(path, &text).map_err(|e| syntax_diagnostic(path, &text, &e))
     }
 
     /// Position of the node at `pointer` (a JSON pointer such as `/steps/2/list`). When the
@@ -212,20 +208,7 @@ fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diag
     if bytes.len() as u64 > max_bytes {
         return Err(too_large("growing".into()));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let pos = Pos {
-            line: good.iter().filter(|b| **b == b'\n').count() + 1,
-            column: String::from_utf8_lossy(&good[line_start..]).chars().count() + 1,
-        };
-        crate::diag::Diagnostic::error(
-            "encoding",
-            format!("{} is not UTF-8 text (an invalid byte)", path.display()),
-        )
-        .in_file(path)
-        .at_pos(pos)
-    })
+    utf8_text(path, bytes)
 }
 
 /// How deep sequences and mappings may nest in a ferry file (the shipped flows need 12).
@@ -259,6 +242,123 @@ fn check_depth(text: &str) -> Result<(), SyntaxError> {
         }
     }
     Ok(())
+}
+
+/// The text of a file, or a diagnostic at the first byte that is not UTF-8.
+pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, crate::diag::Diagnostic> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let before = String::from_utf8_lossy(&bytes[..at]);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        let end = bytes[at..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| at + i);
+        let mut d = crate::diag::Diagnostic::error(
+            "encoding",
+            format!("not valid UTF-8: byte 0x{:02x} at offset {at}", bytes[at]),
+        )
+        .in_file(path)
+        .at_pos(Pos { line, column })
+        .hint("save the file as UTF-8 (a Latin-1 or Windows-1252 character is the usual cause)");
+        d.source_line = Some(String::from_utf8_lossy(&bytes[line_start..end]).into_owned());
+        d
+    })
+}
+
+/// A YAML syntax error as a diagnostic with the source line, a caret and a hint. The parser
+/// often notices a mistake only on a later line (an unclosed `{`, `[` or quote) or just
+/// before it (a tab); the position is moved to the mistake where it can be found.
+pub fn syntax_diagnostic(path: &Path, text: &str, e: &SyntaxError) -> crate::diag::Diagnostic {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut pos = e.pos;
+    let mut message = format!("invalid YAML: {}", e.message);
+    let mut hint = None;
+    if let Some((opener, at)) = unclosed_flow(&lines, pos.line)
+        && at.line < pos.line
+    {
+        message = format!("invalid YAML: this `{opener}` is not closed");
+        hint = Some(format!(
+            "close it with `{}` on the same line; the parser stopped at line {}: {}",
+            if opener == '{' { '}' } else { ']' },
+            pos.line,
+            e.message
+        ));
+        pos = at;
+    } else if e.message.contains("tab") {
+        let from = pos.line.max(1);
+        if let Some((i, col)) = (from..=from + 1).find_map(|l| {
+            let text = lines.get(l - 1)?;
+            let lead: String = text.chars().take_while(|c| c.is_whitespace()).collect();
+            lead.find('\t').map(|c| (l, lead[..c].chars().count() + 1))
+        }) {
+            pos = Pos {
+                line: i,
+                column: col,
+            };
+        }
+        hint = Some("indent with spaces: YAML does not allow tabs in indentation".into());
+    } else if e.message.contains("quoted scalar") {
+        hint = Some("a quoted string is not closed: add the closing quote".into());
+    } else if e.message.contains("indentation") || e.message.contains("expected key") {
+        let indent = |l: usize| {
+            lines
+                .get(l.wrapping_sub(1))
+                .map(|t| t.chars().take_while(|c| *c == ' ').count())
+        };
+        hint = Some(
+            match (indent(pos.line.saturating_sub(1)), indent(pos.line)) {
+                (Some(prev), Some(here)) => format!(
+                    "check this line's indentation: it is indented {here} spaces, the line above {prev}; fields of one map line up"
+                ),
+                _ => "check the indentation: fields of one map line up".into(),
+            },
+        );
+    } else if e.message.contains("mapping values are not allowed") {
+        hint = Some("a value containing `: ` must be quoted".into());
+    }
+    let mut d = crate::diag::Diagnostic::error("syntax", message)
+        .in_file(path)
+        .at_pos(pos);
+    d.source_line = lines.get(pos.line.wrapping_sub(1)).map(|s| s.to_string());
+    d.hint = hint;
+    d
+}
+
+/// The innermost `{` or `[` still open at the start of line `upto` (outside quotes and
+/// comments), with its position.
+fn unclosed_flow(lines: &[&str], upto: usize) -> Option<(char, Pos)> {
+    let mut stack: Vec<(char, Pos)> = Vec::new();
+    for (i, line) in lines.iter().enumerate().take(upto.saturating_sub(1)) {
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for (col, c) in line.chars().enumerate() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '#' if prev == ' ' || prev == '\t' => break,
+                    '"' | '\'' if matches!(prev, ' ' | '[' | '{' | ',' | ':') => quote = Some(c),
+                    '{' | '[' => stack.push((
+                        c,
+                        Pos {
+                            line: i + 1,
+                            column: col + 1,
+                        },
+                    )),
+                    '}' | ']' => {
+                        stack.pop();
+                    }
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    stack.pop()
 }
 
 /// Escapes one JSON-pointer segment (RFC 6901).

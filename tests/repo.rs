@@ -18,6 +18,7 @@ fn committed_schemas_are_the_generated_ones() {
             ferry::compile::connections_schema(),
         ),
         ("lookup.schema.json", ferry::compile::lookup_schema()),
+        ("test.schema.json", ferry::testing::test_schema()),
     ] {
         let generated = format!("{}\n", serde_json::to_string_pretty(&schema).unwrap());
         let committed =

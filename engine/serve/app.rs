@@ -431,6 +431,7 @@ fn run_options(
         cancel: Some(interrupt.clone()),
         observer: Some(metrics.clone()),
         fence: None,
+        ..RunOptions::default()
     }
 }
 

@@ -97,6 +97,14 @@ pub struct CsvSource {
     /// Field delimiter (default `,`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<char>,
+    /// The header the file must have, in order. Templates may then read only these
+    /// `record.fields`, and a file whose header differs fails before any record is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    /// Accept an empty file (no header, no record) as a loop over nothing; by default an
+    /// empty file is a data error.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty: bool,
 }
 
 /// What a failing item does to the loop.
@@ -115,6 +123,8 @@ pub enum OnFailure {
 pub struct ForEachPlan {
     items: Option<String>,
     csv: Option<(Tpl, Option<Tpl>, u8)>,
+    /// The declared header, and whether an empty file is accepted.
+    header: (Option<Vec<String>>, bool),
     var: String,
     on_failure: OnFailure,
     concurrency: usize,
@@ -143,6 +153,26 @@ impl ForEachStep {
                     b','
                 }
             };
+            if let Some(cols) = &c.columns {
+                if cols.is_empty() {
+                    cx.error_at(
+                        &format!("{ptr}/csv/columns"),
+                        "bad-value",
+                        "`columns` lists the header's column names; it is empty",
+                        None,
+                    );
+                }
+                for (i, col) in cols.iter().enumerate() {
+                    if cols[..i].contains(col) {
+                        cx.error_at(
+                            &format!("{ptr}/csv/columns/{i}"),
+                            "bad-value",
+                            format!("column '{col}' is listed twice"),
+                            None,
+                        );
+                    }
+                }
+            }
             (
                 cx.template(&format!("{ptr}/csv/file"), &c.file),
                 cx.opt_template(&format!("{ptr}/csv/start_at"), c.start_at.as_deref()),
@@ -173,6 +203,11 @@ impl ForEachStep {
         ForEachPlan {
             items,
             csv,
+            header: self
+                .csv
+                .as_ref()
+                .map(|c| (c.columns.clone(), c.allow_empty))
+                .unwrap_or_default(),
             var: self.var.clone(),
             on_failure: self.on_failure,
             concurrency: self.concurrency.clamp(1, MAX_CONCURRENCY) as usize,
@@ -458,6 +493,7 @@ impl ForEachPlan {
             .headers()
             .map_err(|e| StepError::new(ErrorKind::Data, format!("CSV header of {path}: {e}")))?
             .clone();
+        check_header(&path, &headers, &self.header)?;
         let names: Vec<Arc<str>> = headers.iter().map(Arc::from).collect();
         let mut t = Tally::default();
         let mut pending = Ranges::default();
@@ -693,6 +729,43 @@ impl Object for Ranges {
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         Enumerator::Seq(usize::try_from(self.len).unwrap_or(usize::MAX))
     }
+}
+
+/// Checks a CSV file's header against the declared `columns` (and refuses an empty file
+/// unless `allow_empty`), naming the file and line 1, before any record is sent.
+fn check_header(
+    path: &str,
+    headers: &csv::StringRecord,
+    (columns, allow_empty): &(Option<Vec<String>>, bool),
+) -> Result<(), StepError> {
+    let empty = headers.iter().all(|h| h.trim().is_empty());
+    if empty {
+        if *allow_empty {
+            return Ok(());
+        }
+        return Err(StepError::new(
+            ErrorKind::Data,
+            format!(
+                "CSV {path}: line 1: the file is empty (no header); `allow_empty: true` accepts an empty file"
+            ),
+        ));
+    }
+    if let Some(cols) = columns
+        && !headers.iter().eq(cols.iter().map(String::as_str))
+    {
+        let mut got = headers.iter().collect::<Vec<_>>().join(",");
+        if got.chars().count() > 200 {
+            got = got.chars().take(200).collect::<String>() + "…";
+        }
+        return Err(StepError::new(
+            ErrorKind::Data,
+            format!(
+                "CSV {path}: line 1: the header is '{got}', expected '{}'",
+                cols.join(",")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn csv_message(e: &csv::Error) -> String {
