@@ -489,6 +489,9 @@ pub struct RunOptions {
     pub observer: Option<Arc<dyn StepObserver>>,
     /// The parameters of a child flow run on its own (`ferry run CHILD --param k=v`).
     pub params: Map<String, Value>,
+    /// Loops run one item at a time whatever their `concurrency` (`ferry test`: the order
+    /// of requests and of a stub's answers is then the items' order).
+    pub sequential: bool,
     /// Checked before every step: a run that no longer holds its flow's lease stops there
     /// with [`ErrorKind::Interrupted`] ([`RunStart::fence`] sets one per run).
     pub fence: Option<Arc<dyn Fence>>,
@@ -773,6 +776,8 @@ impl Engine {
             r
         };
         let ((outcome, error), ()) = tokio::join!(work, state.ticker());
+        // the run's work ends here; the last journal write may wait for the history
+        let finished_at = now();
         state.flush().await;
         tracing::info!(parent: &span, %outcome, "run finished");
         let log = std::mem::take(&mut *state.log.lock().unwrap_or_else(|p| p.into_inner()));
@@ -784,7 +789,7 @@ impl Engine {
             outcome,
             dry_run: self.options.dry_run,
             started_at,
-            finished_at: now(),
+            finished_at,
             error,
             counters: log.counters,
             events: log.kept,
@@ -1253,6 +1258,11 @@ impl<'a> Exec<'a> {
         drop(log);
         // a confirmed side effect is written at once: a kill right after it must not redo it
         self.state.wake.notify_one();
+    }
+
+    /// Whether loops must run one item at a time ([`RunOptions::sequential`]).
+    pub fn sequential(&self) -> bool {
+        self.engine.options.sequential
     }
 
     /// Whether this is a dry run.

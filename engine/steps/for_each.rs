@@ -396,12 +396,13 @@ impl ForEachPlan {
         loop_id: &str,
         list: Vec<JValue>,
     ) -> (Tally, JValue) {
+        let window = if ex.sequential() { 1 } else { self.concurrency };
         let mut t = Tally::default();
         let mut source = list.into_iter().enumerate();
         let mut inflight = FuturesUnordered::new();
         let mut unstarted = Vec::new();
         loop {
-            while !t.stop && inflight.len() < self.concurrency {
+            while !t.stop && inflight.len() < window {
                 let Some((i, item)) = source.next() else {
                     break;
                 };
@@ -495,6 +496,7 @@ impl ForEachPlan {
             .clone();
         check_header(&path, &headers, &self.header)?;
         let names: Vec<Arc<str>> = headers.iter().map(Arc::from).collect();
+        let window = if ex.sequential() { 1 } else { self.concurrency };
         let mut t = Tally::default();
         let mut pending = Ranges::default();
         let mut record = csv::StringRecord::new();
@@ -506,7 +508,7 @@ impl ForEachPlan {
         let mut done_count = 0u64;
         let mut skipped_before = 0u64;
         loop {
-            while !t.stop && read_error.is_none() && inflight.len() < self.concurrency {
+            while !t.stop && read_error.is_none() && inflight.len() < window {
                 match reader.read_record(&mut record) {
                     Ok(true) => {}
                     Ok(false) => break,

@@ -1,0 +1,331 @@
+//! Real volumes, printed side by side with what a user would use instead, never asserted
+//! (`cargo bench --bench volume`; build the release binary first: `cargo build --release`):
+//!
+//! 1. files: 1,000, 10,000 and 100,000 files of 2 KB through flow 2
+//!    (`OUTL-BA-DACS_OUAI_OS_ENROLL`) on local directories, with `ferry run`: files/s, and
+//!    `rclone copy` of the same files between the same kind of directories;
+//! 2. records: flow 3 (`OUTL-BA-OUAI_DACS_OS_ENROLL_ACK`) with 100,000 records (and
+//!    `FERRY_BENCH_RECORDS`) against `ferry stand-in`: records/s and the peak RSS of
+//!    `ferry run`, beside `wrk -c16` posting sync requests to the same stand-in;
+//! 3. kills: a flow-3 run of 100,000 records SIGKILLed `FERRY_BENCH_KILLS` times (default
+//!    10), each followed by `ferry resubmit`: requests sent twice per kill, records lost,
+//!    runs left `running`, spool folders left.
+//!
+//! `FERRY_BENCH_FILES` sets the file counts (comma-separated, default `1000,10000,100000`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the report
+
+#[path = "../tests/support/project.rs"]
+mod project;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ENROLL_OS: &str = "OUTL-BA-DACS_OUAI_OS_ENROLL";
+const ENROLL_ACK: &str = "OUTL-BA-OUAI_DACS_OS_ENROLL_ACK";
+const DACS_DIR: &str = "data/dacs-os/dacsnamespace/DACS_EnrollFolder";
+const ACK_DIR: &str = "data/ouai-os/ouainamespace/OUAIEnrollAckFolder";
+const ACK_FILE: &str = "feedback.dacs.program_subscription.20230210.csv";
+const ACK_HEADER: &str = "SyncRequestId,ProgramId,EnrollmentId,ServicePointId,DeviceId,AckStatus,AckMessage,ProcessedDateTime";
+
+fn ferry_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("ferry");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release ({})",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `ferry stand-in`.
+struct StandIn {
+    child: Child,
+    url: String,
+}
+
+impl StandIn {
+    fn start() -> StandIn {
+        let port = free_port();
+        let child = Command::new(ferry_bin())
+            .args(["stand-in", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return StandIn { child, url };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the stand-in did not start");
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ferry <args>` in the project `dir`, with its history under `dir/state`.
+fn ferry(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(ferry_bin());
+    c.args(args)
+        .args(["--flows", "flows", "--data", "state"])
+        .current_dir(dir)
+        .env_remove("FERRY_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Peak RSS of a child, in MiB, sampled until it exits.
+fn wait_peak_rss(mut child: Child) -> (std::process::ExitStatus, f64) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+            && let Some(kib) = line.split_whitespace().nth(1)
+        {
+            peak_kib = peak_kib.max(kib.parse().unwrap_or(0));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak_kib as f64 / 1024.0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn files_bench(counts: &[usize]) {
+    println!("\n== files: flow 2 on local directories, 2 KB files");
+    let stand_in = StandIn::start();
+    for &n in counts {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        project::shipped_project(dir, &stand_in.url);
+        let src = dir.join(DACS_DIR);
+        std::fs::create_dir_all(&src).unwrap();
+        let body = vec![b'x'; 2048];
+        for i in 0..n {
+            std::fs::write(src.join(format!("ENROLL_SYNC_{i:07}.csv")), &body).unwrap();
+        }
+        // rclone copy of the same files, first (it leaves the source as it is)
+        let rdst = dir.join("rclone-dst");
+        let t = Instant::now();
+        let ok = Command::new("rclone")
+            .args(["copy", "--transfers", "8"])
+            .arg(&src)
+            .arg(&rdst)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        let rclone = t.elapsed();
+        let t = Instant::now();
+        let child = ferry(dir, &["run", ENROLL_OS]).spawn().unwrap();
+        let (status, rss) = wait_peak_rss(child);
+        let took = t.elapsed();
+        assert!(status.success(), "ferry run failed on {n} files");
+        let per_s = n as f64 / took.as_secs_f64();
+        let r_per_s = n as f64 / rclone.as_secs_f64();
+        println!(
+            "{n:>7} files: ferry {took:>8.2?} ({per_s:>7.0} files/s, peak RSS {rss:.0} MiB); \
+             rclone copy {} ({r_per_s:.0} files/s); ferry/rclone {:.2}",
+            if ok {
+                format!("{rclone:.2?}")
+            } else {
+                "unavailable".into()
+            },
+            per_s / r_per_s
+        );
+    }
+}
+
+fn feedback(n: usize) -> String {
+    let mut s = String::with_capacity(n * 100);
+    s.push_str(ACK_HEADER);
+    s.push('\n');
+    for i in 1..=n {
+        s.push_str(&format!(
+            "SR-{i},1234512345,EN-{i},1122334455,DEV-{i},ACCEPTED,Subscription created,2023-02-10T02:15:00Z\n"
+        ));
+    }
+    s
+}
+
+fn records_bench(n: usize) {
+    println!("\n== records: flow 3 against ferry stand-in, {n} records");
+    let stand_in = StandIn::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project::shipped_project(dir, &stand_in.url);
+    std::fs::create_dir_all(dir.join(ACK_DIR)).unwrap();
+    std::fs::write(dir.join(ACK_DIR).join(ACK_FILE), feedback(n)).unwrap();
+    let t = Instant::now();
+    let child = ferry(dir, &["run", ENROLL_ACK]).spawn().unwrap();
+    let (status, rss) = wait_peak_rss(child);
+    let took = t.elapsed();
+    assert!(status.success(), "ferry run failed");
+    let per_s = n as f64 / took.as_secs_f64();
+    let db = std::fs::metadata(dir.join("state/ferry.db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "ferry run: {took:.2?}, {per_s:.0} records/s, peak RSS {rss:.1} MiB, history {:.1} MB",
+        db as f64 / 1e6
+    );
+    // wrk, 16 connections, 10 s, posting unique sync requests to the same stand-in
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/rest/apis/cross/syncRequests/update", nil,
+    '{"syncRequestId":"W-' .. math.random(1, 1000000000) .. '-' .. counter .. '","externalSystem":"OUAI","syncStatus":"ACCEPTED","programEnrollment":{"programId":"1","enrollmentId":"E","servicePointId":"S","deviceId":"D"},"message":"ok","processedDateTime":"2023-02-10T02:15:00Z"}')
+end
+"#,
+    )
+    .unwrap();
+    match Command::new("wrk")
+        .args(["-t2", "-c16", "-d10s", "-s"])
+        .arg(&script)
+        .arg(&stand_in.url)
+        .output()
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let rps = text
+                .lines()
+                .find(|l| l.starts_with("Requests/sec:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok());
+            match rps {
+                Some(rps) => println!(
+                    "wrk -c16: {rps:.0} requests/s; ferry/wrk {:.2}",
+                    per_s / rps
+                ),
+                None => println!("wrk printed no rate:\n{text}"),
+            }
+        }
+        Err(e) => println!("wrk unavailable: {e}"),
+    }
+}
+
+fn kill_bench(n: usize, kills: usize) {
+    println!("\n== kills: flow 3, {n} records, {kills} SIGKILLs each followed by a resubmit");
+    let stand_in = StandIn::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project::shipped_project(dir, &stand_in.url);
+    std::fs::create_dir_all(dir.join(ACK_DIR)).unwrap();
+    std::fs::write(dir.join(ACK_DIR).join(ACK_FILE), feedback(n)).unwrap();
+    let sync_count = || -> usize {
+        let out = Command::new("curl")
+            .args(["-s", &format!("{}/_standin/sync-requests", stand_in.url)])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut sent_before = 0;
+    let mut last_id: Option<String> = None;
+    for k in 0..kills {
+        let mut child = match &last_id {
+            None => ferry(dir, &["run", ENROLL_ACK]).spawn().unwrap(),
+            Some(id) => ferry(dir, &["resubmit", id]).spawn().unwrap(),
+        };
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(300 + rng % 1200));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = ferry(dir, &["runs", "--format", "json", "--limit", "1"])
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        last_id = runs[0]["id"].as_str().map(str::to_string);
+        let sent = sync_count();
+        if k % 5 == 0 {
+            println!("  kill {k}: {sent} records accepted so far");
+        }
+        sent_before = sent;
+    }
+    let _ = sent_before;
+    if let Some(id) = &last_id {
+        let status = ferry(dir, &["resubmit", id]).status().unwrap();
+        println!("final resubmit: {status}");
+    }
+    let accepted = sync_count();
+    let out = Command::new("curl")
+        .args(["-s", &format!("{}/_standin/journal", stand_in.url)])
+        .output()
+        .unwrap();
+    let journal: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let requests = journal.as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|e| e["path"] == "/rest/apis/cross/syncRequests/update")
+            .count()
+    });
+    let out = ferry(dir, &["runs", "--format", "json", "--limit", "1000"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let running = runs.as_array().map_or(0, |a| {
+        a.iter().filter(|r| r["outcome"] == "running").count()
+    });
+    let spool = std::fs::read_dir(dir.join("state/spool"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    println!(
+        "records accepted {accepted} of {n} (lost {}); requests sent {requests}: {} duplicates, {:.0} per kill; runs left running {running}; spool folders left {spool}",
+        n.saturating_sub(accepted),
+        requests.saturating_sub(n),
+        requests.saturating_sub(n) as f64 / kills as f64
+    );
+}
+
+fn main() {
+    let counts: Vec<usize> = std::env::var("FERRY_BENCH_FILES")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let records: usize = std::env::var("FERRY_BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let kills: usize = std::env::var("FERRY_BENCH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    files_bench(&counts);
+    records_bench(records);
+    kill_bench(100_000, kills);
+}
