@@ -823,6 +823,16 @@ impl Store {
             if rows.is_empty() {
                 return Ok(());
             }
+            if rows.len() < super::PURGE_ROWS {
+                // the runs' last rows: fewer than a chunk, in one statement
+                let sql = format!("DELETE FROM {table} WHERE run_id IN ({list})");
+                let mut q = sqlx::query(&sql);
+                for id in ids {
+                    q = q.bind(id.clone());
+                }
+                q.execute(&self.pool).await?;
+                return Ok(());
+            }
             // in (run_id, seq) order, the rows of each run in the chunk are its lowest:
             // everything up to the highest seq in the chunk is in it
             let mut last: Vec<(String, i64)> = Vec::new();
