@@ -327,7 +327,46 @@ pub enum RunsCommand {
     Show {
         /// The run id.
         id: String,
+        /// Which records to print: failed (default), tolerated, or all the requests that
+        /// are rows (a record loop's accepted records are its range).
+        #[arg(long, value_enum, default_value_t = RecordsChoice::Failed)]
+        records: RecordsChoice,
+        /// Records per page (1 to 1000).
+        #[arg(long, default_value_t = history::PAGE, value_parser = clap::value_parser!(u32).range(1..=i64::from(history::MAX_PAGE)))]
+        limit: u32,
+        /// Print the records after this event (the cursor `more:` gives).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+        after: i64,
     },
+}
+
+/// The records `ferry runs show` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordsChoice {
+    /// Failed requests and step failures.
+    Failed,
+    /// Requests whose failing answer was tolerated.
+    Tolerated,
+    /// Every request that is a row.
+    All,
+}
+
+impl RecordsChoice {
+    fn filter(self) -> history::EventFilter {
+        match self {
+            RecordsChoice::Failed => history::EventFilter::Failed,
+            RecordsChoice::Tolerated => history::EventFilter::Tolerated,
+            RecordsChoice::All => history::EventFilter::Requests,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RecordsChoice::Failed => "failed",
+            RecordsChoice::Tolerated => "tolerated",
+            RecordsChoice::All => "all",
+        }
+    }
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -452,13 +491,51 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
         } => {
             let store = open_history(&data, database_url.as_deref()).await?;
             match show {
-                Some(RunsCommand::Show { id }) => {
-                    let detail = store.get(&id).await?;
+                Some(RunsCommand::Show {
+                    id,
+                    records,
+                    limit,
+                    after,
+                }) => {
+                    let Some(detail) = store.get(&id).await? else {
+                        store.close().await;
+                        return Err(history::HistoryError::UnknownRun(id).into());
+                    };
+                    let page = store
+                        .events_page(&id, records.filter(), after, limit)
+                        .await?;
+                    let loops = store.loop_summaries(&detail.summary, &detail.loops).await?;
                     store.close().await;
-                    let detail = detail.ok_or(history::HistoryError::UnknownRun(id))?;
                     match format {
-                        Format::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
-                        Format::Human => print!("{}", history::text::run_detail(&detail)),
+                        Format::Json => {
+                            let mut v = serde_json::to_value(&detail)?;
+                            if let Some(o) = v.as_object_mut() {
+                                o.insert("loop_summaries".into(), serde_json::to_value(&loops)?);
+                                o.insert(
+                                    "records_page".into(),
+                                    serde_json::json!({
+                                        "filter": records.name(),
+                                        "after": after,
+                                        "events": page.events,
+                                        "next": page.next,
+                                    }),
+                                );
+                            }
+                            println!("{}", serde_json::to_string_pretty(&v)?);
+                        }
+                        Format::Human => print!(
+                            "{}",
+                            history::text::run_detail(
+                                &detail,
+                                &loops,
+                                &history::text::RecordsShown {
+                                    filter: records.name(),
+                                    page: &page,
+                                    after,
+                                    limit,
+                                }
+                            )
+                        ),
                     }
                 }
                 None => {

@@ -70,7 +70,7 @@ pub enum EventFilter {
 }
 
 impl EventFilter {
-    fn kinds(self) -> &'static [&'static str] {
+    pub(super) fn kinds(self) -> &'static [&'static str] {
         match self {
             EventFilter::All => &[],
             EventFilter::Files => &["fetched", "put", "renamed", "skipped"],

@@ -62,6 +62,7 @@
 mod cluster;
 mod derive;
 mod journal;
+mod pages;
 mod replay;
 mod schema;
 mod store;
@@ -80,6 +81,7 @@ pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record
 pub use journal::{
     EventFilter, EventPage, LoopProgress, MAX_PAGE, PAGE, SPOOL_DIR, StoredEvent, event_kind,
 };
+pub use pages::{LOOP_NUMBERS, LoopSummary, thousands};
 pub use replay::{
     Prepared, Recorded, ResubmitError, RunRequest, execute, input_summary, prepare, resubmit,
     resubmit_request, run_recorded,
@@ -96,6 +98,9 @@ pub const DB_FILE: &str = "ferry.db";
 pub const INPUTS_DIR: &str = "inputs";
 /// Runs deleted per transaction by [`Store::purge`].
 pub const PURGE_BATCH: usize = 500;
+/// Event, file, record and email rows deleted per transaction by [`Store::purge`] (a run
+/// of a million events is purged in many short transactions, never one long one).
+pub const PURGE_ROWS: usize = 5_000;
 
 /// A run history failure.
 #[derive(Debug, thiserror::Error)]
@@ -351,11 +356,12 @@ pub struct RunDetail {
     pub summary: RunSummary,
     /// The failure.
     pub failure: Option<StoredError>,
-    /// Files fetched, put and renamed, in order (`file_actions` in JSON: `files` is the
-    /// summary's count).
+    /// Files fetched, put and renamed, in order: the first page of [`PAGE`]
+    /// (`file_actions` in JSON: `files` is the summary's count).
     #[serde(rename = "file_actions")]
     pub files: Vec<FileOutcome>,
-    /// REST requests sent (one per record in a record-by-record flow), in order.
+    /// REST requests that are rows, in order: a record loop's failures and tolerated
+    /// answers, and requests outside record loops; the first page of [`PAGE`].
     pub records: Vec<RecordOutcome>,
     /// Emails sent, in order (`emails_sent` in JSON: `emails` is the summary's count).
     #[serde(rename = "emails_sent")]
@@ -372,6 +378,10 @@ pub struct RunDetail {
     /// The progress of the run's record loops: every record of `first..=through`
     /// confirmed, the failures and tolerated answers among them in `records`.
     pub loops: Vec<LoopProgress>,
+    /// The cursor (`after`, filter `files`) of the next page of files, when there is one.
+    pub files_next: Option<i64>,
+    /// The cursor (`after`, filter `requests`) of the next page of records, when there is one.
+    pub records_next: Option<i64>,
 }
 
 /// A run's failure, as stored.

@@ -467,6 +467,7 @@ impl Store {
         let first = self.events_page(id, EventFilter::All, 0, PAGE).await?;
         let events_next = first.next;
         let events: Vec<Value> = first.events.into_iter().map(|e| e.event).collect();
+        let (mut files_next, mut records_next) = (None, None);
         let (files, records, emails) = if in_rows {
             let of = |page: EventPage| -> Vec<Event> {
                 page.events
@@ -474,18 +475,16 @@ impl Store {
                     .filter_map(|e| serde_json::from_value::<Event>(e.event).ok())
                     .collect()
             };
-            let files = of(self
-                .events_page(id, EventFilter::Files, 0, MAX_PAGE)
-                .await?);
-            let records = of(self
-                .events_page(id, EventFilter::Requests, 0, MAX_PAGE)
-                .await?);
+            let files = self.events_page(id, EventFilter::Files, 0, PAGE).await?;
+            files_next = files.next;
+            let records = self.events_page(id, EventFilter::Requests, 0, PAGE).await?;
+            records_next = records.next;
             let emails = of(self
                 .events_page(id, EventFilter::Emails, 0, MAX_PAGE)
                 .await?);
             (
-                super::derive::files_of(&files),
-                super::derive::records_of(&records),
+                super::derive::files_of(&of(files)),
+                super::derive::records_of(&of(records)),
                 super::derive::emails_of(&emails),
             )
         } else {
@@ -513,6 +512,8 @@ impl Store {
             events,
             events_next,
             loops,
+            files_next,
+            records_next,
         }))
     }
 
@@ -746,8 +747,10 @@ impl Store {
     }
 
     /// Deletes finished runs (every outcome but `running`) that started before `cutoff`,
-    /// with their files, records, emails and kept inputs, [`super::PURGE_BATCH`] runs per
-    /// transaction until none is left. Returns how many runs were deleted.
+    /// with their events, files, records, emails and kept inputs: [`super::PURGE_BATCH`]
+    /// runs at a time, their child rows in transactions of at most [`super::PURGE_ROWS`]
+    /// rows, then the runs in one more, until none is left. Returns how many runs were
+    /// deleted.
     pub async fn purge(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
@@ -771,16 +774,14 @@ impl Store {
                 break;
             }
             let list = placeholders(1, ids.len());
+            // the rows of a run's events, files, records and emails can number millions:
+            // they go in transactions of at most PURGE_ROWS rows, so none holds the
+            // database for long
+            for table in ["run_events", "run_records", "run_files", "run_emails"] {
+                self.purge_rows(table, &ids, &list).await?;
+            }
             let mut tx = self.pool.begin().await?;
-            for table in [
-                "run_files",
-                "run_records",
-                "run_emails",
-                "run_inputs",
-                "run_events",
-                "run_loops",
-                "run_steps",
-            ] {
+            for table in ["run_inputs", "run_loops", "run_steps"] {
                 let sql = format!("DELETE FROM {table} WHERE run_id IN ({list})");
                 let mut q = sqlx::query(&sql);
                 for id in &ids {
@@ -811,6 +812,63 @@ impl Store {
             tracing::debug!(batch = ids.len(), total, "purged runs");
         }
         Ok(total)
+    }
+
+    /// Deletes the rows of `table` (keyed by `run_id, seq`) of runs `ids` (`list`: their
+    /// placeholders), [`super::PURGE_ROWS`] rows per transaction.
+    async fn purge_rows(
+        &self,
+        table: &str,
+        ids: &[String],
+        list: &str,
+    ) -> Result<(), HistoryError> {
+        let select = format!(
+            "SELECT run_id, seq FROM {table} WHERE run_id IN ({list})
+             ORDER BY run_id, seq LIMIT {}",
+            super::PURGE_ROWS
+        );
+        let delete = format!("DELETE FROM {table} WHERE run_id = $1 AND seq <= $2");
+        loop {
+            let mut q = sqlx::query(&select);
+            for id in ids {
+                q = q.bind(id.clone());
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            if rows.len() < super::PURGE_ROWS {
+                // the runs' last rows: fewer than a chunk, in one statement
+                let sql = format!("DELETE FROM {table} WHERE run_id IN ({list})");
+                let mut q = sqlx::query(&sql);
+                for id in ids {
+                    q = q.bind(id.clone());
+                }
+                q.execute(&self.pool).await?;
+                return Ok(());
+            }
+            // in (run_id, seq) order, the rows of each run in the chunk are its lowest:
+            // everything up to the highest seq in the chunk is in it
+            let mut last: Vec<(String, i64)> = Vec::new();
+            for r in &rows {
+                let run: String = r.try_get("run_id")?;
+                let seq: i64 = r.try_get("seq")?;
+                match last.last_mut() {
+                    Some((id, max)) if *id == run => *max = seq,
+                    _ => last.push((run, seq)),
+                }
+            }
+            let mut tx = self.pool.begin().await?;
+            for (run, max) in last {
+                sqlx::query(&delete)
+                    .bind(run)
+                    .bind(max)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Marks every run still `running` as `interrupted` (ferry stopped while it ran),

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{FileAction, RecordStatus, RunDetail, RunSummary};
+use super::{EventPage, FileAction, LoopSummary, RunDetail, RunSummary};
 use crate::run::Event;
 
 /// Parses an age: a number and a unit, `30d`, `12h`, `90m`, `45s` (or any combination
@@ -142,9 +142,53 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
     out
 }
 
-/// The `ferry runs show` detail: the run, its kept input, files, records, emails, error
-/// and events.
-pub fn run_detail(d: &RunDetail) -> String {
+/// Which records `ferry runs show` prints: a page of one filter.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordsShown<'a> {
+    /// The filter's name (`failed`, `tolerated`, `all`).
+    pub filter: &'a str,
+    /// The page.
+    pub page: &'a EventPage,
+    /// The cursor it starts after.
+    pub after: i64,
+    /// The page size asked for.
+    pub limit: u32,
+}
+
+/// One request event (a record) in full: number, request, status, outcome, answer.
+fn record_line(v: &serde_json::Value, dry_run: bool) -> String {
+    match serde_json::from_value::<Event>(v.clone()) {
+        Ok(Event::Request {
+            method,
+            url,
+            status,
+            suppressed,
+            record,
+            message,
+            ..
+        }) => {
+            let number = record.map_or_else(|| "-".to_string(), |n| format!("#{n}"));
+            let outcome = match status {
+                None => "not sent (dry run)",
+                Some(_) if suppressed => "tolerated",
+                Some(s) if (200..300).contains(&s) => "sent",
+                Some(_) => "FAILED",
+            };
+            let status = status.map_or_else(|| "-".to_string(), |s| s.to_string());
+            let mut line = format!("{number:>7}  {method} {url} -> {status} {outcome}");
+            if let Some(m) = message {
+                let _ = write!(line, ": {}", one_line(&m, 2_000));
+            }
+            line
+        }
+        Ok(e) => format!("{:>7}  {}", "", crate::cli::render_event(&e, dry_run)),
+        Err(_) => v.to_string(),
+    }
+}
+
+/// The `ferry runs show` detail: the run, its kept input, files, record loops as ranges, a
+/// page of records (failures by default), emails, error and the first page of events.
+pub fn run_detail(d: &RunDetail, loops: &[LoopSummary], records: &RecordsShown<'_>) -> String {
     let r = &d.summary;
     let mut s = String::new();
     let _ = writeln!(s, "run {}", r.id);
@@ -226,24 +270,33 @@ pub fn run_detail(d: &RunDetail) -> String {
             };
         }
     }
-    if !d.records.is_empty() {
-        s.push_str("records:\n");
-        for (i, rec) in d.records.iter().enumerate() {
-            let status = rec
-                .status
-                .map_or_else(|| "-".to_string(), |s| s.to_string());
-            let outcome = match rec.outcome {
-                RecordStatus::Sent => "sent",
-                RecordStatus::Tolerated => "tolerated",
-                RecordStatus::Failed => "FAILED",
-                RecordStatus::NotSent => "not sent (dry run)",
-            };
+    if !loops.is_empty() {
+        s.push_str("record loops:\n");
+        for l in loops {
+            let _ = writeln!(s, "  {}: {}", l.progress.label, l.line);
+        }
+    }
+    let shown = if records.filter == "all" {
+        "records".to_string()
+    } else {
+        format!("{} records", records.filter)
+    };
+    if records.page.events.is_empty() {
+        if records.after == 0 {
+            let _ = writeln!(s, "{shown}: none");
+        } else {
+            let _ = writeln!(s, "{shown} after event {}: none", records.after);
+        }
+    } else {
+        let _ = writeln!(s, "{shown}:");
+        for e in &records.page.events {
+            let _ = writeln!(s, "{}", record_line(&e.event, r.dry_run));
+        }
+        if let Some(next) = records.page.next {
             let _ = writeln!(
                 s,
-                "  {:>4}  {} {} -> {status} {outcome}",
-                i + 1,
-                rec.method,
-                rec.url
+                "  more: ferry runs show {} --records {} --after {next} --limit {}",
+                r.id, records.filter, records.limit
             );
         }
     }
@@ -271,7 +324,11 @@ pub fn run_detail(d: &RunDetail) -> String {
         }
     }
     if !d.events.is_empty() {
-        s.push_str("events:\n");
+        s.push_str(if d.events_next.is_some() {
+            "events (the first page):\n"
+        } else {
+            "events:\n"
+        });
         for v in &d.events {
             let line = match serde_json::from_value::<Event>(v.clone()) {
                 Ok(e) => crate::cli::render_event(&e, r.dry_run),
@@ -279,6 +336,13 @@ pub fn run_detail(d: &RunDetail) -> String {
             };
             let _ = writeln!(s, "  {line}");
         }
+    }
+    if let Some(next) = d.events_next {
+        let _ = writeln!(
+            s,
+            "  more: GET /api/v1/runs/{}/events?after={next} (ferry serve), or the run page",
+            r.id
+        );
     }
     s
 }

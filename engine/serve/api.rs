@@ -20,7 +20,9 @@ use tokio::io::AsyncWriteExt as _;
 use super::Server;
 use super::app::StartError;
 use super::auth::{Denied, Role, check_one};
-use crate::history::{HistoryError, Outcome, ResubmitError, RunFilter};
+use crate::history::{
+    EventFilter, HistoryError, MAX_PAGE, Outcome, PAGE, ResubmitError, RunFilter,
+};
 use crate::model::PartKind;
 
 /// A JSON error answer.
@@ -148,6 +150,7 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/api/v1/flows/{flow}/runs", post(run_now))
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(show_run))
+        .route("/api/v1/runs/{id}/events", get(run_events))
         .route("/api/v1/runs/{id}/resubmit", post(resubmit))
         .route("/api/v1/ticks", get(ticks))
         .route(
@@ -330,6 +333,90 @@ async fn show_run(
         Some(d) => Ok(Json(json!(d))),
         None => Err(HistoryError::UnknownRun(id).into()),
     }
+}
+
+/// Query of `GET /api/v1/runs/{id}/events` (and the run page's event list): strings, so
+/// that a bad value gets a JSON error that says which.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsQuery {
+    /// `all` (default), `failed`, `tolerated`, `files`, `requests`, `emails`.
+    pub status: Option<String>,
+    /// The cursor: events after this one (default 0, the start).
+    pub after: Option<String>,
+    /// Events per page (default [`crate::history::PAGE`], at most
+    /// [`crate::history::MAX_PAGE`]).
+    pub limit: Option<String>,
+}
+
+/// A page request, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsPage {
+    /// Which events.
+    pub filter: EventFilter,
+    /// After this event.
+    pub after: i64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl EventsQuery {
+    /// The page it asks for; a bad value is a 400 naming the parameter.
+    pub fn page(&self) -> Result<EventsPage, ApiError> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+        let filter = match given(&self.status) {
+            Some(s) => s
+                .parse::<EventFilter>()
+                .map_err(|e| bad(format!("status: {e}")))?,
+            None => EventFilter::All,
+        };
+        let after =
+            match given(&self.after) {
+                Some(a) => a.parse::<i64>().ok().filter(|a| *a >= 0).ok_or_else(|| {
+                    bad(format!("after: '{a}' is not an event number (0 or more)"))
+                })?,
+                None => 0,
+            };
+        let limit = match given(&self.limit) {
+            Some(l) => l
+                .parse::<u32>()
+                .ok()
+                .filter(|l| (1..=MAX_PAGE).contains(l))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "limit: '{l}' is not a number of events from 1 to {MAX_PAGE}"
+                    ))
+                })?,
+            None => PAGE,
+        };
+        Ok(EventsPage {
+            filter,
+            after,
+            limit,
+        })
+    }
+}
+
+async fn run_events(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Viewer)?;
+    let p = q.page()?;
+    let store = server.app.store();
+    let page = store.events_page(&id, p.filter, p.after, p.limit).await?;
+    let previous = store.events_before(&id, p.filter, p.after, p.limit).await?;
+    Ok(Json(json!({
+        "run_id": id,
+        "events": page.events,
+        "next": page.next,
+        "previous": previous,
+    })))
 }
 
 async fn resubmit(

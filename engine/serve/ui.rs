@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Server;
-use super::api::{ApiError, RunsQuery, authorize, flow_json};
+use super::api::{ApiError, EventsQuery, RunsQuery, authorize, flow_json};
 use super::app::StartError;
 use super::auth::Role;
 use crate::history::{HistoryError, Outcome, RunFilter, RunSummary, TickStatus};
@@ -518,15 +518,32 @@ async fn runs(
     Ok(page(status, html))
 }
 
+/// The event filters the run page offers, in order.
+const EVENT_FILTERS: [&str; 6] = ["all", "failed", "tolerated", "files", "requests", "emails"];
+
 async fn run(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
 ) -> Result<Response, UiError> {
     let can_operate = allow(&server, &headers, Role::Viewer)?;
-    let Some(detail) = server.app.store().get(&id).await? else {
+    let p = q.page()?;
+    let store = server.app.store();
+    let Some(detail) = store.get(&id).await? else {
         return Err(HistoryError::UnknownRun(id).into());
     };
+    // one page of events, never the whole list
+    let events = store.events_page(&id, p.filter, p.after, p.limit).await?;
+    let previous = store.events_before(&id, p.filter, p.after, p.limit).await?;
+    let loops = store.loop_summaries(&detail.summary, &detail.loops).await?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("all")
+        .to_string();
     let html = render(
         "run.html",
         context! {
@@ -535,11 +552,20 @@ async fn run(
             run => detail.summary,
             failure => detail.failure,
             files => detail.files,
+            files_more => detail.files_next.is_some(),
             records => detail.records,
+            records_more => detail.records_next.is_some(),
             emails => detail.emails,
             inputs => detail.inputs,
             resubmitted_as => detail.resubmitted_as,
-            events => detail.events,
+            loops,
+            events => events.events,
+            events_next => events.next,
+            events_previous => previous,
+            events_after => p.after,
+            limit => (p.limit != crate::history::PAGE).then_some(p.limit),
+            status,
+            filters => EVENT_FILTERS,
         },
     )?;
     Ok(page(StatusCode::OK, html))
