@@ -64,10 +64,14 @@ impl StandIn {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
+        // dropping it kills and waits for the stand-in
+        let stand_in = StandIn {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return StandIn { child, url };
+                return stand_in;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

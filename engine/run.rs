@@ -771,13 +771,13 @@ impl Engine {
                 .instrument(span.clone())
                 .await;
             let r = self.finish_run(&ex, &mut scope, result, &span).await;
+            // the run's work ends here; journal writes may still wait for the history
+            let finished_at = now();
             state.finished.store(true, Ordering::Release);
             state.wake.notify_one();
-            r
+            (r, finished_at)
         };
-        let ((outcome, error), ()) = tokio::join!(work, state.ticker());
-        // the run's work ends here; the last journal write may wait for the history
-        let finished_at = now();
+        let (((outcome, error), finished_at), ()) = tokio::join!(work, state.ticker());
         state.flush().await;
         tracing::info!(parent: &span, %outcome, "run finished");
         let log = std::mem::take(&mut *state.log.lock().unwrap_or_else(|p| p.into_inner()));
