@@ -261,13 +261,33 @@ impl Store {
             })
             .connect(url)
             .await?;
-        if backend == Backend::Sqlite {
-            // persistent in the database file: every later connection is in WAL mode
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
+        // Two processes opening a new SQLite history at once can find it locked where
+        // SQLite does not wait (changing the journal mode, a read upgraded to a write):
+        // opening tries again for up to 10 s.
+        let mut attempt = 0;
+        loop {
+            let opened = async {
+                if backend == Backend::Sqlite {
+                    // persistent in the database file: every later connection is in WAL mode
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&pool)
+                        .await?;
+                }
+                schema::migrate(&pool, backend).await
+            }
+            .await;
+            match opened {
+                Err(HistoryError::Db(sqlx::Error::Database(e)))
+                    if backend == Backend::Sqlite
+                        && attempt < 100
+                        && (e.message().contains("locked") || e.message().contains("busy")) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
         }
-        schema::migrate(&pool, backend).await?;
         let store = Store {
             pool,
             data_dir,
