@@ -597,8 +597,13 @@ impl SftpStore {
 /// Whether an SFTP error means the session under it is gone (the SSH connection broke):
 /// russh-sftp then fails each request whose answer can no longer come with one of these.
 fn session_gone(e: &SftpError) -> bool {
+    // russh-sftp says "session closed" when the channel ended under a request (the line was
+    // cut), "sender dropped" and Send/RecvError when its tasks went with the connection
     matches!(e, SftpError::UnexpectedBehavior(m)
-        if m == "sender dropped" || m.starts_with("SendError") || m.starts_with("RecvError"))
+        if m == "sender dropped"
+            || m == "session closed"
+            || m.starts_with("SendError")
+            || m.starts_with("RecvError"))
 }
 
 /// `s` on one line: control characters (a server's message is untrusted) become spaces.
