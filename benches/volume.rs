@@ -255,7 +255,6 @@ fn kill_bench(n: usize, kills: usize) {
             .unwrap_or(0)
     };
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut sent_before = 0;
     let mut last_id: Option<String> = None;
     for k in 0..kills {
         let mut child = match &last_id {
@@ -278,9 +277,7 @@ fn kill_bench(n: usize, kills: usize) {
         if k % 5 == 0 {
             println!("  kill {k}: {sent} records accepted so far");
         }
-        sent_before = sent;
     }
-    let _ = sent_before;
     if let Some(id) = &last_id {
         let status = ferry(dir, &["resubmit", id]).status().unwrap();
         println!("final resubmit: {status}");

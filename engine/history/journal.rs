@@ -238,28 +238,9 @@ impl Store {
         let rows = batch
             .events
             .iter()
-            .map(|(seq, at, e)| {
-                Ok(vec![
-                    Param::Text(run_id.to_string()),
-                    Param::Int(clamp_i64(*seq)),
-                    Param::Text(at.clone()),
-                    Param::Text(event_kind(e).to_string()),
-                    Param::Text(
-                        serde_json::to_string(e).map_err(|err| HistoryError::Corrupt {
-                            what: "event",
-                            value: err.to_string(),
-                        })?,
-                    ),
-                ])
-            })
+            .map(|(seq, at, e)| event_row(run_id, clamp_i64(*seq), at, e))
             .collect::<Result<Vec<_>, HistoryError>>()?;
-        insert_rows(
-            &mut tx,
-            "run_events",
-            &["run_id", "seq", "at", "kind", "body"],
-            rows,
-        )
-        .await?;
+        insert_rows(&mut tx, "run_events", EVENT_COLUMNS, rows).await?;
         for (key, output) in &batch.confirmed {
             sqlx::query(
                 "INSERT INTO run_steps (run_id, key, output) VALUES ($1, $2, $3)
@@ -484,26 +465,25 @@ pub(super) async fn write_events(
         .iter()
         .filter(|e| !crate::run::is_record_success(e))
         .enumerate()
-        .map(|(i, e)| {
-            Ok(vec![
-                Param::Text(run_id.to_string()),
-                Param::Int(i as i64 + 1),
-                Param::Text(at.to_string()),
-                Param::Text(event_kind(e).to_string()),
-                Param::Text(
-                    serde_json::to_string(e).map_err(|err| HistoryError::Corrupt {
-                        what: "event",
-                        value: err.to_string(),
-                    })?,
-                ),
-            ])
-        })
+        .map(|(i, e)| event_row(run_id, i as i64 + 1, at, e))
         .collect::<Result<Vec<_>, HistoryError>>()?;
-    insert_rows(
-        conn,
-        "run_events",
-        &["run_id", "seq", "at", "kind", "body"],
-        rows,
-    )
-    .await
+    insert_rows(conn, "run_events", EVENT_COLUMNS, rows).await
+}
+
+/// The columns of a `run_events` row, in [`event_row`]'s order.
+const EVENT_COLUMNS: &[&str] = &["run_id", "seq", "at", "kind", "body"];
+
+/// One `run_events` row: the event's place in the run, time, stored kind and JSON body.
+fn event_row(run_id: &str, seq: i64, at: &str, e: &Event) -> Result<Vec<Param>, HistoryError> {
+    let body = serde_json::to_string(e).map_err(|err| HistoryError::Corrupt {
+        what: "event",
+        value: err.to_string(),
+    })?;
+    Ok(vec![
+        Param::Text(run_id.to_string()),
+        Param::Int(seq),
+        Param::Text(at.to_string()),
+        Param::Text(event_kind(e).to_string()),
+        Param::Text(body),
+    ])
 }

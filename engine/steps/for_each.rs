@@ -310,8 +310,7 @@ impl ForEachPlan {
             decider,
             ..
         } = tally;
-        if let Some((_, chosen, item_scope)) = decider {
-            let _ = chosen;
+        if let Some((_, _, item_scope)) = decider {
             scope.adopt_outputs(&item_scope);
         }
         if let Some((_, o)) = ended {
