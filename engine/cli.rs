@@ -190,9 +190,10 @@ pub enum Command {
     /// Run every shipped flow end to end on local directories, an email outbox and the
     /// bundled DACS and DERMS stand-ins.
     Demo {
-        /// The demo plan.
-        #[arg(long, default_value = "examples/demo/demo.yaml")]
-        plan: PathBuf,
+        /// A demo plan on disk (default: the plan embedded in the binary, unpacked into the
+        /// demo directory with its flows, lookups and sample files).
+        #[arg(long)]
+        plan: Option<PathBuf>,
         /// Where the demo keeps its files.
         #[arg(long, default_value = "ferry-demo")]
         dir: PathBuf,
@@ -256,6 +257,29 @@ pub enum Command {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Print a shell completion script: `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions {
+        /// The shell.
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff): `ferry man | man -l -`; `--dir DIR` writes `ferry.1`
+    /// and a page per command (`ferry-run.1`, …) there instead.
+    Man {
+        /// Write every page into this directory (made if missing).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Shells `ferry completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
 }
 
 /// The subcommands of `ferry runs`.
@@ -361,6 +385,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             let store = open_history(&data, database_url.as_deref()).await?;
             match show {
                 Some(RunsCommand::Show { id }) => {
+                    let id = resolve_run_id(&store, &id).await?;
                     let detail = store.get(&id).await?;
                     store.close().await;
                     let detail = detail.ok_or(history::HistoryError::UnknownRun(id))?;
@@ -398,6 +423,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             };
             let store = open_history(&data, database_url.as_deref()).await?;
             let engine = Engine::new(project, RunOptions::default());
+            let id = resolve_run_id(&store, &id).await?;
             let recorded = history::resubmit(&engine, &store, &id).await?;
             if format == Format::Human {
                 println!("resubmit of run {id}");
@@ -455,7 +481,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Demo { plan, dir, reset } => {
             let mut out = std::io::stdout();
-            let ok = crate::demo::run(&plan, &dir, reset, &mut out).await?;
+            let ok = crate::demo::run(plan.as_deref(), &dir, reset, &mut out).await?;
             out.flush()?;
             Ok(if ok { 0 } else { EXIT_RUN_FAILED })
         }
@@ -549,6 +575,26 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(dir) => std::fs::create_dir_all(&dir)
+                    .and_then(|()| clap_mangen::generate_to(cmd, &dir))
+                    .with_context(|| format!("writing manual pages to {}", dir.display()))?,
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -574,6 +620,28 @@ async fn finish_recorded(
         Outcome::Succeeded | Outcome::NoFiles => 0,
         Outcome::Partial | Outcome::Failed => EXIT_RUN_FAILED,
     })
+}
+
+/// The run id `id` names: itself when recorded, else the one run whose id starts with it
+/// (an ambiguous prefix is an error that lists the candidates).
+async fn resolve_run_id(store: &Store, id: &str) -> anyhow::Result<String> {
+    const SHOWN: u32 = 10;
+    if store.get(id).await?.is_some() {
+        return Ok(id.to_string());
+    }
+    let mut ids = store.ids_starting_with(id, SHOWN + 1).await?;
+    match ids.len() {
+        0 => Err(history::HistoryError::UnknownRun(id.to_string()).into()),
+        1 => Ok(ids.remove(0)),
+        n => {
+            let more = if n > SHOWN as usize { "\n  …" } else { "" };
+            ids.truncate(SHOWN as usize);
+            bail!(
+                "run id prefix '{id}' is ambiguous; it matches:\n  {}{more}",
+                ids.join("\n  ")
+            )
+        }
+    }
 }
 
 /// Loads the project, or prints why it is invalid (an invalid project is never run).

@@ -1,0 +1,275 @@
+//! What an operator reaches for after the quick start: shell completions, the manual page,
+//! the demo run from anywhere (and the commands it prints), run id prefixes.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ferry(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bash_completion_parses_and_completes_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ferry(dir.path(), &["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let script = dir.path().join("ferry.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    let n = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        n.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&n.stderr)
+    );
+    // bash itself completes `ferry r` with the script loaded
+    let probe = format!(
+        "source {}; COMP_WORDS=(ferry r); COMP_CWORD=1; COMP_LINE='ferry r'; COMP_POINT=7; \
+         _ferry ferry r ferry; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let c = Command::new("bash").arg("-c").arg(&probe).output().unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let mut words: Vec<String> = String::from_utf8_lossy(&c.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    words.sort();
+    assert_eq!(words, ["resubmit", "run", "runs"]);
+    let text = stdout(&o);
+    for sub in [
+        "validate",
+        "run",
+        "runs",
+        "serve",
+        "demo",
+        "completions",
+        "man",
+    ] {
+        assert!(text.contains(sub), "the bash script misses '{sub}'");
+    }
+}
+
+#[test]
+fn zsh_and_fish_completions_name_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let zsh = ferry(dir.path(), &["completions", "zsh"]);
+    assert_eq!(zsh.status.code(), Some(0));
+    assert!(stdout(&zsh).starts_with("#compdef ferry"));
+    assert!(stdout(&zsh).contains("'resubmit:"));
+    let fish = ferry(dir.path(), &["completions", "fish"]);
+    assert_eq!(fish.status.code(), Some(0));
+    assert!(stdout(&fish).contains("complete -c ferry"));
+    assert!(stdout(&fish).contains("-a \"serve\""));
+    let bad = ferry(dir.path(), &["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn man_prints_a_roff_page_and_writes_one_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ferry(dir.path(), &["man"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert!(page.starts_with(".ie"), "{}", &page[..page.len().min(200)]);
+    assert!(page.contains(".TH ferry 1"), "{page}");
+    assert!(page.contains("ferry\\-serve(1)"), "{page}");
+    let o = ferry(dir.path(), &["man", "--dir", "pages"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let serve = std::fs::read_to_string(dir.path().join("pages/ferry-serve.1")).unwrap();
+    assert!(serve.contains(".TH ferry-serve 1"), "{serve}");
+    assert!(serve.contains("\\-\\-listen"), "{serve}");
+    assert!(dir.path().join("pages/ferry.1").exists());
+    assert!(dir.path().join("pages/ferry-runs-show.1").exists());
+}
+
+/// Runs a command line as `ferry demo` printed it, with this build's `ferry` first on PATH.
+fn printed(dir: &Path, line: &str) -> Output {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ferry")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .arg("-c")
+        .arg(line)
+        .env("PATH", path)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn demo_runs_from_any_directory_and_its_next_commands_work_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ferry(dir.path(), &["demo"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let demo = dir.path().canonicalize().unwrap().join("ferry-demo");
+    // the embedded plan, flows, lookups and sample files were unpacked there
+    assert!(demo.join("flows/connections.yaml").exists());
+    assert!(demo.join("lookups").read_dir().unwrap().count() >= 4);
+    assert_eq!(demo.join("outbox").read_dir().unwrap().count(), 6, "{out}");
+    let next: Vec<&str> = out
+        .split("\nnext:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no next commands:\n{out}"))
+        .lines()
+        .map(str::trim)
+        .collect();
+    assert_eq!(next.len(), 4, "{next:?}");
+    let state = demo.join("state");
+    assert_eq!(next[0], format!("ferry runs --data {}", state.display()));
+
+    // ferry runs: the demo's six runs
+    let runs = printed(dir.path(), next[0]);
+    assert_eq!(runs.status.code(), Some(0), "{}", stderr(&runs));
+    let table = stdout(&runs);
+    assert_eq!(table.lines().count(), 7, "{table}");
+    assert_eq!(table.matches(" succeeded ").count(), 6, "{table}");
+
+    // ferry runs show <prefix>: the last run, named by a unique prefix of its id
+    let prefix = next[1]
+        .strip_prefix("ferry runs show ")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(prefix.len() < 36, "{prefix}");
+    let show = printed(dir.path(), next[1]);
+    assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
+    let detail = stdout(&show);
+    let last_line = table.lines().nth(1).unwrap();
+    let full_id = last_line.split(' ').next().unwrap();
+    assert!(full_id.starts_with(&prefix));
+    assert!(detail.starts_with(&format!("run {full_id}\n")), "{detail}");
+    assert!(detail.contains("  outcome    succeeded\n"), "{detail}");
+
+    // an ambiguous prefix lists the candidates
+    let state_arg = state.display().to_string();
+    let amb = ferry(
+        dir.path(),
+        &["runs", "show", &full_id[..4], "--data", &state_arg],
+    );
+    assert_eq!(amb.status.code(), Some(2));
+    let err = stderr(&amb);
+    assert!(
+        err.contains(&format!("run id prefix '{}' is ambiguous", &full_id[..4])),
+        "{err}"
+    );
+    for line in table.lines().skip(1) {
+        let id = line.split(' ').next().unwrap();
+        assert!(err.contains(&format!("\n  {id}")), "{id} not listed: {err}");
+    }
+    let unknown = ferry(dir.path(), &["runs", "show", "ffff", "--data", &state_arg]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("ffff"), "{}", stderr(&unknown));
+
+    // ferry resubmit <prefix>: the object-store enrollment run again; its file was sent, so
+    // the new run finds none
+    let enroll = table
+        .lines()
+        .find(|l| l.contains(" OUTL-BA-DACS_OUAI_OS_ENROLL "))
+        .unwrap();
+    let enroll_id = enroll.split(' ').next().unwrap();
+    let mut short = String::new();
+    for len in 8..36 {
+        let p = &enroll_id[..len];
+        if table.lines().skip(1).filter(|l| l.starts_with(p)).count() == 1 {
+            short = p.to_string();
+            break;
+        }
+    }
+    let flows = demo.join("flows").display().to_string();
+    let conns = demo.join("connections.yaml").display().to_string();
+    let re = ferry(
+        dir.path(),
+        &[
+            "resubmit",
+            &short,
+            "--flows",
+            &flows,
+            "--connections",
+            &conns,
+            "--data",
+            &state_arg,
+        ],
+    );
+    assert_eq!(re.status.code(), Some(0), "{}{}", stdout(&re), stderr(&re));
+    assert!(
+        stdout(&re).starts_with(&format!("resubmit of run {enroll_id}\n")),
+        "{}",
+        stdout(&re)
+    );
+    assert!(stdout(&re).contains("outcome: no_files"), "{}", stdout(&re));
+
+    // the stand-in line names the address the connections point at
+    let conn_text = std::fs::read_to_string(&conns).unwrap();
+    let standin = next[2]
+        .strip_prefix("ferry stand-in --listen ")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(
+        conn_text.contains(&format!("http://{standin}")),
+        "{conn_text}"
+    );
+
+    // ferry serve …: serves the demo's flows and runs (on a free port instead of 8080)
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ferry")).parent().unwrap();
+    let mut serve = Command::new("bash")
+        .arg("-c")
+        .arg(format!("exec {} --listen 127.0.0.1:0", next[3]))
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(serve.stderr.take().unwrap()));
+    let addr = loop {
+        let line = lines.next().expect("serve ended before listening").unwrap();
+        if let Some(rest) = line.strip_prefix("ferry serve listening on http://") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    let body = http_get(&addr, "/api/v1/runs");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 7, "{body}");
+    assert_eq!(v["runs"][0]["trigger"], "resubmit", "{body}");
+}
+
+/// A plain HTTP/1.0 GET; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    text.split("\r\n\r\n").nth(1).unwrap().to_string()
+}
