@@ -29,6 +29,15 @@ pub struct Cli {
     /// Log as JSON lines on stderr (level from FERRY_LOG, default `warn`).
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// Export a trace span per run, step and child flow to this OpenTelemetry collector
+    /// (OTLP/HTTP protobuf; a base URL gets `/v1/traces`).
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub otlp_endpoint: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

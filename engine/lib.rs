@@ -22,6 +22,7 @@
 //! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.
 //! - [`check`] — `ferry check`, the connection test.
 //! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine.
+//! - [`telemetry`] — logs (plain or JSON lines) and OpenTelemetry trace export.
 //! - [`cli`] — the command line (the binary in `main.rs` only calls it).
 
 pub mod check;
@@ -38,5 +39,6 @@ pub mod schedule;
 pub mod serve;
 pub mod standin;
 pub mod steps;
+pub mod telemetry;
 pub mod template;
 pub mod yaml;

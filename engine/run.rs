@@ -447,7 +447,7 @@ impl Engine {
             flow,
             state: &state,
         };
-        let span = tracing::info_span!("run", flow = %flow.id, run_id = %run_id, dry_run = self.options.dry_run);
+        let span = tracing::info_span!("run", flow = %flow.id, run_id = %run_id, dry_run = self.options.dry_run, outcome = tracing::field::Empty);
         let result = ex
             .run_block(&flow.steps, &mut scope)
             .instrument(span.clone())
@@ -496,6 +496,7 @@ impl Engine {
                 )
             }
         };
+        span.record("outcome", outcome.to_string());
         tracing::info!(parent: &span, %outcome, "run finished");
         let events = std::mem::take(&mut *state.events.lock().unwrap_or_else(|p| p.into_inner()));
         drop(spool);
@@ -680,7 +681,7 @@ impl<'a> Exec<'a> {
 
     /// Records an event.
     pub fn event(&self, e: Event) {
-        tracing::info!(event = ?e, "ferry event");
+        crate::telemetry::log_event(&e);
         self.state
             .events
             .lock()
@@ -774,7 +775,8 @@ impl<'a> Exec<'a> {
                     e.step = step.id.clone();
                     return Err(e);
                 }
-                let span = tracing::info_span!("step", id = %step.id, kind = step.kind.name());
+                let span = tracing::info_span!("step", id = %step.id, kind = step.kind.name(), file = tracing::field::Empty, record = tracing::field::Empty, outcome = tracing::field::Empty);
+                crate::telemetry::annotate_step(&span, &scope.vars);
                 let started = std::time::Instant::now();
                 let result = async {
                     if let Some(cond) = &step.when
@@ -785,8 +787,9 @@ impl<'a> Exec<'a> {
                     }
                     step.kind.run(self, scope).await.map(Some)
                 }
-                .instrument(span)
+                .instrument(span.clone())
                 .await;
+                crate::telemetry::step_outcome(&span, &result);
                 if let Some(observer) = &self.engine.options.observer
                     && !matches!(result, Ok(None))
                 {
