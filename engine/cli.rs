@@ -364,6 +364,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 project,
                 RunOptions {
                     dry_run,
+                    progress: crate::progress::for_terminal(format == Format::Human),
                     ..Default::default()
                 },
             );

@@ -22,6 +22,7 @@
 //! - [`standin`] — stand-ins for the proprietary DACS and DERMS APIs, for rehearsal and tests.
 //! - [`check`] — `ferry check`, the connection test.
 //! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine.
+//! - [`progress`] — progress bars of `ferry run` on a terminal.
 //! - [`telemetry`] — logs (plain or JSON lines) and OpenTelemetry trace export.
 //! - [`cli`] — the command line (the binary in `main.rs` only calls it).
 
@@ -34,6 +35,7 @@ pub mod diag;
 pub mod history;
 pub mod lookups;
 pub mod model;
+pub mod progress;
 pub mod run;
 pub mod schedule;
 pub mod serve;

@@ -333,6 +333,8 @@ pub struct RunOptions {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
     /// Told how long each step took (metrics).
     pub observer: Option<Arc<dyn StepObserver>>,
+    /// Told how loops and transfers advance (`ferry run`'s bars on a terminal).
+    pub progress: Option<Arc<dyn crate::progress::Progress>>,
 }
 
 /// Watches steps finish (the server's metrics implement it).
@@ -692,6 +694,29 @@ impl<'a> Exec<'a> {
     /// Whether this is a dry run.
     pub fn dry_run(&self) -> bool {
         self.state.dry_run
+    }
+
+    /// Starts reporting a loop of `total` items (see [`crate::progress`]).
+    pub fn loop_progress(&self, label: &str, total: Option<u64>) -> Box<dyn crate::progress::Tick> {
+        match &self.engine.options.progress {
+            Some(p) => p.start_loop(label, total),
+            None => Box::new(crate::progress::NoTick),
+        }
+    }
+
+    /// Starts reporting a transfer through local file `spool` (a fetch writes it, a put
+    /// reads it).
+    pub fn transfer_progress(
+        &self,
+        label: &str,
+        spool: &std::path::Path,
+        total: Option<u64>,
+        fetch: bool,
+    ) -> Box<dyn crate::progress::Tick> {
+        match &self.engine.options.progress {
+            Some(p) => p.start_transfer(label, spool, total, fetch),
+            None => Box::new(crate::progress::NoTick),
+        }
     }
 
     /// Counts a completed loop item (a failed run with progress is `partial`).

@@ -273,3 +273,86 @@ fn http_get(addr: &str, path: &str) -> String {
     );
     text.split("\r\n\r\n").nth(1).unwrap().to_string()
 }
+
+/// A flow copying two files between local folders, with a loop and transfers.
+fn copy_project(dir: &Path) {
+    std::fs::create_dir_all(dir.join("flows")).unwrap();
+    std::fs::create_dir_all(dir.join("lookups")).unwrap();
+    std::fs::create_dir_all(dir.join("data/in")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("data/in/a.bin"), big).unwrap();
+    std::fs::write(dir.join("data/in/b.bin"), b"hi").unwrap();
+    std::fs::write(
+        dir.join("flows/copy.yaml"),
+        r#"
+id: COPY
+name: Copy files
+version: "1"
+trigger: { manual: true }
+steps:
+  - id: list
+    list: { connection: box, location: "in", pattern: "*.bin" }
+  - id: files
+    for_each:
+      items: steps.list.files
+      as: file
+      steps:
+        - id: fetch
+          fetch: { connection: box, location: "in", name: "{{ file.name }}" }
+        - id: put
+          invoke: { put: { connection: box, location: "out", name: "{{ file.name }}", file: "{{ steps.fetch.path }}" } }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flows/connections.yaml"),
+        format!(
+            "connections:\n  box: {{ kind: local, root: \"{}\" }}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Runs `ferry ARGS` on a pseudo-terminal (util-linux `script`); everything it drew.
+fn on_a_tty(dir: &Path, args: &str) -> String {
+    let o = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_ferry")),
+            "/dev/null",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn run_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_project(dir.path());
+    // a terminal: the loop's bar (items done of total) is drawn, then cleared
+    let tty = on_a_tty(dir.path(), "run COPY --data state");
+    assert!(tty.contains("file ["), "{tty}");
+    assert!(tty.contains("/2 ("), "{tty}");
+    assert!(
+        tty.contains("outcome: succeeded — 2 file(s) moved"),
+        "{tty}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("data/out/a.bin"))
+            .unwrap()
+            .len(),
+        3_000_000
+    );
+    // --format json on a terminal: no bar
+    let json = on_a_tty(dir.path(), "run COPY --data state --format json");
+    assert!(!json.contains("file ["), "{json}");
+    assert!(json.contains("\"outcome\": \"succeeded\""), "{json}");
+    // not a terminal: stderr stays empty
+    let o = ferry(dir.path(), &["run", "COPY", "--data", "state"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stderr(&o), "");
+}

@@ -463,6 +463,7 @@ fn run_options(
         spool_dir: settings.spool_dir.clone(),
         cancel: Some(interrupt.clone()),
         observer: Some(metrics.clone()),
+        progress: None,
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::compile::FlowCx;
-use crate::connectors::{Capability, check_name};
+use crate::connectors::Capability;
 use crate::run::{Event, Exec, Scope, StepError};
 use crate::template::Tpl;
 
@@ -53,9 +53,13 @@ impl FetchPlan {
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
         let location = ex.render(&self.location, scope)?;
         let name = ex.render(&self.name, scope)?;
-        check_name(&name).map_err(|e| ex.connector_error(&self.connection, e))?;
-        let path = ex.spool_path(&name);
         let store = ex.files(&self.connection)?;
+        // object stores take names with `/` (a file in a folder); the spool file is flat
+        store
+            .check_name(&name)
+            .map_err(|e| ex.connector_error(&self.connection, e))?;
+        let path = ex.spool_path(name.rsplit('/').next().unwrap_or(&name));
+        let _tick = ex.transfer_progress(&name, &path, None, true);
         let size = store
             .get(&location, &name, &path)
             .await

@@ -156,9 +156,12 @@ impl ForEachPlan {
                     ));
                 }
             };
+            let tick = ex.loop_progress(&self.var, Some(items.len() as u64));
             let mut iter = items.into_iter();
             for item in iter.by_ref() {
-                match self.iteration(ex, scope, item, &mut p).await {
+                let step = self.iteration(ex, scope, item, &mut p).await;
+                tick.inc(1);
+                match step {
                     Iter::Next => {}
                     Iter::Stop(rest_from) => {
                         pending.push(rest_from);
@@ -198,6 +201,7 @@ impl ForEachPlan {
                 .headers()
                 .map_err(|e| StepError::new(ErrorKind::Data, format!("CSV header of {path}: {e}")))?
                 .clone();
+            let tick = ex.loop_progress(&self.var, None);
             let mut record = csv::StringRecord::new();
             let mut number = 0u64;
             let mut stopped = false;
@@ -234,7 +238,9 @@ impl ForEachPlan {
                     .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
                     .collect();
                 let item = json!({ "number": number, "fields": fields });
-                match self.iteration(ex, scope, item, &mut p).await {
+                let step = self.iteration(ex, scope, item, &mut p).await;
+                tick.inc(1);
+                match step {
                     Iter::Next => {}
                     Iter::Stop(_) => {
                         stopped = true;

@@ -358,8 +358,14 @@ impl InvokePlan {
                 let file = PathBuf::from(ex.render(file, scope)?);
                 let store = ex.files(connection)?;
                 let bytes = if ex.dry_run() {
+                    // the name is checked as the real run would
+                    store
+                        .check_name(&name)
+                        .map_err(|e| ex.connector_error(connection, e))?;
                     std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0)
                 } else {
+                    let size = std::fs::metadata(&file).ok().map(|m| m.len());
+                    let _tick = ex.transfer_progress(&name, &file, size, false);
                     store
                         .put(&location, &name, &file)
                         .await
