@@ -711,7 +711,17 @@ pub fn render_report(r: &RunReport) -> String {
         s.push_str(&line);
         s.push('\n');
     }
-    s.push_str(&format!(
+    if r.dry_run {
+        // what the run would do; nothing of it is counted as done
+        s.push_str(&format!(
+            "outcome: {} (dry run, nothing changed) — would move {} file(s), make {} rename(s), send {} email(s); requests not sent\n",
+            r.outcome,
+            r.files_to_move(),
+            r.renames(),
+            r.emails()
+        ));
+    } else {
+        s.push_str(&format!(
         "outcome: {} — {} file(s) moved, {} record(s) sent, {} tolerated, {} rename(s), {} email(s)\n",
         r.outcome,
         r.files_moved(),
@@ -720,6 +730,7 @@ pub fn render_report(r: &RunReport) -> String {
         r.renames(),
         r.emails()
     ));
+    }
     if let Some(e) = &r.error {
         s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
     }

@@ -256,8 +256,16 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Files put to a target.
+    /// Files put to a target (none in a dry run: see [`RunReport::files_to_move`]).
     pub fn files_moved(&self) -> usize {
+        if self.dry_run {
+            0
+        } else {
+            self.files_to_move()
+        }
+    }
+    /// Files put to a target, or that a dry run would put.
+    pub fn files_to_move(&self) -> usize {
         self.events
             .iter()
             .filter(|e| matches!(e, Event::Put { .. }))

@@ -356,3 +356,53 @@ fn run_shows_progress_on_a_terminal_only() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert_eq!(stderr(&o), "");
 }
+
+#[test]
+fn a_dry_run_says_what_it_would_move_and_counts_nothing_as_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_project(dir.path());
+    let o = ferry(dir.path(), &["run", "COPY", "--dry-run", "--data", "state"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("  put     box:out/a.bin (3000000 bytes) [would]\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(
+            "outcome: succeeded (dry run, nothing changed) — would move 2 file(s), make 0 rename(s), send 0 email(s); requests not sent\n"
+        ),
+        "{out}"
+    );
+    assert!(!dir.path().join("data/out").exists());
+    // the history counts no file moved
+    let runs = ferry(dir.path(), &["runs", "--data", "state", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(v[0]["files"], 0, "{v}");
+    assert_eq!(v[0]["dry_run"], true, "{v}");
+}
+
+#[test]
+fn check_names_every_missing_environment_variable_of_a_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_project(dir.path());
+    let conns = dir.path().join("flows/connections.yaml");
+    let mut text = std::fs::read_to_string(&conns).unwrap();
+    text.push_str(
+        "  dacs: { kind: ftp, host: \"${OPERATOR_T_FTP_HOST}\", username: \"${OPERATOR_T_FTP_USER:-u}\", password_env: OPERATOR_T_FTP_PASSWORD }\n",
+    );
+    std::fs::write(&conns, text).unwrap();
+    let o = ferry(dir.path(), &["check", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dacs = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["connection"] == "dacs")
+        .unwrap();
+    assert_eq!(
+        dacs["detail"],
+        "environment variables not set: OPERATOR_T_FTP_HOST, OPERATOR_T_FTP_PASSWORD"
+    );
+}

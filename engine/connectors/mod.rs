@@ -502,6 +502,40 @@ pub fn expand_env(s: &str) -> Result<String, ConnectorError> {
     Ok(out)
 }
 
+/// Every environment variable a connection needs that is not set, in the order written:
+/// the values of `…_env` fields (secrets) and the `${VAR}` without a default in its strings.
+pub fn missing_env(spec: &ConnectionSpec) -> Vec<String> {
+    fn walk(key: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if key.ends_with("_env") && std::env::var_os(s).is_none() {
+                    out.push(s.clone());
+                }
+                let mut rest = s.as_str();
+                while let Some(start) = rest.find("${") {
+                    let after = &rest[start + 2..];
+                    let Some(end) = after.find('}') else { break };
+                    let inner = &after[..end];
+                    if !inner.contains(":-") && std::env::var_os(inner).is_none() {
+                        out.push(inner.to_string());
+                    }
+                    rest = &after[end + 1..];
+                }
+            }
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| walk(k, v, out)),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(key, v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::to_value(spec) {
+        walk("", &v, &mut out);
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|v| seen.insert(v.clone()));
+    out
+}
+
 /// What went wrong talking to an endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
