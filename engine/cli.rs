@@ -789,11 +789,18 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             url,
             status,
             suppressed,
+            rejected,
             ..
         } => format!(
             "request {method} {url} -> {}{}",
             status.map_or("not sent (dry run)".to_string(), |s| s.to_string()),
-            if *suppressed { " (tolerated)" } else { "" }
+            if *suppressed {
+                " (tolerated)"
+            } else if *rejected {
+                " (refused: the answer failed `expect`)"
+            } else {
+                ""
+            }
         ),
         Event::Emailed { to, subject } => {
             format!("email   to {} \"{subject}\" [{verb}]", to.join(", "))

@@ -192,6 +192,10 @@ pub enum Event {
         status: Option<u16>,
         /// Whether the status was tolerated rather than a success.
         suppressed: bool,
+        /// The answer failed the request's `expect` (a 2xx whose body refuses the record,
+        /// such as an acknowledgement of type FAILURE): not a record sent.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rejected: bool,
     },
     /// An email was sent.
     Emailed {
@@ -295,7 +299,7 @@ impl RunReport {
     pub fn requests_ok(&self) -> usize {
         self.events
             .iter()
-            .filter(|e| matches!(e, Event::Request { status: Some(s), suppressed: false, .. } if (200..300).contains(s)))
+            .filter(|e| matches!(e, Event::Request { status: Some(s), suppressed: false, rejected: false, .. } if (200..300).contains(s)))
             .count()
     }
     /// REST requests whose failing status was tolerated.

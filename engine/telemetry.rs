@@ -268,6 +268,7 @@ pub fn log_event(e: &Event) {
             url,
             status,
             suppressed,
+            rejected,
         } => tracing::info!(
             target: "ferry::run",
             event = "request",
@@ -276,6 +277,7 @@ pub fn log_event(e: &Event) {
             url = %url,
             status = status.map(u64::from),
             suppressed = *suppressed,
+            rejected = *rejected,
             "ferry event"
         ),
         Event::Emailed { to, subject } => tracing::info!(

@@ -406,3 +406,65 @@ fn check_names_every_missing_environment_variable_of_a_connection() {
         "environment variables not set: OPERATOR_T_FTP_HOST, OPERATOR_T_FTP_PASSWORD"
     );
 }
+
+/// Copies a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failure_ack_is_not_counted_as_a_record_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = ferry::demo::unpack(dir.path()).unwrap();
+    let demo = plan.parent().unwrap();
+    copy_tree(&demo.join("data"), &dir.path().join("data"));
+    let stand_in = ferry::standin::StandIn::default().spawn().await.unwrap();
+    // DERMS takes the upload (HTTP 200) but acknowledges it with FAILURE
+    stand_in.stand_in().set_forecast_ack("FAILURE");
+    let conns = std::fs::read_to_string(demo.join("connections.yaml"))
+        .unwrap()
+        .replace("${DEMO_DIR}", &dir.path().display().to_string())
+        .replace("${STANDIN_URL}", stand_in.base_url());
+    std::fs::write(dir.path().join("connections.yaml"), conns).unwrap();
+    let (project, diags) = ferry::compile::load(&ferry::compile::Inputs {
+        paths: vec![dir.path().join("flows")],
+        lookups: Some(dir.path().join("lookups")),
+        connections: Some(dir.path().join("connections.yaml")),
+    });
+    assert!(diags.is_empty(), "{diags:?}");
+    let engine = ferry::run::Engine::new(
+        std::sync::Arc::new(project.unwrap()),
+        ferry::run::RunOptions::default(),
+    );
+    let report = engine
+        .run("OUTL-BA-OUAI_OS_LR_FORECAST", serde_json::Map::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        stand_in.stand_in().forecasts().len(),
+        1,
+        "the upload reached DERMS"
+    );
+    assert_eq!(report.outcome, ferry::run::Outcome::Failed);
+    assert_eq!(report.requests_ok(), 0);
+    let text = ferry::cli::render_report(&report);
+    assert!(
+        text.contains(" -> 200 (refused: the answer failed `expect`)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("— 0 file(s) moved, 0 record(s) sent,"),
+        "{text}"
+    );
+    let records = ferry::history::record_outcomes(&report);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, ferry::history::RecordStatus::Failed);
+}

@@ -71,6 +71,7 @@ pub fn record_outcomes(report: &RunReport) -> Vec<RecordOutcome> {
                 url,
                 status,
                 suppressed,
+                rejected,
             } => Some(RecordOutcome {
                 connection: connection.clone(),
                 method: method.clone(),
@@ -79,6 +80,7 @@ pub fn record_outcomes(report: &RunReport) -> Vec<RecordOutcome> {
                 outcome: match status {
                     None => RecordStatus::NotSent,
                     Some(_) if *suppressed => RecordStatus::Tolerated,
+                    Some(_) if *rejected => RecordStatus::Failed,
                     Some(s) if (200..300).contains(s) => RecordStatus::Sent,
                     Some(_) => RecordStatus::Failed,
                 },

@@ -456,6 +456,7 @@ impl RequestPlan {
                 url,
                 status: None,
                 suppressed: false,
+                rejected: false,
             });
             return Ok(
                 json!({ "status": null, "json": null, "text": "", "suppressed": false, "dry_run": true }),
@@ -474,18 +475,29 @@ impl RequestPlan {
             .map_err(|e| ex.connector_error(&self.connection, e))?;
         let status = response.status;
         let suppressed = self.tolerate.contains(&status);
+        let out = json!({
+            "status": status,
+            "json": response.json.clone(),
+            "text": response.text.clone(),
+            "suppressed": suppressed,
+        });
+        // a 2xx whose answer fails `expect` is recorded as a refused record, not a sent one
+        let expected = match (&self.expect, suppressed, (200..300).contains(&status)) {
+            (Some(expect), false, true) => {
+                scope.vars.insert("response".into(), out.clone());
+                let ok = ex.eval_bool(expect, scope);
+                scope.vars.remove("response");
+                Some((expect, ok))
+            }
+            _ => None,
+        };
         ex.event(Event::Request {
             connection: self.connection.clone(),
             method: self.method.clone(),
             url: url.clone(),
             status: Some(status),
             suppressed,
-        });
-        let out = json!({
-            "status": status,
-            "json": response.json.clone(),
-            "text": response.text.clone(),
-            "suppressed": suppressed,
+            rejected: matches!(expected, Some((_, Ok(false)))),
         });
         if !(200..300).contains(&status) && !suppressed {
             let mut e = StepError::new(
@@ -500,24 +512,21 @@ impl RequestPlan {
             e.output = Some(out);
             return Err(e);
         }
-        if let (Some(expect), false) = (&self.expect, suppressed) {
-            scope.vars.insert("response".into(), out.clone());
-            let ok = ex.eval_bool(expect, scope);
-            scope.vars.remove("response");
-            if !ok? {
-                let mut e = StepError::new(
-                    ErrorKind::Expectation,
-                    format!(
-                        "{} {url}: the answer does not satisfy `{}`: {}",
-                        self.method,
-                        expect.trim(),
-                        response.message()
-                    ),
-                );
-                e.status = Some(status);
-                e.output = Some(out);
-                return Err(e);
-            }
+        if let Some((expect, ok)) = expected
+            && !ok?
+        {
+            let mut e = StepError::new(
+                ErrorKind::Expectation,
+                format!(
+                    "{} {url}: the answer does not satisfy `{}`: {}",
+                    self.method,
+                    expect.trim(),
+                    response.message()
+                ),
+            );
+            e.status = Some(status);
+            e.output = Some(out);
+            return Err(e);
         }
         Ok(out)
     }
