@@ -108,6 +108,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// With --dry-run: show the bodies of the requests and emails it would send.
+        #[arg(long, short = 'v')]
+        verbose: bool,
         /// Run history directory: the run is recorded there (a failure to record is a
         /// warning and never changes the run).
         #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
@@ -347,6 +350,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             dry_run,
             inputs,
             format,
+            verbose,
             data,
         } => {
             let Some(project) = load_sources(&sources) else {
@@ -365,6 +369,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 RunOptions {
                     dry_run,
                     progress: crate::progress::for_terminal(format == Format::Human),
+                    verbose,
                     ..Default::default()
                 },
             );
@@ -813,6 +818,14 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             "WARNING email to {} \"{subject}\" was not sent: {message}",
             to.join(", ")
         ),
+        Event::Body { of, text } => {
+            let mut s = format!("body of {of}:");
+            for line in text.lines() {
+                s.push_str("\n    | ");
+                s.push_str(line);
+            }
+            s
+        }
         Event::Failed { step, message } => format!("FAILED  {step}: {message}"),
     }
 }

@@ -214,6 +214,14 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
+    /// What a dry run with `verbose` would send: a request's or an email's body (shown,
+    /// never sent; cut at [`MAX_SHOWN_BODY`] bytes).
+    Body {
+        /// What it is the body of, e.g. `request POST https://…` or `email "subject"`.
+        of: String,
+        /// The body as text.
+        text: String,
+    },
     /// A step failed.
     Failed {
         /// Step id.
@@ -347,7 +355,13 @@ pub struct RunOptions {
     pub observer: Option<Arc<dyn StepObserver>>,
     /// Told how loops and transfers advance (`ferry run`'s bars on a terminal).
     pub progress: Option<Arc<dyn crate::progress::Progress>>,
+    /// In a dry run, record the bodies of the requests and emails it would send
+    /// ([`Event::Body`]).
+    pub verbose: bool,
 }
+
+/// The most of a body a verbose dry run shows.
+pub const MAX_SHOWN_BODY: usize = 64 * 1024;
 
 /// Watches steps finish (the server's metrics implement it).
 pub trait StepObserver: Send + Sync + std::fmt::Debug {
@@ -706,6 +720,23 @@ impl<'a> Exec<'a> {
     /// Whether this is a dry run.
     pub fn dry_run(&self) -> bool {
         self.state.dry_run
+    }
+
+    /// In a verbose dry run, records the body of what would be sent (cut at
+    /// [`MAX_SHOWN_BODY`] bytes).
+    pub fn show_body(&self, of: String, text: impl FnOnce() -> String) {
+        if self.state.dry_run && self.engine.options.verbose {
+            let mut text = text();
+            if text.len() > MAX_SHOWN_BODY {
+                let mut cut = MAX_SHOWN_BODY;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str("\n… (cut)");
+            }
+            self.event(Event::Body { of, text });
+        }
     }
 
     /// Starts reporting a loop of `total` items (see [`crate::progress`]).

@@ -299,6 +299,13 @@ pub fn log_event(e: &Event) {
             message = %message,
             "ferry event"
         ),
+        Event::Body { of, text } => tracing::debug!(
+            target: "ferry::run",
+            event = "body",
+            of = %of,
+            bytes = text.len() as u64,
+            "ferry event"
+        ),
         Event::Failed { step, message } => tracing::info!(
             target: "ferry::run",
             event = "failed",

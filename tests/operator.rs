@@ -468,3 +468,61 @@ async fn a_failure_ack_is_not_counted_as_a_record_sent() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, ferry::history::RecordStatus::Failed);
 }
+
+#[test]
+fn a_verbose_dry_run_shows_request_and_email_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = ferry::demo::unpack(dir.path()).unwrap();
+    let demo = plan.parent().unwrap();
+    copy_tree(&demo.join("data"), &dir.path().join("data"));
+    let conns = std::fs::read_to_string(demo.join("connections.yaml"))
+        .unwrap()
+        .replace("${DEMO_DIR}", &dir.path().display().to_string())
+        .replace("${STANDIN_URL}", "http://127.0.0.1:9");
+    std::fs::write(dir.path().join("connections.yaml"), conns).unwrap();
+    let csv_dir = dir.path().join("data/ouai-os/ouainamespace/Ouai_LRFolder");
+    let csv_name = std::fs::read_dir(&csv_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let csv = std::fs::read_to_string(csv_dir.join(&csv_name)).unwrap();
+    let args = [
+        "run",
+        "OUTL-BA-OUAI_OS_LR_FORECAST",
+        "--dry-run",
+        "--connections",
+        "connections.yaml",
+        "--data",
+        "state",
+    ];
+    let quiet = ferry(dir.path(), &args);
+    assert_eq!(
+        quiet.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&quiet),
+        stderr(&quiet)
+    );
+    assert!(!stdout(&quiet).contains("body of"), "{}", stdout(&quiet));
+    let mut verbose_args = args.to_vec();
+    verbose_args.push("--verbose");
+    let o = ferry(dir.path(), &verbose_args);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains(
+            "  body of request POST http://127.0.0.1:9/nms-drms/rest/v1/loadReductionForecasts:\n"
+        ),
+        "{out}"
+    );
+    // every line of the forecast file is shown as the body would carry it
+    for line in csv.lines() {
+        assert!(out.contains(&format!("\n    | {line}")), "{line}: {out}");
+    }
+    assert!(out.contains("  body of email \""), "{out}");
+    // nothing was sent or moved
+    assert!(csv_dir.join(&csv_name).exists());
+    assert!(!dir.path().join("outbox").exists());
+}

@@ -464,6 +464,7 @@ fn run_options(
         cancel: Some(interrupt.clone()),
         observer: Some(metrics.clone()),
         progress: None,
+        verbose: false,
     }
 }
 

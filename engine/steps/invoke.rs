@@ -450,6 +450,9 @@ impl RequestPlan {
         let conn = ex.http(&self.connection)?;
         let url = format!("{}{}", conn.base_url().trim_end_matches('/'), path);
         if ex.dry_run() {
+            ex.show_body(format!("request {} {url}", self.method), || {
+                body_text(&body)
+            });
             ex.event(Event::Request {
                 connection: self.connection.clone(),
                 method: self.method.clone(),
@@ -529,5 +532,42 @@ impl RequestPlan {
             return Err(e);
         }
         Ok(out)
+    }
+}
+
+/// A request body as a verbose dry run shows it: JSON pretty-printed, a file's text (or its
+/// size when it is not UTF-8), each part of a form.
+fn body_text(body: &crate::connectors::http::HttpBody) -> String {
+    use crate::connectors::http::{HttpBody, Part};
+    let file = |path: &std::path::Path| match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => format!("({} bytes, not text)", e.into_bytes().len()),
+        },
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    };
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    match body {
+        HttpBody::None => "(no body)".to_string(),
+        HttpBody::Json(v) => pretty(v),
+        HttpBody::File { path, content_type } => format!("{content_type}:\n{}", file(path)),
+        HttpBody::Multipart(parts) => parts
+            .iter()
+            .map(|p| match p {
+                Part::Json { name, value } => {
+                    format!("part {name} (application/json):\n{}", pretty(value))
+                }
+                Part::Text { name, value } => format!("part {name}:\n{value}"),
+                Part::File {
+                    name,
+                    path,
+                    file_name,
+                    ..
+                } => {
+                    format!("part {name} (file {file_name}):\n{}", file(path))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }
