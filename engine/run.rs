@@ -510,6 +510,9 @@ pub struct RunOptions {
     pub observer: Option<Arc<dyn StepObserver>>,
     /// The parameters of a child flow run on its own (`ferry run CHILD --param k=v`).
     pub params: Map<String, Value>,
+    /// Loops run one item at a time whatever their `concurrency` (`ferry test`: the order
+    /// of requests and of a stub's answers is then the items' order).
+    pub sequential: bool,
     /// Checked before every step: a run that no longer holds its flow's lease stops there
     /// with [`ErrorKind::Interrupted`] ([`RunStart::fence`] sets one per run).
     pub fence: Option<Arc<dyn Fence>>,
@@ -802,6 +805,8 @@ impl Engine {
             r
         };
         let ((outcome, error), ()) = tokio::join!(work, state.ticker());
+        // the run's work ends here; the last journal write may wait for the history
+        let finished_at = now();
         state.flush().await;
         span.record("outcome", outcome.to_string());
         tracing::info!(parent: &span, %outcome, "run finished");
@@ -814,7 +819,7 @@ impl Engine {
             outcome,
             dry_run: self.options.dry_run,
             started_at,
-            finished_at: now(),
+            finished_at,
             error,
             counters: log.counters,
             events: log.kept,
@@ -1283,6 +1288,11 @@ impl<'a> Exec<'a> {
         drop(log);
         // a confirmed side effect is written at once: a kill right after it must not redo it
         self.state.wake.notify_one();
+    }
+
+    /// Whether loops must run one item at a time ([`RunOptions::sequential`]).
+    pub fn sequential(&self) -> bool {
+        self.engine.options.sequential
     }
 
     /// Whether this is a dry run.

@@ -112,7 +112,7 @@ fn validate_format_github_prints_one_annotation_per_problem() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "::error file=flows/enrollment_os.yaml,line=35,col=23,title=unknown-attribute::steps[2].when: `steps.list` has no attribute 'cont' (did you mean 'count'?)\n"
+        "::error file=flows/enrollment_os.yaml,line=38,col=23,title=unknown-attribute::steps[2].when: `steps.list` has no attribute 'cont' (did you mean 'count'?)\n"
     );
     // valid flows: no output at all, exit 0
     std::fs::write(

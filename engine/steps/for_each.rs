@@ -396,13 +396,14 @@ impl ForEachPlan {
         loop_id: &str,
         list: Vec<JValue>,
     ) -> (Tally, JValue) {
+        let window = if ex.sequential() { 1 } else { self.concurrency };
         let tick = ex.loop_progress(&self.var, Some(list.len() as u64));
         let mut t = Tally::default();
         let mut source = list.into_iter().enumerate();
         let mut inflight = FuturesUnordered::new();
         let mut unstarted = Vec::new();
         loop {
-            while !t.stop && inflight.len() < self.concurrency {
+            while !t.stop && inflight.len() < window {
                 let Some((i, item)) = source.next() else {
                     break;
                 };
@@ -497,6 +498,7 @@ impl ForEachPlan {
             .clone();
         check_header(&path, &headers, &self.header)?;
         let names: Vec<Arc<str>> = headers.iter().map(Arc::from).collect();
+        let window = if ex.sequential() { 1 } else { self.concurrency };
         let tick = ex.loop_progress(&self.var, None);
         let mut t = Tally::default();
         let mut pending = Ranges::default();
@@ -509,7 +511,7 @@ impl ForEachPlan {
         let mut done_count = 0u64;
         let mut skipped_before = 0u64;
         loop {
-            while !t.stop && read_error.is_none() && inflight.len() < self.concurrency {
+            while !t.stop && read_error.is_none() && inflight.len() < window {
                 match reader.read_record(&mut record) {
                     Ok(true) => {}
                     Ok(false) => break,

@@ -471,6 +471,8 @@ async fn run_case(
         RunOptions {
             spool_dir: Some(spool),
             params: case.params.clone(),
+            // one item at a time: stub answer sequences and request order are deterministic
+            sequential: true,
             ..RunOptions::default()
         },
     );
