@@ -932,7 +932,13 @@ async fn write_report(
     if !journaled {
         super::journal::write_events(conn, &report.run_id, &report.events, &finished).await?;
     }
-    super::journal::write_counters(conn, &report.run_id, &report.counters).await?;
+    // a dry run moved nothing: its history counts no file put
+    let mut counters = report.counters;
+    if report.dry_run {
+        counters.files_put = 0;
+        counters.bytes_put = 0;
+    }
+    super::journal::write_counters(conn, &report.run_id, &counters).await?;
     Ok(())
 }
 
