@@ -225,9 +225,40 @@ pub async fn run(
             out,
             "  ferry stand-in --listen {standin_addr} &   # the stand-ins the demo's connections point at"
         )?;
+        // a trigger's own credentials must be set for `ferry serve` to load its flow: the
+        // command sets the unset ones (a demo user, a fresh password) for itself
+        let mut creds = String::new();
+        for plan in project.flows.values() {
+            if let Some(auth) = plan
+                .trigger
+                .rest
+                .as_ref()
+                .and_then(|r| r.basic_auth.as_ref())
+            {
+                for (var, value) in [
+                    (&auth.username_env, "demo".to_string()),
+                    (
+                        &auth.password_env,
+                        uuid::Uuid::now_v7().simple().to_string(),
+                    ),
+                ] {
+                    if std::env::var(var).is_ok_and(|v| !v.is_empty())
+                        || creds.contains(&format!(" {var}="))
+                    {
+                        continue;
+                    }
+                    creds.push_str(&format!(" {}={value}", shell_word(var)));
+                }
+            }
+        }
+        let serve = if creds.is_empty() {
+            "ferry serve".to_string()
+        } else {
+            format!("env{creds} ferry serve")
+        };
         writeln!(
             out,
-            "  ferry serve --flows {} --lookups {} --connections {} --data {state}",
+            "  {serve} --flows {} --lookups {} --connections {} --data {state}",
             shell_word(&flows_dir.display().to_string()),
             shell_word(&lookups_dir.display().to_string()),
             shell_word(&conn_path.display().to_string()),
