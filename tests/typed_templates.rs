@@ -46,7 +46,7 @@ async fn an_unknown_attribute_of_a_loop_variable() {
     assert_eq!(
         diagnostics(&ws),
         [
-            "flows/enrollment_ftp.yaml:46:28: steps[3].for_each.steps[0].fetch.name: `file` has no attribute 'nme' (did you mean 'name'?)"
+            "flows/enrollment_ftp.yaml:49:28: steps[3].for_each.steps[0].fetch.name: `file` has no attribute 'nme' (did you mean 'name'?)"
         ]
     );
 }
@@ -64,7 +64,7 @@ async fn an_unknown_filter_in_an_email_body() {
     assert_eq!(
         diagnostics(&ws),
         [
-            "flows/enrollment_ftp.yaml:77:50: steps[4].notify.body: unknown filter 'lenght' (did you mean 'length'?)"
+            "flows/enrollment_ftp.yaml:80:50: steps[4].notify.body: unknown filter 'lenght' (did you mean 'length'?)"
         ]
     );
 }
@@ -82,7 +82,7 @@ async fn an_unknown_step_output_in_a_when_expression() {
     assert_eq!(
         diagnostics(&ws),
         [
-            "flows/enrollment_os.yaml:35:23: steps[2].when: `steps.list` has no attribute 'cont' (did you mean 'count'?)"
+            "flows/enrollment_os.yaml:38:23: steps[2].when: `steps.list` has no attribute 'cont' (did you mean 'count'?)"
         ]
     );
 }
@@ -100,7 +100,7 @@ async fn an_undeclared_csv_column() {
     assert_eq!(
         diagnostics(&ws),
         [
-            "flows/enrollment_ack.yaml:72:48: steps[3].for_each.steps[1].for_each.steps[0].transform.fields.message: `record.fields` has no attribute 'AckMesage' (did you mean 'AckMessage'?)"
+            "flows/enrollment_ack.yaml:77:48: steps[3].for_each.steps[1].for_each.steps[0].transform.fields.message: `record.fields` has no attribute 'AckMesage' (did you mean 'AckMessage'?)"
         ]
     );
 }
@@ -126,8 +126,8 @@ async fn an_unknown_test_and_an_entry_of_a_loop_output() {
     assert_eq!(
         diagnostics(&ws),
         [
-            "flows/enrollment_ack.yaml:91:40: steps[3].for_each.steps[3].when: unknown test 'defned' (did you mean 'defined'?)",
-            "flows/enrollment_ack.yaml:113:54: steps[4].notify.body: `f` has no attribute 'fields' (a CSV record has: number)",
+            "flows/enrollment_ack.yaml:96:40: steps[3].for_each.steps[3].when: unknown test 'defned' (did you mean 'defined'?)",
+            "flows/enrollment_ack.yaml:118:54: steps[4].notify.body: `f` has no attribute 'fields' (a CSV record has: number)",
         ]
     );
 }
