@@ -39,7 +39,14 @@ pub async fn check(project: &Project) -> Vec<CheckRow> {
         let connector = match spec.connect(name) {
             Ok(c) => c,
             Err(e) => {
-                rows.push(row(String::new(), Err(e.to_string())));
+                // name every variable missing, not only the first one connect met
+                let missing = crate::connectors::missing_env(spec);
+                let detail = if missing.len() > 1 {
+                    format!("environment variables not set: {}", missing.join(", "))
+                } else {
+                    e.to_string()
+                };
+                rows.push(row(String::new(), Err(detail)));
                 continue;
             }
         };

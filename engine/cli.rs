@@ -35,6 +35,15 @@ pub struct Cli {
     /// Log as JSON lines on stderr (level from FERRY_LOG, default `warn`).
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// Export a trace span per run, step and child flow to this OpenTelemetry collector
+    /// (OTLP/HTTP protobuf; a base URL gets `/v1/traces`).
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub otlp_endpoint: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -120,6 +129,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// With --dry-run: show the bodies of the requests and emails it would send.
+        #[arg(long, short = 'v')]
+        verbose: bool,
         /// Run history directory: the run is recorded there (a failure to record is a
         /// warning and never changes the run).
         #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
@@ -223,9 +235,10 @@ pub enum Command {
     /// Run every shipped flow end to end on local directories, an email outbox and the
     /// bundled DACS and DERMS stand-ins.
     Demo {
-        /// The demo plan.
-        #[arg(long, default_value = "examples/demo/demo.yaml")]
-        plan: PathBuf,
+        /// A demo plan on disk (default: the plan embedded in the binary, unpacked into the
+        /// demo directory with its flows, lookups and sample files).
+        #[arg(long)]
+        plan: Option<PathBuf>,
         /// Where the demo keeps its files.
         #[arg(long, default_value = "ferry-demo")]
         dir: PathBuf,
@@ -318,6 +331,29 @@ pub enum Command {
         #[arg(long)]
         coverage: bool,
     },
+    /// Print a shell completion script: `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions {
+        /// The shell.
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff): `ferry man | man -l -`; `--dir DIR` writes `ferry.1`
+    /// and a page per command (`ferry-run.1`, …) there instead.
+    Man {
+        /// Write every page into this directory (made if missing).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Shells `ferry completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
 }
 
 /// The subcommands of `ferry runs`.
@@ -420,6 +456,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             inputs,
             params,
             format,
+            verbose,
             data,
             database_url,
             wait,
@@ -465,6 +502,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     spool_dir: spool_of(store.as_ref()).await,
                     fence: owned.as_ref().and_then(Owned::fence),
                     params,
+                    progress: crate::progress::for_terminal(format == Format::Human),
+                    verbose,
                     ..Default::default()
                 },
             );
@@ -497,6 +536,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     limit,
                     after,
                 }) => {
+                    let id = match resolve_run_id(&store, &id).await {
+                        Ok(id) => id,
+                        Err(e) => {
+                            store.close().await;
+                            return Err(e);
+                        }
+                    };
                     let Some(detail) = store.get(&id).await? else {
                         store.close().await;
                         return Err(history::HistoryError::UnknownRun(id).into());
@@ -568,6 +614,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             };
             // opening the history records runs of stopped processes interrupted: resubmittable
             let store = open_history(&data, database_url.as_deref()).await?;
+            let id = resolve_run_id(&store, &id).await?;
             let request = history::resubmit_request(&store, &id).await?;
             let plan = project.flows.get(&request.flow).cloned().with_context(|| {
                 format!(
@@ -650,7 +697,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Demo { plan, dir, reset } => {
             let mut out = std::io::stdout();
-            let ok = crate::demo::run(&plan, &dir, reset, &mut out).await?;
+            let ok = crate::demo::run(plan.as_deref(), &dir, reset, &mut out).await?;
             out.flush()?;
             Ok(if ok { 0 } else { EXIT_RUN_FAILED })
         }
@@ -776,6 +823,26 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             };
             crate::testing::cli(&paths, format, coverage).await
         }
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(dir) => std::fs::create_dir_all(&dir)
+                    .and_then(|()| clap_mangen::generate_to(cmd, &dir))
+                    .with_context(|| format!("writing manual pages to {}", dir.display()))?,
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -889,6 +956,28 @@ async fn finish_recorded(
         Outcome::Succeeded | Outcome::NoFiles => 0,
         Outcome::Partial | Outcome::Failed => EXIT_RUN_FAILED,
     })
+}
+
+/// The run id `id` names: itself when recorded, else the one run whose id starts with it
+/// (an ambiguous prefix is an error that lists the candidates).
+async fn resolve_run_id(store: &Store, id: &str) -> anyhow::Result<String> {
+    const SHOWN: u32 = 10;
+    if store.get(id).await?.is_some() {
+        return Ok(id.to_string());
+    }
+    let mut ids = store.ids_starting_with(id, SHOWN + 1).await?;
+    match ids.len() {
+        0 => Err(history::HistoryError::UnknownRun(id.to_string()).into()),
+        1 => Ok(ids.remove(0)),
+        n => {
+            let more = if n > SHOWN as usize { "\n  …" } else { "" };
+            ids.truncate(SHOWN as usize);
+            bail!(
+                "run id prefix '{id}' is ambiguous; it matches:\n  {}{more}",
+                ids.join("\n  ")
+            )
+        }
+    }
 }
 
 /// Loads the project, or prints why it is invalid (an invalid project is never run).
@@ -1035,7 +1124,17 @@ pub fn render_report(r: &RunReport) -> String {
             r.events_omitted, r.run_id
         ));
     }
-    s.push_str(&format!(
+    if r.dry_run {
+        // what the run would do; nothing of it is counted as done
+        s.push_str(&format!(
+            "outcome: {} (dry run, nothing changed) — would move {} file(s), make {} rename(s), send {} email(s); requests not sent\n",
+            r.outcome,
+            r.files_to_move(),
+            r.renames(),
+            r.emails()
+        ));
+    } else {
+        s.push_str(&format!(
         "outcome: {} — {} file(s) moved, {} record(s) sent, {} tolerated, {} rename(s), {} email(s)\n",
         r.outcome,
         r.files_moved(),
@@ -1044,6 +1143,7 @@ pub fn render_report(r: &RunReport) -> String {
         r.renames(),
         r.emails()
     ));
+    }
     if let Some(e) = &r.error {
         s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
     }
@@ -1123,11 +1223,18 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             status,
             suppressed,
             attempts,
+            rejected,
             ..
         } => format!(
             "request {method} {url} -> {}{}{}",
             status.map_or("not sent (dry run)".to_string(), |s| s.to_string()),
-            if *suppressed { " (tolerated)" } else { "" },
+            if *suppressed {
+                " (tolerated)"
+            } else if *rejected {
+                " (refused: the answer failed `expect`)"
+            } else {
+                ""
+            },
             if *attempts > 1 {
                 format!(" ({attempts} attempts)")
             } else {
@@ -1145,6 +1252,14 @@ pub fn render_event(e: &crate::run::Event, dry_run: bool) -> String {
             "WARNING email to {} \"{subject}\" was not sent: {message}",
             to.join(", ")
         ),
+        Event::Body { of, text } => {
+            let mut s = format!("body of {of}:");
+            for line in text.lines() {
+                s.push_str("\n    | ");
+                s.push_str(line);
+            }
+            s
+        }
         Event::Failed { step, message } => format!("FAILED  {step}: {message}"),
     }
 }

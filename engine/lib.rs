@@ -26,6 +26,8 @@
 //!   as data run on the real engine against local stand-ins of every connection.
 //! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine; [`scaffold`] —
 //!   `ferry new`: a flow and its test from a template.
+//! - [`progress`] — progress bars of `ferry run` on a terminal.
+//! - [`telemetry`] — logs (plain or JSON lines) and OpenTelemetry trace export.
 //! - [`cli`] — the command line (the binary in `main.rs` only calls it).
 
 pub mod check;
@@ -37,12 +39,14 @@ pub mod diag;
 pub mod history;
 pub mod lookups;
 pub mod model;
+pub mod progress;
 pub mod run;
 pub mod scaffold;
 pub mod schedule;
 pub mod serve;
 pub mod standin;
 pub mod steps;
+pub mod telemetry;
 pub mod template;
 pub mod testing;
 pub mod typecheck;

@@ -1,4 +1,4 @@
-//! The `ferry` binary: parse arguments, set up logging, call [`ferry::cli::main`], map the
+//! The `ferry` binary: parse arguments, set up logging and trace export, call [`ferry::cli::main`], map the
 //! result to an exit code.
 
 use std::io::IsTerminal;
@@ -16,20 +16,28 @@ async fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if cli.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    match ferry::cli::main(cli).await {
-        Ok(code) => ExitCode::from(code),
+    let telemetry = match ferry::telemetry::init(
+        filter,
+        cli.log_json,
+        std::io::stderr().is_terminal(),
+        cli.otlp_endpoint.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(ferry::cli::EXIT_USAGE);
+        }
+    };
+    let code = match ferry::cli::main(cli).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(ferry::cli::EXIT_USAGE)
+            ferry::cli::EXIT_USAGE
         }
-    }
+    };
+    // the spans still queued go out before the process ends
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok();
+    ExitCode::from(code)
 }

@@ -219,6 +219,10 @@ pub enum Event {
         /// Attempts made (more than 1 when `retry` resent it after transient failures).
         #[serde(default = "one_attempt")]
         attempts: u32,
+        /// The answer failed the request's `expect` (a 2xx whose body refuses the record,
+        /// such as an acknowledgement of type FAILURE): not a record sent.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rejected: bool,
     },
     /// An email was sent.
     Emailed {
@@ -236,6 +240,14 @@ pub enum Event {
         subject: String,
         /// What went wrong.
         message: String,
+    },
+    /// What a dry run with `verbose` would send: a request's or an email's body (shown,
+    /// never sent; cut at [`MAX_SHOWN_BODY`] bytes).
+    Body {
+        /// What it is the body of, e.g. `request POST https://…` or `email "subject"`.
+        of: String,
+        /// The body as text.
+        text: String,
     },
     /// A step failed.
     Failed {
@@ -307,11 +319,12 @@ impl Counters {
             Event::Request {
                 status: Some(s),
                 suppressed,
+                rejected,
                 ..
             } => {
                 if *suppressed {
                     self.tolerated += 1;
-                } else if (200..300).contains(s) {
+                } else if (200..300).contains(s) && !*rejected {
                     self.requests_ok += 1;
                 } else {
                     self.requests_failed += 1;
@@ -333,7 +346,7 @@ pub const REPORT_RECORD_EVENTS: usize = 100;
 /// Whether an event is a record loop's successful request: counted and checkpointed, never
 /// stored one by one.
 pub fn is_record_success(e: &Event) -> bool {
-    matches!(e, Event::Request { record: Some(_), status: Some(s), suppressed: false, .. } if (200..300).contains(s))
+    matches!(e, Event::Request { record: Some(_), status: Some(s), suppressed: false, rejected: false, .. } if (200..300).contains(s))
 }
 
 /// What a run did.
@@ -365,8 +378,16 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Files put to a target.
+    /// Files put to a target (none in a dry run: see [`RunReport::files_to_move`]).
     pub fn files_moved(&self) -> usize {
+        if self.dry_run {
+            0
+        } else {
+            self.files_to_move()
+        }
+    }
+    /// Files put to a target, or that a dry run would put.
+    pub fn files_to_move(&self) -> usize {
         usize::try_from(self.counters.files_put).unwrap_or(usize::MAX)
     }
     /// Bytes put to targets.
@@ -495,6 +516,11 @@ pub struct RunOptions {
     /// Checked before every step: a run that no longer holds its flow's lease stops there
     /// with [`ErrorKind::Interrupted`] ([`RunStart::fence`] sets one per run).
     pub fence: Option<Arc<dyn Fence>>,
+    /// Told how loops and transfers advance (`ferry run`'s bars on a terminal).
+    pub progress: Option<Arc<dyn crate::progress::Progress>>,
+    /// In a dry run, record the bodies of the requests and emails it would send
+    /// ([`Event::Body`]).
+    pub verbose: bool,
 }
 
 /// Whether a run may still start a step (it holds its flow's lease); read before every step,
@@ -503,6 +529,9 @@ pub trait Fence: Send + Sync + std::fmt::Debug {
     /// `Err(why)` once the run may no longer act.
     fn check(&self) -> Result<(), String>;
 }
+
+/// The most of a body a verbose dry run shows.
+pub const MAX_SHOWN_BODY: usize = 64 * 1024;
 
 /// Watches steps finish (the server's metrics implement it).
 pub trait StepObserver: Send + Sync + std::fmt::Debug {
@@ -764,7 +793,7 @@ impl Engine {
             state: &state,
             confirm: true,
         };
-        let span = tracing::info_span!("run", flow = %flow.id, run_id = %run_id, dry_run = self.options.dry_run);
+        let span = tracing::info_span!("run", flow = %flow.id, run_id = %run_id, dry_run = self.options.dry_run, outcome = tracing::field::Empty);
         let work = async {
             let result = ex
                 .run_block(&flow.steps, &mut scope)
@@ -779,6 +808,7 @@ impl Engine {
         };
         let (((outcome, error), finished_at), ()) = tokio::join!(work, state.ticker());
         state.flush().await;
+        span.record("outcome", outcome.to_string());
         tracing::info!(parent: &span, %outcome, "run finished");
         let log = std::mem::take(&mut *state.log.lock().unwrap_or_else(|p| p.into_inner()));
         drop(spool);
@@ -1187,7 +1217,7 @@ impl<'a> Exec<'a> {
     /// the run's journal (a record loop's successful requests are counted and checkpointed
     /// instead).
     pub fn event(&self, e: Event) {
-        tracing::info!(event = ?e, "ferry event");
+        crate::telemetry::log_event(&e);
         let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
         log.counters.count(&e);
         let record_success = is_record_success(&e);
@@ -1268,6 +1298,46 @@ impl<'a> Exec<'a> {
     /// Whether this is a dry run.
     pub fn dry_run(&self) -> bool {
         self.state.dry_run
+    }
+
+    /// In a verbose dry run, records the body of what would be sent (cut at
+    /// [`MAX_SHOWN_BODY`] bytes).
+    pub fn show_body(&self, of: String, text: impl FnOnce() -> String) {
+        if self.state.dry_run && self.engine.options.verbose {
+            let mut text = text();
+            if text.len() > MAX_SHOWN_BODY {
+                let mut cut = MAX_SHOWN_BODY;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str("\n… (cut)");
+            }
+            self.event(Event::Body { of, text });
+        }
+    }
+
+    /// Starts reporting a loop of `total` items (see [`crate::progress`]).
+    pub fn loop_progress(&self, label: &str, total: Option<u64>) -> Box<dyn crate::progress::Tick> {
+        match &self.engine.options.progress {
+            Some(p) => p.start_loop(label, total),
+            None => Box::new(crate::progress::NoTick),
+        }
+    }
+
+    /// Starts reporting a transfer through local file `spool` (a fetch writes it, a put
+    /// reads it).
+    pub fn transfer_progress(
+        &self,
+        label: &str,
+        spool: &std::path::Path,
+        total: Option<u64>,
+        fetch: bool,
+    ) -> Box<dyn crate::progress::Tick> {
+        match &self.engine.options.progress {
+            Some(p) => p.start_transfer(label, spool, total, fetch),
+            None => Box::new(crate::progress::NoTick),
+        }
     }
 
     /// Counts a completed loop item (a failed run with progress is `partial`).
@@ -1375,7 +1445,8 @@ impl<'a> Exec<'a> {
                 // an interrupted one skips what that run confirmed and reuses its output.
                 let key = (self.confirm && step.kind.confirmable() && scope.record.is_none())
                     .then(|| scope.key_of(&step.id));
-                let span = tracing::info_span!("step", id = %step.id, kind = step.kind.name());
+                let span = tracing::info_span!("step", id = %step.id, kind = step.kind.name(), file = tracing::field::Empty, record = tracing::field::Empty, outcome = tracing::field::Empty);
+                crate::telemetry::annotate_step(&span, &scope.vars);
                 scope.step.clone_from(&step.id);
                 let started = Instant::now();
                 let result: Result<Option<StepResult>, StepError> = async {
@@ -1398,8 +1469,9 @@ impl<'a> Exec<'a> {
                     }
                     Ok(Some(r))
                 }
-                .instrument(span)
+                .instrument(span.clone())
                 .await;
+                crate::telemetry::step_outcome(&span, &result);
                 if let Some(observer) = &self.engine.options.observer
                     && !matches!(result, Ok(None))
                 {

@@ -1,7 +1,8 @@
 //! One conformance suite, run against every kind of file store: the local directory, FTP
 //! (libunftp), SFTP (OpenSSH's sshd), S3 (s3s-fs) and OCI Object Storage (the
 //! signature-verifying test server).
-//! Whatever the kind, a flow sees the same behaviour.
+//! Whatever the kind, a flow sees the same behaviour. The object stores (local, S3, OCI) also
+//! take folders: a location `bucket:folder/sub` and names holding `/` ([`folders`]).
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
 
@@ -107,8 +108,25 @@ async fn conformance(kind: &str, store: &FileStore, location: &str) {
         "{kind}: rename missing: {err}"
     );
 
-    // hostile names never reach the store
-    for bad in ["../escape.csv", "a/b.csv", "x\n.csv", ".."] {
+    // hostile names never reach the store (object stores take `/` between segments; file
+    // servers take no `/` at all)
+    let object_store = matches!(
+        store,
+        FileStore::Local(_) | FileStore::S3(_) | FileStore::Oci(_)
+    );
+    let mut hostile = vec![
+        "../escape.csv",
+        "x\n.csv",
+        "..",
+        "a//b.csv",
+        "/a.csv",
+        "a/../b.csv",
+        "a/",
+    ];
+    if !object_store {
+        hostile.push("a/b.csv");
+    }
+    for bad in hostile {
         let err = store.put(location, bad, &two).await.unwrap_err();
         assert!(
             matches!(err, ConnectorError::HostileName { .. }),
@@ -129,6 +147,80 @@ async fn conformance(kind: &str, store: &FileStore, location: &str) {
     );
 }
 
+/// Folders inside a bucket, on an object store whose `location` (a bucket) exists and is
+/// empty: the whole suite inside a folder, names with `/`, listings relative to the folder,
+/// a move between folders.
+async fn folders(kind: &str, store: &FileStore, location: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::write(&src, b"<x/>").unwrap();
+    let got = dir.path().join("got");
+    let names = |listing: Vec<ferry::connectors::Entry>| -> Vec<String> {
+        listing.into_iter().map(|e| e.name).collect()
+    };
+
+    // the whole suite inside a folder two levels down
+    let folder = format!("{location}:in/2024");
+    conformance(kind, store, &folder).await;
+    // ... whose objects are the bucket's `in/2024/…`
+    assert_eq!(
+        store.get(location, "in/2024/IN_2.csv", &got).await.unwrap(),
+        300_000,
+        "{kind}"
+    );
+    // a name with `/` at the bucket lands in the folder, listed relative to it
+    store.put(location, "in/A.xml", &src).await.unwrap();
+    store
+        .put(&format!("{location}:in"), "B.xml", &src)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.list(&format!("{location}:in/"), "").await.unwrap()),
+        ["A.xml", "B.xml"],
+        "{kind}: the folder lists its own files, not its subfolder's"
+    );
+    assert_eq!(
+        names(store.list(&format!("{location}:in"), "B").await.unwrap()),
+        ["B.xml"],
+        "{kind}: the prefix is relative to the folder"
+    );
+    assert!(
+        names(store.list(location, "").await.unwrap()).is_empty(),
+        "{kind}: the bucket's top level holds no file"
+    );
+    // a move between folders is a rename of names with `/`
+    store
+        .rename(location, "in/A.xml", "done/A.xml")
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.list(&format!("{location}:done"), "").await.unwrap()),
+        ["A.xml"],
+        "{kind}"
+    );
+    store
+        .get(&format!("{location}:done"), "A.xml", &got)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&got).unwrap(), b"<x/>", "{kind}");
+    assert_eq!(
+        names(store.list(&format!("{location}:in"), "").await.unwrap()),
+        ["B.xml"],
+        "{kind}"
+    );
+    // a folder that climbs out is refused before any request
+    for bad in [":../x", ":a//b", ":a/./b"] {
+        let err = store
+            .list(&format!("{location}{bad}"), "")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnectorError::Config(_)),
+            "{kind}: {bad}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn local_directories_conform() {
     let root = tempfile::tempdir().unwrap();
@@ -142,6 +234,22 @@ async fn local_directories_conform() {
         .unwrap(),
     );
     conformance("local", &store, "ns/bucket").await;
+}
+
+#[tokio::test]
+async fn local_directories_have_folders() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("ns/bucket")).unwrap();
+    let store = FileStore::Local(
+        LocalStore::new(&LocalSpec {
+            root: root.path().display().to_string(),
+            create_dirs: true,
+            temp_max_age: None,
+        })
+        .unwrap(),
+    );
+    folders("local", &store, "ns/bucket").await;
+    assert!(root.path().join("ns/bucket/done/A.xml").is_file());
 }
 
 #[tokio::test]
@@ -209,6 +317,31 @@ async fn s3_object_storage_conforms() {
 }
 
 #[tokio::test]
+async fn s3_object_storage_has_folders() {
+    let server = s3_server::S3Server::start(&["bucket"]).await;
+    let spec = S3Spec {
+        endpoint: Some(server.endpoint()),
+        region: "us-east-1".into(),
+        access_key_id_env: "FERRY_TEST_UNUSED".into(),
+        secret_access_key_env: "FERRY_TEST_UNUSED".into(),
+        path_style: true,
+        allow_http: true,
+        timeout_secs: Some(10),
+        unsigned_payload: None,
+        temp_max_age: None,
+    };
+    let store = FileStore::S3(
+        S3Store::with_secrets(
+            &spec,
+            Secret::new(s3_server::ACCESS_KEY.into()),
+            Secret::new(s3_server::SECRET_KEY.into()),
+        )
+        .unwrap(),
+    );
+    folders("s3", &store, "bucket").await;
+}
+
+#[tokio::test]
 async fn oci_object_storage_conforms() {
     let server = oci_server::OciServer::start_with_test_key(2).await;
     std::fs::create_dir_all(server.bucket_path("bucket")).unwrap();
@@ -221,4 +354,20 @@ async fn oci_object_storage_conforms() {
         panic!("not a file store")
     };
     conformance("oci", &store, &format!("{}/bucket", oci_server::NAMESPACE)).await;
+}
+
+#[tokio::test]
+async fn oci_object_storage_has_folders() {
+    let server = oci_server::OciServer::start_with_test_key(2).await;
+    std::fs::create_dir_all(server.bucket_path("bucket")).unwrap();
+    let spec: ConnectionSpec = serde_json::from_value(oci_server::connection_spec(
+        &server.endpoint(),
+        "test_key_pkcs1.pem",
+    ))
+    .unwrap();
+    let Connector::Files(store) = spec.connect("os").unwrap() else {
+        panic!("not a file store")
+    };
+    folders("oci", &store, &format!("{}/bucket", oci_server::NAMESPACE)).await;
+    assert!(server.bucket_path("bucket").join("done/A.xml").is_file());
 }

@@ -1,7 +1,10 @@
 //! Local directories as a file server or object storage: the embedded default.
 //!
 //! A location is a relative path under the connection's root: `namespace/bucket` when the
-//! directory plays object storage, `/some/dir` when it plays an FTP directory. Puts write a
+//! directory plays object storage (`namespace/bucket:folder/sub` names a folder in it, as on
+//! S3 and OCI: the directory `namespace/bucket/folder/sub`), `/some/dir` when it plays an FTP
+//! directory. As in object storage, a name may hold `/` (`2024/report.csv`: a file in a
+//! subdirectory, made on put). Puts write a
 //! hidden temporary file beside the target and rename it into place, so the final name never
 //! holds a partial file; listings skip those temporaries. The first put to a location deletes
 //! temporaries there older than `temp_max_age` (see [`super::sweep`]).
@@ -12,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::sweep::{self, Sweeper, TMP_PREFIX};
-use super::{ConnectorError, Entry, expand_env, location_segments};
+use super::{ConnectorError, Entry, expand_env, location_segments, split_folder};
 
 /// A local directory connection.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -54,8 +57,12 @@ impl LocalStore {
 
     /// The directory of a location.
     pub fn dir(&self, location: &str) -> Result<PathBuf, ConnectorError> {
+        let (bucket, folder) = split_folder(location)?;
         let mut dir = self.root.clone();
-        for seg in location_segments(location)? {
+        for seg in location_segments(bucket)? {
+            dir.push(seg);
+        }
+        for seg in folder.iter().flat_map(|f| f.split('/')) {
             dir.push(seg);
         }
         Ok(dir)
@@ -142,7 +149,17 @@ impl LocalStore {
         if self.sweeper.first_visit(location) {
             sweep::report("local", location, self.sweep(&dir).await);
         }
-        let tmp = dir.join(format!("{TMP_PREFIX}{}-{name}", uuid::Uuid::now_v7()));
+        let target = dir.join(name);
+        // a name with `/` lands in a subdirectory (made like the location's directory)
+        let dir = match target.parent() {
+            Some(parent) if parent != dir => {
+                self.make_dir(parent).await?;
+                parent.to_path_buf()
+            }
+            _ => dir,
+        };
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{base}", uuid::Uuid::now_v7()));
         let result = async {
             let n = tokio::fs::copy(src, &tmp)
                 .await
@@ -153,7 +170,6 @@ impl LocalStore {
             f.sync_all()
                 .await
                 .map_err(|e| super::io_error("sync", &tmp, e))?;
-            let target = dir.join(name);
             tokio::fs::rename(&tmp, &target)
                 .await
                 .map_err(|e| super::io_error("rename into place", &target, e))?;
@@ -212,9 +228,31 @@ impl LocalStore {
         if !tokio::fs::try_exists(&src).await.unwrap_or(false) {
             return Err(ConnectorError::NotFound(format!("file {}", src.display())));
         }
-        tokio::fs::rename(&src, dir.join(to))
+        let target = dir.join(to);
+        if let Some(parent) = target.parent()
+            && parent != dir
+        {
+            self.make_dir(parent).await?;
+        }
+        tokio::fs::rename(&src, &target)
             .await
             .map_err(|e| super::io_error("rename", &src, e))
+    }
+
+    /// Makes directory `dir` when missing and `create_dirs` allows it.
+    async fn make_dir(&self, dir: &Path) -> Result<(), ConnectorError> {
+        if tokio::fs::try_exists(dir).await.unwrap_or(false) {
+            return Ok(());
+        }
+        if !self.create_dirs {
+            return Err(ConnectorError::NotFound(format!(
+                "directory {}",
+                dir.display()
+            )));
+        }
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| super::io_error("create directory", dir, e))
     }
 
     pub(super) async fn check(&self) -> Result<String, ConnectorError> {

@@ -152,6 +152,16 @@ pub enum FileStore {
 }
 
 impl FileStore {
+    /// Checks a file name as this kind of store takes it: object stores (local, S3, OCI)
+    /// take `/` between checked segments ([`check_object_name`]), file servers a plain
+    /// name ([`check_name`]).
+    pub fn check_name(&self, name: &str) -> Result<(), ConnectorError> {
+        match self {
+            FileStore::Local(_) | FileStore::S3(_) | FileStore::Oci(_) => check_object_name(name),
+            FileStore::Ftp(_) | FileStore::Sftp(_) => check_name(name),
+        }
+    }
+
     /// Files at `location` whose names start with `prefix`, sorted by name; names ferry
     /// refuses ([`check_name`]) are left out (see [`FileStore::list_checked`]).
     pub async fn list(&self, location: &str, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
@@ -200,7 +210,7 @@ impl FileStore {
         name: &str,
         dest: &Path,
     ) -> Result<u64, ConnectorError> {
-        check_name(name)?;
+        self.check_name(name)?;
         match self {
             FileStore::Local(s) => s.get(location, name, dest).await,
             FileStore::Ftp(s) => s.get(location, name, dest).await,
@@ -213,7 +223,7 @@ impl FileStore {
     /// Stores the local file `src` as `location/name`. Returns only once the target holds
     /// the whole file under its final name; a failed put leaves no partial file under it.
     pub async fn put(&self, location: &str, name: &str, src: &Path) -> Result<u64, ConnectorError> {
-        check_name(name)?;
+        self.check_name(name)?;
         match self {
             FileStore::Local(s) => s.put(location, name, src).await,
             FileStore::Ftp(s) => s.put(location, name, src).await,
@@ -225,8 +235,8 @@ impl FileStore {
 
     /// Renames `location/from` to `location/to`.
     pub async fn rename(&self, location: &str, from: &str, to: &str) -> Result<(), ConnectorError> {
-        check_name(from)?;
-        check_name(to)?;
+        self.check_name(from)?;
+        self.check_name(to)?;
         match self {
             FileStore::Local(s) => s.rename(location, from, to).await,
             FileStore::Ftp(s) => s.rename(location, from, to).await,
@@ -391,6 +401,58 @@ pub fn check_name(name: &str) -> Result<(), ConnectorError> {
     }
 }
 
+/// Checks the name of an object in object storage (local, S3, OCI): like [`check_name`],
+/// but a name may hold `/` between segments (`2024/06/report.csv`); each segment is checked
+/// (not empty, not `.` or `..`, no backslash or control character).
+pub fn check_object_name(name: &str) -> Result<(), ConnectorError> {
+    if !name.contains('/') {
+        return check_name(name);
+    }
+    for seg in name.split('/') {
+        if seg.is_empty() {
+            return Err(ConnectorError::HostileName {
+                name: name.escape_debug().to_string(),
+                reason: "it has an empty segment (a leading, trailing or double '/')",
+            });
+        }
+        check_name(seg).map_err(|_| ConnectorError::HostileName {
+            name: name.escape_debug().to_string(),
+            reason: "a segment is '.' or '..' or holds a backslash or control character",
+        })?;
+    }
+    Ok(())
+}
+
+/// Splits an object storage location, `[namespace/]bucket[:folder]`, into the bucket part
+/// and the folder (`None` without `:`): `ns/bucket:in/2024` is folder `in/2024` of bucket
+/// `bucket` in namespace `ns`. The folder is checked as an object name ([`check_object_name`];
+/// surrounding `/` are dropped); objects of the location are the objects named
+/// `folder/…`, and listings give names relative to the folder.
+pub fn split_folder(location: &str) -> Result<(&str, Option<&str>), ConnectorError> {
+    let Some((bucket, folder)) = location.split_once(':') else {
+        return Ok((location, None));
+    };
+    let folder = folder.trim_matches('/');
+    if folder.is_empty() {
+        return Ok((bucket, None));
+    }
+    check_object_name(folder).map_err(|e| {
+        ConnectorError::Config(format!(
+            "location '{}': the folder after ':' is refused: {e}",
+            location.escape_debug()
+        ))
+    })?;
+    Ok((bucket, Some(folder)))
+}
+
+/// The object key of `name` in `folder`.
+pub fn folder_key(folder: Option<&str>, name: &str) -> String {
+    match folder {
+        Some(f) => format!("{f}/{name}"),
+        None => name.to_string(),
+    }
+}
+
 /// Splits a location into its non-empty segments, rejecting `..` and `.`.
 pub fn location_segments(location: &str) -> Result<Vec<&str>, ConnectorError> {
     let mut out = Vec::new();
@@ -468,6 +530,40 @@ pub fn expand_env(s: &str) -> Result<String, ConnectorError> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Every environment variable a connection needs that is not set, in the order written:
+/// the values of `…_env` fields (secrets) and the `${VAR}` without a default in its strings.
+pub fn missing_env(spec: &ConnectionSpec) -> Vec<String> {
+    fn walk(key: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if key.ends_with("_env") && std::env::var_os(s).is_none() {
+                    out.push(s.clone());
+                }
+                let mut rest = s.as_str();
+                while let Some(start) = rest.find("${") {
+                    let after = &rest[start + 2..];
+                    let Some(end) = after.find('}') else { break };
+                    let inner = &after[..end];
+                    if !inner.contains(":-") && std::env::var_os(inner).is_none() {
+                        out.push(inner.to_string());
+                    }
+                    rest = &after[end + 1..];
+                }
+            }
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| walk(k, v, out)),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(key, v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::to_value(spec) {
+        walk("", &v, &mut out);
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|v| seen.insert(v.clone()));
+    out
 }
 
 /// What went wrong talking to an endpoint.
@@ -551,6 +647,31 @@ mod tests {
             format!("{:?}", Secret::new("hunter2".into())),
             "Secret(***)"
         );
+    }
+
+    #[test]
+    fn object_names_take_checked_segments() {
+        check_object_name("2024/06/report.csv").unwrap();
+        check_object_name("report.csv").unwrap();
+        for bad in [
+            "a//b", "/a", "a/", "a/../b", "./a", "a/\u{1}b", "a\\b/c", "..",
+        ] {
+            assert!(check_object_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn folders_follow_a_colon() {
+        assert_eq!(split_folder("ns/bk").unwrap(), ("ns/bk", None));
+        assert_eq!(
+            split_folder("ns/bk:in/2024/").unwrap(),
+            ("ns/bk", Some("in/2024"))
+        );
+        assert_eq!(split_folder("bk:/").unwrap(), ("bk", None));
+        assert!(split_folder("bk:a/../b").is_err());
+        assert!(split_folder("bk:a//b").is_err());
+        assert_eq!(folder_key(Some("in"), "a.csv"), "in/a.csv");
+        assert_eq!(folder_key(None, "a.csv"), "a.csv");
     }
 
     #[test]

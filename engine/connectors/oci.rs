@@ -1,6 +1,9 @@
 //! OCI Object Storage through its native API, as a [`FileStore`](super::FileStore).
 //!
-//! A location is `namespace/bucket`. The store speaks the native REST API at
+//! A location is `namespace/bucket`, or `namespace/bucket:folder/sub` for a folder inside
+//! the bucket: its files are the objects `folder/sub/…`, listed by their names relative to
+//! the folder ([`super::split_folder`]); a file name may itself hold `/` between checked
+//! segments ([`super::check_object_name`]). The store speaks the native REST API at
 //! `https://objectstorage.{region}.oraclecloud.com` (or the spec's `endpoint`):
 //!
 //! - list: `GET /n/{ns}/b/{bucket}/o?fields=name,size&prefix=..&delimiter=/&start=..`,
@@ -54,7 +57,10 @@ use tokio_util::io::ReaderStream;
 use super::oci_sign::{self, BodyHeaders, RequestSigner, SigningInput};
 use super::retry::{self, Backoff, Failure, Policy};
 use super::spool::SpoolWriter;
-use super::{ConnectorError, Entry, check_name, expand_env, location_segments};
+use super::{
+    ConnectorError, Entry, check_name, check_object_name, expand_env, folder_key,
+    location_segments, split_folder,
+};
 
 /// Timeout when the spec gives none, in seconds.
 const DEFAULT_TIMEOUT_SECS: u64 = 60;
@@ -289,12 +295,15 @@ impl OciStore {
         prefix: &str,
     ) -> Result<Vec<Entry>, ConnectorError> {
         let (ns, bucket) = split_location(location)?;
+        let (_, folder) = split_folder(location)?;
+        // the folder's objects: names under `folder/`, given relative to it
+        let base = folder.map(|f| format!("{f}/")).unwrap_or_default();
         let mut out = Vec::new();
         let mut start: Option<String> = None;
         loop {
             let mut query = format!(
                 "fields=name%2Csize&delimiter=%2F&prefix={}",
-                encode_component(prefix)
+                encode_component(&format!("{base}{prefix}"))
             );
             if let Some(start) = &start {
                 query.push_str("&start=");
@@ -310,7 +319,16 @@ impl OciStore {
             let page: ListPage = serde_json::from_slice(&bytes).map_err(|e| {
                 ConnectorError::Protocol(format!("{shown}: the listing is not valid JSON: {e}"))
             })?;
-            for object in page.objects {
+            for mut object in page.objects {
+                let Some(relative) = object.name.strip_prefix(base.as_str()) else {
+                    return Err(ConnectorError::Protocol(format!(
+                        "the listing of {location} returned object '{}', which is not in the \
+                         folder '{}'",
+                        object.name.escape_debug(),
+                        base.escape_debug()
+                    )));
+                };
+                object.name = relative.to_string();
                 if !object.name.starts_with(prefix) {
                     continue;
                 }
@@ -471,7 +489,7 @@ impl OciStore {
         location: &str,
         name: &str,
     ) -> Result<Option<ObjectHead>, ConnectorError> {
-        check_name(name)?;
+        check_object_name(name)?;
         let url = self.object_url(location, name)?;
         let response = self.request(Method::HEAD, url, SendBody::None).await?;
         let shown = shown_url(&Method::HEAD, response.url());
@@ -494,7 +512,7 @@ impl OciStore {
 
     /// Deletes `location/name` (`DELETE`); a missing object is [`ConnectorError::NotFound`].
     pub async fn delete(&self, location: &str, name: &str) -> Result<(), ConnectorError> {
-        check_name(name)?;
+        check_object_name(name)?;
         let url = self.object_url(location, name)?;
         let response = self.request(Method::DELETE, url, SendBody::None).await?;
         let shown = shown_url(&Method::DELETE, response.url());
@@ -513,8 +531,8 @@ impl OciStore {
         to: &str,
         conditions: &RenameConditions,
     ) -> Result<(), ConnectorError> {
-        check_name(from)?;
-        check_name(to)?;
+        check_object_name(from)?;
+        check_object_name(to)?;
         self.rename_inner(location, from, to, conditions).await
     }
 
@@ -531,9 +549,11 @@ impl OciStore {
             encode_component(ns),
             encode_component(bucket)
         ))?;
+        let (_, folder) = split_folder(location)?;
+        let (from, to) = (folder_key(folder, from), folder_key(folder, to));
         let body = serde_json::to_vec(&RenameBody {
-            source_name: from,
-            new_name: to,
+            source_name: &from,
+            new_name: &to,
             src_obj_if_match_etag: conditions.src_if_match_etag.as_deref(),
             new_obj_if_none_match_etag: conditions.new_if_none_match_etag.as_deref(),
         })
@@ -562,11 +582,12 @@ impl OciStore {
     /// The URL of object `name` at `location`.
     fn object_url(&self, location: &str, name: &str) -> Result<Url, ConnectorError> {
         let (ns, bucket) = split_location(location)?;
+        let (_, folder) = split_folder(location)?;
         self.url(&format!(
             "n/{}/b/{}/o/{}",
             encode_component(ns),
             encode_component(bucket),
-            encode_component(name)
+            encode_component(&folder_key(folder, name))
         ))
     }
 
@@ -832,8 +853,9 @@ fn parse_endpoint(endpoint: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// Splits `namespace/bucket`.
+/// Splits `namespace/bucket` (maybe followed by `:folder`).
 fn split_location(location: &str) -> Result<(&str, &str), ConnectorError> {
+    let (location, _) = split_folder(location)?;
     match location_segments(location)?.as_slice() {
         [ns, bucket] => Ok((ns, bucket)),
         _ => Err(ConnectorError::Config(format!(

@@ -5,8 +5,11 @@
 //! built on first use and cached). A location is `bucket` or `namespace/bucket`: the last
 //! segment names the bucket, and a namespace before it is ignored, because OCI's
 //! compatibility endpoint carries the namespace in its host name
-//! (`https://{namespace}.compat.objectstorage.{region}.oraclecloud.com`). A location is never
-//! a "folder" inside a bucket: the files of a location are the bucket's top-level objects.
+//! (`https://{namespace}.compat.objectstorage.{region}.oraclecloud.com`). `bucket:folder/sub`
+//! (or `namespace/bucket:folder/sub`) names a folder inside the bucket: its files are the
+//! objects `folder/sub/…`, listed by their names relative to the folder
+//! ([`super::split_folder`]). Without `:` the files are the bucket's top-level objects. A
+//! file name may itself hold `/` between checked segments ([`super::check_object_name`]).
 //!
 //! - list: `ListObjectsV2` with the prefix and `delimiter=/`, following continuation tokens
 //!   page by page. Keys below a `/` ("subdirectories") come back as common prefixes and are
@@ -78,7 +81,10 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::spool::SpoolWriter;
 use super::sweep::{self, Sweeper};
-use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
+use super::{
+    ConnectorError, Entry, Secret, check_name, check_object_name, expand_env, folder_key,
+    location_segments, split_folder,
+};
 
 /// Timeout when the spec gives none, in seconds.
 const DEFAULT_TIMEOUT_SECS: u64 = 60;
@@ -337,6 +343,10 @@ impl S3Store {
     ) -> Result<Vec<Entry>, ConnectorError> {
         let (bucket, client) = self.client(location)?;
         let what = Target::Bucket(&bucket);
+        let (_, folder) = split_folder(location)?;
+        // the folder's objects: keys under `folder/`, named relative to it
+        let base = folder.map(|f| format!("{f}/")).unwrap_or_default();
+        let full_prefix = format!("{base}{prefix}");
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -346,14 +356,22 @@ impl S3Store {
                 ..Default::default()
             };
             let page = client
-                .list_paginated((!prefix.is_empty()).then_some(prefix), options)
+                .list_paginated((!full_prefix.is_empty()).then_some(&full_prefix), options)
                 .await
                 .map_err(|e| self.error("list", &what, e))?;
             for dir in &page.result.common_prefixes {
                 tracing::debug!(bucket, key_prefix = %dir.as_ref().escape_debug(), "skipping a \"subdirectory\" of the listing");
             }
             for object in page.result.objects {
-                let key = object.location.as_ref();
+                let full = object.location.as_ref();
+                let Some(key) = full.strip_prefix(base.as_str()) else {
+                    return Err(ConnectorError::Protocol(format!(
+                        "S3 list of bucket '{bucket}': the server listed '{}', which is not in \
+                         the folder '{}'",
+                        full.escape_debug(),
+                        base.escape_debug()
+                    )));
+                };
                 if listed_name(&bucket, key, prefix)? {
                     out.push(Entry {
                         name: key.to_string(),
@@ -390,7 +408,7 @@ impl S3Store {
     ) -> Result<u64, ConnectorError> {
         let (bucket, client) = self.client(location)?;
         let what = Target::Object(&bucket, name);
-        let key = key(name)?;
+        let key = key(location, name)?;
         let result = client
             .get(&key)
             .await
@@ -456,7 +474,7 @@ impl S3Store {
     where
         R: AsyncRead + Unpin + Send,
     {
-        check_name(name)?;
+        check_object_name(name)?;
         let (bucket, client) = self.client(location)?;
         if self.sweeper.first_visit(&bucket) {
             sweep::report(
@@ -466,7 +484,7 @@ impl S3Store {
             );
         }
         let what = Target::Object(&bucket, name);
-        let key = key(name)?;
+        let key = key(location, name)?;
         let part = part_size(size);
         if size < part {
             // Small: read it whole (less than one part) and send it in one request.
@@ -541,10 +559,10 @@ impl S3Store {
         }
         let source = Target::Object(&bucket, from);
         client
-            .copy(&key(from)?, &key(to)?)
+            .copy(&key(location, from)?, &key(location, to)?)
             .await
             .map_err(|e| self.error("rename (copy)", &source, e))?;
-        client.delete(&key(from)?).await.map_err(|e| {
+        client.delete(&key(location, from)?).await.map_err(|e| {
             let e = self.error("rename (delete)", &source, e);
             tracing::warn!(bucket, from = %from.escape_debug(), to = %to.escape_debug(), error = %e, "the copy succeeded but the original could not be deleted: the object now exists under both names");
             e
@@ -660,7 +678,7 @@ impl S3Store {
                 {
                     continue;
                 }
-                match client.abort_multipart(&key(&name)?, &id).await {
+                match client.abort_multipart(&key(bucket, &name)?, &id).await {
                     Ok(()) => aborted += 1,
                     Err(e) => {
                         let e = self.error("abort", &Target::Object(bucket, &name), e);
@@ -904,8 +922,9 @@ fn listed_name(bucket: &str, key: &str, prefix: &str) -> Result<bool, ConnectorE
     Ok(true)
 }
 
-/// The bucket of a location: `bucket` or `namespace/bucket`.
+/// The bucket of a location: `bucket` or `namespace/bucket`, maybe followed by `:folder`.
 fn bucket_of(location: &str) -> Result<&str, ConnectorError> {
+    let (location, _) = split_folder(location)?;
     let segments = location_segments(location)?;
     let bucket = match segments.as_slice() {
         [bucket] | [_, bucket] => *bucket,
@@ -929,10 +948,12 @@ fn bucket_of(location: &str) -> Result<&str, ConnectorError> {
     Ok(bucket)
 }
 
-/// The object key of a checked file name, kept verbatim (no percent-encoding).
-fn key(name: &str) -> Result<Key, ConnectorError> {
-    check_name(name)?;
-    Key::parse(name).map_err(|_| ConnectorError::HostileName {
+/// The object key of a checked file name in the location's folder, kept verbatim (no
+/// percent-encoding).
+fn key(location: &str, name: &str) -> Result<Key, ConnectorError> {
+    check_object_name(name)?;
+    let (_, folder) = split_folder(location)?;
+    Key::parse(folder_key(folder, name)).map_err(|_| ConnectorError::HostileName {
         name: name.escape_debug().to_string(),
         reason: "it is not a valid object key",
     })

@@ -94,6 +94,7 @@ pub fn records_of(events: &[Event]) -> Vec<RecordOutcome> {
                 suppressed,
                 record,
                 message,
+                rejected,
                 ..
             } => Some(RecordOutcome {
                 record: record.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
@@ -105,6 +106,7 @@ pub fn records_of(events: &[Event]) -> Vec<RecordOutcome> {
                 outcome: match status {
                     None => RecordStatus::NotSent,
                     Some(_) if *suppressed => RecordStatus::Tolerated,
+                    Some(_) if *rejected => RecordStatus::Failed,
                     Some(s) if (200..300).contains(s) => RecordStatus::Sent,
                     Some(_) => RecordStatus::Failed,
                 },

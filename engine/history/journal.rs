@@ -41,12 +41,14 @@ pub fn event_kind(e: &Event) -> &'static str {
         Event::Request {
             suppressed: true, ..
         } => "request_tolerated",
+        Event::Request { rejected: true, .. } => "request_failed",
         Event::Request {
             status: Some(s), ..
         } if (200..300).contains(s) => "request_ok",
         Event::Request { .. } => "request_failed",
         Event::Emailed { .. } => "emailed",
         Event::EmailFailed { .. } => "email_failed",
+        Event::Body { .. } => "body",
         Event::Failed { .. } => "failed",
     }
 }

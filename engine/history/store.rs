@@ -445,6 +445,27 @@ impl Store {
         rows.iter().map(summary).collect()
     }
 
+    /// The ids of at most `limit` runs whose id starts with `prefix`, in id order (a run id
+    /// abbreviated as the README and `ferry demo` print it). A prefix with other characters
+    /// than a run id's (hex digits and `-`) matches nothing.
+    pub async fn ids_starting_with(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, HistoryError> {
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT id FROM runs WHERE id LIKE $1 ORDER BY id LIMIT $2")
+            .bind(format!("{}%", prefix.to_ascii_lowercase()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(HistoryError::from))
+            .collect()
+    }
+
     /// Everything recorded about run `id`.
     pub async fn get(&self, id: &str) -> Result<Option<RunDetail>, HistoryError> {
         let Some(row) = sqlx::query(&format!(
@@ -989,7 +1010,13 @@ async fn write_report(
     if !journaled {
         super::journal::write_events(conn, &report.run_id, &report.events, &finished).await?;
     }
-    super::journal::write_counters(conn, &report.run_id, &report.counters).await?;
+    // a dry run moved nothing: its history counts no file put
+    let mut counters = report.counters;
+    if report.dry_run {
+        counters.files_put = 0;
+        counters.bytes_put = 0;
+    }
+    super::journal::write_counters(conn, &report.run_id, &counters).await?;
     Ok(())
 }
 

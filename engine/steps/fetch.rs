@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::compile::FlowCx;
-use crate::connectors::{Capability, ConnectorError, check_name};
+use crate::connectors::{Capability, ConnectorError};
 use crate::run::{ErrorKind, Event, Exec, Scope, StepError, StepResult};
 use crate::template::Tpl;
 
@@ -54,10 +54,16 @@ impl FetchPlan {
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         let location = ex.render(&self.location, scope)?;
         let name = ex.render(&self.name, scope)?;
-        check_name(&name).map_err(|e| ex.connector_error(&self.connection, e))?;
-        let path = ex.spool_path(&name);
         let store = ex.files(&self.connection)?;
-        let size = match store.get(&location, &name, &path).await {
+        // object stores take names with `/` (a file in a folder); the spool file is flat
+        store
+            .check_name(&name)
+            .map_err(|e| ex.connector_error(&self.connection, e))?;
+        let path = ex.spool_path(name.rsplit('/').next().unwrap_or(&name));
+        let tick = ex.transfer_progress(&name, &path, None, true);
+        let got = store.get(&location, &name, &path).await;
+        drop(tick);
+        let size = match got {
             Ok(size) => size,
             Err(ConnectorError::NotFound(what)) if scope.in_loop() => {
                 let _ = std::fs::remove_file(&path);

@@ -396,6 +396,7 @@ impl ForEachPlan {
         list: Vec<JValue>,
     ) -> (Tally, JValue) {
         let window = if ex.sequential() { 1 } else { self.concurrency };
+        let tick = ex.loop_progress(&self.var, Some(list.len() as u64));
         let mut t = Tally::default();
         let mut source = list.into_iter().enumerate();
         let mut inflight = FuturesUnordered::new();
@@ -422,6 +423,7 @@ impl ForEachPlan {
                 break;
             };
             self.settle(ex, &mut t, f);
+            tick.inc(1);
             ex.pace().await;
         }
         unstarted.extend(source.map(|(_, v)| v));
@@ -496,6 +498,7 @@ impl ForEachPlan {
         check_header(&path, &headers, &self.header)?;
         let names: Vec<Arc<str>> = headers.iter().map(Arc::from).collect();
         let window = if ex.sequential() { 1 } else { self.concurrency };
+        let tick = ex.loop_progress(&self.var, None);
         let mut t = Tally::default();
         let mut pending = Ranges::default();
         let mut record = csv::StringRecord::new();
@@ -550,6 +553,7 @@ impl ForEachPlan {
             let n = f.seq;
             let ok = matches!(f.result, Ok(StepResult::Value(_) | StepResult::Output(_)));
             self.settle(ex, &mut t, f);
+            tick.inc(1);
             if ok {
                 done_count += 1;
                 above.insert(n);

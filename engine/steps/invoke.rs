@@ -383,17 +383,24 @@ impl InvokePlan {
                 let file = PathBuf::from(ex.render(file, scope)?);
                 let store = ex.files(connection)?;
                 let bytes = if ex.dry_run() {
+                    // the name is checked as the real run would
+                    store
+                        .check_name(&name)
+                        .map_err(|e| ex.connector_error(connection, e))?;
                     std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0)
                 } else {
-                    backoff::run(connection, retry.policy(), |_| async {
+                    let size = std::fs::metadata(&file).ok().map(|m| m.len());
+                    let tick = ex.transfer_progress(&name, &file, size, false);
+                    let put = backoff::run(connection, retry.policy(), |_| async {
                         store
                             .put(&location, &name, &file)
                             .await
                             .map_err(backoff::Failure::classify)
                     })
-                    .await
-                    .map(|(bytes, _)| bytes)
-                    .map_err(|e| ex.connector_error(connection, e))?
+                    .await;
+                    drop(tick);
+                    put.map(|(bytes, _)| bytes)
+                        .map_err(|e| ex.connector_error(connection, e))?
                 };
                 ex.event(Event::Put {
                     connection: connection.clone(),
@@ -522,6 +529,9 @@ impl RequestPlan {
         let conn = ex.http(&self.connection)?;
         let url = format!("{}{}", conn.base_url().trim_end_matches('/'), path);
         if ex.dry_run() {
+            ex.show_body(format!("request {} {url}", self.method), || {
+                body_text(&body)
+            });
             ex.event(Event::Request {
                 connection: self.connection.clone(),
                 method: self.method.clone(),
@@ -531,6 +541,7 @@ impl RequestPlan {
                 record: scope.record(),
                 message: None,
                 attempts: 1,
+                rejected: false,
             });
             return Ok(
                 json!({ "status": null, "json": null, "text": "", "suppressed": false, "dry_run": true }),
@@ -549,6 +560,22 @@ impl RequestPlan {
         })?;
         let status = response.status;
         let suppressed = self.tolerate.contains(&status);
+        let out = json!({
+            "status": status,
+            "json": response.json.clone(),
+            "text": response.text.clone(),
+            "suppressed": suppressed,
+        });
+        // a 2xx whose answer fails `expect` is recorded as a refused record, not a sent one
+        let expected = match (&self.expect, suppressed, (200..300).contains(&status)) {
+            (Some(expect), false, true) => {
+                scope.set_var("response", &out);
+                let ok = ex.eval_bool(expect, scope);
+                scope.remove_var("response");
+                Some((expect, ok))
+            }
+            _ => None,
+        };
         ex.event(Event::Request {
             connection: self.connection.clone(),
             method: self.method.clone(),
@@ -558,12 +585,7 @@ impl RequestPlan {
             record: scope.record(),
             message: (!(200..300).contains(&status)).then(|| response.message()),
             attempts,
-        });
-        let out = json!({
-            "status": status,
-            "json": response.json.clone(),
-            "text": response.text.clone(),
-            "suppressed": suppressed,
+            rejected: matches!(expected, Some((_, Ok(false)))),
         });
         if !(200..300).contains(&status) && !suppressed {
             let mut e = StepError::new(
@@ -578,25 +600,59 @@ impl RequestPlan {
             e.output = Some(minijinja::Value::from_serialize(&out));
             return Err(e);
         }
-        if let (Some(expect), false) = (&self.expect, suppressed) {
-            scope.set_var("response", &out);
-            let ok = ex.eval_bool(expect, scope);
-            scope.remove_var("response");
-            if !ok? {
-                let mut e = StepError::new(
-                    ErrorKind::Expectation,
-                    format!(
-                        "{} {url}: the answer does not satisfy `{}`: {}",
-                        self.method,
-                        expect.trim(),
-                        response.message()
-                    ),
-                );
-                e.status = Some(status);
-                e.output = Some(minijinja::Value::from_serialize(&out));
-                return Err(e);
-            }
+        if let Some((expect, ok)) = expected
+            && !ok?
+        {
+            let mut e = StepError::new(
+                ErrorKind::Expectation,
+                format!(
+                    "{} {url}: the answer does not satisfy `{}`: {}",
+                    self.method,
+                    expect.trim(),
+                    response.message()
+                ),
+            );
+            e.status = Some(status);
+            e.output = Some(minijinja::Value::from_serialize(&out));
+            return Err(e);
         }
         Ok(out)
+    }
+}
+
+/// A request body as a verbose dry run shows it: JSON pretty-printed, a file's text (or its
+/// size when it is not UTF-8), each part of a form.
+fn body_text(body: &crate::connectors::http::HttpBody) -> String {
+    use crate::connectors::http::{HttpBody, Part};
+    let file = |path: &std::path::Path| match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => format!("({} bytes, not text)", e.into_bytes().len()),
+        },
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    };
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    match body {
+        HttpBody::None => "(no body)".to_string(),
+        HttpBody::Json(v) => pretty(v),
+        HttpBody::File { path, content_type } => format!("{content_type}:\n{}", file(path)),
+        HttpBody::Multipart(parts) => parts
+            .iter()
+            .map(|p| match p {
+                Part::Json { name, value } => {
+                    format!("part {name} (application/json):\n{}", pretty(value))
+                }
+                Part::Text { name, value } => format!("part {name}:\n{value}"),
+                Part::File {
+                    name,
+                    path,
+                    file_name,
+                    ..
+                } => {
+                    format!("part {name} (file {file_name}):\n{}", file(path))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }

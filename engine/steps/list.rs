@@ -2,6 +2,8 @@
 //!
 //! Output: `{files: [{name, size}], count, skipped: [{name, reason}]}`. Names that start with
 //! `exclude_prefix` are left out, so files already marked as sent are never picked up again.
+//! `pattern` keeps the names a glob matches (`*.xml`, `ENROLL_??.csv`, `{a,b}*.csv`; `*` never
+//! crosses a `/`), with `prefix` or without.
 //! A name ferry refuses ([`crate::connectors::check_name`]: a path separator, `.` or `..`, a
 //! control character) is left where it is: it is not in `files`, it is in `skipped` with the
 //! reason, and the run records a `skipped` event for it; the other files go on.
@@ -29,6 +31,9 @@ pub struct ListStep {
     /// Template: drop names starting with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_prefix: Option<String>,
+    /// Template: keep names this glob matches (`*.xml`; `*` and `?` never match `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
 }
 
 /// A compiled `list` step.
@@ -38,6 +43,7 @@ pub struct ListPlan {
     location: Tpl,
     prefix: Option<Tpl>,
     exclude_prefix: Option<Tpl>,
+    pattern: Option<Tpl>,
 }
 
 impl ListStep {
@@ -55,6 +61,7 @@ impl ListStep {
                 &format!("{ptr}/exclude_prefix"),
                 self.exclude_prefix.as_deref(),
             ),
+            pattern: cx.opt_template(&format!("{ptr}/pattern"), self.pattern.as_deref()),
         }
     }
 }
@@ -79,6 +86,11 @@ impl ListPlan {
         if let Some(ex_prefix) = exclude.filter(|p| !p.is_empty()) {
             files.retain(|f| !f.name.starts_with(&ex_prefix));
             refused.retain(|(name, _)| !name.starts_with(&ex_prefix));
+        }
+        if let Some(p) = &self.pattern {
+            let glob = glob_matcher(&ex.render(p, scope)?)?;
+            files.retain(|f| glob.is_match(&f.name));
+            refused.retain(|(name, _)| glob.is_match(name));
         }
         ex.event(Event::Listed {
             connection: self.connection.clone(),
@@ -106,5 +118,42 @@ impl ListPlan {
             );
         }
         Ok(json!({ "count": files.len(), "files": files, "skipped": skipped }))
+    }
+}
+
+/// A `pattern:` glob: `*` and `?` stay within one `/`-separated segment, `\\` escapes.
+fn glob_matcher(pattern: &str) -> Result<globset::GlobMatcher, StepError> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| {
+            StepError::new(
+                crate::run::ErrorKind::Config,
+                format!("pattern '{}' is not a glob: {e}", pattern.escape_debug()),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matcher;
+
+    #[test]
+    fn patterns_are_globs_within_a_segment() {
+        let m = glob_matcher("*.xml").unwrap();
+        assert!(m.is_match("a.xml"));
+        assert!(!m.is_match("a.xml.bak"));
+        assert!(!m.is_match("sub/a.xml"));
+        let m = glob_matcher("IN_??.{csv,txt}").unwrap();
+        assert!(m.is_match("IN_01.csv") && m.is_match("IN_02.txt"));
+        assert!(!m.is_match("IN_1.csv"));
+        let e = glob_matcher("[a-").unwrap_err();
+        assert!(
+            e.message.starts_with("pattern '[a-' is not a glob"),
+            "{}",
+            e.message
+        );
     }
 }

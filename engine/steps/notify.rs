@@ -113,6 +113,9 @@ impl NotifyPlan {
         }
         let mailer = ex.mailer(&self.connection)?;
         if ex.dry_run() {
+            ex.show_body(format!("email \"{}\"", email.subject), || {
+                email.body.clone()
+            });
             return Ok("dry run".to_string());
         }
         mailer

@@ -458,15 +458,10 @@ fn list(shared: &Shared, dir: &Path, query: &str) -> Response {
         .get("fields")
         .is_some_and(|f| f.split(',').any(|f| f == "size"));
     let delimiter = params.get("delimiter").cloned();
-    let mut names: Vec<(String, u64)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let meta = e.metadata().ok().filter(|m| m.is_file())?;
-            Some((e.file_name().into_string().ok()?, meta.len()))
-        })
-        .filter(|(n, _)| !n.starts_with(".upload-"))
-        .collect();
+    // objects whose names hold `/` live in subdirectories
+    let mut names: Vec<(String, u64)> = Vec::new();
+    walk_objects(dir, "", &mut names);
+    names.retain(|(n, _)| !n.starts_with(".upload-"));
     for name in shared.hostile.lock().unwrap().iter() {
         names.push((name.clone(), 1));
     }
@@ -584,6 +579,9 @@ async fn put_object(
             "length mismatch",
         );
     }
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
     std::fs::rename(&tmp, file).unwrap();
     Response::builder()
         .status(StatusCode::OK)
@@ -626,6 +624,9 @@ fn rename(dir: &Path, body: &[u8]) -> Response {
             "The newObjIfNoneMatchETag condition failed",
         );
     }
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
     std::fs::rename(&src, &dst).unwrap();
     StatusCode::OK.into_response()
 }
@@ -636,6 +637,23 @@ fn take_one(slot: &Mutex<Option<(u64, usize)>>) -> Option<u64> {
     let (value, times) = (*slot)?;
     *slot = (times > 1).then_some((value, times - 1));
     Some(value)
+}
+
+/// The files under `dir` as object names (`sub/name` for a file in a subdirectory).
+fn walk_objects(dir: &Path, base: &str, out: &mut Vec<(String, u64)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let (Ok(meta), Ok(name)) = (e.metadata(), e.file_name().into_string()) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk_objects(&e.path(), &format!("{base}{name}/"), out);
+        } else if meta.is_file() {
+            out.push((format!("{base}{name}"), meta.len()));
+        }
+    }
 }
 
 fn etag(file: &Path) -> String {
@@ -655,13 +673,13 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// An object name the server takes: `/` only between segments that are neither empty nor
+/// `.` or `..` (as OCI's folders).
 fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.starts_with(".upload-")
-        && !name.contains('/')
-        && !name.contains('\\')
+    !name.starts_with(".upload-")
+        && name
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'))
 }
 
 /// Percent-decodes a path segment or query value.
