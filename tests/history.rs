@@ -579,15 +579,15 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 4);
+    assert_eq!(a.schema_version().await.unwrap(), 5);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
     // one row per migration step (1: runs, 2: serve's instances, leases and ticks, 3: events
     // as rows, loop checkpoints, confirmed steps, 4: run owners as process incarnations,
-    // fenced leases)
+    // fenced leases, 5: kept inputs in the database)
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
-        4
+        5
     );
     let journal: String = {
         use sqlx::Row as _;
@@ -605,8 +605,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 4);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 4);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 5);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 5);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -617,7 +617,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     match Store::open_sqlite(&dir.path().join("state")).await {
         Err(HistoryError::SchemaTooNew {
             found: 99,
-            known: 4,
+            known: 5,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -1110,7 +1110,7 @@ async fn store_contract(store: &Store, scratch: &Path) {
         outcomes,
         [Outcome::Interrupted, Outcome::Failed, Outcome::Succeeded]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1158,7 +1158,7 @@ async fn a_history_written_by_the_previous_release_migrates_and_reads() {
         pool.close().await;
     }
     let store = Store::open_sqlite(&state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     let runs = store.list(&RunFilter::default()).await.unwrap();
     assert_eq!(runs.len(), 4);
     let by = |flow: &str, ok: i64| {
