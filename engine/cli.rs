@@ -256,7 +256,8 @@ pub enum Command {
         /// FERRY_OPERATOR_PASSWORD).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Data directory: the embedded run history (SQLite) and kept trigger inputs.
+        /// Data directory: the embedded run history (SQLite) and its kept trigger inputs;
+        /// with --database-url, which keeps them in the database, this instance's copies.
         #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// A PostgreSQL run history shared by several instances (`postgres://…`).
@@ -1003,8 +1004,9 @@ fn load_sources(s: &Sources) -> Option<Arc<Project>> {
 }
 
 /// The spool of runs recorded in `store`, swept of what runs that no longer run left
-/// there: `<data>/spool` for the embedded history; `ferry-spool` in the system's temporary
-/// directory for a shared one (a command on a shared history creates no data directory).
+/// there (and of their copies of inputs kept in the database,
+/// [`Store::sweep_input_copies`]): `<data>/spool` for the embedded history; `ferry-spool` in
+/// the system's temporary directory for a shared one.
 /// Without a store, none: a run spools in the temporary directory.
 async fn spool_of(store: Option<&Store>) -> Option<PathBuf> {
     let store = store?;
@@ -1015,6 +1017,9 @@ async fn spool_of(store: Option<&Store>) -> Option<PathBuf> {
     };
     if let Err(e) = store.sweep_spool_in(&dir).await {
         eprintln!("warning: cannot sweep the spool: {e}");
+    }
+    if let Err(e) = store.sweep_input_copies().await {
+        eprintln!("warning: cannot sweep the copies of kept inputs: {e}");
     }
     Some(dir)
 }

@@ -5,8 +5,9 @@
 //! id leaves no run `running`; a database outage longer than the lease stops the run before
 //! its next step (its fence) and nothing overlaps; `ferry run` and `ferry resubmit` take the
 //! flow's lease beside the instances; `/readyz` answers during an outage; a REST delivery
-//! posted to one instance is visible from the other; SIGTERM stops a run between steps and a
-//! resubmit finishes it.
+//! posted to one instance is visible from the other, and one kept by an instance is
+//! resubmitted by another that does not share its disk; SIGTERM stops a run between steps
+//! and a resubmit finishes it.
 //!
 //! The flow moves files between two local directories (`src` → `dst`, then renames the
 //! source `SENT_…`); a step in the loop calls a slow HTTP peer of the test's own, so runs
@@ -715,6 +716,128 @@ async fn a_delivery_to_one_instance_is_visible_from_the_other() {
     assert_eq!(seen["outcome"], "succeeded", "{seen:#}");
     assert_eq!(project.listing("inbox").get("outcome.csv"), Some(&body));
     drop((a, b, pg));
+}
+
+/// `n` bytes that do not repeat: the SHA-256 of 0, 1, 2, … one after the other.
+fn distinct_bytes(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 32);
+    let mut i = 0u64;
+    while out.len() < n {
+        out.extend_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &i.to_le_bytes()).as_ref(),
+        );
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// The run `run_id` as `serve` shows it, once it no longer runs.
+async fn finished_run(client: &reqwest::Client, serve: &Serve, run_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = client
+            .get(serve.url(&format!("/api/v1/runs/{run_id}")))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            let run: Value = resp.json().await.unwrap();
+            if run["outcome"] != "running" {
+                return run;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} never finished on {}",
+            serve.instance
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Instances that share no disk (each its own `--data`) on one PostgreSQL history: a REST
+/// delivery kept by instance A — its run failed, the target `inbox` being a file — is
+/// resubmitted through instance B after A stopped and its data directory was deleted; B's
+/// run puts the delivered bytes, byte for byte (2.5 MiB: three chunks in the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_kept_by_one_instance_is_resubmitted_by_another_without_its_disk() {
+    let pg = Postgres::start();
+    let url = pg.database("kept");
+    let slow = SlowPeer::start(Duration::from_millis(1));
+    let project = Project::new(&slow.url());
+    let inbox = project.files("inbox");
+    std::fs::remove_dir(&inbox).unwrap();
+    std::fs::write(&inbox, b"a file where the inbox should be").unwrap();
+    let mut a = Serve::start(&project, "a", Some(&url), &["--no-schedules"]);
+    let b = Serve::start(&project, "b", Some(&url), &["--no-schedules"]);
+    let client = reqwest::Client::new();
+    let body = distinct_bytes(2 * 1024 * 1024 + 512 * 1024 + 3);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(body.clone()).file_name("outcome.csv"),
+    );
+    let resp = client
+        .post(a.url("/receive"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let accepted: Value = resp.json().await.unwrap();
+    let run_id = accepted["run_id"].as_str().expect("a run id").to_string();
+    let first = finished_run(&client, &a, &run_id).await;
+    assert_eq!(first["outcome"], "failed", "{first:#}");
+    assert_eq!(first["inputs"][0]["size"], body.len(), "{first:#}");
+
+    // A stops and its disk is gone; the target is fixed
+    let status = a.terminate(Duration::from_secs(10));
+    assert!(status.success(), "exit {status}:\n{}", a.log_text());
+    let disk_a = project.path().join("data/a");
+    assert!(disk_a.is_dir());
+    std::fs::remove_dir_all(&disk_a).unwrap();
+    std::fs::remove_file(&inbox).unwrap();
+    std::fs::create_dir(&inbox).unwrap();
+
+    let resp = client
+        .post(b.url(&format!("/api/v1/runs/{run_id}/resubmit")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let again: Value = resp.json().await.unwrap();
+    assert_eq!(again["resubmit_of"], run_id.as_str());
+    let again = again["run_id"].as_str().expect("a run id").to_string();
+    let run = finished_run(&client, &b, &again).await;
+    assert_eq!(run["outcome"], "succeeded", "{run:#}\n{}", b.log_text());
+    assert_eq!(run["trigger"], "resubmit", "{run:#}");
+    assert_eq!(run["resubmit_of"], run_id.as_str(), "{run:#}");
+    let put = project.listing("inbox");
+    assert_eq!(put.keys().collect::<Vec<_>>(), ["outcome.csv"]);
+    assert!(put["outcome.csv"] == body, "the resubmit put other bytes");
+    // the resubmit kept the same input for itself, in the database
+    let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    assert_eq!(run["inputs"][0]["sha256"], sha.as_str(), "{run:#}");
+    assert_eq!(first["inputs"][0]["sha256"], sha.as_str(), "{first:#}");
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    let chunks: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT run_id, COUNT(*) FROM run_input_chunks GROUP BY run_id ORDER BY run_id",
+    )
+    .fetch_all(&raw)
+    .await
+    .unwrap();
+    let mut expected = vec![(run_id.clone(), 3), (again.clone(), 3)];
+    expected.sort();
+    assert_eq!(chunks, expected);
+    raw.close().await;
+    // nothing was read from (or written to) a shared `<data>/inputs`
+    assert!(!disk_a.exists());
+    assert!(!project.path().join("data/b/inputs").exists());
+    drop((b, pg));
 }
 
 /// SIGTERM to a single instance (SQLite history) in the middle of a run, with a 1 s grace:

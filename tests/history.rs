@@ -579,15 +579,15 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 4);
+    assert_eq!(a.schema_version().await.unwrap(), 5);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
     // one row per migration step (1: runs, 2: serve's instances, leases and ticks, 3: events
     // as rows, loop checkpoints, confirmed steps, 4: run owners as process incarnations,
-    // fenced leases)
+    // fenced leases, 5: kept inputs in the database)
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
-        4
+        5
     );
     let journal: String = {
         use sqlx::Row as _;
@@ -605,8 +605,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 4);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 4);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 5);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 5);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -617,7 +617,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     match Store::open_sqlite(&dir.path().join("state")).await {
         Err(HistoryError::SchemaTooNew {
             found: 99,
-            known: 4,
+            known: 5,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -1110,7 +1110,7 @@ async fn store_contract(store: &Store, scratch: &Path) {
         outcomes,
         [Outcome::Interrupted, Outcome::Failed, Outcome::Succeeded]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1137,6 +1137,288 @@ async fn the_store_contract_holds_on_postgres() {
     store_contract(&store, dir.path()).await;
 }
 
+/// `n` bytes that do not repeat: the SHA-256 of 0, 1, 2, … one after the other.
+fn distinct_bytes(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 32);
+    let mut i = 0u64;
+    while out.len() < n {
+        out.extend_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &i.to_le_bytes()).as_ref(),
+        );
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+async fn pg_count(pool: &sqlx::PgPool, sql: &str, run_id: &str) -> i64 {
+    use sqlx::Row as _;
+    sqlx::query(sql)
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Instances without a shared disk: on PostgreSQL a kept part's bytes are rows of 1 MiB
+/// chunks, so a store on another data directory reads them back byte for byte (and makes
+/// its copy again when it is missing or changed); a changed or missing chunk is the typed
+/// "gone or changed" error, never wrong bytes; purge deletes the chunks with the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_kept_in_postgres_are_read_back_on_another_disk_and_purged_with_the_run() {
+    let pg = postgres::Postgres::start();
+    let url = pg.database("kept");
+    let (disk_a, disk_b, disk_c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = Store::open_postgres(&url, &disk_a.path().join("state"))
+        .await
+        .unwrap();
+    assert!(a.keeps_inputs_in_db());
+    let run = fake_report("KEPT", chrono::Duration::days(40));
+    a.record(&run, Trigger::Rest).await.unwrap();
+    let id = run.run_id.as_str();
+    // 3.5 MiB and 7 bytes: four chunks, the last short
+    let bytes = distinct_bytes(3 * 1024 * 1024 + 512 * 1024 + 7);
+    let delivered = disk_a.path().join("delivered");
+    std::fs::create_dir_all(&delivered).unwrap();
+    std::fs::write(delivered.join("file.part"), &bytes).unwrap();
+    std::fs::write(delivered.join("message.part"), br#"{"eventId": "4011"}"#).unwrap();
+    a.keep_input(
+        id,
+        &[
+            InputPart {
+                name: "file".into(),
+                kind: PartKind::File,
+                path: delivered.join("file.part"),
+                file_name: Some("big.csv".into()),
+            },
+            InputPart {
+                name: "message".into(),
+                kind: PartKind::Json,
+                path: delivered.join("message.part"),
+                file_name: None,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    let chunks = "SELECT COUNT(*) FROM run_input_chunks WHERE run_id = $1 AND part = 'file'";
+    assert_eq!(pg_count(&raw, chunks, id).await, 4);
+    assert_eq!(
+        pg_count(
+            &raw,
+            "SELECT MAX(length(bytes))::BIGINT FROM run_input_chunks WHERE run_id = $1",
+            id
+        )
+        .await,
+        1024 * 1024
+    );
+    assert_eq!(
+        pg_count(
+            &raw,
+            "SELECT COUNT(*) FROM run_inputs WHERE run_id = $1 AND stored = 'db'",
+            id
+        )
+        .await,
+        2
+    );
+    // nothing of it under A's <data>/inputs: the delivery left A's disk with its copy
+    assert!(!a.inputs_dir(id).unwrap().exists());
+    std::fs::remove_dir_all(disk_a.path()).unwrap();
+
+    // another instance, another disk: the same bytes, from the database
+    let b = Store::open_postgres(&url, &disk_b.path().join("state"))
+        .await
+        .unwrap();
+    let kept = b.input(id).await.unwrap();
+    let (file, message) = (&kept[0], &kept[1]);
+    assert_eq!(file.name, "file");
+    assert_eq!(file.file_name.as_deref(), Some("big.csv"));
+    assert_eq!(file.size, bytes.len() as i64);
+    assert_eq!(file.sha256, sha256_hex(&bytes));
+    assert_eq!(file.path, b.input_copies_dir(id).unwrap().join("file"));
+    assert!(file.path.starts_with(disk_b.path()));
+    assert_eq!(std::fs::read(&file.path).unwrap(), bytes);
+    assert_eq!(message.value, Some(json!({ "eventId": "4011" })));
+    assert_eq!(
+        std::fs::read(&message.path).unwrap(),
+        br#"{"eventId": "4011"}"#
+    );
+    // the detail names the same parts without reading them
+    assert_eq!(b.get(id).await.unwrap().unwrap().inputs, kept);
+    // B's copy removed or changed: made again from the database
+    std::fs::remove_dir_all(b.input_copies_dir(id).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read(&b.input(id).await.unwrap()[0].path).unwrap(),
+        bytes
+    );
+    let mut changed = bytes.clone();
+    changed[5] ^= 0xff;
+    std::fs::write(&file.path, &changed).unwrap();
+    assert_eq!(
+        std::fs::read(&b.input(id).await.unwrap()[0].path).unwrap(),
+        bytes
+    );
+
+    // a byte changed in the database: refused on a disk without a good copy
+    sqlx::query(
+        "UPDATE run_input_chunks SET bytes = set_byte(bytes, 100, (get_byte(bytes, 100) + 1) % 256)
+         WHERE run_id = $1 AND part = 'file' AND seq = 2",
+    )
+    .bind(id)
+    .execute(&raw)
+    .await
+    .unwrap();
+    let c = Store::open_postgres(&url, &disk_c.path().join("state"))
+        .await
+        .unwrap();
+    let gone = |e: HistoryError| match e {
+        HistoryError::InputGone { run, part, reason } => {
+            assert_eq!((run.as_str(), part.as_str()), (id, "file"));
+            reason
+        }
+        other => panic!("expected InputGone, got {other:?}"),
+    };
+    let reason = gone(c.input(id).await.unwrap_err());
+    assert!(reason.contains("SHA-256"), "{reason}");
+    // no half copy left behind
+    let copies = c.input_copies_dir(id).unwrap();
+    let left: Vec<_> = std::fs::read_dir(&copies)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(!left.iter().any(|n| n == "file"), "{left:?}");
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.to_string_lossy().ends_with(".partial")),
+        "{left:?}"
+    );
+    // a chunk missing
+    sqlx::query("DELETE FROM run_input_chunks WHERE run_id = $1 AND part = 'file' AND seq = 3")
+        .bind(id)
+        .execute(&raw)
+        .await
+        .unwrap();
+    let reason = gone(c.input(id).await.unwrap_err());
+    assert!(reason.contains("chunk 3"), "{reason}");
+
+    // purge: the chunks go with the run, and this disk's copies with them
+    assert!(b.input_copies_dir(id).unwrap().is_dir());
+    let purged = b
+        .purge(chrono::Utc::now() - chrono::Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(
+        pg_count(
+            &raw,
+            "SELECT COUNT(*) FROM run_input_chunks WHERE run_id = $1",
+            id
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        pg_count(
+            &raw,
+            "SELECT COUNT(*) FROM run_inputs WHERE run_id = $1",
+            id
+        )
+        .await,
+        0
+    );
+    assert!(!b.input_copies_dir(id).unwrap().exists());
+    // C's folder for the run (made by its refused reads) goes at its next purge: the run
+    // is no longer in the history
+    assert_eq!(
+        c.purge(chrono::Utc::now() - chrono::Duration::days(30))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(!c.input_copies_dir(id).unwrap().exists());
+    raw.close().await;
+}
+
+/// A PostgreSQL history written before schema version 5 kept inputs as files under the
+/// data directory: migrated, its rows read as before and a resubmit reads the bytes from the
+/// file where it is; an instance without that file gets the typed error; new inputs go to
+/// the database beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_history_from_version_4_keeps_its_inputs_as_files() {
+    let pg = postgres::Postgres::start();
+    let url = pg.database("v4");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let store = Store::open_postgres(&url, &state).await.unwrap();
+    let old = fake_report("OLD", chrono::Duration::minutes(5));
+    store.record(&old, Trigger::Rest).await.unwrap();
+    store.close().await;
+    // back to version 4, with a part kept as that ferry kept it: a file and a row
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    for sql in [
+        "ALTER TABLE run_inputs DROP COLUMN stored",
+        "DROP TABLE run_input_chunks",
+        "DELETE FROM schema_migrations WHERE version = 5",
+    ] {
+        sqlx::query(sql).execute(&raw).await.unwrap();
+    }
+    let csv = b"id,outcome\n4011,OK\n".to_vec();
+    let file = state.join("inputs").join(&old.run_id).join("file");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &csv).unwrap();
+    sqlx::query(
+        "INSERT INTO run_inputs (run_id, part, kind, file_name, size, sha256, json_value)
+         VALUES ($1, 'file', 'file', 'outcome.csv', $2, $3, NULL)",
+    )
+    .bind(&old.run_id)
+    .bind(csv.len() as i64)
+    .bind(sha256_hex(&csv))
+    .execute(&raw)
+    .await
+    .unwrap();
+
+    let store = Store::open_postgres(&url, &state).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 5);
+    let kept = store.input(&old.run_id).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].path, file);
+    assert_eq!(kept[0].file_name.as_deref(), Some("outcome.csv"));
+    assert_eq!(std::fs::read(&kept[0].path).unwrap(), csv);
+    // an instance on another disk: the old file is not there
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = Store::open_postgres(&url, &elsewhere.path().join("state"))
+        .await
+        .unwrap();
+    match other.input(&old.run_id).await {
+        Err(HistoryError::InputGone { part, .. }) => assert_eq!(part, "file"),
+        other => panic!("expected InputGone, got {other:?}"),
+    }
+    // a new run's input goes to the database
+    let new = fake_report("NEW", chrono::Duration::minutes(1));
+    store.record(&new, Trigger::Rest).await.unwrap();
+    keep_one(&store, dir.path(), &new.run_id).await;
+    assert_eq!(
+        pg_count(
+            &raw,
+            "SELECT COUNT(*) FROM run_inputs WHERE run_id = $1 AND stored = 'db'",
+            &new.run_id
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        std::fs::read(&other.input(&new.run_id).await.unwrap()[0].path).unwrap(),
+        b"a,b\n1,2\n"
+    );
+    raw.close().await;
+}
+
 /// The shipped flows under `dir`, with the stand-ins on a closed port (as in tests/cli.rs).
 fn project(dir: &Path) {
     project::shipped_project(dir, "http://127.0.0.1:9");
@@ -1158,7 +1440,7 @@ async fn a_history_written_by_the_previous_release_migrates_and_reads() {
         pool.close().await;
     }
     let store = Store::open_sqlite(&state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     let runs = store.list(&RunFilter::default()).await.unwrap();
     assert_eq!(runs.len(), 4);
     let by = |flow: &str, ok: i64| {

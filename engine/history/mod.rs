@@ -8,8 +8,10 @@
 //! fetched, put and renamed (`run_files`), the REST requests it sent — one per record of a
 //! record-by-record flow — with their outcome (`run_records`), and the emails it sent
 //! (`run_emails`). What a resubmit needs is kept with the run (`run_inputs`): the trigger
-//! parts of a REST delivery, JSON values in the row, and a byte-exact copy of every part
-//! under the data directory, `<data>/inputs/<run_id>/<part>`. `resubmit_of` links a
+//! parts of a REST delivery, JSON values in the row, and a byte-exact copy of every part —
+//! in an SQLite history under the data directory, `<data>/inputs/<run_id>/<part>`; in a
+//! PostgreSQL history in the database itself (`run_input_chunks`), so that instances that
+//! share no disk can each resubmit any run (see [`Store::keep_input`]). `resubmit_of` links a
 //! resubmitted run to the original.
 //!
 //! Secrets never enter the store: it holds only what a [`RunReport`](crate::run::RunReport) holds (which has
@@ -96,6 +98,20 @@ pub const DEFAULT_DATA_DIR: &str = "ferry-data/state";
 pub const DB_FILE: &str = "ferry.db";
 /// The directory of kept trigger inputs in the data directory.
 pub const INPUTS_DIR: &str = "inputs";
+/// The directory, in the data directory, of this process's copies of the inputs kept in a
+/// PostgreSQL history: `<data>/input-copies/<run_id>/<part>`. Only a cache: each copy is
+/// checked against the database's size and SHA-256 before use and made again from it when it
+/// is missing or differs.
+pub const INPUT_COPIES_DIR: &str = "input-copies";
+/// The largest chunk of a kept part's bytes in the database (one row of
+/// `run_input_chunks`): keeping and reading a part holds one chunk in memory at a time.
+pub const INPUT_CHUNK_BYTES: usize = 1024 * 1024;
+/// The largest trigger part kept in the database: 4 GiB, the largest request body a REST
+/// trigger may accept (`max_body_mib` at most 4096), so every part `ferry serve` takes fits;
+/// a larger part (only `ferry run --input` can give one) is refused, and the run with it.
+pub const MAX_KEPT_PART_BYTES: u64 = 4096 * 1024 * 1024;
+/// Chunks of kept parts deleted per transaction by [`Store::purge`] (64 MiB at most).
+pub const PURGE_CHUNKS: usize = 64;
 /// Runs deleted per transaction by [`Store::purge`].
 pub const PURGE_BATCH: usize = 500;
 /// Event, file, record and email rows deleted per transaction by [`Store::purge`] (a run
@@ -529,7 +545,11 @@ pub struct StoredPart {
     pub sha256: String,
     /// The value of a JSON part.
     pub value: Option<Value>,
-    /// The kept copy, `<data>/inputs/<run_id>/<part>`.
+    /// The kept copy: `<data>/inputs/<run_id>/<part>` for a part kept as a file (an SQLite
+    /// history, or a PostgreSQL one before schema version 5); for a part kept in the
+    /// database, this process's copy, `<data>/input-copies/<run_id>/<part>`, which
+    /// [`Store::input`] makes from the database (the detail of [`Store::get`] names it
+    /// without making it).
     pub path: PathBuf,
 }
 

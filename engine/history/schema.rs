@@ -6,6 +6,9 @@
 //! skipped. On PostgreSQL a table lock on
 //! `schema_migrations` serialises concurrent migrators; on SQLite the write lock does. A new step
 //! is appended with the next version; applied steps are never edited.
+//!
+//! The statements are written for both backends; the one type that differs, a column of
+//! bytes, is spelled `{BYTES}` and becomes `BYTEA` on PostgreSQL and `BLOB` on SQLite.
 
 use sqlx::{AnyPool, Row as _};
 
@@ -187,6 +190,25 @@ const MIGRATIONS: &[Migration] = &[
             "DROP TABLE IF EXISTS instances",
         ],
     },
+    Migration {
+        version: 5,
+        name: "kept trigger inputs in the database",
+        statements: &[
+            // where a kept part's bytes are: 'file' (a copy under <data>/inputs/<run>/, as
+            // every part kept before version 5 and every part of an SQLite history) or 'db'
+            // (rows of run_input_chunks, any instance reads them)
+            "ALTER TABLE run_inputs ADD COLUMN stored TEXT NOT NULL DEFAULT 'file'",
+            // a part's bytes in order, in chunks of at most INPUT_CHUNK_BYTES: written and
+            // read one chunk at a time, whatever the part's size
+            "CREATE TABLE IF NOT EXISTS run_input_chunks (
+                run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                part TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                bytes {BYTES} NOT NULL,
+                PRIMARY KEY (run_id, part, seq)
+            )",
+        ],
+    },
 ];
 
 /// The highest version this ferry knows.
@@ -236,12 +258,21 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Hist
             continue;
         }
         for statement in m.statements {
-            sqlx::query(statement).execute(&mut *tx).await?;
+            let statement = statement.replace("{BYTES}", bytes_type(backend));
+            sqlx::query(&statement).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         tracing::debug!(version = m.version, name = m.name, "run history migrated");
     }
     Ok(())
+}
+
+/// The column type of bytes on `backend`.
+fn bytes_type(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "BYTEA",
+        Backend::Sqlite => "BLOB",
+    }
 }
 
 /// The highest applied version (0 for a new database).

@@ -7,13 +7,14 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::derive::{clamp, error_file, error_record};
 use super::journal::{EventFilter, EventPage, MAX_PAGE, PAGE};
 use super::{
-    DB_FILE, EmailSent, FileAction, FileOutcome, HistoryError, INPUTS_DIR, InputPart, NewRun,
-    Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail, RunFilter, RunSummary,
-    StoredError, StoredPart, Trigger, schema,
+    DB_FILE, EmailSent, FileAction, FileOutcome, HistoryError, INPUT_COPIES_DIR, INPUTS_DIR,
+    InputPart, NewRun, Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail, RunFilter,
+    RunSummary, StoredError, StoredPart, Trigger, schema,
 };
 use crate::model::PartKind;
 use crate::run::{Event, RunReport};
@@ -232,9 +233,11 @@ impl Store {
         Store::open_sqlite(dir).await
     }
 
-    /// Opens a store in the PostgreSQL database at `url` (`postgres://…`), keeping trigger
-    /// inputs under `data_dir` (made when an input is first kept: a command that only reads
-    /// creates nothing). Applies migrations.
+    /// Opens a store in the PostgreSQL database at `url` (`postgres://…`). Trigger inputs
+    /// are kept in the database; `data_dir` holds this process's copies of them
+    /// (`<data>/input-copies`, made when an input is first kept or read back: a command that
+    /// only reads the history creates nothing), and the files of inputs kept before schema
+    /// version 5 (`<data>/inputs`). Applies migrations.
     pub async fn open_postgres(url: &str, data_dir: &Path) -> Result<Store, HistoryError> {
         Store::open_url(url, data_dir.to_path_buf(), Backend::Postgres).await
     }
@@ -646,9 +649,19 @@ impl Store {
         Ok((files, records, emails))
     }
 
-    /// Keeps a run's trigger parts for a resubmit: a byte-exact copy of each under
-    /// `<data>/inputs/<run_id>/<part>`, and its name, kind, delivered file name, size,
-    /// SHA-256 and (JSON parts) value in the database. Keeping a part again replaces it.
+    /// Keeps a run's trigger parts for a resubmit: a byte-exact copy of each, and its name,
+    /// kind, delivered file name, size, SHA-256 and (JSON parts) value in the database.
+    /// Keeping a part again replaces it.
+    ///
+    /// Where the bytes go depends on the backend. An SQLite history is one machine's: the
+    /// copy is a file, `<data>/inputs/<run_id>/<part>`. A PostgreSQL history may be shared
+    /// by instances that share no disk, so the bytes go into the database
+    /// (`run_input_chunks`, [`super::INPUT_CHUNK_BYTES`] a row) and any instance can
+    /// resubmit the run; this process also keeps its copy under
+    /// `<data>/input-copies/<run_id>/`, which the run reads. The file is streamed chunk by
+    /// chunk, hashed as it goes, in one transaction with the part's row: memory stays
+    /// bounded by the chunk size whatever the part's size, and a failure keeps nothing. A
+    /// part over [`super::MAX_KEPT_PART_BYTES`] is refused ([`HistoryError::Invalid`]).
     pub async fn keep_input(&self, run_id: &str, parts: &[InputPart]) -> Result<(), HistoryError> {
         let dir = self.inputs_dir(run_id)?;
         for p in parts {
@@ -662,65 +675,51 @@ impl Store {
         if exists.is_none() {
             return Err(HistoryError::UnknownRun(run_id.to_string()));
         }
-        let mut rows = Vec::new();
-        for p in parts {
-            let (size, sha256) = copy_and_hash(p.path.clone(), dir.clone(), p.name.clone()).await?;
-            let (file_name, value) = match p.kind {
-                PartKind::Json => {
-                    let path = dir.join(&p.name);
-                    let bytes = std::fs::read(&path).map_err(io(&path))?;
-                    let value = serde_json::from_slice::<Value>(&bytes)
-                        .ok()
-                        .and_then(|v| serde_json::to_string(&v).ok());
-                    (None, value)
-                }
-                PartKind::File => (
-                    p.file_name
-                        .clone()
-                        .or_else(|| p.path.file_name().map(|n| n.to_string_lossy().into_owned())),
-                    None,
-                ),
-            };
-            rows.push(vec![
-                Param::Text(run_id.to_string()),
-                Param::Text(p.name.clone()),
-                Param::Text(kind_str(p.kind).to_string()),
-                Param::OptText(file_name),
-                Param::Int(size),
-                Param::Text(sha256),
-                Param::OptText(value),
-            ]);
+        let in_db = self.keeps_inputs_in_db();
+        if in_db {
+            // the bytes go in with the rows, in one transaction
+            let copies = self.input_copies_dir(run_id)?;
+            let mut tx = self.pool.begin().await?;
+            forget_parts(&mut tx, run_id, parts).await?;
+            let mut rows = Vec::new();
+            for p in parts {
+                let (size, sha256) = stream_into_db(&mut tx, run_id, p, &copies).await?;
+                rows.push(input_row(run_id, p, size, sha256, &copies, Stored::Db).await?);
+            }
+            insert_rows(&mut tx, "run_inputs", INPUT_COLUMNS, rows).await?;
+            tx.commit().await?;
+        } else {
+            // the files first: an SQLite write transaction holds the whole database
+            let mut rows = Vec::new();
+            for p in parts {
+                let (size, sha256) =
+                    copy_and_hash(p.path.clone(), dir.clone(), p.name.clone()).await?;
+                rows.push(input_row(run_id, p, size, sha256, &dir, Stored::File).await?);
+            }
+            let mut tx = self.pool.begin().await?;
+            forget_parts(&mut tx, run_id, parts).await?;
+            insert_rows(&mut tx, "run_inputs", INPUT_COLUMNS, rows).await?;
+            tx.commit().await?;
         }
-        let mut tx = self.pool.begin().await?;
-        for p in parts {
-            sqlx::query("DELETE FROM run_inputs WHERE run_id = $1 AND part = $2")
-                .bind(run_id.to_string())
-                .bind(p.name.clone())
-                .execute(&mut *tx)
-                .await?;
-        }
-        insert_rows(
-            &mut tx,
-            "run_inputs",
-            &[
-                "run_id",
-                "part",
-                "kind",
-                "file_name",
-                "size",
-                "sha256",
-                "json_value",
-            ],
-            rows,
-        )
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 
-    async fn input_rows(&self, run_id: &str) -> Result<Vec<StoredPart>, HistoryError> {
+    /// Whether this store keeps trigger inputs in the database (a PostgreSQL history).
+    pub fn keeps_inputs_in_db(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
+    /// The directory of this process's copies of a run's inputs kept in the database,
+    /// `<data>/input-copies/<run_id>`.
+    pub fn input_copies_dir(&self, run_id: &str) -> Result<PathBuf, HistoryError> {
+        check_run_id(run_id)?;
+        Ok(self.data_dir.join(INPUT_COPIES_DIR).join(run_id))
+    }
+
+    /// A run's kept parts, with where their bytes are.
+    async fn kept_parts(&self, run_id: &str) -> Result<Vec<(StoredPart, Stored)>, HistoryError> {
         let rows = sqlx::query(
-            "SELECT part, kind, file_name, size, sha256, json_value FROM run_inputs
+            "SELECT part, kind, file_name, size, sha256, json_value, stored FROM run_inputs
              WHERE run_id = $1 ORDER BY part",
         )
         .bind(run_id.to_string())
@@ -729,52 +728,81 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let dir = self.inputs_dir(run_id)?;
+        let files = self.inputs_dir(run_id)?;
+        let copies = self.input_copies_dir(run_id)?;
         let mut out = Vec::new();
         for r in rows {
             let name: String = r.try_get("part")?;
+            // the name becomes a path: one that is not a plain file name is not ours
+            if crate::connectors::check_name(&name).is_err() {
+                return Err(HistoryError::Corrupt {
+                    what: "part name",
+                    value: name,
+                });
+            }
             let kind: String = r.try_get("kind")?;
             let value: Option<String> = r.try_get("json_value")?;
-            out.push(StoredPart {
-                path: dir.join(&name),
-                name,
-                kind: match kind.as_str() {
-                    "json" => PartKind::Json,
-                    "file" => PartKind::File,
-                    _ => {
-                        return Err(HistoryError::Corrupt {
-                            what: "part kind",
-                            value: kind,
-                        });
-                    }
-                },
-                file_name: r.try_get("file_name")?,
-                size: r.try_get("size")?,
-                sha256: r.try_get("sha256")?,
-                value: match value {
-                    Some(text) => {
-                        Some(
-                            serde_json::from_str(&text).map_err(|_| HistoryError::Corrupt {
+            let stored = Stored::parse(r.try_get("stored")?)?;
+            out.push((
+                StoredPart {
+                    path: match stored {
+                        Stored::File => files.join(&name),
+                        Stored::Db => copies.join(&name),
+                    },
+                    name,
+                    kind: match kind.as_str() {
+                        "json" => PartKind::Json,
+                        "file" => PartKind::File,
+                        _ => {
+                            return Err(HistoryError::Corrupt {
+                                what: "part kind",
+                                value: kind,
+                            });
+                        }
+                    },
+                    file_name: r.try_get("file_name")?,
+                    size: r.try_get("size")?,
+                    sha256: r.try_get("sha256")?,
+                    value: match value {
+                        Some(text) => Some(serde_json::from_str(&text).map_err(|_| {
+                            HistoryError::Corrupt {
                                 what: "JSON part",
                                 value: text,
-                            })?,
-                        )
-                    }
-                    None => None,
+                            }
+                        })?),
+                        None => None,
+                    },
                 },
-            });
+                stored,
+            ));
         }
         Ok(out)
     }
 
-    /// A run's kept trigger parts, each checked to be on disk with its recorded size.
+    async fn input_rows(&self, run_id: &str) -> Result<Vec<StoredPart>, HistoryError> {
+        Ok(self
+            .kept_parts(run_id)
+            .await?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// A run's kept trigger parts, each at its `path` on this machine: a part kept as a file
+    /// is checked to be there with its recorded size; a part kept in the database is this
+    /// process's copy, checked against the recorded size and SHA-256, and made again from
+    /// the database, chunk by chunk, when it is missing or differs. A part that is gone or
+    /// whose bytes differ from the record is [`HistoryError::InputGone`].
     pub async fn input(&self, run_id: &str) -> Result<Vec<StoredPart>, HistoryError> {
-        let parts = self.input_rows(run_id).await?;
-        for p in &parts {
-            let reason = match std::fs::metadata(&p.path) {
-                Ok(m) if m.is_file() && clamp(m.len()) == p.size => None,
-                Ok(m) => Some(format!("{} bytes, {} recorded", m.len(), p.size)),
-                Err(e) => Some(e.to_string()),
+        let parts = self.kept_parts(run_id).await?;
+        for (p, stored) in &parts {
+            let reason = match stored {
+                Stored::File => match std::fs::metadata(&p.path) {
+                    Ok(m) if m.is_file() && clamp(m.len()) == p.size => None,
+                    Ok(m) => Some(format!("{} bytes, {} recorded", m.len(), p.size)),
+                    Err(e) => Some(e.to_string()),
+                },
+                Stored::Db => self.copy_from_db(run_id, p).await?,
             };
             if let Some(reason) = reason {
                 return Err(HistoryError::InputGone {
@@ -784,7 +812,86 @@ impl Store {
                 });
             }
         }
-        Ok(parts)
+        Ok(parts.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// Makes sure `p.path` holds part `p` of run `run_id` as kept in the database: a copy
+    /// already there with the recorded size and SHA-256 is used as is; otherwise the chunks
+    /// are written, one at a time, to a temporary file beside it, hashed as they come, and
+    /// the file takes the copy's place only when its size and SHA-256 are the recorded ones
+    /// (so a reader never sees half a copy, and two processes making it at once both make a
+    /// whole one). Returns why the kept bytes cannot be used, if they cannot.
+    async fn copy_from_db(
+        &self,
+        run_id: &str,
+        p: &StoredPart,
+    ) -> Result<Option<String>, HistoryError> {
+        let recorded = u64::try_from(p.size).map_err(|_| HistoryError::Corrupt {
+            what: "part size",
+            value: p.size.to_string(),
+        })?;
+        if let Ok(m) = tokio::fs::metadata(&p.path).await
+            && m.is_file()
+            && m.len() == recorded
+            && hash_file(&p.path).await? == p.sha256
+        {
+            return Ok(None);
+        }
+        let dir = p
+            .path
+            .parent()
+            .ok_or_else(|| HistoryError::Invalid(format!("{} has no folder", p.path.display())))?
+            .to_path_buf();
+        tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", p.name))
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        let mut out = tokio::fs::File::from_std(tmp.as_file().try_clone().map_err(io(tmp.path()))?);
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut size = 0u64;
+        let mut seq = 0i64;
+        while size < recorded {
+            let Some(row) = sqlx::query(
+                "SELECT bytes FROM run_input_chunks WHERE run_id = $1 AND part = $2 AND seq = $3",
+            )
+            .bind(run_id.to_string())
+            .bind(p.name.clone())
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?
+            else {
+                return Ok(Some(format!(
+                    "chunk {seq} is not in the database ({size} of {recorded} bytes found)"
+                )));
+            };
+            let bytes: Vec<u8> = row.try_get("bytes")?;
+            size += bytes.len() as u64;
+            if size > recorded {
+                return Ok(Some(format!(
+                    "the database holds more than the {recorded} bytes recorded"
+                )));
+            }
+            ctx.update(&bytes);
+            out.write_all(&bytes).await.map_err(io(tmp.path()))?;
+            seq += 1;
+        }
+        let sha256 = hex(ctx);
+        if sha256 != p.sha256 {
+            return Ok(Some(format!(
+                "the SHA-256 of its {size} bytes in the database is {sha256}, {} recorded",
+                p.sha256
+            )));
+        }
+        out.flush().await.map_err(io(tmp.path()))?;
+        out.sync_all().await.map_err(io(tmp.path()))?;
+        drop(out);
+        tmp.persist(&p.path).map_err(|e| HistoryError::Io {
+            path: p.path.clone(),
+            source: e.error,
+        })?;
+        Ok(None)
     }
 
     /// Deletes finished runs (every outcome but `running`) that started before `cutoff`,
@@ -821,6 +928,8 @@ impl Store {
             for table in ["run_events", "run_records", "run_files", "run_emails"] {
                 self.purge_rows(table, &ids, &list).await?;
             }
+            // kept parts' bytes: megabytes a row, fewer rows a transaction
+            self.purge_chunks(&ids, &list).await?;
             let mut tx = self.pool.begin().await?;
             for table in ["run_inputs", "run_loops", "run_steps"] {
                 let sql = format!("DELETE FROM {table} WHERE run_id IN ({list})");
@@ -838,21 +947,120 @@ impl Store {
             q.execute(&mut *tx).await?;
             tx.commit().await?;
             for id in &ids {
-                let Ok(dir) = self.inputs_dir(id) else {
-                    continue;
-                };
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the kept input of a purged run");
-                    }
+                for dir in [self.inputs_dir(id), self.input_copies_dir(id)] {
+                    let Ok(dir) = dir else {
+                        continue;
+                    };
+                    remove_dir(&dir, "the kept input of a purged run");
                 }
             }
             total += ids.len();
             tracing::debug!(batch = ids.len(), total, "purged runs");
         }
+        // the copies of inputs of runs that another instance purged
+        self.sweep_copies(Sweep::Gone).await?;
         Ok(total)
+    }
+
+    /// Deletes the chunks of kept parts of runs `ids` (`list`: their placeholders),
+    /// [`super::PURGE_CHUNKS`] rows per transaction.
+    async fn purge_chunks(&self, ids: &[String], list: &str) -> Result<(), HistoryError> {
+        let select = format!(
+            "SELECT run_id, part, seq FROM run_input_chunks WHERE run_id IN ({list})
+             ORDER BY run_id, part, seq LIMIT {}",
+            super::PURGE_CHUNKS
+        );
+        loop {
+            let mut q = sqlx::query(&select);
+            for id in ids {
+                q = q.bind(id.clone());
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            // in (run_id, part, seq) order, the chunks of each part in the batch are its
+            // lowest: everything up to the highest seq in the batch is in it
+            let mut last: Vec<(String, String, i64)> = Vec::new();
+            for r in &rows {
+                let run: String = r.try_get("run_id")?;
+                let part: String = r.try_get("part")?;
+                let seq: i64 = r.try_get("seq")?;
+                match last.last_mut() {
+                    Some((id, name, max)) if *id == run && *name == part => *max = seq,
+                    _ => last.push((run, part, seq)),
+                }
+            }
+            let mut tx = self.pool.begin().await?;
+            for (run, part, max) in last {
+                sqlx::query(
+                    "DELETE FROM run_input_chunks WHERE run_id = $1 AND part = $2 AND seq <= $3",
+                )
+                .bind(run)
+                .bind(part)
+                .bind(max)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Removes this process's copies of inputs kept in the database
+    /// (`<data>/input-copies/<run_id>`) of runs that are not running: nothing uses them, and
+    /// [`Store::input`] makes them again when a resubmit needs them. `ferry serve` calls it
+    /// as it starts, with its spool sweep; returns how many runs' copies were removed.
+    pub async fn sweep_input_copies(&self) -> Result<usize, HistoryError> {
+        self.sweep_copies(Sweep::NotRunning).await
+    }
+
+    /// Removes the copies of inputs of the runs `which` names.
+    async fn sweep_copies(&self, which: Sweep) -> Result<usize, HistoryError> {
+        let root = self.data_dir.join(INPUT_COPIES_DIR);
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(HistoryError::Io { path: root, source }),
+        };
+        // only folders named like runs: whatever else is there is not ours to remove
+        let names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| check_run_id(n).is_ok())
+            .collect();
+        let mut swept = 0;
+        for batch in names.chunks(PURGE_BATCH) {
+            let sql = format!(
+                "SELECT id, outcome FROM runs WHERE id IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in batch {
+                q = q.bind(id.clone());
+            }
+            let mut outcomes = std::collections::HashMap::new();
+            for r in q.fetch_all(&self.pool).await? {
+                outcomes.insert(
+                    r.try_get::<String, _>("id")?,
+                    r.try_get::<String, _>("outcome")?,
+                );
+            }
+            for id in batch {
+                let remove = match (which, outcomes.get(id)) {
+                    (_, None) => true,
+                    (Sweep::Gone, Some(_)) => false,
+                    (Sweep::NotRunning, Some(o)) => o != Outcome::Running.as_str(),
+                };
+                if remove && remove_dir(&root.join(id), "a copy of a kept input") {
+                    swept += 1;
+                }
+            }
+        }
+        if swept > 0 {
+            tracing::debug!(swept, "removed the copies of kept inputs that no run needs");
+        }
+        Ok(swept)
     }
 
     /// Deletes the rows of `table` (keyed by `run_id, seq`) of runs `ids` (`list`: their
@@ -1048,16 +1256,233 @@ async fn copy_and_hash(
         dst.sync_all().map_err(io(&tmp))?;
         drop(dst);
         std::fs::rename(&tmp, &to).map_err(io(&to))?;
-        let hex = ctx
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok((clamp(size), hex))
+        Ok((clamp(size), hex(ctx)))
     });
     task.await.map_err(|e| HistoryError::Io {
         path: PathBuf::from(INPUTS_DIR),
         source: std::io::Error::other(e.to_string()),
     })?
+}
+
+/// Where a kept part's bytes are (`run_inputs.stored`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// A file, `<data>/inputs/<run_id>/<part>`.
+    File,
+    /// Rows of `run_input_chunks`.
+    Db,
+}
+
+impl Stored {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stored::File => "file",
+            Stored::Db => "db",
+        }
+    }
+
+    fn parse(s: String) -> Result<Stored, HistoryError> {
+        match s.as_str() {
+            "file" => Ok(Stored::File),
+            "db" => Ok(Stored::Db),
+            _ => Err(HistoryError::Corrupt {
+                what: "kept part storage",
+                value: s,
+            }),
+        }
+    }
+}
+
+/// The columns of a `run_inputs` row, in [`input_row`]'s order.
+const INPUT_COLUMNS: &[&str] = &[
+    "run_id",
+    "part",
+    "kind",
+    "file_name",
+    "size",
+    "sha256",
+    "json_value",
+    "stored",
+];
+
+/// The `run_inputs` row of part `p` kept with size `size` and hash `sha256`, its copy in
+/// `dir` (a JSON part's value is read from it).
+async fn input_row(
+    run_id: &str,
+    p: &InputPart,
+    size: i64,
+    sha256: String,
+    dir: &Path,
+    stored: Stored,
+) -> Result<Vec<Param>, HistoryError> {
+    let (file_name, value) = match p.kind {
+        PartKind::Json => {
+            // at most the JSON part limit of `ferry serve`
+            let copy = dir.join(&p.name);
+            let bytes = tokio::fs::read(&copy).await.map_err(io(&copy))?;
+            let value = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| serde_json::to_string(&v).ok());
+            (None, value)
+        }
+        PartKind::File => (
+            p.file_name
+                .clone()
+                .or_else(|| p.path.file_name().map(|n| n.to_string_lossy().into_owned())),
+            None,
+        ),
+    };
+    Ok(vec![
+        Param::Text(run_id.to_string()),
+        Param::Text(p.name.clone()),
+        Param::Text(kind_str(p.kind).to_string()),
+        Param::OptText(file_name),
+        Param::Int(size),
+        Param::Text(sha256),
+        Param::OptText(value),
+        Param::Text(stored.as_str().to_string()),
+    ])
+}
+
+/// Deletes what was kept of `parts` of run `run_id` (keeping a part again replaces it).
+async fn forget_parts(
+    conn: &mut sqlx::AnyConnection,
+    run_id: &str,
+    parts: &[InputPart],
+) -> Result<(), HistoryError> {
+    for p in parts {
+        for table in ["run_inputs", "run_input_chunks"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE run_id = $1 AND part = $2"
+            ))
+            .bind(run_id.to_string())
+            .bind(p.name.clone())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams part `p` into `run_input_chunks` (rows of [`super::INPUT_CHUNK_BYTES`], the last
+/// shorter; none for an empty part) and into this process's copy `copies/<part>` (a
+/// temporary file renamed into place), hashing as it goes; returns its size and SHA-256
+/// (hex). One chunk is in memory at a time.
+async fn stream_into_db(
+    conn: &mut sqlx::AnyConnection,
+    run_id: &str,
+    p: &InputPart,
+    copies: &Path,
+) -> Result<(i64, String), HistoryError> {
+    tokio::fs::create_dir_all(copies)
+        .await
+        .map_err(io(copies))?;
+    let mut src = tokio::fs::File::open(&p.path).await.map_err(io(&p.path))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", p.name))
+        .suffix(".partial")
+        .tempfile_in(copies)
+        .map_err(io(copies))?;
+    let mut out = tokio::fs::File::from_std(tmp.as_file().try_clone().map_err(io(tmp.path()))?);
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; super::INPUT_CHUNK_BYTES];
+    let mut size = 0u64;
+    let mut seq = 0i64;
+    loop {
+        let n = fill(&mut src, &mut buf).await.map_err(io(&p.path))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > super::MAX_KEPT_PART_BYTES {
+            return Err(HistoryError::Invalid(format!(
+                "trigger part '{}' is over {} MiB, the largest part kept in the run history",
+                p.name,
+                super::MAX_KEPT_PART_BYTES / (1024 * 1024)
+            )));
+        }
+        let chunk = &buf[..n];
+        ctx.update(chunk);
+        out.write_all(chunk).await.map_err(io(tmp.path()))?;
+        sqlx::query(
+            "INSERT INTO run_input_chunks (run_id, part, seq, bytes) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(run_id.to_string())
+        .bind(p.name.clone())
+        .bind(seq)
+        .bind(chunk)
+        .execute(&mut *conn)
+        .await?;
+        seq += 1;
+        if n < buf.len() {
+            break;
+        }
+    }
+    out.flush().await.map_err(io(tmp.path()))?;
+    out.sync_all().await.map_err(io(tmp.path()))?;
+    drop(out);
+    let copy = copies.join(&p.name);
+    tmp.persist(&copy).map_err(|e| HistoryError::Io {
+        path: copy.clone(),
+        source: e.error,
+    })?;
+    Ok((clamp(size), hex(ctx)))
+}
+
+/// Reads from `src` until `buf` is full or the file ends; returns how many bytes it read.
+async fn fill(src: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]).await? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The SHA-256 (hex) of the file at `path`, read in chunks.
+async fn hash_file(path: &Path) -> Result<String, HistoryError> {
+    let mut f = tokio::fs::File::open(path).await.map_err(io(path))?;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).await.map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(hex(ctx))
+}
+
+/// A finished SHA-256 as lowercase hex.
+fn hex(ctx: aws_lc_rs::digest::Context) -> String {
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Which runs' input copies [`Store::sweep_input_copies`] removes.
+#[derive(Debug, Clone, Copy)]
+enum Sweep {
+    /// Runs no longer in the history.
+    Gone,
+    /// Runs not running (or gone).
+    NotRunning,
+}
+
+/// Removes directory `dir` and what it holds (`what` it is, for the log); whether it was
+/// there and is gone now.
+fn remove_dir(dir: &Path, what: &str) -> bool {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove {what}");
+            false
+        }
+    }
 }

@@ -43,7 +43,8 @@ use crate::history::{HistoryError, Store};
 pub struct ServeOptions {
     /// Flows, lookups and connections.
     pub inputs: Inputs,
-    /// The data directory: the embedded run history and kept trigger inputs.
+    /// The data directory: the embedded run history and its kept trigger inputs (with a
+    /// PostgreSQL history, which keeps them in the database, this instance's copies).
     pub data_dir: PathBuf,
     /// A PostgreSQL URL for a run history shared by several instances.
     pub database_url: Option<String>,
@@ -215,6 +216,10 @@ pub async fn serve(
     }
     if let Err(e) = store.sweep_spool().await {
         tracing::warn!(error = %e, "cannot sweep the spool");
+    }
+    // this process's copies of inputs kept in a PostgreSQL history: made again when needed
+    if let Err(e) = store.sweep_input_copies().await {
+        tracing::warn!(error = %e, "cannot sweep the copies of kept inputs");
     }
     let incoming = opts.data_dir.join("incoming");
     std::fs::create_dir_all(&incoming).map_err(|source| ServeError::Io {
