@@ -74,41 +74,8 @@ impl LocalStore {
         prefix: &str,
     ) -> Result<Vec<Entry>, ConnectorError> {
         let dir = self.dir(location)?;
-        let mut rd = match tokio::fs::read_dir(&dir).await {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ConnectorError::NotFound(format!(
-                    "directory {}",
-                    dir.display()
-                )));
-            }
-            Err(source) => return Err(super::io_error("list", &dir, source)),
-        };
-        let mut out = Vec::new();
-        while let Some(entry) = rd
-            .next_entry()
-            .await
-            .map_err(|e| super::io_error("list", &dir, e))?
-        {
-            let Ok(name) = entry.file_name().into_string() else {
-                tracing::warn!(dir = %dir.display(), "skipping a file whose name is not UTF-8");
-                continue;
-            };
-            if name.starts_with(TMP_PREFIX) || !name.starts_with(prefix) {
-                continue;
-            }
-            let meta = entry
-                .metadata()
-                .await
-                .map_err(|e| super::io_error("stat", &entry.path(), e))?;
-            if meta.is_file() {
-                out.push(Entry {
-                    name,
-                    size: meta.len(),
-                });
-            }
-        }
-        Ok(out)
+        let prefix = prefix.to_string();
+        blocking(&dir.clone(), "list", move || list_dir(&dir, &prefix)).await
     }
 
     pub(super) async fn get(
@@ -127,6 +94,10 @@ impl LocalStore {
         }
     }
 
+    /// Writes `src` to a temporary name beside the target, syncs it and renames it into
+    /// place: the final name never holds a partial file, and the put is confirmed only once
+    /// the bytes are on disk. The file system work is one blocking task (one thread handoff
+    /// a put, not one a system call).
     pub(super) async fn put(
         &self,
         location: &str,
@@ -134,52 +105,39 @@ impl LocalStore {
         src: &Path,
     ) -> Result<u64, ConnectorError> {
         let dir = self.dir(location)?;
-        if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-            if self.create_dirs {
-                tokio::fs::create_dir_all(&dir)
-                    .await
-                    .map_err(|e| super::io_error("create directory", &dir, e))?;
-            } else {
-                return Err(ConnectorError::NotFound(format!(
-                    "directory {}",
-                    dir.display()
-                )));
-            }
-        }
         if self.sweeper.first_visit(location) {
+            let create_dirs = self.create_dirs;
+            let d = dir.clone();
+            blocking(&dir, "create directory", move || make_dir(&d, create_dirs)).await?;
             sweep::report("local", location, self.sweep(&dir).await);
         }
         let target = dir.join(name);
-        // a name with `/` lands in a subdirectory (made like the location's directory)
-        let dir = match target.parent() {
-            Some(parent) if parent != dir => {
-                self.make_dir(parent).await?;
-                parent.to_path_buf()
-            }
-            _ => dir,
-        };
         let base = name.rsplit('/').next().unwrap_or(name);
-        let tmp = dir.join(format!("{TMP_PREFIX}{}-{base}", uuid::Uuid::now_v7()));
-        let result = async {
-            let n = tokio::fs::copy(src, &tmp)
-                .await
-                .map_err(|e| super::io_error("write", &tmp, e))?;
-            let f = tokio::fs::File::open(&tmp)
-                .await
-                .map_err(|e| super::io_error("open", &tmp, e))?;
-            f.sync_all()
-                .await
-                .map_err(|e| super::io_error("sync", &tmp, e))?;
-            tokio::fs::rename(&tmp, &target)
-                .await
-                .map_err(|e| super::io_error("rename into place", &target, e))?;
-            Ok(n)
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+        let tmp_name = format!("{TMP_PREFIX}{}-{base}", uuid::Uuid::now_v7());
+        let (create_dirs, src) = (self.create_dirs, src.to_path_buf());
+        blocking(&target.clone(), "write", move || {
+            // the location's directory, and a subdirectory for a name with `/`
+            let parent = target.parent().unwrap_or(&dir).to_path_buf();
+            make_dir(&dir, create_dirs)?;
+            if parent != dir {
+                make_dir(&parent, create_dirs)?;
+            }
+            let tmp = parent.join(&tmp_name);
+            let result = (|| {
+                let n = std::fs::copy(&src, &tmp).map_err(|e| super::io_error("write", &tmp, e))?;
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| super::io_error("sync", &tmp, e))?;
+                std::fs::rename(&tmp, &target)
+                    .map_err(|e| super::io_error("rename into place", &target, e))?;
+                Ok(n)
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result
+        })
+        .await
     }
 
     /// Deletes the stale temporary files in `dir`; returns how many.
@@ -224,35 +182,20 @@ impl LocalStore {
         to: &str,
     ) -> Result<(), ConnectorError> {
         let dir = self.dir(location)?;
-        let src = dir.join(from);
-        if !tokio::fs::try_exists(&src).await.unwrap_or(false) {
-            return Err(ConnectorError::NotFound(format!("file {}", src.display())));
-        }
-        let target = dir.join(to);
-        if let Some(parent) = target.parent()
-            && parent != dir
-        {
-            self.make_dir(parent).await?;
-        }
-        tokio::fs::rename(&src, &target)
-            .await
-            .map_err(|e| super::io_error("rename", &src, e))
-    }
-
-    /// Makes directory `dir` when missing and `create_dirs` allows it.
-    async fn make_dir(&self, dir: &Path) -> Result<(), ConnectorError> {
-        if tokio::fs::try_exists(dir).await.unwrap_or(false) {
-            return Ok(());
-        }
-        if !self.create_dirs {
-            return Err(ConnectorError::NotFound(format!(
-                "directory {}",
-                dir.display()
-            )));
-        }
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| super::io_error("create directory", dir, e))
+        let (src, target) = (dir.join(from), dir.join(to));
+        let create_dirs = self.create_dirs;
+        blocking(&src.clone(), "rename", move || {
+            if !src.try_exists().unwrap_or(false) {
+                return Err(ConnectorError::NotFound(format!("file {}", src.display())));
+            }
+            if let Some(parent) = target.parent()
+                && parent != dir
+            {
+                make_dir(parent, create_dirs)?;
+            }
+            std::fs::rename(&src, &target).map_err(|e| super::io_error("rename", &src, e))
+        })
+        .await
     }
 
     pub(super) async fn check(&self) -> Result<String, ConnectorError> {
@@ -265,6 +208,71 @@ impl LocalStore {
             Err(e) => Err(super::io_error("open", &self.root, e)),
         }
     }
+}
+
+/// Runs blocking file system work `f` on tokio's blocking pool; `op` and `path` name it if
+/// the task itself fails.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, ConnectorError> + Send + 'static,
+) -> Result<T, ConnectorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| super::io_error(op, path, std::io::Error::other(e.to_string())))?
+}
+
+/// Makes directory `dir` when missing and `create_dirs` allows it (else a missing directory
+/// is [`ConnectorError::NotFound`], like a missing bucket).
+fn make_dir(dir: &Path, create_dirs: bool) -> Result<(), ConnectorError> {
+    if dir.try_exists().unwrap_or(false) {
+        return Ok(());
+    }
+    if !create_dirs {
+        return Err(ConnectorError::NotFound(format!(
+            "directory {}",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| super::io_error("create directory", dir, e))
+}
+
+/// The files of `dir` whose names start with `prefix`, ferry's temporaries left out.
+fn list_dir(dir: &Path, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConnectorError::NotFound(format!(
+                "directory {}",
+                dir.display()
+            )));
+        }
+        Err(source) => return Err(super::io_error("list", dir, source)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| super::io_error("list", dir, e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            tracing::warn!(dir = %dir.display(), "skipping a file whose name is not UTF-8");
+            continue;
+        };
+        if name.starts_with(TMP_PREFIX) || !name.starts_with(prefix) {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // deleted between the listing and its stat: not there any more
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(super::io_error("stat", &entry.path(), e)),
+        };
+        if meta.is_file() {
+            out.push(Entry {
+                name,
+                size: meta.len(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
