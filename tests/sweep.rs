@@ -143,7 +143,7 @@ async fn an_sftp_put_sweeps_stale_temporaries() {
 }
 
 #[tokio::test]
-async fn an_s3_put_aborts_stale_multipart_uploads_of_top_level_keys() {
+async fn an_s3_put_aborts_stale_multipart_uploads_of_keys_it_could_have_written() {
     use object_store::multipart::MultipartStore as _;
     let server = s3_server::S3Server::start(&["bucket"]).await;
     // Unfinished uploads, as a killed put leaves them, made with object_store directly.
@@ -156,14 +156,14 @@ async fn an_s3_put_aborts_stale_multipart_uploads_of_top_level_keys() {
         .with_secret_access_key(s3_server::SECRET_KEY)
         .build()
         .unwrap();
-    for key in ["OLD.csv", "NEW.csv", "dir/OLD.csv"] {
+    for key in ["OLD.csv", "NEW.csv", "dir/OLD.csv", "dir/NEW.csv"] {
         raw.create_multipart(&object_store::path::Path::from(key))
             .await
             .unwrap();
     }
     server.backdate_upload("bucket", "OLD.csv", TWO_HOURS);
     server.backdate_upload("bucket", "dir/OLD.csv", TWO_HOURS);
-    assert_eq!(server.uploads("bucket").len(), 3);
+    assert_eq!(server.uploads("bucket").len(), 4);
 
     let spec = S3Spec {
         endpoint: Some(server.endpoint()),
@@ -192,14 +192,14 @@ async fn an_s3_put_aborts_stale_multipart_uploads_of_top_level_keys() {
         std::fs::read(server.bucket_dir("bucket").join("A_1.csv")).unwrap(),
         b"a,b\n"
     );
-    // The stale top-level upload is aborted; the fresh one and the one below a "folder"
-    // (not a file of the location) stay.
+    // The stale uploads are aborted, top-level and in a folder (a put to `bucket:dir` writes
+    // `dir/…` keys); the fresh ones stay.
     let left: Vec<String> = server
         .uploads("bucket")
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    assert_eq!(left, ["NEW.csv", "dir/OLD.csv"]);
+    assert_eq!(left, ["NEW.csv", "dir/NEW.csv"]);
 }
 
 #[tokio::test]

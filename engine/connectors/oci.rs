@@ -9,7 +9,9 @@
 //! - list: `GET /n/{ns}/b/{bucket}/o?fields=name,size&prefix=..&delimiter=/&start=..`,
 //!   following `nextStartWith` page by page. With `delimiter=/`, objects inside
 //!   "folders" (names containing `/`) are left out, as a local directory listing leaves out
-//!   subdirectories; any name that still fails [`check_name`] is an error naming the object.
+//!   subdirectories; a name that still fails [`check_name`] is listed with a warning and
+//!   left where it is by [`FileStore::list_checked`](super::FileStore::list_checked) (a
+//!   `skipped` event), so the other files move.
 //! - get: `GET /n/{ns}/b/{bucket}/o/{object}`, the body streamed chunk by chunk into the
 //!   destination file (never held in memory).
 //! - put: `PUT /n/{ns}/b/{bucket}/o/{object}`, the file streamed with its `Content-Length`.

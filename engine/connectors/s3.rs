@@ -30,7 +30,7 @@
 //!   (`AbortIncompleteMultipartUpload`) removes it, or the first put to the bucket through a
 //!   later connection (the next run) aborts it: that put lists the bucket's multipart uploads
 //!   (`ListMultipartUploads`, signed like `check`, as `object_store` cannot list them) and
-//!   aborts those of top-level keys (the files of a location) started longer ago than
+//!   aborts those of keys ferry could have written (top-level or in folders) started longer ago than
 //!   `temp_max_age` (default 1 h). Best effort: a failure is a warning, and the put goes on.
 //! - rename: `CopyObject` then `DeleteObject` — S3 has no rename. The copy is complete
 //!   before the delete starts, so a failure never loses the object; but a crash (or a failed
@@ -666,8 +666,8 @@ impl S3Store {
                 ) else {
                     continue;
                 };
-                if check_name(&name).is_err() {
-                    continue; // a "folder" below the location, or a name ferry never writes
+                if check_object_name(&name).is_err() {
+                    continue; // a name ferry never writes (`..`, an empty segment, controls)
                 }
                 let Ok(initiated) = chrono::DateTime::parse_from_rfc3339(&initiated) else {
                     continue;
