@@ -230,6 +230,41 @@ async fn a_delivery_is_recorded_answered_with_its_run_id_and_run() {
     s.stop().await;
 }
 
+/// A kept delivery whose bytes are gone cannot be resubmitted, and retrying will not help:
+/// 410 `input_gone`, naming the part, not a 503 that invites a retry.
+#[tokio::test]
+async fn a_resubmit_whose_kept_input_is_gone_answers_410() {
+    let ws = Workspace::new().await;
+    let s = start(options(&ws)).await;
+    let (status, body) = post_delivery(&s, Some(OP), sample_delivery()).await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_run(&run_id).await["outcome"], json!("succeeded"));
+    let kept = ws.path().join("state/inputs").join(&run_id);
+    std::fs::remove_file(kept.join("file")).unwrap();
+    let (status, body) = s
+        .post(
+            &format!("/api/v1/runs/{run_id}/resubmit"),
+            Some(OP),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], json!("input_gone"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("run '{run_id}'"))
+            && message.contains("kept input part 'file' is gone or changed"),
+        "{message}"
+    );
+    // nothing was started
+    let (_, runs) = s
+        .get(&format!("/api/v1/runs?flow={EVENT_OUTCOME}"), Some(VIEWER))
+        .await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs:#}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn trigger_refuses_bad_requests_with_clear_json_errors() {
     let ws = Workspace::new().await;

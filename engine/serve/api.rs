@@ -86,6 +86,10 @@ impl From<StartError> for ApiError {
             StartError::Resubmit(ResubmitError::StillRunning(_)) => {
                 (StatusCode::CONFLICT, "still_running")
             }
+            // kept bytes that are gone or changed do not come back: not worth a retry
+            StartError::Resubmit(ResubmitError::History(HistoryError::InputGone { .. })) => {
+                (StatusCode::GONE, "input_gone")
+            }
             StartError::Resubmit(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         ApiError::new(status, code, e.to_string())
