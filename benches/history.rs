@@ -189,17 +189,21 @@ fn run_and_measure(bin: &Path, root: &Path, standin: &str, n: usize, what: &str)
 /// peak RSS before and after.
 fn serve_figures(bin: &Path, root: &Path, standin: &str, ids: &[(String, String)]) {
     let (serve, addr) = spawn_until(
-        ferry(bin, root, standin).args([
-            "serve",
-            "--flows",
-            "flows",
-            "--data",
-            "state",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-schedules",
-            "--no-watch",
-        ]),
+        ferry(bin, root, standin)
+            .args([
+                "serve",
+                "--flows",
+                "flows",
+                "--data",
+                "state",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-schedules",
+                "--no-watch",
+            ])
+            // flow 4's REST trigger needs its credentials, or serve refuses to start
+            .env("FERRY_DERMS_TRIGGER_USER", "derms")
+            .env("FERRY_DERMS_TRIGGER_PASSWORD", "bench-only-secret"),
         &root.join("serve.log"),
         "listening on http://",
     );

@@ -11,12 +11,21 @@
 //!    10), each followed by `ferry resubmit`: requests sent twice per kill, records lost,
 //!    runs left `running`, spool folders left.
 //!
-//! `FERRY_BENCH_FILES` sets the file counts (comma-separated, default `1000,10000,100000`).
+//! 4. S3 → S3: `FERRY_BENCH_S3_FILES` (default 1,000) files of 2 KB through flow 2 between two
+//!    buckets of the embedded s3s-fs server (tests/support/s3_server.rs), on a copy of the
+//!    flow whose file loop runs `concurrency: FERRY_BENCH_S3_CONCURRENCY` (default 8) files at
+//!    once (the shipped flow keeps 1: see the README), beside `rclone copy --transfers 8` of
+//!    the same objects to a third bucket of the same server.
+//!
+//! `FERRY_BENCH_FILES` sets the file counts (comma-separated, default `1000,10000,100000`);
+//! `FERRY_BENCH_ONLY` picks sections (comma-separated: `files,records,kills,s3`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the report
 
 #[path = "../tests/support/project.rs"]
 mod project;
+#[path = "../tests/support/s3_server.rs"]
+mod s3_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -86,11 +95,15 @@ impl Drop for StandIn {
     }
 }
 
-/// `ferry <args>` in the project `dir`, with its history under `dir/state`.
+/// `ferry <args>` in the project `dir`, with its history under `dir/state` (and its flows
+/// in `dir/flows`, for the commands that load flows).
 fn ferry(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(ferry_bin());
-    c.args(args)
-        .args(["--flows", "flows", "--data", "state"])
+    c.args(args);
+    if args.first() != Some(&"runs") {
+        c.args(["--flows", "flows"]);
+    }
+    c.args(["--data", "state"])
         .current_dir(dir)
         .env_remove("FERRY_LOG")
         .stdin(Stdio::null())
@@ -271,7 +284,12 @@ fn kill_bench(n: usize, kills: usize) {
             .stdout(Stdio::piped())
             .output()
             .unwrap();
-        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "ferry runs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         last_id = runs[0]["id"].as_str().map(str::to_string);
         let sent = sync_count();
         if k % 5 == 0 {
@@ -312,6 +330,146 @@ fn kill_bench(n: usize, kills: usize) {
     );
 }
 
+/// Flow 2 between two buckets of the embedded S3 server, its file loop `concurrency` wide,
+/// beside `rclone copy` between buckets of the same server.
+fn s3_bench(n: usize, concurrency: usize) {
+    const DACS_BUCKET: &str = "dacs-enroll";
+    const OUAI_BUCKET: &str = "ouai-enroll";
+    const RCLONE_BUCKET: &str = "rclone-copy";
+    println!(
+        "\n== S3 → S3: flow 2 with concurrency {concurrency} on the embedded s3s-fs, {n} files of 2 KB"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s3 = runtime.block_on(s3_server::S3Server::start(&[
+        DACS_BUCKET,
+        OUAI_BUCKET,
+        RCLONE_BUCKET,
+    ]));
+    let stand_in = StandIn::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project::shipped_project(dir, &stand_in.url);
+    let config = dir.join("lookups/OUTL-BRT-OUAI_DACS_DRMS_ConfigProps.yaml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(", DACS_EnrollFolder]", &format!(", {DACS_BUCKET}]"))
+        .replace(", OUAIEnrollFolder]", &format!(", {OUAI_BUCKET}]"));
+    std::fs::write(&config, text).unwrap();
+    let flow = dir.join("flows/enrollment_os.yaml");
+    let text = std::fs::read_to_string(&flow).unwrap();
+    assert!(text.contains("      as: file\n"), "flow 2 changed shape");
+    std::fs::write(
+        &flow,
+        text.replacen(
+            "      as: file\n",
+            &format!("      as: file\n      concurrency: {concurrency}\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let conns = dir.join("flows/connections.yaml");
+    let s3_conn = format!(
+        "{{ kind: s3, endpoint: \"{}\", region: us-east-1, access_key_id_env: BENCH_S3_KEY, \
+         secret_access_key_env: BENCH_S3_SECRET, allow_http: true, unsigned_payload: true }}",
+        s3.endpoint()
+    );
+    let text = std::fs::read_to_string(&conns)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("dacs_os:") {
+                format!("  dacs_os: {s3_conn}")
+            } else if l.trim_start().starts_with("ouai_os:") {
+                format!("  ouai_os: {s3_conn}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&conns, text).unwrap();
+    let src = s3.bucket_dir(DACS_BUCKET);
+    let body = vec![b'x'; 2048];
+    for i in 0..n {
+        std::fs::write(src.join(format!("ENROLL_SYNC_{i:07}.csv")), &body).unwrap();
+    }
+    // rclone copy between buckets of the same server, first (it leaves the source as it is)
+    let t = Instant::now();
+    let rclone = Command::new("rclone")
+        .args(["copy", "--transfers", "8", "--s3-no-check-bucket"])
+        .arg(format!("bench:{DACS_BUCKET}"))
+        .arg(format!("bench:{RCLONE_BUCKET}"))
+        .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
+        .env(
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY",
+            s3_server::SECRET_KEY,
+        )
+        .env("RCLONE_CONFIG_BENCH_ENDPOINT", s3.endpoint())
+        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
+        // a CA bundle in the environment makes rclone's S3 client refuse to start
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let rclone_took = t.elapsed();
+    let rclone = match rclone {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(5).collect();
+            println!("rclone copy failed: {}", tail.join(" | "));
+            false
+        }
+        Err(e) => {
+            println!("rclone unavailable: {e}");
+            false
+        }
+    };
+    let copied = std::fs::read_dir(s3.bucket_dir(RCLONE_BUCKET))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let t = Instant::now();
+    let child = ferry(dir, &["run", ENROLL_OS])
+        .env("BENCH_S3_KEY", s3_server::ACCESS_KEY)
+        .env("BENCH_S3_SECRET", s3_server::SECRET_KEY)
+        .spawn()
+        .unwrap();
+    let (status, rss) = wait_peak_rss(child);
+    let took = t.elapsed();
+    assert!(status.success(), "ferry run failed on S3");
+    let moved = std::fs::read_dir(s3.bucket_dir(OUAI_BUCKET))
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_file()))
+        .count();
+    let sent = std::fs::read_dir(&src)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("Sent-"))
+        })
+        .count();
+    assert_eq!(moved, n, "objects at the target");
+    let per_s = n as f64 / took.as_secs_f64();
+    let r_per_s = n as f64 / rclone_took.as_secs_f64();
+    println!(
+        "ferry run: {took:.2?} ({per_s:.0} files/s, peak RSS {rss:.0} MiB; {moved} put, {sent} sources renamed); \
+         rclone copy: {} ({r_per_s:.0} files/s, {copied} copied); ferry/rclone {:.2}",
+        if rclone {
+            format!("{rclone_took:.2?}")
+        } else {
+            "failed".into()
+        },
+        per_s / r_per_s
+    );
+    drop(runtime);
+}
+
 fn main() {
     let counts: Vec<usize> = std::env::var("FERRY_BENCH_FILES")
         .unwrap_or_else(|_| "1000,10000,100000".into())
@@ -326,7 +484,27 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    files_bench(&counts);
-    records_bench(records);
-    kill_bench(100_000, kills);
+    let env_usize = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let only = std::env::var("FERRY_BENCH_ONLY").unwrap_or_default();
+    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
+    if wanted("files") {
+        files_bench(&counts);
+    }
+    if wanted("s3") {
+        s3_bench(
+            env_usize("FERRY_BENCH_S3_FILES", 1000),
+            env_usize("FERRY_BENCH_S3_CONCURRENCY", 8),
+        );
+    }
+    if wanted("records") {
+        records_bench(records);
+    }
+    if wanted("kills") {
+        kill_bench(100_000, kills);
+    }
 }
