@@ -82,8 +82,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 use super::spool::SpoolWriter;
 use super::sweep::{self, Sweeper};
 use super::{
-    ConnectorError, Entry, Secret, check_name, check_object_name, expand_env, folder_key,
-    location_segments, split_folder,
+    ConnectorError, Entry, Secret, check_object_name, expand_env, folder_key, location_segments,
+    split_folder,
 };
 
 /// Timeout when the spec gives none, in seconds.
@@ -1112,6 +1112,7 @@ fn transport_error(shown: &str, e: &reqwest::Error) -> ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::check_name;
 
     #[test]
     fn locations_name_a_bucket() {
