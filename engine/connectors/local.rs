@@ -78,6 +78,11 @@ impl LocalStore {
         blocking(&dir.clone(), "list", move || list_dir(&dir, &prefix)).await
     }
 
+    /// Makes `dest` (a spool path) hold the bytes of `location/name`: a hard link when both
+    /// are on one file system (no bytes copied, no inode made), else a copy. Either way the
+    /// source can then be renamed or deleted without touching `dest`. (A link shares the
+    /// bytes: a writer that rewrites the source in place before the put changes what is put,
+    /// as it would change what a copy taken a moment later holds.)
     pub(super) async fn get(
         &self,
         location: &str,
@@ -85,13 +90,8 @@ impl LocalStore {
         dest: &Path,
     ) -> Result<u64, ConnectorError> {
         let src = self.dir(location)?.join(name);
-        match tokio::fs::copy(&src, dest).await {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(ConnectorError::NotFound(format!("file {}", src.display())))
-            }
-            Err(e) => Err(super::io_error("read", &src, e)),
-        }
+        let dest = dest.to_path_buf();
+        blocking(&src.clone(), "read", move || link_or_copy(&src, &dest)).await
     }
 
     /// Writes `src` to a temporary name beside the target, syncs it and renames it into
@@ -124,10 +124,7 @@ impl LocalStore {
             }
             let tmp = parent.join(&tmp_name);
             let result = (|| {
-                let n = std::fs::copy(&src, &tmp).map_err(|e| super::io_error("write", &tmp, e))?;
-                std::fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| super::io_error("sync", &tmp, e))?;
+                let n = write_synced(&src, &tmp)?;
                 std::fs::rename(&tmp, &target)
                     .map_err(|e| super::io_error("rename into place", &target, e))?;
                 Ok(n)
@@ -220,6 +217,57 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| super::io_error(op, path, std::io::Error::other(e.to_string())))?
+}
+
+/// Hard-links the regular file `src` as `dest`, or copies it when it cannot be linked
+/// (another file system, a file system without links, a symbolic link); returns its size.
+fn link_or_copy(src: &Path, dest: &Path) -> Result<u64, ConnectorError> {
+    let missing = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ConnectorError::NotFound(format!("file {}", src.display()))
+        } else {
+            super::io_error("read", src, e)
+        }
+    };
+    // `dest` is replaced, never written through: it may itself be a link to a source file
+    remove_if_there(dest)?;
+    if std::fs::hard_link(src, dest).is_ok() {
+        // a link to a symbolic link would point elsewhere from the spool: copy those
+        match std::fs::symlink_metadata(dest) {
+            Ok(meta) if meta.is_file() => return Ok(meta.len()),
+            _ => remove_if_there(dest)?,
+        }
+    }
+    let mut from = std::fs::File::open(src).map_err(missing)?;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| super::io_error("write", dest, e))?;
+    std::io::copy(&mut from, &mut to).map_err(|e| super::io_error("copy", src, e))
+}
+
+/// Removes the file `path` if there is one.
+fn remove_if_there(path: &Path) -> Result<(), ConnectorError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(super::io_error("replace", path, e)),
+    }
+}
+
+/// Copies `src` into the new file `tmp` and syncs it: one open of each, the copy done by
+/// the kernel where it can (`copy_file_range`).
+fn write_synced(src: &Path, tmp: &Path) -> Result<u64, ConnectorError> {
+    let mut from = std::fs::File::open(src).map_err(|e| super::source_error("read", src, e))?;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(|e| super::io_error("write", tmp, e))?;
+    let n = std::io::copy(&mut from, &mut to).map_err(|e| super::io_error("write", tmp, e))?;
+    to.sync_all().map_err(|e| super::io_error("sync", tmp, e))?;
+    Ok(n)
 }
 
 /// Makes directory `dir` when missing and `create_dirs` allows it (else a missing directory
@@ -316,6 +364,46 @@ mod tests {
             .unwrap();
         assert!(root.path().join("ns/bucket/Sent-A_1.csv").exists());
         assert!(!root.path().join("ns/bucket/A_1.csv").exists());
+    }
+
+    #[tokio::test]
+    async fn a_fetched_file_outlives_its_source() {
+        let root = tempfile::tempdir().unwrap();
+        let s = store(root.path());
+        let dir = root.path().join("ns/bucket");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("A.csv"), b"the bytes").unwrap();
+        let spool = root.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        let got = spool.join("000001-A.csv");
+        assert_eq!(s.get("ns/bucket", "A.csv", &got).await.unwrap(), 9);
+        // renamed, then deleted: the spool still holds the fetched bytes
+        s.rename("ns/bucket", "A.csv", "Sent-A.csv").await.unwrap();
+        std::fs::remove_file(dir.join("Sent-A.csv")).unwrap();
+        assert_eq!(std::fs::read(&got).unwrap(), b"the bytes");
+        // fetching another file into the same path replaces the link, never writes through
+        // it into the first source
+        std::fs::write(dir.join("B.csv"), b"other").unwrap();
+        std::fs::write(dir.join("C.csv"), b"third bytes").unwrap();
+        let twice = spool.join("twice");
+        s.get("ns/bucket", "B.csv", &twice).await.unwrap();
+        s.get("ns/bucket", "C.csv", &twice).await.unwrap();
+        assert_eq!(std::fs::read(dir.join("B.csv")).unwrap(), b"other");
+        assert_eq!(std::fs::read(&twice).unwrap(), b"third bytes");
+        // a symbolic link is fetched as the bytes it points to, not as a link
+        std::fs::write(root.path().join("elsewhere.csv"), b"linked").unwrap();
+        std::os::unix::fs::symlink("../../elsewhere.csv", dir.join("L.csv")).unwrap();
+        let got = spool.join("000002-L.csv");
+        assert_eq!(s.get("ns/bucket", "L.csv", &got).await.unwrap(), 6);
+        assert!(std::fs::symlink_metadata(&got).unwrap().is_file());
+        assert_eq!(std::fs::read(&got).unwrap(), b"linked");
+        // a missing source is NotFound, and leaves nothing in the spool
+        let err = s
+            .get("ns/bucket", "gone.csv", &spool.join("000003-gone.csv"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectorError::NotFound(_)), "{err}");
+        assert!(!spool.join("000003-gone.csv").exists());
     }
 
     #[tokio::test]
