@@ -476,6 +476,10 @@ pub struct Resume {
 
 /// Journal writes happen at least this often while a run goes on.
 pub const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
+/// A write woken by a confirmation or a full batch waits this long for what follows, so
+/// that a burst of confirmations is one write; a side effect is thus written at most this
+/// long (plus the write's own time) after it was confirmed.
+pub const JOURNAL_GATHER: Duration = Duration::from_millis(10);
 /// A journal write happens as soon as this many records or events are waiting.
 pub const JOURNAL_BATCH: usize = 1_000;
 
@@ -581,6 +585,8 @@ struct RunState {
     writing: tokio::sync::Mutex<()>,
     /// Wakes the journal ticker (a batch is full, or the run ended).
     wake: tokio::sync::Notify,
+    /// Wakes the journal ticker when the run's work ended.
+    ended: tokio::sync::Notify,
     finished: AtomicBool,
     resume: Resume,
     fence: Option<Arc<dyn Fence>>,
@@ -653,6 +659,12 @@ impl RunState {
             }
             if self.finished.load(Ordering::Acquire) {
                 break;
+            }
+            // what follows a wake closely goes in the same write: one transaction for a
+            // burst of confirmations, not one each (the end of the run cuts this short)
+            tokio::select! {
+                () = tokio::time::sleep(JOURNAL_GATHER) => {}
+                () = self.ended.notified() => {}
             }
             self.flush().await;
         }
@@ -782,6 +794,7 @@ impl Engine {
             journal,
             writing: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            ended: tokio::sync::Notify::new(),
             finished: AtomicBool::new(false),
             resume,
             fence: fence.or_else(|| self.options.fence.clone()),
@@ -804,6 +817,7 @@ impl Engine {
             let finished_at = now();
             state.finished.store(true, Ordering::Release);
             state.wake.notify_one();
+            state.ended.notify_one();
             (r, finished_at)
         };
         let (((outcome, error), finished_at), ()) = tokio::join!(work, state.ticker());
@@ -1286,7 +1300,8 @@ impl<'a> Exec<'a> {
         let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
         log.batch.confirmed.push((key, output.clone()));
         drop(log);
-        // a confirmed side effect is written at once: a kill right after it must not redo it
+        // a confirmed side effect is written soon (within JOURNAL_GATHER): a kill after
+        // that must not redo it
         self.state.wake.notify_one();
     }
 
