@@ -1063,6 +1063,8 @@ impl<'a> FlowCx<'a> {
     pub fn expression(&mut self, ptr: &str, src: &str) -> String {
         match self.templates.check_expression(src) {
             Ok(vars) => {
+                // compiled once here, evaluated by every run
+                let _ = self.templates.register_expression(src);
                 self.check_source(ptr, src, true);
                 self.check_vars(ptr, src, vars, true);
                 self.typecheck(ptr, src, true);

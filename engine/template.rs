@@ -7,6 +7,7 @@
 //! are functions. Undefined variables are errors, so a typo fails loudly instead of sending an
 //! empty string.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
@@ -30,7 +31,13 @@ pub enum Tpl {
 pub struct Templates {
     env: Environment<'static>,
     next: usize,
+    /// Expression source → the name of the template that evaluates it once compiled
+    /// ([`Templates::register_expression`]): a run evaluates, never compiles.
+    exprs: HashMap<String, String>,
 }
+
+/// The variable an expression's template sets to the expression's value.
+const EXPR_VALUE: &str = "__ferry_expression_value";
 
 /// A template that failed to render or evaluate.
 #[derive(Debug, thiserror::Error)]
@@ -141,13 +148,17 @@ impl Templates {
                 )
             },
         );
-        Templates { env, next: 0 }
+        Templates {
+            env,
+            next: 0,
+            exprs: HashMap::new(),
+        }
     }
 
     /// Compiles a template string.
     pub fn template(&mut self, source: &str) -> Result<Tpl, TemplateError> {
         if let Some(expr) = single_expression(source) {
-            self.env.compile_expression(expr)?;
+            self.register_expression(expr)?;
             return Ok(Tpl::Expr(expr.to_string()));
         }
         if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
@@ -158,6 +169,37 @@ impl Templates {
         self.env
             .add_template_owned(name.clone(), source.to_string())?;
         Ok(Tpl::Render(name))
+    }
+
+    /// Checks expression `expr` and compiles it once for the evaluations to come: a template
+    /// that sets a variable to its value, read back from the template's final state.
+    /// (An expression whose wrapper would not parse, which no valid expression should, is
+    /// compiled at each evaluation instead.)
+    pub fn register_expression(&mut self, expr: &str) -> Result<(), TemplateError> {
+        self.env.compile_expression(expr)?;
+        if self.exprs.contains_key(expr) {
+            return Ok(());
+        }
+        let name = format!("e{}", self.next);
+        self.next += 1;
+        let wrapper = format!("{{% set {EXPR_VALUE} = ({expr}) %}}");
+        if self.env.add_template_owned(name.clone(), wrapper).is_ok() {
+            self.exprs.insert(expr.to_string(), name);
+        }
+        Ok(())
+    }
+
+    /// The value of expression `source` in `ctx`: from its compiled template when it was
+    /// registered, else compiled now.
+    fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, minijinja::Error> {
+        if let Some(name) = self.exprs.get(source) {
+            let captured = self.env.get_template(name)?.render_captured(ctx)?;
+            return Ok(captured
+                .state()
+                .lookup(EXPR_VALUE)
+                .unwrap_or(JValue::UNDEFINED));
+        }
+        self.env.compile_expression(source)?.eval(ctx)
     }
 
     /// Makes `now()` answer `at` (a test's frozen clock).
@@ -244,7 +286,7 @@ impl Templates {
 
     /// Evaluates an expression.
     pub fn eval_expression(&self, source: &str, ctx: &JValue) -> Result<Value, TemplateError> {
-        let v = self.env.compile_expression(source)?.eval(ctx)?;
+        let v = self.value_of(source, ctx)?;
         if v.is_undefined() {
             return Err(TemplateError(format!("`{}` is undefined", source.trim())));
         }
@@ -258,7 +300,7 @@ impl Templates {
         source: &str,
         ctx: &JValue,
     ) -> Result<JValue, TemplateError> {
-        let v = self.env.compile_expression(source)?.eval(ctx)?;
+        let v = self.value_of(source, ctx)?;
         if v.is_undefined() {
             return Err(TemplateError(format!("`{}` is undefined", source.trim())));
         }
@@ -267,7 +309,7 @@ impl Templates {
 
     /// Evaluates an expression as a condition.
     pub fn eval_bool(&self, source: &str, ctx: &JValue) -> Result<bool, TemplateError> {
-        Ok(self.env.compile_expression(source)?.eval(ctx)?.is_true())
+        Ok(self.value_of(source, ctx)?.is_true())
     }
 }
 
@@ -471,6 +513,42 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("no key 'nope'")
+        );
+    }
+
+    #[test]
+    fn a_registered_expression_evaluates_as_a_compiled_one() {
+        let mut t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({
+            "steps": {"list": {"count": 0, "files": [{"name": "a"}, {"name": "b"}]}},
+            "s": "x %} y"
+        }));
+        for src in [
+            "steps.list.count == 0 and config('flag') == 'true'",
+            "steps.list.files",
+            "steps.list.files | map(attribute='name') | join(',')",
+            "steps.list.files[1]",
+            "s ~ '}}'",
+            "steps.nothing is defined",
+            "none",
+        ] {
+            let compiled = t.eval_expression(src, &ctx).map_err(|e| e.0);
+            t.register_expression(src).unwrap();
+            assert!(t.exprs.contains_key(src), "{src} is not registered");
+            assert_eq!(t.eval_expression(src, &ctx).map_err(|e| e.0), compiled, "{src}");
+        }
+        // undefined stays an error, named as before
+        let src = "steps.list.cont";
+        let compiled = t.eval_expression(src, &ctx).unwrap_err().0;
+        t.register_expression(src).unwrap();
+        assert_eq!(t.eval_expression(src, &ctx).unwrap_err().0, compiled);
+        assert_eq!(compiled, "`steps.list.cont` is undefined");
+        // a string literal holding the wrapper's own syntax does not break it
+        let src = "'%}' ~ s";
+        t.register_expression(src).unwrap();
+        assert_eq!(
+            t.eval_expression(src, &ctx).unwrap(),
+            serde_json::json!("%}x %} y")
         );
     }
 
