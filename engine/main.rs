@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc, not glibc's malloc: a run allocates and frees small values for every record
+/// from several threads, where glibc's arenas took a sixth of a flow's CPU (lock waits and
+/// consolidation); see the README's volume figures.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = ferry::cli::Cli::parse();
@@ -28,10 +34,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(ferry::cli::EXIT_USAGE);
         }
     };
-    let code = match ferry::cli::main(cli).await {
-        Ok(code) => code,
-        Err(e) => {
+    // the command runs as a task on the runtime's workers, not on this thread: a request's
+    // answer then wakes the run on the worker that read it, without a thread switch
+    let code = match tokio::spawn(ferry::cli::main(cli)).await {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
+            ferry::cli::EXIT_USAGE
+        }
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => {
+            eprintln!("error: {e}");
             ferry::cli::EXIT_USAGE
         }
     };
