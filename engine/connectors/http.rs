@@ -91,6 +91,8 @@ pub struct HttpConnector {
     timeout: Duration,
     slots: Arc<Semaphore>,
     max_concurrency: usize,
+    /// The last path's URL, parsed: a loop sending every record to one path parses it once.
+    last_url: std::sync::Mutex<Option<(String, Url)>>,
 }
 
 impl fmt::Debug for HttpConnector {
@@ -332,6 +334,7 @@ impl HttpConnector {
             timeout,
             slots: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
+            last_url: std::sync::Mutex::new(None),
         })
     }
 
@@ -469,6 +472,21 @@ impl HttpConnector {
 
     /// The base URL with `path` appended and `query` added.
     fn url_for(&self, path: &str, query: &[(String, String)]) -> Result<Url, ConnectorError> {
+        let mut url = self.path_url(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// The base URL with `path` appended (the last one parsed is reused).
+    fn path_url(&self, path: &str) -> Result<Url, ConnectorError> {
+        let mut last = self.last_url.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, url)) = last.as_ref()
+            && p == path
+        {
+            return Ok(url.clone());
+        }
         let joined = if path.is_empty() {
             self.base_url.clone()
         } else if path.starts_with('/') {
@@ -476,15 +494,13 @@ impl HttpConnector {
         } else {
             format!("{}/{path}", self.base_url)
         };
-        let mut url = Url::parse(&joined).map_err(|e| {
+        let url = Url::parse(&joined).map_err(|e| {
             ConnectorError::Config(format!(
                 "path '{}' does not make a valid URL: {e}",
                 path.escape_debug()
             ))
         })?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
+        *last = Some((path.to_string(), url.clone()));
         Ok(url)
     }
 
