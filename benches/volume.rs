@@ -3,7 +3,9 @@
 //!
 //! 1. files: 1,000, 10,000 and 100,000 files of 2 KB through flow 2
 //!    (`OUTL-BA-DACS_OUAI_OS_ENROLL`) on local directories, with `ferry run`: files/s, and
-//!    `rclone copy` of the same files between the same kind of directories;
+//!    `rclone copy` of the same files between the same kind of directories; once as shipped
+//!    (`concurrency: 1`) and once with the file loop 4 wide (`FERRY_BENCH_FILES_CONCURRENCY`,
+//!    comma-separated, default `1,4`);
 //! 2. records: flow 3 (`OUTL-BA-OUAI_DACS_OS_ENROLL_ACK`) with 100,000 records (and
 //!    `FERRY_BENCH_RECORDS`) against `ferry stand-in`: records/s and the peak RSS of
 //!    `ferry run`, beside `wrk -c16` posting sync requests to the same stand-in;
@@ -130,13 +132,41 @@ fn wait_peak_rss(mut child: Child) -> (std::process::ExitStatus, f64) {
     }
 }
 
-fn files_bench(counts: &[usize]) {
+/// Gives flow 2's file loop in the project at `dir` `concurrency: n` (1 leaves it as
+/// shipped).
+fn set_file_concurrency(dir: &Path, n: usize) {
+    if n == 1 {
+        return;
+    }
+    let flow = dir.join("flows/enrollment_os.yaml");
+    let text = std::fs::read_to_string(&flow).unwrap();
+    assert!(text.contains("      as: file\n"), "flow 2 changed shape");
+    std::fs::write(
+        &flow,
+        text.replacen(
+            "      as: file\n",
+            &format!("      as: file\n      concurrency: {n}\n"),
+            1,
+        ),
+    )
+    .unwrap();
+}
+
+fn files_bench(counts: &[usize], concurrencies: &[usize]) {
     println!("\n== files: flow 2 on local directories, 2 KB files");
     let stand_in = StandIn::start();
-    for &n in counts {
+    // every size's folders stay until the end: on ext4 without a journal, creating files in
+    // the minute after many deletions is slow (`recently_deleted`), and the next size would
+    // pay for this one's clean-up
+    let mut keep = Vec::new();
+    for (&n, &concurrency) in counts
+        .iter()
+        .flat_map(|n| concurrencies.iter().map(move |c| (n, c)))
+    {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         project::shipped_project(dir, &stand_in.url);
+        set_file_concurrency(dir, concurrency);
         let src = dir.join(DACS_DIR);
         std::fs::create_dir_all(&src).unwrap();
         let body = vec![b'x'; 2048];
@@ -146,15 +176,20 @@ fn files_bench(counts: &[usize]) {
         // rclone copy of the same files, first (it leaves the source as it is)
         let rdst = dir.join("rclone-dst");
         let t = Instant::now();
-        let ok = Command::new("rclone")
+        let (ok, rclone_rss) = match Command::new("rclone")
             .args(["copy", "--transfers", "8"])
             .arg(&src)
             .arg(&rdst)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+            .spawn()
+        {
+            Ok(child) => {
+                let (status, rss) = wait_peak_rss(child);
+                (status.success(), rss)
+            }
+            Err(_) => (false, 0.0),
+        };
         let rclone = t.elapsed();
         let t = Instant::now();
         let child = ferry(dir, &["run", ENROLL_OS]).spawn().unwrap();
@@ -164,15 +199,16 @@ fn files_bench(counts: &[usize]) {
         let per_s = n as f64 / took.as_secs_f64();
         let r_per_s = n as f64 / rclone.as_secs_f64();
         println!(
-            "{n:>7} files: ferry {took:>8.2?} ({per_s:>7.0} files/s, peak RSS {rss:.0} MiB); \
-             rclone copy {} ({r_per_s:.0} files/s); ferry/rclone {:.2}",
+            "{n:>7} files, concurrency {concurrency}: ferry {took:>8.2?} ({per_s:>7.0} files/s, \
+             peak RSS {rss:.0} MiB); rclone copy {} ({r_per_s:.0} files/s); ferry/rclone {:.2}",
             if ok {
-                format!("{rclone:.2?}")
+                format!("{rclone:.2?}, peak RSS {rclone_rss:.0} MiB")
             } else {
                 "unavailable".into()
             },
             per_s / r_per_s
         );
+        keep.push(tmp);
     }
 }
 
@@ -359,18 +395,7 @@ fn s3_bench(n: usize, concurrency: usize) {
         .replace(", DACS_EnrollFolder]", &format!(", {DACS_BUCKET}]"))
         .replace(", OUAIEnrollFolder]", &format!(", {OUAI_BUCKET}]"));
     std::fs::write(&config, text).unwrap();
-    let flow = dir.join("flows/enrollment_os.yaml");
-    let text = std::fs::read_to_string(&flow).unwrap();
-    assert!(text.contains("      as: file\n"), "flow 2 changed shape");
-    std::fs::write(
-        &flow,
-        text.replacen(
-            "      as: file\n",
-            &format!("      as: file\n      concurrency: {concurrency}\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    set_file_concurrency(dir, concurrency);
     let conns = dir.join("flows/connections.yaml");
     let s3_conn = format!(
         "{{ kind: s3, endpoint: \"{}\", region: us-east-1, access_key_id_env: BENCH_S3_KEY, \
@@ -493,7 +518,12 @@ fn main() {
     let only = std::env::var("FERRY_BENCH_ONLY").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
     if wanted("files") {
-        files_bench(&counts);
+        let concurrencies: Vec<usize> = std::env::var("FERRY_BENCH_FILES_CONCURRENCY")
+            .unwrap_or_else(|_| "1,4".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        files_bench(&counts, &concurrencies);
     }
     if wanted("s3") {
         s3_bench(
