@@ -215,19 +215,8 @@ pub fn log_event(e: &Event) {
             location,
             name,
             bytes,
-        } => {
-            span.record("file", name.as_str());
-            tracing::info!(
-                target: "ferry::run",
-                event = "fetched",
-                connection = %connection,
-                location = %location,
-                name = %name,
-                bytes = *bytes,
-                "ferry event"
-            )
         }
-        Event::Put {
+        | Event::Put {
             connection,
             location,
             name,
@@ -236,7 +225,7 @@ pub fn log_event(e: &Event) {
             span.record("file", name.as_str());
             tracing::info!(
                 target: "ferry::run",
-                event = "put",
+                event = if matches!(e, Event::Put { .. }) { "put" } else { "fetched" },
                 connection = %connection,
                 location = %location,
                 name = %name,

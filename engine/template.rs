@@ -535,7 +535,11 @@ mod tests {
             let compiled = t.eval_expression(src, &ctx).map_err(|e| e.0);
             t.register_expression(src).unwrap();
             assert!(t.exprs.contains_key(src), "{src} is not registered");
-            assert_eq!(t.eval_expression(src, &ctx).map_err(|e| e.0), compiled, "{src}");
+            assert_eq!(
+                t.eval_expression(src, &ctx).map_err(|e| e.0),
+                compiled,
+                "{src}"
+            );
         }
         // undefined stays an error, named as before
         let src = "steps.list.cont";

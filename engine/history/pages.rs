@@ -57,23 +57,44 @@ impl Store {
         }
         let limit = limit.clamp(1, super::MAX_PAGE);
         let kinds = filter.kinds();
-        let mut sql = String::from("SELECT seq FROM run_events WHERE run_id = $1 AND seq <= $2");
-        if !kinds.is_empty() {
-            sql.push_str(&format!(
-                " AND kind IN ({})",
-                super::store::placeholders(3, kinds.len())
-            ));
+        // the event `limit` places back ends the page before; none: that page is the first.
+        // One query per kind on the (run_id, kind, seq) index, each reading at most
+        // `limit + 1` rows, merged by seq (as `events_page` does): `kind IN (…) ORDER BY seq
+        // DESC OFFSET` would read every row of those kinds up to `after`.
+        if kinds.is_empty() {
+            let sql = format!(
+                "SELECT seq FROM run_events WHERE run_id = $1 AND seq <= $2 \
+                 ORDER BY seq DESC LIMIT 1 OFFSET {limit}"
+            );
+            let row = sqlx::query(&sql)
+                .bind(run_id.to_string())
+                .bind(after)
+                .fetch_optional(&self.pool)
+                .await?;
+            return Ok(Some(match row {
+                Some(r) => r.try_get::<i64, _>("seq")?,
+                None => 0,
+            }));
         }
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT 1 OFFSET {limit}"));
-        let mut q = sqlx::query(&sql).bind(run_id.to_string()).bind(after);
+        let mut seqs: Vec<i64> = Vec::new();
+        let sql = format!(
+            "SELECT seq FROM run_events WHERE run_id = $1 AND kind = $3 AND seq <= $2 \
+             ORDER BY seq DESC LIMIT {}",
+            limit + 1
+        );
         for k in kinds {
-            q = q.bind(*k);
+            for r in sqlx::query(&sql)
+                .bind(run_id.to_string())
+                .bind(after)
+                .bind(*k)
+                .fetch_all(&self.pool)
+                .await?
+            {
+                seqs.push(r.try_get::<i64, _>("seq")?);
+            }
         }
-        // the event `limit` places back ends the page before; none: that page is the first
-        Ok(Some(match q.fetch_optional(&self.pool).await? {
-            Some(r) => r.try_get::<i64, _>("seq")?,
-            None => 0,
-        }))
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(Some(seqs.get(limit as usize).copied().unwrap_or(0)))
     }
 
     /// The record numbers of the first [`LOOP_NUMBERS`] events passing `filter`.
