@@ -88,15 +88,22 @@ fn style(template: &str) -> indicatif::ProgressStyle {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
 }
 
+/// A bar of `total` steps drawn with `bounded`, or a spinner drawn with `unbounded` when the
+/// total is unknown.
+fn new_bar(total: Option<u64>, bounded: &str, unbounded: &str) -> indicatif::ProgressBar {
+    match total {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(style(bounded)),
+        None => indicatif::ProgressBar::no_length().with_style(style(unbounded)),
+    }
+}
+
 impl Progress for TerminalProgress {
     fn start_loop(&self, label: &str, total: Option<u64>) -> Box<dyn Tick> {
-        let bar = match total {
-            Some(n) => indicatif::ProgressBar::new(n).with_style(style(
-                "{prefix} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-            )),
-            None => indicatif::ProgressBar::no_length()
-                .with_style(style("{prefix} {spinner} {pos} done ({per_sec})")),
-        };
+        let bar = new_bar(
+            total,
+            "{prefix} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+            "{prefix} {spinner} {pos} done ({per_sec})",
+        );
         let bar = self.bars.add(bar.with_prefix(label.to_string()));
         Box::new(BarTick { bar, poll: None })
     }
@@ -108,13 +115,11 @@ impl Progress for TerminalProgress {
         total: Option<u64>,
         fetch: bool,
     ) -> Box<dyn Tick> {
-        let bar = match total {
-            Some(n) => indicatif::ProgressBar::new(n).with_style(style(
-                "{prefix} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-            )),
-            None => indicatif::ProgressBar::no_length()
-                .with_style(style("{prefix} {spinner} {bytes} ({bytes_per_sec})")),
-        };
+        let bar = new_bar(
+            total,
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+            "{prefix} {spinner} {bytes} ({bytes_per_sec})",
+        );
         let bar = self.bars.add(bar.with_prefix(label.to_string()));
         let poll = fetch
             .then(|| tokio::runtime::Handle::try_current().ok())
