@@ -25,6 +25,8 @@ pub const EXIT_RUN_FAILED: u8 = 3;
 /// Exit code: the flow is running elsewhere (another process holds its lease) and `--wait`
 /// did not get it.
 pub const EXIT_BUSY: u8 = 4;
+/// Exit code: the flow is paused (`ferry resume FLOW` starts it again).
+pub const EXIT_PAUSED: u8 = 5;
 /// How long the lease of a flow run from the command line lasts unrenewed.
 const CLI_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -163,6 +165,15 @@ pub enum Command {
         /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only runs found by this text: a file name it listed, fetched, put, renamed,
+        /// skipped or was delivered that contains it (case-insensitive), or a value its
+        /// flow tracks (`track:`), a failed or tolerated record's number (`4711` or `#4711`)
+        /// or key equal to it.
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// Only runs listed after this run id (the `more:` cursor of the page before).
+        #[arg(long, value_name = "RUN_ID")]
+        before: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
         format: Format,
@@ -199,6 +210,41 @@ pub enum Command {
         /// of refusing.
         #[arg(long, value_name = "DURATION", value_parser = history::text::parse_age)]
         wait: Option<std::time::Duration>,
+    },
+    /// Pause a flow (OIC's "deactivate"): no run of it starts — scheduled ticks are recorded
+    /// `paused`, its REST trigger answers 503, "run now" and resubmits are refused, flows
+    /// calling it fail at the call — on every instance sharing the run history, until
+    /// `ferry resume FLOW`.
+    Pause {
+        /// The flow's identifier.
+        flow: String,
+        /// Why (shown to operators with the pause).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Sources (the flow must be one of them).
+        #[command(flatten)]
+        sources: Sources,
+        /// Run history directory.
+        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
+        #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+    /// Resume a paused flow: its next tick, delivery or "run now" runs (missed ticks are not
+    /// caught up).
+    Resume {
+        /// The flow's identifier.
+        flow: String,
+        /// Sources (the flow must be one of them).
+        #[command(flatten)]
+        sources: Sources,
+        /// Run history directory.
+        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        data: PathBuf,
+        /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
+        #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Delete finished runs that started more than an age ago, with their kept inputs.
     Purge {
@@ -485,6 +531,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     }
                 },
             };
+            if let Some(store) = &store
+                && !dry_run
+                && let Some(code) = paused_exit(store, &flow).await?
+            {
+                store.close().await;
+                return Ok(code);
+            }
             let owned = match &store {
                 Some(store) => match own_flow(store, &plan, !dry_run, wait).await? {
                     Ok(owned) => Some(owned),
@@ -525,6 +578,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             outcome,
             since,
             limit,
+            search,
+            before,
             format,
             data,
             database_url,
@@ -586,17 +641,31 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     }
                 }
                 None => {
+                    let before = match before {
+                        Some(b) => Some(resolve_run_id(&store, &b).await?),
+                        None => None,
+                    };
                     let filter = RunFilter {
                         flow,
                         outcome,
                         since,
                         limit: Some(limit),
+                        search: search.map(|s| history::check_search(&s)).transpose()?,
+                        before,
                     };
                     let runs = store.list(&filter).await?;
                     store.close().await;
+                    let more = (runs.len() == limit as usize)
+                        .then(|| runs.last().map(|r| r.id.clone()))
+                        .flatten();
                     match format {
                         Format::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
-                        Format::Human => print!("{}", history::text::runs_table(&runs)),
+                        Format::Human => {
+                            print!("{}", history::text::runs_table(&runs));
+                            if let Some(id) = more {
+                                println!("more: --before {id}");
+                            }
+                        }
                     }
                 }
             }
@@ -623,6 +692,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     request.flow
                 )
             })?;
+            if let Some(code) = paused_exit(&store, &plan.id).await? {
+                store.close().await;
+                return Ok(code);
+            }
             let owned = match own_flow(&store, &plan, true, wait).await? {
                 Ok(owned) => owned,
                 Err(busy) => {
@@ -646,6 +719,52 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 println!("resubmit of run {id}");
             }
             finish_recorded(&recorded, Some(store), format).await
+        }
+        Command::Pause {
+            flow,
+            reason,
+            sources,
+            data,
+            database_url,
+        } => {
+            let Some(project) = load_sources(&sources) else {
+                return Ok(EXIT_INVALID);
+            };
+            known_flow(&project, &flow)?;
+            let store = open_history_creating(&data, database_url.as_deref()).await?;
+            let p = store
+                .pause_flow(&flow, &cli_user(), reason.as_deref())
+                .await?;
+            store.close().await;
+            println!(
+                "flow {flow} paused by {} at {}{}",
+                p.paused_by,
+                p.paused_at,
+                p.reason.map(|r| format!(": {r}")).unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Resume {
+            flow,
+            sources,
+            data,
+            database_url,
+        } => {
+            let Some(project) = load_sources(&sources) else {
+                return Ok(EXIT_INVALID);
+            };
+            known_flow(&project, &flow)?;
+            let store = open_history_creating(&data, database_url.as_deref()).await?;
+            let ended = store.resume_flow(&flow).await?;
+            store.close().await;
+            match ended {
+                Some(p) => println!(
+                    "flow {flow} resumed (paused by {} at {})",
+                    p.paused_by, p.paused_at
+                ),
+                None => println!("flow {flow} was not paused"),
+            }
+            Ok(0)
         }
         Command::Purge {
             older_than,
@@ -984,6 +1103,48 @@ async fn resolve_run_id(store: &Store, id: &str) -> anyhow::Result<String> {
 /// Loads the project, or prints why it is invalid (an invalid project is never run).
 /// The run history: PostgreSQL at `url`, else the SQLite store in `data` (which must
 /// exist).
+/// Who runs this command, for the record (a pause's `paused_by`): `cli:` and the login.
+fn cli_user() -> String {
+    let login = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli:{login}")
+}
+
+/// Checks that `flow` is one of `project`'s flows.
+fn known_flow(project: &Project, flow: &str) -> anyhow::Result<()> {
+    if project.flows.contains_key(flow) {
+        return Ok(());
+    }
+    let hint = crate::diag::did_you_mean(flow, project.flows.keys().map(String::as_str))
+        .map(|h| format!(" ({h})"))
+        .unwrap_or_default();
+    anyhow::bail!("unknown flow '{flow}'{hint}")
+}
+
+/// The run history in `data` (made if missing) or at `url`.
+async fn open_history_creating(
+    data: &std::path::Path,
+    url: Option<&str>,
+) -> anyhow::Result<Store> {
+    Ok(match url {
+        Some(url) => Store::open_postgres(url, data).await?,
+        None => Store::open_sqlite(data).await?,
+    })
+}
+
+/// Refuses a run of a paused flow: prints why and gives [`EXIT_PAUSED`].
+async fn paused_exit(store: &Store, flow: &str) -> anyhow::Result<Option<u8>> {
+    match store.pause_of(flow).await? {
+        Some(p) => {
+            eprintln!("error: {p}");
+            Ok(Some(EXIT_PAUSED))
+        }
+        None => Ok(None),
+    }
+}
+
 async fn open_history(data: &std::path::Path, url: Option<&str>) -> anyhow::Result<Store> {
     Ok(match url {
         Some(url) => Store::open_postgres(url, data).await?,

@@ -74,6 +74,8 @@ pub struct FlowPlan {
     pub steps: Block,
     /// Error handler: child flow and its parameters.
     pub on_error: Option<(String, ValueTpl)>,
+    /// What its runs are found by (`track:`): name and template, in name order.
+    pub track: Vec<(String, Tpl)>,
     /// The file it came from.
     pub path: PathBuf,
 }
@@ -798,6 +800,7 @@ fn compile_flow(
         refs: Vec::new(),
         locations,
     };
+    let track = compile_track(&mut cx, &raw.track);
     let steps = cx.block("/steps", &raw.steps);
     let on_error = raw.on_error.as_ref().map(|call| {
         cx.child_flow("/on_error/flow", &call.flow, &call.with, "/on_error/with");
@@ -818,8 +821,55 @@ fn compile_flow(
         templates,
         steps,
         on_error,
+        track,
         path: doc.path.clone(),
     }
+}
+
+/// The most values a flow tracks its runs by.
+pub const MAX_TRACKED: usize = 3;
+
+/// Checks a flow's `track:` declarations: at most [`MAX_TRACKED`], names that are
+/// identifiers, templates over the trigger input and parameters only (they are evaluated
+/// as the run starts, before any step).
+fn compile_track(cx: &mut FlowCx<'_>, track: &BTreeMap<String, String>) -> Vec<(String, Tpl)> {
+    if track.len() > MAX_TRACKED {
+        cx.error_at(
+            "/track",
+            "too-many-tracked",
+            format!(
+                "a flow tracks its runs by at most {MAX_TRACKED} values; this one declares {}",
+                track.len()
+            ),
+            None,
+        );
+    }
+    let mut out = Vec::with_capacity(track.len());
+    for (name, src) in track {
+        let ptr = format!("/track/{}", crate::yaml::escape_segment(name));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            cx.error_at_key(
+                &ptr,
+                "bad-name",
+                format!("'{name}' is not a tracking name (letters, digits, `_` and `-`)"),
+            );
+        }
+        let tpl = cx.template(&ptr, src);
+        if cx.templates.variables(&tpl).iter().any(|v| v == "steps") {
+            cx.error_at(
+                &ptr,
+                "track-uses-steps",
+                "a tracked value is evaluated as the run starts, before any step: it can read `input`, `params` and `run`, not `steps`",
+                None,
+            );
+        }
+        out.push((name.clone(), tpl));
+    }
+    out
 }
 
 /// Checks the triggers: the schedule parses in its time zone, a REST trigger's method and

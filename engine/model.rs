@@ -39,6 +39,13 @@ pub struct RawFlow {
     /// Parameters a caller passes (child flows): name → description.
     #[serde(default)]
     pub params: BTreeMap<String, Param>,
+    /// Up to three values a run is found by (`ferry runs --search`, the monitoring page's
+    /// search box; OIC's tracking fields): name → a template over the trigger input and
+    /// the parameters, evaluated when the run starts, e.g.
+    /// `eventId: "{{ input.metadata.eventId }}"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 3))]
+    pub track: BTreeMap<String, String>,
     /// The steps, run in document order as far as their dependencies allow.
     pub steps: Vec<RawStep>,
     /// Error handler hook: a child flow called once when the run fails, with `error` in its

@@ -219,6 +219,10 @@ pub enum Event {
         /// Attempts made (more than 1 when `retry` resent it after transient failures).
         #[serde(default = "one_attempt")]
         attempts: u32,
+        /// The key of the record a failing or tolerated request was sent for, as its loop
+        /// declares in `track:`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
         /// The answer failed the request's `expect` (a 2xx whose body refuses the record,
         /// such as an acknowledgement of type FAILURE): not a record sent.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -375,6 +379,9 @@ pub struct RunReport {
     pub events: Vec<Event>,
     /// Events counted but not kept in `events`.
     pub events_omitted: u64,
+    /// The values the flow tracks the run by (`track:`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracked: BTreeMap<String, String>,
 }
 
 impl RunReport {
@@ -438,6 +445,9 @@ pub struct JournalBatch {
     /// Events with their sequence number and time, in order (a record loop's successful
     /// requests are counted and checkpointed instead).
     pub events: Vec<(u64, String, Event)>,
+    /// What the run is found by, beyond what its events say: the names of the files it
+    /// listed, the values its flow tracks.
+    pub keys: Vec<RunKey>,
     /// Side effects confirmed, by step key, with the step's output: a resumed run skips
     /// them.
     pub confirmed: Vec<(String, Value)>,
@@ -449,8 +459,25 @@ pub struct JournalBatch {
 
 impl JournalBatch {
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.confirmed.is_empty() && self.checkpoints.is_empty()
+        self.events.is_empty()
+            && self.confirmed.is_empty()
+            && self.checkpoints.is_empty()
+            && self.keys.is_empty()
     }
+}
+
+/// A value a run is found by in the run history (`ferry runs --search`), beyond its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunKey {
+    /// The name of a file the run listed (or was delivered).
+    File(String),
+    /// A value the flow declares in `track:`.
+    Tracked {
+        /// The declaration's name.
+        name: String,
+        /// Its value for this run.
+        value: String,
+    },
 }
 
 /// Where a run writes what it does as it goes (the run history implements it). Writes
@@ -498,6 +525,9 @@ pub struct RunStart {
     pub resume: Resume,
     /// Checked before every step, instead of the options' fence (none: the options').
     pub fence: Option<Arc<dyn Fence>>,
+    /// Flows paused when the run started, by id, with why: calling one fails the calling
+    /// step with that message.
+    pub paused: BTreeMap<String, String>,
 }
 
 /// Options of a run.
@@ -561,6 +591,9 @@ pub enum RunFailure {
     /// The trigger input is wrong.
     #[error("{0}")]
     Input(String),
+    /// The flow is paused (the message says by whom, when and why).
+    #[error("{0}")]
+    Paused(String),
 }
 
 /// Runs flows of a compiled project.
@@ -590,6 +623,8 @@ struct RunState {
     finished: AtomicBool,
     resume: Resume,
     fence: Option<Arc<dyn Fence>>,
+    /// Paused flows: calling one fails.
+    paused: BTreeMap<String, String>,
 }
 
 /// What a run did so far: the events its report keeps, its counters, and what waits for
@@ -760,6 +795,7 @@ impl Engine {
             journal,
             resume,
             fence,
+            paused,
         } = start;
         let flow = self
             .project
@@ -798,6 +834,7 @@ impl Engine {
             finished: AtomicBool::new(false),
             resume,
             fence: fence.or_else(|| self.options.fence.clone()),
+            paused,
         };
         let mut scope = Scope::new(Value::Object(input), self.options.params.clone(), &run);
         let ex = Exec {
@@ -806,6 +843,7 @@ impl Engine {
             state: &state,
             confirm: true,
         };
+        let tracked = ex.track_values(&scope);
         let span = tracing::info_span!("run", flow = %flow.id, run_id = %run_id, dry_run = self.options.dry_run, outcome = tracing::field::Empty);
         let work = async {
             let result = ex
@@ -838,6 +876,7 @@ impl Engine {
             counters: log.counters,
             events: log.kept,
             events_omitted: log.omitted,
+            tracked,
         })
     }
 
@@ -948,6 +987,8 @@ pub struct Scope {
     path: Vec<(String, String)>,
     /// The CSV record this scope is processing, if inside a record loop.
     record: Option<u64>,
+    /// That record's key, as its loop declares in `track:`.
+    record_key: Option<String>,
     /// Spool files fetched in this scope: a loop item removes them when it ends.
     spooled: Vec<PathBuf>,
     /// The step running in this scope.
@@ -964,6 +1005,7 @@ impl Scope {
             ctx: OnceLock::new(),
             path: Vec::new(),
             record: None,
+            record_key: None,
             spooled: Vec::new(),
             step: String::new(),
             loops: 0,
@@ -1070,6 +1112,16 @@ impl Scope {
     /// The CSV record being processed, if any.
     pub fn record(&self) -> Option<u64> {
         self.record
+    }
+
+    /// The key of the record being processed, as its loop declares in `track:`.
+    pub fn record_key(&self) -> Option<&str> {
+        self.record_key.as_deref()
+    }
+
+    /// Sets the key of the record being processed.
+    pub fn set_record_key(&mut self, key: Option<String>) {
+        self.record_key = key;
     }
 
     /// The id of the step running in this scope.
@@ -1255,6 +1307,49 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// The values the flow tracks the run by (`track:`), evaluated over the trigger input
+    /// and parameters, and noted for the journal. A declaration that does not evaluate (a
+    /// part the delivery lacks) is left out with a warning: tracking never fails a run.
+    fn track_values(&self, scope: &Scope) -> BTreeMap<String, String> {
+        let mut values = BTreeMap::new();
+        for (name, tpl) in &self.flow.track {
+            match self.render(tpl, scope) {
+                Ok(v) if !v.is_empty() => {
+                    values.insert(name.clone(), v);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(flow = %self.flow.id, track = %name, error = %e.message, "a tracked value does not evaluate; the run is not tracked by it");
+                }
+            }
+        }
+        if self.state.journal.is_some() && !values.is_empty() {
+            let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.batch
+                .keys
+                .extend(values.iter().map(|(name, value)| RunKey::Tracked {
+                    name: name.clone(),
+                    value: value.clone(),
+                }));
+        }
+        values
+    }
+
+    /// Notes the names of files the run listed: it is found by them
+    /// (`ferry runs --search`), written with the next journal write.
+    pub fn listed_files<'n>(&self, names: impl Iterator<Item = &'n str>) {
+        if self.state.journal.is_none() || self.state.dry_run {
+            return;
+        }
+        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.batch
+            .keys
+            .extend(names.map(|n| RunKey::File(n.to_string())));
+        if log.batch.keys.len() >= JOURNAL_BATCH {
+            self.state.wake.notify_one();
+        }
+    }
+
     /// Records the progress of a record loop (written with the next journal write).
     pub fn checkpoint(&self, c: Checkpoint, records: usize) {
         if self.state.journal.is_none() || self.state.dry_run {
@@ -1385,11 +1480,18 @@ impl<'a> Exec<'a> {
         let mut path = caller.path.clone();
         path.push((step.to_string(), flow_id.to_string()));
         let record = caller.record;
+        let record_key = caller.record_key.clone();
         let confirm = self.confirm && step != "on_error";
         Box::pin(async move {
             let child = self.engine.project.flows.get(flow_id).ok_or_else(|| {
                 StepError::new(ErrorKind::Config, format!("unknown flow '{flow_id}'"))
             })?;
+            if let Some(why) = self.state.paused.get(flow_id) {
+                return Err(StepError::new(
+                    ErrorKind::Config,
+                    format!("cannot call child flow '{flow_id}': {why}"),
+                ));
+            }
             let ex = Exec {
                 engine: self.engine,
                 flow: child,
@@ -1400,6 +1502,7 @@ impl<'a> Exec<'a> {
             scope.set_var("error", &error);
             scope.path = path;
             scope.record = record;
+            scope.record_key = record_key;
             let span = tracing::info_span!("child_flow", flow = %child.id);
             match ex
                 .run_block(&child.steps, &mut scope)

@@ -274,6 +274,7 @@ pub fn log_event(e: &Event) {
             message,
             attempts,
             rejected,
+            key,
         } => tracing::info!(
             target: "ferry::run",
             event = "request",
@@ -286,6 +287,7 @@ pub fn log_event(e: &Event) {
             message = message.as_deref(),
             attempts = u64::from(*attempts),
             rejected = *rejected,
+            key = key.as_deref(),
             "ferry event"
         ),
         Event::Emailed { to, subject } => tracing::info!(

@@ -463,6 +463,7 @@ fn fake_report(flow: &str, age: chrono::Duration) -> RunReport {
         counters: ferry::run::Counters::of(&events),
         events,
         events_omitted: 0,
+        tracked: Default::default(),
     }
 }
 

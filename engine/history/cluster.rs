@@ -138,6 +138,8 @@ pub enum TickStatus {
     Started,
     /// Skipped: the flow's previous run was still going.
     Skipped,
+    /// Not run: the flow is paused.
+    Paused,
 }
 
 impl TickStatus {
@@ -146,6 +148,7 @@ impl TickStatus {
             TickStatus::Claimed => "claimed",
             TickStatus::Started => "started",
             TickStatus::Skipped => "skipped",
+            TickStatus::Paused => "paused",
         }
     }
 
@@ -154,6 +157,7 @@ impl TickStatus {
             "claimed" => TickStatus::Claimed,
             "started" => TickStatus::Started,
             "skipped" => TickStatus::Skipped,
+            "paused" => TickStatus::Paused,
             _ => {
                 return Err(HistoryError::Corrupt {
                     what: "tick status",

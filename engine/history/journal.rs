@@ -243,6 +243,13 @@ impl Store {
             .map(|(seq, at, e)| event_row(run_id, clamp_i64(*seq), at, e))
             .collect::<Result<Vec<_>, HistoryError>>()?;
         insert_rows(&mut tx, "run_events", EVENT_COLUMNS, rows).await?;
+        super::tracking::write_keys(
+            &mut tx,
+            run_id,
+            &batch.keys,
+            batch.events.iter().map(|(_, _, e)| e),
+        )
+        .await?;
         for (key, output) in &batch.confirmed {
             sqlx::query(
                 "INSERT INTO run_steps (run_id, key, output) VALUES ($1, $2, $3)

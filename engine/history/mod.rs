@@ -69,6 +69,7 @@ mod replay;
 mod schema;
 mod store;
 pub mod text;
+mod tracking;
 
 use std::path::PathBuf;
 
@@ -89,6 +90,7 @@ pub use replay::{
     resubmit_request, run_recorded,
 };
 pub use store::Store;
+pub use tracking::{MAX_KEY_BYTES, MAX_REASON_CHARS, MAX_SEARCH_CHARS, Pause, TrackedValue, check_search};
 
 use crate::model::PartKind;
 
@@ -315,6 +317,13 @@ pub struct RunFilter {
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// At most this many (default 50).
     pub limit: Option<u32>,
+    /// Only runs that handled a file whose name contains this text, or that its flow
+    /// tracks by this value (`track:`), or with a failed or tolerated record of this number
+    /// or key (see the tracking module).
+    pub search: Option<String>,
+    /// Only runs listed after this run (the cursor of the next page: the last run id of
+    /// the page before).
+    pub before: Option<String>,
 }
 
 /// One run, as listed.
@@ -386,6 +395,8 @@ pub struct RunDetail {
     pub inputs: Vec<StoredPart>,
     /// Runs that resubmitted this one.
     pub resubmitted_as: Vec<String>,
+    /// The values its flow tracks it by (`track:`), in name order.
+    pub tracked: Vec<TrackedValue>,
     /// The run's first events ([`crate::run::Event`] as JSON), in order: a page of
     /// [`PAGE`]; [`Store::events_page`] reads on from `events_next`.
     pub events: Vec<Value>,

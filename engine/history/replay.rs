@@ -5,6 +5,7 @@
 //! Recording never changes a run: when the store fails, the run goes on and the failure is
 //! returned beside the report ([`Recorded::warnings`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -123,6 +124,8 @@ pub struct Prepared {
     resume: Resume,
     /// Checked before every step (the flow's lease), instead of the engine's own.
     pub fence: Option<Arc<dyn Fence>>,
+    /// The flows paused as it was prepared: calling one fails.
+    paused: BTreeMap<String, String>,
 }
 
 impl Prepared {
@@ -162,8 +165,23 @@ pub async fn prepare(
         .flows
         .get(&req.flow)
         .ok_or_else(|| RunFailure::UnknownFlow(req.flow.clone()))?;
-    let mut input = trigger_input(plan, &req.parts)?;
     let mut warnings = Vec::new();
+    // a paused flow starts no run; a paused child fails the step that calls it
+    let mut paused = BTreeMap::new();
+    if let Some(store) = store {
+        match store.pauses().await {
+            Ok(pauses) => {
+                for p in pauses {
+                    if p.flow == plan.id {
+                        return Err(RunFailure::Paused(p.to_string()));
+                    }
+                    paused.insert(p.flow.clone(), p.to_string());
+                }
+            }
+            Err(e) => warnings.push(e),
+        }
+    }
+    let mut input = trigger_input(plan, &req.parts)?;
     let summary = input_summary(plan, &input);
     let mut run_id = None;
     if let Some(store) = store {
@@ -238,6 +256,7 @@ pub async fn prepare(
         recorded,
         warnings,
         fence: None,
+        paused,
     })
 }
 
@@ -256,6 +275,7 @@ pub async fn execute(
         mut warnings,
         resume,
         fence,
+        paused,
     } = prepared;
     let store = store.filter(|_| begun);
     let start = RunStart {
@@ -265,6 +285,7 @@ pub async fn execute(
         journal: store.map(|s| s.journal(&id)),
         resume,
         fence,
+        paused,
     };
     let report = match engine.start(start).await {
         Ok(r) => r,

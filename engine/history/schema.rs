@@ -8,7 +8,8 @@
 //! is appended with the next version; applied steps are never edited.
 //!
 //! The statements are written for both backends; the one type that differs, a column of
-//! bytes, is spelled `{BYTES}` and becomes `BYTEA` on PostgreSQL and `BLOB` on SQLite.
+//! bytes, is spelled `{BYTES}` and becomes `BYTEA` on PostgreSQL and `BLOB` on SQLite;
+//! `{WITHOUT_ROWID}` after a table is SQLite's `WITHOUT ROWID` and nothing on PostgreSQL.
 
 use sqlx::{AnyPool, Row as _};
 
@@ -209,6 +210,31 @@ const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 6,
+        name: "paused flows; runs tracked by file name and business key",
+        statements: &[
+            // a flow paused by an operator (OIC's "deactivate"): one row while it is paused
+            "CREATE TABLE IF NOT EXISTS flow_pauses (
+                flow TEXT PRIMARY KEY,
+                paused_at TEXT NOT NULL,
+                paused_by TEXT NOT NULL,
+                reason TEXT
+            )",
+            // what a run is found by (`ferry runs --search`): kind 'f' a file name it
+            // handled (substring search), 't' a value its flow declares in `track:` (name:
+            // the declaration), 'r' the number of a failed or tolerated record, 'k' that
+            // record's declared key (exact search); one row per distinct value of a run.
+            // SQLite keeps the rows in the primary key's b-tree alone (no rowid table).
+            "CREATE TABLE IF NOT EXISTS run_keys (
+                run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                kind TEXT NOT NULL,
+                value TEXT NOT NULL,
+                name TEXT,
+                PRIMARY KEY (run_id, kind, value)
+            ){WITHOUT_ROWID}",
+        ],
+    },
 ];
 
 /// The highest version this ferry knows.
@@ -258,7 +284,9 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Hist
             continue;
         }
         for statement in m.statements {
-            let statement = statement.replace("{BYTES}", bytes_type(backend));
+            let statement = statement
+                .replace("{BYTES}", bytes_type(backend))
+                .replace("{WITHOUT_ROWID}", without_rowid(backend));
             sqlx::query(&statement).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -272,6 +300,15 @@ fn bytes_type(backend: Backend) -> &'static str {
     match backend {
         Backend::Postgres => "BYTEA",
         Backend::Sqlite => "BLOB",
+    }
+}
+
+/// The table option of a table kept in its primary key's b-tree (SQLite's `WITHOUT ROWID`;
+/// nothing on PostgreSQL).
+fn without_rowid(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "",
+        Backend::Sqlite => " WITHOUT ROWID",
     }
 }
 

@@ -130,6 +130,17 @@ pub(super) async fn insert_rows(
     columns: &[&str],
     rows: Vec<Vec<Param>>,
 ) -> Result<(), HistoryError> {
+    insert_rows_with(conn, table, columns, "", rows).await
+}
+
+/// [`insert_rows`] with `tail` after each statement's values (a conflict clause).
+async fn insert_rows_with(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    columns: &[&str],
+    tail: &str,
+    rows: Vec<Vec<Param>>,
+) -> Result<(), HistoryError> {
     let per = (MAX_PARAMS / columns.len()).max(1);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
@@ -150,6 +161,7 @@ pub(super) async fn insert_rows(
             }
             sql.push(')');
         }
+        sql.push_str(tail);
         let mut q = sqlx::query(&sql);
         for p in chunk.into_iter().flatten() {
             q = match p {
@@ -161,6 +173,18 @@ pub(super) async fn insert_rows(
         q.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Inserts `rows` into `table` in multi-row statements, leaving out rows whose `key`
+/// (the conflict target, e.g. `(run_id, kind, value)`) is already there.
+pub(super) async fn insert_rows_ignoring(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    columns: &[&str],
+    key: &str,
+    rows: Vec<Vec<Param>>,
+) -> Result<(), HistoryError> {
+    insert_rows_with(conn, table, columns, &format!(" ON CONFLICT {key} DO NOTHING"), rows).await
 }
 
 /// A count as a BIGINT.
@@ -429,6 +453,21 @@ impl Store {
             params.push(timestamp(since));
             conditions.push(format!("started_at >= ${}", params.len()));
         }
+        if let Some(before) = &filter.before {
+            params.push(before.clone());
+            let n = params.len();
+            conditions.push(format!(
+                "(started_at < (SELECT started_at FROM runs WHERE id = ${n}) \
+                 OR (started_at = (SELECT started_at FROM runs WHERE id = ${n}) AND id < ${n}))"
+            ));
+        }
+        if let Some(text) = &filter.search {
+            let text = super::tracking::check_search(text)?;
+            let (condition, values) =
+                super::tracking::search_condition(self.backend, &text, params.len() + 1);
+            params.extend(values);
+            conditions.push(condition);
+        }
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
@@ -544,6 +583,7 @@ impl Store {
                 .iter()
                 .map(|r| r.try_get::<String, _>("id"))
                 .collect::<Result<Vec<_>, _>>()?;
+        let tracked = self.tracked(id).await?;
 
         Ok(Some(RunDetail {
             summary,
@@ -553,6 +593,7 @@ impl Store {
             emails,
             inputs,
             resubmitted_as,
+            tracked,
             events,
             events_next,
             loops,
@@ -675,6 +716,19 @@ impl Store {
         if exists.is_none() {
             return Err(HistoryError::UnknownRun(run_id.to_string()));
         }
+        // a delivered file is found by its name (`ferry runs --search`)
+        let names: Vec<crate::run::RunKey> = parts
+            .iter()
+            .filter(|p| p.kind == PartKind::File)
+            .filter_map(|p| {
+                p.file_name.clone().or_else(|| {
+                    p.path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+            })
+            .map(crate::run::RunKey::File)
+            .collect();
         let in_db = self.keeps_inputs_in_db();
         if in_db {
             // the bytes go in with the rows, in one transaction
@@ -687,6 +741,7 @@ impl Store {
                 rows.push(input_row(run_id, p, size, sha256, &copies, Stored::Db).await?);
             }
             insert_rows(&mut tx, "run_inputs", INPUT_COLUMNS, rows).await?;
+            super::tracking::write_keys(&mut tx, run_id, &names, std::iter::empty()).await?;
             tx.commit().await?;
         } else {
             // the files first: an SQLite write transaction holds the whole database
@@ -699,6 +754,7 @@ impl Store {
             let mut tx = self.pool.begin().await?;
             forget_parts(&mut tx, run_id, parts).await?;
             insert_rows(&mut tx, "run_inputs", INPUT_COLUMNS, rows).await?;
+            super::tracking::write_keys(&mut tx, run_id, &names, std::iter::empty()).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -928,6 +984,7 @@ impl Store {
             for table in ["run_events", "run_records", "run_files", "run_emails"] {
                 self.purge_rows(table, &ids, &list).await?;
             }
+            self.purge_keys(&ids, &list).await?;
             // kept parts' bytes: megabytes a row, fewer rows a transaction
             self.purge_chunks(&ids, &list).await?;
             let mut tx = self.pool.begin().await?;
@@ -1218,6 +1275,16 @@ async fn write_report(
     if !journaled {
         super::journal::write_events(conn, &report.run_id, &report.events, &finished).await?;
     }
+    // the keys the journal wrote are there already: these add nothing twice
+    let tracked: Vec<crate::run::RunKey> = report
+        .tracked
+        .iter()
+        .map(|(name, value)| crate::run::RunKey::Tracked {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    super::tracking::write_keys(conn, &report.run_id, &tracked, report.events.iter()).await?;
     // a dry run moved nothing: its history counts no file put
     let mut counters = report.counters;
     if report.dry_run {

@@ -219,6 +219,14 @@ pub fn run_detail(d: &RunDetail, loops: &[LoopSummary], records: &RecordsShown<'
     if let Some(i) = &r.input_summary {
         let _ = writeln!(s, "  input      {i}");
     }
+    if !d.tracked.is_empty() {
+        let values: Vec<String> = d
+            .tracked
+            .iter()
+            .map(|t| format!("{}={}", t.name, t.value))
+            .collect();
+        let _ = writeln!(s, "  tracked    {}", values.join(", "));
+    }
     if !d.resubmitted_as.is_empty() {
         let _ = writeln!(s, "  resubmitted as {}", d.resubmitted_as.join(", "));
     }

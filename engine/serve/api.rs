@@ -31,7 +31,13 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds a client should wait before trying again (`Retry-After`).
+    retry_after: Option<u64>,
 }
+
+/// How long a sender is asked to wait before delivering again to a paused flow's REST
+/// trigger (`Retry-After`, seconds).
+pub const PAUSED_RETRY_AFTER_SECS: u64 = 60;
 
 impl ApiError {
     /// An error answer.
@@ -40,7 +46,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same answer, asking the client to try again after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The error code (`paused`, `unknown_flow`, …).
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 
     /// The HTTP status.
@@ -61,6 +79,10 @@ impl IntoResponse for ApiError {
             Json(json!({ "error": { "code": self.code, "message": self.message } })),
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -91,6 +113,7 @@ impl From<StartError> for ApiError {
                 (StatusCode::GONE, "input_gone")
             }
             StartError::Resubmit(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            StartError::Paused(_) => (StatusCode::CONFLICT, "paused"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -152,6 +175,8 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/api/v1/status", get(status))
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/flows/{flow}/runs", post(run_now))
+        .route("/api/v1/flows/{flow}/pause", post(pause))
+        .route("/api/v1/flows/{flow}/resume", post(resume))
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(show_run))
         .route("/api/v1/runs/{id}/events", get(run_events))
@@ -267,8 +292,72 @@ async fn flows(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&server, &headers, Role::Viewer)?;
     let project = server.app.project();
-    let flows: Vec<Value> = project.flows.values().map(|p| flow_json(p)).collect();
+    let pauses = server.app.store().pauses().await?;
+    let flows: Vec<Value> = project
+        .flows
+        .values()
+        .map(|p| {
+            let mut v = flow_json(p);
+            let pause = pauses.iter().find(|x| x.flow == p.id);
+            if let Some(o) = v.as_object_mut() {
+                o.extend(pause_fields(pause));
+            }
+            v
+        })
+        .collect();
     Ok(Json(json!({ "flows": flows })))
+}
+
+/// A flow's pause state as the API shows it: `paused`, and while paused `paused_at`,
+/// `paused_by` and `reason`.
+pub fn pause_fields(pause: Option<&crate::history::Pause>) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("paused".into(), Value::Bool(pause.is_some()));
+    if let Some(p) = pause {
+        m.insert("paused_at".into(), json!(p.paused_at));
+        m.insert("paused_by".into(), json!(p.paused_by));
+        m.insert("reason".into(), json!(p.reason));
+    }
+    m
+}
+
+/// Body of `POST /api/v1/flows/{id}/pause` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseBody {
+    /// Why (kept with the pause, shown to operators).
+    pub reason: Option<String>,
+}
+
+async fn pause(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+    body: Option<Json<PauseBody>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let by = server.users.caller(&headers);
+    let reason = body.and_then(|Json(b)| b.reason);
+    let p = server.app.pause(&flow, &by, reason.as_deref()).await?;
+    let mut v = serde_json::Map::new();
+    v.insert("flow".into(), json!(flow));
+    v.extend(pause_fields(Some(&p)));
+    Ok(Json(Value::Object(v)))
+}
+
+async fn resume(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let by = server.users.caller(&headers);
+    let ended = server.app.resume(&flow, &by).await?;
+    Ok(Json(json!({
+        "flow": flow,
+        "paused": false,
+        "was_paused": ended.is_some(),
+    })))
 }
 
 async fn run_now(
@@ -296,6 +385,11 @@ pub struct RunsQuery {
     pub since: Option<String>,
     /// At most this many (default 50, at most 1000).
     pub limit: Option<u32>,
+    /// Only runs found by this text: a file name containing it, or a tracked value,
+    /// record number or record key equal to it (empty: all).
+    pub search: Option<String>,
+    /// Only runs after this one in the listing (the `next` cursor of the page before).
+    pub before: Option<String>,
 }
 
 impl RunsQuery {
@@ -313,6 +407,13 @@ impl RunsQuery {
                 None => None,
             },
             limit: Some(self.limit.unwrap_or(50).clamp(1, 1000)),
+            search: match self.search.as_deref().filter(|s| !s.trim().is_empty()) {
+                Some(s) => Some(
+                    crate::history::check_search(s).map_err(|e| bad(e.to_string()))?,
+                ),
+                None => None,
+            },
+            before: self.before.clone().filter(|b| !b.is_empty()),
         })
     }
 }
@@ -323,8 +424,13 @@ async fn list_runs(
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&server, &headers, Role::Viewer)?;
-    let runs = server.app.store().list(&q.filter()?).await?;
-    Ok(Json(json!({ "runs": runs })))
+    let filter = q.filter()?;
+    let runs = server.app.store().list(&filter).await?;
+    // a full page may have more after it
+    let next = (runs.len() == filter.limit.unwrap_or(50) as usize)
+        .then(|| runs.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(Json(json!({ "runs": runs, "next": next })))
 }
 
 async fn show_run(
@@ -657,6 +763,17 @@ async fn deliver(
             check_one(req.headers(), &name, &password).map_err(denied)?;
         }
         None => authorize(server, req.headers(), Role::Operator)?,
+    }
+    // a paused flow accepts nothing it would not run: the sender keeps the delivery
+    match server.app.refuse_paused(&plan.id).await {
+        Ok(()) => {}
+        Err(StartError::Paused(m)) => {
+            return Err(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "paused", m)
+                    .retry_after(PAUSED_RETRY_AFTER_SECS),
+            );
+        }
+        Err(e) => return Err(e.into()),
     }
     let limit =
         usize::try_from(rest.max_body_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);

@@ -68,6 +68,9 @@ pub enum StartError {
     /// The run to resubmit is unknown or still running.
     #[error(transparent)]
     Resubmit(ResubmitError),
+    /// The flow is paused (the message says by whom, when and why).
+    #[error("{0}")]
+    Paused(String),
 }
 
 impl From<RunFailure> for StartError {
@@ -75,6 +78,7 @@ impl From<RunFailure> for StartError {
         match f {
             RunFailure::UnknownFlow(flow) => StartError::UnknownFlow(flow),
             RunFailure::Input(m) => StartError::Input(m),
+            RunFailure::Paused(m) => StartError::Paused(m),
             e @ RunFailure::Spool { .. } => {
                 StartError::Input(format!("cannot spool the input: {e}"))
             }
@@ -272,6 +276,47 @@ impl App {
         self.start(RunRequest::new(flow, Trigger::Manual)).await
     }
 
+    /// Refuses to start a run of `flow` while it is paused.
+    pub async fn refuse_paused(&self, flow: &str) -> Result<(), StartError> {
+        match self.store.pause_of(flow).await {
+            Ok(None) => Ok(()),
+            Ok(Some(p)) => Err(StartError::Paused(p.to_string())),
+            Err(e) => Err(StartError::Store(e)),
+        }
+    }
+
+    /// Pauses `flow` (one of the loaded flows): it starts no run, on any instance sharing
+    /// the history, until [`App::resume`].
+    pub async fn pause(
+        &self,
+        flow: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<history::Pause, StartError> {
+        self.plan(flow)?;
+        let p = self
+            .store
+            .pause_flow(flow, by, reason)
+            .await
+            .map_err(StartError::Store)?;
+        tracing::warn!(flow, paused_by = %p.paused_by, reason = p.reason.as_deref().unwrap_or(""), "flow paused");
+        Ok(p)
+    }
+
+    /// Resumes `flow`; returns the pause it ended (none: it was not paused).
+    pub async fn resume(&self, flow: &str, by: &str) -> Result<Option<history::Pause>, StartError> {
+        self.plan(flow)?;
+        let p = self
+            .store
+            .resume_flow(flow)
+            .await
+            .map_err(StartError::Store)?;
+        if p.is_some() {
+            tracing::warn!(flow, resumed_by = %by, "flow resumed");
+        }
+        Ok(p)
+    }
+
     /// Starts a resubmit of recorded run `run_id`; returns the new run's id.
     pub async fn resubmit(self: &Arc<Self>, run_id: &str) -> Result<String, StartError> {
         let req = history::resubmit_request(&self.store, run_id)
@@ -304,6 +349,8 @@ impl App {
             .get(&req.flow)
             .cloned()
             .ok_or_else(|| StartError::UnknownFlow(req.flow.clone()))?;
+        // before the lease: a paused flow takes nothing from the one that runs
+        self.refuse_paused(&plan.id).await?;
         let exclusive = plan.trigger.rest.is_none();
         let lease = if exclusive {
             let name = history::flow_lease(&plan.id);

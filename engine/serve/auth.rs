@@ -127,6 +127,15 @@ impl Users {
             .ok_or(Denied::Wrong)
     }
 
+    /// Who the caller is, for the record (a pause's `paused_by`): the Basic user name,
+    /// or `anonymous` when no user is configured (call after [`Users::check`]).
+    pub fn caller(&self, headers: &HeaderMap) -> String {
+        if self.users.is_empty() {
+            return "anonymous".into();
+        }
+        basic_credentials(headers).map_or_else(|| "anonymous".into(), |(name, _)| name)
+    }
+
     /// The operator, if any (a REST trigger's default credentials).
     pub fn operator(&self) -> Option<&User> {
         self.users.iter().find(|u| u.role == Role::Operator)

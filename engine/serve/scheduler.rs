@@ -83,6 +83,10 @@ async fn fire(app: &Arc<App>, flow: &str, at: DateTime<Utc>) {
             tracing::info!(%flow, tick = %at, %run_id, "scheduled run started");
             (TickStatus::Started, Some(run_id), None)
         }
+        Err(e @ StartError::Paused(_)) => {
+            tracing::info!(%flow, tick = %at, reason = %e, "tick not run: the flow is paused");
+            (TickStatus::Paused, None, Some(e.to_string()))
+        }
         Err(e) => {
             if matches!(e, StartError::Busy { .. }) {
                 app.metrics().skipped_tick(flow);

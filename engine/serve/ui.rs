@@ -480,6 +480,8 @@ impl RunsForm {
             outcome: self.outcome.clone(),
             since: self.since.clone(),
             limit,
+            search: None,
+            before: None,
         }
         .filter()
     }

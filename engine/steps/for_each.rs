@@ -65,6 +65,11 @@ pub struct ForEachStep {
     #[serde(default = "one", skip_serializing_if = "is_one")]
     #[schemars(range(min = 1, max = 256))]
     pub concurrency: u32,
+    /// A key each item is found by when one of its requests fails or is tolerated
+    /// (`ferry runs --search`): a template over the loop variable, e.g.
+    /// `"{{ record.fields.ACCOUNT_ID }}"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
     /// The steps run for each item.
     pub steps: Vec<RawStep>,
 }
@@ -128,6 +133,8 @@ pub struct ForEachPlan {
     var: String,
     on_failure: OnFailure,
     concurrency: usize,
+    /// The key of an item (`track`).
+    track: Option<Tpl>,
     /// The loop body.
     pub body: Block,
 }
@@ -197,6 +204,9 @@ impl ForEachStep {
                 None,
             );
         }
+        let track = cx.with_var(&self.var, |cx| {
+            cx.opt_template(&format!("{ptr}/track"), self.track.as_deref())
+        });
         let body = cx.with_var(&self.var, |cx| {
             cx.block(&format!("{ptr}/steps"), &self.steps)
         });
@@ -211,6 +221,7 @@ impl ForEachStep {
             var: self.var.clone(),
             on_failure: self.on_failure,
             concurrency: self.concurrency.clamp(1, MAX_CONCURRENCY) as usize,
+            track,
             body,
         }
     }
@@ -337,6 +348,10 @@ impl ForEachPlan {
         let keep = s.spooled_len();
         s.set_var_value(&self.var, n.item.clone());
         s.enter_item(loop_id, n.key, n.record);
+        if let Some(track) = &self.track {
+            // a key that does not evaluate leaves the item without one: it never fails it
+            s.set_record_key(ex.render(track, &s).ok().filter(|k| !k.is_empty()));
+        }
         Box::pin(async move {
             let result = ex.run_block(&self.body, &mut s).await;
             s.drop_spooled(keep);

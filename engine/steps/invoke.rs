@@ -542,6 +542,7 @@ impl RequestPlan {
                 message: None,
                 attempts: 1,
                 rejected: false,
+                key: None,
             });
             return Ok(
                 json!({ "status": null, "json": null, "text": "", "suppressed": false, "dry_run": true }),
@@ -576,6 +577,8 @@ impl RequestPlan {
             }
             _ => None,
         };
+        let rejected = matches!(expected, Some((_, Ok(false))));
+        let refused = rejected || suppressed || !(200..300).contains(&status);
         ex.event(Event::Request {
             connection: self.connection.clone(),
             method: self.method.clone(),
@@ -585,7 +588,9 @@ impl RequestPlan {
             record: scope.record(),
             message: (!(200..300).contains(&status)).then(|| response.message()),
             attempts,
-            rejected: matches!(expected, Some((_, Ok(false)))),
+            rejected,
+            // a refused record is found by its key (`ferry runs --search`)
+            key: refused.then(|| scope.record_key().map(str::to_string)).flatten(),
         });
         if !(200..300).contains(&status) && !suppressed {
             let mut e = StepError::new(

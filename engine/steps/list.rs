@@ -92,6 +92,13 @@ impl ListPlan {
             files.retain(|f| glob.is_match(&f.name));
             refused.retain(|(name, _)| glob.is_match(name));
         }
+        // the run is found by the names it listed, the refused ones too
+        ex.listed_files(
+            files
+                .iter()
+                .map(|f| f.name.as_str())
+                .chain(refused.iter().map(|(name, _)| name.as_str())),
+        );
         ex.event(Event::Listed {
             connection: self.connection.clone(),
             location: location.clone(),
