@@ -1124,10 +1124,7 @@ fn known_flow(project: &Project, flow: &str) -> anyhow::Result<()> {
 }
 
 /// The run history in `data` (made if missing) or at `url`.
-async fn open_history_creating(
-    data: &std::path::Path,
-    url: Option<&str>,
-) -> anyhow::Result<Store> {
+async fn open_history_creating(data: &std::path::Path, url: Option<&str>) -> anyhow::Result<Store> {
     Ok(match url {
         Some(url) => Store::open_postgres(url, data).await?,
         None => Store::open_sqlite(data).await?,

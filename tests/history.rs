@@ -235,6 +235,36 @@ async fn record_list_filter_and_get_round_trip_with_files_records_and_emails() {
     );
     assert_eq!(t.emails, history::email_outcomes(&tolerated));
     assert!(store.get("no-such-run").await.unwrap().is_none());
+
+    // found by what they handled: the file (listed, fetched, put, renamed) by a part of its
+    // name in any case, a tolerated record by its number and by the key its loop declares
+    // (`track: "{{ record.fields.SyncRequestId }}"`), never a record that was sent
+    let found = |text: &str| {
+        let filter = RunFilter {
+            search: Some(text.into()),
+            ..Default::default()
+        };
+        let store = store.clone();
+        async move {
+            store
+                .list(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("enroll_sync_20230211").await, [moved.run_id.clone()]);
+    assert_eq!(
+        found("program_subscription").await,
+        [tolerated.run_id.clone(), sent.run_id.clone()]
+    );
+    assert_eq!(found("#3").await, [tolerated.run_id.clone()]);
+    assert_eq!(found("0003").await, [tolerated.run_id.clone()]);
+    assert_eq!(found("SR-20230210-0003").await, [tolerated.run_id.clone()]);
+    assert!(found("SR-20230210-00").await.is_empty(), "keys match whole");
+    assert!(found(&format!("#{}", ACK_RECORDS + 1)).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,7 +610,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 5);
+    assert_eq!(a.schema_version().await.unwrap(), 6);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
     // one row per migration step (1: runs, 2: serve's instances, leases and ticks, 3: events
@@ -606,8 +636,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 5);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 5);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 6);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 6);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -1018,10 +1048,13 @@ async fn store_contract(store: &Store, scratch: &Path) {
     let tag = &id[id.len() - 12..];
     let (old_flow, new_flow) = (format!("OLD_{tag}"), format!("NEW_{tag}"));
     let old = chrono::Duration::days(40);
+    let mut an_old_run = String::new();
     for i in 0..1100 {
         let r = fake_report(&old_flow, old + chrono::Duration::seconds(i));
         store.record(&r, Trigger::Schedule).await.unwrap();
+        an_old_run.clone_from(&r.run_id);
     }
+    assert_eq!(store.key_count(&an_old_run).await.unwrap(), 1, "a.csv");
     let recent = fake_report(&new_flow, chrono::Duration::minutes(1));
     store.record(&recent, Trigger::Rest).await.unwrap();
     keep_one(store, scratch, &recent.run_id).await;
@@ -1085,6 +1118,104 @@ async fn store_contract(store: &Store, scratch: &Path) {
     );
     assert_eq!(f.summary.error.as_deref(), Some("send: HTTP 500"));
 
+    // pauses: on record with who, when and why, until resumed; pausing twice keeps the first
+    let paused_flow = format!("PAUSED_{tag}");
+    let p = store
+        .pause_flow(&paused_flow, "ops", Some("  DACS maintenance  "))
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.paused_by.as_str(), p.reason.as_deref()),
+        ("ops", Some("DACS maintenance"))
+    );
+    let again = store
+        .pause_flow(&paused_flow, "someone else", None)
+        .await
+        .unwrap();
+    assert_eq!(again, p);
+    assert!(store.pauses().await.unwrap().contains(&p));
+    assert_eq!(store.pause_of(&paused_flow).await.unwrap(), Some(p.clone()));
+    assert_eq!(store.resume_flow(&paused_flow).await.unwrap(), Some(p));
+    assert_eq!(store.pause_of(&paused_flow).await.unwrap(), None);
+    assert_eq!(store.resume_flow(&paused_flow).await.unwrap(), None);
+
+    // search: a file name by substring whatever its case, a tracked value exactly, combined
+    // with the other filters, paged newest first
+    let mut tracked = fake_report(&new_flow, chrono::Duration::seconds(20));
+    tracked.tracked.insert("eventId".into(), format!("EV{tag}"));
+    if let Some(Event::Put { name, .. }) = tracked.events.first_mut() {
+        *name = format!("OUTCOME_{tag}_100%.csv");
+    }
+    store.record(&tracked, Trigger::Rest).await.unwrap();
+    let search = |text: String, flow: Option<String>| {
+        let filter = RunFilter {
+            flow,
+            search: Some(text),
+            ..Default::default()
+        };
+        async move {
+            store
+                .list(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let only = vec![tracked.run_id.clone()];
+    assert_eq!(search(format!("outcome_{tag}"), None).await, only);
+    assert_eq!(search(format!("{tag}_100%"), None).await, only);
+    assert_eq!(
+        search(format!("EV{tag}"), Some(new_flow.clone())).await,
+        only
+    );
+    assert!(
+        search(format!("EV{tag}"), Some(old_flow.clone()))
+            .await
+            .is_empty()
+    );
+    // a tracked value is matched whole; `%` and `_` are no wildcards
+    assert!(search(format!("V{tag}"), None).await.is_empty());
+    assert!(search(format!("{tag}_1_0"), None).await.is_empty());
+    assert_eq!(
+        store.get(&tracked.run_id).await.unwrap().unwrap().tracked,
+        vec![history::TrackedValue {
+            name: "eventId".into(),
+            value: format!("EV{tag}")
+        }]
+    );
+    // `a.csv` was put by every run of the contract: a page of one, then the rest after it
+    let first = store
+        .list(&RunFilter {
+            flow: Some(new_flow.clone()),
+            search: Some("A.CSV".into()),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rest = store
+        .list(&RunFilter {
+            flow: Some(new_flow.clone()),
+            search: Some("A.CSV".into()),
+            before: Some(first[0].id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = first.iter().chain(&rest).map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [failing.run_id.as_str(), recent.run_id.as_str()]);
+    assert!(matches!(
+        store
+            .list(&RunFilter {
+                search: Some(" ".into()),
+                ..Default::default()
+            })
+            .await,
+        Err(HistoryError::Invalid(_))
+    ));
+
     let purged = store
         .purge(chrono::Utc::now() - chrono::Duration::days(30))
         .await
@@ -1098,6 +1229,11 @@ async fn store_contract(store: &Store, scratch: &Path) {
         .await
         .unwrap();
     assert!(old_left.is_empty());
+    assert_eq!(
+        store.key_count(&an_old_run).await.unwrap(),
+        0,
+        "purged with its run"
+    );
     assert_eq!(store.mark_interrupted_runs().await.unwrap(), 1);
     let new_left = store
         .list(&RunFilter {
@@ -1109,9 +1245,14 @@ async fn store_contract(store: &Store, scratch: &Path) {
     let outcomes: Vec<Outcome> = new_left.iter().map(|r| r.outcome).collect();
     assert_eq!(
         outcomes,
-        [Outcome::Interrupted, Outcome::Failed, Outcome::Succeeded]
+        [
+            Outcome::Interrupted,
+            Outcome::Succeeded,
+            Outcome::Failed,
+            Outcome::Succeeded
+        ]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1385,7 +1526,7 @@ async fn a_postgres_history_from_version_4_keeps_its_inputs_as_files() {
     .unwrap();
 
     let store = Store::open_postgres(&url, &state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), 6);
     let kept = store.input(&old.run_id).await.unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].path, file);
@@ -1441,7 +1582,7 @@ async fn a_history_written_by_the_previous_release_migrates_and_reads() {
         pool.close().await;
     }
     let store = Store::open_sqlite(&state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), 6);
     let runs = store.list(&RunFilter::default()).await.unwrap();
     assert_eq!(runs.len(), 4);
     let by = |flow: &str, ok: i64| {

@@ -90,7 +90,9 @@ pub use replay::{
     resubmit_request, run_recorded,
 };
 pub use store::Store;
-pub use tracking::{MAX_KEY_BYTES, MAX_REASON_CHARS, MAX_SEARCH_CHARS, Pause, TrackedValue, check_search};
+pub use tracking::{
+    MAX_KEY_BYTES, MAX_REASON_CHARS, MAX_SEARCH_CHARS, Pause, TrackedValue, check_search,
+};
 
 use crate::model::PartKind;
 

@@ -184,7 +184,14 @@ pub(super) async fn insert_rows_ignoring(
     key: &str,
     rows: Vec<Vec<Param>>,
 ) -> Result<(), HistoryError> {
-    insert_rows_with(conn, table, columns, &format!(" ON CONFLICT {key} DO NOTHING"), rows).await
+    insert_rows_with(
+        conn,
+        table,
+        columns,
+        &format!(" ON CONFLICT {key} DO NOTHING"),
+        rows,
+    )
+    .await
 }
 
 /// A count as a BIGINT.
@@ -721,11 +728,9 @@ impl Store {
             .iter()
             .filter(|p| p.kind == PartKind::File)
             .filter_map(|p| {
-                p.file_name.clone().or_else(|| {
-                    p.path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                })
+                p.file_name
+                    .clone()
+                    .or_else(|| p.path.file_name().map(|n| n.to_string_lossy().into_owned()))
             })
             .map(crate::run::RunKey::File)
             .collect();

@@ -408,9 +408,7 @@ impl RunsQuery {
             },
             limit: Some(self.limit.unwrap_or(50).clamp(1, 1000)),
             search: match self.search.as_deref().filter(|s| !s.trim().is_empty()) {
-                Some(s) => Some(
-                    crate::history::check_search(s).map_err(|e| bad(e.to_string()))?,
-                ),
+                Some(s) => Some(crate::history::check_search(s).map_err(|e| bad(e.to_string()))?),
                 None => None,
             },
             before: self.before.clone().filter(|b| !b.is_empty()),
@@ -768,10 +766,8 @@ async fn deliver(
     match server.app.refuse_paused(&plan.id).await {
         Ok(()) => {}
         Err(StartError::Paused(m)) => {
-            return Err(
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "paused", m)
-                    .retry_after(PAUSED_RETRY_AFTER_SECS),
-            );
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "paused", m)
+                .retry_after(PAUSED_RETRY_AFTER_SECS));
         }
         Err(e) => return Err(e.into()),
     }

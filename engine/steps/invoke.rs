@@ -590,7 +590,9 @@ impl RequestPlan {
             attempts,
             rejected,
             // a refused record is found by its key (`ferry runs --search`)
-            key: refused.then(|| scope.record_key().map(str::to_string)).flatten(),
+            key: refused
+                .then(|| scope.record_key().map(str::to_string))
+                .flatten(),
         });
         if !(200..300).contains(&status) && !suppressed {
             let mut e = StepError::new(
