@@ -1286,9 +1286,23 @@ mod tests {
     #[tokio::test]
     async fn dashboard_shows_flows_runs_and_charts() {
         let f = Fixture::open().await;
-        f.failed_run(&file_flow(&f.server), "enrollment", "boom")
+        let id = f
+            .failed_run(&file_flow(&f.server), "enrollment", "boom")
             .await;
         let html = f.page("/ui").await;
+        // the flow's last run: its outcome, when (a link to it) and how long it took
+        let last = part(&html, "<td data-testid=\"last-run\">", "</td>");
+        assert!(last.contains(
+            "<span class=\"badge outcome-failed\" data-testid=\"outcome\">failed</span>"
+        ));
+        assert!(last.contains(&format!(
+            "<a href=\"/ui/runs/{id}\" data-testid=\"last-run-link\"><time datetime="
+        )));
+        assert!(
+            last.contains("data-time=\"ago\">just now</time></a>"),
+            "{last}"
+        );
+        assert!(last.contains("<span class=\"muted nowrap\">took 0 ms</span>"));
         let project = f.server.app.project();
         // every flow once: those with a trigger in the flows table, the others as children
         let triggered = |p: &crate::compile::FlowPlan| {

@@ -27,9 +27,10 @@
     return f;
   }
 
-  // "2026-12-07 13:27:30 GMT+13"
+  // "2026-12-07 13:27:30 GMT+13" (UTC itself: "… UTC")
   function exact(f) {
-    return `${f.date} ${f.hm}:${f.second} ${f.timeZoneName}`;
+    const offset = /^GMT(\+0)?$/.test(f.timeZoneName) ? 'UTC' : f.timeZoneName;
+    return `${f.date} ${f.hm}:${f.second} ${offset}`;
   }
 
   // `t` relative to `now`: the server's rules, the browser's calendar days.
