@@ -1,8 +1,9 @@
 //! The monitoring page in a real browser: the real `ferry serve` binary over a copy of the
 //! shipped flows, a scheduled file flow run by hand while its source directory is missing
 //! (it fails), the directory then filled, and Chromium — driven by Playwright
-//! (`tests/browser/ui.mjs`) — finding the failed run, pressing Resubmit and following the new
-//! run until it succeeds.
+//! (`tests/browser/ui.mjs`), in the time zone of Auckland — finding the failed run with its
+//! time said in that zone, pressing Resubmit, following the new run until it succeeds, and
+//! following the dashboard's count of failures back to the failed run.
 //!
 //! Needs Debian's Chromium (`apt-get install -y chromium`) and the script's package
 //! (`npm ci --prefix tests/browser`); `.ci/run` installs both. Without them the test fails
@@ -17,6 +18,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::Offset as _;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -25,6 +27,8 @@ use tokio::process::{Child, Command};
 const FLOW: &str = "OUTL-BA-DACS_OUAI_FTP_ENROLL";
 const USER: &str = "operator";
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// The browser's time zone: never UTC, and with daylight saving time.
+const BROWSER_TZ: &str = "Pacific/Auckland";
 
 /// A running `ferry serve`, stopped when dropped, with what it logged.
 struct Served {
@@ -201,6 +205,7 @@ async fn browser_resubmits_a_failed_run_from_the_monitoring_page() {
         .env("FERRY_PASSWORD", &password)
         .env("FAILED_RUN", &failed_id)
         .env("SCREENSHOT_DIR", &shots)
+        .env("BROWSER_TZ", BROWSER_TZ)
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -239,15 +244,80 @@ async fn browser_resubmits_a_failed_run_from_the_monitoring_page() {
         "{report:#}"
     );
     assert_eq!(report["resubmit_of"], failed_id.as_str());
+    assert_eq!(
+        report["resubmit_of_label"], "Resubmitted from",
+        "{report:#}"
+    );
+    assert_eq!(
+        report["resubmitted_as_label"], "Resubmitted as",
+        "{report:#}"
+    );
+    let took = report["took"].as_str().unwrap();
+    assert!(
+        took.ends_with(" ms") || took.ends_with(" s") || took.ends_with(" min"),
+        "a duration in human units: {took}"
+    );
+
+    // the failed run's start, said by the script in the browser's zone
+    let started = &report["started"];
+    let at = chrono::DateTime::parse_from_rfc3339(started["datetime"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    assert_eq!(started["datetime"], failed["started_at"], "{report:#}");
+    let local = at.with_timezone(&chrono_tz::Pacific::Auckland);
+    let offset = local.offset().fix().local_minus_utc() / 3600;
+    assert!(offset == 12 || offset == 13, "{offset}");
+    let utc = at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    assert_eq!(
+        started["title"],
+        format!("{} GMT+{offset} · {utc}", local.format("%Y-%m-%d %H:%M:%S")),
+        "{report:#}"
+    );
+    assert_eq!(started["zone_label"], format!("times in {BROWSER_TZ}"));
+    let text = started["text"].as_str().unwrap();
+    assert!(text == "just now" || text.ends_with(" ago"), "{text}");
+    // with the browser's clock 26 hours on: the browser's calendar days, in its zone
+    let later = (at + chrono::Duration::hours(26)).with_timezone(&chrono_tz::Pacific::Auckland);
+    let expected = match (later.date_naive() - local.date_naive()).num_days() {
+        1 => format!("yesterday {}", local.format("%H:%M")),
+        _ => local.format("%a %H:%M").to_string(),
+    };
+    assert_eq!(report["started_a_day_later"], expected, "{report:#}");
+    // without the script, the server's text: UTC, relative
+    let bare = &report["started_without_script"];
+    assert_eq!(bare["title"], utc.as_str(), "{report:#}");
+    assert_eq!(bare["zone_label"], "times in UTC");
+    let text = bare["text"].as_str().unwrap();
+    assert!(text == "just now" || text.ends_with(" ago"), "{text}");
+
+    // the dashboard's failures of the last 24 hours lead to the failed run
+    assert_eq!(
+        report["failures_glance"],
+        serde_json::json!([[FLOW, "1"]]),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["failures_link"],
+        format!("/ui/runs?flow={FLOW}&outcome=failed&since=24h")
+    );
+    assert_eq!(report["failures_listed"], serde_json::json!([failed_id]));
     assert_eq!(report["runs_listed"], 2, "{report:#}");
     assert_eq!(report["outcome"], "succeeded", "{report:#}");
     assert_eq!(report["external_requests"], serde_json::json!([]));
     assert_eq!(report["console_errors"], serde_json::json!([]));
     let flows = api(&served, &password, "/api/v1/flows").await;
+    let flows = flows["flows"].as_array().unwrap();
+    // a flow without a trigger is a child flow, in its own section
+    let children = flows
+        .iter()
+        .filter(|f| f["manual"] == false && f["schedule"].is_null() && f["rest"].is_null())
+        .count();
+    assert!(children > 0, "the shipped flows have child flows");
+    assert_eq!(report["child_flows_listed"], children, "{report:#}");
     assert_eq!(
-        report["flows_listed"].as_u64().unwrap(),
-        flows["flows"].as_array().unwrap().len() as u64,
-        "the dashboard lists every flow"
+        report["flows_listed"].as_u64().unwrap() as usize,
+        flows.len() - children,
+        "the dashboard lists every other flow as top-level"
     );
     for shot in report["screenshots"].as_array().unwrap() {
         let path = Path::new(shot.as_str().unwrap());

@@ -1,20 +1,28 @@
 //! The monitoring page: server-rendered HTML over the run history, for people.
 //!
-//! - `GET /` redirects to `GET /ui`, the dashboard: runs per flow and outcome over the last
-//!   24 hours and 7 days (SVG bars drawn here), the flows with their triggers and next
-//!   scheduled tick, runs under way, the last failed reload, recent skipped ticks.
+//! - `GET /` redirects to `GET /ui`, the dashboard: the failed runs of the last 24 hours per
+//!   flow, runs per flow and outcome over the last 24 hours and 7 days (SVG bars drawn
+//!   here), the top-level flows with their triggers and next scheduled tick, the child flows
+//!   (no trigger; called by others) with their callers, runs under way, the last failed
+//!   reload, recent skipped ticks.
 //! - `GET /ui/runs` lists runs, newest first, filtered by flow, outcome and start time.
 //! - `GET /ui/runs/{id}` shows one run with everything recorded about it.
 //! - `POST /ui/runs/{id}/resubmit` and `POST /ui/flows/{flow}/run` start a run and answer
 //!   `303 See Other` to its page.
 //!
+//! Times show relative to the page's rendering (`3 min ago`, `yesterday 14:05`) with the
+//! exact UTC time as their title, durations in human units (`3 min 05 s`). One small script
+//! of this server's, `GET /ui/app.js`, says the times again in the browser's time zone; the
+//! pages are complete without it.
+//!
 //! The pages are protected like the JSON API (HTTP Basic; the viewer role reads, the operator
-//! role runs and resubmits) and take no script: templates under `ui/` are embedded, rendered
-//! with minijinja's HTML auto-escaping, and served with a Content-Security-Policy that allows
-//! only this server's stylesheet. Form posts from another site are refused (`Sec-Fetch-Site`,
-//! else `Origin`), since a browser sends remembered Basic credentials with them.
+//! role runs and resubmits): templates under `ui/` are embedded, rendered with minijinja's
+//! HTML auto-escaping, and served with a Content-Security-Policy that allows only this
+//! server's stylesheet and script (no inline script). Form posts from another site are
+//! refused (`Sec-Fetch-Site`, else `Origin`), since a browser sends remembered Basic
+//! credentials with them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
@@ -31,7 +39,9 @@ use super::Server;
 use super::api::{ApiError, EventsQuery, RunsQuery, authorize, flow_json};
 use super::app::StartError;
 use super::auth::Role;
+use crate::compile::Project;
 use crate::history::{HistoryError, Outcome, RunFilter, RunSummary, TickStatus};
+use crate::steps::{Block, StepKind, invoke::InvokePlan};
 
 /// The page's routes.
 pub fn routes() -> Router<Arc<Server>> {
@@ -41,6 +51,7 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/ui/", get(|| async { Redirect::to("/ui") }))
         .route("/ui/style.css", get(stylesheet))
         .route("/ui/favicon.svg", get(favicon))
+        .route("/ui/app.js", get(script))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))
         .route("/ui/runs/{id}/resubmit", post(resubmit))
@@ -59,6 +70,12 @@ const OUTCOMES: [Outcome; 6] = [
 
 /// How many runs the dashboard counts at most (over the last 7 days).
 const DASHBOARD_RUNS: u32 = 10_000;
+
+/// How many failed runs of the last 24 hours the dashboard counts at most.
+const DASHBOARD_FAILURES: u32 = 10_000;
+
+/// The pages' Content-Security-Policy: this server's stylesheet, images and script only.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A page that could not be shown: its status and why, rendered as HTML.
 #[derive(Debug)]
@@ -128,6 +145,7 @@ static TEMPLATES: LazyLock<Result<Environment<'static>, String>> = LazyLock::new
     for (name, text) in [
         ("layout.html", include_str!("ui/layout.html")),
         ("macros.html", include_str!("ui/macros.html")),
+        ("flows.html", include_str!("ui/flows.html")),
         ("dashboard.html", include_str!("ui/dashboard.html")),
         ("runs.html", include_str!("ui/runs.html")),
         ("run.html", include_str!("ui/run.html")),
@@ -136,7 +154,19 @@ static TEMPLATES: LazyLock<Result<Environment<'static>, String>> = LazyLock::new
         env.add_template(name, text)
             .map_err(|e| format!("{name}: {e:#}"))?;
     }
-    env.add_filter("duration", |ms: i64| crate::history::text::duration(ms));
+    env.add_filter("duration", duration);
+    env.add_filter("ago", |t: &str, now: &str| {
+        match (instant(t), instant(now)) {
+            (Some(t), Some(now)) => relative(t, now),
+            _ => t.to_string(),
+        }
+    });
+    env.add_filter("utc", |t: &str| {
+        instant(t).map_or_else(
+            || t.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+    });
     env.add_filter("urlencode", |s: &str| url_component(s));
     Ok(env)
 });
@@ -150,6 +180,69 @@ fn render(name: &str, ctx: minijinja::Value) -> Result<String, UiError> {
         )
     })?;
     Ok(env.get_template(name)?.render(ctx)?)
+}
+
+/// A duration for people: `850 ms`, `1.2 s`, `42 s`, `3 min 05 s`, `1 h 02 min`.
+fn duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    let s = ms / 1000;
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 10_000 {
+        format!("{s}.{} s", (ms % 1000) / 100)
+    } else if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        format!("{} h {:02} min", s / 3600, (s / 60) % 60)
+    }
+}
+
+/// `t` as the pages pass it to templates (RFC 3339, UTC, whole seconds).
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A stored time (RFC 3339), or `None` if it is not one.
+fn instant(t: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `t` said relative to `now`: `just now`, `40 s ago`, `3 min ago`, `2 h ago` (the same
+/// day), `yesterday 14:05`, `Tue 14:05` (within a week), `2026-11-20 14:05`; ahead, `in 40 s`,
+/// `in 12 min`, `in 3 h`, `tomorrow 02:00`. Days are UTC's here; `ui/app.js` says the same
+/// with the browser's days and clock.
+fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - t).num_seconds();
+    let days = (now.date_naive() - t.date_naive()).num_days();
+    let n = secs.unsigned_abs();
+    let ahead = secs < 0;
+    let hm = t.format("%H:%M");
+    let (count, unit) = match n {
+        0..60 => (n, "s"),
+        60..3600 => (n / 60, "min"),
+        _ => (n / 3600, "h"),
+    };
+    if !ahead && n < 5 {
+        "just now".into()
+    } else if n < 3600 || days == 0 {
+        if ahead {
+            format!("in {count} {unit}")
+        } else {
+            format!("{count} {unit} ago")
+        }
+    } else if days == 1 {
+        format!("yesterday {hm}")
+    } else if days == -1 {
+        format!("tomorrow {hm}")
+    } else if days.abs() < 7 {
+        format!("{} {hm}", t.format("%a"))
+    } else {
+        t.format("%Y-%m-%d %H:%M").to_string()
+    }
 }
 
 /// `s` as one URL path segment or query value: every byte but the unreserved ones
@@ -171,10 +264,7 @@ fn page(status: StatusCode, html: String) -> Response {
     (
         status,
         [
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
+            (header::CONTENT_SECURITY_POLICY, CSP),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::CACHE_CONTROL, "no-store"),
             (header::REFERRER_POLICY, "same-origin"),
@@ -191,6 +281,18 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         include_str!("ui/style.css"),
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        include_str!("ui/app.js"),
     )
         .into_response()
 }
@@ -365,6 +467,50 @@ fn tally(runs: &[&RunSummary]) -> Vec<(&'static str, usize)> {
         .collect()
 }
 
+/// Failed runs per flow: (flow, count), most first, then by flow.
+fn failures_per_flow(failed: &[RunSummary]) -> Vec<(&str, usize)> {
+    let mut per = BTreeMap::<&str, usize>::new();
+    for r in failed.iter().filter(|r| r.outcome == Outcome::Failed) {
+        *per.entry(r.flow.as_str()).or_default() += 1;
+    }
+    let mut per: Vec<(&str, usize)> = per.into_iter().collect();
+    per.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    per
+}
+
+/// Who calls each flow: callee → (caller, how), `how` being `invoke` (an `invoke: {flow}`
+/// step at any depth) or `on_error` (the caller's error handler).
+fn callers(project: &Project) -> BTreeMap<&str, BTreeSet<(&str, &'static str)>> {
+    fn walk<'p>(block: &'p Block, out: &mut Vec<&'p str>) {
+        for step in &block.steps {
+            if let StepKind::Invoke(InvokePlan::Flow { flow, .. }) = &step.kind {
+                out.push(flow);
+            }
+            for (_, nested) in step.kind.children() {
+                walk(nested, out);
+            }
+        }
+    }
+    let mut by_callee = BTreeMap::<&str, BTreeSet<(&str, &'static str)>>::new();
+    for plan in project.flows.values() {
+        let mut called = Vec::new();
+        walk(&plan.steps, &mut called);
+        for callee in called {
+            by_callee
+                .entry(callee)
+                .or_default()
+                .insert((plan.id.as_str(), "invoke"));
+        }
+        if let Some((handler, _)) = &plan.on_error {
+            by_callee
+                .entry(handler.as_str())
+                .or_default()
+                .insert((plan.id.as_str(), "on_error"));
+        }
+    }
+    by_callee
+}
+
 async fn dashboard(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
@@ -401,36 +547,69 @@ async fn dashboard(
         .filter(|t| t.status == TickStatus::Skipped)
         .take(20)
         .collect();
+    let failed = store
+        .list(&RunFilter {
+            outcome: Some(Outcome::Failed),
+            since: Some(now - Duration::hours(24)),
+            limit: Some(DASHBOARD_FAILURES),
+            ..RunFilter::default()
+        })
+        .await?;
+    let failures = failures_per_flow(&failed);
     let loaded = server.app.loaded();
     let project = loaded.engine.project();
-    let flows: Vec<Value> = project
-        .flows
-        .values()
-        .map(|plan| {
-            let mine: Vec<&RunSummary> =
-                all.iter().copied().filter(|r| r.flow == plan.id).collect();
-            let mut v = flow_json(plan);
-            if let Some(o) = v.as_object_mut() {
-                o.insert(
-                    "runnable".into(),
-                    Value::Bool(plan.trigger.manual || plan.trigger.schedule.is_some()),
-                );
-                o.insert("last".into(), serde_json::json!(mine.first()));
-                o.insert("week".into(), serde_json::json!(tally(&mine)));
-                o.insert(
-                    "chart".into(),
-                    serde_json::json!(chart(&mine, now, Duration::days(1), 7, (140.0, 28.0))),
-                );
-            }
-            v
-        })
-        .collect();
+    let called_by = callers(project);
+    let (mut flows, mut children) = (Vec::new(), Vec::new());
+    for plan in project.flows.values() {
+        let mut v = flow_json(plan);
+        let Some(o) = v.as_object_mut() else {
+            continue;
+        };
+        let callers: Vec<Value> = called_by
+            .get(plan.id.as_str())
+            .into_iter()
+            .flatten()
+            .map(|(flow, how)| serde_json::json!({ "flow": flow, "how": how }))
+            .collect();
+        o.insert("called_by".into(), Value::Array(callers));
+        let t = &plan.trigger;
+        if !(t.manual || t.schedule.is_some() || t.rest.is_some()) {
+            // a child flow: it runs inside its callers' runs and has none of its own
+            o.insert(
+                "params".into(),
+                serde_json::json!(plan.params.keys().collect::<Vec<_>>()),
+            );
+            children.push(v);
+            continue;
+        }
+        let mine: Vec<&RunSummary> = all.iter().copied().filter(|r| r.flow == plan.id).collect();
+        o.insert(
+            "runnable".into(),
+            Value::Bool(t.manual || t.schedule.is_some()),
+        );
+        o.insert("last".into(), serde_json::json!(mine.first()));
+        o.insert("week".into(), serde_json::json!(tally(&mine)));
+        o.insert(
+            "chart".into(),
+            serde_json::json!(chart(&mine, now, Duration::days(1), 7, (140.0, 28.0))),
+        );
+        o.insert(
+            "failed_24h".into(),
+            serde_json::json!(
+                failures
+                    .iter()
+                    .find(|(f, _)| *f == plan.id)
+                    .map_or(0, |(_, n)| *n)
+            ),
+        );
+        flows.push(v);
+    }
     let html = render(
         "dashboard.html",
         context! {
             nav => "dashboard",
             can_operate,
-            now => now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            now => stamp(now),
             instance => server.app.settings().instance,
             generation => loaded.generation,
             loaded_at => loaded.loaded_at,
@@ -441,6 +620,9 @@ async fn dashboard(
             week_tally => tally(&all),
             capped => (recent.len() >= DASHBOARD_RUNS as usize).then_some(DASHBOARD_RUNS),
             flows,
+            children,
+            failures,
+            failures_capped => (failed.len() >= DASHBOARD_FAILURES as usize).then_some(DASHBOARD_FAILURES),
             running,
             skipped,
         },
@@ -507,6 +689,7 @@ async fn runs(
         context! {
             nav => "runs",
             can_operate,
+            now => stamp(Utc::now()),
             runs,
             error,
             flows,
@@ -551,6 +734,7 @@ async fn run(
         context! {
             nav => "runs",
             can_operate,
+            now => stamp(Utc::now()),
             run => detail.summary,
             failure => detail.failure,
             files => detail.files,
@@ -644,12 +828,34 @@ mod tests {
                 );
             let conns_path = dir.path().join("connections.yaml");
             std::fs::write(&conns_path, conns).unwrap();
+            Fixture::over(dir, users, repo.join("flows"), conns_path).await
+        }
+
+        /// A server over the flow files `flows` (name → YAML) and no connection.
+        async fn with_flows(flows: &[(&str, &str)]) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let flows_dir = dir.path().join("flows");
+            std::fs::create_dir_all(&flows_dir).unwrap();
+            for (name, yaml) in flows {
+                std::fs::write(flows_dir.join(name), yaml).unwrap();
+            }
+            let conns_path = dir.path().join("connections.yaml");
+            std::fs::write(&conns_path, "connections: {}\n").unwrap();
+            Fixture::over(dir, Users::default(), flows_dir, conns_path).await
+        }
+
+        async fn over(
+            dir: tempfile::TempDir,
+            users: Users,
+            flows: std::path::PathBuf,
+            conns_path: std::path::PathBuf,
+        ) -> Fixture {
             let (project, diags) = load(&Inputs {
-                paths: vec![repo.join("flows")],
+                paths: vec![flows],
                 lookups: None,
                 connections: Some(conns_path),
             });
-            let project = project.unwrap_or_else(|| panic!("the shipped flows load: {diags:?}"));
+            let project = project.unwrap_or_else(|| panic!("the flows load: {diags:?}"));
             let store = Store::open_sqlite(&dir.path().join("state")).await.unwrap();
             let spool = dir.path().join("spool");
             let incoming = dir.path().join("incoming");
@@ -900,10 +1106,19 @@ mod tests {
         let d = f.server.app.store().get(&second).await.unwrap().unwrap();
         assert_eq!(d.summary.resubmit_of.as_deref(), Some(first.as_str()));
         let (_, html) = answer(auth(f.get(&format!("/ui/runs/{second}")))).await;
-        assert!(html.contains(&format!("href=\"/ui/runs/{first}\"")));
+        assert!(html.contains(&format!(
+            "<dt>Resubmitted from</dt><dd data-testid=\"resubmit-of\">\
+             <a class=\"mono\" href=\"/ui/runs/{first}\">{first}</a></dd>"
+        )));
         let (_, html) = answer(auth(f.get(&format!("/ui/runs/{first}")))).await;
-        assert!(html.contains("data-testid=\"resubmitted-as\""));
-        assert!(html.contains(&format!("href=\"/ui/runs/{second}\"")));
+        assert!(html.contains(&format!(
+            "<dt>Resubmitted as</dt><dd data-testid=\"resubmitted-as\">\
+             <a class=\"mono\" href=\"/ui/runs/{second}\">{second}</a></dd>"
+        )));
+        assert!(
+            !html.contains("Resubmitted from"),
+            "the first run resubmits none"
+        );
 
         // what cannot start: the error, not a redirect
         let (status, html) = answer(auth(f.post("/ui/flows/NO_SUCH_FLOW/run"))).await;
@@ -1030,24 +1245,85 @@ mod tests {
         let dash = f.page("/ui").await;
         assert!(dash.contains("data-testid=\"reload-failure\""));
         assert!(dash.contains("&lt;b onmouseover=alert(2)&gt;bad"));
-        let r = f.get("/ui").send().await.unwrap();
-        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
-            .to_str()
-            .unwrap();
-        assert!(csp.starts_with("default-src 'none'"));
+    }
+
+    #[tokio::test]
+    async fn pages_allow_only_this_servers_stylesheet_and_script() {
+        let f = Fixture::open().await;
+        let id = f.failed_run("FLOW_A", "A", "boom").await;
+        for path in [
+            "/ui".to_string(),
+            "/ui/runs".into(),
+            format!("/ui/runs/{id}"),
+            "/ui/runs/nope".into(),
+        ] {
+            let r = f.get(&path).send().await.unwrap();
+            assert_eq!(
+                r.headers()[header::CONTENT_SECURITY_POLICY],
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                "{path}"
+            );
+            let html = r.text().await.unwrap();
+            // one script, this server's, and no inline script or handler
+            assert_eq!(html.matches("<script").count(), 1, "{path}");
+            assert!(html.contains("<script src=\"/ui/app.js\" defer></script>"));
+            assert!(!html.contains(" onclick=") && !html.contains("javascript:"));
+        }
+        let js = f.get("/ui/app.js").send().await.unwrap();
+        assert_eq!(js.status(), Status::OK);
+        assert_eq!(
+            js.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(js.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let js = js.text().await.unwrap();
+        assert!(js.contains("Intl.DateTimeFormat"));
+        assert!(
+            !js.contains("http://") && !js.contains("https://"),
+            "loads nothing"
+        );
     }
 
     #[tokio::test]
     async fn dashboard_shows_flows_runs_and_charts() {
         let f = Fixture::open().await;
-        f.failed_run(&file_flow(&f.server), "enrollment", "boom")
+        let id = f
+            .failed_run(&file_flow(&f.server), "enrollment", "boom")
             .await;
         let html = f.page("/ui").await;
-        let project = f.server.app.project();
-        assert_eq!(
-            html.matches("data-testid=\"flow-row\"").count(),
-            project.flows.len()
+        // the flow's last run: its outcome, when (a link to it) and how long it took
+        let last = part(&html, "<td data-testid=\"last-run\">", "</td>");
+        assert!(last.contains(
+            "<span class=\"badge outcome-failed\" data-testid=\"outcome\">failed</span>"
+        ));
+        assert!(last.contains(&format!(
+            "<a href=\"/ui/runs/{id}\" data-testid=\"last-run-link\"><time datetime="
+        )));
+        assert!(
+            last.contains("data-time=\"ago\">just now</time></a>"),
+            "{last}"
         );
+        assert!(last.contains("<span class=\"muted nowrap\">took 0 ms</span>"));
+        let project = f.server.app.project();
+        // every flow once: those with a trigger in the flows table, the others as children
+        let triggered = |p: &crate::compile::FlowPlan| {
+            p.trigger.manual || p.trigger.schedule.is_some() || p.trigger.rest.is_some()
+        };
+        let (top, child): (Vec<_>, Vec<_>) = project.flows.values().partition(|p| triggered(p));
+        assert!(
+            !top.is_empty() && !child.is_empty(),
+            "the shipped flows have both"
+        );
+        assert_eq!(html.matches("data-testid=\"flow-row\"").count(), top.len());
+        assert_eq!(
+            html.matches("data-testid=\"child-flow-row\"").count(),
+            child.len()
+        );
+        for p in child {
+            let row = format!("<tr data-testid=\"child-flow-row\" data-flow=\"{}\">", p.id);
+            assert!(html.contains(&row), "{} is a child flow", p.id);
+        }
         assert!(html.contains(&format!("data-flow=\"{}\"", file_flow(&f.server))));
         assert!(html.contains("0 0 * * * *"), "the flow's schedule");
         assert!(html.contains("data-testid=\"run-now\""));
@@ -1056,5 +1332,302 @@ mod tests {
         assert!(html.contains("1 failed"));
         assert!(!html.contains("data-testid=\"reload-failure\""));
         assert!(html.contains("<p class=\"muted\" data-testid=\"skipped-ticks\">"));
+    }
+
+    #[test]
+    fn durations_read_in_human_units() {
+        assert_eq!(duration(-5), "0 ms");
+        assert_eq!(duration(850), "850 ms");
+        assert_eq!(duration(1_234), "1.2 s");
+        assert_eq!(duration(9_999), "9.9 s");
+        assert_eq!(duration(42_700), "42 s");
+        assert_eq!(duration(65_000), "1 min 05 s");
+        assert_eq!(duration(185_400), "3 min 05 s");
+        assert_eq!(duration(3_725_000), "1 h 02 min");
+        assert_eq!(duration(26 * 3_600_000), "26 h 00 min");
+    }
+
+    #[test]
+    fn times_read_relative_to_now() {
+        let t = |s: &str| instant(s).unwrap();
+        // a Monday afternoon
+        let now = t("2026-12-07T15:00:00Z");
+        for (at, says) in [
+            ("2026-12-07T14:59:58Z", "just now"),
+            ("2026-12-07T14:59:20Z", "40 s ago"),
+            ("2026-12-07T14:56:40Z", "3 min ago"),
+            ("2026-12-07T12:30:00Z", "2 h ago"),
+            ("2026-12-07T00:10:00Z", "14 h ago"),
+            ("2026-12-06T14:05:00Z", "yesterday 14:05"),
+            ("2026-12-04T09:15:00Z", "Fri 09:15"),
+            ("2026-11-27T14:05:00Z", "2026-11-27 14:05"),
+            ("2026-12-07T15:00:40Z", "in 40 s"),
+            ("2026-12-07T15:12:00Z", "in 12 min"),
+            ("2026-12-07T18:00:00Z", "in 3 h"),
+            ("2026-12-08T02:00:00Z", "tomorrow 02:00"),
+            ("2026-12-10T02:00:00Z", "Thu 02:00"),
+        ] {
+            assert_eq!(relative(t(at), now), says, "{at}");
+        }
+        // just after midnight, 40 minutes back is still minutes, not "yesterday"
+        let now = t("2026-12-07T00:30:00Z");
+        assert_eq!(relative(t("2026-12-06T23:50:00Z"), now), "40 min ago");
+        assert_eq!(relative(t("2026-12-06T22:00:00Z"), now), "yesterday 22:00");
+    }
+
+    #[tokio::test]
+    async fn times_show_relative_with_the_exact_time_as_title() {
+        let f = Fixture::open().await;
+        let id = f.failed_run("FLOW_A", "A", "boom").await;
+        let started = f
+            .server
+            .app
+            .store()
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary
+            .started_at;
+        let exact = instant(&started)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string();
+        // the run started a moment ago: the list says so, with the time as its title
+        let list = f.page("/ui/runs").await;
+        let time = format!(
+            "<time datetime=\"{started}\" title=\"{exact}\" data-time=\"ago\">just now</time>"
+        );
+        assert!(list.contains(&time), "{list}");
+        assert!(list.contains("<th>Started</th>"));
+        assert!(list.contains("data-testid=\"time-zone\""));
+        assert!(list.contains(">times in UTC</span>"));
+        // the run page says it relative, then exactly
+        let detail = f.page(&format!("/ui/runs/{id}")).await;
+        assert!(detail.contains(&time), "{detail}");
+        assert!(detail.contains(&format!(
+            "<time datetime=\"{started}\" title=\"{exact}\" data-time=\"at\">{exact}</time>"
+        )));
+        assert!(detail.contains("<dd data-testid=\"took\">0 ms</dd>"));
+    }
+
+    /// A run summary of `flow` as the history lists it, started at `started_at`.
+    async fn summary(f: &Fixture, flow: &str, started_at: &str, ms: i64) -> RunSummary {
+        let id = f.failed_run(flow, flow, "boom").await;
+        let mut r = f
+            .server
+            .app
+            .store()
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary;
+        r.started_at = started_at.into();
+        r.duration_ms = Some(ms);
+        r
+    }
+
+    #[tokio::test]
+    async fn runs_list_says_durations_and_older_times_for_people() {
+        // the list's template over runs of a chosen age and length
+        let f = Fixture::open().await;
+        let runs = vec![
+            summary(&f, "FLOW_A", "2026-12-07T12:59:00.250Z", 65_000).await,
+            summary(&f, "FLOW_A", "2026-12-06T14:05:09.000Z", 3_725_000).await,
+        ];
+        let html = render(
+            "runs.html",
+            context! { nav => "runs", now => "2026-12-07T15:00:00Z", runs, flows => ["FLOW_A"] },
+        )
+        .unwrap();
+        assert!(html.contains(
+            "<time datetime=\"2026-12-07T12:59:00.250Z\" title=\"2026-12-07 12:59:00 UTC\" \
+             data-time=\"ago\">2 h ago</time>"
+        ));
+        assert!(html.contains(
+            "<time datetime=\"2026-12-06T14:05:09.000Z\" title=\"2026-12-06 14:05:09 UTC\" \
+             data-time=\"ago\">yesterday 14:05</time>"
+        ));
+        assert!(html.contains("<td>1 min 05 s</td>"), "{html}");
+        assert!(html.contains("<td>1 h 02 min</td>"));
+        // the header stands apart from the table, with the filters in it
+        let head = html.find("data-testid=\"runs-header\"").unwrap();
+        assert!(head < html.find("data-testid=\"filters\"").unwrap());
+        assert!(html.find("</form>\n</div>").unwrap() < html.find("data-testid=\"runs\"").unwrap());
+    }
+
+    const PARENT: &str = r#"
+id: PARENT
+name: Parent
+version: "1"
+trigger:
+  manual: true
+steps:
+  - id: each
+    for_each:
+      items: "[1, 2]"
+      steps:
+        - id: call
+          invoke:
+            flow: CHILD
+            with:
+              x: "{{ item }}"
+on_error:
+  flow: HANDLER
+"#;
+
+    const OTHER: &str = r#"
+id: OTHER
+name: Other
+version: "1"
+trigger:
+  manual: true
+steps:
+  - id: call
+    invoke:
+      flow: CHILD
+      with:
+        x: "1"
+"#;
+
+    const CHILD: &str = r#"
+id: CHILD
+name: Child
+version: "2"
+params:
+  x: { description: a value }
+steps:
+  - id: t
+    transform:
+      value: "{{ params.x }}"
+"#;
+
+    const HANDLER: &str = r#"
+id: HANDLER
+name: Handler
+version: "3"
+steps:
+  - id: t
+    transform:
+      value: "{{ error.message }}"
+"#;
+
+    async fn family() -> Fixture {
+        Fixture::with_flows(&[
+            ("parent.yaml", PARENT),
+            ("other.yaml", OTHER),
+            ("child.yaml", CHILD),
+            ("handler.yaml", HANDLER),
+        ])
+        .await
+    }
+
+    /// The text from `open` to the next `close`.
+    fn part<'h>(html: &'h str, open: &str, close: &str) -> &'h str {
+        let at = html
+            .find(open)
+            .unwrap_or_else(|| panic!("no {open} in\n{html}"));
+        let rest = &html[at..];
+        &rest[..rest.find(close).unwrap()]
+    }
+
+    /// The text of the table row that opens with `open`.
+    fn row<'h>(html: &'h str, open: &str) -> &'h str {
+        part(html, open, "</tr>")
+    }
+
+    #[tokio::test]
+    async fn child_flows_have_their_own_section_with_their_callers() {
+        let f = family().await;
+        let html = f.page("/ui").await;
+        let flows = html.find("<table data-testid=\"flows\">").unwrap();
+        let children = html.find("<table data-testid=\"child-flows\">").unwrap();
+        assert!(flows < children, "top-level flows first");
+        let top = &html[flows..children];
+        let below = &html[children..];
+        for id in ["PARENT", "OTHER"] {
+            assert!(top.contains(&format!("data-testid=\"flow-row\" data-flow=\"{id}\"")));
+            assert!(!below.contains(&format!("data-flow=\"{id}\"")));
+        }
+        assert_eq!(below.matches("data-testid=\"child-flow-row\"").count(), 2);
+        let child = row(
+            below,
+            "<tr data-testid=\"child-flow-row\" data-flow=\"CHILD\">",
+        );
+        // called from inside PARENT's loop, and by OTHER
+        assert!(child.contains(
+            "<td data-testid=\"called-by\"><a class=\"mono\" href=\"/ui/runs?flow=OTHER\">OTHER</a><br>\
+             <a class=\"mono\" href=\"/ui/runs?flow=PARENT\">PARENT</a></td>"
+        ), "{child}");
+        assert!(child.contains("Child · v2"));
+        assert!(child.contains("<td class=\"mono small\">x</td>"));
+        let handler = row(
+            below,
+            "<tr data-testid=\"child-flow-row\" data-flow=\"HANDLER\">",
+        );
+        assert!(handler.contains(
+            "<a class=\"mono\" href=\"/ui/runs?flow=PARENT\">PARENT</a> <span class=\"muted\">(on error)</span>"
+        ), "{handler}");
+        assert!(!top.contains("data-flow=\"CHILD\"") && !top.contains("data-flow=\"HANDLER\""));
+    }
+
+    #[tokio::test]
+    async fn dashboard_counts_each_flows_failures_of_the_last_24_hours() {
+        let f = family().await;
+        let mut failed = Vec::new();
+        for _ in 0..2 {
+            failed.push(f.failed_run("PARENT", "Parent", "boom").await);
+        }
+        f.begin("PARENT", "Parent", Trigger::Manual).await; // running: not a failure
+        f.failed_run("OTHER", "Other", "bang").await;
+        let html = f.page("/ui").await;
+        let link = |flow: &str, n: usize| {
+            format!(
+                "<a class=\"fail-count\" href=\"/ui/runs?flow={flow}&amp;outcome=failed&amp;since=24h\" \
+                 data-testid=\"failed-24h\" data-flow=\"{flow}\" data-count=\"{n}\">{n} failed</a>"
+            )
+        };
+        // at a glance, most first, and in each flow's row
+        let glance = part(
+            &html,
+            "<section class=\"glance alert\" data-testid=\"failures-24h\">",
+            "</section>",
+        );
+        let (parent, other) = (link("PARENT", 2), link("OTHER", 1));
+        assert!(
+            glance.find(&parent).unwrap() < glance.find(&other).unwrap(),
+            "{glance}"
+        );
+        let parent_row = row(
+            &html,
+            "<tr data-testid=\"flow-row\" data-flow=\"PARENT\" class=\"bad\">",
+        );
+        assert!(
+            parent_row.contains(&format!("<td>{parent}</td>")),
+            "{parent_row}"
+        );
+        let other_row = row(
+            &html,
+            "<tr data-testid=\"flow-row\" data-flow=\"OTHER\" class=\"bad\">",
+        );
+        assert!(other_row.contains(&format!("<td>{other}</td>")));
+        // the link lists exactly those runs
+        failed.reverse();
+        let list = f
+            .page("/ui/runs?flow=PARENT&outcome=failed&since=24h")
+            .await;
+        assert_eq!(row_ids(&list), failed);
+
+        // with none, the dashboard says so
+        let f = family().await;
+        let html = f.page("/ui").await;
+        assert!(html.contains(
+            "<p class=\"ok\" data-testid=\"no-failures\">None: no run failed in the last 24 hours.</p>"
+        ));
+        let parent_row = row(&html, "<tr data-testid=\"flow-row\" data-flow=\"PARENT\">");
+        assert!(parent_row.contains(
+            "<td><span class=\"muted\" data-testid=\"failed-24h\" data-flow=\"PARENT\" data-count=\"0\">none</span></td>"
+        ));
     }
 }

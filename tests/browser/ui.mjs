@@ -1,10 +1,12 @@
 // Drives the monitoring page of a running `ferry serve` in Debian's Chromium (never a
-// downloaded browser): finds a failed run in the runs list, opens it, presses Resubmit,
-// follows the new run until it ends, and saves screenshots. tests/browser.rs starts the
-// server, makes the failed run and checks the result this prints (one JSON line on stdout).
+// downloaded browser): finds a failed run in the runs list, reads its time as the page's
+// script says it in the browser's zone (and as the server says it without the script), opens
+// it, presses Resubmit, follows the new run until it ends, follows the dashboard's count of
+// failures, and saves screenshots. tests/browser.rs starts the server, makes the failed run
+// and checks the result this prints (one JSON line on stdout).
 //
 // Environment: FERRY_URL, FERRY_USER, FERRY_PASSWORD, FAILED_RUN (its id), SCREENSHOT_DIR,
-// CHROMIUM (default /usr/bin/chromium).
+// CHROMIUM (default /usr/bin/chromium), BROWSER_TZ (the browser's time zone, as TZ).
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +22,7 @@ const base = need('FERRY_URL');
 const failed = need('FAILED_RUN');
 const shots = need('SCREENSHOT_DIR');
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const browserZone = need('BROWSER_TZ');
 
 const result = { failed, screenshots: [], external_requests: [], console_errors: [] };
 const userDataDir = mkdtempSync(join(tmpdir(), 'ferry-chromium-'));
@@ -35,6 +38,8 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   ],
   httpCredentials: { username: need('FERRY_USER'), password: need('FERRY_PASSWORD') },
   viewport: { width: 1280, height: 900 },
+  // the browser's zone comes from its environment, as on an operator's desktop
+  env: { ...process.env, TZ: browserZone },
 });
 
 async function shot(page, name) {
@@ -65,7 +70,27 @@ try {
   check((await row.getAttribute('data-outcome')) === 'failed', 'the run is not shown as failed');
   check((await row.getAttribute('class')).split(' ').includes('bad'), 'the failed row is not marked');
   result.listed_error = (await row.locator('[data-testid="run-error"]').innerText()).trim();
+  // its start, as the script says it in the browser's zone
+  const started = row.locator('[data-testid="run-link"] time');
+  result.started = {
+    datetime: await started.getAttribute('datetime'),
+    title: await started.getAttribute('title'),
+    text: (await started.innerText()).trim(),
+    zone_label: (await page.locator('[data-testid="time-zone"]').innerText()).trim(),
+  };
   await shot(page, 'runs-failed');
+
+  // the same list without the script: the server's UTC title and relative text
+  const bare = await context.newPage();
+  await bare.route('**/ui/app.js', (r) => r.fulfill({ contentType: 'text/javascript', body: '' }));
+  await bare.goto(`${base}/ui/runs`);
+  const bareTime = bare.locator(`[data-testid="run-row"][data-run-id="${failed}"] [data-testid="run-link"] time`);
+  result.started_without_script = {
+    title: await bareTime.getAttribute('title'),
+    text: (await bareTime.innerText()).trim(),
+    zone_label: (await bare.locator('[data-testid="time-zone"]').innerText()).trim(),
+  };
+  await bare.close();
 
   // its page shows the error; Resubmit leads to the new run
   await row.locator('[data-testid="run-link"]').click();
@@ -79,6 +104,7 @@ try {
   result.resubmitted = (await page.locator('[data-testid="run-id"]').innerText()).trim();
   check(result.resubmitted !== failed, 'Resubmit stayed on the failed run');
   result.resubmit_of = (await page.locator('[data-testid="resubmit-of"]').innerText()).trim();
+  result.resubmit_of_label = (await page.locator('dt:has(+ [data-testid="resubmit-of"])').innerText()).trim();
 
   // reload until the new run has ended
   const deadline = Date.now() + 60000;
@@ -92,7 +118,11 @@ try {
     await page.waitForTimeout(500);
     await page.reload();
   }
+  result.took = (await page.locator('[data-testid="took"]').innerText()).trim();
   await shot(page, 'resubmitted-run');
+  await page.goto(`${base}/ui/runs/${failed}`);
+  result.resubmitted_as_label = (await page.locator('dt:has(+ [data-testid="resubmitted-as"])').innerText()).trim();
+  await shot(page, 'failed-run-resubmitted');
 
   // the list shows both runs
   await page.goto(`${base}/ui/runs`);
@@ -103,7 +133,20 @@ try {
   response = await page.goto(`${base}/ui`);
   check(response.status() === 200, `GET /ui answered ${response.status()}`);
   result.flows_listed = await page.locator('[data-testid="flow-row"]').count();
+  result.child_flows_listed = await page.locator('[data-testid="child-flow-row"]').count();
   await shot(page, 'dashboard');
+  // the failures of the last 24 hours, at a glance, lead to the failed run
+  const count = page.locator('[data-testid="failures-24h"] [data-testid="failed-24h"]');
+  result.failures_glance = await count.evaluateAll((els) => els.map((e) => [e.dataset.flow, e.dataset.count]));
+  await Promise.all([page.waitForURL(/\/ui\/runs\?/), count.first().click()]);
+  result.failures_link = page.url().slice(base.length);
+  result.failures_listed = await page.locator('[data-testid="run-row"]').evaluateAll((els) => els.map((e) => e.dataset.runId));
+
+  // a day and two hours later (the browser's clock set forward), the failed run's start
+  // reads by the browser's calendar: yesterday, or the day before, in its zone
+  await context.clock.setFixedTime(new Date(Date.parse(result.started.datetime) + 26 * 3600 * 1000));
+  await page.goto(`${base}/ui/runs`);
+  result.started_a_day_later = (await page.locator(`[data-testid="run-row"][data-run-id="${failed}"] [data-testid="run-link"] time`).innerText()).trim();
   console.log(JSON.stringify(result));
 } catch (e) {
   result.error = String(e && e.stack ? e.stack : e);
