@@ -56,6 +56,8 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/ui/runs/{id}", get(run))
         .route("/ui/runs/{id}/resubmit", post(resubmit))
         .route("/ui/flows/{flow}/run", post(run_now))
+        .route("/ui/flows/{flow}/pause", post(pause))
+        .route("/ui/flows/{flow}/resume", post(resume))
 }
 
 /// Outcomes in the order the bars stack them, bottom up.
@@ -544,9 +546,10 @@ async fn dashboard(
         .ticks(None, 500)
         .await?
         .into_iter()
-        .filter(|t| t.status == TickStatus::Skipped)
+        .filter(|t| matches!(t.status, TickStatus::Skipped | TickStatus::Paused))
         .take(20)
         .collect();
+    let pauses = store.pauses().await?;
     let failed = store
         .list(&RunFilter {
             outcome: Some(Outcome::Failed),
@@ -572,6 +575,10 @@ async fn dashboard(
             .map(|(flow, how)| serde_json::json!({ "flow": flow, "how": how }))
             .collect();
         o.insert("called_by".into(), Value::Array(callers));
+        o.insert(
+            "pause".into(),
+            serde_json::json!(pauses.iter().find(|p| p.flow == plan.id)),
+        );
         let t = &plan.trigger;
         if !(t.manual || t.schedule.is_some() || t.rest.is_some()) {
             // a child flow: it runs inside its callers' runs and has none of its own
@@ -638,6 +645,8 @@ struct RunsForm {
     outcome: Option<String>,
     since: Option<String>,
     limit: Option<String>,
+    search: Option<String>,
+    before: Option<String>,
 }
 
 impl RunsForm {
@@ -662,8 +671,8 @@ impl RunsForm {
             outcome: self.outcome.clone(),
             since: self.since.clone(),
             limit,
-            search: None,
-            before: None,
+            search: self.search.clone(),
+            before: self.before.clone(),
         }
         .filter()
     }
@@ -675,13 +684,16 @@ async fn runs(
     Query(q): Query<RunsForm>,
 ) -> Result<Response, UiError> {
     let can_operate = allow(&server, &headers, Role::Viewer)?;
-    let (status, runs, error) = match q.filter() {
-        Ok(filter) => (
-            StatusCode::OK,
-            server.app.store().list(&filter).await?,
-            None,
-        ),
-        Err(e) => (e.status(), Vec::new(), Some(e.message().to_string())),
+    let (status, runs, error, next) = match q.filter() {
+        Ok(filter) => {
+            let runs = server.app.store().list(&filter).await?;
+            // a full page may have more after it
+            let next = (runs.len() == filter.limit.unwrap_or(50) as usize)
+                .then(|| runs.last().map(|r| r.id.clone()))
+                .flatten();
+            (StatusCode::OK, runs, None, next)
+        }
+        Err(e) => (e.status(), Vec::new(), Some(e.message().to_string()), None),
     };
     let flows: Vec<String> = server.app.project().flows.keys().cloned().collect();
     let html = render(
@@ -698,6 +710,8 @@ async fn runs(
             outcome => q.outcome,
             since => q.since,
             limit => q.limit,
+            search => q.search,
+            next,
         },
     )?;
     Ok(page(status, html))
@@ -744,6 +758,7 @@ async fn run(
             emails => detail.emails,
             inputs => detail.inputs,
             resubmitted_as => detail.resubmitted_as,
+            tracked => detail.tracked,
             loops,
             events => events.events,
             events_next => events.next,
@@ -777,6 +792,37 @@ async fn run_now(
     same_origin(&headers)?;
     let run_id = server.app.run_now(&flow).await?;
     Ok(Redirect::to(&format!("/ui/runs/{run_id}")).into_response())
+}
+
+/// The pause form: why (optional).
+#[derive(Debug, Default, serde::Deserialize)]
+struct PauseForm {
+    reason: Option<String>,
+}
+
+async fn pause(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+    axum::Form(form): axum::Form<PauseForm>,
+) -> Result<Response, UiError> {
+    allow(&server, &headers, Role::Operator)?;
+    same_origin(&headers)?;
+    let by = server.users.caller(&headers);
+    server.app.pause(&flow, &by, form.reason.as_deref()).await?;
+    Ok(Redirect::to("/ui").into_response())
+}
+
+async fn resume(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(flow): Path<String>,
+) -> Result<Response, UiError> {
+    allow(&server, &headers, Role::Operator)?;
+    same_origin(&headers)?;
+    let by = server.users.caller(&headers);
+    server.app.resume(&flow, &by).await?;
+    Ok(Redirect::to("/ui").into_response())
 }
 
 #[cfg(test)]
@@ -1076,6 +1122,168 @@ mod tests {
         }
         let runs = f.server.app.store().list(&RunFilter::default()).await;
         assert_eq!(runs.unwrap().len(), 1, "no run was started");
+    }
+
+    #[tokio::test]
+    async fn an_operator_pauses_and_resumes_a_flow_from_the_dashboard() {
+        let f = Fixture::with_users().await;
+        let flow = file_flow(&f.server);
+        let op = |r: reqwest::RequestBuilder| r.basic_auth("op", Some("op-secret"));
+        let viewer = |r: reqwest::RequestBuilder| r.basic_auth("viewer", Some("look"));
+        let row = |html: &str| {
+            part(
+                html,
+                &format!("data-testid=\"flow-row\" data-flow=\"{flow}\""),
+                "</tr>",
+            )
+            .to_string()
+        };
+        let (_, html) = answer(op(f.get("/ui"))).await;
+        assert!(row(&html).contains("data-testid=\"pause\""));
+        // a viewer sees no button and may not press it
+        let (_, html) = answer(viewer(f.get("/ui"))).await;
+        assert!(!row(&html).contains("data-testid=\"pause\""));
+        let r = viewer(f.post(&format!("/ui/flows/{flow}/pause")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("reason=x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), Status::FORBIDDEN);
+
+        let r = op(f.post(&format!("/ui/flows/{flow}/pause")))
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("reason=DACS+%3Cmaintenance%3E")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), Status::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], "/ui");
+        let p = f.server.app.store().pause_of(&flow).await.unwrap().unwrap();
+        assert_eq!(
+            (p.paused_by.as_str(), p.reason.as_deref()),
+            ("op", Some("DACS <maintenance>"))
+        );
+        let (_, html) = answer(op(f.get("/ui"))).await;
+        let paused = row(&html);
+        assert!(paused.contains("class=\" flow-paused\""), "{paused}");
+        assert!(paused.contains("<span class=\"badge outcome-interrupted\">paused</span>"));
+        assert!(
+            paused.contains("by <span class=\"mono\">op</span>"),
+            "{paused}"
+        );
+        assert!(
+            paused.contains(
+                "<span class=\"small\" data-testid=\"pause-reason\">DACS &lt;maintenance&gt;</span>"
+            ),
+            "{paused}"
+        );
+        assert!(
+            paused.contains("data-testid=\"resume\"")
+                && !paused.contains("data-testid=\"run-now\"")
+        );
+        // run now is refused while paused, and says why
+        let r = op(f.post(&format!("/ui/flows/{flow}/run")))
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), Status::CONFLICT);
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains(&format!("flow &#x27;{flow}&#x27; is paused (by op at "))
+        );
+        assert!(
+            f.server
+                .app
+                .store()
+                .list(&RunFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let r = op(f.post(&format!("/ui/flows/{flow}/resume")))
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), Status::SEE_OTHER);
+        assert_eq!(f.server.app.store().pause_of(&flow).await.unwrap(), None);
+        let (_, html) = answer(op(f.get("/ui"))).await;
+        assert!(row(&html).contains("data-testid=\"run-now\""));
+        // a form posted from another site pauses nothing
+        let r = op(f.post(&format!("/ui/flows/{flow}/pause")))
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), Status::FORBIDDEN);
+        assert_eq!(f.server.app.store().pause_of(&flow).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_runs_list_searches_by_file_name_and_pages() {
+        let f = Fixture::open().await;
+        let flow = file_flow(&f.server);
+        let first = f.failed_run(&flow, "enrollment", "boom").await;
+        let second = f.failed_run(&flow, "enrollment", "boom").await;
+        // what a run handled is found by a part of its name
+        let mut report = crate::run::RunReport {
+            run_id: crate::run::new_run_id(),
+            flow: flow.clone(),
+            flow_name: "enrollment".into(),
+            outcome: crate::run::Outcome::Succeeded,
+            dry_run: false,
+            started_at: crate::run::now(),
+            finished_at: crate::run::now(),
+            error: None,
+            counters: Default::default(),
+            events: vec![crate::run::Event::Fetched {
+                connection: "c".into(),
+                location: "l".into(),
+                name: "ENROLL_SYNC_20230210_0100.csv".into(),
+                bytes: 1,
+            }],
+            events_omitted: 0,
+            tracked: Default::default(),
+        };
+        report.tracked.insert("eventId".into(), "EV00042".into());
+        f.server
+            .app
+            .store()
+            .record(&report, Trigger::Manual)
+            .await
+            .unwrap();
+        let html = f
+            .page("/ui/runs?search=sync_20230210&flow=&outcome=&since=&limit=")
+            .await;
+        assert_eq!(row_ids(&html), [report.run_id.clone()]);
+        assert!(
+            html.contains("value=\"sync_20230210\""),
+            "the box keeps the text"
+        );
+        let html = f.page("/ui/runs?search=EV00042").await;
+        assert_eq!(row_ids(&html), [report.run_id.clone()]);
+        let html = f.page(&format!("/ui/runs/{}", report.run_id)).await;
+        assert!(html.contains("<dt>Tracked by</dt><dd data-testid=\"tracked\">eventId <span class=\"mono\">EV00042</span></dd>"), "{html}");
+        // pages: a full page links to the runs before its last
+        let html = f.page("/ui/runs?limit=2").await;
+        assert_eq!(row_ids(&html), [report.run_id.clone(), second.clone()]);
+        let next = html
+            .split("data-testid=\"next-page\" href=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .replace("&amp;", "&");
+        assert!(next.ends_with(&format!("before={second}")), "{next}");
+        assert_eq!(row_ids(&f.page(&next).await), [first]);
+        let (status, html) = answer(f.get(&format!("/ui/runs?search={}", "x".repeat(300)))).await;
+        assert_eq!(status, Status::BAD_REQUEST);
+        assert!(html.contains("longer than 256 characters"));
     }
 
     #[tokio::test]
