@@ -206,6 +206,8 @@ async fn browser_resubmits_a_failed_run_from_the_monitoring_page() {
         .env("FAILED_RUN", &failed_id)
         .env("SCREENSHOT_DIR", &shots)
         .env("BROWSER_TZ", BROWSER_TZ)
+        .env("PAUSE_FLOW", FLOW)
+        .env("SEARCH_TEXT", "enroll_sync_2026")
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -328,8 +330,56 @@ async fn browser_resubmits_a_failed_run_from_the_monitoring_page() {
         );
     }
 
-    // and what the server recorded
+    // pause with a reason, then resume, by the dashboard's buttons
+    assert_eq!(
+        report["paused_row"],
+        serde_json::json!({
+            "badge": "paused",
+            "reason": "DACS maintenance window",
+            "run_now_buttons": 0,
+            "class": "bad flow-paused",
+        }),
+        "{report:#}"
+    );
+    let paused = &report["paused_api"];
+    assert_eq!(
+        (&paused["paused"], &paused["paused_by"], &paused["reason"]),
+        (
+            &Value::Bool(true),
+            &Value::from(USER),
+            &Value::from("DACS maintenance window")
+        ),
+        "{report:#}"
+    );
+    assert_eq!(report["run_now_while_paused"]["status"], 409);
+    assert_eq!(
+        report["run_now_while_paused"]["body"]["error"]["code"],
+        "paused"
+    );
+    assert_eq!(
+        report["resumed_row"],
+        serde_json::json!({ "paused": 0, "run_now_buttons": 1 }),
+        "{report:#}"
+    );
+    assert_eq!(report["resumed_api"]["paused"], false, "{report:#}");
+    assert!(report["resumed_api"].get("paused_by").is_none());
+    // the search box finds the run that moved the file (and only it)
     let new_id = report["resubmitted"].as_str().unwrap();
+    assert_eq!(
+        report["search_found"],
+        serde_json::json!([new_id]),
+        "{report:#}"
+    );
+    assert_eq!(report["search_box"], "enroll_sync_2026");
+    assert!(
+        report["search_url"]
+            .as_str()
+            .unwrap()
+            .contains("search=enroll_sync_2026"),
+        "{report:#}"
+    );
+
+    // and what the server recorded
     let run = finished(&served, &password, new_id).await;
     assert_eq!(run["resubmit_of"], failed_id.as_str(), "{run:#}");
     assert_eq!(run["trigger"], "resubmit");

@@ -2,11 +2,12 @@
 // downloaded browser): finds a failed run in the runs list, reads its time as the page's
 // script says it in the browser's zone (and as the server says it without the script), opens
 // it, presses Resubmit, follows the new run until it ends, follows the dashboard's count of
-// failures, and saves screenshots. tests/browser.rs starts the server, makes the failed run
+// failures, pauses and resumes a flow, searches the runs by file name, and saves screenshots. tests/browser.rs starts the server, makes the failed run
 // and checks the result this prints (one JSON line on stdout).
 //
 // Environment: FERRY_URL, FERRY_USER, FERRY_PASSWORD, FAILED_RUN (its id), SCREENSHOT_DIR,
-// CHROMIUM (default /usr/bin/chromium), BROWSER_TZ (the browser's time zone, as TZ).
+// CHROMIUM (default /usr/bin/chromium), BROWSER_TZ (the browser's time zone, as TZ),
+// PAUSE_FLOW (the flow it pauses and resumes), SEARCH_TEXT (what it searches the runs for).
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -141,6 +142,41 @@ try {
   await Promise.all([page.waitForURL(/\/ui\/runs\?/), count.first().click()]);
   result.failures_link = page.url().slice(base.length);
   result.failures_listed = await page.locator('[data-testid="run-row"]').evaluateAll((els) => els.map((e) => e.dataset.runId));
+
+  // pause the flow with a reason: the dashboard says so, the API agrees, no Run now; then
+  // resume it
+  const pauseFlow = need('PAUSE_FLOW');
+  await page.goto(`${base}/ui`);
+  const flowRow = page.locator(`[data-testid="flow-row"][data-flow="${pauseFlow}"]`);
+  await flowRow.locator('[data-testid="pause-reason-input"]').fill('DACS maintenance window');
+  await Promise.all([page.waitForURL(`${base}/ui`), flowRow.locator('[data-testid="pause"]').click()]);
+  result.paused_row = {
+    badge: (await flowRow.locator('[data-testid="paused"] .badge').innerText()).trim(),
+    reason: (await flowRow.locator('[data-testid="pause-reason"]').innerText()).trim(),
+    run_now_buttons: await flowRow.locator('[data-testid="run-now"]').count(),
+    class: await flowRow.getAttribute('class'),
+  };
+  const flowsWhilePaused = await (await context.request.get(`${base}/api/v1/flows`)).json();
+  result.paused_api = flowsWhilePaused.flows.find((f) => f.id === pauseFlow);
+  const refused = await context.request.post(`${base}/api/v1/flows/${pauseFlow}/runs`);
+  result.run_now_while_paused = { status: refused.status(), body: await refused.json() };
+  await shot(page, 'dashboard-paused');
+  await Promise.all([page.waitForURL(`${base}/ui`), flowRow.locator('[data-testid="resume"]').click()]);
+  result.resumed_row = {
+    paused: await flowRow.locator('[data-testid="paused"]').count(),
+    run_now_buttons: await flowRow.locator('[data-testid="run-now"]').count(),
+  };
+  const flowsResumed = await (await context.request.get(`${base}/api/v1/flows`)).json();
+  result.resumed_api = flowsResumed.flows.find((f) => f.id === pauseFlow);
+
+  // search the runs by a part of the file the resubmit moved, in another case
+  await page.goto(`${base}/ui/runs`);
+  await page.locator('[data-testid="search"]').fill(need('SEARCH_TEXT'));
+  await Promise.all([page.waitForURL(/search=/), page.locator('[data-testid="search"]').press('Enter')]);
+  result.search_url = page.url().slice(base.length);
+  result.search_found = await page.locator('[data-testid="run-row"]').evaluateAll((els) => els.map((e) => e.dataset.runId));
+  result.search_box = await page.locator('[data-testid="search"]').inputValue();
+  await shot(page, 'runs-search');
 
   // a day and two hours later (the browser's clock set forward), the failed run's start
   // reads by the browser's calendar: yesterday, or the day before, in its zone
