@@ -78,6 +78,40 @@ steps:
       put: { connection: files, location: inbox, name: "{{ input.file.name }}", file: "{{ input.file.path }}" }
 "#;
 
+/// A REST-triggered flow tracked by its message's event id: it hands the posted file to
+/// the child flow KEEPER, which puts it to `inbox`.
+const TRACKED: &str = r#"id: TRACKED
+name: Tracked
+version: "1"
+trigger:
+  rest:
+    method: POST
+    path: /outcome
+    parts:
+      message: { kind: json }
+      file: { kind: file }
+track:
+  eventId: "{{ input.message.eventId }}"
+steps:
+  - id: keep
+    invoke:
+      flow: KEEPER
+      with: { name: "{{ input.file.name }}", file: "{{ input.file.path }}" }
+"#;
+
+/// A child flow: puts `params.file` to `inbox` as `params.name`.
+const KEEPER: &str = r#"id: KEEPER
+name: Keeper
+version: "1"
+params:
+  name: {}
+  file: {}
+steps:
+  - id: put
+    invoke:
+      put: { connection: files, location: inbox, name: "{{ params.name }}", file: "{{ params.file }}" }
+"#;
+
 // ---------------------------------------------------------------------------------------
 // A slow HTTP peer
 
@@ -143,6 +177,8 @@ impl Project {
         .unwrap();
         std::fs::write(root.join("flows/mover.yaml"), MOVER).unwrap();
         std::fs::write(root.join("flows/receiver.yaml"), RECEIVER).unwrap();
+        std::fs::write(root.join("flows/tracked.yaml"), TRACKED).unwrap();
+        std::fs::write(root.join("flows/keeper.yaml"), KEEPER).unwrap();
         Project { dir }
     }
 
@@ -1366,4 +1402,343 @@ async fn readyz_answers_503_within_a_second_during_an_outage() {
     let made: Vec<_> = std::fs::read_dir(empty.path()).unwrap().collect();
     assert!(made.is_empty(), "ferry runs created {made:?}");
     drop((a, pg));
+}
+
+// ---------------------------------------------------------------------------------------
+// Operating flows: pause and resume, runs found by file and business key
+
+/// Delivers `file_name` with `eventId` to TRACKED on `serve`.
+async fn deliver_outcome(
+    client: &reqwest::Client,
+    serve: &Serve,
+    event_id: &str,
+    file_name: &str,
+) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "message",
+            reqwest::multipart::Part::text(format!("{{\"eventId\":\"{event_id}\"}}"))
+                .mime_str("application/json")
+                .unwrap(),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(format!("event,kw\n{event_id},42\n").into_bytes())
+                .file_name(file_name.to_string()),
+        );
+    client
+        .post(serve.url("/outcome"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// The ids of the runs `serve`'s API finds for `search`.
+async fn found(client: &reqwest::Client, serve: &Serve, search: &str) -> Vec<String> {
+    let (status, list) = json_of(
+        client
+            .get(serve.url(&format!("/api/v1/runs?search={search}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{list:#}");
+    list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What an operator does every day, through the API of one instance and the command line,
+/// seen by the other instance (`b` may be `a`): pause a scheduled flow (its ticks are
+/// recorded `paused` and run nothing, run-now and `ferry run` are refused, the flow list
+/// says who paused it and why), resume it from the command line (the next tick moves the
+/// file); pause a REST flow from the command line (a delivery gets `503 paused` with
+/// `Retry-After`, nothing is recorded), resume it through the API (the delivery runs); find
+/// the run by its tracked event id and by a part of its file's name, from either instance
+/// and the command line; a paused child flow fails the run that calls it, saying why.
+async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
+    let client = reqwest::Client::new();
+    // every command but `runs` reads the flows
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        if args[0] != "runs" {
+            all.extend(["--flows", "flows"]);
+        }
+        all.extend(history);
+        ferry(project.path(), &all)
+    };
+
+    // pause the scheduled mover through A's API, with a reason
+    let (status, paused) = json_of(
+        client
+            .post(a.url("/api/v1/flows/MOVER/pause"))
+            .json(&serde_json::json!({ "reason": "DACS maintenance" }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{paused:#}");
+    assert_eq!(
+        (&paused["paused"], &paused["paused_by"], &paused["reason"]),
+        (
+            &Value::Bool(true),
+            &Value::from("anonymous"),
+            &Value::from("DACS maintenance")
+        )
+    );
+    let paused_at = paused["paused_at"].as_str().unwrap().to_string();
+    project.drop_source("IN_001.csv", b"id\n1\n");
+    // ticks go by: recorded paused, nothing runs, the file stays
+    wait_for(Duration::from_secs(10), "paused ticks", || async {
+        let (_, ticks) = json_of(
+            client
+                .get(b.url("/api/v1/ticks?flow=MOVER"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        ticks["ticks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["status"] == "paused" && t["tick_at"].as_str() > Some(&paused_at))
+            .count()
+            >= 2
+    })
+    .await;
+    let (_, ticks) = json_of(
+        client
+            .get(b.url("/api/v1/ticks?flow=MOVER"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let paused_tick = ticks["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["status"] == "paused")
+        .unwrap();
+    assert!(paused_tick["run_id"].is_null(), "{paused_tick:#}");
+    assert!(
+        paused_tick["note"]
+            .as_str()
+            .unwrap()
+            .contains("flow 'MOVER' is paused (by anonymous at "),
+        "{paused_tick:#}"
+    );
+    let (_, runs) = json_of(
+        client
+            .get(b.url(&format!("/api/v1/runs?flow=MOVER&since={paused_at}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // a tick claimed a moment before the pause may have started a run: none after it
+    assert!(
+        runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["started_at"].as_str() <= Some(paused_tick["tick_at"].as_str().unwrap())),
+        "{runs:#}"
+    );
+    assert!(project.listing("src").contains_key("IN_001.csv"));
+    let (status, refused) = json_of(
+        client
+            .post(b.url("/api/v1/flows/MOVER/runs"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (409, &Value::from("paused"))
+    );
+    let out = cli(&["run", "MOVER"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("error: flow 'MOVER' is paused (by anonymous at "),
+        "{}",
+        text(&out)
+    );
+    let (_, flows) = json_of(client.get(b.url("/api/v1/flows")).send().await.unwrap()).await;
+    let mover = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "MOVER")
+        .unwrap();
+    assert_eq!(
+        (&mover["paused"], &mover["paused_at"], &mover["reason"]),
+        (
+            &Value::Bool(true),
+            &Value::from(paused_at.as_str()),
+            &Value::from("DACS maintenance")
+        )
+    );
+
+    // resume from the command line: the next tick moves the file
+    let out = cli(&["resume", "MOVER"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!(
+            "flow MOVER resumed (paused by anonymous at {paused_at})"
+        )),
+        "{}",
+        text(&out)
+    );
+    let expected: BTreeMap<String, Vec<u8>> =
+        [("IN_001.csv".to_string(), b"id\n1\n".to_vec())].into();
+    wait_for(
+        Duration::from_secs(15),
+        "the file moved after resume",
+        || async { project.all_moved(&expected) },
+    )
+    .await;
+
+    // pause the REST flow from the command line: deliveries wait at the sender
+    let out = cli(&["pause", "TRACKED", "--reason", "OUAI bucket migration"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let r = deliver_outcome(&client, a, "EV00042", "Outcome_4011.csv").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "60");
+    let (_, body) = json_of(r).await;
+    assert_eq!(body["error"]["code"], "paused", "{body:#}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OUAI bucket migration"),
+        "{body:#}"
+    );
+    let (_, runs) = json_of(
+        client
+            .get(b.url("/api/v1/runs?flow=TRACKED"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(runs["runs"], serde_json::json!([]), "nothing was accepted");
+    let (status, resumed) = json_of(
+        client
+            .post(b.url("/api/v1/flows/TRACKED/resume"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(resumed["was_paused"], true);
+    let (status, accepted) =
+        json_of(deliver_outcome(&client, a, "EV00042", "Outcome_4011.csv").await).await;
+    assert_eq!(status, 202, "{accepted:#}");
+    let run_id = accepted["run_id"].as_str().unwrap().to_string();
+    let run = finished_run(&client, a, &run_id).await;
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    assert_eq!(
+        run["tracked"],
+        serde_json::json!([{ "name": "eventId", "value": "EV00042" }])
+    );
+    assert_eq!(
+        project.listing("inbox").get("Outcome_4011.csv"),
+        Some(&b"event,kw\nEV00042,42\n".to_vec())
+    );
+
+    // found by its event id (exactly) and by a part of its file's name (any case)
+    assert_eq!(found(&client, b, "EV00042").await, [run_id.clone()]);
+    assert_eq!(found(&client, b, "outcome_4011").await, [run_id.clone()]);
+    assert!(found(&client, b, "ev00042").await.is_empty());
+    assert!(found(&client, b, "EV0004").await.is_empty());
+    let out = cli(&["runs", "--search", "EV00042", "--format", "json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["id"], run_id.as_str(), "{listed:#}");
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // a paused child flow fails the run that calls it, saying why
+    let (status, _) = json_of(
+        client
+            .post(a.url("/api/v1/flows/KEEPER/pause"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, accepted) =
+        json_of(deliver_outcome(&client, b, "EV00043", "Outcome_4012.csv").await).await;
+    assert_eq!(status, 202, "{accepted:#}");
+    let failed = finished_run(&client, b, accepted["run_id"].as_str().unwrap()).await;
+    assert_eq!(failed["outcome"], "failed", "{failed:#}");
+    assert!(
+        failed["failure"]["message"].as_str().unwrap().starts_with(
+            "cannot call child flow 'KEEPER': flow 'KEEPER' is paused (by anonymous at "
+        ),
+        "{failed:#}"
+    );
+    assert!(!project.listing("inbox").contains_key("Outcome_4012.csv"));
+    let out = cli(&["resume", "KEEPER"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // unknown flows are refused, with the likely one
+    let (status, body) = json_of(
+        client
+            .post(a.url("/api/v1/flows/MOVR/pause"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &Value::from("unknown_flow"))
+    );
+    let out = cli(&["pause", "MOVR"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("unknown flow 'MOVR' (did you mean 'MOVER'?)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_resume_and_search_on_sqlite() {
+    let slow = SlowPeer::start(Duration::from_millis(1));
+    let project = Project::new(&slow.url());
+    let a = Serve::start(&project, "a", None, &[]);
+    let data = project.path().join("data/a");
+    let data = data.to_str().unwrap();
+    operate(&project, &a, &a, &["--data", data]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_resume_and_search_on_two_instances_sharing_postgres() {
+    let pg = Postgres::start();
+    let url = pg.database("operate");
+    let slow = SlowPeer::start(Duration::from_millis(1));
+    let project = Project::new(&slow.url());
+    let a = Serve::start(&project, "a", Some(&url), &[]);
+    let b = Serve::start(&project, "b", Some(&url), &[]);
+    operate(&project, &a, &b, &["--database-url", &url]).await;
+    drop((a, b, pg));
 }
