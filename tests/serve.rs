@@ -411,6 +411,26 @@ async fn run_now_and_resubmit_under_ferry_and_oic_paths() {
     );
     let (status, _) = s.post(&path, Some(OP), json!({ "action": "LATER" })).await;
     assert_eq!(status, 400);
+    // OIC's "pause schedule" and "resume schedule": the flow's pause, submit now refused
+    // between them
+    let oic = |verb: &str| {
+        format!("/ic/api/integration/v1/integrations/{FTP_ENROLL}%7C01.23.2000/schedule/{verb}")
+    };
+    let (status, body) = s.post(&oic("pause"), Some(OP), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({ "integration": FTP_ENROLL, "status": "PAUSED" })
+    );
+    let (status, body) = s.post(&path, Some(OP), json!({ "action": "NOW" })).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("paused")),
+        "{body}"
+    );
+    let (status, body) = s.post(&oic("resume"), Some(OP), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], json!("ACTIVATED"));
     let (status, body) = s
         .post("/api/v1/flows/NO_SUCH_FLOW/runs", Some(OP), json!({}))
         .await;

@@ -187,6 +187,14 @@ pub fn routes() -> Router<Arc<Server>> {
             post(oic_schedule_jobs),
         )
         .route(
+            "/ic/api/integration/v1/integrations/{code}/schedule/pause",
+            post(oic_schedule_pause),
+        )
+        .route(
+            "/ic/api/integration/v1/integrations/{code}/schedule/resume",
+            post(oic_schedule_resume),
+        )
+        .route(
             "/ic/api/integration/v1/monitoring/errors/{id}/resubmit",
             post(oic_resubmit),
         )
@@ -580,9 +588,20 @@ async fn oic_schedule_jobs(
             format!("only {{\"action\":\"NOW\"}} is supported, got action '{action}'"),
         ));
     }
+    let flow = oic_flow(&server, &code)?;
+    let run_id = server.app.run_now(&flow).await?;
+    Ok(accepted(json!({
+        "id": run_id,
+        "integration": flow,
+        "status": "SUBMITTED",
+    })))
+}
+
+/// The flow of an OIC integration code, `CODE|VERSION` or `CODE` (a version must match).
+fn oic_flow(server: &Server, code: &str) -> Result<String, ApiError> {
     let (flow, version) = match code.split_once('|') {
         Some((f, v)) => (f.to_string(), Some(v.to_string())),
-        None => (code.clone(), None),
+        None => (code.to_string(), None),
     };
     if let Some(v) = &version {
         let project = server.app.project();
@@ -596,12 +615,38 @@ async fn oic_schedule_jobs(
             ));
         }
     }
-    let run_id = server.app.run_now(&flow).await?;
-    Ok(accepted(json!({
-        "id": run_id,
-        "integration": flow,
-        "status": "SUBMITTED",
-    })))
+    Ok(flow)
+}
+
+/// `POST /ic/api/integration/v1/integrations/{CODE}|{VERSION}/schedule/pause`: OIC's
+/// "pause schedule", here a pause of the flow (`ferry pause`).
+async fn oic_schedule_pause(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let flow = oic_flow(&server, &code)?;
+    let by = server.users.caller(&headers);
+    server
+        .app
+        .pause(&flow, &by, Some("paused by OIC's schedule/pause"))
+        .await?;
+    Ok(Json(json!({ "integration": flow, "status": "PAUSED" })))
+}
+
+/// `POST /ic/api/integration/v1/integrations/{CODE}|{VERSION}/schedule/resume`: OIC's
+/// "resume schedule" (`ferry resume`).
+async fn oic_schedule_resume(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&server, &headers, Role::Operator)?;
+    let flow = oic_flow(&server, &code)?;
+    let by = server.users.caller(&headers);
+    server.app.resume(&flow, &by).await?;
+    Ok(Json(json!({ "integration": flow, "status": "ACTIVATED" })))
 }
 
 /// OIC writes versions both as `01.23.2000` and `1.23.2000`.
