@@ -1698,6 +1698,64 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
     let out = cli(&["resume", "KEEPER"]).await;
     assert!(out.status.success(), "{}", text(&out));
 
+    // the monitoring page: a pause pressed on one instance shows on the other, whose
+    // Resume ends it; the search box finds the run
+    let nofollow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = |serve: &Serve, path: &str, body: &'static str| {
+        nofollow
+            .post(serve.url(path))
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let r = form(a, "/ui/flows/RECEIVER/pause", "reason=inbox+full")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let dashboard = client
+        .get(b.url("/ui"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = dashboard
+        .split("data-testid=\"flow-row\" data-flow=\"RECEIVER\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap()
+        .to_string();
+    assert!(
+        row.contains("data-testid=\"pause-reason\">inbox full</span>"),
+        "{row}"
+    );
+    assert!(row.contains("data-testid=\"resume\""), "{row}");
+    let r = form(b, "/ui/flows/RECEIVER/resume", "").await.unwrap();
+    assert_eq!(r.status(), 303);
+    let (_, flows) = json_of(client.get(a.url("/api/v1/flows")).send().await.unwrap()).await;
+    let receiver = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "RECEIVER")
+        .unwrap();
+    assert_eq!(receiver["paused"], false, "{receiver:#}");
+    let page = client
+        .get(a.url("/ui/runs?search=Outcome_4011"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("data-testid=\"run-row\"").count(), 1, "{page}");
+    assert!(page.contains(&format!("data-run-id=\"{run_id}\"")));
+
     // unknown flows are refused, with the likely one
     let (status, body) = json_of(
         client

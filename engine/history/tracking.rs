@@ -275,23 +275,18 @@ impl Store {
         })
     }
 
-    /// Resumes `flow`; returns the pause it ended (none: it was not paused).
+    /// Resumes `flow`; returns the pause it ended (none: it was not paused). One statement:
+    /// a transaction that read first and then wrote would not wait for SQLite's lock.
     pub async fn resume_flow(&self, flow: &str) -> Result<Option<Pause>, HistoryError> {
-        let mut tx = self.pool.begin().await?;
-        let pause = sqlx::query(
-            "SELECT flow, paused_at, paused_by, reason FROM flow_pauses WHERE flow = $1",
+        sqlx::query(
+            "DELETE FROM flow_pauses WHERE flow = $1
+             RETURNING flow, paused_at, paused_by, reason",
         )
         .bind(flow.to_string())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?
         .map(|r| pause_row(&r))
-        .transpose()?;
-        sqlx::query("DELETE FROM flow_pauses WHERE flow = $1")
-            .bind(flow.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(pause)
+        .transpose()
     }
 
     /// The pause of `flow`, when it is paused.
