@@ -116,7 +116,13 @@ impl LimitArgs {
             max_connections: self.max_connections.max(1),
             max_json_bytes: kib(self.max_json_kib),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
-            allowed_hosts: self.allowed_hosts.clone(),
+            // `FERRY_ALLOWED_HOSTS=` (empty) or `a,,b`: no empty name, so the default stays
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .filter(|h| !h.trim().is_empty())
+                .cloned()
+                .collect(),
         }
     }
 
@@ -403,6 +409,32 @@ mod tests {
             None,
         );
         assert!(g.host_allowed("anything"));
+    }
+
+    /// `FERRY_ALLOWED_HOSTS=` in an environment file, as `--allowed-hosts ""`: the default
+    /// hosts stay allowed (an empty name would have refused every request with 421).
+    #[test]
+    fn empty_allowed_hosts_keep_the_default() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        for given in ["", ",", "ferry.example,,"] {
+            let args =
+                <Args as clap::Parser>::try_parse_from(["t", "--allowed-hosts", given]).unwrap();
+            let limits = args.limits.limits();
+            assert!(
+                limits.allowed_hosts.iter().all(|h| !h.is_empty()),
+                "{given:?}"
+            );
+            let g = Guard::new(limits, Some("127.0.0.1:8080".parse().unwrap()));
+            assert_eq!(
+                g.host_allowed("127.0.0.1:8080"),
+                given.is_empty() || given == ","
+            );
+            assert_eq!(g.host_allowed("ferry.example"), given.starts_with("ferry"));
+        }
     }
 
     #[test]
