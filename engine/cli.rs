@@ -55,13 +55,13 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Sources {
     /// Flow directory.
-    #[arg(long, default_value = "flows")]
+    #[arg(long, env = "FERRY_FLOWS", default_value = "flows")]
     pub flows: PathBuf,
     /// Lookups directory (default: `lookups/` beside the flow directory).
-    #[arg(long)]
+    #[arg(long, env = "FERRY_LOOKUPS")]
     pub lookups: Option<PathBuf>,
     /// Connections file (default: `connections.yaml` in the flow directory).
-    #[arg(long)]
+    #[arg(long, env = "FERRY_CONNECTIONS")]
     pub connections: Option<PathBuf>,
 }
 
@@ -300,38 +300,69 @@ pub enum Command {
         sources: Sources,
         /// Address to listen on (a non-loopback address needs FERRY_OPERATOR_USER /
         /// FERRY_OPERATOR_PASSWORD).
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// Data directory: the embedded run history (SQLite) and its kept trigger inputs;
         /// with --database-url, which keeps them in the database, this instance's copies.
-        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        #[arg(
+            long,
+            env = "FERRY_STATE_DIR",
+            value_name = "DIR",
+            default_value = history::DEFAULT_DATA_DIR
+        )]
         data: PathBuf,
         /// A PostgreSQL run history shared by several instances (`postgres://…`).
         #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// This instance's id in run history and leases (default: host-pid-random).
-        #[arg(long)]
+        #[arg(
+            long,
+            env = "FERRY_INSTANCE",
+            value_parser = clap::builder::NonEmptyStringValueParser::new()
+        )]
         instance: Option<String>,
         /// On SIGTERM, how long runs under way may take before they are asked to stop at
         /// their next step (and again before they are recorded interrupted).
-        #[arg(long, value_parser = history::text::parse_age, default_value = "30s")]
+        #[arg(
+            long,
+            env = "FERRY_GRACE",
+            value_parser = history::text::parse_age,
+            default_value = "30s"
+        )]
         grace: std::time::Duration,
         /// How long a flow's lease lasts unrenewed (a crashed instance's scheduled flows are
         /// taken over after it).
-        #[arg(long, value_parser = history::text::parse_age, default_value = "30s")]
+        #[arg(
+            long,
+            env = "FERRY_LEASE",
+            value_parser = history::text::parse_age,
+            default_value = "30s"
+        )]
         lease: std::time::Duration,
         /// How often this instance heartbeats; an instance silent for six heartbeats is
         /// taken for dead and its runs are recorded interrupted (tests shorten it).
         #[arg(long, value_parser = history::text::parse_age, default_value = "5s", hide = true)]
         heartbeat: std::time::Duration,
         /// Purge runs older than this every hour (`30d`); default: keep until `ferry purge`.
-        #[arg(long, value_parser = history::text::parse_age)]
+        #[arg(long, env = "FERRY_RETENTION", value_parser = history::text::parse_age)]
         retention: Option<std::time::Duration>,
-        /// Do not fire schedules (triggers and API only).
-        #[arg(long)]
+        /// Do not fire schedules (triggers and API only). From the environment, any value
+        /// but an empty one, `0`, `false`, `no` or `off` sets it.
+        #[arg(
+            long,
+            env = "FERRY_NO_SCHEDULES",
+            action = clap::ArgAction::SetTrue,
+            value_parser = clap::builder::FalseyValueParser::new()
+        )]
         no_schedules: bool,
-        /// Do not watch the flow directory for changes.
-        #[arg(long)]
+        /// Do not watch the flow directory for changes (from the environment as
+        /// --no-schedules).
+        #[arg(
+            long,
+            env = "FERRY_NO_WATCH",
+            action = clap::ArgAction::SetTrue,
+            value_parser = clap::builder::FalseyValueParser::new()
+        )]
         no_watch: bool,
         /// Limits on requests, connections and flow files.
         #[command(flatten)]

@@ -79,25 +79,30 @@ impl Default for Limits {
 pub struct LimitArgs {
     /// Hosts that requests may name in `Host`, comma-separated (`name` allows every port,
     /// `name:port` one; `*` any). Default: the listen address, localhost, 127.0.0.1, [::1].
-    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+    #[arg(
+        long,
+        env = "FERRY_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOSTS"
+    )]
     pub allowed_hosts: Vec<String>,
     /// Seconds a client has to send a request's headers.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    #[arg(long, env = "FERRY_HEADER_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
     pub header_timeout: u64,
     /// Seconds a request body may stay silent between two chunks.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT_SECS)]
+    #[arg(long, env = "FERRY_BODY_IDLE_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT_SECS)]
     pub body_idle_timeout: u64,
     /// Seconds an idle keep-alive connection stays open.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT_SECS)]
+    #[arg(long, env = "FERRY_KEEPALIVE_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT_SECS)]
     pub keepalive_timeout: u64,
     /// Connections served at once (more are closed on accept).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// KiB of one JSON part of a REST trigger, or of a JSON body of the API.
-    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_MAX_JSON_KIB)]
+    #[arg(long, env = "FERRY_MAX_JSON_KIB", value_name = "KIB", default_value_t = DEFAULT_MAX_JSON_KIB)]
     pub max_json_kib: u64,
     /// KiB of one flow, lookup or connections file.
-    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_MAX_FILE_KIB)]
+    #[arg(long, env = "FERRY_MAX_FILE_KIB", value_name = "KIB", default_value_t = DEFAULT_MAX_FILE_KIB)]
     pub max_file_kib: u64,
 }
 
@@ -111,7 +116,13 @@ impl LimitArgs {
             max_connections: self.max_connections.max(1),
             max_json_bytes: kib(self.max_json_kib),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
-            allowed_hosts: self.allowed_hosts.clone(),
+            // `FERRY_ALLOWED_HOSTS=` (empty) or `a,,b`: no empty name, so the default stays
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .filter(|h| !h.trim().is_empty())
+                .cloned()
+                .collect(),
         }
     }
 
@@ -398,6 +409,32 @@ mod tests {
             None,
         );
         assert!(g.host_allowed("anything"));
+    }
+
+    /// `FERRY_ALLOWED_HOSTS=` in an environment file, as `--allowed-hosts ""`: the default
+    /// hosts stay allowed (an empty name would have refused every request with 421).
+    #[test]
+    fn empty_allowed_hosts_keep_the_default() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        for given in ["", ",", "ferry.example,,"] {
+            let args =
+                <Args as clap::Parser>::try_parse_from(["t", "--allowed-hosts", given]).unwrap();
+            let limits = args.limits.limits();
+            assert!(
+                limits.allowed_hosts.iter().all(|h| !h.is_empty()),
+                "{given:?}"
+            );
+            let g = Guard::new(limits, Some("127.0.0.1:8080".parse().unwrap()));
+            assert_eq!(
+                g.host_allowed("127.0.0.1:8080"),
+                given.is_empty() || given == ","
+            );
+            assert_eq!(g.host_allowed("ferry.example"), given.starts_with("ferry"));
+        }
     }
 
     #[test]

@@ -31,9 +31,19 @@ pub struct WatchError {
     source: notify::Error,
 }
 
+/// The variable naming the file `serve`'s environment comes from (the packaged systemd unit
+/// sets it to `/etc/ferry/ferry.env`, its `EnvironmentFile`): a message about an unset
+/// variable then says to set it there.
+pub const ENV_FILE_VAR: &str = "FERRY_ENV_FILE";
+
 /// The trigger credentials that flows of `project` name but the environment does not set
-/// (or sets empty), one sentence each.
+/// (or sets empty), one sentence each, saying where to set them: in the file that
+/// [`ENV_FILE_VAR`] names, else in the environment of `ferry serve`.
 pub fn unset_trigger_credentials(project: &Project) -> Vec<String> {
+    let place = match std::env::var(ENV_FILE_VAR) {
+        Ok(file) if !file.is_empty() => file,
+        _ => "the environment of `ferry serve`".to_owned(),
+    };
     let mut out = Vec::new();
     for plan in project.flows.values() {
         let Some(auth) = plan
@@ -50,15 +60,14 @@ pub fn unset_trigger_credentials(project: &Project) -> Vec<String> {
             .map(String::as_str)
             .collect();
         if !unset.is_empty() {
+            let verb = if unset.len() == 1 { "is" } else { "are" };
+            let unset = unset.join(" and ");
             out.push(format!(
-                "flow '{}' ({}) takes its trigger's credentials from {} and {}, but {} {} not set or empty: set {} (or remove `basic_auth` to use the operator's)",
+                "flow '{}' ({}) takes its trigger's credentials from {} and {}, but {unset} {verb} not set or empty: set {unset} in {place} (or remove `basic_auth` to use the operator's)",
                 plan.id,
                 plan.path.display(),
                 auth.username_env,
                 auth.password_env,
-                unset.join(" and "),
-                if unset.len() == 1 { "is" } else { "are" },
-                if unset.len() == 1 { "it" } else { "them" },
             ));
         }
     }
