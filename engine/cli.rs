@@ -136,7 +136,7 @@ pub enum Command {
         verbose: bool,
         /// Run history directory: the run is recorded there (a failure to record is a
         /// warning and never changes the run).
-        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        #[arg(long, value_name = "DIR", env = "FERRY_STATE_DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// A PostgreSQL run history (`postgres://…`) shared with `ferry serve` instances,
         /// instead of the one in --data.
@@ -178,7 +178,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
         format: Format,
         /// Run history directory.
-        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR, global = true)]
+        #[arg(long, value_name = "DIR", env = "FERRY_STATE_DIR", default_value = history::DEFAULT_DATA_DIR, global = true)]
         data: PathBuf,
         /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
         #[arg(
@@ -201,7 +201,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
         /// Run history directory.
-        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        #[arg(long, value_name = "DIR", env = "FERRY_STATE_DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
         #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
@@ -225,7 +225,7 @@ pub enum Command {
         #[command(flatten)]
         sources: Sources,
         /// Run history directory.
-        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        #[arg(long, value_name = "DIR", env = "FERRY_STATE_DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
         #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
@@ -240,7 +240,7 @@ pub enum Command {
         #[command(flatten)]
         sources: Sources,
         /// Run history directory.
-        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        #[arg(long, value_name = "DIR", env = "FERRY_STATE_DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
         #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
@@ -252,7 +252,7 @@ pub enum Command {
         #[arg(long, value_parser = history::text::parse_age)]
         older_than: std::time::Duration,
         /// Run history directory.
-        #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DATA_DIR)]
+        #[arg(long, value_name = "DIR", env = "FERRY_STATE_DIR", default_value = history::DEFAULT_DATA_DIR)]
         data: PathBuf,
         /// A PostgreSQL run history (`postgres://…`) instead of the one in --data.
         #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
