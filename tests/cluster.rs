@@ -1663,8 +1663,14 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
     );
 
     // found by its event id (exactly) and by a part of its file's name (any case)
-    assert_eq!(found(&client, b, "EV00042").await, [run_id.clone()]);
-    assert_eq!(found(&client, b, "outcome_4011").await, [run_id.clone()]);
+    assert_eq!(
+        found(&client, b, "EV00042").await,
+        std::slice::from_ref(&run_id)
+    );
+    assert_eq!(
+        found(&client, b, "outcome_4011").await,
+        std::slice::from_ref(&run_id)
+    );
     assert!(found(&client, b, "ev00042").await.is_empty());
     assert!(found(&client, b, "EV0004").await.is_empty());
     let out = cli(&["runs", "--search", "EV00042", "--format", "json"]).await;

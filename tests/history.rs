@@ -255,14 +255,20 @@ async fn record_list_filter_and_get_round_trip_with_files_records_and_emails() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(found("enroll_sync_20230211").await, [moved.run_id.clone()]);
+    assert_eq!(
+        found("enroll_sync_20230211").await,
+        std::slice::from_ref(&moved.run_id)
+    );
     assert_eq!(
         found("program_subscription").await,
         [tolerated.run_id.clone(), sent.run_id.clone()]
     );
-    assert_eq!(found("#3").await, [tolerated.run_id.clone()]);
-    assert_eq!(found("0003").await, [tolerated.run_id.clone()]);
-    assert_eq!(found("SR-20230210-0003").await, [tolerated.run_id.clone()]);
+    assert_eq!(found("#3").await, std::slice::from_ref(&tolerated.run_id));
+    assert_eq!(found("0003").await, std::slice::from_ref(&tolerated.run_id));
+    assert_eq!(
+        found("SR-20230210-0003").await,
+        std::slice::from_ref(&tolerated.run_id)
+    );
     assert!(found("SR-20230210-00").await.is_empty(), "keys match whole");
     assert!(found(&format!("#{}", ACK_RECORDS + 1)).await.is_empty());
 }
