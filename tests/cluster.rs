@@ -1439,16 +1439,28 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
+/// `GET path` on `serve`: status and JSON body.
+async fn get(client: &reqwest::Client, serve: &Serve, path: &str) -> (u16, Value) {
+    json_of(client.get(serve.url(path)).send().await.unwrap()).await
+}
+
+/// `POST path` on `serve`, with `body` as JSON: status and JSON body.
+async fn post(
+    client: &reqwest::Client,
+    serve: &Serve,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client.post(serve.url(path));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    json_of(req.send().await.unwrap()).await
+}
+
 /// The ids of the runs `serve`'s API finds for `search`.
 async fn found(client: &reqwest::Client, serve: &Serve, search: &str) -> Vec<String> {
-    let (status, list) = json_of(
-        client
-            .get(serve.url(&format!("/api/v1/runs?search={search}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, list) = get(client, serve, &format!("/api/v1/runs?search={search}")).await;
     assert_eq!(status, 200, "{list:#}");
     list["runs"]
         .as_array()
@@ -1479,13 +1491,11 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
     };
 
     // pause the scheduled mover through A's API, with a reason
-    let (status, paused) = json_of(
-        client
-            .post(a.url("/api/v1/flows/MOVER/pause"))
-            .json(&serde_json::json!({ "reason": "DACS maintenance" }))
-            .send()
-            .await
-            .unwrap(),
+    let (status, paused) = post(
+        &client,
+        a,
+        "/api/v1/flows/MOVER/pause",
+        Some(serde_json::json!({ "reason": "DACS maintenance" })),
     )
     .await;
     assert_eq!(status, 200, "{paused:#}");
@@ -1501,14 +1511,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
     project.drop_source("IN_001.csv", b"id\n1\n");
     // ticks go by: recorded paused, nothing runs, the file stays
     wait_for(Duration::from_secs(10), "paused ticks", || async {
-        let (_, ticks) = json_of(
-            client
-                .get(b.url("/api/v1/ticks?flow=MOVER"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, ticks) = get(&client, b, "/api/v1/ticks?flow=MOVER").await;
         ticks["ticks"]
             .as_array()
             .unwrap()
@@ -1518,14 +1521,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
             >= 2
     })
     .await;
-    let (_, ticks) = json_of(
-        client
-            .get(b.url("/api/v1/ticks?flow=MOVER"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, ticks) = get(&client, b, "/api/v1/ticks?flow=MOVER").await;
     let paused_tick = ticks["ticks"]
         .as_array()
         .unwrap()
@@ -1540,12 +1536,10 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
             .contains("flow 'MOVER' is paused (by anonymous at "),
         "{paused_tick:#}"
     );
-    let (_, runs) = json_of(
-        client
-            .get(b.url(&format!("/api/v1/runs?flow=MOVER&since={paused_at}")))
-            .send()
-            .await
-            .unwrap(),
+    let (_, runs) = get(
+        &client,
+        b,
+        &format!("/api/v1/runs?flow=MOVER&since={paused_at}"),
     )
     .await;
     // a tick claimed a moment before the pause may have started a run: none after it
@@ -1558,14 +1552,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
         "{runs:#}"
     );
     assert!(project.listing("src").contains_key("IN_001.csv"));
-    let (status, refused) = json_of(
-        client
-            .post(b.url("/api/v1/flows/MOVER/runs"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, refused) = post(&client, b, "/api/v1/flows/MOVER/runs", None).await;
     assert_eq!(
         (status, &refused["error"]["code"]),
         (409, &Value::from("paused"))
@@ -1578,7 +1565,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
         "{}",
         text(&out)
     );
-    let (_, flows) = json_of(client.get(b.url("/api/v1/flows")).send().await.unwrap()).await;
+    let (_, flows) = get(&client, b, "/api/v1/flows").await;
     let mover = flows["flows"]
         .as_array()
         .unwrap()
@@ -1628,23 +1615,9 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
             .contains("OUAI bucket migration"),
         "{body:#}"
     );
-    let (_, runs) = json_of(
-        client
-            .get(b.url("/api/v1/runs?flow=TRACKED"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, runs) = get(&client, b, "/api/v1/runs?flow=TRACKED").await;
     assert_eq!(runs["runs"], serde_json::json!([]), "nothing was accepted");
-    let (status, resumed) = json_of(
-        client
-            .post(b.url("/api/v1/flows/TRACKED/resume"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, resumed) = post(&client, b, "/api/v1/flows/TRACKED/resume", None).await;
     assert_eq!(status, 200);
     assert_eq!(resumed["was_paused"], true);
     let (status, accepted) =
@@ -1680,14 +1653,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
     assert_eq!(listed.as_array().unwrap().len(), 1);
 
     // a paused child flow fails the run that calls it, saying why
-    let (status, _) = json_of(
-        client
-            .post(a.url("/api/v1/flows/KEEPER/pause"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = post(&client, a, "/api/v1/flows/KEEPER/pause", None).await;
     assert_eq!(status, 200);
     let (status, accepted) =
         json_of(deliver_outcome(&client, b, "EV00043", "Outcome_4012.csv").await).await;
@@ -1743,7 +1709,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
     assert!(row.contains("data-testid=\"resume\""), "{row}");
     let r = form(b, "/ui/flows/RECEIVER/resume", "").await.unwrap();
     assert_eq!(r.status(), 303);
-    let (_, flows) = json_of(client.get(a.url("/api/v1/flows")).send().await.unwrap()).await;
+    let (_, flows) = get(&client, a, "/api/v1/flows").await;
     let receiver = flows["flows"]
         .as_array()
         .unwrap()
@@ -1763,14 +1729,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
     assert!(page.contains(&format!("data-run-id=\"{run_id}\"")));
 
     // unknown flows are refused, with the likely one
-    let (status, body) = json_of(
-        client
-            .post(a.url("/api/v1/flows/MOVR/pause"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = post(&client, a, "/api/v1/flows/MOVR/pause", None).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (404, &Value::from("unknown_flow"))

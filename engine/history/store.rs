@@ -989,7 +989,7 @@ impl Store {
             for table in ["run_events", "run_records", "run_files", "run_emails"] {
                 self.purge_rows(table, &ids, &list).await?;
             }
-            self.purge_keys(&ids, &list).await?;
+            self.purge_keys(&ids).await?;
             // kept parts' bytes: megabytes a row, fewer rows a transaction
             self.purge_chunks(&ids, &list).await?;
             let mut tx = self.pool.begin().await?;

@@ -309,52 +309,27 @@ impl Store {
             .collect()
     }
 
-    /// Deletes the keys of runs `ids` (`list`: their placeholders), at most
-    /// [`super::PURGE_ROWS`] rows per statement.
-    pub(super) async fn purge_keys(&self, ids: &[String], list: &str) -> Result<(), HistoryError> {
-        let select = format!(
-            "SELECT run_id, kind, value FROM run_keys WHERE run_id IN ({list})
-             ORDER BY run_id, kind, value LIMIT {}",
+    /// Deletes the keys of runs `ids`, at most [`super::PURGE_ROWS`] rows per statement
+    /// (a run that listed a million files has a million keys).
+    pub(super) async fn purge_keys(&self, ids: &[String]) -> Result<(), HistoryError> {
+        let delete = format!(
+            "DELETE FROM run_keys WHERE run_id = $1 AND (kind, value) IN
+               (SELECT kind, value FROM run_keys WHERE run_id = $1 LIMIT {})",
             super::PURGE_ROWS
         );
-        loop {
-            let mut q = sqlx::query(&select);
-            for id in ids {
-                q = q.bind(id.clone());
-            }
-            let rows = q.fetch_all(&self.pool).await?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            // in key order, the rows of each run in the chunk are its lowest: everything up
-            // to the highest (kind, value) in the chunk is in it
-            let mut last: Vec<(String, String, String)> = Vec::new();
-            for r in &rows {
-                let run: String = r.try_get("run_id")?;
-                let kind: String = r.try_get("kind")?;
-                let value: String = r.try_get("value")?;
-                match last.last_mut() {
-                    Some((id, k, v)) if *id == run => {
-                        *k = kind;
-                        *v = value;
-                    }
-                    _ => last.push((run, kind, value)),
+        for id in ids {
+            loop {
+                let done = sqlx::query(&delete)
+                    .bind(id.clone())
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() < super::PURGE_ROWS as u64 {
+                    break;
                 }
+                tokio::task::yield_now().await;
             }
-            let mut tx = self.pool.begin().await?;
-            for (run, kind, value) in last {
-                sqlx::query(
-                    "DELETE FROM run_keys WHERE run_id = $1 AND (kind < $2 OR (kind = $2 AND value <= $3))",
-                )
-                .bind(run)
-                .bind(kind)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            tokio::task::yield_now().await;
         }
+        Ok(())
     }
 
     /// How many keys run `run_id` has (tests and benchmarks).
