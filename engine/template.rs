@@ -6,6 +6,11 @@
 //! expressions. Each flow gets its own [`Templates`] environment, in which its lookup aliases
 //! are functions. Undefined variables are errors, so a typo fails loudly instead of sending an
 //! empty string.
+//!
+//! Every template and expression is measured against [`limits`] before minijinja parses it:
+//! a deeply nested one would overflow the stack of whatever walks its syntax tree.
+
+pub mod limits;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +48,12 @@ const EXPR_VALUE: &str = "__ferry_expression_value";
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct TemplateError(pub String);
+
+impl From<limits::LimitError> for TemplateError {
+    fn from(e: limits::LimitError) -> Self {
+        TemplateError(e.to_string())
+    }
+}
 
 impl From<minijinja::Error> for TemplateError {
     fn from(e: minijinja::Error) -> Self {
@@ -157,6 +168,7 @@ impl Templates {
 
     /// Compiles a template string.
     pub fn template(&mut self, source: &str) -> Result<Tpl, TemplateError> {
+        limits::check(source, false)?;
         if let Some(expr) = single_expression(source) {
             self.register_expression(expr)?;
             return Ok(Tpl::Expr(expr.to_string()));
@@ -176,6 +188,7 @@ impl Templates {
     /// (An expression whose wrapper would not parse, which no valid expression should, is
     /// compiled at each evaluation instead.)
     pub fn register_expression(&mut self, expr: &str) -> Result<(), TemplateError> {
+        limits::check(expr, true)?;
         self.env.compile_expression(expr)?;
         if self.exprs.contains_key(expr) {
             return Ok(());
@@ -190,8 +203,8 @@ impl Templates {
     }
 
     /// The value of expression `source` in `ctx`: from its compiled template when it was
-    /// registered, else compiled now.
-    fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, minijinja::Error> {
+    /// registered, else measured and compiled now.
+    fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, TemplateError> {
         if let Some(name) = self.exprs.get(source) {
             let captured = self.env.get_template(name)?.render_captured(ctx)?;
             return Ok(captured
@@ -199,7 +212,8 @@ impl Templates {
                 .lookup(EXPR_VALUE)
                 .unwrap_or(JValue::UNDEFINED));
         }
-        self.env.compile_expression(source)?.eval(ctx)
+        limits::check(source, true)?;
+        Ok(self.env.compile_expression(source)?.eval(ctx)?)
     }
 
     /// Makes `now()` answer `at` (a test's frozen clock).
@@ -249,6 +263,7 @@ impl Templates {
 
     /// Checks an expression's syntax and returns its root variable names.
     pub fn check_expression(&self, source: &str) -> Result<Vec<String>, TemplateError> {
+        limits::check(source, true)?;
         let e = self.env.compile_expression(source)?;
         Ok(e.undeclared_variables(false).into_iter().collect())
     }
@@ -562,6 +577,66 @@ mod tests {
         let tpl = t.template("{{ file.nme }}").unwrap();
         let ctx = JValue::from_serialize(serde_json::json!({"file": {"name": "a"}}));
         assert!(t.render(&tpl, &ctx).is_err());
+    }
+
+    /// Each shape 5,000 deep, which overflowed the stack of the thread compiling it (the
+    /// process aborted), is an error before minijinja parses it: as a template, as a
+    /// registered expression, and as an expression evaluated without being registered.
+    #[test]
+    fn deep_templates_and_expressions_are_errors_not_stack_overflows() {
+        fn err<T>(r: Result<T, TemplateError>) -> Result<(), String> {
+            r.map(|_| ()).map_err(|e| e.0)
+        }
+        let n = 5000;
+        let r = |s: &str, k: usize| s.repeat(k);
+        let shapes = [
+            (format!("1{}", r("+1", n)), n + 1),
+            (format!("run{}", r(".a", n)), n + 1),
+            (format!("x{}", r(" | upper", n)), n + 1),
+            (format!("{}1{}", r("(", n), r(")", n)), n + 1),
+            (format!("{}1{}", r("[", n), r("]", n)), n + 1),
+            (format!("{}1{}", r("{'a': ", n), r("}", n)), n + 1),
+            (format!("{}true", r("not ", n)), n + 1),
+            (format!("{}1{}", r("-(", n), r(")", n)), 2 * n + 1),
+            (format!("range{}", r("()", n)), n + 2),
+            (format!("1{}", r(" is number", n)), n + 1),
+        ];
+        let mut t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({"x": "a", "run": {}}));
+        for (expr, depth) in shapes {
+            let want = format!("template expression nested {depth} levels deep; the limit is 64");
+            let shape = &expr[..12];
+            assert_eq!(
+                err(t.template(&format!("{{{{ {expr} }}}}"))),
+                Err(want.clone()),
+                "{shape}"
+            );
+            assert_eq!(
+                err(t.template(&format!("a {{{{ {expr} }}}} b"))),
+                Err(want.clone()),
+                "{shape}"
+            );
+            assert_eq!(
+                err(t.register_expression(&expr)),
+                Err(want.clone()),
+                "{shape}"
+            );
+            assert_eq!(err(t.check_expression(&expr)), Err(want.clone()), "{shape}");
+            assert_eq!(
+                err(t.eval_expression(&expr, &ctx)),
+                Err(want.clone()),
+                "{shape}"
+            );
+            assert_eq!(err(t.eval_bool(&expr, &ctx)), Err(want), "{shape}");
+        }
+        let blocks = format!("{}x{}", r("{% if 1 %}", 3000), r("{% endif %}", 3000));
+        assert_eq!(
+            t.template(&blocks).map(|_| ()).map_err(|e| e.0),
+            Err("template expression nested 3001 levels deep; the limit is 64".to_string())
+        );
+        // nothing over a limit was added to the environment
+        assert!(t.exprs.is_empty());
+        assert_eq!(t.next, 0);
     }
 
     #[test]
