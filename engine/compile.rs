@@ -1033,8 +1033,36 @@ impl<'a> FlowCx<'a> {
         tpl
     }
 
+    /// Reports a template or expression over the [`limits`](crate::template::limits) at the
+    /// place it goes over, before anything that recurses over its syntax tree sees it.
+    fn over_limits(&mut self, ptr: &str, src: &str, expression: bool) -> bool {
+        let Err(e) = crate::template::limits::check(src, expression) else {
+            return false;
+        };
+        let hint = match e {
+            crate::template::limits::LimitError::TooLong { .. } => {
+                "move the text into a file the flow reads, or split the template"
+            }
+            crate::template::limits::LimitError::TooDeep { .. } => {
+                "split it: name inner parts with `{% set %}`, or compute them in a `transform` step"
+            }
+        };
+        self.error_in_value(
+            ptr,
+            src,
+            e.offset(),
+            "template-limit",
+            e.to_string(),
+            Some(hint.to_string()),
+        );
+        true
+    }
+
     /// Compiles and checks a template string.
     pub fn template(&mut self, ptr: &str, src: &str) -> Tpl {
+        if self.over_limits(ptr, src, false) {
+            return Tpl::Literal(src.to_string());
+        }
         let tpl = match self.templates.template(src) {
             Ok(t) => t,
             Err(e) => {
@@ -1061,6 +1089,9 @@ impl<'a> FlowCx<'a> {
 
     /// Checks an expression; returns its source for evaluation.
     pub fn expression(&mut self, ptr: &str, src: &str) -> String {
+        if self.over_limits(ptr, src, true) {
+            return src.to_string();
+        }
         match self.templates.check_expression(src) {
             Ok(vars) => {
                 // compiled once here, evaluated by every run
