@@ -1023,7 +1023,7 @@ impl<'a> FlowCx<'a> {
         if vars
             .iter()
             .all(|v| self.aliases.contains_key(v) || BUILTIN_FUNCTIONS.contains(&v.as_str()))
-            && let Ok(loc) = self.templates.render(&tpl, &minijinja::Value::from(()))
+            && let Ok(loc) = self.templates.render_constant(&tpl)
         {
             self.locations
                 .entry(connection.to_string())
@@ -1119,9 +1119,7 @@ impl<'a> FlowCx<'a> {
         {
             return None;
         }
-        self.templates
-            .eval_expression(expr, &minijinja::Value::from(()))
-            .ok()
+        self.templates.eval_constant(expr).ok()
     }
 
     /// Where the lookup value an expression reads stands (`lookups/x.yaml:12:5`), when the

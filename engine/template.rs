@@ -41,6 +41,13 @@ pub struct Templates {
     exprs: HashMap<String, String>,
 }
 
+/// The instructions the compiler lets a template that reads no variable run when it evaluates
+/// it ([`Templates::render_constant`]): a lookup-only location or expression takes some tens.
+/// A loop in a flow file then cannot hang `validate` or a hot reload, nor build a value nested
+/// so deep that dropping it overflows the stack (a `namespace` wrapped in a list at each of
+/// 50,000 iterations aborted `ferry validate`).
+pub const CONSTANT_FUEL: u64 = 10_000;
+
 /// The variable an expression's template sets to the expression's value.
 const EXPR_VALUE: &str = "__ferry_expression_value";
 
@@ -279,6 +286,28 @@ impl Templates {
                 .map(|t| t.undeclared_variables(false).into_iter().collect())
                 .unwrap_or_default(),
         }
+    }
+
+    /// A copy of these templates that stops after [`CONSTANT_FUEL`] instructions.
+    fn fuelled(&self) -> Templates {
+        let mut env = self.env.clone();
+        env.set_fuel(Some(CONSTANT_FUEL));
+        Templates {
+            env,
+            next: self.next,
+            exprs: self.exprs.clone(),
+        }
+    }
+
+    /// Renders `tpl` without variables (its lookups only), as the compiler does, within
+    /// [`CONSTANT_FUEL`].
+    pub fn render_constant(&self, tpl: &Tpl) -> Result<String, TemplateError> {
+        self.fuelled().render(tpl, &JValue::from(()))
+    }
+
+    /// Evaluates expression `source` without variables, within [`CONSTANT_FUEL`].
+    pub fn eval_constant(&self, source: &str) -> Result<Value, TemplateError> {
+        self.fuelled().eval_expression(source, &JValue::from(()))
     }
 
     /// Evaluates `tpl` in `ctx`, keeping the type of a single expression.
@@ -637,6 +666,37 @@ mod tests {
         // nothing over a limit was added to the environment
         assert!(t.exprs.is_empty());
         assert_eq!(t.next, 0);
+    }
+
+    /// What the compiler evaluates (a location or expression that reads lookups only) stops
+    /// within its fuel: a loop nesting a value 50,000 deep aborted `ferry validate` when the
+    /// value was dropped, and nested loops of 100,000 each never ended.
+    #[test]
+    fn compile_time_evaluation_is_bounded_by_fuel() {
+        let mut t = templates();
+        for src in [
+            "{% set ns = namespace(v=1) %}{% for i in range(50000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | length }}",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        ] {
+            let tpl = t.template(src).unwrap();
+            assert_eq!(
+                t.render_constant(&tpl).map_err(|e| e.0),
+                Err("engine ran out of fuel".to_string()),
+                "{src}"
+            );
+        }
+        // what a flow's locations and constants are is evaluated as before
+        let loc = t.template("{{ config('a.b') }}/in").unwrap();
+        assert_eq!(t.render_constant(&loc).unwrap(), "x/in");
+        assert_eq!(
+            t.eval_constant("config('flag') == 'true'").unwrap(),
+            serde_json::json!(true)
+        );
+        // and the run's own evaluation has no fuel limit
+        let big = t
+            .template("{% for i in range(20000) %}{% endfor %}done")
+            .unwrap();
+        assert_eq!(t.render(&big, &JValue::from(())).unwrap(), "done");
     }
 
     #[test]

@@ -198,6 +198,50 @@ fn templates_at_the_limit_still_compile() {
     assert!(project.is_some());
 }
 
+/// A lookup-only location is rendered by the compiler (for `ferry check`): a loop in it that
+/// nested a value 50,000 deep aborted `ferry validate` (134) when the value was dropped, and
+/// nested `range(100000)` loops never ended. Both now stop on the compiler's fuel; the flow
+/// loads, on a thread with a tokio worker's 2 MiB stack, within seconds.
+#[test]
+fn a_loop_in_a_lookup_only_location_neither_aborts_nor_hangs_the_compiler() {
+    let nest = "{% set ns = namespace(v=1) %}{% for i in range(50000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | length }}";
+    let spin = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x";
+    let flow = format!(
+        "{HEAD}  - id: a\n    list: {{ connection: files, location: \"{nest}\" }}\n  - id: b\n    list: {{ connection: files, location: \"{spin}\" }}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(flows.join("f.yaml"), &flow).unwrap();
+    std::fs::write(
+        flows.join("connections.yaml"),
+        format!(
+            "connections:\n  files: {{ kind: local, root: {} }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (project, diags) = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            load(&Inputs {
+                paths: vec![flows],
+                ..Default::default()
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(diags.is_empty(), "{diags:?}");
+    assert!(project.is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn the_shipped_flows_are_far_below_the_depth_limit() {
     // each shipped flow file measured whole as one template (deeper than any of its
