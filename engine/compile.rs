@@ -1041,7 +1041,7 @@ impl<'a> FlowCx<'a> {
         };
         let hint = match e {
             crate::template::limits::LimitError::TooLong { .. } => {
-                "move the text into a file the flow reads, or split the template"
+                "split it into smaller templates (a `transform` step can build the parts)"
             }
             crate::template::limits::LimitError::TooDeep { .. } => {
                 "split it: name inner parts with `{% set %}`, or compute them in a `transform` step"

@@ -160,7 +160,7 @@ fn a_template_longer_than_the_limit_is_a_diagnostic_at_its_start() {
     assert_eq!(
         diagnostics_of(&flow),
         [
-            "flows/f.yaml:7:26: steps[0].transform.value: template is 65544 bytes long; the limit is 65536 bytes (move the text into a file the flow reads, or split the template)"
+            "flows/f.yaml:7:26: steps[0].transform.value: template is 65544 bytes long; the limit is 65536 bytes (split it into smaller templates (a `transform` step can build the parts))"
         ]
     );
 }
