@@ -1073,7 +1073,7 @@ impl<'a> FlowCx<'a> {
         if vars
             .iter()
             .all(|v| self.aliases.contains_key(v) || BUILTIN_FUNCTIONS.contains(&v.as_str()))
-            && let Ok(loc) = self.templates.render(&tpl, &minijinja::Value::from(()))
+            && let Ok(loc) = self.templates.render_constant(&tpl)
         {
             self.locations
                 .entry(connection.to_string())
@@ -1083,8 +1083,36 @@ impl<'a> FlowCx<'a> {
         tpl
     }
 
+    /// Reports a template or expression over the [`limits`](crate::template::limits) at the
+    /// place it goes over, before anything that recurses over its syntax tree sees it.
+    fn over_limits(&mut self, ptr: &str, src: &str, expression: bool) -> bool {
+        let Err(e) = crate::template::limits::check(src, expression) else {
+            return false;
+        };
+        let hint = match e {
+            crate::template::limits::LimitError::TooLong { .. } => {
+                "split it into smaller templates (a `transform` step can build the parts)"
+            }
+            crate::template::limits::LimitError::TooDeep { .. } => {
+                "split it: name inner parts with `{% set %}`, or compute them in a `transform` step"
+            }
+        };
+        self.error_in_value(
+            ptr,
+            src,
+            e.offset(),
+            "template-limit",
+            e.to_string(),
+            Some(hint.to_string()),
+        );
+        true
+    }
+
     /// Compiles and checks a template string.
     pub fn template(&mut self, ptr: &str, src: &str) -> Tpl {
+        if self.over_limits(ptr, src, false) {
+            return Tpl::Literal(src.to_string());
+        }
         let tpl = match self.templates.template(src) {
             Ok(t) => t,
             Err(e) => {
@@ -1111,6 +1139,9 @@ impl<'a> FlowCx<'a> {
 
     /// Checks an expression; returns its source for evaluation.
     pub fn expression(&mut self, ptr: &str, src: &str) -> String {
+        if self.over_limits(ptr, src, true) {
+            return src.to_string();
+        }
         match self.templates.check_expression(src) {
             Ok(vars) => {
                 // compiled once here, evaluated by every run
@@ -1138,9 +1169,7 @@ impl<'a> FlowCx<'a> {
         {
             return None;
         }
-        self.templates
-            .eval_expression(expr, &minijinja::Value::from(()))
-            .ok()
+        self.templates.eval_constant(expr).ok()
     }
 
     /// Where the lookup value an expression reads stands (`lookups/x.yaml:12:5`), when the

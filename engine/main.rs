@@ -12,8 +12,29 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The stack of every runtime thread, workers and blocking pool alike (tokio's default is
+/// 2 MiB). What recurses on a flow's text is bounded well within 2 MiB: YAML nesting and
+/// template nesting are refused past 64 levels, and the deepest accepted template takes
+/// about a quarter of 2 MiB in a debug build (measured: the template shapes overflowed 2 MiB
+/// at 511 to 540 levels). Four times that is margin for what no limit bounds, such as a value
+/// a template nests at run time; it costs address space, not memory, until it is used.
+const THREAD_STACK: usize = 8 * 1024 * 1024;
+
+fn main() -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK)
+        .build()
+    {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(ferry::cli::EXIT_USAGE)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = ferry::cli::Cli::parse();
     // a server logs what it does; a command line tool only what went wrong
     let default = match cli.command {

@@ -6,6 +6,11 @@
 //! expressions. Each flow gets its own [`Templates`] environment, in which its lookup aliases
 //! are functions. Undefined variables are errors, so a typo fails loudly instead of sending an
 //! empty string.
+//!
+//! Every template and expression is measured against [`limits`] before minijinja parses it:
+//! a deeply nested one would overflow the stack of whatever walks its syntax tree.
+
+pub mod limits;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +41,13 @@ pub struct Templates {
     exprs: HashMap<String, String>,
 }
 
+/// The instructions the compiler lets a template that reads no variable run when it evaluates
+/// it ([`Templates::render_constant`]): a lookup-only location or expression takes some tens.
+/// A loop in a flow file then cannot hang `validate` or a hot reload, nor build a value nested
+/// so deep that dropping it overflows the stack (a `namespace` wrapped in a list at each of
+/// 50,000 iterations aborted `ferry validate`).
+pub const CONSTANT_FUEL: u64 = 10_000;
+
 /// The variable an expression's template sets to the expression's value.
 const EXPR_VALUE: &str = "__ferry_expression_value";
 
@@ -43,6 +55,12 @@ const EXPR_VALUE: &str = "__ferry_expression_value";
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct TemplateError(pub String);
+
+impl From<limits::LimitError> for TemplateError {
+    fn from(e: limits::LimitError) -> Self {
+        TemplateError(e.to_string())
+    }
+}
 
 impl From<minijinja::Error> for TemplateError {
     fn from(e: minijinja::Error) -> Self {
@@ -157,6 +175,7 @@ impl Templates {
 
     /// Compiles a template string.
     pub fn template(&mut self, source: &str) -> Result<Tpl, TemplateError> {
+        limits::check(source, false)?;
         if let Some(expr) = single_expression(source) {
             self.register_expression(expr)?;
             return Ok(Tpl::Expr(expr.to_string()));
@@ -176,6 +195,7 @@ impl Templates {
     /// (An expression whose wrapper would not parse, which no valid expression should, is
     /// compiled at each evaluation instead.)
     pub fn register_expression(&mut self, expr: &str) -> Result<(), TemplateError> {
+        limits::check(expr, true)?;
         self.env.compile_expression(expr)?;
         if self.exprs.contains_key(expr) {
             return Ok(());
@@ -190,8 +210,8 @@ impl Templates {
     }
 
     /// The value of expression `source` in `ctx`: from its compiled template when it was
-    /// registered, else compiled now.
-    fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, minijinja::Error> {
+    /// registered, else measured and compiled now.
+    fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, TemplateError> {
         if let Some(name) = self.exprs.get(source) {
             let captured = self.env.get_template(name)?.render_captured(ctx)?;
             return Ok(captured
@@ -199,7 +219,8 @@ impl Templates {
                 .lookup(EXPR_VALUE)
                 .unwrap_or(JValue::UNDEFINED));
         }
-        self.env.compile_expression(source)?.eval(ctx)
+        limits::check(source, true)?;
+        Ok(self.env.compile_expression(source)?.eval(ctx)?)
     }
 
     /// Makes `now()` answer `at` (a test's frozen clock).
@@ -249,6 +270,7 @@ impl Templates {
 
     /// Checks an expression's syntax and returns its root variable names.
     pub fn check_expression(&self, source: &str) -> Result<Vec<String>, TemplateError> {
+        limits::check(source, true)?;
         let e = self.env.compile_expression(source)?;
         Ok(e.undeclared_variables(false).into_iter().collect())
     }
@@ -264,6 +286,28 @@ impl Templates {
                 .map(|t| t.undeclared_variables(false).into_iter().collect())
                 .unwrap_or_default(),
         }
+    }
+
+    /// A copy of these templates that stops after [`CONSTANT_FUEL`] instructions.
+    fn fuelled(&self) -> Templates {
+        let mut env = self.env.clone();
+        env.set_fuel(Some(CONSTANT_FUEL));
+        Templates {
+            env,
+            next: self.next,
+            exprs: self.exprs.clone(),
+        }
+    }
+
+    /// Renders `tpl` without variables (its lookups only), as the compiler does, within
+    /// [`CONSTANT_FUEL`].
+    pub fn render_constant(&self, tpl: &Tpl) -> Result<String, TemplateError> {
+        self.fuelled().render(tpl, &JValue::from(()))
+    }
+
+    /// Evaluates expression `source` without variables, within [`CONSTANT_FUEL`].
+    pub fn eval_constant(&self, source: &str) -> Result<Value, TemplateError> {
+        self.fuelled().eval_expression(source, &JValue::from(()))
     }
 
     /// Evaluates `tpl` in `ctx`, keeping the type of a single expression.
@@ -562,6 +606,97 @@ mod tests {
         let tpl = t.template("{{ file.nme }}").unwrap();
         let ctx = JValue::from_serialize(serde_json::json!({"file": {"name": "a"}}));
         assert!(t.render(&tpl, &ctx).is_err());
+    }
+
+    /// Each shape 5,000 deep, which overflowed the stack of the thread compiling it (the
+    /// process aborted), is an error before minijinja parses it: as a template, as a
+    /// registered expression, and as an expression evaluated without being registered.
+    #[test]
+    fn deep_templates_and_expressions_are_errors_not_stack_overflows() {
+        fn err<T>(r: Result<T, TemplateError>) -> Result<(), String> {
+            r.map(|_| ()).map_err(|e| e.0)
+        }
+        let n = 5000;
+        let r = |s: &str, k: usize| s.repeat(k);
+        let shapes = [
+            (format!("1{}", r("+1", n)), n + 1),
+            (format!("run{}", r(".a", n)), n + 1),
+            (format!("x{}", r(" | upper", n)), n + 1),
+            (format!("{}1{}", r("(", n), r(")", n)), n + 1),
+            (format!("{}1{}", r("[", n), r("]", n)), n + 1),
+            (format!("{}1{}", r("{'a': ", n), r("}", n)), n + 1),
+            (format!("{}true", r("not ", n)), n + 1),
+            (format!("{}1{}", r("-(", n), r(")", n)), 2 * n + 1),
+            (format!("range{}", r("()", n)), n + 2),
+            (format!("1{}", r(" is number", n)), n + 1),
+        ];
+        let mut t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({"x": "a", "run": {}}));
+        for (expr, depth) in shapes {
+            let want = format!("template expression nested {depth} levels deep; the limit is 64");
+            let shape = &expr[..12];
+            assert_eq!(
+                err(t.template(&format!("{{{{ {expr} }}}}"))),
+                Err(want.clone()),
+                "{shape}"
+            );
+            assert_eq!(
+                err(t.template(&format!("a {{{{ {expr} }}}} b"))),
+                Err(want.clone()),
+                "{shape}"
+            );
+            assert_eq!(
+                err(t.register_expression(&expr)),
+                Err(want.clone()),
+                "{shape}"
+            );
+            assert_eq!(err(t.check_expression(&expr)), Err(want.clone()), "{shape}");
+            assert_eq!(
+                err(t.eval_expression(&expr, &ctx)),
+                Err(want.clone()),
+                "{shape}"
+            );
+            assert_eq!(err(t.eval_bool(&expr, &ctx)), Err(want), "{shape}");
+        }
+        let blocks = format!("{}x{}", r("{% if 1 %}", 3000), r("{% endif %}", 3000));
+        assert_eq!(
+            t.template(&blocks).map(|_| ()).map_err(|e| e.0),
+            Err("template expression nested 3001 levels deep; the limit is 64".to_string())
+        );
+        // nothing over a limit was added to the environment
+        assert!(t.exprs.is_empty());
+        assert_eq!(t.next, 0);
+    }
+
+    /// What the compiler evaluates (a location or expression that reads lookups only) stops
+    /// within its fuel: a loop nesting a value 50,000 deep aborted `ferry validate` when the
+    /// value was dropped, and nested loops of 100,000 each never ended.
+    #[test]
+    fn compile_time_evaluation_is_bounded_by_fuel() {
+        let mut t = templates();
+        for src in [
+            "{% set ns = namespace(v=1) %}{% for i in range(50000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | length }}",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        ] {
+            let tpl = t.template(src).unwrap();
+            assert_eq!(
+                t.render_constant(&tpl).map_err(|e| e.0),
+                Err("engine ran out of fuel".to_string()),
+                "{src}"
+            );
+        }
+        // what a flow's locations and constants are is evaluated as before
+        let loc = t.template("{{ config('a.b') }}/in").unwrap();
+        assert_eq!(t.render_constant(&loc).unwrap(), "x/in");
+        assert_eq!(
+            t.eval_constant("config('flag') == 'true'").unwrap(),
+            serde_json::json!(true)
+        );
+        // and the run's own evaluation has no fuel limit
+        let big = t
+            .template("{% for i in range(20000) %}{% endfor %}done")
+            .unwrap();
+        assert_eq!(t.render(&big, &JValue::from(())).unwrap(), "done");
     }
 
     #[test]

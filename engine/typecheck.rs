@@ -288,8 +288,12 @@ pub trait Env {
 }
 
 /// Checks a template string (with `{{ }}` and `{% %}`); returns its problems. A template that
-/// does not parse gives none (the compiler reports the syntax error).
+/// does not parse, or is over the [`limits`](crate::template::limits), gives none (the
+/// compiler reports those).
 pub fn check_template(src: &str, env: &dyn Env) -> Vec<Problem> {
+    if crate::template::limits::check(src, false).is_err() {
+        return Vec::new();
+    }
     let Ok(tree) =
         minijinja::machinery::parse(src, "<template>", Default::default(), Default::default())
     else {
@@ -300,8 +304,12 @@ pub fn check_template(src: &str, env: &dyn Env) -> Vec<Problem> {
     w.problems
 }
 
-/// Checks an expression (`when`, `items`, `by`); returns its problems and its shape.
+/// Checks an expression (`when`, `items`, `by`); returns its problems and its shape. One
+/// over the [`limits`](crate::template::limits) is not walked (the compiler reports it).
 pub fn check_expression(src: &str, env: &dyn Env) -> (Vec<Problem>, Shape) {
+    if crate::template::limits::check(src, true).is_err() {
+        return (Vec::new(), Shape::Any);
+    }
     let Ok(expr) = minijinja::machinery::parse_expr(src) else {
         return (Vec::new(), Shape::Any);
     };
