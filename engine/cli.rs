@@ -384,7 +384,15 @@ pub enum Command {
         #[arg(long)]
         write: Option<PathBuf>,
     },
-    /// Scaffold a flow and its test file from a template.
+    /// Start a project: connections on local directories, a lookup, the JSON Schemas, a flow
+    /// and its test, which validate and pass at once.
+    Init {
+        /// The project directory (made if missing; default: the current one).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Scaffold a flow and its test file from a template (in a project: `ferry init` makes
+    /// one).
     New {
         /// The template.
         #[arg(value_enum)]
@@ -927,16 +935,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Schema { write } => {
-            let schemas = [
-                ("flow.schema.json", crate::compile::flow_schema()),
-                (
-                    "connections.schema.json",
-                    crate::compile::connections_schema(),
-                ),
-                ("lookup.schema.json", crate::compile::lookup_schema()),
-                ("test.schema.json", crate::testing::test_schema()),
-            ];
-            for (name, schema) in schemas {
+            for (name, schema) in crate::scaffold::schemas() {
                 let text = format!("{}\n", serde_json::to_string_pretty(&schema)?);
                 match &write {
                     Some(dir) => std::fs::write(dir.join(name), text)
@@ -944,6 +943,23 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     None => print!("{text}"),
                 }
             }
+            Ok(0)
+        }
+        Command::Init { dir } => {
+            let written = crate::scaffold::init(&dir)?;
+            let here = dir == std::path::Path::new(".");
+            for p in &written {
+                let shown = if here { p.clone() } else { dir.join(p) };
+                println!("wrote {}", shown.display());
+            }
+            println!("next:");
+            if !here {
+                println!("  cd {}", dir.display());
+            }
+            let (id, _) = crate::scaffold::INIT_FLOW;
+            println!("  ferry validate");
+            println!("  ferry test");
+            println!("  ferry run {id}");
             Ok(0)
         }
         Command::New {
