@@ -572,6 +572,10 @@ pub trait StepObserver: Send + Sync + std::fmt::Debug {
     /// Step `step` of kind `kind` in flow `flow` took `elapsed`; `ok` is false when it
     /// failed.
     fn step_finished(&self, flow: &str, kind: &str, elapsed: std::time::Duration, ok: bool);
+
+    /// An engine over `project` was made (at start and on every reload): the flows it may
+    /// run from now on.
+    fn flows_loaded(&self, _project: &Project) {}
 }
 
 /// A run-time failure before any step ran.
@@ -728,6 +732,9 @@ impl Engine {
             .keys()
             .map(|k| (k.clone(), OnceLock::new()))
             .collect();
+        if let Some(observer) = &options.observer {
+            observer.flows_loaded(&project);
+        }
         Engine {
             project,
             connectors,
