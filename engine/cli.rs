@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success (a run that succeeded or found no files), 1 invalid flows, 2 usage
 //! or I/O error, 3 a run that failed or stopped part way, 4 the flow is running elsewhere
-//! (its lease is held) and `--wait` did not get it.
+//! (its lease is held) and `--wait` did not get it, 5 the flow is paused.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -428,6 +428,13 @@ pub enum Command {
         /// Write every page into this directory (made if missing).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Print the ids of the flows in the flow directory, one a line (for shell completion).
+    #[command(hide = true)]
+    ListFlows {
+        /// Flow directory.
+        #[arg(long, env = "FERRY_FLOWS", default_value = "flows")]
+        flows: PathBuf,
     },
 }
 
@@ -991,12 +998,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             crate::testing::cli(&paths, format, coverage).await
         }
         Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
             let shell = match shell {
-                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Bash => {
+                    std::io::stdout().write_all(&crate::manual::bash(&mut cmd))?;
+                    return Ok(0);
+                }
                 CompletionShell::Zsh => clap_complete::Shell::Zsh,
                 CompletionShell::Fish => clap_complete::Shell::Fish,
             };
-            let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
             Ok(0)
         }
@@ -1004,9 +1014,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             let cmd = <Cli as clap::CommandFactory>::command();
             match dir {
                 Some(dir) => std::fs::create_dir_all(&dir)
-                    .and_then(|()| clap_mangen::generate_to(cmd, &dir))
+                    .and_then(|()| crate::manual::write_pages(cmd, &dir))
                     .with_context(|| format!("writing manual pages to {}", dir.display()))?,
-                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+                None => std::io::stdout().write_all(&crate::manual::main_page(cmd)?)?,
+            }
+            Ok(0)
+        }
+        Command::ListFlows { flows } => {
+            for id in crate::manual::flow_ids(&flows) {
+                println!("{id}");
             }
             Ok(0)
         }
