@@ -265,7 +265,10 @@ fn bash_completes_flow_ids_of_the_flow_directory() {
         ["OTHER_FLOW"]
     );
     // not a flow id: commands, a second argument, another command's argument
-    assert_eq!(complete(&["ferry", "r"]), ["resubmit", "resume", "run", "runs"]);
+    assert_eq!(
+        complete(&["ferry", "r"]),
+        ["resubmit", "resume", "run", "runs"]
+    );
     assert!(!complete(&["ferry", "run", "ACME.orders", ""]).contains(&"acme_child".to_string()));
     assert!(!complete(&["ferry", "runs", "show", ""]).contains(&"acme_child".to_string()));
     let o = ferry(dir.path(), &["list-flows"]);
