@@ -533,7 +533,10 @@ fn concurrency_above_the_connections_max_concurrency_is_a_warning() {
         paths: vec![root.join("flows")],
         ..Default::default()
     });
-    assert!(project.is_some(), "a warning leaves the flow valid: {diags:#?}");
+    assert!(
+        project.is_some(),
+        "a warning leaves the flow valid: {diags:#?}"
+    );
     let prefix = format!("{}/", root.display());
     let lines: Vec<String> = diags
         .iter()
