@@ -978,6 +978,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             let (flow, test) = crate::scaffold::new_flow(&flows, template, &id, name.as_deref())?;
             println!("wrote {}", flow.display());
             println!("wrote {}", test.display());
+            if let Some(schemas) = crate::scaffold::schemas_beside(&flows)? {
+                println!("wrote {}", schemas.display());
+            }
             println!(
                 "next: ferry validate {} && ferry test {}",
                 flows.display(),

@@ -180,6 +180,20 @@ fn write_new(path: &Path, text: &str) -> Result<(), NewError> {
     std::fs::write(path, text).map_err(|e| NewError::Io(path.display().to_string(), e))
 }
 
+/// Writes the JSON Schemas into the `schemas/` beside the flow directory `flows` (where the
+/// modelines of the files `ferry new` writes point) when it is missing; returns it then.
+pub fn schemas_beside(flows: &Path) -> Result<Option<PathBuf>, NewError> {
+    let dir = match (flows.parent(), flows.file_name()) {
+        (Some(parent), Some(_)) => parent.join("schemas"),
+        _ => flows.join("..").join("schemas"),
+    };
+    if dir.exists() {
+        return Ok(None);
+    }
+    write_schemas(&dir)?;
+    Ok(Some(dir))
+}
+
 /// The flow id and file stem `ferry init` gives its flow.
 pub const INIT_FLOW: (&str, &str) = ("hello-transfer", "hello_transfer");
 

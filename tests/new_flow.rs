@@ -38,14 +38,19 @@ fn every_template_validates_and_its_test_passes() {
         ("csv-to-rest", "acme_records", "acme_records"),
         ("rest-trigger", "acme.delivery", "acme_delivery"),
     ] {
+        let first = !dir.path().join("schemas").exists();
         let o = ferry(dir.path(), &["new", template, id, "--name", "Acme flow"]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        // the schemas the modelines point at, written once when the project lacks them
+        let schemas = if first { "wrote schemas\n" } else { "" };
         assert_eq!(
             text(&o),
             format!(
-                "wrote flows/{file}.yaml\nwrote flows/tests/{file}.test.yaml\nnext: ferry validate flows && ferry test flows/tests/{file}.test.yaml\n"
+                "wrote flows/{file}.yaml\nwrote flows/tests/{file}.test.yaml\n{schemas}next: ferry validate flows && ferry test flows/tests/{file}.test.yaml\n"
             )
         );
+        assert!(dir.path().join("schemas/flow.schema.json").is_file());
+        assert!(dir.path().join("schemas/test.schema.json").is_file());
         let flow = std::fs::read_to_string(dir.path().join(format!("flows/{file}.yaml"))).unwrap();
         assert!(
             flow.contains(&format!("id: {id}\nname: Acme flow\n")),
