@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success (a run that succeeded or found no files), 1 invalid flows, 2 usage
 //! or I/O error, 3 a run that failed or stopped part way, 4 the flow is running elsewhere
-//! (its lease is held) and `--wait` did not get it.
+//! (its lease is held) and `--wait` did not get it, 5 the flow is paused.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -384,7 +384,15 @@ pub enum Command {
         #[arg(long)]
         write: Option<PathBuf>,
     },
-    /// Scaffold a flow and its test file from a template.
+    /// Start a project: connections on local directories, a lookup, the JSON Schemas, a flow
+    /// and its test, which validate and pass at once.
+    Init {
+        /// The project directory (made if missing; default: the current one).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Scaffold a flow and its test file from a template (in a project: `ferry init` makes
+    /// one).
     New {
         /// The template.
         #[arg(value_enum)]
@@ -420,6 +428,13 @@ pub enum Command {
         /// Write every page into this directory (made if missing).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Print the ids of the flows in the flow directory, one a line (for shell completion).
+    #[command(hide = true)]
+    ListFlows {
+        /// Flow directory.
+        #[arg(long, env = "FERRY_FLOWS", default_value = "flows")]
+        flows: PathBuf,
     },
 }
 
@@ -927,16 +942,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Schema { write } => {
-            let schemas = [
-                ("flow.schema.json", crate::compile::flow_schema()),
-                (
-                    "connections.schema.json",
-                    crate::compile::connections_schema(),
-                ),
-                ("lookup.schema.json", crate::compile::lookup_schema()),
-                ("test.schema.json", crate::testing::test_schema()),
-            ];
-            for (name, schema) in schemas {
+            for (name, schema) in crate::scaffold::schemas() {
                 let text = format!("{}\n", serde_json::to_string_pretty(&schema)?);
                 match &write {
                     Some(dir) => std::fs::write(dir.join(name), text)
@@ -944,6 +950,23 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     None => print!("{text}"),
                 }
             }
+            Ok(0)
+        }
+        Command::Init { dir } => {
+            let written = crate::scaffold::init(&dir)?;
+            let here = dir == std::path::Path::new(".");
+            for p in &written {
+                let shown = if here { p.clone() } else { dir.join(p) };
+                println!("wrote {}", shown.display());
+            }
+            println!("next:");
+            if !here {
+                println!("  cd {}", dir.display());
+            }
+            let (id, _) = crate::scaffold::INIT_FLOW;
+            println!("  ferry validate");
+            println!("  ferry test");
+            println!("  ferry run {id}");
             Ok(0)
         }
         Command::New {
@@ -955,6 +978,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             let (flow, test) = crate::scaffold::new_flow(&flows, template, &id, name.as_deref())?;
             println!("wrote {}", flow.display());
             println!("wrote {}", test.display());
+            if let Some(schemas) = crate::scaffold::schemas_beside(&flows)? {
+                println!("wrote {}", schemas.display());
+            }
             println!(
                 "next: ferry validate {} && ferry test {}",
                 flows.display(),
@@ -975,12 +1001,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             crate::testing::cli(&paths, format, coverage).await
         }
         Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
             let shell = match shell {
-                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Bash => {
+                    std::io::stdout().write_all(&crate::manual::bash(&mut cmd))?;
+                    return Ok(0);
+                }
                 CompletionShell::Zsh => clap_complete::Shell::Zsh,
                 CompletionShell::Fish => clap_complete::Shell::Fish,
             };
-            let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
             Ok(0)
         }
@@ -988,9 +1017,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             let cmd = <Cli as clap::CommandFactory>::command();
             match dir {
                 Some(dir) => std::fs::create_dir_all(&dir)
-                    .and_then(|()| clap_mangen::generate_to(cmd, &dir))
+                    .and_then(|()| crate::manual::write_pages(cmd, &dir))
                     .with_context(|| format!("writing manual pages to {}", dir.display()))?,
-                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+                None => std::io::stdout().write_all(&crate::manual::main_page(cmd)?)?,
+            }
+            Ok(0)
+        }
+        Command::ListFlows { flows } => {
+            for id in crate::manual::flow_ids(&flows) {
+                println!("{id}");
             }
             Ok(0)
         }

@@ -985,6 +985,28 @@ pub struct FlowCx<'a> {
 }
 
 impl<'a> FlowCx<'a> {
+    /// Reports a warning at the value of `ptr` about connection `name`, when `check` finds
+    /// one in its spec (a message and a hint); a step's hook onto the connections file.
+    pub fn warn_on_connection(
+        &mut self,
+        ptr: &str,
+        code: &str,
+        name: &str,
+        check: impl FnOnce(&crate::connectors::ConnectionSpec) -> Option<(String, String)>,
+    ) {
+        let Some((message, hint)) = self
+            .index
+            .connections
+            .and_then(|c| c.get(name))
+            .and_then(check)
+        else {
+            return;
+        };
+        let mut d = Diagnostic::error(code, message).at(self.doc, ptr);
+        (d.severity, d.hint) = (crate::diag::Severity::Warning, Some(hint));
+        self.diags.push(d);
+    }
+
     /// Reports an error at the value of `ptr`.
     pub fn error_at(
         &mut self,

@@ -28,7 +28,8 @@
 //!   `ferry new`: a flow and its test from a template.
 //! - [`progress`] — progress bars of `ferry run` on a terminal.
 //! - [`telemetry`] — logs (plain or JSON lines) and OpenTelemetry trace export.
-//! - [`cli`] — the command line (the binary in `main.rs` only calls it).
+//! - [`cli`] — the command line (the binary in `main.rs` only calls it); [`manual`] — its
+//!   manual pages and shell completions.
 
 pub mod check;
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod demo;
 pub mod diag;
 pub mod history;
 pub mod lookups;
+pub mod manual;
 pub mod model;
 pub mod progress;
 pub mod run;

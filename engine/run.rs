@@ -572,6 +572,10 @@ pub trait StepObserver: Send + Sync + std::fmt::Debug {
     /// Step `step` of kind `kind` in flow `flow` took `elapsed`; `ok` is false when it
     /// failed.
     fn step_finished(&self, flow: &str, kind: &str, elapsed: std::time::Duration, ok: bool);
+
+    /// An engine over `project` was made (at start and on every reload): the flows it may
+    /// run from now on.
+    fn flows_loaded(&self, _project: &Project) {}
 }
 
 /// A run-time failure before any step ran.
@@ -728,6 +732,9 @@ impl Engine {
             .keys()
             .map(|k| (k.clone(), OnceLock::new()))
             .collect();
+        if let Some(observer) = &options.observer {
+            observer.flows_loaded(&project);
+        }
         Engine {
             project,
             connectors,
@@ -844,7 +851,9 @@ impl Engine {
             confirm: true,
         };
         let tracked = ex.track_values(&scope);
-        let span = tracing::info_span!("run", flow = %flow.id, run_id = %run_id, dry_run = self.options.dry_run, outcome = tracing::field::Empty);
+        let span = tracing::info_span!("run", otel.name = %format_args!("run {}", flow.id), flow = %flow.id, run_id = %run_id, dry_run = self.options.dry_run, outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty, otel.status_description = tracing::field::Empty);
+        crate::telemetry::run_started(&span, &flow.id, &run_id, self.options.dry_run);
+        let begun = Instant::now();
         let work = async {
             let result = ex
                 .run_block(&flow.steps, &mut scope)
@@ -860,9 +869,15 @@ impl Engine {
         };
         let (((outcome, error), finished_at), ()) = tokio::join!(work, state.ticker());
         state.flush().await;
-        span.record("outcome", outcome.to_string());
-        tracing::info!(parent: &span, %outcome, "run finished");
         let log = std::mem::take(&mut *state.log.lock().unwrap_or_else(|p| p.into_inner()));
+        crate::telemetry::run_finished(
+            &span,
+            (&flow.id, &run_id),
+            outcome,
+            error.as_ref(),
+            &log.counters,
+            begun.elapsed(),
+        );
         drop(spool);
         Ok(RunReport {
             run_id,
@@ -1503,7 +1518,7 @@ impl<'a> Exec<'a> {
             scope.path = path;
             scope.record = record;
             scope.record_key = record_key;
-            let span = tracing::info_span!("child_flow", flow = %child.id);
+            let span = tracing::info_span!("child_flow", otel.name = %format_args!("child {}", child.id), flow = %child.id);
             match ex
                 .run_block(&child.steps, &mut scope)
                 .instrument(span)
@@ -1563,7 +1578,7 @@ impl<'a> Exec<'a> {
                 // an interrupted one skips what that run confirmed and reuses its output.
                 let key = (self.confirm && step.kind.confirmable() && scope.record.is_none())
                     .then(|| scope.key_of(&step.id));
-                let span = tracing::info_span!("step", id = %step.id, kind = step.kind.name(), file = tracing::field::Empty, record = tracing::field::Empty, outcome = tracing::field::Empty);
+                let span = tracing::info_span!("step", otel.name = %format_args!("{} ({})", step.id, step.kind.name()), id = %step.id, kind = step.kind.name(), file = tracing::field::Empty, record = tracing::field::Empty, outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty, otel.status_description = tracing::field::Empty);
                 crate::telemetry::annotate_step(&span, &scope.vars);
                 scope.step.clone_from(&step.id);
                 let started = Instant::now();

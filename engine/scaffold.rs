@@ -1,10 +1,17 @@
-//! `ferry new`: a new flow and its test file from a template (`examples/new/`).
+//! `ferry new`: a new flow and its test file from a template (`examples/new/`); `ferry init`:
+//! a new project around one (`examples/new/project/`).
 //!
 //! The templates are generic data: a file transfer with a `Sent-` rename and emails, a CSV
 //! record loop to a REST endpoint with the `_ErrInRcd_N` restart, and a REST-triggered
 //! delivery. Placeholders name the flow and the connections, which are taken from the flow
 //! directory's `connections.yaml` (its first file, REST and mail connections), so the new
 //! flow validates and its test passes as written.
+//!
+//! `ferry init [DIR]` writes a project that validates and whose test passes at once:
+//! `flows/connections.yaml` (local directories and an `.eml` outbox under
+//! `${FERRY_DATA:-./ferry-data}`), `lookups/emails.yaml` (the addresses its flow sends from and
+//! to), `schemas/` (the JSON Schemas the files' modelines point at), a file transfer flow
+//! with its test, and a sample file in the flow's inbox for its first run.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +56,9 @@ pub enum NewError {
     /// The flow directory's connections cannot be read.
     #[error("{0}")]
     Connections(String),
+    /// The flow directory has no connections file: no project here.
+    #[error("{0} not found: `ferry new` adds a flow to a project; `ferry init` makes one")]
+    NoProject(String),
     /// The flow directory lacks a kind of connection the template needs.
     #[error("{path} has no {what} connection, which the template needs")]
     Missing {
@@ -81,6 +91,9 @@ pub fn new_flow(
         return Err(NewError::BadId(id.to_string()));
     }
     let conn_path = flows.join("connections.yaml");
+    if !conn_path.exists() {
+        return Err(NewError::NoProject(conn_path.display().to_string()));
+    }
     let doc = crate::yaml::SourceDoc::load(&conn_path)
         .map_err(|d| NewError::Connections(d.one_line()))?;
     let conns = doc
@@ -119,11 +132,31 @@ pub fn new_flow(
         }
     }
     let (flow_src, test_src) = template.sources();
+    write_flow(
+        (&flow_path, flow_src),
+        (&test_path, test_src),
+        id,
+        name,
+        &files,
+        (&http, &mail),
+    )?;
+    Ok((flow_path, test_path))
+}
+
+/// The template's placeholders filled, written to `flow` and `test`.
+fn write_flow(
+    (flow_path, flow_src): (&Path, &str),
+    (test_path, test_src): (&Path, &str),
+    id: &str,
+    name: Option<&str>,
+    files: &str,
+    (http, mail): (&Result<String, NewError>, &Result<String, NewError>),
+) -> Result<(), NewError> {
     let fill = |s: &str| -> Result<String, NewError> {
         let mut out = s
             .replace("__ID__", id)
             .replace("__NAME__", name.unwrap_or(id))
-            .replace("__FILES__", &files);
+            .replace("__FILES__", files);
         if out.contains("__HTTP__") {
             out = out.replace("__HTTP__", http.as_ref().map_err(clone_missing)?);
         }
@@ -133,13 +166,109 @@ pub fn new_flow(
         Ok(out)
     };
     let (flow_text, test_text) = (fill(flow_src)?, fill(test_src)?);
-    std::fs::create_dir_all(flows.join("tests"))
-        .map_err(|e| NewError::Io(flows.join("tests").display().to_string(), e))?;
-    std::fs::write(&flow_path, flow_text)
-        .map_err(|e| NewError::Io(flow_path.display().to_string(), e))?;
-    std::fs::write(&test_path, test_text)
-        .map_err(|e| NewError::Io(test_path.display().to_string(), e))?;
-    Ok((flow_path, test_path))
+    for (path, text) in [(flow_path, flow_text), (test_path, test_text)] {
+        write_new(path, &text)?;
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path`, making its directory.
+fn write_new(path: &Path, text: &str) -> Result<(), NewError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| NewError::Io(dir.display().to_string(), e))?;
+    }
+    std::fs::write(path, text).map_err(|e| NewError::Io(path.display().to_string(), e))
+}
+
+/// Writes the JSON Schemas into the `schemas/` beside the flow directory `flows` (where the
+/// modelines of the files `ferry new` writes point) when it is missing; returns it then.
+pub fn schemas_beside(flows: &Path) -> Result<Option<PathBuf>, NewError> {
+    let dir = match (flows.parent(), flows.file_name()) {
+        (Some(parent), Some(_)) => parent.join("schemas"),
+        _ => flows.join("..").join("schemas"),
+    };
+    if dir.exists() {
+        return Ok(None);
+    }
+    write_schemas(&dir)?;
+    Ok(Some(dir))
+}
+
+/// The flow id and file stem `ferry init` gives its flow.
+pub const INIT_FLOW: (&str, &str) = ("hello-transfer", "hello_transfer");
+
+/// The JSON Schemas of flow, connection, lookup and test files, by file name (what `ferry
+/// schema` prints and `--write` writes).
+pub fn schemas() -> [(&'static str, Value); 4] {
+    [
+        ("flow.schema.json", crate::compile::flow_schema()),
+        (
+            "connections.schema.json",
+            crate::compile::connections_schema(),
+        ),
+        ("lookup.schema.json", crate::compile::lookup_schema()),
+        ("test.schema.json", crate::testing::test_schema()),
+    ]
+}
+
+/// Writes the JSON Schemas into `dir` (made if missing).
+pub fn write_schemas(dir: &Path) -> Result<(), NewError> {
+    for (name, schema) in schemas() {
+        let text = serde_json::to_string_pretty(&schema)
+            .map_err(|e| NewError::Io(name.to_string(), std::io::Error::other(e)))?;
+        write_new(&dir.join(name), &format!("{text}\n"))?;
+    }
+    Ok(())
+}
+
+/// `ferry init`: writes a new project into `dir` (made if missing; refused if it has a
+/// `flows/`, `lookups/` or `schemas/` already), with a sample file in the flow's inbox;
+/// returns the files written, relative to `dir`.
+pub fn init(dir: &Path) -> Result<Vec<PathBuf>, NewError> {
+    for sub in ["flows", "lookups", "schemas"] {
+        if dir.join(sub).exists() {
+            return Err(NewError::Exists(dir.join(sub).display().to_string()));
+        }
+    }
+    let (id, stem) = INIT_FLOW;
+    let flow = PathBuf::from("flows").join(format!("{stem}.yaml"));
+    let test = PathBuf::from("flows/tests").join(format!("{stem}.test.yaml"));
+    let connections = PathBuf::from("flows/connections.yaml");
+    let lookup = PathBuf::from("lookups/emails.yaml");
+    write_new(
+        &dir.join(&connections),
+        include_str!("../examples/new/project/connections.yaml"),
+    )?;
+    write_new(
+        &dir.join(&lookup),
+        include_str!("../examples/new/project/emails.yaml"),
+    )?;
+    write_schemas(&dir.join("schemas"))?;
+    // a file for the flow's first run, in the directory the connection reads by default
+    let sample = PathBuf::from("ferry-data/files/inbox/data_1.csv");
+    write_new(&dir.join(&sample), "id,name\n1,first\n")?;
+    std::fs::create_dir_all(dir.join("ferry-data/files/outbox"))
+        .map_err(|e| NewError::Io(dir.join("ferry-data/files/outbox").display().to_string(), e))?;
+    let (_, test_src) = Template::FileTransfer.sources();
+    write_flow(
+        (
+            &dir.join(&flow),
+            include_str!("../examples/new/project/flow.yaml"),
+        ),
+        (&dir.join(&test), test_src),
+        id,
+        Some("Hello transfer"),
+        "files",
+        (&Ok("files".to_string()), &Ok("mail".to_string())),
+    )?;
+    Ok(vec![
+        connections,
+        lookup,
+        PathBuf::from("schemas"),
+        flow,
+        test,
+        sample,
+    ])
 }
 
 fn clone_missing(e: &NewError) -> NewError {

@@ -2,11 +2,18 @@
 //! and, with an OTLP endpoint, the export of the executor's `run`, `step` and `child_flow`
 //! spans to an OpenTelemetry collector over OTLP/HTTP (protobuf).
 //!
-//! Span attributes: `run` — `flow`, `run_id`, `dry_run`, `outcome`; `step` — `id`, `kind`,
-//! `file` (the file a step listed, fetched, put or renamed, or the loop item's name),
-//! `record` (the loop item's record number), `outcome` (`ok`, `failed`, `skipped`);
-//! `child_flow` — `flow`. Every run event ([`crate::run::Event`]) is also a log event
-//! with typed fields (`event = "put"`, `connection`, `location`, `name`, `bytes` …).
+//! Spans, named for what they are: `run FLOW` — `flow`, `run_id`, `dry_run`, `outcome`;
+//! `STEP_ID (KIND)` — `id`, `kind`, `file` (the file a step listed, fetched, put or renamed,
+//! or the loop item's name), `record` (the loop item's record number), `outcome` (`ok`,
+//! `failed`, `skipped`); `child FLOW` — `flow`. A failed step, and a failed or partial run,
+//! has status ERROR with the error's message. The resource names `service.name` `ferry` and
+//! `service.version`; no attributes of the tracing library (source file, thread, busy time).
+//!
+//! Every run event ([`crate::run::Event`]) is also a log event on target `ferry::run` whose
+//! message is its kind, with typed fields (`event = "put"`, `connection`, `location`, `name`,
+//! `bytes` …): a failure, a failing request that was not tolerated, a skipped file and an
+//! email that could not be sent are warnings. Each run logs "run started" and "run finished"
+//! (its outcome, duration and counters; an error when the run failed).
 //!
 //! Export runs on the OpenTelemetry SDK's batch thread; its HTTP requests go through the
 //! engine's own `reqwest` client on the tokio runtime ([`ReqwestOnTokio`]), each bounded by
@@ -110,6 +117,10 @@ pub fn init(
                 .with_resource(
                     opentelemetry_sdk::Resource::builder()
                         .with_service_name("ferry")
+                        .with_attribute(opentelemetry::KeyValue::new(
+                            "service.version",
+                            env!("CARGO_PKG_VERSION"),
+                        ))
                         .build(),
                 )
                 .build();
@@ -119,6 +130,12 @@ pub fn init(
                 .with_target("ferry", tracing::Level::INFO);
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                // what the run did, not where in ferry's code: no source locations, threads,
+                // busy/idle times or targets
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_target(false)
                 .with_filter(spans)
                 .boxed();
             (Some(layer), Some(provider))
@@ -208,7 +225,7 @@ pub fn log_event(e: &Event) {
             location = %location,
             prefix = %prefix,
             count = *count as u64,
-            "ferry event"
+            "listed"
         ),
         Event::Fetched {
             connection,
@@ -223,15 +240,27 @@ pub fn log_event(e: &Event) {
             bytes,
         } => {
             span.record("file", name.as_str());
-            tracing::info!(
-                target: "ferry::run",
-                event = if matches!(e, Event::Put { .. }) { "put" } else { "fetched" },
-                connection = %connection,
-                location = %location,
-                name = %name,
-                bytes = *bytes,
-                "ferry event"
-            )
+            if matches!(e, Event::Put { .. }) {
+                tracing::info!(
+                    target: "ferry::run",
+                    event = "put",
+                    connection = %connection,
+                    location = %location,
+                    name = %name,
+                    bytes = *bytes,
+                    "put"
+                )
+            } else {
+                tracing::info!(
+                    target: "ferry::run",
+                    event = "fetched",
+                    connection = %connection,
+                    location = %location,
+                    name = %name,
+                    bytes = *bytes,
+                    "fetched"
+                )
+            }
         }
         Event::Renamed {
             connection,
@@ -247,7 +276,7 @@ pub fn log_event(e: &Event) {
                 location = %location,
                 from = %from,
                 to = %to,
-                "ferry event"
+                "renamed"
             )
         }
         Event::Skipped {
@@ -262,7 +291,7 @@ pub fn log_event(e: &Event) {
             location = %location,
             name = %name.escape_debug(),
             reason = %reason,
-            "ferry event"
+            "skipped"
         ),
         Event::Request {
             connection,
@@ -275,27 +304,41 @@ pub fn log_event(e: &Event) {
             attempts,
             rejected,
             key,
-        } => tracing::info!(
-            target: "ferry::run",
-            event = "request",
-            connection = %connection,
-            method = %method,
-            url = %url,
-            status = status.map(u64::from),
-            suppressed = *suppressed,
-            record = *record,
-            message = message.as_deref(),
-            attempts = u64::from(*attempts),
-            rejected = *rejected,
-            key = key.as_deref(),
-            "ferry event"
-        ),
+        } => {
+            // a failing answer that was not tolerated is a warning; a dry run's has no status
+            let failing =
+                status.is_some_and(|s| !*suppressed && (*rejected || !(200..300).contains(&s)));
+            macro_rules! request {
+                ($level:ident) => {
+                    tracing::$level!(
+                        target: "ferry::run",
+                        event = "request",
+                        connection = %connection,
+                        method = %method,
+                        url = %url,
+                        status = status.map(u64::from),
+                        suppressed = *suppressed,
+                        record = *record,
+                        answer = message.as_deref(),
+                        attempts = u64::from(*attempts),
+                        rejected = *rejected,
+                        key = key.as_deref(),
+                        "request"
+                    )
+                };
+            }
+            if failing {
+                request!(warn)
+            } else {
+                request!(info)
+            }
+        }
         Event::Emailed { to, subject } => tracing::info!(
             target: "ferry::run",
             event = "emailed",
             to = %to.join(", "),
             subject = %subject,
-            "ferry event"
+            "emailed"
         ),
         Event::EmailFailed {
             to,
@@ -306,22 +349,22 @@ pub fn log_event(e: &Event) {
             event = "email_failed",
             to = %to.join(", "),
             subject = %subject,
-            message = %message,
-            "ferry event"
+            error = %message,
+            "email_failed"
         ),
         Event::Body { of, text } => tracing::debug!(
             target: "ferry::run",
             event = "body",
             of = %of,
             bytes = text.len() as u64,
-            "ferry event"
+            "body"
         ),
-        Event::Failed { step, message } => tracing::info!(
+        Event::Failed { step, message } => tracing::warn!(
             target: "ferry::run",
             event = "failed",
             step = %step,
-            message = %message,
-            "ferry event"
+            error = %message,
+            "failed"
         ),
     }
 }
@@ -350,9 +393,9 @@ pub fn annotate_step(
     }
 }
 
-/// Records a step's outcome on its span: `ok`, `failed`, or `skipped` (its condition was
-/// false).
-pub fn step_outcome<T, E>(span: &tracing::Span, result: &Result<Option<T>, E>) {
+/// Records a step's outcome on its span: `ok`, `failed` (with status ERROR and the error's
+/// message), or `skipped` (its condition was false).
+pub fn step_outcome<T>(span: &tracing::Span, result: &Result<Option<T>, crate::run::StepError>) {
     span.record(
         "outcome",
         match result {
@@ -361,4 +404,70 @@ pub fn step_outcome<T, E>(span: &tracing::Span, result: &Result<Option<T>, E>) {
             Err(_) => "failed",
         },
     );
+    if let Err(e) = result {
+        failed(span, &e.message);
+    }
+}
+
+/// Marks a span failed: OpenTelemetry status ERROR with `message` (the span must declare
+/// `otel.status_code` and `otel.status_description`).
+fn failed(span: &tracing::Span, message: &str) {
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_description", message);
+}
+
+/// Logs "run started" (INFO) for the run of `span`.
+pub fn run_started(span: &tracing::Span, flow: &str, run_id: &str, dry_run: bool) {
+    tracing::info!(
+        target: "ferry::run",
+        parent: span,
+        event = "run_started",
+        flow,
+        run_id,
+        dry_run,
+        "run started"
+    );
+}
+
+/// Records a run's outcome on its span (status ERROR with the error for a failed or partial
+/// run) and logs "run finished" with its counters: INFO when it succeeded or found no files,
+/// ERROR otherwise.
+pub fn run_finished(
+    span: &tracing::Span,
+    (flow, run_id): (&str, &str),
+    outcome: crate::run::Outcome,
+    error: Option<&crate::run::RunError>,
+    c: &crate::run::Counters,
+    took: Duration,
+) {
+    span.record("outcome", outcome.to_string());
+    let error = error.map(|e| format!("step '{}': {}", e.step, e.message));
+    macro_rules! finished {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "ferry::run",
+                parent: span,
+                event = "run_finished",
+                flow,
+                run_id,
+                outcome = %outcome,
+                duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                files_put = c.files_put,
+                bytes_put = c.bytes_put,
+                records_ok = c.requests_ok,
+                records_tolerated = c.tolerated,
+                records_failed = c.requests_failed,
+                emails = c.emails,
+                error = error.as_deref(),
+                "run finished"
+            )
+        };
+    }
+    match &error {
+        Some(message) => {
+            failed(span, message);
+            finished!(error);
+        }
+        None => finished!(info),
+    }
 }

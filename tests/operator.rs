@@ -52,7 +52,7 @@ fn bash_completion_parses_and_completes_the_commands() {
         .map(str::to_string)
         .collect();
     words.sort();
-    assert_eq!(words, ["resubmit", "run", "runs"]);
+    assert_eq!(words, ["resubmit", "resume", "run", "runs"]);
     let text = stdout(&o);
     for sub in [
         "validate",
@@ -98,6 +98,181 @@ fn man_prints_a_roff_page_and_writes_one_per_command() {
     assert!(serve.contains("\\-\\-listen"), "{serve}");
     assert!(dir.path().join("pages/ferry.1").exists());
     assert!(dir.path().join("pages/ferry-runs-show.1").exists());
+}
+
+/// The man pages used to stop at the options: an operator could not find the exit codes,
+/// the variables or an example. Every page now has EXIT STATUS (the codes of `cli.rs`),
+/// ENVIRONMENT (its options' variables and the others it reads), FILES, and EXAMPLES.
+#[test]
+fn man_pages_have_exit_status_environment_files_and_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ferry(dir.path(), &["man"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = stdout(&o);
+    for section in [
+        ".SH \"EXIT STATUS\"\n",
+        ".SH ENVIRONMENT\n",
+        ".SH FILES\n",
+        ".SH EXAMPLES\n",
+    ] {
+        assert!(page.contains(section), "{section} in {page}");
+    }
+    for (code, what) in [
+        (ferry::cli::EXIT_INVALID, "Invalid flows"),
+        (ferry::cli::EXIT_USAGE, "A usage or I/O error"),
+        (
+            ferry::cli::EXIT_RUN_FAILED,
+            "A run failed or stopped part way",
+        ),
+        (
+            ferry::cli::EXIT_BUSY,
+            "The flow is running in another process",
+        ),
+        (ferry::cli::EXIT_PAUSED, "The flow is paused"),
+    ] {
+        assert!(
+            page.contains(&format!(".TP\n\\fB{code}\\fR\n{what}")),
+            "exit {code} in {page}"
+        );
+    }
+    // ferry(1) lists every variable of every command
+    for var in [
+        "FERRY_FLOWS",
+        "FERRY_STATE_DIR",
+        "FERRY_LISTEN",
+        "FERRY_LOG",
+        "FERRY_OPERATOR_USER",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        assert!(page.contains(&format!("\\fB{var}\\fR")), "{var} in {page}");
+    }
+    let o = ferry(dir.path(), &["man", "--dir", "pages"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join("pages").join(name)).unwrap();
+    let serve = read("ferry-serve.1");
+    assert!(serve.contains(".SH ENVIRONMENT\n"), "{serve}");
+    for var in [
+        "FERRY_LISTEN",
+        "FERRY_OPERATOR_USER",
+        "FERRY_RETENTION",
+        "FERRY_LOG",
+    ] {
+        assert!(
+            serve.contains(&format!("\\fB{var}\\fR")),
+            "{var} in {serve}"
+        );
+    }
+    let run = read("ferry-run.1");
+    assert!(
+        run.contains(".SH EXAMPLES\n")
+            && run.contains("\\fBferry run FLOW_ID \\-\\-dry\\-run \\-\\-verbose\\fR"),
+        "{run}"
+    );
+    // a page about the flows names no server's variables
+    assert!(!run.contains("FERRY_LISTEN"), "{run}");
+    assert!(read("ferry-runs-show.1").contains(".SH \"EXIT STATUS\"\n"));
+    // the hidden command has no page
+    assert!(!dir.path().join("pages/ferry-list-flows.1").exists());
+}
+
+/// `ferry run <TAB>` completed nothing: bash now offers the ids of the flow directory (the
+/// one given with --flows too) for the commands that take a flow id, and only there.
+#[test]
+fn bash_completes_flow_ids_of_the_flow_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = |id: &str| {
+        format!(
+            "id: {id}\nname: n\nversion: \"1\"\ntrigger: {{ manual: true }}\nsteps:\n  - id: x\n    end: {{ outcome: succeeded }}\n"
+        )
+    };
+    for (d, file, id) in [
+        ("flows", "a.yaml", "ACME.orders"),
+        ("flows/common", "b.yaml", "acme_child"),
+        ("other", "c.yaml", "OTHER_FLOW"),
+    ] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        std::fs::write(dir.path().join(d).join(file), flow(id)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("flows/connections.yaml"),
+        "connections: {}\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("flows/tests")).unwrap();
+    std::fs::write(
+        dir.path().join("flows/tests/a.test.yaml"),
+        "flow: ACME.orders\ntests: []\n",
+    )
+    .unwrap();
+    let o = ferry(dir.path(), &["completions", "bash"]);
+    let script = dir.path().join("ferry.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ferry")).parent().unwrap();
+    let complete = |words: &[&str]| -> Vec<String> {
+        let line = words.join(" ");
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let probe = format!(
+            "source {}; complete -p ferry; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; \
+             COMP_POINT={}; _ferry_flow_ids ferry '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            quoted.join(" "),
+            words.len() - 1,
+            line.len(),
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let c = Command::new("bash")
+            .arg("-c")
+            .arg(&probe)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin_dir.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env_remove("FERRY_FLOWS")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+        let out = String::from_utf8_lossy(&c.stdout).into_owned();
+        let mut lines = out.lines();
+        // the wrapper is what bash calls for ferry
+        assert!(
+            lines.next().unwrap().contains("-F _ferry_flow_ids"),
+            "{out}"
+        );
+        let mut words: Vec<String> = lines
+            .map(str::to_string)
+            .filter(|w| !w.is_empty())
+            .collect();
+        words.sort();
+        words
+    };
+    assert_eq!(
+        complete(&["ferry", "run", ""]),
+        ["ACME.orders", "acme_child"]
+    );
+    assert_eq!(complete(&["ferry", "run", "AC"]), ["ACME.orders"]);
+    assert_eq!(
+        complete(&["ferry", "graph", "--format", "dot", "acme"]),
+        ["acme_child"]
+    );
+    assert_eq!(
+        complete(&["ferry", "pause", "--flows", "other", ""]),
+        ["OTHER_FLOW"]
+    );
+    // not a flow id: commands, a second argument, another command's argument
+    assert_eq!(
+        complete(&["ferry", "r"]),
+        ["resubmit", "resume", "run", "runs"]
+    );
+    assert!(!complete(&["ferry", "run", "ACME.orders", ""]).contains(&"acme_child".to_string()));
+    assert!(!complete(&["ferry", "runs", "show", ""]).contains(&"acme_child".to_string()));
+    let o = ferry(dir.path(), &["list-flows"]);
+    assert_eq!(stdout(&o), "ACME.orders\nacme_child\n");
 }
 
 /// Runs a command line as `ferry demo` printed it, with this build's `ferry` first on PATH.

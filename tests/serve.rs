@@ -526,6 +526,57 @@ async fn roles_viewer_reads_operator_acts_strangers_nothing() {
     s.stop().await;
 }
 
+/// The metric names the README lists for `GET /metrics`.
+fn readme_metric_names() -> Vec<String> {
+    let readme = std::fs::read_to_string(support::repo().join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `GET /metrics` |"))
+        .unwrap();
+    row.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.starts_with("ferry_"))
+        .map(|t| t.split('{').next().unwrap().to_string())
+        .collect()
+}
+
+/// A fresh server used to expose `ferry_runs_running` alone: the other families appeared
+/// on first use, so dashboards and `absent()` alerts saw nothing. Every family the README
+/// lists is now there before any run, the loaded flows' label sets at zero.
+#[tokio::test]
+async fn a_fresh_server_exposes_every_family_the_readme_lists() {
+    let ws = Workspace::new().await;
+    let s = start(options(&ws)).await;
+    let text = s.get("/metrics", None).await.1;
+    let text = text.as_str().unwrap();
+    let names = readme_metric_names();
+    assert!(names.len() >= 10, "{names:?}");
+    let samples: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    for name in &names {
+        let found = samples.iter().any(|m| {
+            *m == name
+                || m.strip_prefix(name.as_str())
+                    .is_some_and(|rest| ["_bucket", "_count", "_sum"].contains(&rest))
+        });
+        assert!(found, "no sample of {name} in\n{text}");
+    }
+    for line in [
+        format!("ferry_runs_total{{flow=\"{FTP_ENROLL}\",outcome=\"failed\"}} 0"),
+        format!("ferry_errors_total{{flow=\"{FTP_ENROLL}\",kind=\"connector\"}} 0"),
+        format!("ferry_trigger_requests_total{{flow=\"{EVENT_OUTCOME}\",status=\"202\"}} 0"),
+        format!("ferry_skipped_ticks_total{{flow=\"{FTP_ENROLL}\"}} 0"),
+        "ferry_runs_running 0".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn metrics_count_runs_files_bytes_and_steps() {
     let ws = Workspace::new().await;
@@ -663,7 +714,12 @@ async fn a_tick_while_the_previous_run_goes_on_is_recorded_skipped() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("ferry_skipped_ticks_total{flow=\"SLOW_TICKS\"}"));
+    // the family is there at zero from the start: the count must have moved
+    let skipped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferry_skipped_ticks_total{flow=\"SLOW_TICKS\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(skipped.is_some_and(|n| n >= 1), "{metrics}");
     s.stop().await;
 }
 
@@ -721,6 +777,17 @@ async fn an_invalid_change_is_refused_and_a_valid_one_swapped_in() {
     }
     assert_eq!(st["generation"], json!(2), "{st:#}");
     assert!(st["reload_failure"].is_null());
+    // the new flow's metrics are there at zero before it runs
+    let metrics = s.get("/metrics", None).await.1;
+    let metrics = metrics.as_str().unwrap();
+    for line in [
+        "ferry_runs_total{flow=\"FIXED\",outcome=\"failed\"} 0\n",
+        "ferry_step_duration_seconds_count{flow=\"FIXED\",kind=\"end\",result=\"ok\"} 0\n",
+        "ferry_reloads_total{result=\"ok\"} 1\n",
+        "ferry_reloads_total{result=\"invalid\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     let (code, body) = s
         .post("/api/v1/flows/FIXED/runs", Some(OP), json!({}))
         .await;

@@ -503,3 +503,61 @@ fn two_flows_on_one_trigger_path() {
         ["flows/b.yaml:6:11: trigger.rest.path: flow 'a' already answers POST /hooks/x"]
     );
 }
+
+/// A loop's `concurrency` above its REST connection's `max_concurrency` changed nothing and
+/// said nothing: it is now a warning at the `concurrency` line and column with both numbers
+/// (the flow stays valid: `ferry validate` exits 0 and prints the warning).
+#[test]
+fn concurrency_above_the_connections_max_concurrency_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("flows")).unwrap();
+    std::fs::write(
+        root.join("flows/connections.yaml"),
+        "connections:\n  files: { kind: local, root: /tmp/x }\n  \
+         api: { kind: http, base_url: http://127.0.0.1:1, max_concurrency: 4 }\n  \
+         other: { kind: http, base_url: http://127.0.0.1:2 }\n",
+    )
+    .unwrap();
+    let f = "id: f\nname: F\nversion: '1'\nsteps:\n  \
+             - id: list\n    list: { connection: files, location: in }\n  \
+             - id: each\n    for_each:\n      items: steps.list.files\n      as: file\n      \
+             concurrency: 16\n      steps:\n        \
+             - id: send\n          invoke:\n            request: { connection: api, method: POST, path: /a }\n        \
+             - id: also\n          invoke:\n            request: { connection: other, method: POST, path: /b }\n  \
+             - id: fits\n    for_each:\n      items: steps.list.files\n      as: file\n      \
+             concurrency: 4\n      steps:\n        \
+             - id: send_again\n          invoke:\n            request: { connection: api, method: POST, path: /a }\n";
+    std::fs::write(root.join("flows/f.yaml"), f).unwrap();
+    let (project, diags) = load(&Inputs {
+        paths: vec![root.join("flows")],
+        ..Default::default()
+    });
+    assert!(
+        project.is_some(),
+        "a warning leaves the flow valid: {diags:#?}"
+    );
+    let prefix = format!("{}/", root.display());
+    let lines: Vec<String> = diags
+        .iter()
+        .map(|d| d.one_line().replace(&prefix, ""))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "flows/f.yaml:11:20: steps[1].for_each.concurrency: concurrency 16 is above the max_concurrency 4 of connection 'api': at most 4 of its requests run at once (raise max_concurrency of 'api' in the connections file, or set concurrency to 4)",
+            "flows/f.yaml:11:20: steps[1].for_each.concurrency: concurrency 16 is above the max_concurrency 8 of connection 'other': at most 8 of its requests run at once (raise max_concurrency of 'other' in the connections file, or set concurrency to 8)",
+        ]
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["validate", "flows"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("warning") && out.contains("concurrency 16 is above the max_concurrency 4"),
+        "{out}"
+    );
+}

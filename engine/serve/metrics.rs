@@ -1,4 +1,11 @@
 //! Prometheus metrics of a serving instance (`GET /metrics`, OpenMetrics text).
+//!
+//! Every family is there from the start, so dashboards and `absent()` alerts see it before
+//! the first run: the label sets of the loaded flows are made at zero when an engine is
+//! made over them (at start and on every reload, for the flows new in it): runs by outcome,
+//! files, bytes, records and errors by kind for flows with a trigger; step durations by the
+//! step kinds of every flow, result `ok`; skipped ticks of scheduled flows; `202` trigger
+//! requests of REST-triggered flows; reloads `ok` and `invalid`.
 
 use std::time::Duration;
 
@@ -9,7 +16,64 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::run::{RunReport, StepObserver};
+use crate::compile::Project;
+use crate::run::{ErrorKind, Outcome, RunReport, StepObserver};
+use crate::steps::Block;
+
+/// The outcomes a run ends with.
+const OUTCOMES: [Outcome; 4] = [
+    Outcome::Succeeded,
+    Outcome::Partial,
+    Outcome::Failed,
+    Outcome::NoFiles,
+];
+
+/// The kinds of errors a run fails with.
+const ERROR_KINDS: [ErrorKind; 8] = [
+    ErrorKind::Template,
+    ErrorKind::Connector,
+    ErrorKind::Http,
+    ErrorKind::Expectation,
+    ErrorKind::Data,
+    ErrorKind::Config,
+    ErrorKind::ChildFlow,
+    ErrorKind::Interrupted,
+];
+
+/// Fails to compile when a kind of error or an outcome is added and not listed above.
+const fn _listed(k: ErrorKind, o: Outcome) {
+    match k {
+        ErrorKind::Template
+        | ErrorKind::Connector
+        | ErrorKind::Http
+        | ErrorKind::Expectation
+        | ErrorKind::Data
+        | ErrorKind::Config
+        | ErrorKind::ChildFlow
+        | ErrorKind::Interrupted => {}
+    }
+    match o {
+        Outcome::Succeeded | Outcome::Partial | Outcome::Failed | Outcome::NoFiles => {}
+    }
+}
+
+/// A value's serde name (`no_files`, `child_flow`).
+fn name_of(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The step kinds of a block and the blocks in it.
+fn step_kinds(block: &Block, out: &mut std::collections::BTreeSet<&'static str>) {
+    for step in &block.steps {
+        out.insert(step.kind.name());
+        for (_, inner) in step.kind.children() {
+            step_kinds(inner, out);
+        }
+    }
+}
 
 type Labels = Vec<(String, String)>;
 
@@ -99,6 +163,9 @@ impl Metrics {
         );
         registry.register("reloads", "Reloads of the flow directory", reloads.clone());
         registry.register("runs_running", "Runs under way", running.clone());
+        for ok in ["ok", "invalid"] {
+            drop(reloads.get_or_create(&labels(&[("result", ok)])));
+        }
         Metrics {
             registry,
             runs,
@@ -117,10 +184,7 @@ impl Metrics {
     /// Counts a finished run.
     pub fn observe_run(&self, report: &RunReport) {
         let flow = report.flow.as_str();
-        let outcome = serde_json::to_value(report.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let outcome = name_of(report.outcome);
         self.runs
             .get_or_create(&labels(&[("flow", flow), ("outcome", &outcome)]))
             .inc();
@@ -133,10 +197,7 @@ impl Metrics {
             .get_or_create(&f)
             .inc_by(report.requests_ok() as u64);
         if let Some(e) = &report.error {
-            let kind = serde_json::to_value(e.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let kind = name_of(e.kind);
             self.errors
                 .get_or_create(&labels(&[("flow", flow), ("kind", &kind)]))
                 .inc();
@@ -176,5 +237,52 @@ impl StepObserver for Metrics {
                 ("result", if ok { "ok" } else { "failed" }),
             ]))
             .observe(elapsed.as_secs_f64());
+    }
+
+    // `drop`: the label set is made at zero; the guard get_or_create returns is let go
+    fn flows_loaded(&self, project: &Project) {
+        for (id, plan) in &project.flows {
+            let flow = id.as_str();
+            let trigger = &plan.trigger;
+            if trigger.manual || trigger.schedule.is_some() || trigger.rest.is_some() {
+                for outcome in OUTCOMES {
+                    drop(
+                        self.runs.get_or_create(&labels(&[
+                            ("flow", flow),
+                            ("outcome", &name_of(outcome)),
+                        ])),
+                    );
+                }
+                let f = labels(&[("flow", flow)]);
+                drop(self.files.get_or_create(&f));
+                drop(self.bytes.get_or_create(&f));
+                drop(self.records.get_or_create(&f));
+                for kind in ERROR_KINDS {
+                    drop(
+                        self.errors
+                            .get_or_create(&labels(&[("flow", flow), ("kind", &name_of(kind))])),
+                    );
+                }
+            }
+            if trigger.schedule.is_some() {
+                drop(self.skipped_ticks.get_or_create(&labels(&[("flow", flow)])));
+            }
+            if trigger.rest.is_some() {
+                drop(
+                    self.deliveries
+                        .get_or_create(&labels(&[("flow", flow), ("status", "202")])),
+                );
+            }
+            let mut kinds = std::collections::BTreeSet::new();
+            step_kinds(&plan.steps, &mut kinds);
+            // `ok` only: a histogram is a dozen lines, and failures are counted in errors
+            for kind in kinds {
+                drop(self.steps.get_or_create(&labels(&[
+                    ("flow", flow),
+                    ("kind", kind),
+                    ("result", "ok"),
+                ])));
+            }
+        }
     }
 }

@@ -210,6 +210,7 @@ impl ForEachStep {
         let body = cx.with_var(&self.var, |cx| {
             cx.block(&format!("{ptr}/steps"), &self.steps)
         });
+        self.warn_above_connections(cx, ptr);
         ForEachPlan {
             items,
             csv,
@@ -223,6 +224,54 @@ impl ForEachStep {
             concurrency: self.concurrency.clamp(1, MAX_CONCURRENCY) as usize,
             track,
             body,
+        }
+    }
+}
+
+impl ForEachStep {
+    /// Warns when `concurrency` is above the `max_concurrency` of a REST connection the loop
+    /// calls: the connection lets no more requests out at once, so the raise changes nothing.
+    fn warn_above_connections(&self, cx: &mut FlowCx<'_>, ptr: &str) {
+        fn requests<'s>(steps: &'s [RawStep], out: &mut BTreeSet<&'s str>) {
+            for s in steps {
+                if let Some(r) = s.invoke.as_ref().and_then(|i| i.request.as_ref()) {
+                    out.insert(&r.connection);
+                }
+                if let Some(f) = &s.for_each {
+                    requests(&f.steps, out);
+                }
+                for case in s.route.iter().flat_map(|r| r.cases.values()) {
+                    requests(case, out);
+                }
+            }
+        }
+        let mut names = BTreeSet::new();
+        requests(&self.steps, &mut names);
+        let wanted = self.concurrency as usize;
+        for name in names {
+            cx.warn_on_connection(
+                &format!("{ptr}/concurrency"),
+                "concurrency-above-connection",
+                name,
+                |spec| {
+                    let crate::connectors::ConnectionSpec::Http(http) = spec else {
+                        return None;
+                    };
+                    let max = http
+                        .max_concurrency
+                        .unwrap_or(crate::connectors::http::DEFAULT_MAX_CONCURRENCY);
+                    (wanted > max).then(|| {
+                        (
+                            format!(
+                                "concurrency {wanted} is above the max_concurrency {max} of connection '{name}': at most {max} of its requests run at once"
+                            ),
+                            format!(
+                                "raise max_concurrency of '{name}' in the connections file, or set concurrency to {max}"
+                            ),
+                        )
+                    })
+                },
+            );
         }
     }
 }
