@@ -466,6 +466,13 @@ pub enum RunsCommand {
         /// Print the records after this event (the cursor `more:` gives).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         after: i64,
+        /// Print a page of the run's events instead (`--status` picks which, `--after` and
+        /// `--limit` page through them).
+        #[arg(long)]
+        events: bool,
+        /// With --events: all (default), failed, tolerated, files, requests or emails.
+        #[arg(long, requires = "events", value_parser = parse_event_filter)]
+        status: Option<history::EventFilter>,
     },
 }
 
@@ -637,6 +644,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                     records,
                     limit,
                     after,
+                    events,
+                    status,
                 }) => {
                     let id = match resolve_run_id(&store, &id).await {
                         Ok(id) => id,
@@ -645,6 +654,20 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                             return Err(e);
                         }
                     };
+                    if events {
+                        let filter = status.unwrap_or_default();
+                        let page = store.events_page(&id, filter, after, limit).await;
+                        store.close().await;
+                        let page = page?;
+                        match format {
+                            Format::Json => println!("{}", serde_json::to_string_pretty(&page)?),
+                            Format::Human => print!(
+                                "{}",
+                                history::text::events_page(&id, filter, &page, after, limit)
+                            ),
+                        }
+                        return Ok(0);
+                    }
                     let Some(detail) = store.get(&id).await? else {
                         store.close().await;
                         return Err(history::HistoryError::UnknownRun(id).into());
@@ -1169,6 +1192,11 @@ async fn resolve_run_id(store: &Store, id: &str) -> anyhow::Result<String> {
 /// Loads the project, or prints why it is invalid (an invalid project is never run).
 /// The run history: PostgreSQL at `url`, else the SQLite store in `data` (which must
 /// exist).
+/// `--status` of `ferry runs show --events`.
+fn parse_event_filter(s: &str) -> Result<history::EventFilter, String> {
+    s.parse()
+}
+
 /// Who runs this command, for the record (a pause's `paused_by`): `cli:` and the login.
 fn cli_user() -> String {
     let login = ["USER", "LOGNAME"]

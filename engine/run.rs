@@ -346,6 +346,10 @@ impl Counters {
 pub const REPORT_EVENTS: usize = 10_000;
 /// Successful requests of record loops a report keeps as examples; the rest are counted.
 pub const REPORT_RECORD_EVENTS: usize = 100;
+/// The last events a report keeps once its first [`REPORT_EVENTS`] are kept: a long run's
+/// report ends with its real last events (the summary email, the failure), the middle is
+/// counted.
+pub const REPORT_TAIL_EVENTS: usize = 1_000;
 
 /// Whether an event is a record loop's successful request: counted and checkpointed, never
 /// stored one by one.
@@ -375,7 +379,9 @@ pub struct RunReport {
     /// What happened, counted.
     pub counters: Counters,
     /// What happened, in order: every event but the successful requests of record loops
-    /// past the first [`REPORT_RECORD_EVENTS`], up to [`REPORT_EVENTS`] events.
+    /// past the first [`REPORT_RECORD_EVENTS`], the first [`REPORT_EVENTS`] events and the
+    /// last [`REPORT_TAIL_EVENTS`] (the middle of a longer run is counted in
+    /// `events_omitted`).
     pub events: Vec<Event>,
     /// Events counted but not kept in `events`.
     pub events_omitted: u64,
@@ -636,6 +642,8 @@ struct RunState {
 #[derive(Debug, Default)]
 struct RunLog {
     kept: Vec<Event>,
+    /// The latest events after `kept` filled up, at most [`REPORT_TAIL_EVENTS`].
+    tail: std::collections::VecDeque<Event>,
     kept_records: usize,
     omitted: u64,
     counters: Counters,
@@ -889,7 +897,7 @@ impl Engine {
             finished_at,
             error,
             counters: log.counters,
-            events: log.kept,
+            events: log.kept.into_iter().chain(log.tail).collect(),
             events_omitted: log.omitted,
             tracked,
         })
@@ -1307,15 +1315,20 @@ impl<'a> Exec<'a> {
             let seq = log.seq;
             log.batch.events.push((seq, now(), e.clone()));
         }
-        let keep = log.kept.len() < REPORT_EVENTS
-            && (!record_success || log.kept_records < REPORT_RECORD_EVENTS);
-        if keep {
+        if record_success && log.kept_records >= REPORT_RECORD_EVENTS {
+            log.omitted += 1;
+        } else if log.kept.len() < REPORT_EVENTS {
             if record_success {
                 log.kept_records += 1;
             }
             log.kept.push(e);
         } else {
-            log.omitted += 1;
+            // the head is full: keep the latest, count what falls out of the middle
+            if log.tail.len() == REPORT_TAIL_EVENTS {
+                log.tail.pop_front();
+                log.omitted += 1;
+            }
+            log.tail.push_back(e);
         }
         if log.waiting() >= JOURNAL_BATCH {
             self.state.wake.notify_one();

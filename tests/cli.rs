@@ -281,3 +281,115 @@ fn demo_runs_all_six_flows_then_finds_no_files() {
         12
     );
 }
+
+/// A run of more than `REPORT_EVENTS` events: `ferry run`'s report ends with the run's real
+/// last events (here its summary email), and says how many it leaves out in the middle.
+#[test]
+fn a_long_runs_report_ends_with_its_real_last_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("flows")).unwrap();
+    std::fs::create_dir_all(root.join("data/files/empty")).unwrap();
+    std::fs::write(
+        root.join("flows/connections.yaml"),
+        "connections:\n  files: { kind: local, root: data/files }\n  mail: { kind: outbox, dir: data/outbox }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("flows/long.yaml"),
+        r#"id: LONG
+name: Long
+version: "1"
+trigger: { manual: true }
+steps:
+  - id: each
+    for_each:
+      items: "range(10100)"
+      as: n
+      steps:
+        - id: look
+          list: { connection: files, location: empty }
+  - id: done
+    notify:
+      connection: mail
+      from: ferry@example.com
+      to: ops@example.com
+      subject: long run done
+      body: "{{ run.id }}"
+"#,
+    )
+    .unwrap();
+    let o = ferry(root, &["run", "LONG", "--data", "state"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    let email = lines
+        .iter()
+        .position(|l| l.contains("email   to ops@example.com \"long run done\""))
+        .unwrap_or_else(|| panic!("no email in the report:\n{out}"));
+    // the email is the last event, after 24 listings; the 10,101 events less 50 shown are
+    // said in one line before them
+    assert!(lines[email - 24].contains("list "), "{}", lines[email - 24]);
+    assert_eq!(
+        lines[email - 25].trim(),
+        format!(
+            "… 10051 more event(s) (`ferry runs show {}` pages through them)",
+            run_id(&out)
+        )
+    );
+    assert!(!lines[email + 1].starts_with("  "), "{}", lines[email + 1]);
+
+    // the history pages every event from the command line
+    let id = run_id(&out);
+    let o = ferry(
+        root,
+        &[
+            "runs",
+            "show",
+            &id[..13],
+            "--events",
+            "--status",
+            "emails",
+            "--data",
+            "state",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert_eq!(page.lines().count(), 1, "{page}");
+    assert!(page.starts_with("#10101  "), "{page}");
+    assert!(
+        page.contains("email   to ops@example.com \"long run done\""),
+        "{page}"
+    );
+    let o = ferry(
+        root,
+        &[
+            "runs", "show", &id, "--events", "--after", "10095", "--limit", "3", "--data", "state",
+        ],
+    );
+    let page = stdout(&o);
+    let numbers: Vec<&str> = page
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(numbers, ["#10096", "#10097", "#10098", "more:"], "{page}");
+    assert!(page.ends_with(&format!(
+        "more: ferry runs show {id} --events --status all --after 10098 --limit 3\n"
+    )));
+    let o = ferry(
+        root,
+        &["runs", "show", &id, "--status", "files", "--data", "state"],
+    );
+    assert_eq!(o.status.code(), Some(2), "--status needs --events");
+}
+
+/// The run id in a report's first line: `FLOW NAME (run ID)`.
+fn run_id(report: &str) -> String {
+    report
+        .split("(run ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap()
+        .to_string()
+}

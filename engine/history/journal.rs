@@ -89,6 +89,20 @@ impl EventFilter {
     }
 }
 
+impl EventFilter {
+    /// The name `--status` and `?status=` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventFilter::All => "all",
+            EventFilter::Files => "files",
+            EventFilter::Requests => "requests",
+            EventFilter::Failed => "failed",
+            EventFilter::Tolerated => "tolerated",
+            EventFilter::Emails => "emails",
+        }
+    }
+}
+
 impl std::str::FromStr for EventFilter {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

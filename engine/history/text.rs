@@ -186,6 +186,37 @@ fn record_line(v: &serde_json::Value, dry_run: bool) -> String {
     }
 }
 
+/// A page of run `run_id`'s events (`ferry runs show ID --events`): each with its number,
+/// then the command for the next page.
+pub fn events_page(
+    run_id: &str,
+    filter: super::EventFilter,
+    page: &super::EventPage,
+    after: i64,
+    limit: u32,
+) -> String {
+    let mut s = String::new();
+    if page.events.is_empty() {
+        let _ = writeln!(s, "no {} events after event {after}", filter.name());
+        return s;
+    }
+    for e in &page.events {
+        let line = match serde_json::from_value::<Event>(e.event.clone()) {
+            Ok(ev) => crate::cli::render_event(&ev, false),
+            Err(_) => e.event.to_string(),
+        };
+        let _ = writeln!(s, "#{:<7} {}  {line}", e.seq, when(&e.at));
+    }
+    if let Some(next) = page.next {
+        let _ = writeln!(
+            s,
+            "more: ferry runs show {run_id} --events --status {} --after {next} --limit {limit}",
+            filter.name()
+        );
+    }
+    s
+}
+
 /// The `ferry runs show` detail: the run, its kept input, files, record loops as ranges, a
 /// page of records (failures by default), emails, error and the first page of events.
 pub fn run_detail(d: &RunDetail, loops: &[LoopSummary], records: &RecordsShown<'_>) -> String {
