@@ -443,18 +443,35 @@ async fn silent_half_sent_idle_and_excess_connections_are_closed() {
         .await;
     assert_eq!(status, Some(200), "{text}");
 
-    // eight silent connections take every place: the ninth is closed at once, unanswered
+    // eight silent connections take every place: a ninth is served for probes only (one
+    // answer, then closed), anything else on it is a 503; once the 8 places kept for
+    // probes are taken too, a connection is closed at once, unanswered
     let mut held = Vec::new();
     for _ in 0..8 {
         held.push(TcpStream::connect(&bin.addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut ninth = TcpStream::connect(&bin.addr).await.unwrap();
-    let _ = ninth
+    let (status, text) = bin
+        .raw(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", bound)
+        .await;
+    assert_eq!(status, Some(200), "{text}");
+    let (status, text) = bin
+        .raw(
+            b"GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            bound,
+        )
+        .await;
+    assert_eq!(status, Some(503), "{text}");
+    for _ in 0..8 {
+        held.push(TcpStream::connect(&bin.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut last = TcpStream::connect(&bin.addr).await.unwrap();
+    let _ = last
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await;
-    let text = read_until_closed(&mut ninth, bound).await.expect("closed");
-    assert_eq!(text, "", "the ninth connection was served");
+    let text = read_until_closed(&mut last, bound).await.expect("closed");
+    assert_eq!(text, "", "a connection over the probes' places was served");
     // the held ones are closed by the header timeout; then the server answers again
     for mut h in held {
         assert!(read_until_closed(&mut h, bound).await.is_some());
@@ -829,4 +846,326 @@ async fn lookups_and_connections_reload_however_serve_was_started() {
         assert_eq!(st["generation"], json!(4));
         drop(bin);
     }
+}
+
+/// A connection to `bin` from `source` (a loopback address other than 127.0.0.1 stands for
+/// another client).
+async fn connect_from(bin: &Bin, source: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(bin.addr.parse().unwrap()).await.unwrap()
+}
+
+/// A client whose connections come from `source`.
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(Some(source.parse().unwrap()))
+        .build()
+        .unwrap()
+}
+
+/// One address holding more connections than its share (issue 20, point 3): its extra
+/// ones are closed at once, another address still delivers and /healthz always answers;
+/// with every place taken, probes are still answered and anything else gets a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_connections_starves_neither_others_nor_probes() {
+    let ws = Workspace::new().await;
+    let bin = Bin::over(
+        &ws,
+        &[
+            "--no-watch",
+            "--header-timeout",
+            "60",
+            "--max-connections",
+            "6",
+            "--max-connections-per-address",
+            "4",
+        ],
+    )
+    .await;
+    let bound = Duration::from_secs(20);
+    // 127.0.0.1 holds its 4 places; 6 more are closed unanswered
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect_from(&bin, "127.0.0.1").await);
+    }
+    for _ in 0..6 {
+        let mut extra = connect_from(&bin, "127.0.0.1").await;
+        let _ = extra
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await;
+        let text = read_until_closed(&mut extra, bound).await.expect("closed");
+        assert_eq!(text, "", "a connection over the address's share was served");
+    }
+    // another address: every delivery and every probe answered
+    let other = client_from("127.0.0.2");
+    let sample = std::fs::read(demo_input("event_outcome_message.json")).unwrap();
+    let file = std::fs::read(demo_input(OUTCOME_FILE)).unwrap();
+    for _ in 0..3 {
+        let r = other
+            .post(bin.url(TRIGGER_PATH))
+            .basic_auth(DERMS.0, Some(DERMS.1))
+            .multipart(delivery(sample.clone(), file.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+    }
+    for _ in 0..10 {
+        let r = other.get(bin.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    drop(other);
+    // 127.0.0.2 takes the last 2 places: the server is full, yet a probe is answered and
+    // anything else is told to come back
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..2 {
+        held.push(connect_from(&bin, "127.0.0.2").await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for path in ["/healthz", "/readyz"] {
+        let mut probe = connect_from(&bin, "127.0.0.3").await;
+        probe
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let text = read_until_closed(&mut probe, bound).await.expect("closed");
+        assert_eq!(status_of(&text), Some(200), "{path}: {text}");
+    }
+    let mut busy = connect_from(&bin, "127.0.0.3").await;
+    busy.write_all(
+        format!(
+            "GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\n\r\n",
+            basic(OP)
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let text = read_until_closed(&mut busy, bound).await.expect("closed");
+    assert_eq!(status_of(&text), Some(503), "{text}");
+    assert!(text.contains("\"too_many_connections\""), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bin.get("/healthz").await.0, 200);
+    assert_eq!(runs(&bin).await, 3);
+    let log = bin.log_text();
+    assert_eq!(
+        log.matches("too many connections from one address").count(),
+        1,
+        "{log}"
+    );
+}
+
+/// Brute force (issue 20, point 4): wrong passwords are counted by route, the address that
+/// sends them gets 429 with Retry-After after 20, another address is not affected, and the
+/// passwords tried are not logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_are_counted_and_throttled_per_address() {
+    let ws = Workspace::new().await;
+    let bin = Bin::over(&ws, &["--no-watch"]).await;
+    let attacker = client_from("127.0.0.2");
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for i in 0..30 {
+        let guess = format!("guess-{i}");
+        let req = if i % 2 == 0 {
+            attacker.get(bin.url("/api/v1/runs"))
+        } else {
+            attacker.post(bin.url(TRIGGER_PATH))
+        };
+        let r = req.basic_auth(OP.0, Some(&guess)).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status().as_u16() == 429 {
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], json!("too_many_failures"), "{body}");
+        }
+    }
+    assert_eq!(statuses[..20], [401; 20], "{statuses:?}");
+    assert_eq!(statuses[20..], [429; 10], "{statuses:?}");
+    let secs = retry_after.expect("Retry-After");
+    assert!((1..=60).contains(&secs), "{secs}");
+    // the right password from the throttled address waits too; from another it works
+    let r = attacker
+        .get(bin.url("/api/v1/runs"))
+        .basic_auth(OP.0, Some(OP.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(bin.get("/api/v1/runs").await.0, 200);
+    let metrics = bin.http.get(bin.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("ferry_auth_failures_total{route=\"api\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_auth_failures_total{route=\"trigger\"} 10"),
+        "{metrics}"
+    );
+    let log = bin.log_text();
+    assert_eq!(
+        log.matches("wrong credentials: the address is refused (429)")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("127.0.0.2"), "{log}");
+    assert!(
+        !log.contains("guess-"),
+        "a password tried is in the log:\n{log}"
+    );
+}
+
+/// A multipart body with one `file` part whose Content-Disposition is `disposition`, after
+/// a good `message` part.
+fn file_part(disposition: &str) -> (String, Vec<u8>) {
+    let message = std::fs::read(demo_input("event_outcome_message.json")).unwrap();
+    let boundary = "ferry-names".to_string();
+    let mut out = Vec::new();
+    out.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"message\"\r\nContent-Type: application/json\r\n\r\n").as_bytes(),
+    );
+    out.extend_from_slice(&message);
+    out.extend_from_slice(
+        format!("\r\n--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n\r\na,b\r\n--{boundary}--\r\n").as_bytes(),
+    );
+    (boundary, out)
+}
+
+/// Deliveries (issue 20, point 6): a file part without a file name, or with one ferry
+/// keeps for itself or no target takes, is a 400 naming the rule; two Host headers are a
+/// 400; a body still arriving at the request's time limit is a 408; JSON answers are not
+/// to be cached. None of them starts a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_and_reserved_file_names_two_hosts_and_slow_bodies_are_refused() {
+    let ws = Workspace::new().await;
+    let bin = Bin::over(&ws, &["--no-watch", "--request-timeout", "2"]).await;
+    let long = "a".repeat(256);
+    for (disposition, code, message) in [
+        (
+            "name=\"file\"".to_string(),
+            "missing_filename",
+            "part 'file' is a file: its Content-Disposition needs a filename".to_string(),
+        ),
+        (
+            "name=\"file\"; filename=\".ferry-tmp-0123-x.csv\"".to_string(),
+            "bad_filename",
+            "part 'file': the file name '.ferry-tmp-0123-x.csv' is refused: names starting with '.ferry-tmp-' are ferry's temporary files".to_string(),
+        ),
+        (
+            "name=\"file\"; filename=\"..\"".to_string(),
+            "bad_filename",
+            "part 'file': the file name '..' is refused: it names a directory".to_string(),
+        ),
+        (
+            "name=\"file\"; filename=\"a\\b.csv\"".to_string(),
+            "bad_filename",
+            "part 'file': the file name 'a\\\\b.csv' is refused: it contains a path separator"
+                .to_string(),
+        ),
+        (
+            format!("name=\"file\"; filename=\"{long}\""),
+            "bad_filename",
+            format!("part 'file': the file name '{long}' is refused: it is 256 bytes long, over 255"),
+        ),
+    ] {
+        let (boundary, body) = file_part(&disposition);
+        let r = bin
+            .http
+            .post(bin.url(TRIGGER_PATH))
+            .basic_auth(DERMS.0, Some(DERMS.1))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{disposition}");
+        assert_eq!(
+            r.headers().get("cache-control").map(|v| v.to_str().unwrap()),
+            Some("no-store")
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], json!(code), "{body}");
+        assert_eq!(body["error"]["message"], json!(message), "{body}");
+    }
+    // two Host headers
+    let (status, text) = bin
+        .raw(
+            format!(
+                "GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+                basic(OP)
+            )
+            .as_bytes(),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(status, Some(400), "{text}");
+    assert!(text.contains("\"host_repeated\""), "{text}");
+    // a delivery sent a byte every 300 ms: under the idle limit, over the total one
+    let (boundary, body) = multipart(b"{}", b"a,b");
+    let mut s = TcpStream::connect(&bin.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST {TRIGGER_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+            basic(DERMS),
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for b in body {
+            if w.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !(buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.ends_with(b"}")) {
+        match tokio::time::timeout(Duration::from_secs(30), r.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    writer.abort();
+    let text = String::from_utf8_lossy(&buf);
+    assert_eq!(status_of(&text), Some(408), "{text}");
+    assert!(
+        text.contains("the request took longer than 2 s to send (see --request-timeout)"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // the API's answers are not to be cached either
+    let r = bin
+        .http
+        .get(bin.url("/api/v1/runs"))
+        .basic_auth(OP.0, Some(OP.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(runs(&bin).await, 0);
 }

@@ -838,6 +838,9 @@ async fn deliver(
         return Err(too_large());
     }
     let json_limits = super::limits::of(req.extensions());
+    let deadline = req.extensions().get::<super::limits::Deadline>().copied();
+    // a body sent too slowly in all is a 408, whatever the reader made of its end
+    let late = |e: ApiError| deadline.and_then(|d| d.passed()).unwrap_or(e);
     let (parts, body) = req.into_parts();
     let limited = Body::new(http_body_util::Limited::new(body, limit));
     let req = Request::from_parts(parts, limited);
@@ -857,7 +860,7 @@ async fn deliver(
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => return Err(multipart_error(e, &too_large)),
+            Err(e) => return Err(late(multipart_error(e, &too_large))),
         };
         let name = field.name().unwrap_or("").to_string();
         let Some(spec) = rest.parts.get(&name) else {
@@ -879,6 +882,9 @@ async fn deliver(
             ));
         }
         let file_name = field.file_name().map(str::to_string);
+        if spec.kind == PartKind::File {
+            check_delivered_name(&name, file_name.as_deref())?;
+        }
         let path = incoming.path().join(format!("part-{}", received.len()));
         let mut out = tokio::fs::File::create(&path)
             .await
@@ -909,7 +915,7 @@ async fn deliver(
                         .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?
                 }
                 Ok(None) => break,
-                Err(e) => return Err(multipart_error(e, &too_large)),
+                Err(e) => return Err(late(multipart_error(e, &too_large))),
             }
         }
         out.flush()
@@ -951,6 +957,48 @@ async fn deliver(
     })))
 }
 
+/// The longest file name a delivery may carry, in bytes (what file systems take).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Refuses a file part without a file name (`missing_filename`), and one whose name no
+/// target could take or that ferry keeps for itself (`bad_filename`, naming the rule): a
+/// path separator, `.` or `..`, a control character, over [`MAX_FILE_NAME_BYTES`], or the
+/// prefix of ferry's temporary files.
+fn check_delivered_name(part: &str, file_name: Option<&str>) -> Result<(), ApiError> {
+    let Some(file_name) = file_name else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_filename",
+            format!("part '{part}' is a file: its Content-Disposition needs a filename"),
+        ));
+    };
+    let reason = if let Err(crate::connectors::ConnectorError::HostileName { reason, .. }) =
+        crate::connectors::check_name(file_name)
+    {
+        reason.to_string()
+    } else if file_name.len() > MAX_FILE_NAME_BYTES {
+        format!(
+            "it is {} bytes long, over {MAX_FILE_NAME_BYTES}",
+            file_name.len()
+        )
+    } else if file_name.starts_with(crate::connectors::sweep::TMP_PREFIX) {
+        format!(
+            "names starting with '{}' are ferry's temporary files",
+            crate::connectors::sweep::TMP_PREFIX
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_filename",
+        format!(
+            "part '{part}': the file name '{}' is refused: {reason}",
+            file_name.escape_debug()
+        ),
+    ))
+}
+
 /// The delivery could not be written to (or read back from) the server's disk.
 fn spool_error(message: String) -> ApiError {
     ApiError::new(
@@ -977,7 +1025,44 @@ fn multipart_error(
 
 #[cfg(test)]
 mod tests {
-    use super::version_matches;
+    use super::{check_delivered_name, version_matches};
+
+    #[test]
+    fn delivered_file_names() {
+        let refused = |n: Option<&str>| {
+            let e = check_delivered_name("file", n).expect_err("refused");
+            (e.code(), e.message().to_string())
+        };
+        assert!(check_delivered_name("file", Some("event_outcome.csv")).is_ok());
+        assert!(check_delivered_name("file", Some(&"a".repeat(255))).is_ok());
+        assert_eq!(
+            refused(None),
+            (
+                "missing_filename",
+                "part 'file' is a file: its Content-Disposition needs a filename".into()
+            )
+        );
+        for (name, rule) in [
+            ("", "it is empty"),
+            ("..", "it names a directory"),
+            ("a/b.csv", "it contains a path separator"),
+            ("a\\b.csv", "it contains a path separator"),
+            ("a\nb.csv", "it contains a control character"),
+            (
+                ".ferry-tmp-1-a.csv",
+                "names starting with '.ferry-tmp-' are ferry's temporary files",
+            ),
+        ] {
+            let (code, message) = refused(Some(name));
+            assert_eq!(code, "bad_filename");
+            assert!(message.ends_with(rule), "{message}");
+        }
+        let (_, message) = refused(Some(&"a".repeat(256)));
+        assert!(
+            message.ends_with("it is 256 bytes long, over 255"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn oic_versions() {

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     /// Runs under way on this instance.
     pub running: Gauge,
+    /// Requests refused for wrong credentials, by route (`api`, `ui`, `trigger`).
+    pub auth_failures: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +75,7 @@ impl Metrics {
         let deliveries = Family::<Labels, Counter>::default();
         let reloads = Family::<Labels, Counter>::default();
         let running = Gauge::default();
+        let auth_failures = Family::<Labels, Counter>::default();
         registry.register("runs", "Runs ended, by flow and outcome", runs.clone());
         registry.register("files_moved", "Files put to targets", files.clone());
         registry.register("bytes_moved", "Bytes put to targets", bytes.clone());
@@ -99,6 +102,11 @@ impl Metrics {
         );
         registry.register("reloads", "Reloads of the flow directory", reloads.clone());
         registry.register("runs_running", "Runs under way", running.clone());
+        registry.register(
+            "auth_failures",
+            "Requests refused for wrong credentials, by route",
+            auth_failures.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -111,7 +119,15 @@ impl Metrics {
             deliveries,
             reloads,
             running,
+            auth_failures,
         }
+    }
+
+    /// Counts a request refused for wrong credentials on `route`.
+    pub fn auth_failure(&self, route: &str) {
+        self.auth_failures
+            .get_or_create(&labels(&[("route", route)]))
+            .inc();
     }
 
     /// Counts a finished run.

@@ -156,6 +156,10 @@ pub fn router_with(server: Arc<Server>, guard: Arc<limits::Guard>) -> Router {
                 .layer(DefaultBodyLimit::disable())
                 .with_state(server.clone()),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            auth::throttle,
+        ))
         .layer(axum::middleware::from_fn_with_state(guard, limits::guard))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle))
         .with_state(server)
@@ -286,6 +290,10 @@ pub async fn serve(
             "listening on every address with the default allowed hosts (localhost): name the hosts clients use with --allowed-hosts"
         );
     }
+    tasks.spawn(auth::report_failures(
+        guard.failures.clone(),
+        stopping.clone(),
+    ));
     http::serve(
         listener,
         router_with(server, guard),
