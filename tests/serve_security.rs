@@ -1169,3 +1169,115 @@ async fn unnamed_and_reserved_file_names_two_hosts_and_slow_bodies_are_refused()
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(runs(&bin).await, 0);
 }
+
+/// Copies the directory `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The version `/api/v1/flows` shows for the FTP enrollment flow.
+async fn enroll_version(bin: &Bin) -> Value {
+    let (_, body) = bin.get("/api/v1/flows").await;
+    body["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == json!(FTP_ENROLL))
+        .map(|f| f["version"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// Writes the FTP enrollment flow of the flow directory `flows` at `version`.
+fn set_enroll_version(flows: &Path, version: &str) {
+    let path = flows.join("enrollment_ftp.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find("version: \"").unwrap() + "version: \"".len();
+    let end = at + text[at..].find('"').unwrap();
+    std::fs::write(&path, format!("{}{version}{}", &text[..at], &text[end..])).unwrap();
+}
+
+/// Hot reload survives its flow directory being replaced (issue 20, point 5): a
+/// Kubernetes ConfigMap update (`flows` → `..data/flows`, `..data` → a timestamped
+/// directory, swapped by renaming a new link over `..data`, the old directory removed), a
+/// directory moved away with a copy put back, and one gone for a while (reported on
+/// `/api/v1/status` while it is gone).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_follows_a_replaced_or_relinked_flow_directory() {
+    use std::os::unix::fs::symlink;
+    let ws = Workspace::new().await;
+    let cm = ws.path().join("configmap");
+    copy_dir(&ws.flows_dir(), &cm.join("..2026_12_07_01").join("flows"));
+    symlink("..2026_12_07_01", cm.join("..data")).unwrap();
+    symlink("..data/flows", cm.join("flows")).unwrap();
+    let args = [
+        "--flows".to_string(),
+        cm.join("flows").display().to_string(),
+        "--lookups".into(),
+        ws.lookups_dir().display().to_string(),
+        "--connections".into(),
+        ws.connections_path().display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bin = Bin::start(&ws, &args, &[]).await;
+    assert_eq!(bin.get("/api/v1/status").await.1["generation"], json!(1));
+    assert_eq!(enroll_version(&bin).await, json!("01.23.2000"));
+    // two ConfigMap updates, as the kubelet makes them
+    for (n, version) in [(2u64, "01.23.2001"), (3, "01.23.2002")] {
+        let dir = format!("..2026_12_07_0{n}");
+        let flows = cm.join(&dir).join("flows");
+        copy_dir(&cm.join("..data").join("flows"), &flows);
+        set_enroll_version(&flows, version);
+        let old = std::fs::read_link(cm.join("..data")).unwrap();
+        symlink(&dir, cm.join("..data_tmp")).unwrap();
+        std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).unwrap();
+        std::fs::remove_dir_all(cm.join(old)).unwrap();
+        let st = reloaded(&bin, Some(n)).await;
+        assert_eq!(st["generation"], json!(n), "{st:#}");
+        assert!(st["reload_failure"].is_null(), "{st:#}");
+        assert_eq!(enroll_version(&bin).await, json!(version));
+    }
+    drop(bin);
+
+    // a plain directory moved away and a copy put back, then edited in place
+    let flows = ws.flows_dir();
+    let bin = Bin::over(&ws, &[]).await;
+    std::fs::rename(&flows, ws.path().join("flows.old")).unwrap();
+    copy_dir(&ws.path().join("flows.old"), &flows);
+    set_enroll_version(&flows, "01.23.2010");
+    assert_eq!(reloaded(&bin, Some(2)).await["generation"], json!(2));
+    assert_eq!(enroll_version(&bin).await, json!("01.23.2010"));
+    set_enroll_version(&flows, "01.23.2011");
+    assert_eq!(reloaded(&bin, Some(3)).await["generation"], json!(3));
+    assert_eq!(enroll_version(&bin).await, json!("01.23.2011"));
+    // gone: reported; back: watched and loaded again
+    std::fs::rename(&flows, ws.path().join("flows.away")).unwrap();
+    let st = reloaded(&bin, None).await;
+    let problem = st["reload_failure"]["diagnostics"][0]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(
+        problem,
+        format!(
+            "{} is gone; it is watched again once it is back",
+            flows.display()
+        ),
+        "{st:#}"
+    );
+    assert!(bin.log_text().contains("hot reload cannot watch a path"));
+    std::fs::rename(ws.path().join("flows.away"), &flows).unwrap();
+    set_enroll_version(&flows, "01.23.2012");
+    let st = reloaded(&bin, Some(4)).await;
+    assert_eq!(st["generation"], json!(4), "{st:#}");
+    assert!(st["reload_failure"].is_null(), "{st:#}");
+    assert_eq!(enroll_version(&bin).await, json!("01.23.2012"));
+}
