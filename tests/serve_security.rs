@@ -1281,3 +1281,60 @@ async fn reload_follows_a_replaced_or_relinked_flow_directory() {
     assert!(st["reload_failure"].is_null(), "{st:#}");
     assert_eq!(enroll_version(&bin).await, json!("01.23.2012"));
 }
+
+/// A `.yaml` link to a file outside the flow directory (issue 20, point 9): what does not
+/// load there is reported by its link's name and code, never with its content, on
+/// `/api/v1/status`, in the log, and when serve refuses to start.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_never_quote_a_file_outside_the_flow_directory() {
+    let ws = Workspace::new().await;
+    let secret = ws.path().join("passwd");
+    std::fs::write(&secret, "root:x:0:0:SECRET-CONTENT:/root:/bin/bash\n").unwrap();
+    let bin = Bin::over(&ws, &[]).await;
+    let link = ws.flows_dir().join("leak.yaml");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let st = reloaded(&bin, None).await;
+    let text = st.to_string();
+    assert!(!text.contains("SECRET-CONTENT"), "{st:#}");
+    assert_eq!(
+        st["reload_failure"]["diagnostics"],
+        json!([format!(
+            "{}: a link to a file outside the flow, lookup and connections paths, which does not load (schema); its content is not shown",
+            link.display()
+        )]),
+        "{st:#}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = bin.log_text();
+    assert!(log.contains("reload refused"), "{log}");
+    assert!(!log.contains("SECRET-CONTENT"), "{log}");
+    drop(bin);
+    // at start: serve refuses, naming the link, quoting nothing
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("serve")
+            .args(explicit_sources(&ws))
+            .args(["--listen", "127.0.0.1:0", "--no-schedules", "--no-watch"])
+            .arg("--data")
+            .arg(ws.path().join("state"))
+            .env("FERRY_OPERATOR_USER", OP.0)
+            .env("FERRY_OPERATOR_PASSWORD", OP.1)
+            .env("FERRY_DERMS_TRIGGER_USER", DERMS.0)
+            .env("FERRY_DERMS_TRIGGER_PASSWORD", DERMS.1)
+            .env("FERRY_DATA", ws.path().join("data"))
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("serve exits")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("a link to a file outside the flow, lookup and connections paths"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("SECRET-CONTENT"), "{stderr}");
+}

@@ -55,6 +55,18 @@ impl LocalStore {
         })
     }
 
+    /// The same error naming paths under the root by their location (`ns/bucket/a.csv`),
+    /// not by where the root is on this server.
+    pub(super) fn scrub(&self, e: ConnectorError) -> ConnectorError {
+        let root = self.root.display().to_string();
+        if root.trim_end_matches('/').is_empty() {
+            return e; // the root is `/`: paths are what they are
+        }
+        let under = format!("{}/", root.trim_end_matches('/'));
+        e.naming(Path::new(&under), "")
+            .naming(&self.root, "the connection's root directory")
+    }
+
     /// The directory of a location.
     pub fn dir(&self, location: &str) -> Result<PathBuf, ConnectorError> {
         let (bucket, folder) = split_folder(location)?;
