@@ -1338,3 +1338,80 @@ async fn diagnostics_never_quote_a_file_outside_the_flow_directory() {
     );
     assert!(!stderr.contains("SECRET-CONTENT"), "{stderr}");
 }
+
+/// Memory per request (issue 20, point 2): a multipart body whose boundary never comes is
+/// refused within its first bytes, one that names none before a byte is read, and 16 JSON
+/// parts of 1000 KiB checked at once (empty objects, dozens of bytes each as a tree) cost
+/// a small multiple of their size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_without_boundaries_and_json_parts_cost_little_memory() {
+    let ws = Workspace::new().await;
+    let bin = Bin::over(&ws, &["--no-watch"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = bin.status_kib("VmHWM");
+    let body = vec![b'a'; 60 * MIB];
+    for (content_type, code, message) in [
+        (
+            "multipart/form-data; boundary=XYZ",
+            "bad_multipart",
+            "the multipart body is malformed: no multipart boundary within the first 16384 bytes of the body",
+        ),
+        (
+            "multipart/form-data",
+            "bad_request",
+            "expected a multipart/form-data body with a boundary (Content-Type: multipart/form-data; boundary=…)",
+        ),
+    ] {
+        let head = format!(
+            "POST {TRIGGER_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            basic(DERMS),
+            body.len()
+        );
+        let (status, text) = raw_streamed(&bin.addr, head, body.clone()).await;
+        assert_eq!(status, Some(400), "{content_type}: {text}");
+        assert!(text.contains(&format!("\"code\":\"{code}\"")), "{text}");
+        assert!(text.contains(message), "{text}");
+    }
+    let after_boundaries = bin.status_kib("VmHWM");
+    // 1000 KiB of `{}`: the message part alone (the missing file part: no run starts)
+    let mut objects = b"[{}".to_vec();
+    while objects.len() < 1000 * 1024 - 4 {
+        objects.extend_from_slice(b",{}");
+    }
+    objects.push(b']');
+    let parts = objects.len();
+    let sends = (0..16).map(|_| {
+        let form = reqwest::multipart::Form::new().part(
+            "message",
+            reqwest::multipart::Part::bytes(objects.clone())
+                .mime_str("application/json")
+                .unwrap(),
+        );
+        bin.send(
+            bin.http
+                .post(bin.url(TRIGGER_PATH))
+                .basic_auth(DERMS.0, Some(DERMS.1))
+                .multipart(form),
+        )
+    });
+    for (status, body) in futures_util::future::join_all(sends).await {
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], json!("missing_part"), "{body}");
+    }
+    let peak = bin.status_kib("VmHWM");
+    eprintln!(
+        "serve VmHWM: idle {idle} KiB, after 60 MiB without boundaries {after_boundaries} KiB, after 16 JSON parts of {parts} bytes {peak} KiB"
+    );
+    assert!(
+        after_boundaries < idle + 20 * 1024,
+        "bodies without boundaries took {} MiB",
+        (after_boundaries - idle) / 1024
+    );
+    // 16 parts of 1000 KiB: at most 5 times their size (a tree of them took 14 times)
+    assert!(
+        peak < after_boundaries + (16 * 5 * parts / 1024) as u64,
+        "16 JSON parts of {parts} bytes took {} MiB",
+        (peak - after_boundaries) / 1024
+    );
+    assert_eq!(runs(&bin).await, 0);
+}

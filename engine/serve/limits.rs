@@ -54,6 +54,12 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_MAX_JSON_KIB: u64 = 1024;
 /// Default: nesting depth of a JSON value (arrays and objects).
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Bytes of the JSON parts of REST deliveries held in memory at once to be checked, across
+/// every request; a part that would go over it is a `503` (try again).
+pub const JSON_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes a multipart body may hold before its first boundary (a preamble); over it the body
+/// is refused, not buffered while the boundary is looked for.
+pub const MAX_MULTIPART_PREAMBLE: usize = 16 * 1024;
 /// Default: KiB of one flow, lookup or connections file.
 pub const DEFAULT_MAX_FILE_KIB: u64 = 4096;
 
@@ -178,6 +184,8 @@ pub struct Guard {
     hosts: Option<Vec<String>>,
     /// Credential failures by client address.
     pub failures: Arc<super::auth::Failures>,
+    /// What is left of [`JSON_BUDGET_BYTES`] (one permit a byte).
+    pub json_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Guard {
@@ -208,6 +216,7 @@ impl Guard {
             limits,
             hosts: (!any).then_some(hosts),
             failures: Arc::default(),
+            json_budget: Arc::new(tokio::sync::Semaphore::new(JSON_BUDGET_BYTES)),
         }
     }
 
@@ -326,6 +335,78 @@ async fn check(guard: Arc<Guard>, mut req: Request, next: Next) -> Response {
     let mut req = req;
     req.extensions_mut().insert(guard.clone());
     next.run(req).await
+}
+
+/// The boundary of a `multipart/form-data` content type, if it names one.
+pub fn multipart_boundary(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// A multipart body that fails when its first boundary (`--<boundary>`) is not within its
+/// first [`MAX_MULTIPART_PREAMBLE`] bytes: a multipart reader keeps everything before it.
+pub struct PreambleLimited {
+    inner: Body,
+    needle: Vec<u8>,
+    /// The bytes seen before the boundary was found (at most the limit and the needle);
+    /// `None` once it was.
+    seen: Option<Vec<u8>>,
+}
+
+impl PreambleLimited {
+    /// `inner`, whose boundary is `boundary`.
+    pub fn new(inner: Body, boundary: &str) -> PreambleLimited {
+        PreambleLimited {
+            inner,
+            needle: format!("--{boundary}").into_bytes(),
+            seen: Some(Vec::new()),
+        }
+    }
+}
+
+/// A multipart body without its boundary where it should be.
+#[derive(Debug, thiserror::Error)]
+#[error("no multipart boundary within the first {MAX_MULTIPART_PREAMBLE} bytes of the body")]
+pub struct NoBoundary;
+
+impl http_body::Body for PreambleLimited {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => f,
+            other => return other,
+        };
+        let this = &mut *self;
+        if let (Some(seen), Some(data)) = (this.seen.as_mut(), frame.data_ref()) {
+            let room = MAX_MULTIPART_PREAMBLE + this.needle.len() - seen.len();
+            seen.extend_from_slice(&data[..data.len().min(room)]);
+            if seen.windows(this.needle.len()).any(|w| w == this.needle) {
+                this.seen = None;
+            } else if seen.len() >= MAX_MULTIPART_PREAMBLE + this.needle.len() {
+                return Poll::Ready(Some(Err(axum::Error::new(NoBoundary))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// When the body of a request must have arrived ([`Limits::request_timeout`] after its
@@ -510,6 +591,20 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
+/// Checks that `bytes` is JSON nested at most `max_depth` deep, without building it (a
+/// value tree can take many times the bytes: an empty object is 3 bytes of text, dozens in
+/// memory).
+pub fn check_json(bytes: &[u8], max_depth: usize) -> Result<(), String> {
+    if let Some(at) = too_deep(bytes, max_depth) {
+        return Err(format!(
+            "JSON nested deeper than {max_depth} levels (at byte {at})"
+        ));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Parses `bytes` as JSON nested at most `max_depth` deep.
 pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
     if let Some(at) = too_deep(bytes, max_depth) {
@@ -630,6 +725,16 @@ mod tests {
         assert!(same_site(&h(&[("origin", "http://127.0.0.1:8080")]), host).is_ok());
         assert!(same_site(&h(&[("origin", "http://evil.example")]), host).is_err());
         assert!(same_site(&h(&[("origin", "null")]), host).is_err());
+    }
+
+    #[test]
+    fn json_is_checked_without_a_tree() {
+        assert_eq!(check_json(b"[{}, {\"a\": [1, 2]}]", 3), Ok(()));
+        assert_eq!(
+            check_json(b"[[[[1]]]]", 3),
+            Err("JSON nested deeper than 3 levels (at byte 3)".into())
+        );
+        assert!(check_json(b"{\"a\": }", 3).is_err());
     }
 
     #[test]
