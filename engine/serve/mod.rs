@@ -141,7 +141,9 @@ pub fn router(server: Arc<Server>) -> Router {
 }
 
 /// The whole HTTP surface over `server`: every request passes `guard` (allowed hosts,
-/// cross-site requests); request bodies that stay silent time out; bodies are read only after
+/// cross-site requests, the request's time limit), then [`auth::throttle`] (wrong
+/// credentials counted, an address that sent too many refused); request bodies that stay
+/// silent time out; bodies are read only after
 /// the credentials were checked, each route with its limit (the API's JSON bodies
 /// `max_json_bytes`, a REST trigger its flow's `max_body_mib`, streamed to disk).
 pub fn router_with(server: Arc<Server>, guard: Arc<limits::Guard>) -> Router {
