@@ -949,6 +949,30 @@ async fn one_address_holding_connections_starves_neither_others_nor_probes() {
         text.to_ascii_lowercase().contains("retry-after: 1"),
         "{text}"
     );
+    // the 8 places kept for probes held silent (4 from each of two addresses): closed
+    // within 2 s, though --header-timeout is 60 s; then a probe is answered again
+    let started = Instant::now();
+    let mut silent = Vec::new();
+    for source in ["127.0.0.4", "127.0.0.5"] {
+        for _ in 0..4 {
+            silent.push(connect_from(&bin, source).await);
+        }
+    }
+    for mut s in silent {
+        assert!(read_until_closed(&mut s, bound).await.is_some());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut probe = connect_from(&bin, "127.0.0.3").await;
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_until_closed(&mut probe, bound).await.expect("closed");
+    assert_eq!(status_of(&text), Some(200), "{text}");
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(bin.get("/healthz").await.0, 200);

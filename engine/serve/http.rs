@@ -13,7 +13,8 @@
 //!   is accepted, so one client cannot take the places of the others;
 //! - at most [`Limits::max_connections`] connections at once; over it, [`PROBE_CONNECTIONS`]
 //!   more are served for `GET /healthz` and `GET /readyz` only (anything else gets a `503`
-//!   and the connection closes after one answer), so a liveness probe is answered while the
+//!   and the connection closes after one answer; its head must come within
+//!   [`PROBE_HEADER_TIMEOUT`]), so a liveness probe is answered while the
 //!   server is full; beyond those a connection is closed as soon as it is accepted (each
 //!   kind of refusal logged at most once a minute);
 //! - every request carries its client's address (`ConnectInfo<SocketAddr>`).
@@ -35,6 +36,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::limits::{Limits, PROBE_CONNECTIONS};
+
+/// Time a connection over [`Limits::max_connections`] has to send its request's head: a
+/// probe sends it at once, so one held silent gives its place back soon.
+pub const PROBE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Marks a request that came on a connection over [`Limits::max_connections`]: only probes
 /// are answered on it (see [`super::limits::guard`]).
@@ -61,7 +66,9 @@ pub async fn serve(
         .keep_alive(true);
     // a probe's connection over the limit: one answer, then closed
     let mut probe_builder = builder.clone();
-    probe_builder.keep_alive(false);
+    probe_builder
+        .keep_alive(false)
+        .header_read_timeout(limits.header_timeout.min(PROBE_HEADER_TIMEOUT));
     let keepalive = limits.keepalive_timeout;
     let (mut last_refusal, mut last_address_refusal) = (None, None);
     loop {
