@@ -50,7 +50,8 @@ impl FetchStep {
 
 impl FetchPlan {
     /// Fetches. A file gone since it was listed (someone else took it) is a `skipped`
-    /// event and ends the loop item; a spool that cannot take the file names the spool.
+    /// event and ends the loop item; a spool that cannot take the file says so (the log names
+    /// the spool's directory).
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         let location = ex.render(&self.location, scope)?;
         let name = ex.render(&self.name, scope)?;
@@ -82,12 +83,15 @@ impl FetchPlan {
                 ) =>
             {
                 let _ = std::fs::remove_file(&path);
+                // the spool's place on this server is for the operator's log; the error
+                // goes to the flow (its emails, acknowledgements sent outside)
+                tracing::error!(spool = %ex.spool_dir().display(), connection = %self.connection,
+                    error = %source, "the spool is full");
                 return Err(StepError::new(
                     ErrorKind::Connector,
                     format!(
-                        "the spool {} cannot take {name} from connection '{}': {source} \
-                         (free space there, or choose another --data)",
-                        ex.spool_dir().display(),
+                        "the spool cannot take {name} from connection '{}': {source} \
+                         (free space in ferry's spool directory, named in its log, or choose another --data)",
                         self.connection
                     ),
                 ));
