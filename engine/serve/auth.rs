@@ -195,7 +195,11 @@ pub const MAX_FAILURES: u32 = 20;
 /// The window in which [`MAX_FAILURES`] are counted.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Credential failures by client address (see the module documentation).
+/// Addresses whose failures are followed at once (about 4 MiB of memory at most).
+pub const MAX_TRACKED: usize = 65_536;
+
+/// Credential failures by client address (an IPv6 address by its /64 network; see the
+/// module documentation).
 #[derive(Debug, Default)]
 pub struct Failures {
     by_address: Mutex<HashMap<IpAddr, Window>>,
@@ -225,10 +229,17 @@ impl Failures {
         (w.count >= MAX_FAILURES && !left.is_zero()).then(|| left.as_secs().max(1))
     }
 
-    /// Counts a failure of `ip`; whether this one throttles it.
+    /// Counts a failure of `ip`; whether this one throttles it. At most [`MAX_TRACKED`]
+    /// addresses are followed at once (a new one beyond them is counted in the metric only).
     pub fn failed(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         let mut map = self.lock();
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            map.retain(|_, w| w.unlogged > 0 || now.duration_since(w.start) < FAILURE_WINDOW);
+            if map.len() >= MAX_TRACKED {
+                return false;
+            }
+        }
         let w = map.entry(ip).or_insert(Window {
             start: now,
             count: 0,
@@ -308,7 +319,7 @@ pub async fn throttle(
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| super::http::address_key(c.0.ip()));
     let failures = req
         .extensions()
         .get::<Arc<super::limits::Guard>>()

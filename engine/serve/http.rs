@@ -229,7 +229,7 @@ impl PerAddress {
 
 /// The address a connection counts against: an IPv4 address (also when mapped into IPv6),
 /// an IPv6 address's /64 network (one host holds a whole /64).
-fn address_key(ip: IpAddr) -> IpAddr {
+pub fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
