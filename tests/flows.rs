@@ -1112,6 +1112,11 @@ async fn flow4_failed_put_acks_failure_and_emails_the_error() {
     assert_eq!(acks[0]["fileName"], json!(OUTCOME_FILE));
     assert_eq!(acks[0]["ackType"], json!("FAILURE"));
     assert_eq!(acks[0]["message"], json!(error.message));
+    // the error sent outside names the location, not the server's directories
+    assert_eq!(
+        error.message,
+        "child flow 'OUTL-BA-OUAI_COMMON_OS_TRNFR' failed at step 'put': connection 'ouai_os': create directory ouainamespace/OUAIOutcomeFolder: Not a directory (os error 20)"
+    );
     let errors = error_emails(&ws);
     assert_eq!(errors.len(), 1, "{:#?}", ws.emails());
     assert_error_email(&errors[0], FLOW4_NAME, &report, "put");

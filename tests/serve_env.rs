@@ -82,6 +82,8 @@ async fn serve_runs_from_environment_variables_alone() {
         ("FERRY_BODY_IDLE_TIMEOUT", "30".into()),
         ("FERRY_KEEPALIVE_TIMEOUT", "5".into()),
         ("FERRY_MAX_CONNECTIONS", "64".into()),
+        ("FERRY_MAX_CONNECTIONS_PER_ADDRESS", "16".into()),
+        ("FERRY_REQUEST_TIMEOUT", "300".into()),
         ("FERRY_MAX_JSON_KIB", "1".into()),
         ("FERRY_MAX_FILE_KIB", "4096".into()),
         ("FERRY_OPERATOR_USER", OP.0.into()),
@@ -180,6 +182,8 @@ async fn serve_help_and_man_page_name_every_environment_variable() {
         "FERRY_BODY_IDLE_TIMEOUT",
         "FERRY_KEEPALIVE_TIMEOUT",
         "FERRY_MAX_CONNECTIONS",
+        "FERRY_MAX_CONNECTIONS_PER_ADDRESS",
+        "FERRY_REQUEST_TIMEOUT",
         "FERRY_MAX_JSON_KIB",
         "FERRY_MAX_FILE_KIB",
     ] {

@@ -325,7 +325,7 @@ impl FtpStore {
             s.close(&result).await;
             return result;
         }
-        let tmp = format!("{TMP_PREFIX}{}-{name}", uuid::Uuid::now_v7());
+        let tmp = sweep::tmp_name(name);
         let mut started = false;
         let result = s.store(&tmp, name, &mut file, src, &mut started).await;
         if result.is_err() && started {

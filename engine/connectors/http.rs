@@ -546,13 +546,18 @@ pub(crate) fn load_ca_certificates(
 
 /// A streamed body for the file at `path`, with its length.
 async fn file_body(path: &Path) -> Result<(Body, u64), ConnectorError> {
+    // named by its file name: the error may be sent outside, the server's path says nothing
+    let name = format!(
+        "the file '{}'",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
     let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| super::source_error("open", path, e))?;
+        .map_err(|e| super::source_error("open", path, e).naming(path, &name))?;
     let len = file
         .metadata()
         .await
-        .map_err(|e| super::source_error("stat", path, e))?
+        .map_err(|e| super::source_error("stat", path, e).naming(path, &name))?
         .len();
     Ok((Body::wrap_stream(ReaderStream::new(file)), len))
 }

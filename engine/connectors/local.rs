@@ -55,6 +55,18 @@ impl LocalStore {
         })
     }
 
+    /// The same error naming paths under the root by their location (`ns/bucket/a.csv`),
+    /// not by where the root is on this server.
+    pub(super) fn scrub(&self, e: ConnectorError) -> ConnectorError {
+        let root = self.root.display().to_string();
+        if root.trim_end_matches('/').is_empty() {
+            return e; // the root is `/`: paths are what they are
+        }
+        let under = format!("{}/", root.trim_end_matches('/'));
+        e.naming(Path::new(&under), "")
+            .naming(&self.root, "the connection's root directory")
+    }
+
     /// The directory of a location.
     pub fn dir(&self, location: &str) -> Result<PathBuf, ConnectorError> {
         let (bucket, folder) = split_folder(location)?;
@@ -113,7 +125,7 @@ impl LocalStore {
         }
         let target = dir.join(name);
         let base = name.rsplit('/').next().unwrap_or(name);
-        let tmp_name = format!("{TMP_PREFIX}{}-{base}", uuid::Uuid::now_v7());
+        let tmp_name = sweep::tmp_name(base);
         let (create_dirs, src) = (self.create_dirs, src.to_path_buf());
         blocking(&target.clone(), "write", move || {
             // the location's directory, and a subdirectory for a name with `/`
@@ -364,6 +376,31 @@ mod tests {
             .unwrap();
         assert!(root.path().join("ns/bucket/Sent-A_1.csv").exists());
         assert!(!root.path().join("ns/bucket/A_1.csv").exists());
+    }
+
+    /// A 250-byte name moves (its temporary name once was 48 bytes longer, over 255); a
+    /// name over what the file system takes fails naming the file, not the server's path.
+    #[tokio::test]
+    async fn any_name_the_file_system_takes_is_put() {
+        let root = tempfile::tempdir().unwrap();
+        let s = store(root.path());
+        let src = root.path().join("src.bin");
+        std::fs::write(&src, b"long").unwrap();
+        let name = format!("{}.csv", "n".repeat(246));
+        assert_eq!(name.len(), 250);
+        assert_eq!(s.put("ns/bucket", &name, &src).await.unwrap(), 4);
+        assert_eq!(
+            std::fs::read(root.path().join("ns/bucket").join(&name)).unwrap(),
+            b"long"
+        );
+        let too_long = "n".repeat(256);
+        let e = s.put("ns/bucket", &too_long, &src).await.unwrap_err();
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            format!("rename into place ns/bucket/{too_long}: File name too long (os error 36)")
+        );
+        assert!(!text.contains(&root.path().display().to_string()), "{text}");
     }
 
     #[tokio::test]

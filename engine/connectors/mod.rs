@@ -193,7 +193,7 @@ impl FileStore {
 
     async fn list_all(&self, location: &str, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
         let mut entries = match self {
-            FileStore::Local(s) => s.list(location, prefix).await?,
+            FileStore::Local(s) => s.list(location, prefix).await.map_err(|e| s.scrub(e))?,
             FileStore::Ftp(s) => s.list(location, prefix).await?,
             FileStore::Sftp(s) => s.list(location, prefix).await?,
             FileStore::Oci(s) => s.list(location, prefix).await?,
@@ -211,26 +211,30 @@ impl FileStore {
         dest: &Path,
     ) -> Result<u64, ConnectorError> {
         self.check_name(name)?;
-        match self {
-            FileStore::Local(s) => s.get(location, name, dest).await,
+        let r = match self {
+            FileStore::Local(s) => s.get(location, name, dest).await.map_err(|e| s.scrub(e)),
             FileStore::Ftp(s) => s.get(location, name, dest).await,
             FileStore::Sftp(s) => s.get(location, name, dest).await,
             FileStore::Oci(s) => s.get(location, name, dest).await,
             FileStore::S3(s) => s.get(location, name, dest).await,
-        }
+        };
+        // a server path says nothing to whoever reads the error (a FAILURE acknowledgement)
+        r.map_err(|e| e.naming(dest, &format!("the run's copy of '{name}'")))
     }
 
     /// Stores the local file `src` as `location/name`. Returns only once the target holds
     /// the whole file under its final name; a failed put leaves no partial file under it.
     pub async fn put(&self, location: &str, name: &str, src: &Path) -> Result<u64, ConnectorError> {
         self.check_name(name)?;
-        match self {
-            FileStore::Local(s) => s.put(location, name, src).await,
+        let r = match self {
+            FileStore::Local(s) => s.put(location, name, src).await.map_err(|e| s.scrub(e)),
             FileStore::Ftp(s) => s.put(location, name, src).await,
             FileStore::Sftp(s) => s.put(location, name, src).await,
             FileStore::Oci(s) => s.put(location, name, src).await,
             FileStore::S3(s) => s.put(location, name, src).await,
-        }
+        };
+        // a server path says nothing to whoever reads the error (a FAILURE acknowledgement)
+        r.map_err(|e| e.naming(src, &format!("the local copy of '{name}'")))
     }
 
     /// Renames `location/from` to `location/to`.
@@ -238,7 +242,7 @@ impl FileStore {
         self.check_name(from)?;
         self.check_name(to)?;
         match self {
-            FileStore::Local(s) => s.rename(location, from, to).await,
+            FileStore::Local(s) => s.rename(location, from, to).await.map_err(|e| s.scrub(e)),
             FileStore::Ftp(s) => s.rename(location, from, to).await,
             FileStore::Sftp(s) => s.rename(location, from, to).await,
             FileStore::Oci(s) => s.rename(location, from, to).await,
@@ -606,6 +610,33 @@ pub enum ConnectorError {
     /// The peer answered with an error.
     #[error("{0}")]
     Protocol(String),
+}
+
+impl ConnectorError {
+    /// The same error with `path` (a path on this server) written as `name` in its text:
+    /// errors reach flows, and from there emails and acknowledgements sent outside, which
+    /// should name connections, locations and files, not the server's directories.
+    pub(crate) fn naming(self, path: &Path, name: &str) -> ConnectorError {
+        let p = path.display().to_string();
+        if p.is_empty() {
+            return self;
+        }
+        let fix = |s: String| s.replace(&p, name);
+        match self {
+            ConnectorError::Io { op, target, source } => ConnectorError::Io {
+                op,
+                target: fix(target),
+                source,
+            },
+            ConnectorError::NotFound(s) => ConnectorError::NotFound(fix(s)),
+            ConnectorError::Config(s) => ConnectorError::Config(fix(s)),
+            ConnectorError::Auth(s) => ConnectorError::Auth(fix(s)),
+            ConnectorError::Timeout(s) => ConnectorError::Timeout(fix(s)),
+            ConnectorError::Connect(s) => ConnectorError::Connect(fix(s)),
+            ConnectorError::Protocol(s) => ConnectorError::Protocol(fix(s)),
+            e @ ConnectorError::HostileName { .. } => e,
+        }
+    }
 }
 
 #[cfg(test)]

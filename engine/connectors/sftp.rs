@@ -397,10 +397,7 @@ impl SftpStore {
         let mut file = tokio::fs::File::open(src)
             .await
             .map_err(|e| super::io_error("open", src, e))?;
-        let tmp = file_path(
-            &dir,
-            &format!("{TMP_PREFIX}{}-{name}", uuid::Uuid::now_v7()),
-        );
+        let tmp = file_path(&dir, &sweep::tmp_name(name));
         if self.sweeper.first_visit(location) {
             let swept = async {
                 let s = self.open().await?;

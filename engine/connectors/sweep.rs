@@ -1,7 +1,8 @@
 //! Sweeping ferry's own leftovers at the places it writes to.
 //!
 //! A put to a local directory, an FTP or an SFTP server writes a hidden temporary file
-//! (`.ferry-tmp-<uuid>-<name>`) and renames it into place; a put that is killed midway (the
+//! (`.ferry-tmp-<uuid>-<name>`, or `.ferry-tmp-<uuid>` when that would be over 255 bytes:
+//! see [`tmp_name`]) and renames it into place; a put that is killed midway (the
 //! process dies, the connection breaks for good) leaves that file behind. So the first put to
 //! a location through a connection also deletes the temporary files there that are older than
 //! the connection's `temp_max_age` (default [`DEFAULT_TEMP_MAX_AGE`]): at most once per
@@ -23,6 +24,22 @@ use super::ConnectorError;
 /// Prefix of the temporary files puts write before renaming them into place (local, FTP,
 /// SFTP alike, so each skips the others' leftovers in listings).
 pub const TMP_PREFIX: &str = ".ferry-tmp-";
+/// The longest file name the common file systems take, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// The temporary name a put of `name` writes before renaming it into place:
+/// `.ferry-tmp-<uuid>-<name>` when that fits in [`MAX_NAME_BYTES`], else `.ferry-tmp-<uuid>`
+/// (47 bytes), so that any name the target takes can be put.
+pub fn tmp_name(name: &str) -> String {
+    let id = uuid::Uuid::now_v7();
+    let full = format!("{TMP_PREFIX}{id}-{name}");
+    if full.len() <= MAX_NAME_BYTES {
+        full
+    } else {
+        format!("{TMP_PREFIX}{id}")
+    }
+}
+
 /// `temp_max_age` when the connection does not say.
 pub const DEFAULT_TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
 /// The shortest `temp_max_age` accepted.

@@ -838,8 +838,27 @@ async fn deliver(
         return Err(too_large());
     }
     let json_limits = super::limits::of(req.extensions());
+    let json_budget = req
+        .extensions()
+        .get::<Arc<super::limits::Guard>>()
+        .map(|g| g.json_budget.clone());
+    // multer keeps what comes before the first boundary: a body without it is refused
+    // before it is read (no boundary named) or within its first bytes (none found)
+    let Some(boundary) = super::limits::multipart_boundary(req.headers()) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a multipart/form-data body with a boundary (Content-Type: multipart/form-data; boundary=…)",
+        ));
+    };
+    let deadline = req.extensions().get::<super::limits::Deadline>().copied();
+    // a body sent too slowly in all is a 408, whatever the reader made of its end
+    let late = |e: ApiError| deadline.and_then(|d| d.passed()).unwrap_or(e);
     let (parts, body) = req.into_parts();
-    let limited = Body::new(http_body_util::Limited::new(body, limit));
+    let limited = Body::new(super::limits::PreambleLimited::new(
+        Body::new(http_body_util::Limited::new(body, limit)),
+        &boundary,
+    ));
     let req = Request::from_parts(parts, limited);
     let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
         ApiError::new(
@@ -857,7 +876,7 @@ async fn deliver(
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => return Err(multipart_error(e, &too_large)),
+            Err(e) => return Err(late(multipart_error(e, &too_large))),
         };
         let name = field.name().unwrap_or("").to_string();
         let Some(spec) = rest.parts.get(&name) else {
@@ -879,6 +898,9 @@ async fn deliver(
             ));
         }
         let file_name = field.file_name().map(str::to_string);
+        if spec.kind == PartKind::File {
+            check_delivered_name(&name, file_name.as_deref())?;
+        }
         let path = incoming.path().join(format!("part-{}", received.len()));
         let mut out = tokio::fs::File::create(&path)
             .await
@@ -888,6 +910,8 @@ async fn deliver(
         // only streams to disk
         let is_json = spec.kind == PartKind::Json;
         let mut json_bytes: Vec<u8> = Vec::new();
+        // the bytes held for the check, out of a budget shared by every delivery
+        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
         loop {
             match field.chunk().await {
                 Ok(Some(bytes)) => {
@@ -902,6 +926,7 @@ async fn deliver(
                                 ),
                             ));
                         }
+                        hold_json(&json_budget, &mut held, bytes.len())?;
                         json_bytes.extend_from_slice(&bytes);
                     }
                     out.write_all(&bytes)
@@ -909,14 +934,14 @@ async fn deliver(
                         .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?
                 }
                 Ok(None) => break,
-                Err(e) => return Err(multipart_error(e, &too_large)),
+                Err(e) => return Err(late(multipart_error(e, &too_large))),
             }
         }
         out.flush()
             .await
             .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
         if is_json
-            && let Err(e) = super::limits::parse_json(&json_bytes, json_limits.max_json_depth)
+            && let Err(e) = super::limits::check_json(&json_bytes, json_limits.max_json_depth)
         {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -951,6 +976,77 @@ async fn deliver(
     })))
 }
 
+/// Takes `n` more bytes out of the JSON budget into `held`: a `503` when the budget is spent
+/// (deliveries with large JSON parts arrived at once; the sender tries again).
+fn hold_json(
+    budget: &Option<Arc<tokio::sync::Semaphore>>,
+    held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    n: usize,
+) -> Result<(), ApiError> {
+    let Some(budget) = budget else {
+        return Ok(());
+    };
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    let more = budget.clone().try_acquire_many_owned(n).map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "the server is checking {} MiB of JSON parts already; try again",
+                super::limits::JSON_BUDGET_BYTES / (1024 * 1024)
+            ),
+        )
+        .retry_after(1)
+    })?;
+    match held {
+        Some(h) => h.merge(more),
+        None => *held = Some(more),
+    }
+    Ok(())
+}
+
+/// The longest file name a delivery may carry, in bytes (what file systems take).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Refuses a file part without a file name (`missing_filename`), and one whose name no
+/// target could take or that ferry keeps for itself (`bad_filename`, naming the rule): a
+/// path separator, `.` or `..`, a control character, over [`MAX_FILE_NAME_BYTES`], or the
+/// prefix of ferry's temporary files.
+fn check_delivered_name(part: &str, file_name: Option<&str>) -> Result<(), ApiError> {
+    let Some(file_name) = file_name else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_filename",
+            format!("part '{part}' is a file: its Content-Disposition needs a filename"),
+        ));
+    };
+    let reason = if let Err(crate::connectors::ConnectorError::HostileName { reason, .. }) =
+        crate::connectors::check_name(file_name)
+    {
+        reason.to_string()
+    } else if file_name.len() > MAX_FILE_NAME_BYTES {
+        format!(
+            "it is {} bytes long, over {MAX_FILE_NAME_BYTES}",
+            file_name.len()
+        )
+    } else if file_name.starts_with(crate::connectors::sweep::TMP_PREFIX) {
+        format!(
+            "names starting with '{}' are ferry's temporary files",
+            crate::connectors::sweep::TMP_PREFIX
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_filename",
+        format!(
+            "part '{part}': the file name '{}' is refused: {reason}",
+            file_name.escape_debug()
+        ),
+    ))
+}
+
 /// The delivery could not be written to (or read back from) the server's disk.
 fn spool_error(message: String) -> ApiError {
     ApiError::new(
@@ -964,6 +1060,17 @@ fn multipart_error(
     e: axum::extract::multipart::MultipartError,
     too_large: &dyn Fn() -> ApiError,
 ) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(cause) = source {
+        if let Some(no) = cause.downcast_ref::<super::limits::NoBoundary>() {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_multipart",
+                format!("the multipart body is malformed: {no}"),
+            );
+        }
+        source = cause.source();
+    }
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large()
     } else {
@@ -977,7 +1084,62 @@ fn multipart_error(
 
 #[cfg(test)]
 mod tests {
-    use super::version_matches;
+    use super::{check_delivered_name, hold_json, version_matches};
+    use std::sync::Arc;
+
+    /// JSON parts held at once share one budget: over it a 503 with Retry-After; bytes held
+    /// come back when the part is done.
+    #[test]
+    fn json_parts_share_a_budget() {
+        let budget = Some(Arc::new(tokio::sync::Semaphore::new(10)));
+        let mut a = None;
+        hold_json(&budget, &mut a, 4).expect("room");
+        hold_json(&budget, &mut a, 2).expect("room");
+        let mut b = None;
+        let e = hold_json(&budget, &mut b, 5).expect_err("over the budget");
+        assert_eq!((e.status().as_u16(), e.code()), (503, "busy"));
+        assert_eq!(e.retry_after, Some(1));
+        drop(a);
+        hold_json(&budget, &mut b, 10).expect("room again");
+        hold_json(&None, &mut None, usize::MAX).expect("no budget, no bound");
+    }
+
+    #[test]
+    fn delivered_file_names() {
+        let refused = |n: Option<&str>| {
+            let e = check_delivered_name("file", n).expect_err("refused");
+            (e.code(), e.message().to_string())
+        };
+        assert!(check_delivered_name("file", Some("event_outcome.csv")).is_ok());
+        assert!(check_delivered_name("file", Some(&"a".repeat(255))).is_ok());
+        assert_eq!(
+            refused(None),
+            (
+                "missing_filename",
+                "part 'file' is a file: its Content-Disposition needs a filename".into()
+            )
+        );
+        for (name, rule) in [
+            ("", "it is empty"),
+            ("..", "it names a directory"),
+            ("a/b.csv", "it contains a path separator"),
+            ("a\\b.csv", "it contains a path separator"),
+            ("a\nb.csv", "it contains a control character"),
+            (
+                ".ferry-tmp-1-a.csv",
+                "names starting with '.ferry-tmp-' are ferry's temporary files",
+            ),
+        ] {
+            let (code, message) = refused(Some(name));
+            assert_eq!(code, "bad_filename");
+            assert!(message.ends_with(rule), "{message}");
+        }
+        let (_, message) = refused(Some(&"a".repeat(256)));
+        assert!(
+            message.ends_with("it is 256 bytes long, over 255"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn oic_versions() {

@@ -8,21 +8,29 @@
 //!   `PATCH`, `DELETE`) that a browser sent from another site (`Sec-Fetch-Site`, else
 //!   `Origin`): a logged-in browser sends remembered Basic credentials with those. Clients
 //!   that send neither header (curl, scripts, OIC tooling) are not affected.
+//!   It also refuses a request with two `Host` headers, anything but a probe on a connection
+//!   over the connection limit ([`super::http::ProbeOnly`]), bounds the time from a
+//!   request's head to the last byte of its body ([`Limits::request_timeout`], `408`), and
+//!   marks every JSON answer `Cache-Control: no-store`.
 //! - [`read_json`]: a JSON body read after the credentials were checked, with a size and a
 //!   depth cap.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::api::ApiError;
+use super::http::ProbeOnly;
 
 /// Default: seconds a client has to send a request's headers (from the moment the server
 /// waits for them).
@@ -33,10 +41,25 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 5;
 /// Default: connections served at once; more are closed as soon as they are accepted.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default: connections served at once from one client address (an IPv6 address counts
+/// by its /64 network).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Connections kept apart for `GET /healthz` and `GET /readyz` once
+/// [`Limits::max_connections`] are open: a probe is answered while the other places are
+/// taken (anything else on such a connection is a `503`).
+pub const PROBE_CONNECTIONS: usize = 8;
+/// Default: seconds from a request's head to the last byte of its body.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 300;
 /// Default: KiB of one JSON part of a REST trigger, or of a JSON body of the API.
 pub const DEFAULT_MAX_JSON_KIB: u64 = 1024;
 /// Default: nesting depth of a JSON value (arrays and objects).
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Bytes of the JSON parts of REST deliveries held in memory at once to be checked, across
+/// every request; a part that would go over it is a `503` (try again).
+pub const JSON_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes a multipart body may hold before its first boundary (a preamble); over it the body
+/// is refused, not buffered while the boundary is looked for.
+pub const MAX_MULTIPART_PREAMBLE: usize = 16 * 1024;
 /// Default: KiB of one flow, lookup or connections file.
 pub const DEFAULT_MAX_FILE_KIB: u64 = 4096;
 
@@ -51,6 +74,10 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one client address.
+    pub max_connections_per_address: usize,
+    /// Time from a request's head to the last byte of its body.
+    pub request_timeout: Duration,
     /// Bytes of one JSON trigger part or API body.
     pub max_json_bytes: usize,
     /// Nesting depth of JSON.
@@ -67,6 +94,8 @@ impl Default for Limits {
             body_idle_timeout: Duration::from_secs(DEFAULT_BODY_IDLE_TIMEOUT_SECS),
             keepalive_timeout: Duration::from_secs(DEFAULT_KEEPALIVE_TIMEOUT_SECS),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             max_json_bytes: kib(DEFAULT_MAX_JSON_KIB),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             allowed_hosts: Vec::new(),
@@ -98,6 +127,13 @@ pub struct LimitArgs {
     /// Connections served at once (more are closed on accept).
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Connections served at once from one client address (an IPv6 address counts by its
+    /// /64 network); more are closed on accept.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
+    /// Seconds from a request's head to the last byte of its body (`408` after it).
+    #[arg(long, env = "FERRY_REQUEST_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
+    pub request_timeout: u64,
     /// KiB of one JSON part of a REST trigger, or of a JSON body of the API.
     #[arg(long, env = "FERRY_MAX_JSON_KIB", value_name = "KIB", default_value_t = DEFAULT_MAX_JSON_KIB)]
     pub max_json_kib: u64,
@@ -114,6 +150,8 @@ impl LimitArgs {
             body_idle_timeout: Duration::from_secs(self.body_idle_timeout.max(1)),
             keepalive_timeout: Duration::from_secs(self.keepalive_timeout.max(1)),
             max_connections: self.max_connections.max(1),
+            max_connections_per_address: self.max_connections_per_address.max(1),
+            request_timeout: Duration::from_secs(self.request_timeout.max(1)),
             max_json_bytes: kib(self.max_json_kib),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             // `FERRY_ALLOWED_HOSTS=` (empty) or `a,,b`: no empty name, so the default stays
@@ -144,6 +182,10 @@ pub struct Guard {
     pub limits: Limits,
     /// Allowed `Host` values, lower case; `None`: any.
     hosts: Option<Vec<String>>,
+    /// Credential failures by client address.
+    pub failures: Arc<super::auth::Failures>,
+    /// What is left of [`JSON_BUDGET_BYTES`] (one permit a byte).
+    pub json_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Guard {
@@ -173,6 +215,8 @@ impl Guard {
         Guard {
             limits,
             hosts: (!any).then_some(hosts),
+            failures: Arc::default(),
+            json_budget: Arc::new(tokio::sync::Semaphore::new(JSON_BUDGET_BYTES)),
         }
     }
 
@@ -202,12 +246,50 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Refuses requests for another host and state-changing requests from another site.
-pub async fn guard(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+/// Refuses requests for another host and state-changing requests from another site (and
+/// the rest of the module documentation); JSON answers are not to be stored by caches.
+pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let mut response = check(guard, req, next).await;
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if json {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn check(guard: Arc<Guard>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     // probes and scrapers reach a pod by its address; these answers hold no secret and
     // change nothing
     let probe = req.method() == Method::GET && matches!(path, "/healthz" | "/readyz" | "/metrics");
+    if req.extensions().get::<ProbeOnly>().is_some()
+        && !(req.method() == Method::GET && matches!(path, "/healthz" | "/readyz"))
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!(
+                "the server has as many connections as it serves ({}); only /healthz and /readyz are answered on this one",
+                guard.limits.max_connections
+            ),
+        )
+        .retry_after(1)
+        .into_response();
+    }
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "host_repeated",
+            "the request has more than one Host header",
+        )
+        .into_response();
+    }
     let host = req
         .headers()
         .get(header::HOST)
@@ -244,8 +326,166 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut req: Request, next: Next
     if changes_state && let Err(why) = same_site(req.headers(), host.as_deref()) {
         return ApiError::new(StatusCode::FORBIDDEN, "cross_site", why).into_response();
     }
+    let deadline = Deadline {
+        at: tokio::time::Instant::now() + guard.limits.request_timeout,
+        after: guard.limits.request_timeout,
+    };
+    req.extensions_mut().insert(deadline);
+    let req = req.map(|body| Body::new(DeadlineBody::new(body, deadline)));
+    let mut req = req;
     req.extensions_mut().insert(guard.clone());
     next.run(req).await
+}
+
+/// The boundary of a `multipart/form-data` content type, if it names one.
+pub fn multipart_boundary(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// A multipart body that fails when its first boundary (`--<boundary>`) is not within its
+/// first [`MAX_MULTIPART_PREAMBLE`] bytes: a multipart reader keeps everything before it.
+pub struct PreambleLimited {
+    inner: Body,
+    needle: Vec<u8>,
+    /// The bytes seen before the boundary was found (at most the limit and the needle);
+    /// `None` once it was.
+    seen: Option<Vec<u8>>,
+}
+
+impl PreambleLimited {
+    /// `inner`, whose boundary is `boundary`.
+    pub fn new(inner: Body, boundary: &str) -> PreambleLimited {
+        PreambleLimited {
+            inner,
+            needle: format!("--{boundary}").into_bytes(),
+            seen: Some(Vec::new()),
+        }
+    }
+}
+
+/// A multipart body without its boundary where it should be.
+#[derive(Debug, thiserror::Error)]
+#[error("no multipart boundary within the first {MAX_MULTIPART_PREAMBLE} bytes of the body")]
+pub struct NoBoundary;
+
+impl http_body::Body for PreambleLimited {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => f,
+            other => return other,
+        };
+        let this = &mut *self;
+        if let (Some(seen), Some(data)) = (this.seen.as_mut(), frame.data_ref()) {
+            let room = MAX_MULTIPART_PREAMBLE + this.needle.len() - seen.len();
+            seen.extend_from_slice(&data[..data.len().min(room)]);
+            if seen.windows(this.needle.len()).any(|w| w == this.needle) {
+                this.seen = None;
+            } else if seen.len() >= MAX_MULTIPART_PREAMBLE + this.needle.len() {
+                return Poll::Ready(Some(Err(axum::Error::new(NoBoundary))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// When the body of a request must have arrived ([`Limits::request_timeout`] after its
+/// head); an extension of every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: tokio::time::Instant,
+    after: Duration,
+}
+
+impl Deadline {
+    /// The `408` of a request whose body was still arriving at the deadline, when it has
+    /// passed.
+    pub fn passed(&self) -> Option<ApiError> {
+        (tokio::time::Instant::now() >= self.at).then(|| late(self.after.as_secs()))
+    }
+}
+
+/// The `408` of a request still sending after `secs` seconds.
+fn late(secs: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!("the request took longer than {secs} s to send (see --request-timeout)"),
+    )
+}
+
+/// The deadline of a request (its extension), if it has passed: a `408`.
+pub fn deadline_passed(ext: &axum::http::Extensions) -> Option<ApiError> {
+    ext.get::<Deadline>().and_then(Deadline::passed)
+}
+
+/// The request body was still arriving at its [`Deadline`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was still arriving after {0} s (see --request-timeout)")]
+pub struct DeadlineError(u64);
+
+/// A request body that fails once its [`Deadline`] has passed.
+struct DeadlineBody {
+    inner: Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    after: Duration,
+}
+
+impl DeadlineBody {
+    fn new(inner: Body, deadline: Deadline) -> DeadlineBody {
+        DeadlineBody {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(deadline.at)),
+            after: deadline.after,
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            let secs = self.after.as_secs();
+            return Poll::Ready(Some(Err(axum::Error::new(DeadlineError(secs)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Whether the request was not sent by a browser on behalf of another site.
@@ -308,7 +548,9 @@ pub async fn read_json(
         return Err(too_large());
     }
     let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
-        if is_length_limit(&e) {
+        if let Some(secs) = find::<DeadlineError>(&e).map(|d| d.0) {
+            late(secs)
+        } else if is_length_limit(&e) {
             too_large()
         } else {
             ApiError::new(
@@ -326,6 +568,18 @@ pub async fn read_json(
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", m))
 }
 
+/// The error of type `T` in `e`'s chain.
+fn find<T: std::error::Error + 'static>(e: &axum::Error) -> Option<&T> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<T>() {
+            return Some(t);
+        }
+        source = s.source();
+    }
+    None
+}
+
 fn is_length_limit(e: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
@@ -335,6 +589,20 @@ fn is_length_limit(e: &axum::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// Checks that `bytes` is JSON nested at most `max_depth` deep, without building it (a
+/// value tree can take many times the bytes: an empty object is 3 bytes of text, dozens in
+/// memory).
+pub fn check_json(bytes: &[u8], max_depth: usize) -> Result<(), String> {
+    if let Some(at) = too_deep(bytes, max_depth) {
+        return Err(format!(
+            "JSON nested deeper than {max_depth} levels (at byte {at})"
+        ));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses `bytes` as JSON nested at most `max_depth` deep.
@@ -457,6 +725,16 @@ mod tests {
         assert!(same_site(&h(&[("origin", "http://127.0.0.1:8080")]), host).is_ok());
         assert!(same_site(&h(&[("origin", "http://evil.example")]), host).is_err());
         assert!(same_site(&h(&[("origin", "null")]), host).is_err());
+    }
+
+    #[test]
+    fn json_is_checked_without_a_tree() {
+        assert_eq!(check_json(b"[{}, {\"a\": [1, 2]}]", 3), Ok(()));
+        assert_eq!(
+            check_json(b"[[[[1]]]]", 3),
+            Err("JSON nested deeper than 3 levels (at byte 3)".into())
+        );
+        assert!(check_json(b"{\"a\": }", 3).is_err());
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     /// Runs under way on this instance.
     pub running: Gauge,
+    /// Requests refused for wrong credentials, by route (`api`, `ui`, `trigger`).
+    pub auth_failures: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -137,6 +139,7 @@ impl Metrics {
         let deliveries = Family::<Labels, Counter>::default();
         let reloads = Family::<Labels, Counter>::default();
         let running = Gauge::default();
+        let auth_failures = Family::<Labels, Counter>::default();
         registry.register("runs", "Runs ended, by flow and outcome", runs.clone());
         registry.register("files_moved", "Files put to targets", files.clone());
         registry.register("bytes_moved", "Bytes put to targets", bytes.clone());
@@ -166,6 +169,14 @@ impl Metrics {
         for ok in ["ok", "invalid"] {
             drop(reloads.get_or_create(&labels(&[("result", ok)])));
         }
+        registry.register(
+            "auth_failures",
+            "Requests refused for wrong credentials, by route",
+            auth_failures.clone(),
+        );
+        for route in ["api", "ui", "trigger"] {
+            drop(auth_failures.get_or_create(&labels(&[("route", route)])));
+        }
         Metrics {
             registry,
             runs,
@@ -178,7 +189,15 @@ impl Metrics {
             deliveries,
             reloads,
             running,
+            auth_failures,
         }
+    }
+
+    /// Counts a request refused for wrong credentials on `route`.
+    pub fn auth_failure(&self, route: &str) {
+        self.auth_failures
+            .get_or_create(&labels(&[("route", route)]))
+            .inc();
     }
 
     /// Counts a finished run.

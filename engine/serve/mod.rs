@@ -141,7 +141,9 @@ pub fn router(server: Arc<Server>) -> Router {
 }
 
 /// The whole HTTP surface over `server`: every request passes `guard` (allowed hosts,
-/// cross-site requests); request bodies that stay silent time out; bodies are read only after
+/// cross-site requests, the request's time limit), then [`auth::throttle`] (wrong
+/// credentials counted, an address that sent too many refused); request bodies that stay
+/// silent time out; bodies are read only after
 /// the credentials were checked, each route with its limit (the API's JSON bodies
 /// `max_json_bytes`, a REST trigger its flow's `max_body_mib`, streamed to disk).
 pub fn router_with(server: Arc<Server>, guard: Arc<limits::Guard>) -> Router {
@@ -156,6 +158,10 @@ pub fn router_with(server: Arc<Server>, guard: Arc<limits::Guard>) -> Router {
                 .layer(DefaultBodyLimit::disable())
                 .with_state(server.clone()),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            auth::throttle,
+        ))
         .layer(axum::middleware::from_fn_with_state(guard, limits::guard))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle))
         .with_state(server)
@@ -186,7 +192,11 @@ pub async fn serve(
     }
     let (project, diags) = load_limited(&opts.inputs, opts.max_file_bytes);
     let Some(project) = project else {
-        let text: Vec<String> = diags.iter().map(crate::diag::Diagnostic::render).collect();
+        let roots = reload::roots(&opts.inputs);
+        let text: Vec<String> = diags
+            .iter()
+            .map(|d| reload::outside_quoted(d, &roots).render())
+            .collect();
         return Err(ServeError::Invalid(text.join("")));
     };
     let unset = reload::unset_trigger_credentials(&project);
@@ -286,6 +296,10 @@ pub async fn serve(
             "listening on every address with the default allowed hosts (localhost): name the hosts clients use with --allowed-hosts"
         );
     }
+    tasks.spawn(auth::report_failures(
+        guard.failures.clone(),
+        stopping.clone(),
+    ));
     http::serve(
         listener,
         router_with(server, guard),

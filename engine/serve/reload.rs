@@ -10,6 +10,13 @@
 //! (else it starts over), so a half-written file is not loaded. It compiles on a blocking
 //! thread, off the request path. Symbolic links to directories are not followed (as
 //! [`crate::compile::load`] does not).
+//!
+//! Every [`POLL`] the watched paths are resolved again: one that now names another
+//! directory or file (moved away and a copy put back; a symbolic link swapped, as a
+//! Kubernetes ConfigMap's `..data` is) is watched where it points now, and the files'
+//! sizes, times and inodes are compared with the ones loaded, so a change no event reported
+//! is loaded too. A path that is gone or cannot be watched is logged and shown as the reload
+//! failure on `/api/v1/status` until it is back; nothing is compiled meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +26,7 @@ use notify::{RecursiveMode, Watcher as _};
 
 use super::app::App;
 use crate::compile::{Inputs, Project, load_limited, resolved};
+use crate::diag::Diagnostic;
 
 /// How long the files must stay unchanged before a reload.
 pub const SETTLE: Duration = Duration::from_millis(300);
@@ -77,34 +85,25 @@ pub fn unset_trigger_credentials(project: &Project) -> Vec<String> {
 /// Watches `inputs` and reloads `app` on change, until shutdown begins.
 pub async fn watch(app: Arc<App>, inputs: Inputs, max_file_bytes: u64) -> Result<(), WatchError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
-    let mut watcher = notify::RecommendedWatcher::new(
-        move |event: notify::Result<notify::Event>| {
-            if let Ok(e) = event
-                && !matches!(e.kind, notify::EventKind::Access(_))
-            {
-                let _ = tx.try_send(());
-            }
-        },
-        notify::Config::default().with_follow_symlinks(false),
-    )
-    .map_err(|source| WatchError {
-        path: PathBuf::new(),
-        source,
-    })?;
     let sources = resolved(&inputs);
-    for (p, mode) in watched(&sources) {
-        if p.exists() {
-            watcher.watch(&p, mode).map_err(|source| WatchError {
-                path: p.clone(),
-                source,
-            })?;
-        }
-    }
+    let mut watches = Watches::new(tx, &sources);
+    let mut broken = watches.refresh();
+    report_watch(&app, &broken, None);
+    // what the loaded flows were compiled from (or the last attempt)
+    let mut known = fingerprint(&sources);
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_failure: Option<Vec<String>> = None;
     'events: loop {
         tokio::select! {
             () = app.stopping().cancelled() => break,
             got = rx.recv() => if got.is_none() { break },
+            _ = poll.tick() => {
+                watches.check(&app, &mut broken, &mut known);
+                if fingerprint(&sources) == known {
+                    continue;
+                }
+            }
         }
         loop {
             // quiet for SETTLE, then the same files twice
@@ -120,34 +119,174 @@ pub async fn watch(app: Arc<App>, inputs: Inputs, max_file_bytes: u64) -> Result
             if fingerprint(&sources) != before || !rx.is_empty() {
                 continue;
             }
+            if before == known {
+                break; // an event that changed nothing ferry reads
+            }
+            watches.check(&app, &mut broken, &mut known);
+            if watches.any_gone() {
+                // a directory or file being replaced, or gone: the loaded flows keep
+                // running; the poll reports it and reloads once it is back
+                break;
+            }
             let inputs = inputs.clone();
             let compiled = tokio::task::spawn_blocking(move || {
                 let (project, diags) = load_limited(&inputs, max_file_bytes);
-                let problems: Vec<String> = match &project {
-                    Some(p) => unset_trigger_credentials(p),
-                    None => diags
-                        .iter()
-                        .filter(|d| d.severity == crate::diag::Severity::Error)
-                        .map(crate::diag::Diagnostic::one_line)
-                        .collect(),
-                };
+                let problems = problems_of(project.as_ref(), &diags, &inputs);
                 (project, problems)
             })
             .await;
             if fingerprint(&sources) != before {
                 continue; // changed while compiling: compile the newer files
             }
+            known = before;
             match compiled {
                 Ok((project, problems)) => {
-                    apply(&app, project, problems, &mut last_failure);
+                    if apply(&app, project, problems, &mut last_failure).is_some()
+                        && !broken.is_empty()
+                    {
+                        // a reload clears the reported failure; the watch is still lost
+                        app.reload_failed(broken.clone());
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "reload failed"),
             }
             break;
         }
     }
-    drop(watcher);
+    drop(watches);
     Ok(())
+}
+
+/// How often the watched paths are checked for having been replaced (a directory moved
+/// away and a copy put back, a symbolic link swapped, as editors, `git checkout`, rsync and
+/// Kubernetes ConfigMap updates do), and the files for having changed when no event said so.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// Logs (and shows on `/api/v1/status`, as a reload failure) what cannot be watched, when
+/// that changed from `before`.
+fn report_watch(app: &App, now: &[String], before: Option<&[String]>) {
+    if now.is_empty() {
+        if before.is_some_and(|b| !b.is_empty()) {
+            tracing::info!("hot reload watches every flow, lookup and connections path again");
+        }
+        return;
+    }
+    for problem in now {
+        tracing::warn!(problem = %problem, "hot reload cannot watch a path");
+    }
+    app.reload_failed(now.to_vec());
+}
+
+/// The identity of a watched path: the path it resolves to (through symbolic links) and
+/// its device and inode.
+type Identity = (PathBuf, u64, u64);
+
+fn identity(p: &Path) -> Option<Identity> {
+    let canonical = p.canonicalize().ok()?;
+    let meta = std::fs::metadata(&canonical).ok()?;
+    let (dev, ino) = file_id(&meta);
+    Some((canonical, dev, ino))
+}
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// The watcher and what each watched path resolved to when it was watched.
+struct Watches {
+    watcher: Result<notify::RecommendedWatcher, String>,
+    roots: Vec<(PathBuf, RecursiveMode, Option<Identity>)>,
+}
+
+impl Watches {
+    fn new(tx: tokio::sync::mpsc::Sender<()>, sources: &Inputs) -> Watches {
+        let watcher = notify::RecommendedWatcher::new(
+            move |event: notify::Result<notify::Event>| {
+                if let Ok(e) = event
+                    && !matches!(e.kind, notify::EventKind::Access(_))
+                {
+                    let _ = tx.try_send(());
+                }
+            },
+            notify::Config::default().with_follow_symlinks(false),
+        )
+        .map_err(|e| format!("cannot start watching files: {e}"));
+        Watches {
+            watcher,
+            roots: watched(sources)
+                .into_iter()
+                .map(|(p, mode)| (p, mode, None))
+                .collect(),
+        }
+    }
+
+    /// Watches what is there now (a replaced, renamed or re-linked directory); reports a
+    /// change in what cannot be watched (`broken`); once everything is watched again,
+    /// forgets `known` so that the flows are reloaded (which clears the report).
+    fn check(&mut self, app: &App, broken: &mut Vec<String>, known: &mut Vec<Seen>) {
+        let now = self.refresh();
+        if now != *broken {
+            report_watch(app, &now, Some(broken));
+            if now.is_empty() {
+                known.clear();
+            }
+            *broken = now;
+        }
+    }
+
+    /// Whether a watched path does not exist now.
+    fn any_gone(&self) -> bool {
+        self.roots.iter().any(|(p, _, _)| identity(p).is_none())
+    }
+
+    /// Watches each path anew where it now resolves to another directory or file (or
+    /// appeared, or went away); what cannot be watched, one sentence each.
+    fn refresh(&mut self) -> Vec<String> {
+        let watcher = match &mut self.watcher {
+            Ok(w) => w,
+            Err(e) => {
+                return vec![format!(
+                    "{e}; changes are found by polling every {} s",
+                    POLL.as_secs()
+                )];
+            }
+        };
+        let mut problems = Vec::new();
+        for (path, mode, seen) in &mut self.roots {
+            let now = identity(path);
+            if now != *seen {
+                if let Some((old, _, _)) = seen.take() {
+                    let _ = watcher.unwatch(&old);
+                }
+                if let Some(id) = &now {
+                    match watcher.watch(&id.0, *mode) {
+                        Ok(()) => *seen = now.clone(),
+                        Err(e) => problems.push(format!(
+                            "cannot watch {}: {e}; changes are found by polling every {} s",
+                            path.display(),
+                            POLL.as_secs()
+                        )),
+                    }
+                }
+                // a watched path that changed identity may hold changed files: the poll's
+                // fingerprint check decides
+            }
+            if now.is_none() {
+                problems.push(format!(
+                    "{} is gone; it is watched again once it is back",
+                    path.display()
+                ));
+            }
+        }
+        problems
+    }
 }
 
 /// What is watched: the flow paths and the lookups directory, recursively; the connections
@@ -175,10 +314,14 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
-/// Sizes and modification times of every file a load reads (the walk of
+/// One file as a load reads it: path, size, modification time, device and inode (a
+/// replaced file with the same size and time is still another file).
+type Seen = (PathBuf, u64, Option<SystemTime>, (u64, u64));
+
+/// Sizes, modification times and inodes of every file a load reads (the walk of
 /// [`crate::compile::load`]: no symbolic links to directories, no dot entries).
-fn fingerprint(sources: &Inputs) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>, depth: usize) {
+fn fingerprint(sources: &Inputs) -> Vec<Seen> {
+    fn walk(p: &Path, out: &mut Vec<Seen>, depth: usize) {
         let Ok(meta) = std::fs::metadata(p) else {
             return;
         };
@@ -196,7 +339,12 @@ fn fingerprint(sources: &Inputs) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
                 }
             }
         } else {
-            out.push((p.to_path_buf(), meta.len(), meta.modified().ok()));
+            out.push((
+                p.to_path_buf(),
+                meta.len(),
+                meta.modified().ok(),
+                file_id(&meta),
+            ));
         }
     }
     let mut out = Vec::new();
@@ -244,13 +392,61 @@ fn apply(
 /// `None` when the change was refused.
 pub fn reload(app: &App, inputs: &Inputs) -> Option<u64> {
     let (project, diags) = load_limited(inputs, crate::compile::DEFAULT_MAX_FILE_BYTES);
-    let problems: Vec<String> = match &project {
-        Some(p) => unset_trigger_credentials(p),
-        None => diags
-            .iter()
-            .filter(|d| d.severity == crate::diag::Severity::Error)
-            .map(crate::diag::Diagnostic::one_line)
-            .collect(),
-    };
+    let problems = problems_of(project.as_ref(), &diags, inputs);
     apply(app, project, problems, &mut None)
+}
+
+/// Why a load of `inputs` cannot be swapped in, one line each: the errors of `diags`
+/// ([`outside_quoted`] applied), else the trigger credentials `project` lacks.
+fn problems_of(project: Option<&Project>, diags: &[Diagnostic], inputs: &Inputs) -> Vec<String> {
+    match project {
+        Some(p) => unset_trigger_credentials(p),
+        None => {
+            let roots = roots(inputs);
+            diags
+                .iter()
+                .filter(|d| d.severity == crate::diag::Severity::Error)
+                .map(|d| outside_quoted(d, &roots).one_line())
+                .collect()
+        }
+    }
+}
+
+/// Where the files of `inputs` may be, resolved (through symbolic links): the flow paths,
+/// the lookups directory and the connections file, the defaults included.
+pub fn roots(inputs: &Inputs) -> Vec<PathBuf> {
+    let sources = resolved(inputs);
+    sources
+        .paths
+        .iter()
+        .chain(sources.lookups.iter())
+        .chain(sources.connections.iter())
+        .filter_map(|p| p.canonicalize().ok())
+        .collect()
+}
+
+/// `d` as `serve` shows it (its log, `/api/v1/status`, the monitoring page): a diagnostic
+/// about a file that resolves outside `roots` (a `.yaml` link to `/etc/passwd`) keeps its
+/// file and code but quotes nothing of its content, which is not ferry's to show.
+pub fn outside_quoted(d: &Diagnostic, roots: &[PathBuf]) -> Diagnostic {
+    let outside = d
+        .file
+        .as_ref()
+        .and_then(|f| f.canonicalize().ok())
+        .is_some_and(|f| !roots.iter().any(|r| f.starts_with(r)));
+    if !outside {
+        return d.clone();
+    }
+    Diagnostic {
+        message: format!(
+            "a link to a file outside the flow, lookup and connections paths, which does not load ({}); its content is not shown",
+            d.code
+        ),
+        line: None,
+        column: None,
+        path: None,
+        hint: None,
+        source_line: None,
+        ..d.clone()
+    }
 }

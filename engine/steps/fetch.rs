@@ -50,7 +50,8 @@ impl FetchStep {
 
 impl FetchPlan {
     /// Fetches. A file gone since it was listed (someone else took it) is a `skipped`
-    /// event and ends the loop item; a spool that cannot take the file names the spool.
+    /// event and ends the loop item; a spool that cannot take the file says so (the log names
+    /// the spool's directory).
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         let location = ex.render(&self.location, scope)?;
         let name = ex.render(&self.name, scope)?;
@@ -59,7 +60,7 @@ impl FetchPlan {
         store
             .check_name(&name)
             .map_err(|e| ex.connector_error(&self.connection, e))?;
-        let path = ex.spool_path(name.rsplit('/').next().unwrap_or(&name));
+        let path = ex.spool_path(spool_name(name.rsplit('/').next().unwrap_or(&name)));
         let tick = ex.transfer_progress(&name, &path, None, true);
         let got = store.get(&location, &name, &path).await;
         drop(tick);
@@ -82,12 +83,15 @@ impl FetchPlan {
                 ) =>
             {
                 let _ = std::fs::remove_file(&path);
+                // the spool's place on this server is for the operator's log; the error
+                // goes to the flow (its emails, acknowledgements sent outside)
+                tracing::error!(spool = %ex.spool_dir().display(), connection = %self.connection,
+                    error = %source, "the spool is full");
                 return Err(StepError::new(
                     ErrorKind::Connector,
                     format!(
-                        "the spool {} cannot take {name} from connection '{}': {source} \
-                         (free space there, or choose another --data)",
-                        ex.spool_dir().display(),
+                        "the spool cannot take {name} from connection '{}': {source} \
+                         (free space in ferry's spool directory, named in its log, or choose another --data)",
                         self.connection
                     ),
                 ));
@@ -104,5 +108,35 @@ impl FetchPlan {
         Ok(StepResult::Value(
             json!({ "path": path.display().to_string(), "name": name, "size": size }),
         ))
+    }
+}
+
+/// Bytes of a file's name kept in its spool file's name: the run's spool adds a counter
+/// (`000001-`), and a name the source holds must still fit in 255 bytes there.
+const SPOOL_NAME_BYTES: usize = 200;
+
+/// The name a fetched file is spooled under: its own, cut to [`SPOOL_NAME_BYTES`] at a
+/// character boundary (the spool's counter keeps it unique; the file keeps its full name
+/// in the step's output).
+fn spool_name(name: &str) -> &str {
+    if name.len() <= SPOOL_NAME_BYTES {
+        return name;
+    }
+    let mut end = SPOOL_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+#[cfg(test)]
+mod spool_name_tests {
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        assert_eq!(super::spool_name("a.csv"), "a.csv");
+        let long = "é".repeat(125); // 250 bytes
+        let cut = super::spool_name(&long);
+        assert_eq!(cut.len(), 200);
+        assert!(long.starts_with(cut));
     }
 }
