@@ -393,3 +393,78 @@ fn run_id(report: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A CSV record over `max_record_kib` is a data error naming its line, found while it is
+/// read (the reader stops inside it); a NUL byte in a field is one unless `allow_nul`.
+#[test]
+fn csv_records_are_bounded_and_nul_bytes_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("flows")).unwrap();
+    std::fs::write(
+        root.join("flows/connections.yaml"),
+        "connections:\n  files: { kind: local, root: data }\n",
+    )
+    .unwrap();
+    let flow = |id: &str, extra: &str| {
+        format!(
+            r#"id: {id}
+name: {id}
+version: "1"
+trigger: {{ manual: true }}
+steps:
+  - id: rows
+    for_each:
+      csv: {{ file: "{{{{ '{}' }}}}", {extra} }}
+      as: row
+      steps:
+        - id: shape
+          transform: {{ fields: {{ a: "{{{{ row.fields.a }}}}" }} }}
+"#,
+            root.join("in.csv").display()
+        )
+    };
+    std::fs::write(
+        root.join("flows/bounded.yaml"),
+        flow("BOUNDED", "max_record_kib: 64"),
+    )
+    .unwrap();
+    std::fs::write(root.join("flows/nul.yaml"), flow("NUL", "allow_nul: true")).unwrap();
+    // a 64 MiB record on line 3: refused after about 64 KiB plus the reader's buffer
+    let mut text = b"a,b\n1,2\n".to_vec();
+    text.extend(std::iter::repeat_n(b'x', 64 << 20));
+    text.extend(b",3\n4,5\n");
+    std::fs::write(root.join("in.csv"), &text).unwrap();
+    let o = ferry(root, &["run", "BOUNDED", "--data", "state"]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "CSV {}: line 3: the record is longer than 64 KiB (`max_record_kib` sets the limit)",
+            root.join("in.csv").display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    // a record just over the limit, read whole, is refused too
+    let mut text = b"a,b\n".to_vec();
+    text.extend(std::iter::repeat_n(b'y', 65 * 1024));
+    text.extend(b",1\n");
+    std::fs::write(root.join("in.csv"), &text).unwrap();
+    let o = ferry(root, &["run", "BOUNDED", "--data", "state"]);
+    assert!(
+        stdout(&o).contains("line 2: the record is longer than 64 KiB"),
+        "{}",
+        stdout(&o)
+    );
+    // NUL bytes: refused by default (field 2 of line 3), accepted with allow_nul
+    std::fs::write(root.join("in.csv"), b"a,b\n1,2\n3,x\0y\n").unwrap();
+    let o = ferry(root, &["run", "BOUNDED", "--data", "state"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stdout(&o).contains("line 3: field 2 holds a NUL byte (`allow_nul: true` accepts it)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = ferry(root, &["run", "NUL", "--data", "state"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}

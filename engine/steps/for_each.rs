@@ -110,7 +110,23 @@ pub struct CsvSource {
     /// empty file is a data error.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_empty: bool,
+    /// The largest record, in KiB (default 1024): a longer one is a data error naming its
+    /// line, found while it is read (memory stays within about this much per loop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub max_record_kib: Option<u32>,
+    /// Accept NUL bytes in fields; by default a field holding one is a data error (most
+    /// targets cut or refuse it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_nul: bool,
 }
+
+/// The largest CSV record by default, in KiB.
+pub const DEFAULT_MAX_RECORD_KIB: u32 = 1024;
+
+/// What the CSV reader reads ahead of the record it parses (its buffer): a record is
+/// refused once the bytes read since its start pass its limit plus this.
+const CSV_BUFFER: usize = 64 * 1024;
 
 /// What a failing item does to the loop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -130,6 +146,8 @@ pub struct ForEachPlan {
     csv: Option<(Tpl, Option<Tpl>, u8)>,
     /// The declared header, and whether an empty file is accepted.
     header: (Option<Vec<String>>, bool),
+    /// The largest record in bytes, and whether NUL bytes are accepted.
+    record_limits: (u64, bool),
     var: String,
     on_failure: OnFailure,
     concurrency: usize,
@@ -219,6 +237,15 @@ impl ForEachStep {
                 .as_ref()
                 .map(|c| (c.columns.clone(), c.allow_empty))
                 .unwrap_or_default(),
+            record_limits: self.csv.as_ref().map_or(
+                (u64::from(DEFAULT_MAX_RECORD_KIB) * 1024, false),
+                |c| {
+                    (
+                        u64::from(c.max_record_kib.unwrap_or(DEFAULT_MAX_RECORD_KIB).max(1)) * 1024,
+                        c.allow_nul,
+                    )
+                },
+            ),
             var: self.var.clone(),
             on_failure: self.on_failure,
             concurrency: self.concurrency.clamp(1, MAX_CONCURRENCY) as usize,
@@ -551,13 +578,22 @@ impl ForEachPlan {
         let file = std::fs::File::open(&path).map_err(|e| {
             StepError::new(ErrorKind::Data, format!("cannot open CSV file {path}: {e}"))
         })?;
+        let (max_record, allow_nul) = self.record_limits;
+        let bounded = BoundedRecords::new(file, max_record);
+        let record_start = bounded.record_start.clone();
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(*delimiter)
             .flexible(false)
-            .from_reader(std::io::BufReader::with_capacity(1 << 16, file));
+            .buffer_capacity(CSV_BUFFER)
+            .from_reader(bounded);
         let headers = reader
             .headers()
-            .map_err(|e| StepError::new(ErrorKind::Data, format!("CSV header of {path}: {e}")))?
+            .map_err(|e| {
+                StepError::new(
+                    ErrorKind::Data,
+                    format!("CSV header of {path}: {}", csv_message(&e, max_record, 1)),
+                )
+            })?
             .clone();
         check_header(&path, &headers, &self.header)?;
         let names: Vec<Arc<str>> = headers.iter().map(Arc::from).collect();
@@ -575,19 +611,21 @@ impl ForEachPlan {
         let mut skipped_before = 0u64;
         loop {
             while !t.stop && read_error.is_none() && inflight.len() < window {
-                match reader.read_record(&mut record) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        let mut err = StepError::new(
-                            ErrorKind::Data,
-                            format!("CSV {path}: {}", csv_message(&e)),
-                        );
-                        err.items
-                            .insert(self.var.clone(), json!({ "number": number + 1 }));
-                        read_error = Some(err);
-                        break;
+                let at = reader.position().clone();
+                record_start.store(at.byte(), std::sync::atomic::Ordering::Relaxed);
+                let problem = match reader.read_record(&mut record) {
+                    Ok(true) => {
+                        record_problem(&record, &at, reader.position(), max_record, allow_nul)
                     }
+                    Ok(false) => break,
+                    Err(e) => Some(csv_message(&e, max_record, at.line())),
+                };
+                if let Some(problem) = problem {
+                    let mut err = StepError::new(ErrorKind::Data, format!("CSV {path}: {problem}"));
+                    err.items
+                        .insert(self.var.clone(), json!({ "number": number + 1 }));
+                    read_error = Some(err);
+                    break;
                 }
                 number += 1;
                 if number < start {
@@ -642,6 +680,10 @@ impl ForEachPlan {
         if t.stop || read_error.is_some() {
             if read_error.is_none() {
                 loop {
+                    record_start.store(
+                        reader.position().byte(),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     match reader.read_record(&mut record) {
                         Ok(true) => number += 1,
                         Ok(false) => break,
@@ -837,7 +879,86 @@ fn check_header(
     Ok(())
 }
 
-fn csv_message(e: &csv::Error) -> String {
+/// A file read for a CSV loop that fails once the bytes read since the start of the record
+/// being parsed (`record_start`, set before each record) pass `limit` plus the reader's
+/// buffer: a record without end costs no more memory than that.
+struct BoundedRecords<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+    record_start: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R> BoundedRecords<R> {
+    fn new(inner: R, limit: u64) -> BoundedRecords<R> {
+        BoundedRecords {
+            inner,
+            read: 0,
+            limit,
+            record_start: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The error a [`BoundedRecords`] reader fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("a record over {0} bytes")]
+struct RecordTooLong(u64);
+
+impl<R: std::io::Read> std::io::Read for BoundedRecords<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = self.record_start.load(std::sync::atomic::Ordering::Relaxed);
+        if self.read.saturating_sub(start) > self.limit + CSV_BUFFER as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RecordTooLong(self.limit),
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// What is wrong with a record that parsed: longer than `limit` bytes (from `at` to
+/// `next`), or a NUL byte in a field when they are refused.
+fn record_problem(
+    record: &csv::StringRecord,
+    at: &csv::Position,
+    next: &csv::Position,
+    limit: u64,
+    allow_nul: bool,
+) -> Option<String> {
+    let len = next.byte().saturating_sub(at.byte());
+    if len > limit {
+        return Some(too_long(at.line(), limit));
+    }
+    if !allow_nul && let Some(i) = record.iter().position(|f| f.contains('\0')) {
+        return Some(format!(
+            "line {}: field {} holds a NUL byte (`allow_nul: true` accepts it)",
+            at.line(),
+            i + 1
+        ));
+    }
+    None
+}
+
+fn too_long(line: u64, limit: u64) -> String {
+    format!(
+        "line {line}: the record is longer than {} KiB (`max_record_kib` sets the limit)",
+        limit / 1024
+    )
+}
+
+/// A CSV error for people; `line` is where the record being read started.
+fn csv_message(e: &csv::Error, limit: u64, line: u64) -> String {
+    if let csv::ErrorKind::Io(io) = e.kind()
+        && io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<RecordTooLong>())
+    {
+        return too_long(line, limit);
+    }
     match e.kind() {
         csv::ErrorKind::UnequalLengths {
             pos,
@@ -854,5 +975,31 @@ fn csv_message(e: &csv::Error) -> String {
             )
         }
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record without end (an endless stream of one byte) is refused after its limit
+    /// plus the reader's buffer: reading stops, memory stays bounded.
+    #[test]
+    fn an_endless_record_stops_the_reader() {
+        let bounded = BoundedRecords::new(std::io::repeat(b'x'), 4096);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .buffer_capacity(CSV_BUFFER)
+            .from_reader(bounded);
+        let mut record = csv::StringRecord::new();
+        let Err(e) = reader.read_record(&mut record) else {
+            panic!("an endless record was read");
+        };
+        assert_eq!(
+            csv_message(&e, 4096, 7),
+            "line 7: the record is longer than 4 KiB (`max_record_kib` sets the limit)"
+        );
+        let read = reader.get_ref().read;
+        assert!(read <= 4096 + 2 * CSV_BUFFER as u64, "{read} bytes read");
     }
 }
