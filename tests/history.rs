@@ -1212,6 +1212,18 @@ async fn store_contract(store: &Store, scratch: &Path) {
         .unwrap();
     let ids: Vec<&str> = first.iter().chain(&rest).map(|r| r.id.as_str()).collect();
     assert_eq!(ids, [failing.run_id.as_str(), recent.run_id.as_str()]);
+    // a search matching more runs than it reads by id walks them newest first: the same
+    // page as the plain listing of that flow
+    let broad = |search: Option<String>| RunFilter {
+        flow: Some(old_flow.clone()),
+        search,
+        limit: Some(3),
+        ..Default::default()
+    };
+    let all_old = store.list(&broad(None)).await.unwrap();
+    let found_old = store.list(&broad(Some("a.csv".into()))).await.unwrap();
+    assert_eq!(found_old, all_old);
+    assert_eq!(found_old.len(), 3);
     assert!(matches!(
         store
             .list(&RunFilter {

@@ -233,6 +233,8 @@ const MIGRATIONS: &[Migration] = &[
                 name TEXT,
                 PRIMARY KEY (run_id, kind, value)
             ){WITHOUT_ROWID}",
+            // exact values found without a scan; file names (most keys) are not in it
+            "CREATE INDEX IF NOT EXISTS run_keys_values ON run_keys (value) WHERE kind <> 'f'",
         ],
     },
 ];

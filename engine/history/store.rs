@@ -470,10 +470,39 @@ impl Store {
         }
         if let Some(text) = &filter.search {
             let text = super::tracking::check_search(text)?;
-            let (condition, values) =
-                super::tracking::search_condition(self.backend, &text, params.len() + 1);
-            params.extend(values);
-            conditions.push(condition);
+            // the runs it matches, when they are few: read by id; else walk the runs
+            let probe = super::tracking::KeySearch::new(self.backend, &text, 1);
+            let sql = format!(
+                "SELECT run_id FROM ({}) m LIMIT {}",
+                probe.runs,
+                super::tracking::NARROW_SEARCH + 1
+            );
+            let mut q = sqlx::query(&sql);
+            for v in &probe.params {
+                q = q.bind(v.clone());
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            let mut ids = std::collections::BTreeSet::new();
+            for r in &rows {
+                ids.insert(r.try_get::<String, _>("run_id")?);
+            }
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            if rows.len() <= super::tracking::NARROW_SEARCH {
+                conditions.push(format!(
+                    "id IN ({})",
+                    placeholders(params.len() + 1, ids.len())
+                ));
+                params.extend(ids);
+            } else {
+                let search = super::tracking::KeySearch::new(self.backend, &text, params.len() + 1);
+                conditions.push(format!(
+                    "EXISTS (SELECT 1 FROM run_keys k WHERE k.run_id = runs.id AND ({}))",
+                    search.condition
+                ));
+                params.extend(search.params);
+            }
         }
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");

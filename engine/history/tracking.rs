@@ -19,9 +19,10 @@
 //!
 //! They are written with the run's events ([`Store::write_batch`]) and its trigger input, so
 //! a run is found while it runs. [`Store::list`] with [`RunFilter::search`] combines a
-//! search with the other filters; the search scans the keys (no index beyond the primary
-//! key, to keep the history small: see the README's figures), then reads the matching runs
-//! by id.
+//! search with the other filters in two steps: the keys give up to [`NARROW_SEARCH`] matching
+//! runs (file names are scanned, values found by the partial index `run_keys_values`, which
+//! file names do not pay for), which are then read by id; a search matching more walks the
+//! runs newest first and stops at a page (each run's keys are a prefix of the primary key).
 
 use std::collections::BTreeSet;
 
@@ -38,6 +39,9 @@ pub const MAX_KEY_BYTES: usize = 1024;
 
 /// The longest search text (longer searches are refused).
 pub const MAX_SEARCH_CHARS: usize = 256;
+
+/// The most runs a search reads by id; a search matching more walks the runs instead.
+pub const NARROW_SEARCH: usize = 500;
 
 /// The longest reason a pause keeps.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -198,34 +202,53 @@ fn contains_pattern(text: &str) -> String {
     p
 }
 
-/// The condition on `runs.id` that a search adds to a listing, with its parameters from
-/// `$first` on: the run has a file name containing `text`, or a declared value, record key
-/// or (for a number, with or without `#`) record number equal to it.
-pub(super) fn search_condition(
-    backend: Backend,
-    text: &str,
-    first: usize,
-) -> (String, Vec<String>) {
-    // SQLite's LIKE ignores the case of ASCII letters; PostgreSQL's ILIKE does
-    let like = match backend {
-        Backend::Sqlite => "LIKE",
-        Backend::Postgres => "ILIKE",
-    };
-    let mut params = vec![contains_pattern(text), text.to_string()];
-    let mut sql = format!(
-        "id IN (SELECT run_id FROM run_keys WHERE (kind = 'f' AND value {like} ${} ESCAPE '\\') \
-         OR (kind IN ('t', 'k') AND value = ${})",
-        first,
-        first + 1
-    );
-    let number = text.strip_prefix('#').unwrap_or(text);
-    if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
-        let n = number.trim_start_matches('0');
-        params.push(if n.is_empty() { "0" } else { n }.to_string());
-        sql.push_str(&format!(" OR (kind = 'r' AND value = ${})", first + 2));
+/// A search of the run keys: the match, as SQL over `run_keys` aliased `k`, and its
+/// parameters from `$first` on. A run matches when it has a file name containing `text`
+/// (case-insensitive), or a declared value, record key or (for a number, with or without
+/// `#`) record number equal to it.
+pub(super) struct KeySearch {
+    /// The condition on a row `k` of `run_keys`.
+    pub condition: String,
+    /// The ids of the runs matching, as a query (`UNION ALL` of one index range each: the
+    /// file names scanned, the exact values by the partial index `run_keys_values`).
+    pub runs: String,
+    /// The parameters of both.
+    pub params: Vec<String>,
+}
+
+impl KeySearch {
+    pub(super) fn new(backend: Backend, text: &str, first: usize) -> KeySearch {
+        // SQLite's LIKE ignores the case of ASCII letters; PostgreSQL's ILIKE does
+        let like = match backend {
+            Backend::Sqlite => "LIKE",
+            Backend::Postgres => "ILIKE",
+        };
+        let mut params = vec![contains_pattern(text), text.to_string()];
+        let mut exact = vec![format!("${}", first + 1)];
+        let number = text.strip_prefix('#').unwrap_or(text);
+        if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
+            let n = number.trim_start_matches('0');
+            let n = if n.is_empty() { "0" } else { n };
+            if n != text {
+                params.push(n.to_string());
+                exact.push(format!("${}", first + 2));
+            }
+        }
+        let file = format!("k.kind = 'f' AND k.value {like} ${first} ESCAPE '\\'");
+        let mut condition = format!("({file})");
+        let mut runs = format!("SELECT k.run_id FROM run_keys k WHERE {file}");
+        for e in &exact {
+            condition.push_str(&format!(" OR (k.kind <> 'f' AND k.value = {e})"));
+            runs.push_str(&format!(
+                " UNION ALL SELECT k.run_id FROM run_keys k WHERE k.kind <> 'f' AND k.value = {e}"
+            ));
+        }
+        KeySearch {
+            condition,
+            runs,
+            params,
+        }
     }
-    sql.push(')');
-    (sql, params)
 }
 
 impl Store {
@@ -363,13 +386,19 @@ mod tests {
 
     #[test]
     fn numbers_also_search_record_numbers() {
-        let (sql, params) = search_condition(Backend::Sqlite, "#04711", 3);
-        assert!(sql.contains("kind = 'r' AND value = $5"), "{sql}");
-        assert_eq!(params, vec!["%#04711%", "#04711", "4711"]);
-        let (sql, params) = search_condition(Backend::Postgres, "EV00042", 1);
-        assert!(sql.contains("ILIKE $1"), "{sql}");
-        assert!(!sql.contains("'r'"), "{sql}");
-        assert_eq!(params.len(), 2);
+        let k = KeySearch::new(Backend::Sqlite, "#04711", 3);
+        assert!(
+            k.condition.contains("k.kind <> 'f' AND k.value = $5"),
+            "{}",
+            k.condition
+        );
+        assert_eq!(k.params, vec!["%#04711%", "#04711", "4711"]);
+        let k = KeySearch::new(Backend::Postgres, "EV00042", 1);
+        assert!(k.condition.contains("ILIKE $1"), "{}", k.condition);
+        assert_eq!(k.runs.matches("UNION ALL").count(), 1, "{}", k.runs);
+        assert_eq!(k.params.len(), 2);
+        // a plain number is its own record number
+        assert_eq!(KeySearch::new(Backend::Sqlite, "4711", 1).params.len(), 2);
     }
 
     #[test]
