@@ -236,7 +236,7 @@ impl Store {
         run_id: &str,
         batch: &JournalBatch,
     ) -> Result<(), HistoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rows = batch
             .events
             .iter()

@@ -261,7 +261,7 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Hist
         });
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > found) {
-        let mut tx = pool.begin().await?;
+        let mut tx = super::store::begin_write(pool, backend).await?;
         if backend == Backend::Postgres {
             sqlx::query("LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE")
                 .execute(&mut *tx)

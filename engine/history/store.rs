@@ -30,6 +30,23 @@ pub(super) enum Backend {
 
 /// How long an SQLite connection waits for another writer.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: it takes the write
+/// lock at once, waiting for it up to the busy timeout. A plain (deferred) `BEGIN` would
+/// start as a read and be upgraded at its first write, and an upgrade that finds another
+/// writer's commit since its read fails at once with "database is locked" (SQLITE_BUSY,
+/// or SQLITE_BUSY_SNAPSHOT in WAL mode) instead of waiting: SQLite cannot wait there
+/// without breaking the transaction's snapshot. PostgreSQL waits row by row, so its
+/// transactions begin as they always do.
+pub(super) async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, HistoryError> {
+    Ok(match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => pool.begin().await?,
+    })
+}
 /// Listing size when the filter sets none.
 const DEFAULT_LIMIT: u32 = 50;
 /// Bound parameters per statement (SQLite's historical limit is 999).
@@ -355,6 +372,14 @@ impl Store {
         self.backend == Backend::Sqlite
     }
 
+    /// Begins a transaction that writes ([`begin_write`]): every write transaction of the
+    /// store begins here.
+    pub(super) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, HistoryError> {
+        begin_write(&self.pool, self.backend).await
+    }
+
     /// The applied schema version.
     pub async fn schema_version(&self) -> Result<i64, HistoryError> {
         schema::applied_max(&self.pool).await
@@ -396,7 +421,7 @@ impl Store {
     /// Records how a begun run ended (the run is `report.run_id`): outcome, times,
     /// counters, error, files, records, emails and events. Recording again replaces.
     pub async fn finish(&self, report: &RunReport) -> Result<(), HistoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         write_report(&mut tx, report).await?;
         tx.commit().await?;
         Ok(())
@@ -404,7 +429,7 @@ impl Store {
 
     /// Records a finished run in one go (no `begin`), under `report.run_id`.
     pub async fn record(&self, report: &RunReport, trigger: Trigger) -> Result<(), HistoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO runs (id, flow, flow_name, trigger_kind, outcome, dry_run, started_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -738,7 +763,7 @@ impl Store {
         if in_db {
             // the bytes go in with the rows, in one transaction
             let copies = self.input_copies_dir(run_id)?;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             forget_parts(&mut tx, run_id, parts).await?;
             let mut rows = Vec::new();
             for p in parts {
@@ -756,7 +781,7 @@ impl Store {
                     copy_and_hash(p.path.clone(), dir.clone(), p.name.clone()).await?;
                 rows.push(input_row(run_id, p, size, sha256, &dir, Stored::File).await?);
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             forget_parts(&mut tx, run_id, parts).await?;
             insert_rows(&mut tx, "run_inputs", INPUT_COLUMNS, rows).await?;
             super::tracking::write_keys(&mut tx, run_id, &names, std::iter::empty()).await?;
@@ -992,7 +1017,7 @@ impl Store {
             self.purge_keys(&ids, &list).await?;
             // kept parts' bytes: megabytes a row, fewer rows a transaction
             self.purge_chunks(&ids, &list).await?;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             for table in ["run_inputs", "run_loops", "run_steps"] {
                 let sql = format!("DELETE FROM {table} WHERE run_id IN ({list})");
                 let mut q = sqlx::query(&sql);
@@ -1053,7 +1078,7 @@ impl Store {
                     _ => last.push((run, part, seq)),
                 }
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             for (run, part, max) in last {
                 sqlx::query(
                     "DELETE FROM run_input_chunks WHERE run_id = $1 AND part = $2 AND seq <= $3",
@@ -1169,7 +1194,7 @@ impl Store {
                     _ => last.push((run, seq)),
                 }
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             for (run, max) in last {
                 sqlx::query(&delete)
                     .bind(run)

@@ -341,7 +341,7 @@ impl Store {
                     _ => last.push((run, kind, value)),
                 }
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             for (run, kind, value) in last {
                 sqlx::query(
                     "DELETE FROM run_keys WHERE run_id = $1 AND (kind < $2 OR (kind = $2 AND value <= $3))",
