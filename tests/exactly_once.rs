@@ -6,8 +6,23 @@
 
 mod support;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferry::compile::Inputs;
+use ferry::connectors::Secret;
 use ferry::history::{NewRun, Outcome, RunFilter, Store, Trigger};
 use ferry::run::{Checkpoint, Counters, Event, JournalBatch, RunReport};
+use ferry::serve::{Role, ServeOptions, User, Users, serve};
+use serde_json::{Value, json};
+use support::{Workspace, demo_input};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const EVENT_OUTCOME: &str = "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR";
+const TRIGGER_PATH: &str =
+    "/ic/api/integration/v1/flows/rest/OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR/1.0/eventOutcome";
+const OUTCOME_FILE: &str = "event_outcome.4011.20221213.csv";
+const OP: (&str, &str) = ("op", "op-secret");
 
 fn new_run(flow: &str) -> NewRun<'_> {
     NewRun {
@@ -125,4 +140,287 @@ async fn sixteen_writers_on_one_sqlite_history_never_find_it_locked() {
         .await
         .unwrap();
     assert_eq!(done.len(), WRITERS * RUNS);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. A client that goes away while its delivery is recorded
+
+/// A running server.
+struct Serving {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ferry::serve::ServeError>>,
+    http: reqwest::Client,
+}
+
+impl Serving {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .basic_auth(OP.0, Some(OP.1))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("serve stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Options of a server over `ws`, its event-outcome flow taking the operator's
+/// credentials (the test process cannot set the flow's own).
+fn options(ws: &Workspace) -> ServeOptions {
+    let path = ws.flows_dir().join("event_outcome.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    if let Some(start) = text.find("    basic_auth:") {
+        let end = text[start..].find("    max_body_mib").unwrap() + start;
+        let mut out = text.clone();
+        out.replace_range(start..end, "");
+        std::fs::write(&path, out).unwrap();
+    }
+    ServeOptions {
+        inputs: Inputs {
+            paths: vec![ws.flows_dir()],
+            lookups: Some(ws.lookups_dir()),
+            connections: Some(ws.connections_path()),
+        },
+        data_dir: ws.path().join("state"),
+        database_url: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instance: Some("test-instance".into()),
+        grace: Duration::from_secs(5),
+        schedules: false,
+        watch: false,
+        lease_ttl: Duration::from_secs(30),
+        heartbeat: Duration::from_secs(5),
+        retention: None,
+        spool_dir: Some(ws.spool_dir()),
+        users: Users::new(vec![User::new(
+            OP.0,
+            Secret::new(OP.1.into()),
+            Role::Operator,
+        )]),
+        limits: ferry::serve::Limits::default(),
+        max_file_bytes: ferry::compile::DEFAULT_MAX_FILE_BYTES,
+    }
+}
+
+async fn start(opts: ServeOptions) -> Serving {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let task = tokio::spawn(serve(
+        opts,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |a| {
+            let _ = addr_tx.send(a);
+        },
+    ));
+    let addr = addr_rx.await.expect("serve listens");
+    Serving {
+        addr,
+        stop: Some(stop_tx),
+        task,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// A delivery of the event-outcome flow as raw HTTP/1.1 bytes: the head, then the body.
+fn raw_delivery(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let boundary = "ferry-test-boundary";
+    let message = std::fs::read(demo_input("event_outcome_message.json")).unwrap();
+    let file = std::fs::read(demo_input(OUTCOME_FILE)).unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"message\"\r\n\
+             Content-Type: application/json\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&message);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+             filename=\"{n}-{OUTCOME_FILE}\"\r\nContent-Type: text/csv\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", OP.0, OP.1),
+    );
+    let head = format!(
+        "POST {TRIGGER_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    (head.into_bytes(), body)
+}
+
+/// How a client of [`clients_that_go_away`] ended.
+#[derive(Debug)]
+enum Client {
+    /// It went away before it had an answer.
+    Gone,
+    /// It read the answer: status and run id (a `202`).
+    Answered(u16, Option<String>),
+}
+
+/// Sends delivery `n` and goes away at a point chosen by `n`: after part of the body,
+/// right after the whole body, a few milliseconds later (while the server records it), or
+/// not at all (it reads the answer).
+async fn deliver_and_maybe_leave(addr: SocketAddr, n: usize) -> Client {
+    let (head, body) = raw_delivery(n);
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&head).await.unwrap();
+    // a small deterministic spread of points (n drives it, so a failure is repeatable)
+    let point = (n * 7919) % 40;
+    if point < 4 {
+        let _ = conn.write_all(&body[..body.len() / 2]).await;
+        return Client::Gone;
+    }
+    if conn.write_all(&body).await.is_err() {
+        return Client::Gone;
+    }
+    if point < 36 {
+        // 0..=31 ms after the body: around the time the server records the delivery
+        tokio::time::sleep(Duration::from_millis((point - 4) as u64)).await;
+        return Client::Gone;
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(k)) => {
+                answer.extend_from_slice(&buf[..k]);
+                let text = String::from_utf8_lossy(&answer);
+                if let Some(i) = text.find("\r\n\r\n")
+                    && text[i + 4..].trim_end().ends_with('}')
+                {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let run_id = text.find("\r\n\r\n").and_then(|i| {
+        serde_json::from_str::<Value>(&text[i + 4..])
+            .ok()
+            .and_then(|v| v["run_id"].as_str().map(str::to_string))
+    });
+    Client::Answered(status, run_id)
+}
+
+/// 200 deliveries from clients that go away at all points of the exchange: every run the
+/// history recorded finishes (none is left `running` with nothing running it), every `202`
+/// has its run finished, and the history, `/api/v1/status` and `ferry_runs_running` agree
+/// that nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_whose_client_goes_away_is_recorded_and_run_or_not_at_all() {
+    let ws = Workspace::new().await;
+    let s = start(options(&ws)).await;
+    const DELIVERIES: usize = 200;
+    const AT_ONCE: usize = 8;
+    let mut clients = Vec::new();
+    let mut next = 0;
+    while next < DELIVERIES {
+        let batch: Vec<_> = (next..(next + AT_ONCE).min(DELIVERIES))
+            .map(|n| tokio::spawn(deliver_and_maybe_leave(s.addr, n)))
+            .collect();
+        next += batch.len();
+        for c in batch {
+            clients.push(c.await.unwrap());
+        }
+    }
+    let accepted: Vec<String> = clients
+        .iter()
+        .filter_map(|c| match c {
+            Client::Answered(202, Some(id)) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    let answered = clients
+        .iter()
+        .filter(|c| matches!(c, Client::Answered(..)))
+        .count();
+    assert_eq!(accepted.len(), answered, "{clients:?}");
+    assert!(!accepted.is_empty());
+
+    // every run recorded ends, soon
+    let store = Store::open_sqlite(&ws.path().join("state")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let runs = loop {
+        let runs = store
+            .list(&RunFilter {
+                flow: Some(EVENT_OUTCOME.into()),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let running: Vec<&str> = runs
+            .iter()
+            .filter(|r| r.outcome == Outcome::Running)
+            .map(|r| r.id.as_str())
+            .collect();
+        if running.is_empty() {
+            break runs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runs left running: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for r in &runs {
+        assert_eq!(r.outcome, Outcome::Succeeded, "{r:?}");
+    }
+    for id in &accepted {
+        assert!(runs.iter().any(|r| &r.id == id), "202 for {id}, no run");
+    }
+    // and the server says the same
+    let (status, body) = s.get("/api/v1/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["active_runs"], json!([]));
+    let (_, metrics) = s.get("/metrics").await;
+    let text = metrics.as_str().unwrap();
+    assert!(text.lines().any(|l| l == "ferry_runs_running 0"), "{text}");
+    eprintln!(
+        "{} deliveries: {} answered 202, {} runs recorded",
+        DELIVERIES,
+        accepted.len(),
+        runs.len()
+    );
+    store.close().await;
+    s.stop().await;
 }
