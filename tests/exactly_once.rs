@@ -424,3 +424,136 @@ async fn a_delivery_whose_client_goes_away_is_recorded_and_run_or_not_at_all() {
     store.close().await;
     s.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. Abandoned, not interrupted
+
+/// A file part to keep.
+fn part(dir: &std::path::Path, name: &str) -> ferry::history::InputPart {
+    let path = dir.join(name);
+    std::fs::write(&path, b"event,kw\n4011,42\n").unwrap();
+    ferry::history::InputPart {
+        name: "file".into(),
+        kind: ferry::model::PartKind::File,
+        path,
+        file_name: Some(name.into()),
+    }
+}
+
+/// A delivery recorded, then stopped before its parts were kept, is `abandoned` (with the
+/// reason) and refused for resubmit; one stopped after its parts were kept, and a run
+/// without parts, are `interrupted` and resubmittable, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_before_its_input_was_kept_is_abandoned_not_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("state")).await.unwrap();
+    let lost = store.begin_awaiting_input(&new_run("F")).await.unwrap();
+    let kept = store.begin_awaiting_input(&new_run("F")).await.unwrap();
+    store
+        .keep_input(&kept, &[part(dir.path(), "kept.csv")])
+        .await
+        .unwrap();
+    let plain = store.begin(&new_run("F")).await.unwrap();
+    // ferry was killed; it starts again
+    assert_eq!(store.mark_ownerless_runs().await.unwrap(), 3);
+
+    let d = store.get(&lost).await.unwrap().unwrap();
+    assert_eq!(d.summary.outcome, Outcome::Abandoned);
+    let why = d.summary.error.unwrap();
+    assert!(
+        why.starts_with("ferry stopped before the run's trigger input was kept"),
+        "{why}"
+    );
+    assert!(why.ends_with("; ferry stopped while the run ran"), "{why}");
+    for id in [&kept, &plain] {
+        let d = store.get(id).await.unwrap().unwrap();
+        assert_eq!(d.summary.outcome, Outcome::Interrupted);
+        assert_eq!(
+            d.summary.error.as_deref(),
+            Some("ferry stopped while the run ran")
+        );
+    }
+    match ferry::history::resubmit_request(&store, &lost).await {
+        Err(ferry::history::ResubmitError::Abandoned { run, .. }) => assert_eq!(run, lost),
+        other => panic!("resubmit of an abandoned run: {other:?}"),
+    }
+    let again = ferry::history::resubmit_request(&store, &kept)
+        .await
+        .unwrap();
+    assert_eq!(again.parts.len(), 1);
+    // an abandoned run counts nowhere as interrupted (lost) work
+    let interrupted = store
+        .list(&RunFilter {
+            outcome: Some(Outcome::Interrupted),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = interrupted.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = vec![kept.as_str(), plain.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+
+    // a shutdown that gives up on a run waiting for its input records it abandoned too
+    let waiting = store.begin_awaiting_input(&new_run("F")).await.unwrap();
+    assert!(store.mark_interrupted(&waiting, "shutdown").await.unwrap());
+    let d = store.get(&waiting).await.unwrap().unwrap();
+    assert_eq!(d.summary.outcome, Outcome::Abandoned);
+    store.close().await;
+}
+
+/// An abandoned run: the API answers its resubmit `410 abandoned`, the page offers no
+/// resubmit and says why, and `ferry resubmit` refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_run_is_offered_for_resubmit_nowhere() {
+    let ws = Workspace::new().await;
+    let s = start(options(&ws)).await;
+    let store = Store::open_sqlite(&ws.path().join("state")).await.unwrap();
+    let mut run = new_run(EVENT_OUTCOME);
+    run.trigger = Trigger::Rest;
+    let lost = store.begin_awaiting_input(&run).await.unwrap();
+    assert!(store.mark_interrupted(&lost, "killed").await.unwrap());
+
+    let r = s
+        .http
+        .post(s.url(&format!("/api/v1/runs/{lost}/resubmit")))
+        .basic_auth(OP.0, Some(OP.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 410);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "abandoned", "{body}");
+
+    let (status, page) = s.get(&format!("/ui/runs/{lost}")).await;
+    assert_eq!(status, 200);
+    let html = page.as_str().unwrap();
+    assert!(html.contains("data-testid=\"not-resubmittable\""), "{html}");
+    assert!(!html.contains("data-testid=\"resubmit\""), "{html}");
+    s.stop().await;
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["resubmit", &lost, "--flows"])
+        .arg(ws.flows_dir())
+        .arg("--lookups")
+        .arg(ws.lookups_dir())
+        .arg("--connections")
+        .arg(ws.connections_path())
+        .arg("--data")
+        .arg(ws.path().join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("was abandoned and cannot be resubmitted"),
+        "{err}"
+    );
+    assert_eq!(
+        store.list(&RunFilter::default()).await.unwrap().len(),
+        1,
+        "the refused resubmit recorded a run"
+    );
+    store.close().await;
+}

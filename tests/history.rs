@@ -616,7 +616,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 6);
+    assert_eq!(a.schema_version().await.unwrap(), 7);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
     // one row per migration step (1: runs, 2: serve's instances, leases and ticks, 3: events
@@ -642,8 +642,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 6);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 6);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 7);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 7);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -1258,7 +1258,7 @@ async fn store_contract(store: &Store, scratch: &Path) {
             Outcome::Succeeded
         ]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1532,7 +1532,7 @@ async fn a_postgres_history_from_version_4_keeps_its_inputs_as_files() {
     .unwrap();
 
     let store = Store::open_postgres(&url, &state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     let kept = store.input(&old.run_id).await.unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].path, file);
@@ -1588,7 +1588,7 @@ async fn a_history_written_by_the_previous_release_migrates_and_reads() {
         pool.close().await;
     }
     let store = Store::open_sqlite(&state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     let runs = store.list(&RunFilter::default()).await.unwrap();
     assert_eq!(runs.len(), 4);
     let by = |flow: &str, ok: i64| {

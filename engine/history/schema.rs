@@ -235,6 +235,16 @@ const MIGRATIONS: &[Migration] = &[
             ){WITHOUT_ROWID}",
         ],
     },
+    Migration {
+        version: 7,
+        name: "runs waiting for their trigger input",
+        statements: &[
+            // 1 from a run's record until its trigger input is kept (the same transaction
+            // sets it to 0): a run ferry stopped while it was 1 is recorded 'abandoned',
+            // not 'interrupted', as there is nothing to resubmit
+            "ALTER TABLE runs ADD COLUMN input_pending BIGINT NOT NULL DEFAULT 0",
+        ],
+    },
 ];
 
 /// The highest version this ferry knows.

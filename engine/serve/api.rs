@@ -108,6 +108,10 @@ impl From<StartError> for ApiError {
             StartError::Resubmit(ResubmitError::StillRunning(_)) => {
                 (StatusCode::CONFLICT, "still_running")
             }
+            // nothing was kept to run again: not worth a retry
+            StartError::Resubmit(ResubmitError::Abandoned { .. }) => {
+                (StatusCode::GONE, "abandoned")
+            }
             // kept bytes that are gone or changed do not come back: not worth a retry
             StartError::Resubmit(ResubmitError::History(HistoryError::InputGone { .. })) => {
                 (StatusCode::GONE, "input_gone")

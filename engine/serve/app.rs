@@ -438,6 +438,12 @@ impl App {
                     .warnings
                     .pop()
                     .unwrap_or_else(|| HistoryError::Invalid("the run was not recorded".into()));
+                // begun, its input not kept: it never starts, and is no work to resubmit
+                if p.begun()
+                    && let Err(w) = self.store.mark_abandoned(&p.run_id, &e.to_string()).await
+                {
+                    tracing::warn!(run_id = %p.run_id, error = %w, "cannot record the run abandoned");
+                }
                 return Err(StartError::Store(e));
             }
             Err(e) => {
