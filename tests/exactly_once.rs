@@ -557,3 +557,76 @@ async fn an_abandoned_run_is_offered_for_resubmit_nowhere() {
     );
     store.close().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. Resume from the chain
+
+/// Begins a run of `F` resubmitting `of`, writes `batch` to its journal, and records it
+/// `interrupted` (killed).
+async fn killed_link(store: &Store, of: Option<&str>, batch: Option<JournalBatch>) -> String {
+    let mut run = new_run("F");
+    run.resubmit_of = of;
+    run.trigger = if of.is_some() {
+        Trigger::Resubmit
+    } else {
+        Trigger::Manual
+    };
+    let id = store.begin(&run).await.unwrap();
+    if let Some(b) = batch {
+        store.write_batch(&id, &b).await.unwrap();
+    }
+    assert!(store.mark_interrupted(&id, "killed").await.unwrap());
+    id
+}
+
+/// A batch confirming side effect `step` and record loop `L` over `first..=through`.
+fn progress(step: &str, first: u64, through: u64) -> JournalBatch {
+    JournalBatch {
+        confirmed: vec![(step.to_string(), json!({ "by": step }))],
+        checkpoints: vec![Checkpoint {
+            key: "L".into(),
+            label: "acks.csv".into(),
+            first,
+            through,
+            done: through + 1 - first,
+        }],
+        ..JournalBatch::default()
+    }
+}
+
+/// Run A is killed at record 13,264; its resubmit B is killed before a checkpoint of its
+/// own; so is B's resubmit C. The resubmit of C resumes after record 13,264 with A's
+/// confirmed side effects, not at record 1 (it read only C's progress: nothing). A link
+/// that confirmed more moves the point on; a `failed` link ends the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmit_resumes_from_everything_its_killed_ancestors_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("state")).await.unwrap();
+    let a = killed_link(&store, None, Some(progress("put", 1, 13_264))).await;
+    let b = killed_link(&store, Some(&a), None).await;
+    let c = killed_link(&store, Some(&b), None).await;
+
+    // what a resubmit read before: the direct parent's progress alone
+    let parent_only = store.resume_point(&c).await.unwrap();
+    assert_eq!(parent_only.through.get("L"), None);
+    // now: the chain's
+    let r = store.resume_chain(&c).await.unwrap();
+    assert_eq!(r.through.get("L"), Some(&13_264));
+    assert_eq!(r.confirmed.get("put"), Some(&json!({ "by": "put" })));
+
+    // the next link confirms more (it started after 13,264) and is killed again
+    let d = killed_link(&store, Some(&c), Some(progress("ack", 13_265, 13_300))).await;
+    let r = store.resume_chain(&d).await.unwrap();
+    assert_eq!(r.through.get("L"), Some(&13_300));
+    assert_eq!(r.confirmed.len(), 2);
+
+    // a failed link did everything again: what came before it is not resumed from
+    let mut run = new_run("F");
+    run.resubmit_of = Some(&d);
+    let e = store.begin(&run).await.unwrap();
+    store.abandon(&e, "failed to start").await.unwrap();
+    let f = killed_link(&store, Some(&e), None).await;
+    let r = store.resume_chain(&f).await.unwrap();
+    assert!(r.through.is_empty() && r.confirmed.is_empty(), "{r:?}");
+    store.close().await;
+}

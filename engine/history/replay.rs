@@ -252,18 +252,13 @@ pub async fn prepare(
             }
         }
     }
-    // A resubmit of an interrupted run resumes it: the side effects it confirmed are not
-    // done again, its record loops go on after the last record it confirmed.
+    // A resubmit of an interrupted run resumes it: the side effects it — and the
+    // interrupted runs it resubmitted, up the chain — confirmed are not done again, its
+    // record loops go on after the last record they confirmed.
     let mut resume = Resume::default();
     if let (Some(store), Some(original)) = (store, &req.resubmit_of) {
-        match store.get(original).await {
-            Ok(Some(d)) if d.summary.outcome == Outcome::Interrupted => {
-                match store.resume_point(original).await {
-                    Ok(r) => resume = r,
-                    Err(e) => warnings.push(e),
-                }
-            }
-            Ok(_) => {}
+        match store.resume_chain(original).await {
+            Ok(r) => resume = r,
             Err(e) => warnings.push(e),
         }
     }
