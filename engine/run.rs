@@ -503,9 +503,9 @@ pub struct Resume {
 
 /// Journal writes happen at least this often while a run goes on.
 pub const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
-/// A write woken by a confirmation or a full batch waits this long for what follows, so
-/// that a burst of confirmations is one write; a side effect is thus written at most this
-/// long (plus the write's own time) after it was confirmed.
+/// A write woken by a full batch of records waits this long for what follows, so that a
+/// burst of record-loop checkpoints is one write. A confirmed side effect outside record
+/// loops does not wait: it is written before the next step starts.
 pub const JOURNAL_GATHER: Duration = Duration::from_millis(10);
 /// A journal write happens as soon as this many records or events are waiting.
 pub const JOURNAL_BATCH: usize = 1_000;
@@ -651,10 +651,10 @@ impl RunLog {
 
 impl RunState {
     /// Writes what waits to the journal (no-op without one). A failed write keeps the batch
-    /// for the next one and is logged.
-    async fn flush(&self) {
+    /// for the next one and is logged; returns whether what waited is written.
+    async fn flush(&self) -> bool {
         let Some(journal) = &self.journal else {
-            return;
+            return true;
         };
         let _turn = self.writing.lock().await;
         let mut batch = {
@@ -666,9 +666,12 @@ impl RunState {
             batch
         };
         if batch.is_empty() && batch.counters == Counters::default() {
-            return;
+            return true;
         }
-        if let Err(e) = journal.write(&batch).await {
+        let Err(e) = journal.write(&batch).await else {
+            return true;
+        };
+        {
             tracing::warn!(error = %e, "cannot write the run's progress to the run history; will try again");
             // put it back in front of what came meanwhile
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -680,6 +683,7 @@ impl RunState {
             }
             log.batch = batch;
         }
+        false
     }
 
     /// Writes every [`JOURNAL_INTERVAL`] and whenever woken, until the run finished.
@@ -696,7 +700,7 @@ impl RunState {
                 break;
             }
             // what follows a wake closely goes in the same write: one transaction for a
-            // burst of confirmations, not one each (the end of the run cuts this short)
+            // burst of checkpoints, not one each (the end of the run cuts this short)
             tokio::select! {
                 () = tokio::time::sleep(JOURNAL_GATHER) => {}
                 () = self.ended.notified() => {}
@@ -1388,16 +1392,40 @@ impl<'a> Exec<'a> {
         self.state.resume.through.get(key).copied()
     }
 
-    fn confirm(&self, key: String, output: &Value) {
+    /// Confirms side effect `key` (its step's output) and writes it to the journal before
+    /// returning: the step after it starts only once a resume would skip it. While the
+    /// history does not answer, it tries again (every 50 ms, then up to every second)
+    /// until it does or the run must stop (shutdown, lost lease): then it goes on, and a
+    /// resume may do this side effect again. Record loops' checkpoints are not written
+    /// here: they gather (see [`JOURNAL_GATHER`]).
+    async fn confirm(&self, key: String, output: &Value) {
         if self.state.journal.is_none() || self.state.dry_run {
             return;
         }
-        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.batch.confirmed.push((key, output.clone()));
-        drop(log);
-        // a confirmed side effect is written soon (within JOURNAL_GATHER): a kill after
-        // that must not redo it
-        self.state.wake.notify_one();
+        {
+            let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.batch.confirmed.push((key, output.clone()));
+        }
+        let mut pause = Duration::from_millis(50);
+        while !self.state.flush().await {
+            if let Some(why) = self.must_stop() {
+                tracing::warn!(%why, "a confirmed side effect is not in the run history; a resume may do it again");
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Why the run must start no further step (a shutdown, its lease lost or lapsed), if
+    /// it must stop.
+    fn must_stop(&self) -> Option<String> {
+        if let Some(cancel) = &self.engine.options.cancel
+            && cancel.is_cancelled()
+        {
+            return Some("ferry is shutting down".to_string());
+        }
+        self.state.fence.as_ref().and_then(|f| f.check().err())
     }
 
     /// Whether loops must run one item at a time ([`RunOptions::sequential`]).
@@ -1538,14 +1566,7 @@ impl<'a> Exec<'a> {
                     _ if ended.is_some() && step.run_on != RunOn::Always => continue,
                     _ => {}
                 }
-                let stop = if let Some(cancel) = &self.engine.options.cancel
-                    && cancel.is_cancelled()
-                {
-                    Some("ferry is shutting down".to_string())
-                } else {
-                    self.state.fence.as_ref().and_then(|f| f.check().err())
-                };
-                if let Some(why) = stop {
+                if let Some(why) = self.must_stop() {
                     let e = StepError::new(
                         ErrorKind::Interrupted,
                         format!("interrupted: {why}; resubmit the run to finish it"),
@@ -1578,12 +1599,12 @@ impl<'a> Exec<'a> {
                         && let Some(out) = self.state.resume.confirmed.get(k)
                     {
                         tracing::info!(key = %k, "confirmed by the interrupted run; not done again");
-                        self.confirm(k.clone(), out);
+                        self.confirm(k.clone(), out).await;
                         return Ok(Some(StepResult::Value(out.clone())));
                     }
                     let r = step.kind.run(self, scope).await?;
                     if let (Some(k), StepResult::Value(v)) = (&key, &r) {
-                        self.confirm(k.clone(), v);
+                        self.confirm(k.clone(), v).await;
                     }
                     Ok(Some(r))
                 }

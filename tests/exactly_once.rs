@@ -630,3 +630,97 @@ async fn a_resubmit_resumes_from_everything_its_killed_ancestors_confirmed() {
     assert!(r.through.is_empty() && r.confirmed.is_empty(), "{r:?}");
     store.close().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. Durable before the next step
+
+/// `ferry` on the workspace's flows, lookups, connections and history.
+fn ferry_cmd(ws: &Workspace, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.args(args)
+        .arg("--flows")
+        .arg(ws.flows_dir())
+        .arg("--lookups")
+        .arg(ws.lookups_dir())
+        .arg("--connections")
+        .arg(ws.connections_path())
+        .arg("--data")
+        .arg(ws.path().join("state"))
+        .current_dir(ws.path())
+        .env("TMPDIR", ws.spool_dir())
+        .env_remove("FERRY_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// The event-outcome flow puts the delivered file (a child flow call), then acknowledges
+/// it to DERMS. With every history write slowed to 1.5 s, `ferry run` is killed the moment
+/// DERMS has the acknowledgment: the put was in the history before the acknowledgment
+/// started, so the resubmit puts nothing; only the acknowledgment under way at the kill is
+/// sent again (before, the put's record was still gathering: the resubmit put again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_effect_is_in_the_history_before_the_next_step_starts() {
+    let ws = Workspace::new().await;
+    let message = demo_input("event_outcome_message.json");
+    let file = demo_input(OUTCOME_FILE);
+    let mut run = ferry_cmd(
+        &ws,
+        &[
+            "run",
+            EVENT_OUTCOME,
+            "--input",
+            &format!("message={}", message.display()),
+            "--input",
+            &format!("file={}", file.display()),
+        ],
+    );
+    run.env(ferry::history::TEST_JOURNAL_DELAY_ENV, "1500");
+    let mut child = run.spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while ws.standin.outcome_acks().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no acknowledgment");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    assert_eq!(ws.standin.outcome_acks().len(), 1);
+
+    // opening the history finds the killed run interrupted
+    let store = Store::open_sqlite(&ws.path().join("state")).await.unwrap();
+    let runs = store.list(&RunFilter::default()).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].outcome, Outcome::Interrupted, "{runs:?}");
+    let killed = runs[0].id.clone();
+    store.close().await;
+
+    let out = ferry_cmd(&ws, &["resubmit", &killed, "--format", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::open_sqlite(&ws.path().join("state")).await.unwrap();
+    let again = store
+        .list(&RunFilter {
+            flow: Some(EVENT_OUTCOME.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.resubmit_of.as_deref() == Some(killed.as_str()))
+        .expect("the resubmit is recorded");
+    assert_eq!(again.outcome, Outcome::Succeeded, "{again:?}");
+    // the put was confirmed before the kill: not done again
+    assert_eq!(again.files, 0, "{again:?}");
+    // the acknowledgment under way at the kill is sent once more, and only it
+    assert_eq!(ws.standin.outcome_acks().len(), 2);
+    store.close().await;
+}

@@ -145,6 +145,21 @@ pub struct LoopProgress {
     pub done: i64,
 }
 
+/// For tests only: `FERRY_TEST_JOURNAL_DELAY_MS` delays every journal write by that many
+/// milliseconds, so that a test can kill a run while a write is under way and prove what
+/// was on disk before the next step started. Unset (always, outside tests): no delay.
+pub const TEST_JOURNAL_DELAY_ENV: &str = "FERRY_TEST_JOURNAL_DELAY_MS";
+
+fn test_write_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var(TEST_JOURNAL_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    })
+}
+
 /// Writes one run's batches to the store.
 #[derive(Debug)]
 struct StoreJournal {
@@ -158,6 +173,9 @@ impl Journal for StoreJournal {
         batch: &'a JournalBatch,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
+            if let Some(delay) = test_write_delay() {
+                tokio::time::sleep(delay).await;
+            }
             self.store
                 .write_batch(&self.run_id, batch)
                 .await

@@ -84,7 +84,7 @@ pub use cluster::{
 pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record_outcomes};
 pub use journal::{
     EventFilter, EventPage, LoopProgress, MAX_PAGE, PAGE, RESUME_CHAIN, SPOOL_DIR, StoredEvent,
-    event_kind,
+    TEST_JOURNAL_DELAY_ENV, event_kind,
 };
 pub use pages::{LOOP_NUMBERS, LoopSummary, thousands};
 pub use replay::{
