@@ -651,39 +651,54 @@ impl RunLog {
 
 impl RunState {
     /// Writes what waits to the journal (no-op without one). A failed write keeps the batch
-    /// for the next one and is logged; returns whether what waited is written.
+    /// for the next one and is logged; so does a write given up (this future dropped: the
+    /// transaction is rolled back). Returns whether what waited is written.
     async fn flush(&self) -> bool {
         let Some(journal) = &self.journal else {
             return true;
         };
         let _turn = self.writing.lock().await;
-        let mut batch = {
-            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-            let mut batch = std::mem::take(&mut log.batch);
-            batch.checkpoints = std::mem::take(&mut log.checkpoints).into_values().collect();
-            batch.counters = log.counters;
-            log.records_since = 0;
-            batch
+        let mut taken = Taken {
+            state: self,
+            batch: {
+                let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                let mut batch = std::mem::take(&mut log.batch);
+                batch.checkpoints = std::mem::take(&mut log.checkpoints).into_values().collect();
+                batch.counters = log.counters;
+                log.records_since = 0;
+                Some(batch)
+            },
+        };
+        let Some(batch) = taken.batch.as_ref() else {
+            return true;
         };
         if batch.is_empty() && batch.counters == Counters::default() {
+            taken.batch = None;
             return true;
         }
-        let Err(e) = journal.write(&batch).await else {
-            return true;
-        };
-        {
-            tracing::warn!(error = %e, "cannot write the run's progress to the run history; will try again");
-            // put it back in front of what came meanwhile
-            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-            let newer = std::mem::take(&mut log.batch);
-            batch.events.extend(newer.events);
-            batch.confirmed.extend(newer.confirmed);
-            for c in batch.checkpoints.drain(..) {
-                log.checkpoints.entry(c.key.clone()).or_insert(c);
+        match journal.write(batch).await {
+            Ok(()) => {
+                taken.batch = None;
+                true
             }
-            log.batch = batch;
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the run's progress to the run history; will try again");
+                false
+            }
         }
-        false
+    }
+
+    /// Puts a batch that was not written back in front of what came meanwhile.
+    fn put_back(&self, mut batch: JournalBatch) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = std::mem::take(&mut log.batch);
+        batch.events.extend(newer.events);
+        batch.keys.extend(newer.keys);
+        batch.confirmed.extend(newer.confirmed);
+        for c in batch.checkpoints.drain(..) {
+            log.checkpoints.entry(c.key.clone()).or_insert(c);
+        }
+        log.batch = batch;
     }
 
     /// Writes every [`JOURNAL_INTERVAL`] and whenever woken, until the run finished.
@@ -706,6 +721,21 @@ impl RunState {
                 () = self.ended.notified() => {}
             }
             self.flush().await;
+        }
+    }
+}
+
+/// A batch taken from the log for a journal write: put back unless the write succeeded,
+/// whether it failed or was given up.
+struct Taken<'a> {
+    state: &'a RunState,
+    batch: Option<JournalBatch>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            self.state.put_back(batch);
         }
     }
 }
@@ -1407,13 +1437,35 @@ impl<'a> Exec<'a> {
             log.batch.confirmed.push((key, output.clone()));
         }
         let mut pause = Duration::from_millis(50);
-        while !self.state.flush().await {
-            if let Some(why) = self.must_stop() {
+        loop {
+            // a write that waits for the history past the run's stop (its lease lapsed) is
+            // given up: the run starts no step after that anyway
+            let stopped = tokio::select! {
+                written = self.state.flush() => {
+                    if written {
+                        return;
+                    }
+                    self.must_stop()
+                }
+                why = self.stop_requested() => Some(why),
+            };
+            if let Some(why) = stopped {
                 tracing::warn!(%why, "a confirmed side effect is not in the run history; a resume may do it again");
                 return;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Resolves once the run must stop ([`Exec::must_stop`]), with why (checked every
+    /// 20 ms: the check reads memory only).
+    async fn stop_requested(&self) -> String {
+        loop {
+            if let Some(why) = self.must_stop() {
+                return why;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
