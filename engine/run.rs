@@ -620,6 +620,11 @@ struct RunState {
     wake: tokio::sync::Notify,
     /// Wakes the journal ticker when the run's work ended.
     ended: tokio::sync::Notify,
+    /// A confirmed side effect waits: the ticker writes at once, without gathering.
+    urgent: AtomicBool,
+    /// The number of the last confirmation written to the journal (see
+    /// [`RunLog::confirmations`]): a step waits here for its own.
+    durable: tokio::sync::watch::Sender<u64>,
     finished: AtomicBool,
     resume: Resume,
     fence: Option<Arc<dyn Fence>>,
@@ -641,6 +646,8 @@ struct RunLog {
     checkpoints: BTreeMap<String, Checkpoint>,
     /// Records checkpointed since the last write.
     records_since: usize,
+    /// Side effects confirmed so far, numbered 1, 2, …
+    confirmations: u64,
 }
 
 impl RunLog {
@@ -651,34 +658,39 @@ impl RunLog {
 
 impl RunState {
     /// Writes what waits to the journal (no-op without one). A failed write keeps the batch
-    /// for the next one and is logged; so does a write given up (this future dropped: the
-    /// transaction is rolled back). Returns whether what waited is written.
+    /// for the next one and is logged. Returns whether what waited is written. Never given
+    /// up half-way (a write future dropped while SQLite's `BEGIN` is answered can leave
+    /// the pooled connection holding the write lock): a step that stops waiting for its
+    /// confirmation waits on [`RunState::durable`] instead.
     async fn flush(&self) -> bool {
         let Some(journal) = &self.journal else {
             return true;
         };
         let _turn = self.writing.lock().await;
+        let (batch, confirmations) = {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = std::mem::take(&mut log.batch);
+            batch.checkpoints = std::mem::take(&mut log.checkpoints).into_values().collect();
+            batch.counters = log.counters;
+            log.records_since = 0;
+            (batch, log.confirmations)
+        };
         let mut taken = Taken {
             state: self,
-            batch: {
-                let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-                let mut batch = std::mem::take(&mut log.batch);
-                batch.checkpoints = std::mem::take(&mut log.checkpoints).into_values().collect();
-                batch.counters = log.counters;
-                log.records_since = 0;
-                Some(batch)
-            },
+            batch: Some(batch),
         };
         let Some(batch) = taken.batch.as_ref() else {
             return true;
         };
         if batch.is_empty() && batch.counters == Counters::default() {
             taken.batch = None;
+            self.durable.send_if_modified(|d| raise(d, confirmations));
             return true;
         }
         match journal.write(batch).await {
             Ok(()) => {
                 taken.batch = None;
+                self.durable.send_if_modified(|d| raise(d, confirmations));
                 true
             }
             Err(e) => {
@@ -701,11 +713,14 @@ impl RunState {
         log.batch = batch;
     }
 
-    /// Writes every [`JOURNAL_INTERVAL`] and whenever woken, until the run finished.
+    /// Writes every [`JOURNAL_INTERVAL`] and whenever woken, until the run finished; a
+    /// confirmed side effect at once, and again (every 50 ms, then up to every second)
+    /// while the history does not take it.
     async fn ticker(&self) {
         if self.journal.is_none() {
             return;
         }
+        let mut retry = Duration::from_millis(50);
         while !self.finished.load(Ordering::Acquire) {
             tokio::select! {
                 () = tokio::time::sleep(JOURNAL_INTERVAL) => {}
@@ -714,19 +729,42 @@ impl RunState {
             if self.finished.load(Ordering::Acquire) {
                 break;
             }
-            // what follows a wake closely goes in the same write: one transaction for a
-            // burst of checkpoints, not one each (the end of the run cuts this short)
-            tokio::select! {
-                () = tokio::time::sleep(JOURNAL_GATHER) => {}
-                () = self.ended.notified() => {}
+            let urgent = self.urgent.swap(false, Ordering::AcqRel);
+            if !urgent {
+                // what follows a wake closely goes in the same write: one transaction for
+                // a burst of checkpoints, not one each (the end of the run cuts this short)
+                tokio::select! {
+                    () = tokio::time::sleep(JOURNAL_GATHER) => {}
+                    () = self.ended.notified() => {}
+                }
             }
-            self.flush().await;
+            if self.flush().await {
+                retry = Duration::from_millis(50);
+            } else if urgent {
+                // a step waits for its confirmation: try again soon
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = self.ended.notified() => {}
+                }
+                retry = (retry * 2).min(Duration::from_secs(1));
+                self.urgent.store(true, Ordering::Release);
+                self.wake.notify_one();
+            }
         }
     }
 }
 
-/// A batch taken from the log for a journal write: put back unless the write succeeded,
-/// whether it failed or was given up.
+/// Raises the durable confirmation number to `to` (never lowers it).
+fn raise(durable: &mut u64, to: u64) -> bool {
+    if to > *durable {
+        *durable = to;
+        true
+    } else {
+        false
+    }
+}
+
+/// A batch taken from the log for a journal write: put back unless the write succeeded.
 struct Taken<'a> {
     state: &'a RunState,
     batch: Option<JournalBatch>,
@@ -864,6 +902,8 @@ impl Engine {
             journal,
             writing: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            urgent: AtomicBool::new(false),
+            durable: tokio::sync::watch::Sender::new(0),
             ended: tokio::sync::Notify::new(),
             finished: AtomicBool::new(false),
             resume,
@@ -1422,39 +1462,34 @@ impl<'a> Exec<'a> {
         self.state.resume.through.get(key).copied()
     }
 
-    /// Confirms side effect `key` (its step's output) and writes it to the journal before
-    /// returning: the step after it starts only once a resume would skip it. While the
-    /// history does not answer, it tries again (every 50 ms, then up to every second)
-    /// until it does or the run must stop (shutdown, lost lease): then it goes on, and a
-    /// resume may do this side effect again. Record loops' checkpoints are not written
-    /// here: they gather (see [`JOURNAL_GATHER`]).
+    /// Confirms side effect `key` (its step's output) and waits until it is written to the
+    /// journal: the step after it starts only once a resume would skip it. The run's
+    /// journal ticker writes it at once (not gathered), and again while the history does
+    /// not answer; the step waits until it is written or the run must stop (shutdown,
+    /// lease lost or lapsed: a resume may then do this side effect again). Record loops'
+    /// checkpoints are not waited for: they gather (see [`JOURNAL_GATHER`]).
     async fn confirm(&self, key: String, output: &Value) {
         if self.state.journal.is_none() || self.state.dry_run {
             return;
         }
-        {
+        let mine = {
             let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
             log.batch.confirmed.push((key, output.clone()));
-        }
-        let mut pause = Duration::from_millis(50);
-        loop {
-            // a write that waits for the history past the run's stop (its lease lapsed) is
-            // given up: the run starts no step after that anyway
-            let stopped = tokio::select! {
-                written = self.state.flush() => {
-                    if written {
-                        return;
-                    }
-                    self.must_stop()
+            log.confirmations += 1;
+            log.confirmations
+        };
+        let mut durable = self.state.durable.subscribe();
+        self.state.urgent.store(true, Ordering::Release);
+        self.state.wake.notify_one();
+        tokio::select! {
+            written = durable.wait_for(|d| *d >= mine) => {
+                if written.is_err() {
+                    tracing::warn!("the run's journal stopped before a confirmed side effect was written");
                 }
-                why = self.stop_requested() => Some(why),
-            };
-            if let Some(why) = stopped {
-                tracing::warn!(%why, "a confirmed side effect is not in the run history; a resume may do it again");
-                return;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            why = self.stop_requested() => {
+                tracing::warn!(%why, "a confirmed side effect is not in the run history yet; a resume may do it again");
+            }
         }
     }
 
