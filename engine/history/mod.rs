@@ -55,7 +55,10 @@
 //! ```
 //!
 //! The lower-level calls: [`Store::begin`] (records `running`, returns the run id for
-//! [`crate::run::Engine::run_with_id`]), [`Store::keep_input`], [`Store::finish`];
+//! [`crate::run::Engine::run_with_id`]; [`Store::begin_awaiting_input`] for a run whose
+//! trigger input comes next: stopped before it is kept, the run is `abandoned`),
+//! [`Store::keep_input`], [`Store::finish`]; [`Store::resume_chain`] is what a resubmit
+//! resumes from;
 //! [`Store::record`] records a finished report in one go; [`Store::input`] gives a run's
 //! kept trigger parts. A process that runs flows registers as their owner
 //! ([`Store::register`]); opening a store marks the runs of owners that died `interrupted`
