@@ -509,9 +509,9 @@ pub struct Resume {
 
 /// Journal writes happen at least this often while a run goes on.
 pub const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
-/// A write woken by a confirmation or a full batch waits this long for what follows, so
-/// that a burst of confirmations is one write; a side effect is thus written at most this
-/// long (plus the write's own time) after it was confirmed.
+/// A write woken by a full batch of records waits this long for what follows, so that a
+/// burst of record-loop checkpoints is one write. A confirmed side effect outside record
+/// loops does not wait: it is written before the next step starts.
 pub const JOURNAL_GATHER: Duration = Duration::from_millis(10);
 /// A journal write happens as soon as this many records or events are waiting.
 pub const JOURNAL_BATCH: usize = 1_000;
@@ -630,6 +630,11 @@ struct RunState {
     wake: tokio::sync::Notify,
     /// Wakes the journal ticker when the run's work ended.
     ended: tokio::sync::Notify,
+    /// A confirmed side effect waits: the ticker writes at once, without gathering.
+    urgent: AtomicBool,
+    /// The number of the last confirmation written to the journal (see
+    /// [`RunLog::confirmations`]): a step waits here for its own.
+    durable: tokio::sync::watch::Sender<u64>,
     finished: AtomicBool,
     resume: Resume,
     fence: Option<Arc<dyn Fence>>,
@@ -653,6 +658,8 @@ struct RunLog {
     checkpoints: BTreeMap<String, Checkpoint>,
     /// Records checkpointed since the last write.
     records_since: usize,
+    /// Side effects confirmed so far, numbered 1, 2, …
+    confirmations: u64,
 }
 
 impl RunLog {
@@ -663,42 +670,69 @@ impl RunLog {
 
 impl RunState {
     /// Writes what waits to the journal (no-op without one). A failed write keeps the batch
-    /// for the next one and is logged.
-    async fn flush(&self) {
+    /// for the next one and is logged. Returns whether what waited is written. Never given
+    /// up half-way (a write future dropped while SQLite's `BEGIN` is answered can leave
+    /// the pooled connection holding the write lock): a step that stops waiting for its
+    /// confirmation waits on [`RunState::durable`] instead.
+    async fn flush(&self) -> bool {
         let Some(journal) = &self.journal else {
-            return;
+            return true;
         };
         let _turn = self.writing.lock().await;
-        let mut batch = {
+        let (batch, confirmations) = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             let mut batch = std::mem::take(&mut log.batch);
             batch.checkpoints = std::mem::take(&mut log.checkpoints).into_values().collect();
             batch.counters = log.counters;
             log.records_since = 0;
-            batch
+            (batch, log.confirmations)
+        };
+        let mut taken = Taken {
+            state: self,
+            batch: Some(batch),
+        };
+        let Some(batch) = taken.batch.as_ref() else {
+            return true;
         };
         if batch.is_empty() && batch.counters == Counters::default() {
-            return;
+            taken.batch = None;
+            self.durable.send_if_modified(|d| raise(d, confirmations));
+            return true;
         }
-        if let Err(e) = journal.write(&batch).await {
-            tracing::warn!(error = %e, "cannot write the run's progress to the run history; will try again");
-            // put it back in front of what came meanwhile
-            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-            let newer = std::mem::take(&mut log.batch);
-            batch.events.extend(newer.events);
-            batch.confirmed.extend(newer.confirmed);
-            for c in batch.checkpoints.drain(..) {
-                log.checkpoints.entry(c.key.clone()).or_insert(c);
+        match journal.write(batch).await {
+            Ok(()) => {
+                taken.batch = None;
+                self.durable.send_if_modified(|d| raise(d, confirmations));
+                true
             }
-            log.batch = batch;
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the run's progress to the run history; will try again");
+                false
+            }
         }
     }
 
-    /// Writes every [`JOURNAL_INTERVAL`] and whenever woken, until the run finished.
+    /// Puts a batch that was not written back in front of what came meanwhile.
+    fn put_back(&self, mut batch: JournalBatch) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = std::mem::take(&mut log.batch);
+        batch.events.extend(newer.events);
+        batch.keys.extend(newer.keys);
+        batch.confirmed.extend(newer.confirmed);
+        for c in batch.checkpoints.drain(..) {
+            log.checkpoints.entry(c.key.clone()).or_insert(c);
+        }
+        log.batch = batch;
+    }
+
+    /// Writes every [`JOURNAL_INTERVAL`] and whenever woken, until the run finished; a
+    /// confirmed side effect at once, and again (every 50 ms, then up to every second)
+    /// while the history does not take it.
     async fn ticker(&self) {
         if self.journal.is_none() {
             return;
         }
+        let mut retry = Duration::from_millis(50);
         while !self.finished.load(Ordering::Acquire) {
             tokio::select! {
                 () = tokio::time::sleep(JOURNAL_INTERVAL) => {}
@@ -707,13 +741,51 @@ impl RunState {
             if self.finished.load(Ordering::Acquire) {
                 break;
             }
-            // what follows a wake closely goes in the same write: one transaction for a
-            // burst of confirmations, not one each (the end of the run cuts this short)
-            tokio::select! {
-                () = tokio::time::sleep(JOURNAL_GATHER) => {}
-                () = self.ended.notified() => {}
+            let urgent = self.urgent.swap(false, Ordering::AcqRel);
+            if !urgent {
+                // what follows a wake closely goes in the same write: one transaction for
+                // a burst of checkpoints, not one each (the end of the run cuts this short)
+                tokio::select! {
+                    () = tokio::time::sleep(JOURNAL_GATHER) => {}
+                    () = self.ended.notified() => {}
+                }
             }
-            self.flush().await;
+            if self.flush().await {
+                retry = Duration::from_millis(50);
+            } else if urgent {
+                // a step waits for its confirmation: try again soon
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = self.ended.notified() => {}
+                }
+                retry = (retry * 2).min(Duration::from_secs(1));
+                self.urgent.store(true, Ordering::Release);
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Raises the durable confirmation number to `to` (never lowers it).
+fn raise(durable: &mut u64, to: u64) -> bool {
+    if to > *durable {
+        *durable = to;
+        true
+    } else {
+        false
+    }
+}
+
+/// A batch taken from the log for a journal write: put back unless the write succeeded.
+struct Taken<'a> {
+    state: &'a RunState,
+    batch: Option<JournalBatch>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            self.state.put_back(batch);
         }
     }
 }
@@ -845,6 +917,8 @@ impl Engine {
             journal,
             writing: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            urgent: AtomicBool::new(false),
+            durable: tokio::sync::watch::Sender::new(0),
             ended: tokio::sync::Notify::new(),
             finished: AtomicBool::new(false),
             resume,
@@ -1416,16 +1490,57 @@ impl<'a> Exec<'a> {
         self.state.resume.through.get(key).copied()
     }
 
-    fn confirm(&self, key: String, output: &Value) {
+    /// Confirms side effect `key` (its step's output) and waits until it is written to the
+    /// journal: the step after it starts only once a resume would skip it. The run's
+    /// journal ticker writes it at once (not gathered), and again while the history does
+    /// not answer; the step waits until it is written or the run must stop (shutdown,
+    /// lease lost or lapsed: a resume may then do this side effect again). Record loops'
+    /// checkpoints are not waited for: they gather (see [`JOURNAL_GATHER`]).
+    async fn confirm(&self, key: String, output: &Value) {
         if self.state.journal.is_none() || self.state.dry_run {
             return;
         }
-        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.batch.confirmed.push((key, output.clone()));
-        drop(log);
-        // a confirmed side effect is written soon (within JOURNAL_GATHER): a kill after
-        // that must not redo it
+        let mine = {
+            let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.batch.confirmed.push((key, output.clone()));
+            log.confirmations += 1;
+            log.confirmations
+        };
+        let mut durable = self.state.durable.subscribe();
+        self.state.urgent.store(true, Ordering::Release);
         self.state.wake.notify_one();
+        tokio::select! {
+            written = durable.wait_for(|d| *d >= mine) => {
+                if written.is_err() {
+                    tracing::warn!("the run's journal stopped before a confirmed side effect was written");
+                }
+            }
+            why = self.stop_requested() => {
+                tracing::warn!(%why, "a confirmed side effect is not in the run history yet; a resume may do it again");
+            }
+        }
+    }
+
+    /// Resolves once the run must stop ([`Exec::must_stop`]), with why (checked every
+    /// 20 ms: the check reads memory only).
+    async fn stop_requested(&self) -> String {
+        loop {
+            if let Some(why) = self.must_stop() {
+                return why;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Why the run must start no further step (a shutdown, its lease lost or lapsed), if
+    /// it must stop.
+    fn must_stop(&self) -> Option<String> {
+        if let Some(cancel) = &self.engine.options.cancel
+            && cancel.is_cancelled()
+        {
+            return Some("ferry is shutting down".to_string());
+        }
+        self.state.fence.as_ref().and_then(|f| f.check().err())
     }
 
     /// Whether loops must run one item at a time ([`RunOptions::sequential`]).
@@ -1566,14 +1681,7 @@ impl<'a> Exec<'a> {
                     _ if ended.is_some() && step.run_on != RunOn::Always => continue,
                     _ => {}
                 }
-                let stop = if let Some(cancel) = &self.engine.options.cancel
-                    && cancel.is_cancelled()
-                {
-                    Some("ferry is shutting down".to_string())
-                } else {
-                    self.state.fence.as_ref().and_then(|f| f.check().err())
-                };
-                if let Some(why) = stop {
+                if let Some(why) = self.must_stop() {
                     let e = StepError::new(
                         ErrorKind::Interrupted,
                         format!("interrupted: {why}; resubmit the run to finish it"),
@@ -1606,12 +1714,12 @@ impl<'a> Exec<'a> {
                         && let Some(out) = self.state.resume.confirmed.get(k)
                     {
                         tracing::info!(key = %k, "confirmed by the interrupted run; not done again");
-                        self.confirm(k.clone(), out);
+                        self.confirm(k.clone(), out).await;
                         return Ok(Some(StepResult::Value(out.clone())));
                     }
                     let r = step.kind.run(self, scope).await?;
                     if let (Some(k), StepResult::Value(v)) = (&key, &r) {
-                        self.confirm(k.clone(), v);
+                        self.confirm(k.clone(), v).await;
                     }
                     Ok(Some(r))
                 }

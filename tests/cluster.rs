@@ -1404,6 +1404,83 @@ async fn readyz_answers_503_within_a_second_during_an_outage() {
     drop((a, pg));
 }
 
+/// A delivery while the database is down is answered `503` with `Retry-After` within a
+/// second (it waited 30 s for the pool), records nothing, and the next delivery once the
+/// database is back is `202` and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_during_an_outage_is_refused_within_a_second_and_the_next_one_runs() {
+    let pg = Postgres::start();
+    let url = pg.database("fast503");
+    let slow = SlowPeer::start(Duration::from_millis(1));
+    let project = Project::new(&slow.url());
+    let a = Serve::start(&project, "a", Some(&url), &["--no-schedules"]);
+    let client = reqwest::Client::new();
+    let deliver = |name: &'static str| {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(format!("id,outcome\n{name},OK\n").into_bytes())
+                .file_name(name),
+        );
+        client.post(a.url("/receive")).multipart(form).send()
+    };
+
+    pg.stop();
+    for name in ["down-1.csv", "down-2.csv"] {
+        let asked = Instant::now();
+        let resp = deliver(name).await.unwrap();
+        let took = asked.elapsed();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "answered after {took:?}"
+        );
+        assert_eq!(retry_after.as_deref(), Some("5"), "{body}");
+        assert!(body.contains("store_unavailable"), "{body}");
+    }
+    pg.start_again();
+
+    // once the database answers again, the next delivery is accepted and runs
+    let mut accepted = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accepted.is_none() {
+        let resp = deliver("up.csv").await.unwrap();
+        if resp.status() == 202 {
+            let v: Value = resp.json().await.unwrap();
+            accepted = v["run_id"].as_str().map(str::to_string);
+        } else {
+            assert!(Instant::now() < deadline, "never accepted again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let run_id = accepted.unwrap();
+    let store = Store::open_postgres(&url, project.path()).await.unwrap();
+    wait_for(Duration::from_secs(20), "the accepted run ends", || async {
+        store
+            .get(&run_id)
+            .await
+            .unwrap()
+            .is_some_and(|d| d.summary.outcome == Outcome::Succeeded)
+    })
+    .await;
+    // the refused deliveries left no run behind
+    let runs = runs_of(&store, "RECEIVER").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        project.listing("inbox").get("up.csv"),
+        Some(&b"id,outcome\nup.csv,OK\n".to_vec())
+    );
+    assert_eq!(project.listing("inbox").get("down-1.csv"), None);
+    store.close().await;
+    drop((a, pg));
+}
+
 // ---------------------------------------------------------------------------------------
 // Operating flows: pause and resume, runs found by file and business key
 

@@ -616,15 +616,16 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let state = dir.path().join("state");
     let (a, b) = tokio::join!(Store::open_sqlite(&state), Store::open_sqlite(&state));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 6);
+    assert_eq!(a.schema_version().await.unwrap(), 7);
     assert!(b.get(&r.run_id).await.unwrap().is_some());
     let pool = raw(dir.path()).await;
     // one row per migration step (1: runs, 2: serve's instances, leases and ticks, 3: events
     // as rows, loop checkpoints, confirmed steps, 4: run owners as process incarnations,
-    // fenced leases, 5: kept inputs in the database)
+    // fenced leases, 5: kept inputs in the database, 6: pauses and run keys, 7: runs
+    // waiting for their trigger input)
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM schema_migrations").await,
-        5
+        7
     );
     let journal: String = {
         use sqlx::Row as _;
@@ -642,8 +643,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         Store::open_sqlite(&fresh_state),
         Store::open_sqlite(&fresh_state)
     );
-    assert_eq!(c.unwrap().schema_version().await.unwrap(), 6);
-    assert_eq!(d.unwrap().schema_version().await.unwrap(), 6);
+    assert_eq!(c.unwrap().schema_version().await.unwrap(), 7);
+    assert_eq!(d.unwrap().schema_version().await.unwrap(), 7);
 
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')",
@@ -654,7 +655,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     match Store::open_sqlite(&dir.path().join("state")).await {
         Err(HistoryError::SchemaTooNew {
             found: 99,
-            known: 5,
+            known: 7,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -1270,7 +1271,7 @@ async fn store_contract(store: &Store, scratch: &Path) {
             Outcome::Succeeded
         ]
     );
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1524,7 +1525,8 @@ async fn a_postgres_history_from_version_4_keeps_its_inputs_as_files() {
     for sql in [
         "ALTER TABLE run_inputs DROP COLUMN stored",
         "DROP TABLE run_input_chunks",
-        "DELETE FROM schema_migrations WHERE version = 5",
+        "ALTER TABLE runs DROP COLUMN input_pending",
+        "DELETE FROM schema_migrations WHERE version >= 5",
     ] {
         sqlx::query(sql).execute(&raw).await.unwrap();
     }
@@ -1544,7 +1546,7 @@ async fn a_postgres_history_from_version_4_keeps_its_inputs_as_files() {
     .unwrap();
 
     let store = Store::open_postgres(&url, &state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     let kept = store.input(&old.run_id).await.unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].path, file);
@@ -1600,7 +1602,7 @@ async fn a_history_written_by_the_previous_release_migrates_and_reads() {
         pool.close().await;
     }
     let store = Store::open_sqlite(&state).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     let runs = store.list(&RunFilter::default()).await.unwrap();
     assert_eq!(runs.len(), 4);
     let by = |flow: &str, ok: i64| {

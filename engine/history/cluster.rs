@@ -41,7 +41,7 @@ use sqlx::Row as _;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Backend, now};
-use super::{HistoryError, Outcome, Store};
+use super::{HistoryError, Store};
 use crate::run::{Fence, RunReport};
 
 /// Heartbeats an owner may miss before it is taken for dead.
@@ -418,18 +418,7 @@ impl Store {
     /// Marks owner `owner`'s runs still `running` interrupted (keeping the counters and
     /// progress they recorded). Returns how many.
     async fn interrupt_runs_of(&self, owner: &str, why: &str) -> Result<u64, HistoryError> {
-        let done = sqlx::query(
-            "UPDATE runs SET outcome = $1, finished_at = $2, error_message = $3
-             WHERE owner = $4 AND outcome = $5",
-        )
-        .bind(Outcome::Interrupted.as_str())
-        .bind(now())
-        .bind(why.to_string())
-        .bind(owner.to_string())
-        .bind(Outcome::Running.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        super::store::stop_runs(&self.pool, "owner = $4", &[owner], why).await
     }
 
     /// The runs of earlier incarnations of this handle's instance name are interrupted
@@ -478,18 +467,14 @@ impl Store {
                 .await?;
         }
         // runs recorded under this name before owners were incarnations
-        let done = sqlx::query(
-            "UPDATE runs SET outcome = $1, finished_at = $2,
-                error_message = 'the ferry instance running it stopped (it restarted)'
-             WHERE owner IS NULL AND instance = $3 AND outcome = $4",
+        let done = super::store::stop_runs(
+            &self.pool,
+            "owner IS NULL AND instance = $4",
+            &[&me.instance],
+            "the ferry instance running it stopped (it restarted)",
         )
-        .bind(Outcome::Interrupted.as_str())
-        .bind(now())
-        .bind(me.instance.clone())
-        .bind(Outcome::Running.as_str())
-        .execute(&self.pool)
         .await?;
-        Ok(n + done.rows_affected())
+        Ok(n + done)
     }
 
     /// Marks `interrupted` the runs still `running` of every dead owner — one on this
@@ -558,20 +543,10 @@ impl Store {
     }
 
     /// Marks run `run_id` `interrupted` if it is still `running` (a shutdown deadline
-    /// passed while it ran). Returns whether it was.
+    /// passed while it ran; `abandoned` if its trigger input was never kept). Returns
+    /// whether it was.
     pub async fn mark_interrupted(&self, run_id: &str, why: &str) -> Result<bool, HistoryError> {
-        let done = sqlx::query(
-            "UPDATE runs SET outcome = $1, finished_at = $2, error_message = $3
-             WHERE id = $4 AND outcome = $5",
-        )
-        .bind(Outcome::Interrupted.as_str())
-        .bind(now())
-        .bind(why.to_string())
-        .bind(run_id.to_string())
-        .bind(Outcome::Running.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(super::store::stop_runs(&self.pool, "id = $4", &[run_id], why).await? > 0)
     }
 
     /// Records how a begun run ended like [`Store::finish`], trying again while the

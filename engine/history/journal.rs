@@ -13,6 +13,7 @@
 //! failed or whose answer was tolerated stay rows with their record number, status and the
 //! answer's message. Readers take pages ([`Store::events_page`]), never the whole run.
 
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -158,6 +159,21 @@ pub struct LoopProgress {
     pub done: i64,
 }
 
+/// For tests only: `FERRY_TEST_JOURNAL_DELAY_MS` delays every journal write by that many
+/// milliseconds, so that a test can kill a run while a write is under way and prove what
+/// was on disk before the next step started. Unset (always, outside tests): no delay.
+pub const TEST_JOURNAL_DELAY_ENV: &str = "FERRY_TEST_JOURNAL_DELAY_MS";
+
+fn test_write_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var(TEST_JOURNAL_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    })
+}
+
 /// Writes one run's batches to the store.
 #[derive(Debug)]
 struct StoreJournal {
@@ -171,6 +187,9 @@ impl Journal for StoreJournal {
         batch: &'a JournalBatch,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
+            if let Some(delay) = test_write_delay() {
+                tokio::time::sleep(delay).await;
+            }
             self.store
                 .write_batch(&self.run_id, batch)
                 .await
@@ -178,6 +197,9 @@ impl Journal for StoreJournal {
         })
     }
 }
+
+/// The most links of a resubmit chain [`Store::resume_chain`] follows.
+pub const RESUME_CHAIN: usize = 100;
 
 /// The directory of the runs' spool directories in a data directory: `<data>/spool`, one
 /// folder per run, named by its id.
@@ -250,7 +272,7 @@ impl Store {
         run_id: &str,
         batch: &JournalBatch,
     ) -> Result<(), HistoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rows = batch
             .events
             .iter()
@@ -304,6 +326,65 @@ impl Store {
             resume
                 .through
                 .insert(l.key, u64::try_from(l.through).unwrap_or(0));
+        }
+        Ok(resume)
+    }
+
+    /// What a resubmit of run `run_id` resumes from: everything confirmed along the chain
+    /// of interrupted runs that ends there — `run_id`, the run it resubmitted, and so on up
+    /// `resubmit_of`, as long as each link was `interrupted` (a `failed` run's resubmit did
+    /// everything again), at most [`RESUME_CHAIN`] links. A run killed before writing a
+    /// checkpoint of its own thus still resumes after what its ancestors confirmed.
+    /// Confirmed side effects are merged, the nearest link's output winning; a record
+    /// loop's ranges are joined from the lowest `first` for as long as they touch, and the
+    /// loop resumes after the highest record so confirmed. Empty when `run_id` itself was
+    /// not interrupted.
+    pub async fn resume_chain(&self, run_id: &str) -> Result<Resume, HistoryError> {
+        let mut resume = Resume::default();
+        let mut ranges: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+        let mut link = Some(run_id.to_string());
+        let mut seen = HashSet::new();
+        while let Some(id) = link.take() {
+            if seen.len() >= RESUME_CHAIN || !seen.insert(id.clone()) {
+                break;
+            }
+            let Some(row) = sqlx::query("SELECT outcome, resubmit_of FROM runs WHERE id = $1")
+                .bind(id.clone())
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                break;
+            };
+            let outcome: String = row.try_get("outcome")?;
+            if outcome != super::Outcome::Interrupted.as_str() {
+                break;
+            }
+            let here = self.resume_point(&id).await?;
+            for (key, output) in here.confirmed {
+                resume.confirmed.entry(key).or_insert(output);
+            }
+            for l in self.loops(&id).await? {
+                ranges.entry(l.key).or_default().push((l.first, l.through));
+            }
+            link = row.try_get("resubmit_of")?;
+        }
+        for (key, mut spans) in ranges {
+            spans.sort_unstable();
+            let mut spans = spans.into_iter();
+            let Some((first, last)) = spans.next() else {
+                continue;
+            };
+            let mut through = last.max(first - 1);
+            for (first, last) in spans {
+                if first > through + 1 {
+                    // a gap: what lies beyond it is not confirmed all along
+                    break;
+                }
+                through = through.max(last);
+            }
+            if let Ok(t) = u64::try_from(through) {
+                resume.through.insert(key, t);
+            }
         }
         Ok(resume)
     }

@@ -2,7 +2,8 @@
 //!
 //! Each run is a row in `runs` — its flow, trigger (`manual`, `schedule`, `rest`,
 //! `resubmit`), start and end, outcome (`running` while it runs, then `succeeded`,
-//! `partial`, `failed`, `no_files`, or `interrupted` when ferry stopped during it), counters,
+//! `partial`, `failed`, `no_files`, or `interrupted` when ferry stopped during it —
+//! `abandoned` when that was before its trigger input was kept), counters,
 //! the error (step, kind, message, loop items, and the file and record it was on) and the
 //! run's events as JSON. Beside it, derived from the [`RunReport`](crate::run::RunReport)'s events: the files it
 //! fetched, put and renamed (`run_files`), the REST requests it sent — one per record of a
@@ -54,7 +55,10 @@
 //! ```
 //!
 //! The lower-level calls: [`Store::begin`] (records `running`, returns the run id for
-//! [`crate::run::Engine::run_with_id`]), [`Store::keep_input`], [`Store::finish`];
+//! [`crate::run::Engine::run_with_id`]; [`Store::begin_awaiting_input`] for a run whose
+//! trigger input comes next: stopped before it is kept, the run is `abandoned`),
+//! [`Store::keep_input`], [`Store::finish`]; [`Store::resume_chain`] is what a resubmit
+//! resumes from;
 //! [`Store::record`] records a finished report in one go; [`Store::input`] gives a run's
 //! kept trigger parts. A process that runs flows registers as their owner
 //! ([`Store::register`]); opening a store marks the runs of owners that died `interrupted`
@@ -82,7 +86,8 @@ pub use cluster::{
 };
 pub use derive::{email_outcomes, error_file, error_record, file_outcomes, record_outcomes};
 pub use journal::{
-    EventFilter, EventPage, LoopProgress, MAX_PAGE, PAGE, SPOOL_DIR, StoredEvent, event_kind,
+    EventFilter, EventPage, LoopProgress, MAX_PAGE, PAGE, RESUME_CHAIN, SPOOL_DIR, StoredEvent,
+    TEST_JOURNAL_DELAY_ENV, event_kind,
 };
 pub use pages::{LOOP_NUMBERS, LoopSummary, thousands};
 pub use replay::{
@@ -222,8 +227,8 @@ impl std::str::FromStr for Trigger {
     }
 }
 
-/// The outcome of a recorded run: the engine's [`crate::run::Outcome`], or `running` and
-/// `interrupted`.
+/// The outcome of a recorded run: the engine's [`crate::run::Outcome`], or `running`,
+/// `interrupted` and `abandoned`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -239,6 +244,10 @@ pub enum Outcome {
     NoFiles,
     /// ferry stopped while the run ran.
     Interrupted,
+    /// ferry stopped before the run's trigger input was kept (a REST delivery killed
+    /// between its record and its parts): there is nothing to run again, its sender got no
+    /// `202`, and it is no lost work — it is not offered for resubmit.
+    Abandoned,
 }
 
 impl Outcome {
@@ -251,6 +260,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::NoFiles => "no_files",
             Outcome::Interrupted => "interrupted",
+            Outcome::Abandoned => "abandoned",
         }
     }
 }
@@ -282,9 +292,10 @@ impl std::str::FromStr for Outcome {
             "failed" => Outcome::Failed,
             "no_files" => Outcome::NoFiles,
             "interrupted" => Outcome::Interrupted,
+            "abandoned" => Outcome::Abandoned,
             _ => {
                 return Err(format!(
-                    "unknown outcome '{s}' (running, succeeded, partial, failed, no_files, interrupted)"
+                    "unknown outcome '{s}' (running, succeeded, partial, failed, no_files, interrupted, abandoned)"
                 ));
             }
         })

@@ -62,6 +62,15 @@ pub enum ResubmitError {
     /// The run is still running.
     #[error("run '{0}' is still running")]
     StillRunning(String),
+    /// The run was abandoned before its trigger input was kept: there is nothing to run
+    /// again.
+    #[error("run '{run}' was abandoned and cannot be resubmitted: {why}")]
+    Abandoned {
+        /// The run.
+        run: String,
+        /// Why (its recorded error).
+        why: String,
+    },
     /// The new run could not start.
     #[error(transparent)]
     Run(#[from] RunFailure),
@@ -138,6 +147,11 @@ impl Prepared {
     pub fn flow(&self) -> &str {
         &self.flow
     }
+
+    /// Whether the run has a row in the store (even if its input could not be kept).
+    pub fn begun(&self) -> bool {
+        self.begun
+    }
 }
 
 /// Runs `req.flow` on `engine` and records it in `store` (none: just runs it):
@@ -193,7 +207,13 @@ pub async fn prepare(
             resubmit_of: req.resubmit_of.as_deref(),
             dry_run: false,
         };
-        match store.begin(&new).await {
+        // a run with parts waits for them: stopped before they are kept, it is abandoned
+        let begun = if req.parts.is_empty() {
+            store.begin(&new).await
+        } else {
+            store.begin_awaiting_input(&new).await
+        };
+        match begun {
             Ok(id) => run_id = Some(id),
             Err(e) => warnings.push(e),
         }
@@ -232,18 +252,13 @@ pub async fn prepare(
             }
         }
     }
-    // A resubmit of an interrupted run resumes it: the side effects it confirmed are not
-    // done again, its record loops go on after the last record it confirmed.
+    // A resubmit of an interrupted run resumes it: the side effects it — and the
+    // interrupted runs it resubmitted, up the chain — confirmed are not done again, its
+    // record loops go on after the last record they confirmed.
     let mut resume = Resume::default();
     if let (Some(store), Some(original)) = (store, &req.resubmit_of) {
-        match store.get(original).await {
-            Ok(Some(d)) if d.summary.outcome == Outcome::Interrupted => {
-                match store.resume_point(original).await {
-                    Ok(r) => resume = r,
-                    Err(e) => warnings.push(e),
-                }
-            }
-            Ok(_) => {}
+        match store.resume_chain(original).await {
+            Ok(r) => resume = r,
             Err(e) => warnings.push(e),
         }
     }
@@ -329,6 +344,12 @@ pub async fn resubmit_request(store: &Store, run_id: &str) -> Result<RunRequest,
         .ok_or_else(|| HistoryError::UnknownRun(run_id.to_string()))?;
     if original.summary.outcome == Outcome::Running {
         return Err(ResubmitError::StillRunning(run_id.to_string()));
+    }
+    if original.summary.outcome == Outcome::Abandoned {
+        return Err(ResubmitError::Abandoned {
+            run: run_id.to_string(),
+            why: original.summary.error.unwrap_or_default(),
+        });
     }
     let kept = store.input(run_id).await?;
     Ok(RunRequest {

@@ -237,6 +237,16 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX IF NOT EXISTS run_keys_values ON run_keys (value) WHERE kind <> 'f'",
         ],
     },
+    Migration {
+        version: 7,
+        name: "runs waiting for their trigger input",
+        statements: &[
+            // 1 from a run's record until its trigger input is kept (the same transaction
+            // sets it to 0): a run ferry stopped while it was 1 is recorded 'abandoned',
+            // not 'interrupted', as there is nothing to resubmit
+            "ALTER TABLE runs ADD COLUMN input_pending BIGINT NOT NULL DEFAULT 0",
+        ],
+    },
 ];
 
 /// The highest version this ferry knows.
@@ -263,7 +273,7 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), Hist
         });
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > found) {
-        let mut tx = pool.begin().await?;
+        let mut tx = super::store::begin_write(pool, backend).await?;
         if backend == Backend::Postgres {
             sqlx::query("LOCK TABLE schema_migrations IN SHARE ROW EXCLUSIVE MODE")
                 .execute(&mut *tx)

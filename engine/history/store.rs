@@ -30,6 +30,23 @@ pub(super) enum Backend {
 
 /// How long an SQLite connection waits for another writer.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: it takes the write
+/// lock at once, waiting for it up to the busy timeout. A plain (deferred) `BEGIN` would
+/// start as a read and be upgraded at its first write, and an upgrade that finds another
+/// writer's commit since its read fails at once with "database is locked" (SQLITE_BUSY,
+/// or SQLITE_BUSY_SNAPSHOT in WAL mode) instead of waiting: SQLite cannot wait there
+/// without breaking the transaction's snapshot. PostgreSQL waits row by row, so its
+/// transactions begin as they always do.
+pub(super) async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, HistoryError> {
+    Ok(match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => pool.begin().await?,
+    })
+}
 /// Listing size when the filter sets none.
 const DEFAULT_LIMIT: u32 = 50;
 /// Bound parameters per statement (SQLite's historical limit is 999).
@@ -207,6 +224,40 @@ pub(super) fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// What an `abandoned` run's error says, before why ferry stopped.
+pub(super) const ABANDONED: &str = "ferry stopped before the run's trigger input was kept: there is nothing to run again \
+     (a delivery's sender had no 202; a resubmit's original run can be resubmitted)";
+
+/// Ends the `running` runs that `condition` selects (SQL over `runs`; its placeholders
+/// start at `$4` and take `args`), which ferry stopped for reason `why`: `interrupted`,
+/// or `abandoned` when the run's trigger input was never kept (`input_pending`), which
+/// cannot be resubmitted. Keeps the counters and progress they recorded; returns how many.
+pub(super) async fn stop_runs(
+    pool: &AnyPool,
+    condition: &str,
+    args: &[&str],
+    why: &str,
+) -> Result<u64, HistoryError> {
+    let sql = format!(
+        "UPDATE runs SET
+            outcome = CASE WHEN input_pending = 1 THEN '{}' ELSE '{}' END,
+            finished_at = $1,
+            error_message = CASE WHEN input_pending = 1 THEN $2 ELSE $3 END
+         WHERE outcome = '{}' AND ({condition})",
+        Outcome::Abandoned.as_str(),
+        Outcome::Interrupted.as_str(),
+        Outcome::Running.as_str(),
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(now())
+        .bind(format!("{ABANDONED}; {why}"))
+        .bind(why.to_string());
+    for a in args {
+        q = q.bind(a.to_string());
+    }
+    Ok(q.execute(pool).await?.rows_affected())
+}
+
 const SUMMARY_COLUMNS: &str = "id, flow, flow_name, trigger_kind, outcome, dry_run, started_at, \
     finished_at, duration_ms, resubmit_of, input_summary, files_put, bytes_put, renames, \
     records_ok, records_tolerated, records_failed, emails, error_step, error_message, \
@@ -282,6 +333,9 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
             .acquire_timeout(Duration::from_secs(30))
+            // a local SQLite file does not drop its connections: no ping before each use
+            // (a round trip to the connection's thread for every transaction)
+            .test_before_acquire(backend != Backend::Sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -355,6 +409,14 @@ impl Store {
         self.backend == Backend::Sqlite
     }
 
+    /// Begins a transaction that writes ([`begin_write`]): every write transaction of the
+    /// store begins here.
+    pub(super) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, HistoryError> {
+        begin_write(&self.pool, self.backend).await
+    }
+
     /// The applied schema version.
     pub async fn schema_version(&self) -> Result<i64, HistoryError> {
         schema::applied_max(&self.pool).await
@@ -369,13 +431,25 @@ impl Store {
     /// Records a run that is about to start as `running`; returns its new run id (give it
     /// to [`crate::run::Engine::run_with_id`]).
     pub async fn begin(&self, run: &NewRun<'_>) -> Result<String, HistoryError> {
+        self.begin_run(run, false).await
+    }
+
+    /// [`Store::begin`] for a run whose trigger input is to be kept next
+    /// ([`Store::keep_input`]): until it is, the run is waiting for it, and a run ferry
+    /// stops in between is recorded `abandoned` (there is nothing to resubmit), not
+    /// `interrupted`.
+    pub async fn begin_awaiting_input(&self, run: &NewRun<'_>) -> Result<String, HistoryError> {
+        self.begin_run(run, true).await
+    }
+
+    async fn begin_run(&self, run: &NewRun<'_>, awaiting: bool) -> Result<String, HistoryError> {
         let id = crate::run::new_run_id();
         // the owner is on record before its run (an owner taken for dead comes back here)
         self.heartbeat().await?;
         sqlx::query(
             "INSERT INTO runs (id, flow, flow_name, trigger_kind, outcome, dry_run, started_at,
-                resubmit_of, input_summary, instance, owner)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                resubmit_of, input_summary, instance, owner, input_pending)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(id.clone())
         .bind(run.flow.to_string())
@@ -388,15 +462,34 @@ impl Store {
         .bind(run.input_summary.map(str::to_string))
         .bind(self.owner.as_ref().map(|m| m.instance.clone()))
         .bind(self.owner.as_ref().map(|m| m.id.clone()))
+        .bind(i64::from(awaiting))
         .execute(&self.pool)
         .await?;
         Ok(id)
     }
 
+    /// Records run `run_id`, begun but never started because its trigger input could not
+    /// be kept, `abandoned` (`why`: what failed), if it is still `running`. Returns whether
+    /// it was.
+    pub async fn mark_abandoned(&self, run_id: &str, why: &str) -> Result<bool, HistoryError> {
+        let done = sqlx::query(
+            "UPDATE runs SET outcome = $1, finished_at = $2, error_message = $3
+             WHERE id = $4 AND outcome = $5",
+        )
+        .bind(Outcome::Abandoned.as_str())
+        .bind(now())
+        .bind(format!("the run's trigger input could not be kept ({why}): there is nothing to resubmit (its sender had no 202)"))
+        .bind(run_id.to_string())
+        .bind(Outcome::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Records how a begun run ended (the run is `report.run_id`): outcome, times,
     /// counters, error, files, records, emails and events. Recording again replaces.
     pub async fn finish(&self, report: &RunReport) -> Result<(), HistoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         write_report(&mut tx, report).await?;
         tx.commit().await?;
         Ok(())
@@ -404,7 +497,7 @@ impl Store {
 
     /// Records a finished run in one go (no `begin`), under `report.run_id`.
     pub async fn record(&self, report: &RunReport, trigger: Trigger) -> Result<(), HistoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO runs (id, flow, flow_name, trigger_kind, outcome, dry_run, started_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -767,7 +860,7 @@ impl Store {
         if in_db {
             // the bytes go in with the rows, in one transaction
             let copies = self.input_copies_dir(run_id)?;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             forget_parts(&mut tx, run_id, parts).await?;
             let mut rows = Vec::new();
             for p in parts {
@@ -776,6 +869,7 @@ impl Store {
             }
             insert_rows(&mut tx, "run_inputs", INPUT_COLUMNS, rows).await?;
             super::tracking::write_keys(&mut tx, run_id, &names, std::iter::empty()).await?;
+            input_kept(&mut tx, run_id).await?;
             tx.commit().await?;
         } else {
             // the files first: an SQLite write transaction holds the whole database
@@ -785,10 +879,11 @@ impl Store {
                     copy_and_hash(p.path.clone(), dir.clone(), p.name.clone()).await?;
                 rows.push(input_row(run_id, p, size, sha256, &dir, Stored::File).await?);
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             forget_parts(&mut tx, run_id, parts).await?;
             insert_rows(&mut tx, "run_inputs", INPUT_COLUMNS, rows).await?;
             super::tracking::write_keys(&mut tx, run_id, &names, std::iter::empty()).await?;
+            input_kept(&mut tx, run_id).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -1021,7 +1116,7 @@ impl Store {
             self.purge_keys(&ids).await?;
             // kept parts' bytes: megabytes a row, fewer rows a transaction
             self.purge_chunks(&ids, &list).await?;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             for table in ["run_inputs", "run_loops", "run_steps"] {
                 let sql = format!("DELETE FROM {table} WHERE run_id IN ({list})");
                 let mut q = sqlx::query(&sql);
@@ -1082,7 +1177,7 @@ impl Store {
                     _ => last.push((run, part, seq)),
                 }
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             for (run, part, max) in last {
                 sqlx::query(
                     "DELETE FROM run_input_chunks WHERE run_id = $1 AND part = $2 AND seq <= $3",
@@ -1198,7 +1293,7 @@ impl Store {
                     _ => last.push((run, seq)),
                 }
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             for (run, max) in last {
                 sqlx::query(&delete)
                     .bind(run)
@@ -1215,35 +1310,32 @@ impl Store {
     /// whoever owns it; returns how many. Only for a store no other process uses: runs of
     /// dead processes are found by [`Store::sweep_dead_owners`].
     pub async fn mark_interrupted_runs(&self) -> Result<usize, HistoryError> {
-        let done = sqlx::query(
-            "UPDATE runs SET outcome = $1, finished_at = $2,
-                error_message = 'ferry stopped while the run ran'
-             WHERE outcome = $3",
-        )
-        .bind(Outcome::Interrupted.as_str())
-        .bind(now())
-        .bind(Outcome::Running.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+        let n = stop_runs(&self.pool, "1 = 1", &[], "ferry stopped while the run ran").await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// Marks `interrupted` the runs still `running` that no process owns (begun by a
     /// ferry before run owners, or through [`Store::begin`] on a handle without owner);
     /// returns how many. `ferry serve` on the embedded store calls it when it starts.
     pub async fn mark_ownerless_runs(&self) -> Result<usize, HistoryError> {
-        let done = sqlx::query(
-            "UPDATE runs SET outcome = $1, finished_at = $2,
-                error_message = 'ferry stopped while the run ran'
-             WHERE outcome = $3 AND owner IS NULL",
+        let n = stop_runs(
+            &self.pool,
+            "owner IS NULL",
+            &[],
+            "ferry stopped while the run ran",
         )
-        .bind(Outcome::Interrupted.as_str())
-        .bind(now())
-        .bind(Outcome::Running.as_str())
-        .execute(&self.pool)
         .await?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
+}
+
+/// Records that run `run_id`'s trigger input is kept (in the transaction that keeps it).
+async fn input_kept(conn: &mut sqlx::AnyConnection, run_id: &str) -> Result<(), HistoryError> {
+    sqlx::query("UPDATE runs SET input_pending = 0 WHERE id = $1")
+        .bind(run_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The outcome to store: the engine's, or `interrupted` when the run was stopped between

@@ -108,6 +108,10 @@ impl From<StartError> for ApiError {
             StartError::Resubmit(ResubmitError::StillRunning(_)) => {
                 (StatusCode::CONFLICT, "still_running")
             }
+            // nothing was kept to run again: not worth a retry
+            StartError::Resubmit(ResubmitError::Abandoned { .. }) => {
+                (StatusCode::GONE, "abandoned")
+            }
             // kept bytes that are gone or changed do not come back: not worth a retry
             StartError::Resubmit(ResubmitError::History(HistoryError::InputGone { .. })) => {
                 (StatusCode::GONE, "input_gone")
@@ -808,13 +812,13 @@ async fn deliver(
         None => authorize(server, req.headers(), Role::Operator)?,
     }
     // a paused flow accepts nothing it would not run: the sender keeps the delivery
-    match server.app.refuse_paused(&plan.id).await {
+    match server.app.refuse_paused_quickly(&plan.id).await {
         Ok(()) => {}
         Err(StartError::Paused(m)) => {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "paused", m)
                 .retry_after(PAUSED_RETRY_AFTER_SECS));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(delivery_error(e)),
     }
     let limit =
         usize::try_from(rest.max_body_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
@@ -966,9 +970,14 @@ async fn deliver(
     }
     let mut req = crate::history::RunRequest::new(&plan.id, crate::history::Trigger::Rest);
     req.parts = received;
-    // recorded (the parts kept in the run history) before it is acknowledged
-    let run_id = server.app.start(req).await?;
-    drop(incoming);
+    // recorded (the parts kept in the run history) before it is acknowledged, in a task
+    // of its own: a client that goes away now drops only this wait, not the recording or
+    // the start of what it delivered (the task keeps the staged parts until recorded)
+    let run_id = server
+        .app
+        .start_detached(req, incoming)
+        .await
+        .map_err(delivery_error)?;
     Ok(accepted(json!({
         "run_id": run_id,
         "flow": plan.id,
@@ -1045,6 +1054,22 @@ fn check_delivered_name(part: &str, file_name: Option<&str>) -> Result<(), ApiEr
             file_name.escape_debug()
         ),
     ))
+}
+
+/// How long a sender is asked to wait before delivering again when the run history could
+/// not record its delivery (`Retry-After`, seconds).
+pub const STORE_RETRY_AFTER_SECS: u64 = 5;
+
+/// A delivery that did not start, as answered: a history that cannot record asks the
+/// sender to come back (`503` with `Retry-After`).
+fn delivery_error(e: StartError) -> ApiError {
+    let unavailable = matches!(e, StartError::Store(_));
+    let answer = ApiError::from(e);
+    if unavailable {
+        answer.retry_after(STORE_RETRY_AFTER_SECS)
+    } else {
+        answer
+    }
 }
 
 /// The delivery could not be written to (or read back from) the server's disk.

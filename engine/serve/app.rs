@@ -86,6 +86,10 @@ impl From<RunFailure> for StartError {
     }
 }
 
+/// How long a REST delivery waits for the run history before anything of it is recorded
+/// ([`App::refuse_paused_quickly`]): longer, and it is answered `503` (with `Retry-After`).
+pub const DELIVERY_STORE_WAIT: Duration = Duration::from_secs(1);
+
 /// Settings of an [`App`].
 #[derive(Debug, Clone)]
 pub struct AppSettings {
@@ -285,6 +289,20 @@ impl App {
         }
     }
 
+    /// [`App::refuse_paused`], waiting at most [`DELIVERY_STORE_WAIT`] for the run history:
+    /// a history that does not answer by then is [`StartError::Store`] with
+    /// `PoolTimedOut`. It reads only, so giving up leaves nothing behind; a REST delivery
+    /// checks here, before anything of it is recorded, and its sender hears `503` at once
+    /// instead of after the pool's 30 s.
+    pub async fn refuse_paused_quickly(&self, flow: &str) -> Result<(), StartError> {
+        match tokio::time::timeout(DELIVERY_STORE_WAIT, self.refuse_paused(flow)).await {
+            Ok(checked) => checked,
+            Err(_) => Err(StartError::Store(HistoryError::Db(
+                sqlx::Error::PoolTimedOut,
+            ))),
+        }
+    }
+
     /// Pauses `flow` (one of the loaded flows): it starts no run, on any instance sharing
     /// the history, until [`App::resume`].
     pub async fn pause(
@@ -333,6 +351,32 @@ impl App {
             .ok_or_else(|| StartError::UnknownFlow(flow.to_string()))
     }
 
+    /// [`App::start`] in a task of its own, which the returned future waits for: once
+    /// begun, the recording and the start go on whatever becomes of the caller, so a REST
+    /// client that goes away while its delivery is recorded drops only its wait for the
+    /// answer — the run it delivered is recorded and runs, or nothing of it is recorded.
+    /// `keep` (the delivery's staged parts) lives until the recording has ended.
+    pub fn start_detached<K: Send + 'static>(
+        self: &Arc<Self>,
+        req: RunRequest,
+        keep: K,
+    ) -> impl std::future::Future<Output = Result<String, StartError>> + Send + 'static {
+        let app = self.clone();
+        let recording = self.tracker.spawn(async move {
+            let started = app.start(req).await;
+            drop(keep);
+            started
+        });
+        async move {
+            match recording.await {
+                Ok(started) => started,
+                Err(e) => Err(StartError::Store(HistoryError::Invalid(format!(
+                    "the run's recording stopped: {e}"
+                )))),
+            }
+        }
+    }
+
     /// Records run `req` (its trigger input kept) and starts it in the background; returns
     /// its run id once it is recorded. A flow without a REST trigger runs one at a time,
     /// across all processes sharing the store: it holds the flow's lease, renewed while it
@@ -349,8 +393,13 @@ impl App {
             .get(&req.flow)
             .cloned()
             .ok_or_else(|| StartError::UnknownFlow(req.flow.clone()))?;
-        // before the lease: a paused flow takes nothing from the one that runs
-        self.refuse_paused(&plan.id).await?;
+        // before the lease: a paused flow takes nothing from the one that runs; a delivery
+        // waits for the history only briefly here, before anything of it is recorded
+        if req.trigger == Trigger::Rest {
+            self.refuse_paused_quickly(&plan.id).await?;
+        } else {
+            self.refuse_paused(&plan.id).await?;
+        }
         let exclusive = plan.trigger.rest.is_none();
         let lease = if exclusive {
             let name = history::flow_lease(&plan.id);
@@ -389,6 +438,12 @@ impl App {
                     .warnings
                     .pop()
                     .unwrap_or_else(|| HistoryError::Invalid("the run was not recorded".into()));
+                // begun, its input not kept: it never starts, and is no work to resubmit
+                if p.begun()
+                    && let Err(w) = self.store.mark_abandoned(&p.run_id, &e.to_string()).await
+                {
+                    tracing::warn!(run_id = %p.run_id, error = %w, "cannot record the run abandoned");
+                }
                 return Err(StartError::Store(e));
             }
             Err(e) => {
