@@ -61,12 +61,13 @@ pub fn routes() -> Router<Arc<Server>> {
 }
 
 /// Outcomes in the order the bars stack them, bottom up.
-const OUTCOMES: [Outcome; 6] = [
+const OUTCOMES: [Outcome; 7] = [
     Outcome::Succeeded,
     Outcome::NoFiles,
     Outcome::Partial,
     Outcome::Failed,
     Outcome::Interrupted,
+    Outcome::Abandoned,
     Outcome::Running,
 ];
 
