@@ -100,7 +100,7 @@ async fn an_undeclared_csv_column() {
     assert_eq!(
         diagnostics(&ws),
         [
-            "flows/enrollment_ack.yaml:77:48: steps[3].for_each.steps[1].for_each.steps[0].transform.fields.message: `record.fields` has no attribute 'AckMesage' (did you mean 'AckMessage'?)"
+            "flows/enrollment_ack.yaml:79:48: steps[3].for_each.steps[1].for_each.steps[0].transform.fields.message: `record.fields` has no attribute 'AckMesage' (did you mean 'AckMessage'?)"
         ]
     );
 }
@@ -126,8 +126,8 @@ async fn an_unknown_test_and_an_entry_of_a_loop_output() {
     assert_eq!(
         diagnostics(&ws),
         [
-            "flows/enrollment_ack.yaml:96:40: steps[3].for_each.steps[3].when: unknown test 'defned' (did you mean 'defined'?)",
-            "flows/enrollment_ack.yaml:118:54: steps[4].notify.body: `f` has no attribute 'fields' (a CSV record has: number)",
+            "flows/enrollment_ack.yaml:98:40: steps[3].for_each.steps[3].when: unknown test 'defned' (did you mean 'defined'?)",
+            "flows/enrollment_ack.yaml:120:54: steps[4].notify.body: `f` has no attribute 'fields' (a CSV record has: number)",
         ]
     );
 }

@@ -1246,7 +1246,7 @@ mod tests {
             events: vec![crate::run::Event::Fetched {
                 connection: "c".into(),
                 location: "l".into(),
-                name: "ENROLL_SYNC_20230210_0100.csv".into(),
+                name: "INBOUND_20230210_0100.csv".into(),
                 bytes: 1,
             }],
             events_omitted: 0,
@@ -1260,11 +1260,11 @@ mod tests {
             .await
             .unwrap();
         let html = f
-            .page("/ui/runs?search=sync_20230210&flow=&outcome=&since=&limit=")
+            .page("/ui/runs?search=bound_20230210&flow=&outcome=&since=&limit=")
             .await;
         assert_eq!(row_ids(&html), [report.run_id.clone()]);
         assert!(
-            html.contains("value=\"sync_20230210\""),
+            html.contains("value=\"bound_20230210\""),
             "the box keeps the text"
         );
         let html = f.page("/ui/runs?search=EV00042").await;
