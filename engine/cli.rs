@@ -796,11 +796,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             data,
             database_url,
         } => {
-            let Some(project) = load_sources(&sources) else {
+            let Some(store) = flow_history(&sources, &flow, &data, database_url.as_deref()).await?
+            else {
                 return Ok(EXIT_INVALID);
             };
-            known_flow(&project, &flow)?;
-            let store = open_history_creating(&data, database_url.as_deref()).await?;
             let p = store
                 .pause_flow(&flow, &cli_user(), reason.as_deref())
                 .await?;
@@ -819,11 +818,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             data,
             database_url,
         } => {
-            let Some(project) = load_sources(&sources) else {
+            let Some(store) = flow_history(&sources, &flow, &data, database_url.as_deref()).await?
+            else {
                 return Ok(EXIT_INVALID);
             };
-            known_flow(&project, &flow)?;
-            let store = open_history_creating(&data, database_url.as_deref()).await?;
             let ended = store.resume_flow(&flow).await?;
             store.close().await;
             match ended {
@@ -1206,23 +1204,28 @@ fn cli_user() -> String {
     format!("cli:{login}")
 }
 
-/// Checks that `flow` is one of `project`'s flows.
-fn known_flow(project: &Project, flow: &str) -> anyhow::Result<()> {
-    if project.flows.contains_key(flow) {
-        return Ok(());
+/// The run history (in `data`, made if missing, or at `url`) for a command on `flow`, which
+/// must be one of the flows `sources` load (`ferry pause`, `ferry resume`); `None` when the
+/// flows do not load (their diagnostics printed).
+async fn flow_history(
+    sources: &Sources,
+    flow: &str,
+    data: &std::path::Path,
+    url: Option<&str>,
+) -> anyhow::Result<Option<Store>> {
+    let Some(project) = load_sources(sources) else {
+        return Ok(None);
+    };
+    if !project.flows.contains_key(flow) {
+        let hint = crate::diag::did_you_mean(flow, project.flows.keys().map(String::as_str))
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        anyhow::bail!("unknown flow '{flow}'{hint}")
     }
-    let hint = crate::diag::did_you_mean(flow, project.flows.keys().map(String::as_str))
-        .map(|h| format!(" ({h})"))
-        .unwrap_or_default();
-    anyhow::bail!("unknown flow '{flow}'{hint}")
-}
-
-/// The run history in `data` (made if missing) or at `url`.
-async fn open_history_creating(data: &std::path::Path, url: Option<&str>) -> anyhow::Result<Store> {
-    Ok(match url {
+    Ok(Some(match url {
         Some(url) => Store::open_postgres(url, data).await?,
         None => Store::open_sqlite(data).await?,
-    })
+    }))
 }
 
 /// Refuses a run of a paused flow: prints why and gives [`EXIT_PAUSED`].
