@@ -202,7 +202,10 @@ fn the_github_workflow_compiles_ferry_only_on_a_cache_miss() {
 #[test]
 fn the_gitlab_job_compiles_ferry_once_per_source() {
     let job = &yaml("gitlab-ci.yml")["flows"];
-    assert_eq!(job["cache"]["key"]["files"], serde_json::json!(["Cargo.lock"]));
+    assert_eq!(
+        job["cache"]["key"]["files"],
+        serde_json::json!(["Cargo.lock"])
+    );
     assert_eq!(job["cache"]["paths"], serde_json::json!([".ferry-bin/"]));
     let script: Vec<&str> = job["script"]
         .as_array()
@@ -271,7 +274,11 @@ fn the_gitlab_job_compiles_ferry_once_per_source() {
             .count()
     };
     assert_eq!(run(), 1, "the first run installs ferry");
-    assert_eq!(run(), 1, "a second run on the same sources compiles nothing");
+    assert_eq!(
+        run(),
+        1,
+        "a second run on the same sources compiles nothing"
+    );
     std::fs::write(root.join("engine/lib.rs"), "// ferry, changed\n").unwrap();
     assert_eq!(run(), 2, "a change to ferry's sources installs it again");
     assert_eq!(

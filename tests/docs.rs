@@ -120,7 +120,7 @@ fn tokens(line: &str) -> Vec<Tok> {
     let mut in_word = false;
     let mut skip_next_word = false;
     let mut i = 0;
-    let mut push = |word: &mut String, in_word: &mut bool, skip: &mut bool, out: &mut Vec<Tok>| {
+    let push = |word: &mut String, in_word: &mut bool, skip: &mut bool, out: &mut Vec<Tok>| {
         if *in_word {
             if *skip {
                 *skip = false;
@@ -602,7 +602,10 @@ fn every_relative_link_and_anchor_of_the_docs_resolves() {
             };
             let full = repo().join(&resolved);
             if !full.exists() {
-                problems.push(format!("{file}:{line}: `{target}`: no {}", resolved.display()));
+                problems.push(format!(
+                    "{file}:{line}: `{target}`: no {}",
+                    resolved.display()
+                ));
                 continue;
             }
             if let Some(anchor) = anchor {
@@ -639,7 +642,12 @@ fn the_readme_is_a_front_door() {
         .lines()
         .map(|l| l.split('#').next().unwrap().trim())
         .collect();
-    assert_eq!(commands, ["cargo run -- demo", "bash .ci/run"], "{}", first.at);
+    assert_eq!(
+        commands,
+        ["cargo run -- demo", "bash .ci/run"],
+        "{}",
+        first.at
+    );
     // .ci/run runs exactly the README's test command
     let ci = read(".ci/run");
     assert!(
