@@ -510,7 +510,15 @@ fn every_block_of_the_docs_is_run_validated_or_parsed() {
     for (i, b) in blocks.iter().enumerate() {
         *summary.entry(check_block(i, b, &mut problems)).or_default() += 1;
     }
-    println!("{} blocks checked: {summary:?}", blocks.len());
+    let commands: usize = blocks
+        .iter()
+        .filter(|b| b.info.starts_with("sh") || b.info == "text")
+        .map(|b| ferry_commands(&b.text).len())
+        .sum();
+    println!(
+        "{} blocks checked ({commands} ferry commands parsed): {summary:?}",
+        blocks.len()
+    );
     assert!(blocks.len() >= 25, "{} blocks", blocks.len());
     assert!(problems.is_empty(), "\n{}", problems.join("\n\n"));
 }
@@ -702,7 +710,31 @@ fn the_quick_starts_demo_runs_from_an_empty_directory() {
         .unwrap();
     assert!(o.status.success(), "{}", shown(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("next:"), "{out}");
+    // the commands it ends with are those getting-started.md shows (their ids, paths and
+    // passwords aside): the same subcommands with the same options
+    let shape = |text: &str| -> Vec<String> {
+        ferry_commands(text)
+            .into_iter()
+            .map(|(_, args)| {
+                args.iter()
+                    .enumerate()
+                    .filter(|(i, a)| *i == 1 || a.starts_with("--") || (*i == 2 && *a == "show"))
+                    .map(|(_, a)| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let printed = out
+        .split("\nnext:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    let shown = blocks("docs/getting-started.md")
+        .into_iter()
+        .find(|b| b.info == "text" && b.text.starts_with("next:"))
+        .unwrap();
+    assert_eq!(shape(printed), shape(&shown.text), "{printed}");
+    assert!(shape(printed).len() >= 3, "{printed}");
     assert!(dir.path().join("ferry-demo/state").is_dir());
     assert!(
         std::fs::read_dir(dir.path().join("ferry-demo/outbox"))
