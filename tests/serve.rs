@@ -526,9 +526,9 @@ async fn roles_viewer_reads_operator_acts_strangers_nothing() {
     s.stop().await;
 }
 
-/// The metric names the README lists for `GET /metrics`.
+/// The metric names the HTTP API's documentation (`docs/http-api.md`) lists for `GET /metrics`.
 fn readme_metric_names() -> Vec<String> {
-    let readme = std::fs::read_to_string(support::repo().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(support::repo().join("docs/http-api.md")).unwrap();
     let row = readme
         .lines()
         .find(|l| l.starts_with("| `GET /metrics` |"))
@@ -542,8 +542,8 @@ fn readme_metric_names() -> Vec<String> {
 }
 
 /// A fresh server used to expose `ferry_runs_running` alone: the other families appeared
-/// on first use, so dashboards and `absent()` alerts saw nothing. Every family the README
-/// lists is now there before any run, the loaded flows' label sets at zero.
+/// on first use, so dashboards and `absent()` alerts saw nothing. Every family the docs
+/// list is now there before any run, the loaded flows' label sets at zero.
 #[tokio::test]
 async fn a_fresh_server_exposes_every_family_the_readme_lists() {
     let ws = Workspace::new().await;

@@ -301,10 +301,10 @@ async fn a_failed_run_and_its_failed_step_have_status_error_with_the_message() {
     );
 }
 
-/// The `jq` filters of the README's log queries: `select(.PATH == "VALUE")` each.
+/// The `jq` filters of the log queries in `docs/operating.md`: `select(.PATH == "VALUE")` each.
 fn readme_log_queries() -> Vec<(Vec<String>, String)> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operating.md")).unwrap();
     let block = readme
         .split("```sh\nexport FERRY_LOG=ferry::run=info\n")
         .nth(1)
@@ -328,7 +328,7 @@ fn readme_log_queries() -> Vec<(Vec<String>, String)> {
         .collect()
 }
 
-/// The log queries the README gives find what they say in a failed run's JSON log: the
+/// The log queries the docs give find what they say in a failed run's JSON log: the
 /// failure used to be an INFO line with `message` set to the error (so a filter on the
 /// message or the level missed it), and "run finished" had no counters.
 #[test]
