@@ -1,0 +1,190 @@
+//! The scope of a run: the variables its templates see.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use minijinja::Value as JValue;
+use serde_json::{Map, Value};
+
+/// The variables templates see: `input`, `params`, `steps`, `run`, `error` and the loop
+/// variables, held as template values.
+///
+/// Values are converted to template values once, when they are set, and shared (a template
+/// value is reference-counted): the context a template renders in is built once per change of
+/// the scope and cached, so the cost of a render does not depend on how much the scope holds
+/// (a listing of 100,000 files costs nothing to a template that reads `file.name`). Cloning a
+/// scope (one per item of a concurrent loop) clones references, not values.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub(super) vars: BTreeMap<String, JValue>,
+    steps: BTreeMap<String, JValue>,
+    ctx: OnceLock<JValue>,
+    /// Where this scope is in the run: the loop items it is inside, outermost first, as
+    /// `(loop step id, item key)`. Keys of step confirmations and record checkpoints.
+    pub(super) path: Vec<(String, String)>,
+    /// The CSV record this scope is processing, if inside a record loop.
+    pub(super) record: Option<u64>,
+    /// That record's key, as its loop declares in `track:`.
+    pub(super) record_key: Option<String>,
+    /// Spool files fetched in this scope: a loop item removes them when it ends.
+    spooled: Vec<PathBuf>,
+    /// The step running in this scope.
+    pub(super) step: String,
+    /// How many loop items deep this scope is.
+    loops: usize,
+}
+
+impl Scope {
+    pub(super) fn new(input: Value, params: Map<String, Value>, run: &Value) -> Scope {
+        let mut s = Scope {
+            vars: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            ctx: OnceLock::new(),
+            path: Vec::new(),
+            record: None,
+            record_key: None,
+            spooled: Vec::new(),
+            step: String::new(),
+            loops: 0,
+        };
+        s.set_var("input", &input);
+        s.set_var("params", &Value::Object(params));
+        s.set_var("run", run);
+        s.set_var("error", &Value::Null);
+        s
+    }
+
+    /// The template context (built once per change).
+    pub(super) fn ctx(&self) -> JValue {
+        self.ctx
+            .get_or_init(|| {
+                let mut root: BTreeMap<String, JValue> = self.vars.clone();
+                root.insert("steps".into(), JValue::from(self.steps.clone()));
+                JValue::from(root)
+            })
+            .clone()
+    }
+
+    fn changed(&mut self) {
+        self.ctx = OnceLock::new();
+    }
+
+    /// Sets a root variable.
+    pub fn set_var(&mut self, name: &str, v: &Value) {
+        self.set_var_value(name, JValue::from_serialize(v));
+    }
+
+    /// Sets a root variable to a template value.
+    pub fn set_var_value(&mut self, name: &str, v: JValue) {
+        self.vars.insert(name.to_string(), v);
+        self.changed();
+    }
+
+    /// Removes a root variable.
+    pub fn remove_var(&mut self, name: &str) {
+        if self.vars.remove(name).is_some() {
+            self.changed();
+        }
+    }
+
+    /// Sets the output of step `id` (`steps.<id>`).
+    pub fn set_output(&mut self, id: &str, v: &Value) {
+        self.set_output_value(id, JValue::from_serialize(v));
+    }
+
+    /// Sets the output of step `id` to a template value.
+    pub fn set_output_value(&mut self, id: &str, v: JValue) {
+        self.steps.insert(id.to_string(), v);
+        self.changed();
+    }
+
+    /// The output of step `id`, if it ran.
+    pub fn output(&self, id: &str) -> Option<&JValue> {
+        self.steps.get(id)
+    }
+
+    /// All step outputs, as JSON (a child flow's result).
+    pub(super) fn steps_json(&self) -> Value {
+        serde_json::to_value(&self.steps).unwrap_or(Value::Null)
+    }
+
+    /// Enters an item of loop `step`, known by `key` (a file name, a record number).
+    pub fn enter_item(&mut self, step: &str, key: String, record: Option<u64>) {
+        self.path.push((step.to_string(), key));
+        self.loops += 1;
+        if record.is_some() {
+            self.record = record;
+        }
+    }
+
+    /// The key of step `id` at this place in the run: the loop items, then the step.
+    pub fn key_of(&self, id: &str) -> String {
+        let mut k = String::new();
+        for (step, item) in &self.path {
+            k.push_str(step);
+            k.push('[');
+            k.push_str(item);
+            k.push_str("]/");
+        }
+        k.push_str(id);
+        k
+    }
+
+    /// Takes the step outputs of `other`, a copy of this scope that ran a loop item.
+    pub fn adopt_outputs(&mut self, other: &Scope) {
+        self.steps.clone_from(&other.steps);
+        self.changed();
+    }
+
+    /// The key of the innermost loop item this scope is in.
+    pub fn item_key(&self) -> Option<&str> {
+        self.path.last().map(|(_, k)| k.as_str())
+    }
+
+    /// Whether this scope is inside a loop item.
+    pub fn in_loop(&self) -> bool {
+        self.loops > 0
+    }
+
+    /// The CSV record being processed, if any.
+    pub fn record(&self) -> Option<u64> {
+        self.record
+    }
+
+    /// The key of the record being processed, as its loop declares in `track:`.
+    pub fn record_key(&self) -> Option<&str> {
+        self.record_key.as_deref()
+    }
+
+    /// Sets the key of the record being processed.
+    pub fn set_record_key(&mut self, key: Option<String>) {
+        self.record_key = key;
+    }
+
+    /// The id of the step running in this scope.
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+
+    /// Notes a spool file fetched in this scope.
+    pub fn spooled(&mut self, path: PathBuf) {
+        self.spooled.push(path);
+    }
+
+    /// Removes the spool files fetched in this scope since it held `keep` of them.
+    pub fn drop_spooled(&mut self, keep: usize) {
+        for p in self.spooled.drain(keep.min(self.spooled.len())..) {
+            if let Err(e) = std::fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove a spool file");
+            }
+        }
+    }
+
+    /// How many spool files this scope holds.
+    pub fn spooled_len(&self) -> usize {
+        self.spooled.len()
+    }
+}
