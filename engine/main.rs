@@ -8,7 +8,7 @@ use clap::Parser;
 
 /// mimalloc, not glibc's malloc: a run allocates and frees small values for every record
 /// from several threads, where glibc's arenas took a sixth of a flow's CPU (lock waits and
-/// consolidation); see the README's volume figures.
+/// consolidation); see docs/performance.md, "Many files and many records".
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -30,7 +30,9 @@ cp -R "$root/examples/connections" "$stage/usr/share/ferry/examples/"
 install -D -m 0644 "$root/packaging/ferry.service" "$stage/usr/lib/systemd/system/ferry.service"
 install -D -m 0640 "$root/packaging/ferry.env" "$stage/etc/ferry/ferry.env"
 install -D -m 0644 "$root/README.md" "$stage/usr/share/doc/ferry/README.md"
-gzip -9n "$stage/usr/share/doc/ferry/README.md"
+# the guide the README links to, beside it, so that its relative links resolve in the package
+mkdir -p "$stage/usr/share/doc/ferry/docs"
+cp -R "$root/docs/." "$stage/usr/share/doc/ferry/docs/"
 
 "$root/packaging/assets.sh" "$stage/usr/bin/ferry" "$stage/assets"
 install -D -m 0644 "$stage/assets/completions/ferry.bash" "$stage/usr/share/bash-completion/completions/ferry"
