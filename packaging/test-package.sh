@@ -107,6 +107,13 @@ start() {
   pid=$!
 }
 
+# the README and the guide it links to are installed together: each relative link resolves
+doc=/usr/share/doc/ferry
+[ -f "$doc/README.md" ] || fail "the package has no $doc/README.md"
+while IFS= read -r link; do
+  [ -e "$doc/$link" ] || fail "the installed README links to $link, which the package lacks"
+done < <(grep -o '](docs/[^)#]*' "$doc/README.md" | sed 's/^](//' | sort -u)
+
 # --- the README's install steps ---------------------------------------------------------------
 # the copy line of the README's "Debian package" block, as written there (without sudo)
 copy="$(sed -n 's/^sudo \(cp -r \/usr\/share\/ferry\/[^#]*\).*$/\1/p' "$readme")"
