@@ -183,7 +183,7 @@ pub async fn run(
             writeln!(out, "warning: run history: {w}")?;
         }
         let report = recorded.report;
-        writeln!(out, "{}", crate::cli::render_report(&report))?;
+        writeln!(out, "{}", crate::report::render_report(&report))?;
         all_ok &= matches!(
             report.outcome,
             crate::run::Outcome::Succeeded | crate::run::Outcome::NoFiles

@@ -26,10 +26,12 @@
 //!   as data run on the real engine against local stand-ins of every connection.
 //! - [`demo`] — `ferry demo`: every shipped flow end to end on one machine; [`scaffold`] —
 //!   `ferry new`: a flow and its test from a template.
+//! - [`report`] — the run report and its events for people, as `ferry run`, `ferry demo` and
+//!   `ferry runs show` print them.
 //! - [`progress`] — progress bars of `ferry run` on a terminal.
 //! - [`telemetry`] — logs (plain or JSON lines) and OpenTelemetry trace export.
 //! - [`cli`] — the command line (the binary in `main.rs` only calls it); [`manual`] — its
-//!   manual pages and shell completions.
+//!   manual pages and shell completions; [`exit`] — the exit codes they share.
 
 pub mod check;
 pub mod cli;
@@ -37,11 +39,13 @@ pub mod compile;
 pub mod connectors;
 pub mod demo;
 pub mod diag;
+pub mod exit;
 pub mod history;
 pub mod lookups;
 pub mod manual;
 pub mod model;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod scaffold;
 pub mod schedule;

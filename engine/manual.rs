@@ -4,13 +4,13 @@
 //! flow ids of the flow directory where a command takes one (`ferry run <TAB>`), through the
 //! hidden `ferry list-flows`.
 //!
-//! The exit codes come from [`crate::cli`]'s constants and the variables from the options'
+//! The exit codes come from [`crate::exit`]'s constants and the variables from the options'
 //! `env` names, so the pages follow the code.
 
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::cli::{EXIT_BUSY, EXIT_INVALID, EXIT_PAUSED, EXIT_RUN_FAILED, EXIT_USAGE};
+use crate::exit::{EXIT_BUSY, EXIT_INVALID, EXIT_PAUSED, EXIT_RUN_FAILED, EXIT_USAGE};
 
 /// The commands whose first positional argument is a flow id.
 pub const FLOW_ID_COMMANDS: [&str; 4] = ["run", "graph", "pause", "resume"];

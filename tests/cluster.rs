@@ -14,457 +14,22 @@
 //! last long enough to overlap ticks and to be killed in the middle.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/cluster.rs"]
+mod cluster;
 #[path = "support/postgres.rs"]
 mod postgres;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry::history::{FileAction, Outcome, RunFilter, RunSummary, Store, TickStatus};
+use cluster::{
+    FLOW, PREFIX, Project, SENT, Serve, accepted_body, assert_no_overlap, elsewhere, ferry, files,
+    on_postgres, once_each, puts_and_renames, runs_of, sent_names, terminate_both, text, time,
+    wait_for, wait_none_running,
+};
+use ferry::history::{FileAction, Outcome, RunSummary, Store, TickStatus};
 use postgres::Postgres;
 use serde_json::Value;
-
-const FLOW: &str = "MOVER";
-const PREFIX: &str = "IN_";
-const SENT: &str = "SENT_";
-
-/// A scheduled (every second) and manual flow: list `src/IN_*`, and for each file fetch it,
-/// wait for the slow peer, put it to `dst`, rename the source `SENT_<name>`.
-const MOVER: &str = r#"id: MOVER
-name: Mover
-version: "1"
-trigger:
-  schedule: { cron: "* * * * * *", timezone: UTC }
-  manual: true
-steps:
-  - id: list
-    list: { connection: files, location: src, prefix: IN_ }
-  - id: nothing
-    when: "steps.list.count == 0"
-    end: { outcome: no_files }
-  - id: files
-    for_each:
-      items: "steps.list.files"
-      as: file
-      steps:
-        - id: fetch
-          fetch: { connection: files, location: src, name: "{{ file.name }}" }
-        - id: pause
-          invoke:
-            request: { connection: slow, method: GET, path: "/pause/{{ file.name }}" }
-        - id: put
-          invoke:
-            put: { connection: files, location: dst, name: "{{ file.name }}", file: "{{ steps.fetch.path }}" }
-        - id: mark_sent
-          rename: { connection: files, location: src, from: "{{ file.name }}", to: "SENT_{{ file.name }}" }
-"#;
-
-/// A REST-triggered flow: the posted file goes to `inbox`.
-const RECEIVER: &str = r#"id: RECEIVER
-name: Receiver
-version: "1"
-trigger:
-  rest:
-    method: POST
-    path: /receive
-    parts:
-      file: { kind: file }
-steps:
-  - id: put
-    invoke:
-      put: { connection: files, location: inbox, name: "{{ input.file.name }}", file: "{{ input.file.path }}" }
-"#;
-
-/// A REST-triggered flow tracked by its message's event id: it hands the posted file to
-/// the child flow KEEPER, which puts it to `inbox`.
-const TRACKED: &str = r#"id: TRACKED
-name: Tracked
-version: "1"
-trigger:
-  rest:
-    method: POST
-    path: /outcome
-    parts:
-      message: { kind: json }
-      file: { kind: file }
-track:
-  eventId: "{{ input.message.eventId }}"
-steps:
-  - id: keep
-    invoke:
-      flow: KEEPER
-      with: { name: "{{ input.file.name }}", file: "{{ input.file.path }}" }
-"#;
-
-/// A child flow: puts `params.file` to `inbox` as `params.name`.
-const KEEPER: &str = r#"id: KEEPER
-name: Keeper
-version: "1"
-params:
-  name: {}
-  file: {}
-steps:
-  - id: put
-    invoke:
-      put: { connection: files, location: inbox, name: "{{ params.name }}", file: "{{ params.file }}" }
-"#;
-
-// ---------------------------------------------------------------------------------------
-// A slow HTTP peer
-
-/// An HTTP server answering every request `200 ok` after a delay (one thread a connection).
-struct SlowPeer {
-    port: u16,
-}
-
-impl SlowPeer {
-    fn start(delay: Duration) -> SlowPeer {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                std::thread::spawn(move || {
-                    let mut req = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    std::thread::sleep(delay);
-                    let _ = conn.write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    );
-                });
-            }
-        });
-        SlowPeer { port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The project and its directories
-
-/// A flow directory (the mover and the receiver) over local directories `src`, `dst`,
-/// `inbox` in one temp dir.
-struct Project {
-    dir: tempfile::TempDir,
-}
-
-impl Project {
-    fn new(slow_url: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for d in ["flows", "lookups", "files/src", "files/dst", "files/inbox"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::write(
-            root.join("flows/connections.yaml"),
-            format!(
-                "connections:\n  files: {{ kind: local, root: {} }}\n  slow: {{ kind: http, base_url: \"{slow_url}\", timeout_secs: 60 }}\n",
-                root.join("files").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(root.join("flows/mover.yaml"), MOVER).unwrap();
-        std::fs::write(root.join("flows/receiver.yaml"), RECEIVER).unwrap();
-        std::fs::write(root.join("flows/tracked.yaml"), TRACKED).unwrap();
-        std::fs::write(root.join("flows/keeper.yaml"), KEEPER).unwrap();
-        Project { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn files(&self, location: &str) -> PathBuf {
-        self.dir.path().join("files").join(location)
-    }
-
-    /// Drops `name` into `src` atomically (written under another name, then renamed), so a
-    /// listing never sees half a file.
-    fn drop_source(&self, name: &str, bytes: &[u8]) {
-        let tmp = self.files("src").join(format!(".arriving-{name}"));
-        std::fs::write(&tmp, bytes).unwrap();
-        std::fs::rename(&tmp, self.files("src").join(name)).unwrap();
-    }
-
-    /// File names in `location`, with their bytes.
-    fn listing(&self, location: &str) -> BTreeMap<String, Vec<u8>> {
-        std::fs::read_dir(self.files(location))
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().into_string().unwrap(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    /// Whether every expected file is in `dst` and renamed in `src`, with nothing left.
-    fn all_moved(&self, expected: &BTreeMap<String, Vec<u8>>) -> bool {
-        let src = self.listing("src");
-        let dst = self.listing("dst");
-        expected.iter().all(|(name, bytes)| {
-            dst.get(name) == Some(bytes) && src.contains_key(&format!("{SENT}{name}"))
-        }) && !src.keys().any(|n| n.starts_with(PREFIX))
-    }
-}
-
-/// `n` files numbered from `first`, each with distinct bytes.
-fn files(first: usize, n: usize) -> Vec<(String, Vec<u8>)> {
-    (first..first + n)
-        .map(|i| {
-            (
-                format!("{PREFIX}{i:03}.csv"),
-                format!("id,value\n{i},{}\n", "x".repeat(i)).into_bytes(),
-            )
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// `ferry serve` processes
-
-/// A running `ferry serve`; killed on drop.
-struct Serve {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    instance: String,
-}
-
-impl Serve {
-    /// Starts `ferry serve` on `project` with data dir `data/<instance>`, on a port of its
-    /// choosing, and waits until it listens.
-    fn start(
-        project: &Project,
-        instance: &str,
-        database_url: Option<&str>,
-        extra: &[&str],
-    ) -> Serve {
-        let root = project.path();
-        let data = root.join("data").join(instance);
-        let log = root.join(format!("{instance}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        cmd.arg("serve")
-            .arg("--flows")
-            .arg(root.join("flows"))
-            .arg("--data")
-            .arg(&data)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--instance",
-                instance,
-                "--no-watch",
-            ])
-            .args(extra)
-            .env_remove("FERRY_DATABASE_URL")
-            .env("FERRY_DERMS_TRIGGER_USER", "derms")
-            .env("FERRY_DERMS_TRIGGER_PASSWORD", "derms-secret")
-            .env("FERRY_LOG", "ferry=info")
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(url) = database_url {
-            cmd.args(["--database-url", url]);
-        }
-        let child = cmd.spawn().unwrap();
-        let mut serve = Serve {
-            child,
-            addr: String::new(),
-            log,
-            instance: instance.to_string(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = serve.log_text();
-            if let Some(rest) = text.split("listening on http://").nth(1) {
-                serve.addr = rest.split_whitespace().next().unwrap().to_string();
-                return serve;
-            }
-            if let Some(status) = serve.child.try_wait().unwrap() {
-                panic!("ferry serve {instance} exited ({status}) before listening:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferry serve {instance} does not listen:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// SIGTERM, then waits for the exit (at most `within`).
-    fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let out = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferry serve {} still runs {within:?} after SIGTERM:\n{}",
-                self.instance,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: the process dies without a word to the store.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` every 100 ms until it holds; panics with `what` after `within`.
-async fn wait_for<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .unwrap()
-        .with_timezone(&chrono::Utc)
-}
-
-async fn runs_of(store: &Store, flow: &str) -> Vec<RunSummary> {
-    let mut runs = store
-        .list(&RunFilter {
-            flow: Some(flow.into()),
-            limit: Some(10_000),
-            ..RunFilter::default()
-        })
-        .await
-        .unwrap();
-    runs.sort_by(|a, b| a.started_at.cmp(&b.started_at));
-    runs
-}
-
-/// How often each file name was put and renamed, over `runs`.
-async fn puts_and_renames(
-    store: &Store,
-    runs: &[RunSummary],
-) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
-    let (mut puts, mut renames) = (BTreeMap::new(), BTreeMap::new());
-    for run in runs {
-        let detail = store.get(&run.id).await.unwrap().unwrap();
-        for f in detail.files {
-            match f.action {
-                FileAction::Put => *puts.entry(f.name).or_insert(0) += 1,
-                FileAction::Renamed => *renames.entry(f.name).or_insert(0) += 1,
-                FileAction::Fetched | FileAction::Skipped => {}
-            }
-        }
-    }
-    (puts, renames)
-}
-
-/// Asserts that no two of `runs` overlapped in time (each ended before the next began).
-fn assert_no_overlap(runs: &[RunSummary]) {
-    for pair in runs.windows(2) {
-        let end = pair[0]
-            .finished_at
-            .as_deref()
-            .unwrap_or_else(|| panic!("run {} never finished", pair[0].id));
-        assert!(
-            time(end) <= time(&pair[1].started_at),
-            "runs overlap: {} ran {}..{end}, {} started {}",
-            pair[0].id,
-            pair[0].started_at,
-            pair[1].id,
-            pair[1].started_at
-        );
-    }
-}
-
-/// Makes instance `instance`'s processes look as if they ran on another machine (their pid
-/// cannot be checked from here), so that only heartbeats and leases tell whether they live.
-async fn elsewhere(url: &str, instance: &str) {
-    let raw = sqlx::PgPool::connect(url).await.unwrap();
-    let done = sqlx::query("UPDATE owners SET locality = 'another-machine' WHERE instance = $1")
-        .bind(instance)
-        .execute(&raw)
-        .await
-        .unwrap();
-    assert!(
-        done.rows_affected() > 0,
-        "instance {instance} is not registered"
-    );
-    raw.close().await;
-}
-
-/// Runs the `ferry` binary in `dir` (off the async runtime's threads) and waits for it.
-fn ferry(
-    dir: &Path,
-    args: &[&str],
-) -> impl std::future::Future<Output = std::process::Output> + use<> {
-    let (dir, args) = (
-        dir.to_path_buf(),
-        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-    );
-    let child = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(&args)
-            .env_remove("FERRY_DATABASE_URL")
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    });
-    async move { child.await.unwrap() }
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 // ---------------------------------------------------------------------------------------
 // The tests
@@ -474,10 +39,7 @@ fn text(o: &std::process::Output) -> String {
 /// overlap, and ticks that found the previous run still going are recorded skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_move_every_file_once_and_share_the_ticks() {
-    let pg = Postgres::start();
-    let url = pg.database("cluster");
-    let slow = SlowPeer::start(Duration::from_millis(250));
-    let project = Project::new(&slow.url());
+    let (pg, url, project) = on_postgres("cluster", Duration::from_millis(250));
     let mut a = Serve::start(&project, "a", Some(&url), &[]);
     let mut b = Serve::start(&project, "b", Some(&url), &[]);
 
@@ -493,14 +55,11 @@ async fn two_instances_move_every_file_once_and_share_the_ticks() {
         next += n;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    wait_for(Duration::from_secs(30), "every file moved", || async {
-        project.all_moved(&expected)
-    })
-    .await;
+    project
+        .wait_all_moved(&expected, Duration::from_secs(30), "every file moved")
+        .await;
     // both take part (which one wins a tick is a race; over a dozen ticks both win some)
-    let store = Store::open_postgres(&url, &project.path().join("check"))
-        .await
-        .unwrap();
+    let store = project.store(&url).await;
     wait_for(
         Duration::from_secs(10),
         "both instances fire ticks",
@@ -527,8 +86,7 @@ async fn two_instances_move_every_file_once_and_share_the_ticks() {
     // the files: each in dst once with its bytes, each source renamed, nothing else
     let dst = project.listing("dst");
     assert_eq!(dst, expected, "dst holds exactly the files, byte for byte");
-    let src: BTreeSet<String> = project.listing("src").into_keys().collect();
-    let renamed: BTreeSet<String> = expected.keys().map(|n| format!("{SENT}{n}")).collect();
+    let (src, renamed) = (project.names("src"), sent_names(&expected));
     assert_eq!(
         src, renamed,
         "src holds each file renamed once, nothing else"
@@ -541,7 +99,7 @@ async fn two_instances_move_every_file_once_and_share_the_ticks() {
     );
     // each file put once and renamed once over all runs of both instances
     let (puts, renames) = puts_and_renames(&store, &runs).await;
-    let once: BTreeMap<String, usize> = expected.keys().map(|n| (n.clone(), 1)).collect();
+    let once = once_each(&expected);
     assert_eq!(puts, once, "each file put exactly once");
     assert_eq!(renames, once, "each file renamed exactly once");
     assert_no_overlap(&runs);
@@ -604,42 +162,27 @@ async fn two_instances_move_every_file_once_and_share_the_ticks() {
 /// A's run is recorded interrupted once its heartbeat is stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_hands_its_flow_over_after_the_lease() {
-    let pg = Postgres::start();
-    let url = pg.database("takeover");
-    let slow = SlowPeer::start(Duration::from_millis(800));
-    let project = Project::new(&slow.url());
-    let expected: BTreeMap<String, Vec<u8>> = files(1, 6).into_iter().collect();
-    for (name, bytes) in &expected {
-        project.drop_source(name, bytes);
-    }
+    let (pg, url, project) = on_postgres("takeover", Duration::from_millis(800));
+    let expected = project.drop_sources(1, 6);
     let fast = ["--lease", "3s", "--heartbeat", "500ms"];
     let mut a = Serve::start(&project, "a", Some(&url), &fast);
-    let store = Store::open_postgres(&url, &project.path().join("check"))
-        .await
-        .unwrap();
+    let store = project.store(&url).await;
     // A is in the middle of its run: one file sent, more to go
-    wait_for(Duration::from_secs(15), "A has sent a file", || async {
-        project.listing("src").keys().any(|n| n.starts_with(SENT))
-    })
-    .await;
+    project
+        .wait_sent_one(Duration::from_secs(15), "A has sent a file")
+        .await;
     elsewhere(&url, "a").await;
     let b = Serve::start(&project, "b", Some(&url), &fast);
     a.kill();
     let killed = chrono::Utc::now();
 
-    wait_for(Duration::from_secs(20), "B moved the rest", || async {
-        project.all_moved(&expected)
-    })
-    .await;
-    wait_for(
+    project
+        .wait_all_moved(&expected, Duration::from_secs(20), "B moved the rest")
+        .await;
+    wait_none_running(
+        &store,
         Duration::from_secs(10),
         "A's run recorded interrupted",
-        || async {
-            runs_of(&store, FLOW)
-                .await
-                .iter()
-                .all(|r| r.outcome != Outcome::Running)
-        },
     )
     .await;
 
@@ -684,8 +227,7 @@ async fn a_killed_instance_hands_its_flow_over_after_the_lease() {
     );
     // every file arrived whole; the sources were each renamed once
     assert_eq!(project.listing("dst"), expected);
-    let src: BTreeSet<String> = project.listing("src").into_keys().collect();
-    let renamed: BTreeSet<String> = expected.keys().map(|n| format!("{SENT}{n}")).collect();
+    let (src, renamed) = (project.names("src"), sent_names(&expected));
     assert_eq!(src, renamed);
     let (_, renames) = puts_and_renames(&store, &runs).await;
     assert!(
@@ -700,10 +242,7 @@ async fn a_killed_instance_hands_its_flow_over_after_the_lease() {
 /// it in `/api/v1/runs`, and its file was put.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_to_one_instance_is_visible_from_the_other() {
-    let pg = Postgres::start();
-    let url = pg.database("delivery");
-    let slow = SlowPeer::start(Duration::from_millis(1));
-    let project = Project::new(&slow.url());
+    let (pg, url, project) = on_postgres("delivery", Duration::from_millis(1));
     let a = Serve::start(&project, "a", Some(&url), &["--no-schedules"]);
     let b = Serve::start(&project, "b", Some(&url), &["--no-schedules"]);
     let client = reqwest::Client::new();
@@ -718,8 +257,7 @@ async fn a_delivery_to_one_instance_is_visible_from_the_other() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    let accepted: Value = resp.json().await.unwrap();
+    let accepted = accepted_body(resp).await;
     let run_id = accepted["run_id"].as_str().expect("a run id").to_string();
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -798,10 +336,7 @@ async fn finished_run(client: &reqwest::Client, serve: &Serve, run_id: &str) -> 
 /// run puts the delivered bytes, byte for byte (2.5 MiB: three chunks in the database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_kept_by_one_instance_is_resubmitted_by_another_without_its_disk() {
-    let pg = Postgres::start();
-    let url = pg.database("kept");
-    let slow = SlowPeer::start(Duration::from_millis(1));
-    let project = Project::new(&slow.url());
+    let (pg, url, project) = on_postgres("kept", Duration::from_millis(1));
     let inbox = project.files("inbox");
     std::fs::remove_dir(&inbox).unwrap();
     std::fs::write(&inbox, b"a file where the inbox should be").unwrap();
@@ -819,8 +354,7 @@ async fn a_delivery_kept_by_one_instance_is_resubmitted_by_another_without_its_d
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    let accepted: Value = resp.json().await.unwrap();
+    let accepted = accepted_body(resp).await;
     let run_id = accepted["run_id"].as_str().expect("a run id").to_string();
     let first = finished_run(&client, &a, &run_id).await;
     assert_eq!(first["outcome"], "failed", "{first:#}");
@@ -840,8 +374,7 @@ async fn a_delivery_kept_by_one_instance_is_resubmitted_by_another_without_its_d
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    let again: Value = resp.json().await.unwrap();
+    let again = accepted_body(resp).await;
     assert_eq!(again["resubmit_of"], run_id.as_str());
     let again = again["run_id"].as_str().expect("a run id").to_string();
     let run = finished_run(&client, &b, &again).await;
@@ -881,12 +414,8 @@ async fn a_delivery_kept_by_one_instance_is_resubmitted_by_another_without_its_d
 /// target is written, the process exits 0; a resubmit after a restart finishes the job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_interrupts_between_steps_and_a_resubmit_finishes() {
-    let slow = SlowPeer::start(Duration::from_millis(600));
-    let project = Project::new(&slow.url());
-    let expected: BTreeMap<String, Vec<u8>> = files(1, 8).into_iter().collect();
-    for (name, bytes) in &expected {
-        project.drop_source(name, bytes);
-    }
+    let project = Project::with_peer(Duration::from_millis(600));
+    let expected = project.drop_sources(1, 8);
     let opts = ["--no-schedules", "--grace", "1s"];
     let mut serve = Serve::start(&project, "solo", None, &opts);
     let client = reqwest::Client::new();
@@ -895,13 +424,11 @@ async fn sigterm_interrupts_between_steps_and_a_resubmit_finishes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    let accepted: Value = resp.json().await.unwrap();
+    let accepted = accepted_body(resp).await;
     let run_id = accepted["run_id"].as_str().expect("a run id").to_string();
-    wait_for(Duration::from_secs(10), "a file sent", || async {
-        project.listing("src").keys().any(|n| n.starts_with(SENT))
-    })
-    .await;
+    project
+        .wait_sent_one(Duration::from_secs(10), "a file sent")
+        .await;
     let status = serve.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit {status}:\n{}", serve.log_text());
 
@@ -933,8 +460,7 @@ async fn sigterm_interrupts_between_steps_and_a_resubmit_finishes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    let again: Value = resp.json().await.unwrap();
+    let again = accepted_body(resp).await;
     let again = again["run_id"].as_str().expect("a run id").to_string();
     let deadline = Instant::now() + Duration::from_secs(15);
     let outcome = loop {
@@ -1034,23 +560,14 @@ async fn an_instance_taken_for_dead_comes_back_with_its_next_heartbeat() {
 /// process's lease has expired, and no run is left `running`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_under_the_same_instance_id_leaves_no_run_running() {
-    let pg = Postgres::start();
-    let url = pg.database("restart");
-    let slow = SlowPeer::start(Duration::from_millis(600));
-    let project = Project::new(&slow.url());
-    let expected: BTreeMap<String, Vec<u8>> = files(1, 6).into_iter().collect();
-    for (name, bytes) in &expected {
-        project.drop_source(name, bytes);
-    }
+    let (pg, url, project) = on_postgres("restart", Duration::from_millis(600));
+    let expected = project.drop_sources(1, 6);
     let opts = ["--lease", "3s", "--heartbeat", "10s"];
     let mut a = Serve::start(&project, "a", Some(&url), &opts);
-    let store = Store::open_postgres(&url, &project.path().join("check"))
-        .await
-        .unwrap();
-    wait_for(Duration::from_secs(15), "A has sent a file", || async {
-        project.listing("src").keys().any(|n| n.starts_with(SENT))
-    })
-    .await;
+    let store = project.store(&url).await;
+    project
+        .wait_sent_one(Duration::from_secs(15), "A has sent a file")
+        .await;
     elsewhere(&url, "a").await;
     a.kill();
     let first = runs_of(&store, FLOW).await.remove(0);
@@ -1071,17 +588,10 @@ async fn a_restart_under_the_same_instance_id_leaves_no_run_running() {
     assert_eq!(instances.len(), 1, "{instances:#?}");
     assert_eq!(instances[0].id, "a");
 
-    wait_for(Duration::from_secs(30), "the rest moved", || async {
-        project.all_moved(&expected)
-    })
-    .await;
-    wait_for(Duration::from_secs(10), "no run left running", || async {
-        runs_of(&store, FLOW)
-            .await
-            .iter()
-            .all(|r| r.outcome != Outcome::Running)
-    })
-    .await;
+    project
+        .wait_all_moved(&expected, Duration::from_secs(30), "the rest moved")
+        .await;
+    wait_none_running(&store, Duration::from_secs(10), "no run left running").await;
     assert!(
         again.terminate(Duration::from_secs(20)).success(),
         "{}",
@@ -1111,20 +621,13 @@ async fn a_restart_under_the_same_instance_id_leaves_no_run_running() {
 /// rename, and no two runs overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_longer_than_the_lease_stops_the_run_and_nothing_overlaps() {
-    let pg = Postgres::start();
-    let url = pg.database("outage");
-    let slow = SlowPeer::start(Duration::from_millis(500));
-    let project = Project::new(&slow.url());
-    let expected: BTreeMap<String, Vec<u8>> = files(1, 12).into_iter().collect();
-    for (name, bytes) in &expected {
-        project.drop_source(name, bytes);
-    }
+    let (pg, url, project) = on_postgres("outage", Duration::from_millis(500));
+    let expected = project.drop_sources(1, 12);
     let opts = ["--lease", "2s", "--heartbeat", "500ms"];
     let mut a = Serve::start(&project, "a", Some(&url), &opts);
-    wait_for(Duration::from_secs(15), "A has sent a file", || async {
-        project.listing("src").keys().any(|n| n.starts_with(SENT))
-    })
-    .await;
+    project
+        .wait_sent_one(Duration::from_secs(15), "A has sent a file")
+        .await;
     let mut b = Serve::start(&project, "b", Some(&url), &opts);
     pg.stop();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1140,23 +643,12 @@ async fn a_database_outage_longer_than_the_lease_stops_the_run_and_nothing_overl
         "the run finished before its lease lapsed: nothing to check"
     );
 
-    wait_for(Duration::from_secs(60), "every file moved", || async {
-        project.all_moved(&expected)
-    })
-    .await;
-    let store = Store::open_postgres(&url, &project.path().join("check"))
-        .await
-        .unwrap();
-    wait_for(Duration::from_secs(30), "no run left running", || async {
-        runs_of(&store, FLOW)
-            .await
-            .iter()
-            .all(|r| r.outcome != Outcome::Running)
-    })
-    .await;
-    let logs = format!("--- a\n{}\n--- b\n{}", a.log_text(), b.log_text());
-    assert!(a.terminate(Duration::from_secs(20)).success(), "{logs}");
-    assert!(b.terminate(Duration::from_secs(20)).success(), "{logs}");
+    project
+        .wait_all_moved(&expected, Duration::from_secs(60), "every file moved")
+        .await;
+    let store = project.store(&url).await;
+    wait_none_running(&store, Duration::from_secs(30), "no run left running").await;
+    let logs = terminate_both(&mut a, &mut b);
 
     let runs = runs_of(&store, FLOW).await;
     let first = store.get(&runs[0].id).await.unwrap().unwrap();
@@ -1188,7 +680,7 @@ async fn a_database_outage_longer_than_the_lease_stops_the_run_and_nothing_overl
     // the target: each file once with its bytes; each source renamed once
     assert_eq!(project.listing("dst"), expected);
     let (puts, renames) = puts_and_renames(&store, &runs).await;
-    let once: BTreeMap<String, usize> = expected.keys().map(|n| (n.clone(), 1)).collect();
+    let once = once_each(&expected);
     assert_eq!(renames, once, "each source renamed exactly once");
     // put twice only where the fence fell between the first run's put and its rename
     let put_not_renamed: BTreeSet<&str> = first
@@ -1217,16 +709,11 @@ async fn a_database_outage_longer_than_the_lease_stops_the_run_and_nothing_overl
 /// overlap, and the commands leave no `ferry-data` in their working directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
-    let pg = Postgres::start();
-    let url = pg.database("cli");
-    let slow = SlowPeer::start(Duration::from_millis(500));
-    let project = Project::new(&slow.url());
+    let (pg, url, project) = on_postgres("cli", Duration::from_millis(500));
     let opts = ["--lease", "3s", "--heartbeat", "500ms"];
     let mut a = Serve::start(&project, "a", Some(&url), &opts);
     let mut b = Serve::start(&project, "b", Some(&url), &opts);
-    let store = Store::open_postgres(&url, &project.path().join("check"))
-        .await
-        .unwrap();
+    let store = project.store(&url).await;
     // a first run (nothing to do) to resubmit later
     wait_for(Duration::from_secs(15), "a first run", || async {
         runs_of(&store, FLOW)
@@ -1242,14 +729,10 @@ async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
         .unwrap();
 
     // a run of 10 files under way on an instance (5 s: time for the command to start)
-    let mut expected: BTreeMap<String, Vec<u8>> = files(1, 10).into_iter().collect();
-    for (name, bytes) in &expected {
-        project.drop_source(name, bytes);
-    }
-    wait_for(Duration::from_secs(15), "a file sent", || async {
-        project.listing("src").keys().any(|n| n.starts_with(SENT))
-    })
-    .await;
+    let mut expected = project.drop_sources(1, 10);
+    project
+        .wait_sent_one(Duration::from_secs(15), "a file sent")
+        .await;
     let root = project.path().to_path_buf();
     let flows = root.join("flows").display().to_string();
     let refused = ferry(
@@ -1302,20 +785,11 @@ async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
     let (resubmit, run) = tokio::join!(resubmit, run);
     assert_eq!(resubmit.status.code(), Some(0), "{}", text(&resubmit));
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
-    wait_for(Duration::from_secs(30), "every file moved", || async {
-        project.all_moved(&expected)
-    })
-    .await;
-    wait_for(Duration::from_secs(10), "no run left running", || async {
-        runs_of(&store, FLOW)
-            .await
-            .iter()
-            .all(|r| r.outcome != Outcome::Running)
-    })
-    .await;
-    let logs = format!("--- a\n{}\n--- b\n{}", a.log_text(), b.log_text());
-    assert!(a.terminate(Duration::from_secs(20)).success(), "{logs}");
-    assert!(b.terminate(Duration::from_secs(20)).success(), "{logs}");
+    project
+        .wait_all_moved(&expected, Duration::from_secs(30), "every file moved")
+        .await;
+    wait_none_running(&store, Duration::from_secs(10), "no run left running").await;
+    let logs = terminate_both(&mut a, &mut b);
 
     let runs = runs_of(&store, FLOW).await;
     let resubmitted: Vec<&RunSummary> = runs
@@ -1337,7 +811,7 @@ async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
     assert_no_overlap(&runs);
     assert_eq!(project.listing("dst"), expected);
     let (puts, renames) = puts_and_renames(&store, &runs).await;
-    let once: BTreeMap<String, usize> = expected.keys().map(|n| (n.clone(), 1)).collect();
+    let once = once_each(&expected);
     assert_eq!(puts, once, "each file put exactly once\n{logs}");
     assert_eq!(renames, once, "each file renamed exactly once");
     assert!(
@@ -1354,10 +828,7 @@ async fn the_command_line_takes_the_flow_lease_beside_the_instances() {
 /// nothing in its working directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_503_within_a_second_during_an_outage() {
-    let pg = Postgres::start();
-    let url = pg.database("ready");
-    let slow = SlowPeer::start(Duration::from_millis(1));
-    let project = Project::new(&slow.url());
+    let (pg, url, project) = on_postgres("ready", Duration::from_millis(1));
     let a = Serve::start(&project, "a", Some(&url), &["--no-schedules"]);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
@@ -1409,10 +880,7 @@ async fn readyz_answers_503_within_a_second_during_an_outage() {
 /// database is back is `202` and runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_during_an_outage_is_refused_within_a_second_and_the_next_one_runs() {
-    let pg = Postgres::start();
-    let url = pg.database("fast503");
-    let slow = SlowPeer::start(Duration::from_millis(1));
-    let project = Project::new(&slow.url());
+    let (pg, url, project) = on_postgres("fast503", Duration::from_millis(1));
     let a = Serve::start(&project, "a", Some(&url), &["--no-schedules"]);
     let client = reqwest::Client::new();
     let deliver = |name: &'static str| {
@@ -1514,6 +982,12 @@ async fn deliver_outcome(
 async fn json_of(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
+}
+
+/// `GET path` on `serve`: the body as text.
+async fn page(client: &reqwest::Client, serve: &Serve, path: &str) -> String {
+    let resp = client.get(serve.url(path)).send().await.unwrap();
+    resp.text().await.unwrap()
 }
 
 /// `GET path` on `serve`: status and JSON body.
@@ -1765,14 +1239,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let dashboard = client
-        .get(b.url("/ui"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let dashboard = page(&client, b, "/ui").await;
     let row = dashboard
         .split("data-testid=\"flow-row\" data-flow=\"RECEIVER\"")
         .nth(1)
@@ -1794,14 +1261,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
         .find(|f| f["id"] == "RECEIVER")
         .unwrap();
     assert_eq!(receiver["paused"], false, "{receiver:#}");
-    let page = client
-        .get(a.url("/ui/runs?search=Outcome_4011"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page(&client, a, "/ui/runs?search=Outcome_4011").await;
     assert_eq!(page.matches("data-testid=\"run-row\"").count(), 1, "{page}");
     assert!(page.contains(&format!("data-run-id=\"{run_id}\"")));
 
@@ -1823,8 +1283,7 @@ async fn operate(project: &Project, a: &Serve, b: &Serve, history: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_pause_resume_and_search_on_sqlite() {
-    let slow = SlowPeer::start(Duration::from_millis(1));
-    let project = Project::new(&slow.url());
+    let project = Project::with_peer(Duration::from_millis(1));
     let a = Serve::start(&project, "a", None, &[]);
     let data = project.path().join("data/a");
     let data = data.to_str().unwrap();
@@ -1833,10 +1292,7 @@ async fn operators_pause_resume_and_search_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_pause_resume_and_search_on_two_instances_sharing_postgres() {
-    let pg = Postgres::start();
-    let url = pg.database("operate");
-    let slow = SlowPeer::start(Duration::from_millis(1));
-    let project = Project::new(&slow.url());
+    let (pg, url, project) = on_postgres("operate", Duration::from_millis(1));
     let a = Serve::start(&project, "a", Some(&url), &[]);
     let b = Serve::start(&project, "b", Some(&url), &[]);
     operate(&project, &a, &b, &["--database-url", &url]).await;

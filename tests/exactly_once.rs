@@ -4,25 +4,20 @@
 //! resubmits of resubmits that were killed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/serving.rs"]
+mod serving;
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferry::compile::Inputs;
-use ferry::connectors::Secret;
 use ferry::history::{NewRun, Outcome, RunFilter, Store, Trigger};
 use ferry::run::{Checkpoint, Counters, Event, JournalBatch, RunReport};
-use ferry::serve::{Role, ServeOptions, User, Users, serve};
+use ferry::serve::ServeOptions;
 use serde_json::{Value, json};
+use serving::{EVENT_OUTCOME, OP, OUTCOME_FILE, TRIGGER_PATH, start};
 use support::{Workspace, demo_input};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-const EVENT_OUTCOME: &str = "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR";
-const TRIGGER_PATH: &str =
-    "/ic/api/integration/v1/flows/rest/OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR/1.0/eventOutcome";
-const OUTCOME_FILE: &str = "event_outcome.4011.20221213.csv";
-const OP: (&str, &str) = ("op", "op-secret");
 
 fn new_run(flow: &str) -> NewRun<'_> {
     NewRun {
@@ -145,104 +140,9 @@ async fn sixteen_writers_on_one_sqlite_history_never_find_it_locked() {
 // ---------------------------------------------------------------------------------------
 // 2. A client that goes away while its delivery is recorded
 
-/// A running server.
-struct Serving {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ferry::serve::ServeError>>,
-    http: reqwest::Client,
-}
-
-impl Serving {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .basic_auth(OP.0, Some(OP.1))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("serve stops")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-/// Options of a server over `ws`, its event-outcome flow taking the operator's
-/// credentials (the test process cannot set the flow's own).
+/// Options of a server over `ws` that knows the operator alone.
 fn options(ws: &Workspace) -> ServeOptions {
-    let path = ws.flows_dir().join("event_outcome.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    if let Some(start) = text.find("    basic_auth:") {
-        let end = text[start..].find("    max_body_mib").unwrap() + start;
-        let mut out = text.clone();
-        out.replace_range(start..end, "");
-        std::fs::write(&path, out).unwrap();
-    }
-    ServeOptions {
-        inputs: Inputs {
-            paths: vec![ws.flows_dir()],
-            lookups: Some(ws.lookups_dir()),
-            connections: Some(ws.connections_path()),
-        },
-        data_dir: ws.path().join("state"),
-        database_url: None,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        instance: Some("test-instance".into()),
-        grace: Duration::from_secs(5),
-        schedules: false,
-        watch: false,
-        lease_ttl: Duration::from_secs(30),
-        heartbeat: Duration::from_secs(5),
-        retention: None,
-        spool_dir: Some(ws.spool_dir()),
-        users: Users::new(vec![User::new(
-            OP.0,
-            Secret::new(OP.1.into()),
-            Role::Operator,
-        )]),
-        limits: ferry::serve::Limits::default(),
-        max_file_bytes: ferry::compile::DEFAULT_MAX_FILE_BYTES,
-    }
-}
-
-async fn start(opts: ServeOptions) -> Serving {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let task = tokio::spawn(serve(
-        opts,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |a| {
-            let _ = addr_tx.send(a);
-        },
-    ));
-    let addr = addr_rx.await.expect("serve listens");
-    Serving {
-        addr,
-        stop: Some(stop_tx),
-        task,
-        http: reqwest::Client::new(),
-    }
+    serving::options(ws, serving::operator())
 }
 
 /// A delivery of the event-outcome flow as raw HTTP/1.1 bytes: the head, then the body.
@@ -409,10 +309,10 @@ async fn a_delivery_whose_client_goes_away_is_recorded_and_run_or_not_at_all() {
         assert!(runs.iter().any(|r| &r.id == id), "202 for {id}, no run");
     }
     // and the server says the same
-    let (status, body) = s.get("/api/v1/status").await;
+    let (status, body) = s.get("/api/v1/status", Some(OP)).await;
     assert_eq!(status, 200);
     assert_eq!(body["active_runs"], json!([]));
-    let (_, metrics) = s.get("/metrics").await;
+    let (_, metrics) = s.get("/metrics", Some(OP)).await;
     let text = metrics.as_str().unwrap();
     assert!(text.lines().any(|l| l == "ferry_runs_running 0"), "{text}");
     eprintln!(
@@ -526,7 +426,7 @@ async fn an_abandoned_run_is_offered_for_resubmit_nowhere() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "abandoned", "{body}");
 
-    let (status, page) = s.get(&format!("/ui/runs/{lost}")).await;
+    let (status, page) = s.get(&format!("/ui/runs/{lost}"), Some(OP)).await;
     assert_eq!(status, 200);
     let html = page.as_str().unwrap();
     assert!(html.contains("data-testid=\"not-resubmittable\""), "{html}");
@@ -638,14 +538,7 @@ async fn a_resubmit_resumes_from_everything_its_killed_ancestors_confirmed() {
 fn ferry_cmd(ws: &Workspace, args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
     c.args(args)
-        .arg("--flows")
-        .arg(ws.flows_dir())
-        .arg("--lookups")
-        .arg(ws.lookups_dir())
-        .arg("--connections")
-        .arg(ws.connections_path())
-        .arg("--data")
-        .arg(ws.path().join("state"))
+        .args(ws.project_args())
         .current_dir(ws.path())
         .env("TMPDIR", ws.spool_dir())
         .env_remove("FERRY_LOG")

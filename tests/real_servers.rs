@@ -205,6 +205,28 @@ impl Rig {
         Rig { ws, smtp: None }
     }
 
+    /// Starts an FTP server and an S3 server holding the OUAI enroll bucket, connected as
+    /// `dacs_ftp` (its password from `ftp_password_var`) and `ouai_os` (its secret from
+    /// `s3_secret_var`).
+    async fn ftp_to_s3(
+        mut self,
+        ftp_password_var: &str,
+        s3_secret_var: &str,
+    ) -> (Rig, FtpServer, S3Server) {
+        let ftp = FtpServer::start(None).await;
+        let s3 = S3Server::start(&[OUAI_ENROLL]).await;
+        self.connect([
+            ("dacs_ftp", ftp_conn(ftp.port, ftp_password_var)),
+            ("ouai_os", s3_conn(&s3.endpoint(), s3_secret_var)),
+        ]);
+        (self, ftp, s3)
+    }
+
+    /// Connects `dacs` as `dacs_os` and `ouai` as `ouai_os`.
+    fn connect_os(&mut self, dacs: &Os, ouai: &Os) {
+        self.connect([("dacs_os", dacs.conn()), ("ouai_os", ouai.conn())]);
+    }
+
     fn connect(&mut self, specs: impl IntoIterator<Item = (&'static str, Value)>) {
         self.ws.set_connections(specs);
     }
@@ -315,6 +337,19 @@ fn assert_files(dir: &Path, expected: &[(String, Vec<u8>)]) {
             bytes.len()
         );
     }
+}
+
+/// Asserts that `files` moved from `src` to `dst`, byte for byte, and that `src` holds them
+/// renamed `Sent-<name>`, nothing else.
+fn assert_moved(src: &Path, dst: &Path, files: &[(String, Vec<u8>)]) {
+    assert_files(dst, files);
+    assert_files(src, &sent(files));
+}
+
+/// Asserts that none of `files` moved: `src` holds them as they were, `dst` nothing.
+fn assert_unmoved(src: &Path, dst: &Path, files: &[(String, Vec<u8>)]) {
+    assert_files(src, files);
+    assert_files(dst, &[]);
 }
 
 /// The files as they are after a successful run: renamed `Sent-<name>`.
@@ -485,42 +520,60 @@ fn assert_error_email(
     r.email.body.clone()
 }
 
+/// The "process complete" email of a run that moved every one of `files`.
+fn assert_moved_email(
+    emails: &[Received],
+    run: &CliRun,
+    flow_name: &str,
+    to: [&str; 2],
+    files: &[(String, Vec<u8>)],
+) {
+    assert_complete_email(emails, run, flow_name, to, &names(files), &[]);
+}
+
+/// The "process complete" email of a run that moved none of `files`.
+fn assert_unmoved_email(
+    emails: &[Received],
+    run: &CliRun,
+    flow_name: &str,
+    to: [&str; 2],
+    files: &[(String, Vec<u8>)],
+) {
+    assert_complete_email(emails, run, flow_name, to, &[], &names(files));
+}
+
+/// What `pick` takes from each of the run's events, in order.
+fn events_of<T>(run: &CliRun, pick: impl FnMut(Event) -> Option<T>) -> Vec<T> {
+    run.events().into_iter().filter_map(pick).collect()
+}
+
 fn put_names(run: &CliRun, connection: &str) -> Vec<String> {
-    run.events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Put {
-                connection: c,
-                name,
-                ..
-            } if c == connection => Some(name),
-            _ => None,
-        })
-        .collect()
+    events_of(run, |e| match e {
+        Event::Put {
+            connection: c,
+            name,
+            ..
+        } if c == connection => Some(name),
+        _ => None,
+    })
 }
 
 fn renamed(run: &CliRun) -> Vec<(String, String)> {
-    run.events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Renamed { from, to, .. } => Some((from, to)),
-            _ => None,
-        })
-        .collect()
+    events_of(run, |e| match e {
+        Event::Renamed { from, to, .. } => Some((from, to)),
+        _ => None,
+    })
 }
 
 fn emails_failed(run: &CliRun) -> Vec<(Vec<String>, String, String)> {
-    run.events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::EmailFailed {
-                to,
-                subject,
-                message,
-            } => Some((to, subject, message)),
-            _ => None,
-        })
-        .collect()
+    events_of(run, |e| match e {
+        Event::EmailFailed {
+            to,
+            subject,
+            message,
+        } => Some((to, subject, message)),
+        _ => None,
+    })
 }
 
 fn flow1_demo_files() -> Files {
@@ -535,13 +588,7 @@ fn flow1_demo_files() -> Files {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow1_ftp_to_s3_moves_the_bytes_renames_the_sources_and_emails() {
-    let mut rig = Rig::new().await;
-    let ftp = FtpServer::start(None).await;
-    let s3 = S3Server::start(&[OUAI_ENROLL]).await;
-    rig.connect([
-        ("dacs_ftp", ftp_conn(ftp.port, FTP_PW_VAR)),
-        ("ouai_os", s3_conn(&s3.endpoint(), S3_SECRET_VAR)),
-    ]);
+    let (rig, ftp, s3) = Rig::new().await.ftp_to_s3(FTP_PW_VAR, S3_SECRET_VAR).await;
     let src = ftp.path(ENROLL_DIR);
     let mut files = flow1_demo_files();
     // Binary content: an ASCII-mode transfer would rewrite its line ends.
@@ -564,14 +611,7 @@ async fn flow1_ftp_to_s3_moves_the_bytes_renames_the_sources_and_emails() {
     assert_eq!(renamed(&run).len(), files.len());
     let emails = rig.emails();
     assert_eq!(emails.len(), 1, "{emails:#?}");
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW1_NAME,
-        [DACS_USER, OUAI_USER],
-        &names(&files),
-        &[],
-    );
+    assert_moved_email(&emails, &run, FLOW1_NAME, [DACS_USER, OUAI_USER], &files);
 
     // Run again: every extract is marked sent, so nothing moves and the no-file email goes.
     let again = rig.run(FTP_ENROLL).await;
@@ -610,20 +650,22 @@ async fn flow2_s3_to_s3_moves_a_multipart_file_and_renames_the_source() {
 
     let run = rig.run(OS_ENROLL).await;
     assert_succeeded(&run);
-    assert_files(&ouai.bucket_dir(OUAI_ENROLL), &files);
-    assert_files(&dacs.bucket_dir(DACS_ENROLL), &sent(&files));
+    assert_moved(
+        &dacs.bucket_dir(DACS_ENROLL),
+        &ouai.bucket_dir(OUAI_ENROLL),
+        &files,
+    );
     assert!(
         ouai.pending_parts().is_empty(),
         "{:?}",
         ouai.pending_parts()
     );
-    assert_complete_email(
+    assert_moved_email(
         &rig.emails(),
         &run,
         FLOW2_NAME,
         [DACS_USER, OUAI_USER],
-        &names(&files),
-        &[],
+        &files,
     );
 }
 
@@ -631,7 +673,7 @@ async fn flow2_s3_to_s3_moves_a_multipart_file_and_renames_the_source() {
 async fn flow2_oci_to_oci_moves_the_bytes_with_signed_requests() {
     let mut rig = Rig::new().await;
     let os = Os::oci(&[DACS_ENROLL, OUAI_ENROLL]).await;
-    rig.connect([("dacs_os", os.conn()), ("ouai_os", os.conn())]);
+    rig.connect_os(&os, &os);
     let files = vec![
         demo("dacs-os/dacsnamespace/DACS_EnrollFolder/ENROLL_SYNC_20230211_0100.csv"),
         ("ENROLL_SYNC_20230302_0000.csv".into(), binary(MIB + 3, 3)),
@@ -640,21 +682,19 @@ async fn flow2_oci_to_oci_moves_the_bytes_with_signed_requests() {
 
     let run = rig.run(OS_ENROLL).await;
     assert_succeeded(&run);
-    assert_files(&os.bucket(OUAI_ENROLL), &files);
-    assert_files(&os.bucket(DACS_ENROLL), &sent(&files));
+    assert_moved(&os.bucket(DACS_ENROLL), &os.bucket(OUAI_ENROLL), &files);
     let Os::Oci(server) = &os else { unreachable!() };
     let log = server.log();
     assert!(
         log.iter().all(|l| l.status < 300 && !l.signed.is_empty()),
         "every request signed and accepted: {log:#?}"
     );
-    assert_complete_email(
+    assert_moved_email(
         &rig.emails(),
         &run,
         FLOW2_NAME,
         [DACS_USER, OUAI_USER],
-        &names(&files),
-        &[],
+        &files,
     );
 }
 
@@ -664,7 +704,7 @@ async fn flow2_oci_to_oci_moves_the_bytes_with_signed_requests() {
 async fn flow2_oci_moves_eight_files_in_one_run_with_every_third_request_failing() {
     let mut rig = Rig::new().await;
     let os = Os::oci(&[DACS_ENROLL, OUAI_ENROLL]).await;
-    rig.connect([("dacs_os", os.conn()), ("ouai_os", os.conn())]);
+    rig.connect_os(&os, &os);
     let files: Files = (0..8u64)
         .map(|i| {
             (
@@ -683,8 +723,7 @@ async fn flow2_oci_moves_eight_files_in_one_run_with_every_third_request_failing
 
     let run = rig.run(OS_ENROLL).await;
     assert_succeeded(&run);
-    assert_files(&os.bucket(OUAI_ENROLL), &files);
-    assert_files(&os.bucket(DACS_ENROLL), &sent(&files));
+    assert_moved(&os.bucket(DACS_ENROLL), &os.bucket(OUAI_ENROLL), &files);
     let log = server.log();
     let failed = log.iter().filter(|l| l.status == 503).count();
     assert!(failed >= 8, "only {failed} requests failed");
@@ -692,13 +731,12 @@ async fn flow2_oci_moves_eight_files_in_one_run_with_every_third_request_failing
         "figure: 8 files moved in 1 run; {failed} of {} OCI requests answered 503",
         log.len()
     );
-    assert_complete_email(
+    assert_moved_email(
         &rig.emails(),
         &run,
         FLOW2_NAME,
         [DACS_USER, OUAI_USER],
-        &names(&files),
-        &[],
+        &files,
     );
 }
 
@@ -725,18 +763,10 @@ async fn flow5_ftp_preference_moves_s3_files_to_the_ftp_server() {
     let run = rig.run(KWH_AVOIDED).await;
     assert_succeeded(&run);
     // Exactly the files: no temporary upload left beside them.
-    assert_files(&ftp.path(KWH_DIR), &files);
-    assert_files(&s3.bucket_dir(OUAI_KWH), &sent(&files));
+    assert_moved(&s3.bucket_dir(OUAI_KWH), &ftp.path(KWH_DIR), &files);
     assert_eq!(put_names(&run, "dacs_ftp"), names(&files));
     let emails = rig.emails();
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW5_NAME,
-        [DACS_USER, OUAI_USER],
-        &names(&files),
-        &[],
-    );
+    assert_moved_email(&emails, &run, FLOW5_NAME, [DACS_USER, OUAI_USER], &files);
     assert!(emails[0].email.has_line("ftp."), "{}", emails[0].email.body);
 }
 
@@ -751,18 +781,10 @@ async fn flow5_os_preference_moves_files_between_buckets(ouai: Os, dacs: Os) {
 
     let run = rig.run(KWH_AVOIDED).await;
     assert_succeeded(&run);
-    assert_files(&dacs.bucket(DACS_KWH), &files);
-    assert_files(&ouai.bucket(OUAI_KWH), &sent(&files));
+    assert_moved(&ouai.bucket(OUAI_KWH), &dacs.bucket(DACS_KWH), &files);
     assert_eq!(put_names(&run, "dacs_os"), names(&files));
     let emails = rig.emails();
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW5_NAME,
-        [DACS_USER, OUAI_USER],
-        &names(&files),
-        &[],
-    );
+    assert_moved_email(&emails, &run, FLOW5_NAME, [DACS_USER, OUAI_USER], &files);
     assert!(emails[0].email.has_line("os."), "{}", emails[0].email.body);
 }
 
@@ -814,13 +836,12 @@ async fn flow6_uploads_to_the_derms_standin(os: Os) {
         "DERMS received other bytes than the source's"
     );
     assert_files(&os.bucket(OUAI_LRF), &sent(&files));
-    assert_complete_email(
+    assert_moved_email(
         &rig.emails(),
         &run,
         FLOW6_NAME,
         [OUAI_USER, DRMS_USER],
-        &names(&files),
-        &[],
+        &files,
     );
 }
 
@@ -839,20 +860,16 @@ async fn flow6_oci_forecasts_reach_the_derms_standin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_ftp_password_fails_the_listing_and_nothing_moves() {
-    let mut rig = Rig::new().await;
-    let ftp = FtpServer::start(None).await;
-    let s3 = S3Server::start(&[OUAI_ENROLL]).await;
-    rig.connect([
-        ("dacs_ftp", ftp_conn(ftp.port, FTP_WRONG_PW_VAR)),
-        ("ouai_os", s3_conn(&s3.endpoint(), S3_SECRET_VAR)),
-    ]);
+    let (rig, ftp, s3) = Rig::new()
+        .await
+        .ftp_to_s3(FTP_WRONG_PW_VAR, S3_SECRET_VAR)
+        .await;
     let files = flow1_demo_files();
     seed(&ftp.path(ENROLL_DIR), &files);
 
     let run = rig.run(FTP_ENROLL).await;
     assert_failed(&run, "list", "refused the login of user 'ferry'");
-    assert_files(&ftp.path(ENROLL_DIR), &files);
-    assert_files(&s3.bucket_dir(OUAI_ENROLL), &[]);
+    assert_unmoved(&ftp.path(ENROLL_DIR), &s3.bucket_dir(OUAI_ENROLL), &files);
     let emails = rig.emails();
     assert_eq!(emails.len(), 1, "only the error email: {emails:#?}");
     let body = assert_error_email(&emails, &run, FLOW1_NAME, None);
@@ -861,31 +878,20 @@ async fn wrong_ftp_password_fails_the_listing_and_nothing_moves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_s3_secret_fails_the_put_and_leaves_the_source() {
-    let mut rig = Rig::new().await;
-    let ftp = FtpServer::start(None).await;
-    let s3 = S3Server::start(&[OUAI_ENROLL]).await;
-    rig.connect([
-        ("dacs_ftp", ftp_conn(ftp.port, FTP_PW_VAR)),
-        ("ouai_os", s3_conn(&s3.endpoint(), S3_WRONG_SECRET_VAR)),
-    ]);
+    let (rig, ftp, s3) = Rig::new()
+        .await
+        .ftp_to_s3(FTP_PW_VAR, S3_WRONG_SECRET_VAR)
+        .await;
     let files = flow1_demo_files();
     seed(&ftp.path(ENROLL_DIR), &files);
 
     let run = rig.run(FTP_ENROLL).await;
     assert_failed(&run, "put", "SignatureDoesNotMatch");
-    assert_files(&ftp.path(ENROLL_DIR), &files);
-    assert_files(&s3.bucket_dir(OUAI_ENROLL), &[]);
+    assert_unmoved(&ftp.path(ENROLL_DIR), &s3.bucket_dir(OUAI_ENROLL), &files);
     let emails = rig.emails();
     assert_eq!(emails.len(), 2, "{emails:#?}");
     assert_error_email(&emails, &run, FLOW1_NAME, Some(&files[0].0));
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW1_NAME,
-        [DACS_USER, OUAI_USER],
-        &[],
-        &names(&files),
-    );
+    assert_unmoved_email(&emails, &run, FLOW1_NAME, [DACS_USER, OUAI_USER], &files);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -907,18 +913,10 @@ async fn wrong_oci_key_fails_the_put_and_leaves_the_source() {
 
     let run = rig.run(OS_ENROLL).await;
     assert_failed(&run, "put", "NotAuthenticated");
-    assert_files(&os.bucket(DACS_ENROLL), &files);
-    assert_files(&os.bucket(OUAI_ENROLL), &[]);
+    assert_unmoved(&os.bucket(DACS_ENROLL), &os.bucket(OUAI_ENROLL), &files);
     let emails = rig.emails();
     assert_error_email(&emails, &run, FLOW2_NAME, Some(&files[0].0));
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW2_NAME,
-        [DACS_USER, OUAI_USER],
-        &[],
-        &names(&files),
-    );
+    assert_unmoved_email(&emails, &run, FLOW2_NAME, [DACS_USER, OUAI_USER], &files);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -947,18 +945,10 @@ async fn a_server_that_is_down_fails_the_run_and_nothing_moves() {
     let run = rig.run(FTP_ENROLL).await;
     let message = assert_failed(&run, "put", "connection failed");
     assert!(message.contains(&down), "{message}");
-    assert_files(&ftp.path(ENROLL_DIR), &files);
-    assert_files(&s3.bucket_dir(OUAI_ENROLL), &[]);
+    assert_unmoved(&ftp.path(ENROLL_DIR), &s3.bucket_dir(OUAI_ENROLL), &files);
     let emails = rig.emails_of(&run);
     assert_error_email(&emails, &run, FLOW1_NAME, Some(&files[0].0));
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW1_NAME,
-        [DACS_USER, OUAI_USER],
-        &[],
-        &names(&files),
-    );
+    assert_unmoved_email(&emails, &run, FLOW1_NAME, [DACS_USER, OUAI_USER], &files);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -978,18 +968,10 @@ async fn an_s3_upload_cut_mid_transfer_leaves_no_object_and_the_source() {
     let run = rig.run(FTP_ENROLL).await;
     assert!(proxy.was_cut(), "the upload never reached 4 MiB");
     assert_failed(&run, "put", "ouai_os");
-    assert_files(&ftp.path(ENROLL_DIR), &files);
-    assert_files(&s3.bucket_dir(OUAI_ENROLL), &[]);
+    assert_unmoved(&ftp.path(ENROLL_DIR), &s3.bucket_dir(OUAI_ENROLL), &files);
     let emails = rig.emails();
     assert_error_email(&emails, &run, FLOW1_NAME, Some(&files[0].0));
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW1_NAME,
-        [DACS_USER, OUAI_USER],
-        &[],
-        &names(&files),
-    );
+    assert_unmoved_email(&emails, &run, FLOW1_NAME, [DACS_USER, OUAI_USER], &files);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1024,7 +1006,7 @@ async fn an_oci_upload_cut_mid_transfer_leaves_no_object_and_the_source() {
 async fn a_missing_oci_target_bucket_fails_the_put_naming_it() {
     let mut rig = Rig::new().await;
     let os = Os::oci(&[DACS_ENROLL]).await;
-    rig.connect([("dacs_os", os.conn()), ("ouai_os", os.conn())]);
+    rig.connect_os(&os, &os);
     let files = vec![demo(
         "dacs-os/dacsnamespace/DACS_EnrollFolder/ENROLL_SYNC_20230211_0100.csv",
     )];
@@ -1043,7 +1025,7 @@ async fn a_missing_s3_source_bucket_fails_the_listing_naming_it() {
     let mut rig = Rig::new().await;
     let dacs = Os::s3(&[]).await;
     let ouai = Os::s3(&[OUAI_ENROLL]).await;
-    rig.connect([("dacs_os", dacs.conn()), ("ouai_os", ouai.conn())]);
+    rig.connect_os(&dacs, &ouai);
 
     let run = rig.run(OS_ENROLL).await;
     assert_failed(&run, "list", &format!("'{DACS_ENROLL}'"));
@@ -1055,18 +1037,15 @@ async fn a_missing_s3_source_bucket_fails_the_listing_naming_it() {
 
 /// The `skipped` events of a run: (connection, name, reason).
 fn skipped(run: &CliRun) -> Vec<(String, String, String)> {
-    run.events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Skipped {
-                connection,
-                name,
-                reason,
-                ..
-            } => Some((connection, name, reason)),
-            _ => None,
-        })
-        .collect()
+    events_of(run, |e| match e {
+        Event::Skipped {
+            connection,
+            name,
+            reason,
+            ..
+        } => Some((connection, name, reason)),
+        _ => None,
+    })
 }
 
 /// A file name ferry refuses, beside good files on a real FTP server: the good files move
@@ -1074,13 +1053,7 @@ fn skipped(run: &CliRun) -> Vec<(String, String, String)> {
 /// the process-complete email.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_name_on_an_ftp_server_is_left_and_the_good_files_move() {
-    let mut rig = Rig::new().await;
-    let ftp = FtpServer::start(None).await;
-    let s3 = S3Server::start(&[OUAI_ENROLL]).await;
-    rig.connect([
-        ("dacs_ftp", ftp_conn(ftp.port, FTP_PW_VAR)),
-        ("ouai_os", s3_conn(&s3.endpoint(), S3_SECRET_VAR)),
-    ]);
+    let (rig, ftp, s3) = Rig::new().await.ftp_to_s3(FTP_PW_VAR, S3_SECRET_VAR).await;
     let src = ftp.path(ENROLL_DIR);
     let files = flow1_demo_files();
     seed(&src, &files);
@@ -1100,14 +1073,7 @@ async fn a_hostile_name_on_an_ftp_server_is_left_and_the_good_files_move() {
         )]
     );
     let emails = rig.emails();
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW1_NAME,
-        [DACS_USER, OUAI_USER],
-        &names(&files),
-        &[],
-    );
+    assert_moved_email(&emails, &run, FLOW1_NAME, [DACS_USER, OUAI_USER], &files);
     let complete = &emails[0].email;
     assert_eq!(
         listed(
@@ -1178,7 +1144,7 @@ async fn a_hostile_key_in_an_s3_listing_is_left_and_the_good_file_moves() {
     let mut rig = Rig::new().await;
     let dacs = Os::s3(&[DACS_ENROLL]).await;
     let ouai = Os::s3(&[OUAI_ENROLL]).await;
-    rig.connect([("dacs_os", dacs.conn()), ("ouai_os", ouai.conn())]);
+    rig.connect_os(&dacs, &ouai);
     let files = vec![demo(
         "dacs-os/dacsnamespace/DACS_EnrollFolder/ENROLL_SYNC_20230211_0100.csv",
     )];
@@ -1202,14 +1168,7 @@ async fn a_hostile_key_in_an_s3_listing_is_left_and_the_good_file_moves() {
         )]
     );
     let emails = rig.emails();
-    assert_complete_email(
-        &emails,
-        &run,
-        FLOW2_NAME,
-        [DACS_USER, OUAI_USER],
-        &names(&files),
-        &[],
-    );
+    assert_moved_email(&emails, &run, FLOW2_NAME, [DACS_USER, OUAI_USER], &files);
     assert_eq!(
         listed(
             &emails[0].email,
@@ -1226,7 +1185,7 @@ async fn a_control_character_key_in_an_s3_listing_fails_naming_it_and_nothing_mo
     let mut rig = Rig::new().await;
     let dacs = Os::s3(&[DACS_ENROLL]).await;
     let ouai = Os::s3(&[OUAI_ENROLL]).await;
-    rig.connect([("dacs_os", dacs.conn()), ("ouai_os", ouai.conn())]);
+    rig.connect_os(&dacs, &ouai);
     let files = vec![
         demo("dacs-os/dacsnamespace/DACS_EnrollFolder/ENROLL_SYNC_20230211_0100.csv"),
         ("ENROLL_SYNC_x\nSent-y.csv".to_string(), b"hostile".to_vec()),
@@ -1236,8 +1195,7 @@ async fn a_control_character_key_in_an_s3_listing_fails_naming_it_and_nothing_mo
     let run = rig.run(OS_ENROLL).await;
     let message = assert_failed(&run, "list", "'ENROLL_SYNC_x\\nSent-y.csv'");
     assert!(message.contains("control character"), "{message}");
-    assert_files(&dacs.bucket(DACS_ENROLL), &files);
-    assert_files(&ouai.bucket(OUAI_ENROLL), &[]);
+    assert_unmoved(&dacs.bucket(DACS_ENROLL), &ouai.bucket(OUAI_ENROLL), &files);
     assert_error_email(&rig.emails(), &run, FLOW2_NAME, None);
 }
 
@@ -1246,20 +1204,16 @@ async fn a_control_character_key_in_an_s3_listing_fails_naming_it_and_nothing_mo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_mail_relay_does_not_fail_a_successful_transfer() {
-    let mut rig = Rig::with_dead_relay().await;
-    let ftp = FtpServer::start(None).await;
-    let s3 = S3Server::start(&[OUAI_ENROLL]).await;
-    rig.connect([
-        ("dacs_ftp", ftp_conn(ftp.port, FTP_PW_VAR)),
-        ("ouai_os", s3_conn(&s3.endpoint(), S3_SECRET_VAR)),
-    ]);
+    let (rig, ftp, s3) = Rig::with_dead_relay()
+        .await
+        .ftp_to_s3(FTP_PW_VAR, S3_SECRET_VAR)
+        .await;
     let files = flow1_demo_files();
     seed(&ftp.path(ENROLL_DIR), &files);
 
     let run = rig.run(FTP_ENROLL).await;
     assert_succeeded(&run);
-    assert_files(&s3.bucket_dir(OUAI_ENROLL), &files);
-    assert_files(&ftp.path(ENROLL_DIR), &sent(&files));
+    assert_moved(&ftp.path(ENROLL_DIR), &s3.bucket_dir(OUAI_ENROLL), &files);
     let unsent = emails_failed(&run);
     assert_eq!(unsent.len(), 1, "{:#?}", run.events());
     let (to, subject, message) = &unsent[0];
@@ -1277,20 +1231,16 @@ async fn a_dead_mail_relay_does_not_fail_a_successful_transfer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_mail_relay_does_not_hide_a_failed_transfer() {
-    let mut rig = Rig::with_dead_relay().await;
-    let ftp = FtpServer::start(None).await;
-    let s3 = S3Server::start(&[OUAI_ENROLL]).await;
-    rig.connect([
-        ("dacs_ftp", ftp_conn(ftp.port, FTP_PW_VAR)),
-        ("ouai_os", s3_conn(&s3.endpoint(), S3_WRONG_SECRET_VAR)),
-    ]);
+    let (rig, ftp, s3) = Rig::with_dead_relay()
+        .await
+        .ftp_to_s3(FTP_PW_VAR, S3_WRONG_SECRET_VAR)
+        .await;
     let files = flow1_demo_files();
     seed(&ftp.path(ENROLL_DIR), &files);
 
     let run = rig.run(FTP_ENROLL).await;
     assert_failed(&run, "put", "SignatureDoesNotMatch");
-    assert_files(&ftp.path(ENROLL_DIR), &files);
-    assert_files(&s3.bucket_dir(OUAI_ENROLL), &[]);
+    assert_unmoved(&ftp.path(ENROLL_DIR), &s3.bucket_dir(OUAI_ENROLL), &files);
     // Neither the summary nor the error email went out, and the report says so.
     let subjects: Vec<String> = emails_failed(&run).into_iter().map(|(_, s, _)| s).collect();
     assert_eq!(

@@ -3,91 +3,24 @@
 //! metrics. Each test starts its own server on a free port over its own workspace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/serving.rs"]
+mod serving;
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferry::compile::Inputs;
 use ferry::connectors::Secret;
 use ferry::serve::{Role, ServeOptions, User, Users, serve};
 use serde_json::{Value, json};
+use serving::{
+    EVENT_OUTCOME, OP, OUTCOME_FILE, Serving, TRIGGER_PATH, start, without_trigger_credentials,
+};
 use support::{Workspace, demo_input};
 
-const EVENT_OUTCOME: &str = "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR";
-const TRIGGER_PATH: &str =
-    "/ic/api/integration/v1/flows/rest/OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR/1.0/eventOutcome";
-const OUTCOME_FILE: &str = "event_outcome.4011.20221213.csv";
 const OUTCOME_BUCKET: &str = "ouainamespace/OUAIOutcomeFolder";
 const FTP_ENROLL: &str = "OUTL-BA-DACS_OUAI_FTP_ENROLL";
 
-const OP: (&str, &str) = ("op", "op-secret");
 const VIEWER: (&str, &str) = ("viewer", "viewer-secret");
-
-/// A running server.
-struct Serving {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ferry::serve::ServeError>>,
-    http: reqwest::Client,
-}
-
-impl Serving {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn get(&self, path: &str, who: Option<(&str, &str)>) -> (u16, Value) {
-        self.send(self.http.get(self.url(path)), who).await
-    }
-
-    async fn post(&self, path: &str, who: Option<(&str, &str)>, body: Value) -> (u16, Value) {
-        self.send(self.http.post(self.url(path)).json(&body), who)
-            .await
-    }
-
-    /// Sends `req` as `who`; the status and the body (JSON, else the text as a string).
-    async fn send(
-        &self,
-        mut req: reqwest::RequestBuilder,
-        who: Option<(&str, &str)>,
-    ) -> (u16, Value) {
-        if let Some((u, p)) = who {
-            req = req.basic_auth(u, Some(p));
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Waits until run `id` has ended; returns its detail.
-    async fn wait_run(&self, id: &str) -> Value {
-        for _ in 0..200 {
-            let (status, run) = self.get(&format!("/api/v1/runs/{id}"), Some(OP)).await;
-            assert_eq!(status, 200, "{run}");
-            if run["outcome"] != json!("running") {
-                return run;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("run {id} did not end");
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("serve stops")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 fn users() -> Users {
     Users::new(vec![
@@ -96,66 +29,9 @@ fn users() -> Users {
     ])
 }
 
-/// Options of a server over `ws`. The event-outcome flow loses its own trigger credentials
-/// (serve refuses to start without them, and the test process cannot set them).
+/// Options of a server over `ws` that knows the operator and the viewer.
 fn options(ws: &Workspace) -> ServeOptions {
-    without_trigger_credentials(ws);
-    ServeOptions {
-        inputs: Inputs {
-            paths: vec![ws.flows_dir()],
-            lookups: Some(ws.lookups_dir()),
-            connections: Some(ws.connections_path()),
-        },
-        data_dir: ws.path().join("state"),
-        database_url: None,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        instance: Some("test-instance".into()),
-        grace: Duration::from_secs(5),
-        schedules: false,
-        watch: false,
-        lease_ttl: Duration::from_secs(30),
-        heartbeat: Duration::from_secs(5),
-        retention: None,
-        spool_dir: Some(ws.spool_dir()),
-        users: users(),
-        limits: ferry::serve::Limits::default(),
-        max_file_bytes: ferry::compile::DEFAULT_MAX_FILE_BYTES,
-    }
-}
-
-async fn start(opts: ServeOptions) -> Serving {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let task = tokio::spawn(serve(
-        opts,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |a| {
-            let _ = addr_tx.send(a);
-        },
-    ));
-    let addr = addr_rx.await.expect("serve listens");
-    Serving {
-        addr,
-        stop: Some(stop_tx),
-        task,
-        http: reqwest::Client::new(),
-    }
-}
-
-/// The workspace's event-outcome flow without its own credentials (the test process
-/// cannot set environment variables): the trigger then takes the operator's.
-fn without_trigger_credentials(ws: &Workspace) {
-    let path = ws.flows_dir().join("event_outcome.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let Some(start) = text.find("    basic_auth:") else {
-        return;
-    };
-    let end = text[start..].find("    max_body_mib").unwrap() + start;
-    let mut out = text.clone();
-    out.replace_range(start..end, "");
-    std::fs::write(&path, out).unwrap();
+    serving::options(ws, users())
 }
 
 fn set_body_limit(ws: &Workspace, mib: u64) {
@@ -340,14 +216,8 @@ async fn the_trigger_takes_the_credentials_its_flow_names_from_the_environment()
     let ws = Workspace::new().await;
     let port = support::dead_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", "--flows"])
-        .arg(ws.flows_dir())
-        .arg("--lookups")
-        .arg(ws.lookups_dir())
-        .arg("--connections")
-        .arg(ws.connections_path())
-        .arg("--data")
-        .arg(ws.path().join("state"))
+        .arg("serve")
+        .args(ws.project_args())
         .args(["--listen", &format!("127.0.0.1:{port}"), "--no-schedules"])
         .env("FERRY_DERMS_TRIGGER_USER", "derms")
         .env("FERRY_DERMS_TRIGGER_PASSWORD", "derms-secret")
@@ -595,15 +465,7 @@ async fn metrics_count_runs_files_bytes_and_steps() {
     let files = run["files"].as_i64().unwrap();
     let bytes = run["bytes"].as_i64().unwrap();
     assert!(files > 0);
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.text("/metrics").await;
     let line = |name: &str| {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -705,15 +567,7 @@ async fn a_tick_while_the_previous_run_goes_on_is_recorded_skipped() {
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "overlapping runs: {spans:?}");
     }
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.text("/metrics").await;
     // the family is there at zero from the start: the count must have moved
     let skipped = metrics
         .lines()

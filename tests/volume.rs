@@ -113,14 +113,7 @@ fn spawn_run(ws: &Workspace, flow: &str, inputs: &[(&str, &Path)]) -> std::proce
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
     c.arg("run")
         .arg(flow)
-        .arg("--flows")
-        .arg(ws.flows_dir())
-        .arg("--lookups")
-        .arg(ws.lookups_dir())
-        .arg("--connections")
-        .arg(ws.connections_path())
-        .arg("--data")
-        .arg(ws.path().join("state"))
+        .args(ws.project_args())
         .args(["--format", "json"]);
     for (name, path) in inputs {
         c.arg("--input").arg(format!("{name}={}", path.display()));

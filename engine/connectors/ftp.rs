@@ -29,7 +29,6 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,13 +37,12 @@ use suppaftp::tokio_rustls::TlsConnector;
 use suppaftp::tokio_rustls::rustls;
 use suppaftp::types::{FileType, Response};
 use suppaftp::{FtpError, Status};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 
-use super::spool::SpoolWriter;
-use super::sweep::{self, Sweeper, TMP_PREFIX};
+use super::remote_fs::{RemoteFs, RemoteSession, STALE, Server, count_deleted};
+use super::sweep::{Sweeper, TMP_PREFIX};
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
-/// Timeout when the spec gives none, in seconds.
-const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
 /// Default control port.
 const DEFAULT_PORT: u16 = 21;
 /// Largest directory listing read, in bytes.
@@ -106,25 +104,21 @@ fn yes() -> bool {
 
 /// An opened FTP connection definition. Holds no connection: each operation opens a session.
 pub struct FtpStore {
-    host: String,
-    port: u16,
-    user: String,
+    server: Server,
     password: Secret,
     tls: Option<TlsConnector>,
-    timeout: Duration,
     passive: bool,
-    sweeper: Sweeper,
 }
 
 impl fmt::Debug for FtpStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FtpStore")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
+            .field("host", &self.server.host)
+            .field("port", &self.server.port)
+            .field("user", &self.server.user)
             .field("password", &self.password)
             .field("tls", &self.tls.is_some())
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.server.timeout)
             .field("passive", &self.passive)
             .finish()
     }
@@ -149,14 +143,14 @@ impl FtpStore {
                 spec.password_env
             )));
         }
-        let secs = spec.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
-        if secs == 0 {
-            return Err(config("timeout_secs must be at least 1".to_string()));
-        }
-        let sweeper = Sweeper::new(spec.temp_max_age.as_deref()).map_err(|e| match e {
-            ConnectorError::Config(msg) => config(msg),
-            other => other,
-        })?;
+        let server = Server::new(
+            ("ftp", "FTP"),
+            (host, user),
+            spec.port.unwrap_or(DEFAULT_PORT),
+            spec.timeout_secs,
+            spec.temp_max_age.as_deref(),
+        )?;
+        let host = &server.host;
         let tls = match spec.security {
             FtpSecurity::None => {
                 if spec.ca_file.is_some() {
@@ -169,197 +163,15 @@ impl FtpStore {
             }
             FtpSecurity::ExplicitTls => {
                 let ca_file = spec.ca_file.as_deref().map(expand_env).transpose()?;
-                Some(tls_connector(&host, ca_file.as_deref().map(Path::new))?)
+                Some(tls_connector(host, ca_file.as_deref().map(Path::new))?)
             }
         };
         Ok(FtpStore {
-            host,
-            port: spec.port.unwrap_or(DEFAULT_PORT),
-            user,
+            server,
             password,
             tls,
-            timeout: Duration::from_secs(secs),
             passive: spec.passive,
-            sweeper,
         })
-    }
-
-    /// Deletes the stale temporary files at `location`, in a session of its own; returns how
-    /// many.
-    async fn sweep(&self, location: &str) -> Result<usize, ConnectorError> {
-        let mut s = self.open().await?;
-        let result = async {
-            s.cwd(location).await?;
-            s.sweep(&self.sweeper).await
-        }
-        .await;
-        s.close(&result).await;
-        result
-    }
-
-    /// `host:port` for messages (IPv6 addresses in brackets).
-    fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    /// Connects, secures, logs in and selects binary mode.
-    async fn open(&self) -> Result<Session<'_>, ConnectorError> {
-        let addr = self.addr();
-        let tcp = super::connect_tcp("FTP", &self.host, self.port, &addr, self.timeout).await?;
-        let ftp = self
-            .step(
-                "opening the session (greeting)",
-                AsyncRustlsFtpStream::connect_with_stream(tcp),
-            )
-            .await?;
-        let mut ftp = if self.passive {
-            ftp
-        } else {
-            ftp.active_mode(self.timeout)
-        };
-        // Data connections go to the control connection's address, whatever PASV says.
-        ftp.set_passive_nat_workaround(true);
-        let mut ftp = match &self.tls {
-            None => ftp,
-            Some(connector) => {
-                let secured = tokio::time::timeout(
-                    self.timeout,
-                    ftp.into_secure(AsyncRustlsConnector::from(connector.clone()), &self.host),
-                )
-                .await;
-                match secured {
-                    Ok(Ok(ftp)) => ftp,
-                    Ok(Err(FtpError::UnexpectedResponse(r))) => {
-                        return Err(ConnectorError::Protocol(format!(
-                            "FTP server {addr} refused explicit TLS (AUTH TLS / PBSZ / PROT): {}",
-                            self.reply_text(&r)
-                        )));
-                    }
-                    Ok(Err(e)) => return Err(self.map_err("setting up TLS", e)),
-                    Err(_) => {
-                        return Err(ConnectorError::Timeout(format!(
-                            "TLS with FTP server {addr} did not complete within {}s",
-                            self.timeout.as_secs()
-                        )));
-                    }
-                }
-            }
-        };
-        let login = ftp.login(self.user.as_str(), self.password.expose());
-        match tokio::time::timeout(self.timeout, login).await {
-            Ok(Ok(())) => {}
-            Ok(Err(FtpError::UnexpectedResponse(r))) => {
-                let reply = self.reply_text(&r);
-                return Err(match r.status {
-                    Status::NotLoggedIn
-                    | Status::InvalidCredentials
-                    | Status::LoginNeedAccount
-                    | Status::NeedPassword => ConnectorError::Auth(format!(
-                        "FTP server {addr} refused the login of user '{}' (check the user name and the password variable): {reply}",
-                        self.user
-                    )),
-                    _ => self.map_err("logging in", FtpError::UnexpectedResponse(r)),
-                });
-            }
-            Ok(Err(e)) => return Err(self.map_err("logging in", e)),
-            Err(_) => return Err(self.timed_out("logging in")),
-        }
-        self.step(
-            "selecting binary mode (TYPE I)",
-            ftp.transfer_type(FileType::Binary),
-        )
-        .await?;
-        Ok(Session { store: self, ftp })
-    }
-
-    pub(super) async fn list(
-        &self,
-        location: &str,
-        prefix: &str,
-    ) -> Result<Vec<Entry>, ConnectorError> {
-        let mut s = self.open().await?;
-        let result = async {
-            s.cwd(location).await?;
-            s.list(location, prefix).await
-        }
-        .await;
-        s.close(&result).await;
-        result
-    }
-
-    pub(super) async fn get(
-        &self,
-        location: &str,
-        name: &str,
-        dest: &Path,
-    ) -> Result<u64, ConnectorError> {
-        let mut s = self.open().await?;
-        let result = async {
-            s.cwd(location).await?;
-            s.retrieve(location, name, dest).await
-        }
-        .await;
-        s.close(&result).await;
-        result
-    }
-
-    pub(super) async fn put(
-        &self,
-        location: &str,
-        name: &str,
-        src: &Path,
-    ) -> Result<u64, ConnectorError> {
-        let mut file = tokio::fs::File::open(src)
-            .await
-            .map_err(|e| super::io_error("open", src, e))?;
-        if self.sweeper.first_visit(location) {
-            sweep::report("ftp", location, self.sweep(location).await);
-        }
-        let mut s = self.open().await?;
-        if let Err(e) = s.cwd(location).await {
-            let result = Err(e);
-            s.close(&result).await;
-            return result;
-        }
-        let tmp = sweep::tmp_name(name);
-        let mut started = false;
-        let result = s.store(&tmp, name, &mut file, src, &mut started).await;
-        if result.is_err() && started {
-            // Best effort: remove the temporary file, over a new session if this one broke.
-            if usable(&result) {
-                s.delete_quietly(&tmp).await;
-            } else if let Ok(mut fresh) = self.open().await {
-                let cleaned = async {
-                    fresh.cwd(location).await?;
-                    fresh.delete_quietly(&tmp).await;
-                    Ok(())
-                }
-                .await;
-                fresh.close(&cleaned).await;
-            }
-        }
-        s.close(&result).await;
-        result
-    }
-
-    pub(super) async fn rename(
-        &self,
-        location: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<(), ConnectorError> {
-        let mut s = self.open().await?;
-        let result = async {
-            s.cwd(location).await?;
-            s.rename(location, from, to).await
-        }
-        .await;
-        s.close(&result).await;
-        result
     }
 
     pub(super) async fn check(&self) -> Result<String, ConnectorError> {
@@ -376,8 +188,8 @@ impl FtpStore {
         };
         Ok(format!(
             "logged in to {} as '{}' over {security}; working directory '{}'",
-            self.addr(),
-            self.user,
+            self.server.addr(),
+            self.server.user,
             dir.escape_debug()
         ))
     }
@@ -410,10 +222,10 @@ impl FtpStore {
         what: &str,
         fut: impl Future<Output = Result<T, FtpError>>,
     ) -> Result<T, ConnectorError> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        match tokio::time::timeout(self.server.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map_err(what, e)),
-            Err(_) => Err(self.timed_out(what)),
+            Err(_) => Err(self.server.timed_out(what)),
         }
     }
 
@@ -425,32 +237,24 @@ impl FtpStore {
         missing: impl FnOnce() -> String,
         fut: impl Future<Output = Result<T, FtpError>>,
     ) -> Result<T, ConnectorError> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        match tokio::time::timeout(self.server.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(FtpError::UnexpectedResponse(r))) if r.status == Status::FileUnavailable => {
                 Err(ConnectorError::NotFound(format!(
                     "{} on FTP server {} ({})",
                     missing(),
-                    self.addr(),
+                    self.server.addr(),
                     self.reply_text(&r)
                 )))
             }
             Ok(Err(e)) => Err(self.map_err(what, e)),
-            Err(_) => Err(self.timed_out(what)),
+            Err(_) => Err(self.server.timed_out(what)),
         }
-    }
-
-    fn timed_out(&self, what: &str) -> ConnectorError {
-        ConnectorError::Timeout(format!(
-            "FTP server {} did not answer within {}s while {what}",
-            self.addr(),
-            self.timeout.as_secs()
-        ))
     }
 
     /// Maps a suppaftp error; a refusal becomes [`ConnectorError::Protocol`] with the reply.
     fn map_err(&self, what: &str, e: FtpError) -> ConnectorError {
-        let addr = self.addr();
+        let addr = self.server.addr();
         match e {
             FtpError::ConnectionError(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 ConnectorError::Timeout(format!("FTP server {addr} timed out while {what}: {io}"))
@@ -492,29 +296,6 @@ impl FtpStore {
         }
     }
 
-    /// Filters a name from a listing: `None` for names the caller does not want (another
-    /// prefix, our temporaries, not UTF-8). A hostile name is logged and kept: the caller
-    /// asks the server nothing about it, and [`super::FileStore::list_checked`] leaves it.
-    fn accept_name(
-        &self,
-        name: String,
-        prefix: &str,
-        location: &str,
-    ) -> Result<Option<String>, ConnectorError> {
-        if name.starts_with(TMP_PREFIX) || !name.starts_with(prefix) {
-            return Ok(None);
-        }
-        if name.contains(char::REPLACEMENT_CHARACTER) {
-            tracing::warn!(server = %self.addr(), location, "skipping a file whose name is not UTF-8");
-            return Ok(None);
-        }
-        if let Err(e) = check_name(&name) {
-            // listed, and left where it is by FileStore::list_checked
-            tracing::warn!(server = %self.addr(), location, "FTP listing holds a hostile name: {e}");
-        }
-        Ok(Some(name))
-    }
-
     /// Reads a listing's data connection into lines (CRLF or LF), at most
     /// [`MAX_LISTING_BYTES`], each read within the timeout; then reads the transfer's reply.
     async fn read_listing(
@@ -526,10 +307,10 @@ impl FtpStore {
         let mut data = Vec::new();
         let mut buf = vec![0u8; CHUNK];
         loop {
-            let n = match tokio::time::timeout(self.timeout, stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout(self.server.timeout, stream.read(&mut buf)).await {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(self.map_err(&what, FtpError::ConnectionError(e))),
-                Err(_) => return Err(self.timed_out(&what)),
+                Err(_) => return Err(self.server.timed_out(&what)),
             };
             if n == 0 {
                 break;
@@ -537,7 +318,7 @@ impl FtpStore {
             if data.len() + n > MAX_LISTING_BYTES {
                 return Err(ConnectorError::Protocol(format!(
                     "FTP server {} sent a listing larger than {} MiB",
-                    self.addr(),
+                    self.server.addr(),
                     MAX_LISTING_BYTES / (1024 * 1024)
                 )));
             }
@@ -551,25 +332,102 @@ impl FtpStore {
             .map(|line| String::from_utf8_lossy(line).into_owned())
             .collect())
     }
+}
 
-    /// Uploads `from` to `to` (see [`super::pump`]); a broken data connection is mapped like
-    /// any FTP connection error.
-    async fn pump(
-        &self,
-        from: &mut (impl AsyncRead + Unpin),
-        to: &mut (impl AsyncWrite + Unpin),
-        what: &str,
-        local: &Path,
-    ) -> Result<u64, ConnectorError> {
-        super::pump(
-            from,
-            to,
-            self.timeout,
-            local,
-            |e| self.map_err(what, FtpError::ConnectionError(e)),
-            || self.timed_out(what),
+impl RemoteFs for FtpStore {
+    type Session<'a> = Session<'a>;
+
+    fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// The location itself: a session changes into it (`CWD`), which checks it.
+    fn dir(location: &str) -> Result<String, ConnectorError> {
+        Ok(location.to_string())
+    }
+
+    /// Connects, secures, logs in and selects binary mode.
+    async fn open(&self) -> Result<Session<'_>, ConnectorError> {
+        let addr = self.server.addr();
+        let tcp = super::connect_tcp(
+            "FTP",
+            &self.server.host,
+            self.server.port,
+            &addr,
+            self.server.timeout,
         )
-        .await
+        .await?;
+        let ftp = self
+            .step(
+                "opening the session (greeting)",
+                AsyncRustlsFtpStream::connect_with_stream(tcp),
+            )
+            .await?;
+        let mut ftp = if self.passive {
+            ftp
+        } else {
+            ftp.active_mode(self.server.timeout)
+        };
+        // Data connections go to the control connection's address, whatever PASV says.
+        ftp.set_passive_nat_workaround(true);
+        let mut ftp = match &self.tls {
+            None => ftp,
+            Some(connector) => {
+                let secured = tokio::time::timeout(
+                    self.server.timeout,
+                    ftp.into_secure(
+                        AsyncRustlsConnector::from(connector.clone()),
+                        &self.server.host,
+                    ),
+                )
+                .await;
+                match secured {
+                    Ok(Ok(ftp)) => ftp,
+                    Ok(Err(FtpError::UnexpectedResponse(r))) => {
+                        return Err(ConnectorError::Protocol(format!(
+                            "FTP server {addr} refused explicit TLS (AUTH TLS / PBSZ / PROT): {}",
+                            self.reply_text(&r)
+                        )));
+                    }
+                    Ok(Err(e)) => return Err(self.map_err("setting up TLS", e)),
+                    Err(_) => {
+                        return Err(ConnectorError::Timeout(format!(
+                            "TLS with FTP server {addr} did not complete within {}s",
+                            self.server.timeout.as_secs()
+                        )));
+                    }
+                }
+            }
+        };
+        let login = ftp.login(self.server.user.as_str(), self.password.expose());
+        match tokio::time::timeout(self.server.timeout, login).await {
+            Ok(Ok(())) => {}
+            Ok(Err(FtpError::UnexpectedResponse(r))) => {
+                let reply = self.reply_text(&r);
+                return Err(match r.status {
+                    Status::NotLoggedIn
+                    | Status::InvalidCredentials
+                    | Status::LoginNeedAccount
+                    | Status::NeedPassword => ConnectorError::Auth(format!(
+                        "FTP server {addr} refused the login of user '{}' (check the user name and the password variable): {reply}",
+                        self.server.user
+                    )),
+                    _ => self.map_err("logging in", FtpError::UnexpectedResponse(r)),
+                });
+            }
+            Ok(Err(e)) => return Err(self.map_err("logging in", e)),
+            Err(_) => return Err(self.server.timed_out("logging in")),
+        }
+        self.step(
+            "selecting binary mode (TYPE I)",
+            ftp.transfer_type(FileType::Binary),
+        )
+        .await?;
+        Ok(Session {
+            store: self,
+            ftp,
+            location: String::new(),
+        })
     }
 }
 
@@ -582,9 +440,11 @@ fn usable<T>(result: &Result<T, ConnectorError>) -> bool {
 }
 
 /// One logged-in FTP session, bound to the store it came from.
-struct Session<'a> {
+pub(super) struct Session<'a> {
     store: &'a FtpStore,
     ftp: AsyncRustlsFtpStream,
+    /// The location the session changed into, for messages.
+    location: String,
 }
 
 /// A data-channel transfer of this client.
@@ -603,75 +463,6 @@ fn unsupported(status: Status) -> bool {
 }
 
 impl Session<'_> {
-    /// Changes into the location's directory; a missing one is [`ConnectorError::NotFound`].
-    async fn cwd(&mut self, location: &str) -> Result<(), ConnectorError> {
-        let segments = location_segments(location)?;
-        let mut path = segments.join("/");
-        if location.starts_with('/') {
-            path.insert(0, '/');
-        }
-        if path.is_empty() {
-            return Ok(()); // the login directory
-        }
-        let shown = path.clone();
-        self.store
-            .step_or_missing(
-                &format!("changing to directory '{shown}'"),
-                || format!("directory '{shown}'"),
-                self.ftp.cwd(path),
-            )
-            .await
-    }
-
-    /// Lists the current directory: `MLSD`, or `NLST` and `SIZE` where it is unsupported.
-    async fn list(&mut self, location: &str, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
-        let store = self.store;
-        let what = "listing the directory (MLSD)";
-        let opened = tokio::time::timeout(
-            store.timeout,
-            self.ftp
-                .custom_data_command("MLSD", &[Status::AboutToSend, Status::AlreadyOpen]),
-        )
-        .await;
-        let stream = match opened {
-            Ok(Ok((_, stream))) => stream,
-            Ok(Err(FtpError::UnexpectedResponse(r))) if unsupported(r.status) => {
-                tracing::debug!(server = %store.addr(), "MLSD unsupported; listing with NLST and SIZE");
-                return self.list_nlst(location, prefix).await;
-            }
-            Ok(Err(e)) => return Err(store.map_err(what, e)),
-            Err(_) => return Err(store.timed_out(what)),
-        };
-        let lines = store.read_listing(stream, "MLSD").await?;
-        let mut out = Vec::new();
-        for line in &lines {
-            let entry = parse_mlsd_line(line).map_err(|why| {
-                ConnectorError::Protocol(format!(
-                    "FTP server {} sent an MLSD line that cannot be read ({why}): '{}'",
-                    store.addr(),
-                    line.escape_debug()
-                ))
-            })?;
-            let Some(entry) = entry else { continue };
-            let Some(name) = store.accept_name(entry.name, prefix, location)? else {
-                continue;
-            };
-            if check_name(&name).is_err() {
-                out.push(Entry { name, size: 0 }); // never asked about: left where it is
-                continue;
-            }
-            let size = match entry.size {
-                Some(size) => size,
-                None => match self.size(&name).await? {
-                    Some(size) => size,
-                    None => continue,
-                },
-            };
-            out.push(Entry { name, size });
-        }
-        Ok(out)
-    }
-
     /// Lists with `NLST` (names only) and asks each matching file's size with `SIZE`; entries
     /// without a size (directories on most servers) are skipped.
     async fn list_nlst(
@@ -693,7 +484,7 @@ impl Session<'_> {
             if line == "." || line == ".." {
                 continue; // the directory itself and its parent, listed by some servers
             }
-            let Some(name) = store.accept_name(line, prefix, location)? else {
+            let Some(name) = store.server.accept_name(line, prefix, location, true) else {
                 continue;
             };
             if check_name(&name).is_err() {
@@ -711,13 +502,13 @@ impl Session<'_> {
     async fn size(&mut self, name: &str) -> Result<Option<u64>, ConnectorError> {
         let store = self.store;
         let what = format!("asking the size of '{name}'");
-        match tokio::time::timeout(store.timeout, self.ftp.size(name)).await {
+        match tokio::time::timeout(store.server.timeout, self.ftp.size(name)).await {
             Ok(Ok(n)) => Ok(Some(n as u64)),
             Ok(Err(FtpError::UnexpectedResponse(r))) if r.status == Status::FileUnavailable => {
                 Ok(None)
             }
             Ok(Err(e)) => Err(store.map_err(&what, e)),
-            Err(_) => Err(store.timed_out(&what)),
+            Err(_) => Err(store.server.timed_out(&what)),
         }
     }
 
@@ -725,22 +516,127 @@ impl Session<'_> {
     async fn size_if_supported(&mut self, name: &str) -> Result<Option<u64>, ConnectorError> {
         let store = self.store;
         let what = format!("checking the size of '{name}'");
-        match tokio::time::timeout(store.timeout, self.ftp.size(name)).await {
+        match tokio::time::timeout(store.server.timeout, self.ftp.size(name)).await {
             Ok(Ok(n)) => Ok(Some(n as u64)),
             Ok(Err(FtpError::UnexpectedResponse(r))) if unsupported(r.status) => Ok(None),
             Ok(Err(e)) => Err(store.map_err(&what, e)),
-            Err(_) => Err(store.timed_out(&what)),
+            Err(_) => Err(store.server.timed_out(&what)),
         }
     }
 
-    /// `RETR name` into `dest`, streamed.
-    async fn retrieve(
-        &mut self,
-        location: &str,
-        name: &str,
-        dest: &Path,
-    ) -> Result<u64, ConnectorError> {
+    /// `DELE name`; a missing file is [`ConnectorError::NotFound`].
+    async fn remove(&mut self, name: &str, what: &str) -> Result<(), ConnectorError> {
+        self.store
+            .step_or_missing(what, || name.to_string(), self.ftp.rm(name))
+            .await
+    }
+
+    /// Renames the uploaded temporary file to its final name. Servers that refuse to rename
+    /// over an existing file (Windows-based ones) get the old file deleted first.
+    async fn rename_into_place(&mut self, tmp: &str, name: &str) -> Result<(), ConnectorError> {
         let store = self.store;
+        let what = format!("renaming the upload into place as '{name}' (RNFR/RNTO)");
+        let refused =
+            match tokio::time::timeout(store.server.timeout, self.ftp.rename(tmp, name)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(FtpError::UnexpectedResponse(r)))
+                    if matches!(r.status, Status::FileUnavailable | Status::BadFilename) =>
+                {
+                    r
+                }
+                Ok(Err(e)) => return Err(store.map_err(&what, e)),
+                Err(_) => return Err(store.server.timed_out(&what)),
+            };
+        if self.size(name).await?.is_none() {
+            return Err(store.map_err(&what, FtpError::UnexpectedResponse(refused)));
+        }
+        tracing::debug!(server = %store.server.addr(), name, "replacing an existing file: {}", store.reply_text(&refused));
+        store.step(&what, self.ftp.rm(name)).await?;
+        store.step(&what, self.ftp.rename(tmp, name)).await
+    }
+}
+
+impl RemoteSession for Session<'_> {
+    /// Changes into the location's directory; a missing one is [`ConnectorError::NotFound`].
+    async fn enter(&mut self, location: &str, _dir: String) -> Result<(), ConnectorError> {
+        self.location = location.to_string();
+        let segments = location_segments(location)?;
+        let mut path = segments.join("/");
+        if location.starts_with('/') {
+            path.insert(0, '/');
+        }
+        if path.is_empty() {
+            return Ok(()); // the login directory
+        }
+        let shown = path.clone();
+        self.store
+            .step_or_missing(
+                &format!("changing to directory '{shown}'"),
+                || format!("directory '{shown}'"),
+                self.ftp.cwd(path),
+            )
+            .await
+    }
+
+    /// `name` itself: the session works inside the directory.
+    fn path(&self, name: &str) -> String {
+        name.to_string()
+    }
+
+    /// Lists the current directory: `MLSD`, or `NLST` and `SIZE` where it is unsupported.
+    async fn list(&mut self, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
+        let store = self.store;
+        let location = self.location.clone();
+        let location = location.as_str();
+        let what = "listing the directory (MLSD)";
+        let opened = tokio::time::timeout(
+            store.server.timeout,
+            self.ftp
+                .custom_data_command("MLSD", &[Status::AboutToSend, Status::AlreadyOpen]),
+        )
+        .await;
+        let stream = match opened {
+            Ok(Ok((_, stream))) => stream,
+            Ok(Err(FtpError::UnexpectedResponse(r))) if unsupported(r.status) => {
+                tracing::debug!(server = %store.server.addr(), "MLSD unsupported; listing with NLST and SIZE");
+                return self.list_nlst(location, prefix).await;
+            }
+            Ok(Err(e)) => return Err(store.map_err(what, e)),
+            Err(_) => return Err(store.server.timed_out(what)),
+        };
+        let lines = store.read_listing(stream, "MLSD").await?;
+        let mut out = Vec::new();
+        for line in &lines {
+            let entry = parse_mlsd_line(line).map_err(|why| {
+                ConnectorError::Protocol(format!(
+                    "FTP server {} sent an MLSD line that cannot be read ({why}): '{}'",
+                    store.server.addr(),
+                    line.escape_debug()
+                ))
+            })?;
+            let Some(entry) = entry else { continue };
+            let Some(name) = store.server.accept_name(entry.name, prefix, location, true) else {
+                continue;
+            };
+            if check_name(&name).is_err() {
+                out.push(Entry { name, size: 0 }); // never asked about: left where it is
+                continue;
+            }
+            let size = match entry.size {
+                Some(size) => size,
+                None => match self.size(&name).await? {
+                    Some(size) => size,
+                    None => continue,
+                },
+            };
+            out.push(Entry { name, size });
+        }
+        Ok(out)
+    }
+
+    /// `RETR name` into `dest`, streamed.
+    async fn retrieve(&mut self, name: &str, dest: &Path) -> Result<u64, ConnectorError> {
+        let (store, location) = (self.store, self.location.clone());
         let what = format!("sending '{name}' (RETR)");
         let mut stream = store
             .step_or_missing(
@@ -749,86 +645,50 @@ impl Session<'_> {
                 self.ftp.retr_as_stream(name),
             )
             .await?;
-        let result = async {
-            let n = SpoolWriter::download(
-                dest,
-                &mut stream,
-                store.timeout,
-                |e| store.map_err(&what, FtpError::ConnectionError(e)),
-                || store.timed_out(&what),
+        let n = store
+            .server
+            .download(&mut stream, dest, &what, |e| {
+                store.map_err(&what, FtpError::ConnectionError(e))
+            })
+            .await?;
+        // Some servers open the data connection before looking for the file, and say 550 only
+        // at the end.
+        store
+            .step_or_missing(
+                &what,
+                || format!("file '{name}' in '{location}'"),
+                stream.finish(),
             )
             .await?;
-            // Some servers open the data connection before looking for the file, and say 550
-            // only at the end.
-            store
-                .step_or_missing(
-                    &what,
-                    || format!("file '{name}' in '{location}'"),
-                    stream.finish(),
-                )
-                .await?;
-            Ok(n)
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(dest).await;
-        }
-        result
+        Ok(n)
     }
 
-    /// `STOR tmp`, a size check, then `RNFR tmp` / `RNTO name`. Sets `started` once the
-    /// temporary file may exist on the server.
+    /// `STOR tmp`, a size check, then `RNFR tmp` / `RNTO name`.
     async fn store(
         &mut self,
-        tmp: &str,
-        name: &str,
-        file: &mut tokio::fs::File,
-        src: &Path,
-        started: &mut bool,
+        (tmp, name): (&str, &str),
+        (file, src): (&mut tokio::fs::File, &Path),
     ) -> Result<u64, ConnectorError> {
         let store = self.store;
         let what = format!("receiving '{name}' (STOR)");
-        *started = true;
         let mut stream = store.step(&what, self.ftp.put_with_stream(tmp)).await?;
-        let n = store.pump(file, &mut stream, &what, src).await?;
+        let n = store
+            .server
+            .pump(file, src, &mut stream, &what, |e| {
+                store.map_err(&what, FtpError::ConnectionError(e))
+            })
+            .await?;
         store.step(&what, stream.finish()).await?;
-        if let Some(size) = self.size_if_supported(tmp).await?
-            && size != n
-        {
-            return Err(ConnectorError::Protocol(format!(
-                "FTP server {} holds {size} bytes of '{name}' after receiving {n}",
-                store.addr()
-            )));
+        if let Some(size) = self.size_if_supported(tmp).await? {
+            store.server.check_size(name, size, n)?;
         }
         self.rename_into_place(tmp, name).await?;
         Ok(n)
     }
 
-    /// Renames the uploaded temporary file to its final name. Servers that refuse to rename
-    /// over an existing file (Windows-based ones) get the old file deleted first.
-    async fn rename_into_place(&mut self, tmp: &str, name: &str) -> Result<(), ConnectorError> {
-        let store = self.store;
-        let what = format!("renaming the upload into place as '{name}' (RNFR/RNTO)");
-        let refused = match tokio::time::timeout(store.timeout, self.ftp.rename(tmp, name)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(FtpError::UnexpectedResponse(r)))
-                if matches!(r.status, Status::FileUnavailable | Status::BadFilename) =>
-            {
-                r
-            }
-            Ok(Err(e)) => return Err(store.map_err(&what, e)),
-            Err(_) => return Err(store.timed_out(&what)),
-        };
-        if self.size(name).await?.is_none() {
-            return Err(store.map_err(&what, FtpError::UnexpectedResponse(refused)));
-        }
-        tracing::debug!(server = %store.addr(), name, "replacing an existing file: {}", store.reply_text(&refused));
-        store.step(&what, self.ftp.rm(name)).await?;
-        store.step(&what, self.ftp.rename(tmp, name)).await
-    }
-
     /// `RNFR from` / `RNTO to`; a missing `from` is [`ConnectorError::NotFound`].
-    async fn rename(&mut self, location: &str, from: &str, to: &str) -> Result<(), ConnectorError> {
+    async fn rename(&mut self, from: &str, to: &str) -> Result<(), ConnectorError> {
+        let location = &self.location;
         self.store
             .step_or_missing(
                 &format!("renaming '{from}' to '{to}'"),
@@ -856,48 +716,40 @@ impl Session<'_> {
             if !name.starts_with(TMP_PREFIX) || check_name(&name).is_err() {
                 continue;
             }
-            let modified = match tokio::time::timeout(store.timeout, self.ftp.mdtm(name.as_str()))
-                .await
+            let modified = match tokio::time::timeout(
+                store.server.timeout,
+                self.ftp.mdtm(name.as_str()),
+            )
+            .await
             {
                 Ok(Ok(at)) => std::time::SystemTime::from(at.and_utc()),
                 Ok(Err(e)) => {
-                    tracing::debug!(server = %store.addr(), name, "MDTM failed, keeping the file: {e}");
+                    tracing::debug!(server = %store.server.addr(), name, "MDTM failed, keeping the file: {e}");
                     continue;
                 }
-                Err(_) => return Err(store.timed_out("asking a modification time (MDTM)")),
+                Err(_) => return Err(store.server.timed_out("asking a modification time (MDTM)")),
             };
             if !sweeper.is_stale(&name, modified) {
                 continue;
             }
-            match store
-                .step_or_missing(
-                    "deleting a stale temporary file",
-                    || name.clone(),
-                    self.ftp.rm(name.as_str()),
-                )
-                .await
-            {
-                Ok(()) => deleted += 1,
-                Err(ConnectorError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            count_deleted(self.remove(&name, STALE).await, &mut deleted)?;
         }
         Ok(deleted)
     }
 
-    /// `DELE`, logging a failure (cleanup).
-    async fn delete_quietly(&mut self, name: &str) {
-        let store = self.store;
-        let what = "deleting the temporary upload";
-        match store
-            .step_or_missing(what, || name.to_string(), self.ftp.rm(name))
-            .await
-        {
+    /// `DELE`, logging a failure (cleanup); nothing when the put broke the control
+    /// connection.
+    async fn delete_quietly(&mut self, name: &str, after: &Result<u64, ConnectorError>) -> bool {
+        if !usable(after) {
+            return false;
+        }
+        match self.remove(name, "deleting the temporary upload").await {
             Ok(()) | Err(ConnectorError::NotFound(_)) => {}
             Err(e) => {
-                tracing::warn!(server = %store.addr(), name, "could not delete the temporary upload: {e}");
+                tracing::warn!(server = %self.store.server.addr(), name, "could not delete the temporary upload: {e}");
             }
         }
+        true
     }
 
     /// Ends the session: `QUIT` when the connection is healthy, else just drops it.
@@ -905,7 +757,7 @@ impl Session<'_> {
         if !usable(result) {
             return;
         }
-        match tokio::time::timeout(self.store.timeout, self.ftp.quit()).await {
+        match tokio::time::timeout(self.store.server.timeout, self.ftp.quit()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!("FTP QUIT failed: {e}"),
             Err(_) => tracing::debug!("FTP QUIT timed out"),

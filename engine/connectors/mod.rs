@@ -14,6 +14,7 @@ pub mod local;
 pub mod mail;
 pub mod oci;
 pub mod oci_sign;
+mod remote_fs;
 pub mod retry;
 pub mod s3;
 pub mod sftp;
@@ -22,6 +23,7 @@ pub mod sweep;
 
 use std::path::Path;
 
+use remote_fs::RemoteFs as _;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

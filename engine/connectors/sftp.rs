@@ -40,14 +40,11 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use super::spool::SpoolWriter;
-use super::sweep::{self, Sweeper, TMP_PREFIX};
+use super::remote_fs::{RemoteFs, RemoteSession, STALE, Server, count_deleted};
+use super::sweep::{Sweeper, TMP_PREFIX};
 use super::{ConnectorError, Entry, Secret, check_name, expand_env, location_segments};
-
-/// Timeout when the spec gives none, in seconds.
-const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Default SSH port.
 const DEFAULT_PORT: u16 = 22;
 
@@ -111,13 +108,9 @@ enum HostKeyTrust {
 
 /// An opened SFTP connection definition. Holds no connection: each operation opens a session.
 pub struct SftpStore {
-    host: String,
-    port: u16,
-    user: String,
+    server: Server,
     credential: Credential,
     trust: HostKeyTrust,
-    timeout: Duration,
-    sweeper: Sweeper,
 }
 
 impl fmt::Debug for SftpStore {
@@ -127,12 +120,12 @@ impl fmt::Debug for SftpStore {
             Credential::Key { file, .. } => format!("key {file}"),
         };
         f.debug_struct("SftpStore")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
+            .field("host", &self.server.host)
+            .field("port", &self.server.port)
+            .field("user", &self.server.user)
             .field("auth", &auth)
             .field("trust", &self.trust)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.server.timeout)
             .finish()
     }
 }
@@ -215,233 +208,17 @@ impl SftpStore {
                 ));
             }
         };
-        let secs = spec.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
-        if secs == 0 {
-            return Err(config_err("timeout_secs must be at least 1".to_string()));
-        }
-        let sweeper = Sweeper::new(spec.temp_max_age.as_deref()).map_err(|e| match e {
-            ConnectorError::Config(msg) => config_err(msg),
-            other => other,
-        })?;
         Ok(SftpStore {
-            host,
-            port: spec.port.unwrap_or(DEFAULT_PORT),
-            user,
+            server: Server::new(
+                ("sftp", "SFTP"),
+                (host, user),
+                spec.port.unwrap_or(DEFAULT_PORT),
+                spec.timeout_secs,
+                spec.temp_max_age.as_deref(),
+            )?,
             credential,
             trust,
-            timeout: Duration::from_secs(secs),
-            sweeper,
         })
-    }
-
-    /// `host:port` for messages (IPv6 addresses in brackets).
-    fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    /// Connects, checks the host key, logs in and starts the SFTP subsystem.
-    async fn open(&self) -> Result<Session<'_>, ConnectorError> {
-        let addr = self.addr();
-        let secs = self.timeout.as_secs();
-        let tcp = super::connect_tcp("SFTP", &self.host, self.port, &addr, self.timeout).await?;
-        let _ = tcp.set_nodelay(true);
-        let config = Arc::new(client::Config {
-            // Large windows keep a fast link busy; russh's defaults suit interactive use.
-            window_size: 16 * 1024 * 1024,
-            ..client::Config::default()
-        });
-        let verifier = HostKeyCheck {
-            trust: self.trust.clone(),
-            host: self.host.clone(),
-            port: self.port,
-        };
-        let mut ssh =
-            match tokio::time::timeout(self.timeout, client::connect_stream(config, tcp, verifier))
-                .await
-            {
-                Ok(Ok(ssh)) => ssh,
-                Ok(Err(HandshakeError::Untrusted { presented, reason })) => {
-                    return Err(ConnectorError::Auth(format!(
-                        "SFTP server {addr} presented host key {presented}, which {reason}; \
-                     nothing was sent to it (if the server's key changed on purpose, update \
-                     the connection's host key setting)"
-                    )));
-                }
-                Ok(Err(HandshakeError::Ssh(e))) => {
-                    return Err(self.ssh_err("the SSH handshake", e));
-                }
-                Err(_) => {
-                    return Err(ConnectorError::Timeout(format!(
-                        "SFTP server {addr} did not complete the SSH handshake within {secs}s"
-                    )));
-                }
-            };
-        let (method, login) = match &self.credential {
-            Credential::Password { secret, var } => (
-                format!("password (from {var})"),
-                tokio::time::timeout(
-                    self.timeout,
-                    ssh.authenticate_password(self.user.as_str(), secret.expose()),
-                )
-                .await,
-            ),
-            Credential::Key { key, file } => {
-                let hash = match self
-                    .within(
-                        "asking the RSA signature hashes",
-                        ssh.best_supported_rsa_hash(),
-                    )
-                    .await?
-                {
-                    Ok(hash) => hash.flatten(),
-                    Err(e) => return Err(self.ssh_err("asking the RSA signature hashes", e)),
-                };
-                let key = PrivateKeyWithHashAlg::new(key.clone(), hash);
-                (
-                    format!("key '{file}'"),
-                    tokio::time::timeout(
-                        self.timeout,
-                        ssh.authenticate_publickey(self.user.as_str(), key),
-                    )
-                    .await,
-                )
-            }
-        };
-        match login {
-            Ok(Ok(result)) if result.success() => {}
-            Ok(Ok(_)) => {
-                return Err(ConnectorError::Auth(format!(
-                    "SFTP server {addr} refused the login of user '{}' with {method} (check the \
-                     user name and the credential)",
-                    self.user
-                )));
-            }
-            Ok(Err(e)) => return Err(self.ssh_err("logging in", e)),
-            Err(_) => return Err(self.timed_out("logging in")),
-        }
-        let channel = match self
-            .within("opening a channel", ssh.channel_open_session())
-            .await?
-        {
-            Ok(channel) => channel,
-            Err(e) => return Err(self.ssh_err("opening a channel", e)),
-        };
-        if let Err(e) = self
-            .within(
-                "starting the sftp subsystem",
-                channel.request_subsystem(true, "sftp"),
-            )
-            .await?
-        {
-            return Err(self.ssh_err("starting the sftp subsystem", e));
-        }
-        let sftp_config = russh_sftp::client::Config {
-            request_timeout_secs: secs,
-            max_concurrent_reads: 64,
-            max_concurrent_writes: 64,
-            ..russh_sftp::client::Config::default()
-        };
-        let sftp = match self
-            .within(
-                "starting the sftp subsystem",
-                SftpSession::new_with_config(channel.into_stream(), sftp_config),
-            )
-            .await?
-        {
-            Ok(sftp) => sftp,
-            Err(e) => return Err(self.sftp_err("starting the sftp subsystem", e)),
-        };
-        Ok(Session {
-            store: self,
-            ssh,
-            sftp,
-        })
-    }
-
-    pub(super) async fn list(
-        &self,
-        location: &str,
-        prefix: &str,
-    ) -> Result<Vec<Entry>, ConnectorError> {
-        let dir = dir_path(location)?;
-        let s = self.open().await?;
-        let result = s.list(&dir, location, prefix).await;
-        s.close().await;
-        result
-    }
-
-    pub(super) async fn get(
-        &self,
-        location: &str,
-        name: &str,
-        dest: &Path,
-    ) -> Result<u64, ConnectorError> {
-        let path = file_path(&dir_path(location)?, name);
-        let s = self.open().await?;
-        let result = s.retrieve(&path, location, name, dest).await;
-        s.close().await;
-        result
-    }
-
-    pub(super) async fn put(
-        &self,
-        location: &str,
-        name: &str,
-        src: &Path,
-    ) -> Result<u64, ConnectorError> {
-        let dir = dir_path(location)?;
-        let mut file = tokio::fs::File::open(src)
-            .await
-            .map_err(|e| super::io_error("open", src, e))?;
-        let tmp = file_path(&dir, &sweep::tmp_name(name));
-        if self.sweeper.first_visit(location) {
-            let swept = async {
-                let s = self.open().await?;
-                let result = s.sweep(&dir, location, &self.sweeper).await;
-                s.close().await;
-                result
-            }
-            .await;
-            sweep::report("sftp", location, swept);
-        }
-        let s = self.open().await?;
-        let mut started = false;
-        let result = s
-            .store(&tmp, &dir, location, name, &mut file, src, &mut started)
-            .await;
-        if result.is_err() && started && !s.delete_quietly(&tmp).await {
-            // The session broke: remove the temporary file over a new one.
-            if let Ok(fresh) = self.open().await {
-                fresh.delete_quietly(&tmp).await;
-                fresh.close().await;
-            }
-        }
-        s.close().await;
-        result
-    }
-
-    pub(super) async fn rename(
-        &self,
-        location: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<(), ConnectorError> {
-        let dir = dir_path(location)?;
-        let s = self.open().await?;
-        let result = s
-            .rename(
-                &file_path(&dir, from),
-                &file_path(&dir, to),
-                || format!("file '{from}' in '{location}'"),
-                &format!("renaming '{from}' to '{to}'"),
-            )
-            .await;
-        s.close().await;
-        result
     }
 
     pub(super) async fn check(&self) -> Result<String, ConnectorError> {
@@ -449,38 +226,19 @@ impl SftpStore {
         let result = s
             .sftp_step("reading the login directory", s.sftp.canonicalize("."))
             .await;
-        s.close().await;
+        s.close(&result).await;
         let dir = result?;
         Ok(format!(
             "logged in to {} as '{}' over SFTP (host key pinned); login directory '{}'",
-            self.addr(),
-            self.user,
+            self.server.addr(),
+            self.server.user,
             dir.escape_debug()
-        ))
-    }
-
-    /// Awaits `fut` under the timeout; a timeout becomes [`ConnectorError::Timeout`].
-    async fn within<T>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = T>,
-    ) -> Result<T, ConnectorError> {
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| self.timed_out(what))
-    }
-
-    fn timed_out(&self, what: &str) -> ConnectorError {
-        ConnectorError::Timeout(format!(
-            "SFTP server {} did not answer within {}s while {what}",
-            self.addr(),
-            self.timeout.as_secs()
         ))
     }
 
     /// Maps an SSH-level error.
     fn ssh_err(&self, what: &str, e: russh::Error) -> ConnectorError {
-        let addr = self.addr();
+        let addr = self.server.addr();
         match e {
             russh::Error::IO(io) => ConnectorError::Connect(format!(
                 "connection to SFTP server {addr} failed during {what}: {io}"
@@ -489,7 +247,7 @@ impl SftpStore {
                 "SFTP server {addr} closed the connection during {what}"
             )),
             russh::Error::ConnectionTimeout | russh::Error::InactivityTimeout => {
-                self.timed_out(what)
+                self.server.timed_out(what)
             }
             other => ConnectorError::Protocol(format!(
                 "SFTP server {addr} failed during {what}: {other}"
@@ -499,9 +257,9 @@ impl SftpStore {
 
     /// Maps an SFTP-level error; a missing file is not mapped here (see `missing`).
     fn sftp_err(&self, what: &str, e: SftpError) -> ConnectorError {
-        let addr = self.addr();
+        let addr = self.server.addr();
         match e {
-            SftpError::Timeout => self.timed_out(what),
+            SftpError::Timeout => self.server.timed_out(what),
             SftpError::IO(msg) => ConnectorError::Connect(format!(
                 "connection to SFTP server {addr} failed while {what}: {msg}"
             )),
@@ -530,54 +288,20 @@ impl SftpStore {
     ) -> ConnectorError {
         match e {
             SftpError::Status(status) if status.status_code == StatusCode::NoSuchFile => {
-                ConnectorError::NotFound(format!("{} on SFTP server {}", missing(), self.addr()))
+                ConnectorError::NotFound(format!(
+                    "{} on SFTP server {}",
+                    missing(),
+                    self.server.addr()
+                ))
             }
             other => self.sftp_err(what, other),
         }
     }
 
-    /// Filters a name from a listing: `None` for names the caller does not want (another
-    /// prefix, our temporaries). A hostile name is logged and kept, for
-    /// [`super::FileStore::list_checked`] to leave where it is.
-    fn accept_name(
-        &self,
-        name: String,
-        prefix: &str,
-        location: &str,
-    ) -> Result<Option<String>, ConnectorError> {
-        if name.starts_with(TMP_PREFIX) || !name.starts_with(prefix) {
-            return Ok(None);
-        }
-        if let Err(e) = check_name(&name) {
-            // listed, and left where it is by FileStore::list_checked
-            tracing::warn!(server = %self.addr(), location, "SFTP listing holds a hostile name: {e}");
-        }
-        Ok(Some(name))
-    }
-
-    /// Uploads `from` to `to` (see [`super::pump`]).
-    async fn pump(
-        &self,
-        from: &mut (impl AsyncRead + Unpin),
-        to: &mut (impl AsyncWrite + Unpin),
-        what: &str,
-        local: &Path,
-    ) -> Result<u64, ConnectorError> {
-        super::pump(
-            from,
-            to,
-            self.timeout,
-            local,
-            |e| self.remote_io(what, e),
-            || self.timed_out(what),
-        )
-        .await
-    }
-
     /// An I/O error of a remote file (a refused write, a broken session).
     fn remote_io(&self, what: &str, e: std::io::Error) -> ConnectorError {
         if e.kind() == std::io::ErrorKind::TimedOut {
-            return self.timed_out(what);
+            return self.server.timed_out(what);
         }
         // A remote file's reads and writes carry the SFTP error inside.
         if let Some(inner) = e.get_ref().and_then(|e| e.downcast_ref::<SftpError>()) {
@@ -585,9 +309,155 @@ impl SftpStore {
         }
         ConnectorError::Protocol(format!(
             "SFTP server {} failed while {what}: {}",
-            self.addr(),
+            self.server.addr(),
             one_line(&e.to_string())
         ))
+    }
+}
+
+impl RemoteFs for SftpStore {
+    type Session<'a> = Session<'a>;
+
+    fn server(&self) -> &Server {
+        &self.server
+    }
+
+    fn dir(location: &str) -> Result<String, ConnectorError> {
+        dir_path(location)
+    }
+
+    /// Connects, checks the host key, logs in and starts the SFTP subsystem.
+    async fn open(&self) -> Result<Session<'_>, ConnectorError> {
+        let addr = self.server.addr();
+        let secs = self.server.timeout.as_secs();
+        let tcp = super::connect_tcp(
+            "SFTP",
+            &self.server.host,
+            self.server.port,
+            &addr,
+            self.server.timeout,
+        )
+        .await?;
+        let _ = tcp.set_nodelay(true);
+        let config = Arc::new(client::Config {
+            // Large windows keep a fast link busy; russh's defaults suit interactive use.
+            window_size: 16 * 1024 * 1024,
+            ..client::Config::default()
+        });
+        let verifier = HostKeyCheck {
+            trust: self.trust.clone(),
+            host: self.server.host.clone(),
+            port: self.server.port,
+        };
+        let mut ssh = match tokio::time::timeout(
+            self.server.timeout,
+            client::connect_stream(config, tcp, verifier),
+        )
+        .await
+        {
+            Ok(Ok(ssh)) => ssh,
+            Ok(Err(HandshakeError::Untrusted { presented, reason })) => {
+                return Err(ConnectorError::Auth(format!(
+                    "SFTP server {addr} presented host key {presented}, which {reason}; \
+                     nothing was sent to it (if the server's key changed on purpose, update \
+                     the connection's host key setting)"
+                )));
+            }
+            Ok(Err(HandshakeError::Ssh(e))) => {
+                return Err(self.ssh_err("the SSH handshake", e));
+            }
+            Err(_) => {
+                return Err(ConnectorError::Timeout(format!(
+                    "SFTP server {addr} did not complete the SSH handshake within {secs}s"
+                )));
+            }
+        };
+        let (method, login) = match &self.credential {
+            Credential::Password { secret, var } => (
+                format!("password (from {var})"),
+                tokio::time::timeout(
+                    self.server.timeout,
+                    ssh.authenticate_password(self.server.user.as_str(), secret.expose()),
+                )
+                .await,
+            ),
+            Credential::Key { key, file } => {
+                let hash = match self
+                    .server
+                    .within(
+                        "asking the RSA signature hashes",
+                        ssh.best_supported_rsa_hash(),
+                    )
+                    .await?
+                {
+                    Ok(hash) => hash.flatten(),
+                    Err(e) => return Err(self.ssh_err("asking the RSA signature hashes", e)),
+                };
+                let key = PrivateKeyWithHashAlg::new(key.clone(), hash);
+                (
+                    format!("key '{file}'"),
+                    tokio::time::timeout(
+                        self.server.timeout,
+                        ssh.authenticate_publickey(self.server.user.as_str(), key),
+                    )
+                    .await,
+                )
+            }
+        };
+        match login {
+            Ok(Ok(result)) if result.success() => {}
+            Ok(Ok(_)) => {
+                return Err(ConnectorError::Auth(format!(
+                    "SFTP server {addr} refused the login of user '{}' with {method} (check the \
+                     user name and the credential)",
+                    self.server.user
+                )));
+            }
+            Ok(Err(e)) => return Err(self.ssh_err("logging in", e)),
+            Err(_) => return Err(self.server.timed_out("logging in")),
+        }
+        let channel = match self
+            .server
+            .within("opening a channel", ssh.channel_open_session())
+            .await?
+        {
+            Ok(channel) => channel,
+            Err(e) => return Err(self.ssh_err("opening a channel", e)),
+        };
+        if let Err(e) = self
+            .server
+            .within(
+                "starting the sftp subsystem",
+                channel.request_subsystem(true, "sftp"),
+            )
+            .await?
+        {
+            return Err(self.ssh_err("starting the sftp subsystem", e));
+        }
+        let sftp_config = russh_sftp::client::Config {
+            request_timeout_secs: secs,
+            max_concurrent_reads: 64,
+            max_concurrent_writes: 64,
+            ..russh_sftp::client::Config::default()
+        };
+        let sftp = match self
+            .server
+            .within(
+                "starting the sftp subsystem",
+                SftpSession::new_with_config(channel.into_stream(), sftp_config),
+            )
+            .await?
+        {
+            Ok(sftp) => sftp,
+            Err(e) => return Err(self.sftp_err("starting the sftp subsystem", e)),
+        };
+        Ok(Session {
+            store: self,
+            ssh,
+            sftp,
+            location: String::new(),
+            dir: String::new(),
+        })
     }
 }
 
@@ -745,10 +615,13 @@ impl client::Handler for HostKeyCheck {
 }
 
 /// One logged-in SFTP session, bound to the store it came from.
-struct Session<'a> {
+pub(super) struct Session<'a> {
     store: &'a SftpStore,
     ssh: client::Handle<HostKeyCheck>,
     sftp: SftpSession,
+    /// The location the session works in, for messages, and its directory's path.
+    location: String,
+    dir: String,
 }
 
 impl Session<'_> {
@@ -758,10 +631,16 @@ impl Session<'_> {
         what: &str,
         fut: impl Future<Output = Result<T, SftpError>>,
     ) -> Result<T, ConnectorError> {
-        match self.store.within(what, fut).await? {
+        match self.store.server.within(what, fut).await? {
             Ok(v) => Ok(v),
             Err(e) => Err(self.store.sftp_err(what, e)),
         }
+    }
+
+    /// `REMOVE path`; a missing file is [`ConnectorError::NotFound`].
+    async fn remove(&self, path: &str, what: &str) -> Result<(), ConnectorError> {
+        self.sftp_step_or_missing(what, || path.to_string(), self.sftp.remove_file(path))
+            .await
     }
 
     /// Like [`Self::sftp_step`], with "no such file" as [`ConnectorError::NotFound`].
@@ -771,20 +650,28 @@ impl Session<'_> {
         missing: impl FnOnce() -> String,
         fut: impl Future<Output = Result<T, SftpError>>,
     ) -> Result<T, ConnectorError> {
-        match self.store.within(what, fut).await? {
+        match self.store.server.within(what, fut).await? {
             Ok(v) => Ok(v),
             Err(e) => Err(self.store.sftp_err_or_missing(what, missing, e)),
         }
     }
+}
 
-    /// The regular files of `dir` whose names start with `prefix`.
-    async fn list(
-        &self,
-        dir: &str,
-        location: &str,
-        prefix: &str,
-    ) -> Result<Vec<Entry>, ConnectorError> {
-        let store = self.store;
+impl RemoteSession for Session<'_> {
+    /// Remembers the location: every request names its path in full.
+    async fn enter(&mut self, location: &str, dir: String) -> Result<(), ConnectorError> {
+        self.location = location.to_string();
+        self.dir = dir;
+        Ok(())
+    }
+
+    fn path(&self, name: &str) -> String {
+        file_path(&self.dir, name)
+    }
+
+    /// The regular files of the directory whose names start with `prefix`.
+    async fn list(&mut self, prefix: &str) -> Result<Vec<Entry>, ConnectorError> {
+        let (store, dir, location) = (self.store, &self.dir, self.location.as_str());
         let entries = self
             .sftp_step_or_missing(
                 &format!("listing directory '{dir}'"),
@@ -802,7 +689,7 @@ impl Session<'_> {
             if !meta.is_regular() {
                 continue;
             }
-            let Some(name) = store.accept_name(name, prefix, location)? else {
+            let Some(name) = store.server.accept_name(name, prefix, location, false) else {
                 continue;
             };
             if check_name(&name).is_err() {
@@ -815,7 +702,7 @@ impl Session<'_> {
             let Some(size) = meta.size else {
                 return Err(ConnectorError::Protocol(format!(
                     "SFTP server {} listed '{}' without its size",
-                    store.addr(),
+                    store.server.addr(),
                     name
                 )));
             };
@@ -824,13 +711,10 @@ impl Session<'_> {
         Ok(out)
     }
 
-    /// Deletes the temporary files of `dir` that `sweeper` finds stale; returns how many.
-    async fn sweep(
-        &self,
-        dir: &str,
-        location: &str,
-        sweeper: &Sweeper,
-    ) -> Result<usize, ConnectorError> {
+    /// Deletes the temporary files of the directory that `sweeper` finds stale; returns how
+    /// many.
+    async fn sweep(&mut self, sweeper: &Sweeper) -> Result<usize, ConnectorError> {
+        let (dir, location) = (&self.dir, &self.location);
         let entries = self
             .sftp_step_or_missing(
                 &format!("listing directory '{dir}'"),
@@ -850,73 +734,44 @@ impl Session<'_> {
             if !sweeper.is_stale(&name, modified) {
                 continue;
             }
-            let path = file_path(dir, &name);
-            match self
-                .sftp_step_or_missing(
-                    "deleting a stale temporary file",
-                    || path.clone(),
-                    self.sftp.remove_file(path.as_str()),
-                )
-                .await
-            {
-                Ok(()) => deleted += 1,
-                Err(ConnectorError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            count_deleted(
+                self.remove(&file_path(dir, &name), STALE).await,
+                &mut deleted,
+            )?;
         }
         Ok(deleted)
     }
 
-    /// Reads the remote `path` into `dest`, streamed.
-    async fn retrieve(
-        &self,
-        path: &str,
-        location: &str,
-        name: &str,
-        dest: &Path,
-    ) -> Result<u64, ConnectorError> {
-        let store = self.store;
+    /// Reads the remote file into `dest`, streamed.
+    async fn retrieve(&mut self, name: &str, dest: &Path) -> Result<u64, ConnectorError> {
+        let (store, location) = (self.store, &self.location);
+        let path = self.path(name);
         let what = format!("sending '{name}'");
         let mut remote = self
             .sftp_step_or_missing(
                 &what,
                 || format!("file '{name}' in '{location}'"),
-                self.sftp.open(path),
+                self.sftp.open(path.as_str()),
             )
             .await?;
-        let result = SpoolWriter::download(
-            dest,
-            &mut remote,
-            store.timeout,
-            |e| store.remote_io(&what, e),
-            || store.timed_out(&what),
-        )
-        .await;
-        if let Err(e) = store.within(&what, remote.shutdown()).await {
+        let result = store
+            .server
+            .download(&mut remote, dest, &what, |e| store.remote_io(&what, e))
+            .await;
+        if let Err(e) = store.server.within(&what, remote.shutdown()).await {
             tracing::debug!("closing the SFTP file handle: {e}");
-        }
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(dest).await;
         }
         result
     }
 
-    /// Writes `tmp`, checks its size, then renames it to `name`. Sets `started` once the
-    /// temporary file may exist on the server.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes `tmp`, checks its size, then renames it to `name`.
     async fn store(
-        &self,
-        tmp: &str,
-        dir: &str,
-        location: &str,
-        name: &str,
-        file: &mut tokio::fs::File,
-        src: &Path,
-        started: &mut bool,
+        &mut self,
+        (tmp, name): (&str, &str),
+        (file, src): (&mut tokio::fs::File, &Path),
     ) -> Result<u64, ConnectorError> {
-        let store = self.store;
+        let (store, location) = (self.store, &self.location);
         let what = format!("receiving '{name}'");
-        *started = true;
         let mut remote = self
             .sftp_step_or_missing(
                 &what,
@@ -924,27 +779,25 @@ impl Session<'_> {
                 self.sftp.create(tmp),
             )
             .await?;
-        let n = store.pump(file, &mut remote, &what, src).await?;
+        let n = store
+            .server
+            .pump(file, src, &mut remote, &what, |e| store.remote_io(&what, e))
+            .await?;
         // Flush waits for every write's acknowledgement (and fsyncs where offered); shutdown
         // closes the handle.
-        match store.within(&what, remote.flush()).await? {
+        match store.server.within(&what, remote.flush()).await? {
             Ok(()) => {}
             Err(e) => return Err(store.remote_io(&what, e)),
         }
-        match store.within(&what, remote.shutdown()).await? {
+        match store.server.within(&what, remote.shutdown()).await? {
             Ok(()) => {}
             Err(e) => return Err(store.remote_io(&what, e)),
         }
         let size = self.sftp_step(&what, self.sftp.metadata(tmp)).await?.size;
-        if let Some(size) = size
-            && size != n
-        {
-            return Err(ConnectorError::Protocol(format!(
-                "SFTP server {} holds {size} bytes of '{name}' after receiving {n}",
-                store.addr()
-            )));
+        if let Some(size) = size {
+            store.server.check_size(name, size, n)?;
         }
-        let target = file_path(dir, name);
+        let target = self.path(name);
         let what = format!("renaming the upload into place as '{name}'");
         match self.sftp.rename(tmp, target.as_str()).await {
             Ok(()) => return Ok(n),
@@ -958,7 +811,7 @@ impl Session<'_> {
         if !exists {
             return Err(ConnectorError::Protocol(format!(
                 "SFTP server {} refused {what}",
-                store.addr()
+                store.server.addr()
             )));
         }
         self.sftp_step(&what, self.sftp.remove_file(target.as_str()))
@@ -969,46 +822,41 @@ impl Session<'_> {
     }
 
     /// Renames `from` to `to`; a missing `from` is [`ConnectorError::NotFound`].
-    async fn rename(
-        &self,
-        from: &str,
-        to: &str,
-        missing: impl FnOnce() -> String,
-        what: &str,
-    ) -> Result<(), ConnectorError> {
-        self.sftp_step_or_missing(what, missing, self.sftp.rename(from, to))
-            .await
+    async fn rename(&mut self, from: &str, to: &str) -> Result<(), ConnectorError> {
+        let location = &self.location;
+        self.sftp_step_or_missing(
+            &format!("renaming '{from}' to '{to}'"),
+            || format!("file '{from}' in '{location}'"),
+            self.sftp.rename(self.path(from), self.path(to)),
+        )
+        .await
     }
 
     /// Deletes the temporary upload, logging a failure; false when the session is broken.
-    async fn delete_quietly(&self, path: &str) -> bool {
-        let what = "deleting the temporary upload";
-        match self
-            .sftp_step_or_missing(what, || path.to_string(), self.sftp.remove_file(path))
-            .await
-        {
+    async fn delete_quietly(&mut self, path: &str, _after: &Result<u64, ConnectorError>) -> bool {
+        match self.remove(path, "deleting the temporary upload").await {
             Ok(()) | Err(ConnectorError::NotFound(_)) => true,
             Err(e @ (ConnectorError::Connect(_) | ConnectorError::Timeout(_))) => {
-                tracing::debug!(server = %self.store.addr(), path, "session broken while deleting the temporary upload: {e}");
+                tracing::debug!(server = %self.store.server.addr(), path, "session broken while deleting the temporary upload: {e}");
                 false
             }
             Err(e) => {
-                tracing::warn!(server = %self.store.addr(), path, "could not delete the temporary upload: {e}");
+                tracing::warn!(server = %self.store.server.addr(), path, "could not delete the temporary upload: {e}");
                 true
             }
         }
     }
 
     /// Ends the session: closes the SFTP channel and disconnects.
-    async fn close(self) {
+    async fn close<T>(self, _result: &Result<T, ConnectorError>) {
         let store = self.store;
-        if let Ok(Err(e)) = tokio::time::timeout(store.timeout, self.sftp.close()).await {
+        if let Ok(Err(e)) = tokio::time::timeout(store.server.timeout, self.sftp.close()).await {
             tracing::debug!("closing the SFTP session: {e}");
         }
         let bye = self
             .ssh
             .disconnect(russh::Disconnect::ByApplication, "", "en");
-        if let Ok(Err(e)) = tokio::time::timeout(store.timeout, bye).await {
+        if let Ok(Err(e)) = tokio::time::timeout(store.server.timeout, bye).await {
             tracing::debug!("SSH disconnect: {e}");
         }
     }

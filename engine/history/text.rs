@@ -181,7 +181,7 @@ fn record_line(v: &serde_json::Value, dry_run: bool) -> String {
             }
             line
         }
-        Ok(e) => format!("{:>7}  {}", "", crate::cli::render_event(&e, dry_run)),
+        Ok(e) => format!("{:>7}  {}", "", crate::report::render_event(&e, dry_run)),
         Err(_) => v.to_string(),
     }
 }
@@ -202,7 +202,7 @@ pub fn events_page(
     }
     for e in &page.events {
         let line = match serde_json::from_value::<Event>(e.event.clone()) {
-            Ok(ev) => crate::cli::render_event(&ev, false),
+            Ok(ev) => crate::report::render_event(&ev, false),
             Err(_) => e.event.to_string(),
         };
         let _ = writeln!(s, "#{:<7} {}  {line}", e.seq, when(&e.at));
@@ -370,7 +370,7 @@ pub fn run_detail(d: &RunDetail, loops: &[LoopSummary], records: &RecordsShown<'
         });
         for v in &d.events {
             let line = match serde_json::from_value::<Event>(v.clone()) {
-                Ok(e) => crate::cli::render_event(&e, r.dry_run),
+                Ok(e) => crate::report::render_event(&e, r.dry_run),
                 Err(_) => v.to_string(),
             };
             let _ = writeln!(s, "  {line}");

@@ -188,6 +188,21 @@ impl Workspace {
         self.connections.get(name)
     }
 
+    /// `--flows`, `--lookups`, `--connections` and `--data` (the history under `state/`):
+    /// the arguments that point a `ferry` command at this workspace.
+    pub fn project_args(&self) -> [std::ffi::OsString; 8] {
+        [
+            "--flows".into(),
+            self.flows_dir().into(),
+            "--lookups".into(),
+            self.lookups_dir().into(),
+            "--connections".into(),
+            self.connections_path().into(),
+            "--data".into(),
+            self.path().join("state").into(),
+        ]
+    }
+
     /// Runs `flow` with the real `ferry` binary (`ferry run FLOW --format json`) on the
     /// workspace's flows, lookups and connections, with `env` added to the environment (the
     /// way secrets reach a connection), the run history under `state/` and `TMPDIR` (so the
@@ -197,14 +212,7 @@ impl Workspace {
         command
             .arg("run")
             .arg(flow)
-            .arg("--flows")
-            .arg(self.flows_dir())
-            .arg("--lookups")
-            .arg(self.lookups_dir())
-            .arg("--connections")
-            .arg(self.connections_path())
-            .arg("--data")
-            .arg(self.path().join("state"))
+            .args(self.project_args())
             .args(["--format", "json"])
             .current_dir(self.path())
             .env("TMPDIR", self.spool_dir())
