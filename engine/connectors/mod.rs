@@ -252,6 +252,62 @@ impl FileStore {
         }
     }
 
+    /// Whether files fetched from this store may stay on it until something reads them:
+    /// object stores that copy on the server ([`FileStore::copy_from`]).
+    pub fn copies_on_server(&self) -> bool {
+        matches!(self, FileStore::S3(_))
+    }
+
+    /// The size and entity tag of `location/name`, without its body (object stores that
+    /// copy on the server; other stores say `None`).
+    pub async fn head(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> Option<Result<(u64, Option<String>), ConnectorError>> {
+        if let Err(e) = self.check_name(name) {
+            return Some(Err(e));
+        }
+        match self {
+            FileStore::S3(s) => Some(s.head(location, name).await),
+            _ => None,
+        }
+    }
+
+    /// Whether this store can take files of `from` by a copy on the server: the same
+    /// service with the same credentials ([`FileStore::copy_from`]).
+    pub fn copies_from(&self, from: &FileStore) -> bool {
+        match (self, from) {
+            (FileStore::S3(to), FileStore::S3(from)) => to.same_service(from),
+            _ => false,
+        }
+    }
+
+    /// Stores `from`'s file `source` (`size` bytes, entity tag `etag`) as `location/name`
+    /// by a copy on the server, which [`FileStore::copies_from`] must allow. Like
+    /// [`FileStore::put`] it returns only once the target holds the whole file under its
+    /// final name, and a failed copy leaves nothing under it.
+    pub async fn copy_from(
+        &self,
+        from: &FileStore,
+        source: (&str, &str),
+        etag: Option<&str>,
+        size: u64,
+        location: &str,
+        name: &str,
+    ) -> Result<u64, ConnectorError> {
+        self.check_name(name)?;
+        from.check_name(source.1)?;
+        match (self, from) {
+            (FileStore::S3(to), FileStore::S3(from)) if to.same_service(from) => {
+                to.copy_from(source, etag, size, location, name).await
+            }
+            _ => Err(ConnectorError::Config(
+                "internal: a copy on the server between different services".into(),
+            )),
+        }
+    }
+
     /// Reaches the store and says what was checked.
     pub async fn check(&self) -> Result<String, ConnectorError> {
         match self {

@@ -172,6 +172,10 @@ pub struct S3Store {
     unsigned_payload: bool,
     timeout: Duration,
     clients: Mutex<HashMap<String, Arc<AmazonS3>>>,
+    /// The client of requests `object_store` does not offer, built on first use.
+    http: Mutex<Option<reqwest::Client>>,
+    /// Largest object copied in one `CopyObject`, and the part size of larger copies.
+    copy_part_limit: u64,
     sweeper: Sweeper,
 }
 
@@ -249,8 +253,18 @@ impl S3Store {
             unsigned_payload,
             timeout: Duration::from_secs(secs),
             clients: Mutex::new(HashMap::new()),
+            http: Mutex::new(None),
+            copy_part_limit: MAX_PART,
             sweeper,
         })
+    }
+
+    /// Sets the largest object copied on the server in one `CopyObject` (5 GiB, S3's limit,
+    /// by default), which is also the part size of a larger copy's `UploadPartCopy`s (S3
+    /// wants parts of at least 5 MiB): lets a test cover multipart copies with small objects.
+    pub fn with_copy_part_limit(mut self, bytes: u64) -> Self {
+        self.copy_part_limit = bytes.max(1);
+        self
     }
 
     /// The endpoint as shown in messages (never holds credentials: those are refused).
@@ -576,6 +590,20 @@ impl S3Store {
         url: Url,
         what: &str,
     ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
+        self.signed_request(reqwest::Method::GET, url, &[], what)
+            .await
+    }
+
+    /// Sends a signed request without a body (outside `object_store`, for calls it does not
+    /// offer: listing multipart uploads, copies between buckets), `headers` signed with it,
+    /// and returns the status and at most [`MAX_CHECK_BODY`] bytes of the answer, as text.
+    async fn signed_request(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        headers: &[(&'static str, String)],
+        what: &str,
+    ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
         let credential = AwsCredential {
             key_id: self.access_key_id.expose().to_string(),
             secret_key: self.secret_access_key.expose().to_string(),
@@ -586,18 +614,19 @@ impl S3Store {
             .as_str()
             .parse()
             .map_err(|e| in_spec(&format!("'{}': {e}", self.shown_endpoint())))?;
+        *request.method_mut() = method.clone();
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| ConnectorError::Protocol(format!("{what}: header {name}: {e}")))?;
+            request.headers_mut().insert(*name, value);
+        }
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .with_sign_payload(!self.unsigned_payload)
             .try_authorize(&mut request, None)
             .map_err(|e| in_spec(&format!("cannot sign a request: {e}")))?;
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(self.timeout.min(MAX_CONNECT_TIMEOUT))
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| in_spec(&format!("cannot set up the HTTP client: {e}")))?;
+        let client = self.http_client()?;
         let response = client
-            .get(url)
+            .request(method, url)
             .headers(request.headers().clone())
             .send()
             .await
@@ -613,6 +642,144 @@ impl S3Store {
             }
         }
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// The HTTP client of [`S3Store::signed_request`] (built on first use, then shared, so
+    /// its connections are kept).
+    fn http_client(&self) -> Result<reqwest::Client, ConnectorError> {
+        let mut slot = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.timeout.min(MAX_CONNECT_TIMEOUT))
+            .timeout(self.timeout)
+            .build()
+            .map_err(|e| in_spec(&format!("cannot set up the HTTP client: {e}")))?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Whether `other` reaches the same service (endpoint, region, addressing) with the same
+    /// credentials: then an object of one can be copied into the other on the server.
+    pub(super) fn same_service(&self, other: &S3Store) -> bool {
+        self.endpoint == other.endpoint
+            && self.region == other.region
+            && self.path_style == other.path_style
+            && self.access_key_id.expose() == other.access_key_id.expose()
+            && self.secret_access_key.expose() == other.secret_access_key.expose()
+    }
+
+    /// The size and entity tag of `location/name` (`HeadObject`), without its body.
+    pub(super) async fn head(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> Result<(u64, Option<String>), ConnectorError> {
+        let (bucket, client) = self.client(location)?;
+        let meta = client
+            .head(&key(location, name)?)
+            .await
+            .map_err(|e| self.error("get", &Target::Object(&bucket, name), e))?;
+        Ok((meta.size, meta.e_tag))
+    }
+
+    /// Copies the `size` bytes of `source` (an object of this service, with entity tag
+    /// `etag` when known) to `location/name` on the server, without the body passing
+    /// through ferry: one `CopyObject` up to 5 GiB, above that a multipart upload whose
+    /// parts are `UploadPartCopy`s of ranges of the source. Like a put, it returns only once
+    /// the object is complete under its final name (S3 shows a copy, and a multipart upload,
+    /// only when it is whole); a failed multipart copy is aborted. The copy is conditional on
+    /// the source's entity tag: a source changed since it was fetched fails the copy.
+    pub(super) async fn copy_from(
+        &self,
+        source: (&str, &str),
+        etag: Option<&str>,
+        size: u64,
+        location: &str,
+        name: &str,
+    ) -> Result<u64, ConnectorError> {
+        check_object_name(name)?;
+        let (bucket, client) = self.client(location)?;
+        if self.sweeper.first_visit(&bucket) {
+            sweep::report(
+                "s3",
+                location,
+                self.abort_stale_uploads(&bucket, &client).await,
+            );
+        }
+        let (src_location, src_name) = source;
+        let src_bucket = bucket_of(src_location)?;
+        let src_key = key(src_location, src_name)?;
+        let target = key(location, name)?;
+        let what = format!(
+            "S3 copy of {} to {} at {}",
+            Target::Object(src_bucket, src_name),
+            Target::Object(&bucket, name),
+            self.shown_endpoint()
+        );
+        let mut headers = vec![(
+            "x-amz-copy-source",
+            format!("/{src_bucket}/{}", encode_key(src_key.as_ref())),
+        )];
+        if let Some(etag) = etag {
+            headers.push(("x-amz-copy-source-if-match", etag.to_string()));
+        }
+        let url = self.object_url(&bucket, target.as_ref())?;
+        if size <= self.copy_part_limit {
+            let (status, text) = self
+                .signed_request(reqwest::Method::PUT, url, &headers, &what)
+                .await?;
+            return copy_answer(&what, status, &text, "CopyObjectResult").map(|_| size);
+        }
+        let upload = client
+            .create_multipart(&target)
+            .await
+            .map_err(|e| self.error("copy", &Target::Object(&bucket, name), e))?;
+        let copied = async {
+            let part = self.copy_part_limit.max(1);
+            let mut parts = Vec::new();
+            let mut start = 0u64;
+            while start < size {
+                let end = (start + part).min(size) - 1;
+                let mut url = url.clone();
+                url.query_pairs_mut()
+                    .append_pair("partNumber", &(parts.len() + 1).to_string())
+                    .append_pair("uploadId", &upload);
+                let mut part_headers = headers.clone();
+                part_headers.push(("x-amz-copy-source-range", format!("bytes={start}-{end}")));
+                let (status, text) = self
+                    .signed_request(reqwest::Method::PUT, url, &part_headers, &what)
+                    .await?;
+                let etag = copy_answer(&what, status, &text, "CopyPartResult")?;
+                parts.push(object_store::multipart::PartId { content_id: etag });
+                start = end + 1;
+            }
+            client
+                .complete_multipart(&target, &upload, parts)
+                .await
+                .map_err(|e| self.error("copy", &Target::Object(&bucket, name), e))?;
+            Ok(size)
+        }
+        .await;
+        if copied.is_err()
+            && let Err(abort) = client.abort_multipart(&target, &upload).await
+        {
+            tracing::warn!(bucket, key = %name.escape_debug(), error = %abort, "could not abort the failed multipart copy; its parts stay until a lifecycle rule removes them (no object was created)");
+        }
+        copied
+    }
+
+    /// The URL of object `key` of `bucket`, each segment of the key percent-encoded.
+    fn object_url(&self, bucket: &str, key: &str) -> Result<Url, ConnectorError> {
+        let base = self.bucket_url(bucket)?;
+        let text = format!(
+            "{}/{}",
+            base.as_str().trim_end_matches('/'),
+            encode_key(key)
+        );
+        Url::parse(&text).map_err(|e| in_spec(&format!("bucket '{bucket}': {e}")))
     }
 
     /// The URL of `bucket` itself (path style or virtual-hosted, as the objects' URLs).
@@ -866,6 +1033,47 @@ impl Drop for AbortOnDrop {
             });
         }
     }
+}
+
+/// Checks the answer to a `CopyObject` or `UploadPartCopy` (which may be a 200 carrying an
+/// error: S3 answers before the copy ends) and returns the copy's entity tag.
+fn copy_answer(
+    what: &str,
+    status: reqwest::StatusCode,
+    text: &str,
+    result: &str,
+) -> Result<String, ConnectorError> {
+    if status.is_success()
+        && text.contains(&format!("<{result}"))
+        && let Some(etag) = xml_text(text, "ETag")
+    {
+        return Ok(etag);
+    }
+    let code = xml_tag(text, "Code").unwrap_or_default();
+    let detail = service_message(text).unwrap_or_else(|| status.to_string());
+    let message = format!("{what}: {detail}");
+    Err(match code.as_str() {
+        "NoSuchKey" | "NoSuchBucket" => ConnectorError::NotFound(message),
+        "PreconditionFailed" => ConnectorError::Protocol(format!(
+            "{message} (the source changed since it was fetched)"
+        )),
+        _ if is_auth(&code, Some(status.as_u16())) => ConnectorError::Auth(message),
+        _ => ConnectorError::Protocol(message),
+    })
+}
+
+/// An object key as it goes into a URL path or `x-amz-copy-source`: each segment
+/// percent-encoded (all but `A-Z a-z 0-9 - . _ ~`), the `/` between them kept.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The part size for a file of `size` bytes: at least [`MIN_PART`], more for files so big
