@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ferry::connectors::s3::{S3Spec, S3Store};
 use ferry::connectors::{
-    Capability, ConnectionSpec, Connector, ConnectorError, Entry, FileStore, Secret,
+    Capability, ConnectionSpec, Connector, ConnectorError, CopySource, Entry, FileStore, Secret,
 };
 use process::rerun_with_env;
 use s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
@@ -668,9 +668,12 @@ async fn a_put_from_the_same_service_is_a_copy_on_the_server() {
     let copied = to
         .copy_from(
             &from,
-            ("src", "A 1+x.csv"),
-            etag.as_deref(),
-            size,
+            CopySource {
+                location: "src",
+                name: "A 1+x.csv",
+                size,
+                etag: etag.as_deref(),
+            },
             "ns/dst:in/2024",
             "A 1+x.csv",
         )
@@ -701,9 +704,12 @@ async fn a_put_from_the_same_service_is_a_copy_on_the_server() {
     let err = to
         .copy_from(
             &from,
-            ("src", "A 1+x.csv"),
-            etag.as_deref(),
-            size,
+            CopySource {
+                location: "src",
+                name: "A 1+x.csv",
+                size,
+                etag: etag.as_deref(),
+            },
             "dst",
             "B.csv",
         )
@@ -743,9 +749,12 @@ async fn a_copy_above_the_part_limit_goes_in_upload_part_copies() {
     let (size, etag) = from.head("src", "big.bin").await.unwrap().unwrap();
     to.copy_from(
         &from,
-        ("src", "big.bin"),
-        etag.as_deref(),
-        size,
+        CopySource {
+            location: "src",
+            name: "big.bin",
+            size,
+            etag: etag.as_deref(),
+        },
         "dst",
         "big.bin",
     )
@@ -764,7 +773,17 @@ async fn a_copy_above_the_part_limit_goes_in_upload_part_copies() {
     // A source gone meanwhile: the multipart copy is aborted and leaves nothing.
     std::fs::remove_file(server.bucket_dir("src").join("big.bin")).unwrap();
     let err = to
-        .copy_from(&from, ("src", "big.bin"), None, size, "dst", "gone.bin")
+        .copy_from(
+            &from,
+            CopySource {
+                location: "src",
+                name: "big.bin",
+                size,
+                etag: None,
+            },
+            "dst",
+            "gone.bin",
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectorError::NotFound(_)), "{err}");

@@ -79,11 +79,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use super::spool::SpoolWriter;
 use super::sweep::{self, Sweeper};
 use super::{
-    ConnectorError, Entry, Secret, check_object_name, expand_env, folder_key, location_segments,
-    split_folder,
+    ConnectorError, CopySource, Entry, Secret, check_object_name, expand_env, folder_key,
+    location_segments, shorten, split_folder,
 };
 
 /// Timeout when the spec gives none, in seconds.
@@ -109,8 +108,6 @@ const MAX_PAGES: usize = 1_000_000;
 const MAX_CHECK_BODY: usize = 1024 * 1024;
 /// `ListMultipartUploads` pages followed at most by a sweep (1000 uploads each).
 const MAX_UPLOAD_PAGES: usize = 100;
-/// Length of an error message taken from an answer that is not S3's XML.
-const MESSAGE_CHARS: usize = 300;
 
 /// An S3-compatible object storage connection, as written in a connections file. Locations
 /// are `bucket` or `namespace/bucket` (the namespace is ignored: OCI's compatibility endpoint
@@ -428,26 +425,19 @@ impl S3Store {
             .await
             .map_err(|e| self.error("get", &what, e))?;
         let expected = result.meta.size;
-        let copied = async {
-            let mut file = SpoolWriter::create(dest).await?;
-            let mut stream = result.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.error("get", &what, e))?;
-                file.write(&chunk).await?;
-            }
-            let n = file.finish().await?;
-            if n != expected {
-                return Err(ConnectorError::Protocol(format!(
+        let chunks = result
+            .into_stream()
+            .map(|chunk| chunk.map_err(|e| self.error("get", &what, e)));
+        super::spool::receive(dest, chunks, |n| {
+            if n == expected {
+                Ok(())
+            } else {
+                Err(ConnectorError::Protocol(format!(
                     "S3 get {what}: received {n} bytes of {expected}"
-                )));
+                )))
             }
-            Ok(n)
-        }
-        .await;
-        if copied.is_err() {
-            let _ = tokio::fs::remove_file(dest).await;
-        }
-        copied
+        })
+        .await
     }
 
     pub(super) async fn put(
@@ -473,6 +463,25 @@ impl S3Store {
             })
     }
 
+    /// The bucket and client of a put or copy of `name` to `location`; the first write to a
+    /// bucket aborts its stale multipart uploads first.
+    async fn writing_client(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> Result<(String, Arc<AmazonS3>), ConnectorError> {
+        check_object_name(name)?;
+        let (bucket, client) = self.client(location)?;
+        if self.sweeper.first_visit(&bucket) {
+            sweep::report(
+                "s3",
+                location,
+                self.abort_stale_uploads(&bucket, &client).await,
+            );
+        }
+        Ok((bucket, client))
+    }
+
     /// Stores the `size` bytes `reader` yields as `location/name`: one `PutObject` below
     /// 8 MiB, a multipart upload above. Returns only once the object is complete under its
     /// final name. A reader that fails, ends early or yields more than `size` bytes fails the
@@ -488,15 +497,7 @@ impl S3Store {
     where
         R: AsyncRead + Unpin + Send,
     {
-        check_object_name(name)?;
-        let (bucket, client) = self.client(location)?;
-        if self.sweeper.first_visit(&bucket) {
-            sweep::report(
-                "s3",
-                location,
-                self.abort_stale_uploads(&bucket, &client).await,
-            );
-        }
+        let (bucket, client) = self.writing_client(location, name).await?;
         let what = Target::Object(&bucket, name);
         let key = key(location, name)?;
         let part = part_size(size);
@@ -694,22 +695,17 @@ impl S3Store {
     /// the source's entity tag: a source changed since it was fetched fails the copy.
     pub(super) async fn copy_from(
         &self,
-        source: (&str, &str),
-        etag: Option<&str>,
-        size: u64,
+        source: CopySource<'_>,
         location: &str,
         name: &str,
     ) -> Result<u64, ConnectorError> {
-        check_object_name(name)?;
-        let (bucket, client) = self.client(location)?;
-        if self.sweeper.first_visit(&bucket) {
-            sweep::report(
-                "s3",
-                location,
-                self.abort_stale_uploads(&bucket, &client).await,
-            );
-        }
-        let (src_location, src_name) = source;
+        let (bucket, client) = self.writing_client(location, name).await?;
+        let CopySource {
+            location: src_location,
+            name: src_name,
+            size,
+            etag,
+        } = source;
         let src_bucket = bucket_of(src_location)?;
         let src_key = key(src_location, src_name)?;
         let target = key(location, name)?;
@@ -1063,17 +1059,13 @@ fn copy_answer(
 }
 
 /// An object key as it goes into a URL path or `x-amz-copy-source`: each segment
-/// percent-encoded (all but `A-Z a-z 0-9 - . _ ~`), the `/` between them kept.
+/// percent-encoded as OCI's names are ([`super::oci::encode_component`]), the `/` between
+/// them kept.
 fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    key.split('/')
+        .map(super::oci::encode_component)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The part size for a file of `size` bytes: at least [`MIN_PART`], more for files so big
@@ -1266,14 +1258,6 @@ fn xml_text(text: &str, tag: &str) -> Option<String> {
             .replace("&apos;", "'")
             .replace("&amp;", "&"),
     )
-}
-
-fn shorten(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(MESSAGE_CHARS) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
 }
 
 /// The first error of type `T` in `e`'s source chain.

@@ -4,7 +4,7 @@
 //! puts and uploads, `for_each` over CSV records) read as a stream. The spool is removed
 //! when the run ends.
 //!
-//! From an object store that copies on the server (S3), a fetch reads only the object's
+//! From an object store that copies on the server (S3, OCI), a fetch reads only the object's
 //! size and entity tag (`HeadObject`): the body stays where it is until a step reads the
 //! path. A put of it to the same service with the same credentials is then a copy on the
 //! server (no byte passes through ferry); any other reader (a put elsewhere, a request body,

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::compile::{FlowCx, ValueTpl};
-use crate::connectors::Capability;
 use crate::connectors::http::{HttpBody, HttpRequest, Part};
 use crate::connectors::retry as backoff;
+use crate::connectors::{Capability, CopySource};
 use crate::run::{ErrorKind, Event, Exec, Scope, StepError};
 use crate::template::Tpl;
 
@@ -403,9 +403,12 @@ impl InvokePlan {
                         store
                             .copy_from(
                                 from,
-                                (&d.location, &d.name),
-                                d.etag.as_deref(),
-                                d.size,
+                                CopySource {
+                                    location: &d.location,
+                                    name: &d.name,
+                                    size: d.size,
+                                    etag: d.etag.as_deref(),
+                                },
                                 &location,
                                 &name,
                             )
