@@ -43,6 +43,12 @@
 //! measuring what a production https endpoint gets without the cost of TLS on either side;
 //! `FERRY_BENCH_UNSIGNED_PAYLOAD=false` measures signed bodies instead.
 //!
+//! S3 → S3 is also measured beside `rclone copyto` of the same object between two buckets of
+//! the same server (one server-side copy), in each round, with the ratio per round and of the
+//! medians: since a put of a file fetched from the same service is a copy on the server, that
+//! is what a user would run instead. `FERRY_BENCH_ONLY=s3` measures S3 → S3 alone. Each
+//! round prints the load average (the machine is shared).
+//!
 //! Figures are printed, never asserted. Under `cargo test` (no `--bench` argument) this does
 //! nothing.
 

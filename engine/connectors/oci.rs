@@ -607,16 +607,17 @@ impl OciStore {
                     "{shown}: work request {id}: the answer is not a work request: {e}"
                 ))
             })?;
+            // the other statuses (accepted, in progress, canceling) mean: not ended yet
             match work.status.as_str() {
                 "COMPLETED" => return Ok(source.size),
-                "ACCEPTED" | "IN_PROGRESS" | "CANCELING" => {}
-                other => {
+                other @ ("FAILED" | "CANCELED") => {
                     return Err(ConnectorError::Protocol(format!(
                         "{shown}: the copy of '{}' to '{}' ended {other} (work request {id})",
                         source.name.escape_debug(),
                         name.escape_debug()
                     )));
                 }
+                _ => {}
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(BACKOFF.max);

@@ -151,7 +151,12 @@ impl<'a> Exec<'a> {
 
     /// Notes that spool path `path` stands for `file`, not fetched yet.
     pub fn defer_fetch(&self, path: PathBuf, file: crate::steps::fetch::RemoteFile) {
-        (self.state.deferred.lock().unwrap_or_else(|p| p.into_inner())).insert(path, file);
+        (self
+            .state
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))
+        .insert(path, file);
     }
 
     /// The file spool path `path` stands for while it is not fetched; `take` forgets it.
@@ -160,7 +165,11 @@ impl<'a> Exec<'a> {
         path: &std::path::Path,
         take: bool,
     ) -> Option<crate::steps::fetch::RemoteFile> {
-        let mut deferred = self.state.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        let mut deferred = self
+            .state
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if take {
             deferred.remove(path)
         } else {
