@@ -43,6 +43,12 @@
 //! measuring what a production https endpoint gets without the cost of TLS on either side;
 //! `FERRY_BENCH_UNSIGNED_PAYLOAD=false` measures signed bodies instead.
 //!
+//! S3 → S3 is also measured beside `rclone copyto` of the same object between two buckets of
+//! the same server (one server-side copy), in each round, with the ratio per round and of the
+//! medians: since a put of a file fetched from the same service is a copy on the server, that
+//! is what a user would run instead. `FERRY_BENCH_ONLY=s3` measures S3 → S3 alone. Each
+//! round prints the load average (the machine is shared).
+//!
 //! Figures are printed, never asserted. Under `cargo test` (no `--bench` argument) this does
 //! nothing.
 
@@ -318,6 +324,9 @@ struct Raw {
     s3_get: Vec<Duration>,
     s3_get_file: Vec<Duration>,
     s3_copy: Vec<Duration>,
+    /// `rclone copyto` of the file between two buckets of the S3 server (one server-side
+    /// copy), what a user would run instead of flow 2.
+    rclone_copyto: Vec<Duration>,
 }
 
 /// The median of `times` (the upper one of an even count).
@@ -470,6 +479,53 @@ fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// `rclone copyto` of `source` (`bucket/key`) to `raw/rclone.bin` on the S3 server at
+/// `endpoint` (a copy on the server); its wall time, or `None` (said why) without rclone.
+fn rclone_copyto(endpoint: &str, source: &str) -> Option<Duration> {
+    settle_disk();
+    let t = Instant::now();
+    let out = Command::new("rclone")
+        .args(["copyto", "--s3-no-check-bucket"])
+        .arg(format!("bench:{source}"))
+        .arg(format!("bench:{RAW_BUCKET}/rclone.bin"))
+        .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
+        .env(
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY",
+            s3_server::SECRET_KEY,
+        )
+        .env("RCLONE_CONFIG_BENCH_ENDPOINT", endpoint)
+        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
+        // a CA bundle in the environment makes rclone's S3 client refuse to start
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let took = t.elapsed();
+    match out {
+        Ok(out) if out.status.success() => Some(took),
+        Ok(out) => {
+            println!(
+                "rclone copyto failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            println!("rclone unavailable: {e}");
+            None
+        }
+    }
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`): the machine is shared.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn rate(mib: u64, took: Duration) -> f64 {
     mib as f64 / took.as_secs_f64()
 }
@@ -584,42 +640,46 @@ fn main() {
     let mut raw = Raw::default();
     let mut ferry_ftp_s3 = Vec::new();
     let mut ferry_s3_s3 = Vec::new();
+    // `FERRY_BENCH_ONLY=s3` measures S3 → S3 alone
+    let with_ftp = std::env::var("FERRY_BENCH_ONLY").map_or(true, |v| v != "s3");
     for round in 1..=rounds {
         // --- FTP → S3 -------------------------------------------------------------------
-        place(&ftp_dir);
-        raw.ftp_get
-            .push(curl("FTP RETR", devnull, &["--user", &ftp_user, &ftp_url]));
-        raw.ftp_get_file.push(curl(
-            "FTP RETR",
-            &downloaded,
-            &["--user", &ftp_user, &ftp_url],
-        ));
-        assert!(same_bytes(&source, &downloaded));
-        std::fs::remove_file(&downloaded).unwrap();
-        raw.s3_put.push(s3curl.run(
-            "S3 PUT",
-            &answer,
-            &["-T", &source_arg],
-            &format!("{RAW_BUCKET}/put.bin"),
-        ));
-        let _ = std::fs::remove_file(s3.bucket_dir(RAW_BUCKET).join("put.bin"));
-        raw.s3_multipart.push(s3_multipart_put(
-            &s3curl,
-            &source,
-            work.path(),
-            RAW_BUCKET,
-            "multipart.bin",
-        ));
-        assert!(same_bytes(
-            &source,
-            &s3.bucket_dir(RAW_BUCKET).join("multipart.bin")
-        ));
-        let _ = std::fs::remove_file(s3.bucket_dir(RAW_BUCKET).join("multipart.bin"));
-        ferry_ftp_s3.push(ferry_run(&project, "OUTL-BA-DACS_OUAI_FTP_ENROLL", &env));
-        assert!(same_bytes(&source, &target), "FTP → S3: the target differs");
-        assert!(ftp_dir.join(format!("Sent-{FILE}")).is_file());
-        std::fs::remove_file(&target).unwrap();
-        std::fs::remove_file(ftp_dir.join(format!("Sent-{FILE}"))).unwrap();
+        if with_ftp {
+            place(&ftp_dir);
+            raw.ftp_get
+                .push(curl("FTP RETR", devnull, &["--user", &ftp_user, &ftp_url]));
+            raw.ftp_get_file.push(curl(
+                "FTP RETR",
+                &downloaded,
+                &["--user", &ftp_user, &ftp_url],
+            ));
+            assert!(same_bytes(&source, &downloaded));
+            std::fs::remove_file(&downloaded).unwrap();
+            raw.s3_put.push(s3curl.run(
+                "S3 PUT",
+                &answer,
+                &["-T", &source_arg],
+                &format!("{RAW_BUCKET}/put.bin"),
+            ));
+            let _ = std::fs::remove_file(s3.bucket_dir(RAW_BUCKET).join("put.bin"));
+            raw.s3_multipart.push(s3_multipart_put(
+                &s3curl,
+                &source,
+                work.path(),
+                RAW_BUCKET,
+                "multipart.bin",
+            ));
+            assert!(same_bytes(
+                &source,
+                &s3.bucket_dir(RAW_BUCKET).join("multipart.bin")
+            ));
+            let _ = std::fs::remove_file(s3.bucket_dir(RAW_BUCKET).join("multipart.bin"));
+            ferry_ftp_s3.push(ferry_run(&project, "OUTL-BA-DACS_OUAI_FTP_ENROLL", &env));
+            assert!(same_bytes(&source, &target), "FTP → S3: the target differs");
+            assert!(ftp_dir.join(format!("Sent-{FILE}")).is_file());
+            std::fs::remove_file(&target).unwrap();
+            std::fs::remove_file(ftp_dir.join(format!("Sent-{FILE}"))).unwrap();
+        }
 
         // --- S3 → S3 --------------------------------------------------------------------
         place(&s3.bucket_dir(DACS_BUCKET));
@@ -641,6 +701,15 @@ fn main() {
             &format!("{RAW_BUCKET}/copy.bin"),
         ));
         let _ = std::fs::remove_file(s3.bucket_dir(RAW_BUCKET).join("copy.bin"));
+        if let Some(took) = rclone_copyto(&s3.endpoint(), &format!("{DACS_BUCKET}/{FILE}")) {
+            let copied = s3.bucket_dir(RAW_BUCKET).join("rclone.bin");
+            assert!(
+                same_bytes(&source, &copied),
+                "rclone copyto: the target differs"
+            );
+            std::fs::remove_file(&copied).unwrap();
+            raw.rclone_copyto.push(took);
+        }
         ferry_s3_s3.push(ferry_run(&project, "OUTL-BA-DACS_OUAI_OS_ENROLL", &env));
         assert!(same_bytes(&source, &target), "S3 → S3: the target differs");
         let sent = s3.bucket_dir(DACS_BUCKET).join(format!("Sent-{FILE}"));
@@ -648,20 +717,62 @@ fn main() {
         std::fs::remove_file(&sent).unwrap();
         std::fs::remove_file(&target).unwrap();
         println!(
-            "round {round}/{rounds}: FTP -> S3 ferry {:.1} s, S3 -> S3 ferry {:.1} s",
-            ferry_ftp_s3[round - 1].wall.as_secs_f64(),
-            ferry_s3_s3[round - 1].wall.as_secs_f64()
+            "round {round}/{rounds}: FTP -> S3 ferry {}, S3 -> S3 ferry {:.1} s, rclone copyto {}; load average {}",
+            ferry_ftp_s3
+                .get(round - 1)
+                .map_or("-".to_string(), |r: &FerryRun| format!(
+                    "{:.1} s",
+                    r.wall.as_secs_f64()
+                )),
+            ferry_s3_s3[round - 1].wall.as_secs_f64(),
+            raw.rclone_copyto
+                .get(round - 1)
+                .map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+            load_average()
         );
+    }
+    let ferry_s3_s3_walls: Vec<Duration> = ferry_s3_s3.iter().map(|r| r.wall).collect();
+    let s3_get = median(&raw.s3_get);
+    let s3_get_file = median(&raw.s3_get_file);
+    let s3_copy = median(&raw.s3_copy);
+    let ferry_s3_s3 = FerryRun::median(ferry_s3_s3);
+    // S3 → S3 against rclone copyto, which copies on the server as ferry now does
+    if !raw.rclone_copyto.is_empty() {
+        let rclone = median(&raw.rclone_copyto);
+        let pairs: Vec<String> = ferry_s3_s3_walls
+            .iter()
+            .zip(&raw.rclone_copyto)
+            .map(|(f, r)| format!("{:.2}", r.as_secs_f64() / f.as_secs_f64()))
+            .collect();
+        println!(
+            "S3 -> S3 vs rclone copyto: ferry {:.0} MiB/s ({:.1} s: list, fetch (HEAD), put (copy on the server), rename (copy + delete), email, history), rclone copyto {:.0} MiB/s ({:.1} s) -> ferry / rclone = {:.2} (medians; per round {})",
+            rate(mib, ferry_s3_s3.wall),
+            ferry_s3_s3.wall.as_secs_f64(),
+            rate(mib, rclone),
+            rclone.as_secs_f64(),
+            rclone.as_secs_f64() / ferry_s3_s3.wall.as_secs_f64(),
+            pairs.join(", ")
+        );
+        println!("    ferry's phases: {}", ferry_s3_s3.phases());
+    }
+    if !with_ftp {
+        println!(
+            "raw (curl): S3 GET {:.1} s (into a file {:.1} s), S3 server-side COPY {:.1} s; load average {}",
+            s3_get.as_secs_f64(),
+            s3_get_file.as_secs_f64(),
+            s3_copy.as_secs_f64(),
+            load_average()
+        );
+        drop(ftp);
+        drop(s3);
+        runtime.shutdown_background();
+        return;
     }
     let ftp_get = median(&raw.ftp_get);
     let ftp_get_file = median(&raw.ftp_get_file);
     let s3_put = median(&raw.s3_put);
     let s3_multipart = median(&raw.s3_multipart);
-    let s3_get = median(&raw.s3_get);
-    let s3_get_file = median(&raw.s3_get_file);
-    let s3_copy = median(&raw.s3_copy);
     let ferry_ftp_s3 = FerryRun::median(ferry_ftp_s3);
-    let ferry_s3_s3 = FerryRun::median(ferry_s3_s3);
 
     // --- figures ------------------------------------------------------------------------
     println!(

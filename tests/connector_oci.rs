@@ -10,7 +10,7 @@ mod oci_server;
 use std::time::{Duration, Instant};
 
 use ferry::connectors::oci::RenameConditions;
-use ferry::connectors::{ConnectionSpec, Connector, ConnectorError, FileStore};
+use ferry::connectors::{ConnectionSpec, Connector, ConnectorError, CopySource, FileStore};
 use oci_server::{FINGERPRINT, Failures, NAMESPACE, OciServer};
 use serde_json::json;
 
@@ -611,4 +611,80 @@ async fn after_the_retry_budget_the_error_names_the_status_and_the_attempts() {
     assert!(text.ends_with("(gave up after 4 attempts)"), "{text}");
     assert_eq!(server.log().len(), 4);
     assert!(!dir.join("x.csv").exists());
+}
+
+#[tokio::test]
+async fn a_put_from_the_same_region_and_key_is_a_copy_object_work_request() {
+    let server = server().await;
+    let inbox = server.bucket("inbox");
+    let archive = server.bucket("archive");
+    let data = bytes(200_000, 5);
+    std::fs::write(inbox.join("A 1.csv"), &data).unwrap();
+    let mut with_region = spec_json(&server.endpoint(), "test_key_pkcs1.pem");
+    with_region["region"] = json!("test-region-1");
+    let from = connect(with_region.clone()).unwrap();
+    let to = connect(with_region).unwrap();
+    assert!(to.copies_from(&from));
+    // without a region (only an endpoint that names none) there is no copy on the server
+    assert!(!store(&server).copies_from(&from));
+
+    let (size, etag) = from.head(LOCATION, "A 1.csv").await.unwrap().unwrap();
+    assert_eq!(size, data.len() as u64);
+    to.copy_from(
+        &from,
+        CopySource {
+            location: LOCATION,
+            name: "A 1.csv",
+            size,
+            etag: etag.as_deref(),
+        },
+        "testns/archive:in/2024",
+        "A 1.csv",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(archive.join("in/2024/A 1.csv")).unwrap(),
+        data
+    );
+    assert_eq!(std::fs::read(inbox.join("A 1.csv")).unwrap(), data);
+    let log = server.log();
+    // no body moved: no GET or PUT of an object, one signed copyObject, and the work
+    // request followed until it completed (it says IN_PROGRESS first)
+    assert!(
+        !log.iter()
+            .any(|l| (l.method == "GET" || l.method == "PUT") && l.target.contains("/o/")),
+        "{log:?}"
+    );
+    let copy = log.iter().find(|l| l.method == "POST").unwrap();
+    assert_eq!(copy.target, "/n/testns/b/inbox/actions/copyObject");
+    assert_eq!(copy.status, 202);
+    assert_eq!(
+        copy.signed,
+        "date (request-target) host content-length content-type x-content-sha256"
+    );
+    let polls = log
+        .iter()
+        .filter(|l| l.target.starts_with("/workRequests/"))
+        .count();
+    assert_eq!(polls, 2, "{log:?}");
+
+    // a source changed since its tag was read: the copy fails and creates nothing
+    std::fs::write(inbox.join("A 1.csv"), b"changed").unwrap();
+    let err = to
+        .copy_from(
+            &from,
+            CopySource {
+                location: LOCATION,
+                name: "A 1.csv",
+                size,
+                etag: etag.as_deref(),
+            },
+            "testns/archive",
+            "B.csv",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("IfMatchFailed"), "{err}");
+    assert!(!archive.join("B.csv").exists());
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ferry::connectors::s3::{S3Spec, S3Store};
 use ferry::connectors::{
-    Capability, ConnectionSpec, Connector, ConnectorError, Entry, FileStore, Secret,
+    Capability, ConnectionSpec, Connector, ConnectorError, CopySource, Entry, FileStore, Secret,
 };
 use process::rerun_with_env;
 use s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
@@ -633,4 +633,160 @@ async fn an_s3_connection_reads_its_secrets_from_the_environment() {
     // Hostile names never leave the process.
     let err = files.put("bkt", "../escape", &src).await.unwrap_err();
     assert!(matches!(err, ConnectorError::HostileName { .. }), "{err:?}");
+}
+
+/// The requests that carried an object's body through the client: a GET of an object, or a
+/// PUT with a body that is not a copy on the server.
+fn body_requests(server: &S3Server) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| {
+            let object = r.path.trim_matches('/').contains('/');
+            (r.method == "GET" && object)
+                || (r.method == "PUT" && r.copy_source.is_none() && r.content_length > 0)
+        })
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_put_from_the_same_service_is_a_copy_on_the_server() {
+    let server = S3Server::start(&["src", "dst"]).await;
+    let from = store(&server);
+    let to = store(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(300_000, 11);
+    let local = dir.path().join("local");
+    std::fs::write(&local, &data).unwrap();
+    from.put("src", "A 1+x.csv", &local).await.unwrap();
+    server.clear_requests();
+
+    assert!(to.copies_from(&from));
+    let (size, etag) = from.head("src", "A 1+x.csv").await.unwrap().unwrap();
+    assert_eq!(size, data.len() as u64);
+    let copied = to
+        .copy_from(
+            &from,
+            CopySource {
+                location: "src",
+                name: "A 1+x.csv",
+                size,
+                etag: etag.as_deref(),
+            },
+            "ns/dst:in/2024",
+            "A 1+x.csv",
+        )
+        .await
+        .unwrap();
+    assert_eq!(copied, data.len() as u64);
+    assert!(std::fs::read(server.bucket_dir("dst").join("in/2024/A 1+x.csv")).unwrap() == data);
+    assert!(std::fs::read(server.bucket_dir("src").join("A 1+x.csv")).unwrap() == data);
+    assert_eq!(body_requests(&server), Vec::<String>::new());
+    let copies: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.copy_source.map(|c| (r.method, r.path, c)))
+        .collect();
+    assert_eq!(
+        copies,
+        [(
+            "PUT".to_string(),
+            "/dst/in/2024/A%201%2Bx.csv".to_string(),
+            "/src/A%201%2Bx.csv".to_string()
+        )]
+    );
+
+    // The copy is conditional on the tag seen at the fetch: a changed source fails it and
+    // creates nothing.
+    std::fs::write(&local, pattern(1000, 12)).unwrap();
+    from.put("src", "A 1+x.csv", &local).await.unwrap();
+    let err = to
+        .copy_from(
+            &from,
+            CopySource {
+                location: "src",
+                name: "A 1+x.csv",
+                size,
+                etag: etag.as_deref(),
+            },
+            "dst",
+            "B.csv",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("changed since it was fetched"),
+        "{err}"
+    );
+    assert!(!server.bucket_dir("dst").join("B.csv").exists());
+
+    // Another service (here: the same server under another name) or other credentials: no
+    // copy on the server.
+    let other_host = FileStore::S3(s3(&server).with_copy_part_limit(1));
+    assert!(to.copies_from(&other_host), "only the copy limit differs");
+    let renamed = FileStore::S3(s3_with_secret(
+        &server.endpoint().replace("127.0.0.1", "localhost"),
+        SECRET_KEY,
+    ));
+    assert!(!to.copies_from(&renamed));
+    let wrong = FileStore::S3(s3_with_secret(&server.endpoint(), "another secret"));
+    assert!(!to.copies_from(&wrong));
+}
+
+#[tokio::test]
+async fn a_copy_above_the_part_limit_goes_in_upload_part_copies() {
+    let server = S3Server::start(&["src", "dst"]).await;
+    let from = store(&server);
+    let to = FileStore::S3(s3(&server).with_copy_part_limit(5 * MIB as u64));
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(12 * MIB + 3, 21);
+    let local = dir.path().join("local");
+    std::fs::write(&local, &data).unwrap();
+    from.put("src", "big.bin", &local).await.unwrap();
+    server.clear_requests();
+
+    let (size, etag) = from.head("src", "big.bin").await.unwrap().unwrap();
+    to.copy_from(
+        &from,
+        CopySource {
+            location: "src",
+            name: "big.bin",
+            size,
+            etag: etag.as_deref(),
+        },
+        "dst",
+        "big.bin",
+    )
+    .await
+    .unwrap();
+    assert!(std::fs::read(server.bucket_dir("dst").join("big.bin")).unwrap() == data);
+    assert_eq!(body_requests(&server), Vec::<String>::new());
+    let parts = server
+        .requests()
+        .iter()
+        .filter(|r| r.copy_source.is_some() && r.query.contains("partNumber="))
+        .count();
+    assert_eq!(parts, 3, "{:?}", server.requests());
+    assert!(server.uploads("dst").is_empty(), "the upload was completed");
+
+    // A source gone meanwhile: the multipart copy is aborted and leaves nothing.
+    std::fs::remove_file(server.bucket_dir("src").join("big.bin")).unwrap();
+    let err = to
+        .copy_from(
+            &from,
+            CopySource {
+                location: "src",
+                name: "big.bin",
+                size,
+                etag: None,
+            },
+            "dst",
+            "gone.bin",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectorError::NotFound(_)), "{err}");
+    assert!(!server.bucket_dir("dst").join("gone.bin").exists());
+    assert!(server.uploads("dst").is_empty(), "the upload was aborted");
 }

@@ -138,6 +138,20 @@ pub struct Entry {
     pub size: u64,
 }
 
+/// The source of a copy on the server ([`FileStore::copy_from`]): an object of the service,
+/// as a fetch saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct CopySource<'a> {
+    /// Its location (`[namespace/]bucket[:folder]`).
+    pub location: &'a str,
+    /// Its name there.
+    pub name: &'a str,
+    /// Its size.
+    pub size: u64,
+    /// Its entity tag, when known: the copy is conditional on it (a changed source fails it).
+    pub etag: Option<&'a str>,
+}
+
 /// A place that holds files: list, get, put, rename.
 #[derive(Debug)]
 pub enum FileStore {
@@ -252,6 +266,73 @@ impl FileStore {
         }
     }
 
+    /// Whether files fetched from this store may stay on it until something reads them:
+    /// object stores that copy on the server (S3, OCI: [`FileStore::copy_from`]).
+    pub fn copies_on_server(&self) -> bool {
+        matches!(self, FileStore::S3(_) | FileStore::Oci(_))
+    }
+
+    /// The size and entity tag of `location/name`, without its body (object stores that
+    /// copy on the server; other stores say `None`).
+    pub async fn head(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> Option<Result<(u64, Option<String>), ConnectorError>> {
+        if let Err(e) = self.check_name(name) {
+            return Some(Err(e));
+        }
+        match self {
+            FileStore::S3(s) => Some(s.head(location, name).await),
+            FileStore::Oci(s) => Some(match s.head(location, name).await {
+                Ok(Some(head)) => Ok((head.size, head.etag)),
+                Ok(None) => Err(ConnectorError::NotFound(format!(
+                    "object '{}' at '{}'",
+                    name.escape_debug(),
+                    location.escape_debug()
+                ))),
+                Err(e) => Err(e),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether this store can take files of `from` by a copy on the server: the same
+    /// service with the same credentials ([`FileStore::copy_from`]).
+    pub fn copies_from(&self, from: &FileStore) -> bool {
+        match (self, from) {
+            (FileStore::S3(to), FileStore::S3(from)) => to.same_service(from),
+            (FileStore::Oci(to), FileStore::Oci(from)) => to.same_service(from),
+            _ => false,
+        }
+    }
+
+    /// Stores `from`'s file `source` as `location/name` by a copy on the server, which
+    /// [`FileStore::copies_from`] must allow. Like [`FileStore::put`] it returns only once
+    /// the target holds the whole file under its final name, and a failed copy leaves
+    /// nothing under it.
+    pub async fn copy_from(
+        &self,
+        from: &FileStore,
+        source: CopySource<'_>,
+        location: &str,
+        name: &str,
+    ) -> Result<u64, ConnectorError> {
+        self.check_name(name)?;
+        from.check_name(source.name)?;
+        match (self, from) {
+            (FileStore::S3(to), FileStore::S3(from)) if to.same_service(from) => {
+                to.copy_from(source, location, name).await
+            }
+            (FileStore::Oci(to), FileStore::Oci(from)) if to.same_service(from) => {
+                to.copy_from(source, location, name).await
+            }
+            _ => Err(ConnectorError::Config(
+                "internal: a copy on the server between different services".into(),
+            )),
+        }
+    }
+
     /// Reaches the store and says what was checked.
     pub async fn check(&self) -> Result<String, ConnectorError> {
         match self {
@@ -326,6 +407,19 @@ pub(crate) async fn pump(
             Err(_) => return Err(timed_out()),
         }
         total += n as u64;
+    }
+}
+
+/// Length of an error message taken from an answer a service did not structure (object
+/// stores: not S3's XML, not OCI's JSON).
+const MESSAGE_CHARS: usize = 300;
+
+/// `text` trimmed and cut to [`MESSAGE_CHARS`] characters (with `…` when cut), for a message.
+pub(crate) fn shorten(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }
 

@@ -58,9 +58,8 @@ use tokio_util::io::ReaderStream;
 
 use super::oci_sign::{self, BodyHeaders, RequestSigner, SigningInput};
 use super::retry::{self, Backoff, Failure, Policy};
-use super::spool::SpoolWriter;
 use super::{
-    ConnectorError, Entry, check_name, check_object_name, expand_env, folder_key,
+    ConnectorError, CopySource, Entry, check_name, check_object_name, expand_env, folder_key,
     location_segments, split_folder,
 };
 
@@ -70,8 +69,6 @@ const DEFAULT_TIMEOUT_SECS: u64 = 60;
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest listing page or error body read into memory.
 const MAX_SMALL_BODY: usize = 16 * 1024 * 1024;
-/// Length of an error message taken from a body that is not OCI's JSON.
-const MESSAGE_CHARS: usize = 300;
 /// Retries of a transiently failed request (so at most 4 attempts), as the S3 connector.
 pub const RETRIES: u32 = 3;
 /// Waits between attempts: 100 ms doubling, at most 2 s, with jitter (as the S3 connector).
@@ -140,6 +137,9 @@ pub struct RenameConditions {
 pub struct OciStore {
     name: String,
     endpoint: Url,
+    /// The region (the spec's, or read from an `objectstorage.{region}.…` endpoint), which a
+    /// copy on the server names as its destination; without one, no copy on the server.
+    region: Option<String>,
     client: Client,
     signer: RequestSigner,
     timeout: Duration,
@@ -180,6 +180,28 @@ struct ListedObject {
     name: String,
     #[serde(default)]
     size: Option<u64>,
+}
+
+/// The body of `copyObject`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CopyBody<'a> {
+    source_object_name: &'a str,
+    #[serde(
+        rename = "sourceObjectIfMatchETag",
+        skip_serializing_if = "Option::is_none"
+    )]
+    source_object_if_match_etag: Option<&'a str>,
+    destination_region: &'a str,
+    destination_namespace: &'a str,
+    destination_bucket: &'a str,
+    destination_object_name: &'a str,
+}
+
+/// What a work request's status says (`GET /workRequests/{id}`).
+#[derive(Deserialize)]
+struct WorkRequest {
+    status: String,
 }
 
 /// The body of `renameObject`.
@@ -277,9 +299,20 @@ impl OciStore {
             ))
         })?;
 
+        let region = spec
+            .region
+            .as_deref()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .or_else(|| {
+                let host = endpoint.host_str()?;
+                let rest = host.strip_prefix("objectstorage.")?;
+                Some(rest.split('.').next()?.to_string())
+            });
         Ok(OciStore {
             name: name.to_string(),
             endpoint,
+            region,
             client,
             signer,
             timeout,
@@ -384,51 +417,42 @@ impl OciStore {
 
     /// One attempt of [`get`](Self::get); a failed attempt removes the partial file.
     async fn get_once(&self, url: &Url, dest: &Path) -> Result<u64, Failure> {
-        let mut response = self.attempt(&Method::GET, url, &SendBody::None).await?;
+        let response = self.attempt(&Method::GET, url, &SendBody::None).await?;
         let shown = shown_url(&Method::GET, response.url());
         if !response.status().is_success() {
             return Err(Failure::Permanent(self.error(response, &shown).await));
         }
         let expected = header_u64(&response, CONTENT_LENGTH);
-        let copied = async {
-            let mut file = SpoolWriter::create(dest).await?;
-            let mut copied: u64 = 0;
-            loop {
-                let chunk = match tokio::time::timeout(self.timeout, response.chunk()).await {
-                    Err(_) => {
-                        return Err(ConnectorError::Timeout(format!(
+        let timeout = self.timeout;
+        let at = shown.clone();
+        let chunks =
+            futures_util::stream::unfold((response, 0u64), move |(mut response, copied)| {
+                let shown = at.clone();
+                async move {
+                    let chunk = match tokio::time::timeout(timeout, response.chunk()).await {
+                        Err(_) => Err(ConnectorError::Timeout(format!(
                             "{shown}: the download stalled for {} s after {copied} bytes",
-                            self.timeout.as_secs()
-                        )));
-                    }
-                    Ok(Err(e)) => {
-                        return Err(ConnectorError::Connect(format!(
+                            timeout.as_secs()
+                        ))),
+                        Ok(Err(e)) => Err(ConnectorError::Connect(format!(
                             "{shown}: the download broke off after {copied} bytes: {}",
                             super::http::error_chain(&e)
-                        )));
-                    }
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(chunk))) => chunk,
-                };
-                file.write(&chunk).await?;
-                copied += chunk.len() as u64;
-            }
-            file.finish().await?;
-            match expected {
-                Some(expected) if expected != copied => {
-                    return Err(ConnectorError::Protocol(format!(
-                        "{shown}: received {copied} bytes but Content-Length announced {expected}"
-                    )));
+                        ))),
+                        Ok(Ok(None)) => return None,
+                        Ok(Ok(Some(chunk))) => Ok(chunk),
+                    };
+                    let copied = copied + chunk.as_ref().map_or(0, |c| c.len() as u64);
+                    Some((chunk, (response, copied)))
                 }
-                _ => {}
-            }
-            Ok(copied)
-        }
-        .await;
-        if copied.is_err() {
-            let _ = tokio::fs::remove_file(dest).await;
-        }
-        copied.map_err(Failure::classify)
+            });
+        super::spool::receive(dest, chunks, |copied| match expected {
+            Some(expected) if expected != copied => Err(ConnectorError::Protocol(format!(
+                "{shown}: received {copied} bytes but Content-Length announced {expected}"
+            ))),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(Failure::classify)
     }
 
     pub(super) async fn put(
@@ -510,6 +534,94 @@ impl OciStore {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         Ok(Some(ObjectHead { size, etag }))
+    }
+
+    /// Whether `other` is the same service (endpoint and region) signing with the same key:
+    /// then it can copy objects of one into the other on the server.
+    pub(super) fn same_service(&self, other: &OciStore) -> bool {
+        self.region.is_some()
+            && self.region == other.region
+            && self.endpoint == other.endpoint
+            && self.signer.key_id() == other.signer.key_id()
+    }
+
+    /// Copies `source` (an object of this service; a source changed since its entity tag was
+    /// read fails the copy) to `location/name` on the server: `copyObject`, then its work request followed until it ends. OCI shows the
+    /// copy under its name only once it is whole; this returns once the work request
+    /// completed.
+    pub(super) async fn copy_from(
+        &self,
+        source: CopySource<'_>,
+        location: &str,
+        name: &str,
+    ) -> Result<u64, ConnectorError> {
+        check_object_name(name)?;
+        check_object_name(source.name)?;
+        let region = self.region.as_deref().ok_or_else(|| {
+            ConnectorError::Config(format!(
+                "connection '{}': a copy on the server needs the region",
+                self.name
+            ))
+        })?;
+        let (src_ns, src_bucket) = split_location(source.location)?;
+        let (_, src_folder) = split_folder(source.location)?;
+        let (ns, bucket) = split_location(location)?;
+        let (_, folder) = split_folder(location)?;
+        let url = self.url(&format!(
+            "n/{}/b/{}/actions/copyObject",
+            encode_component(src_ns),
+            encode_component(src_bucket)
+        ))?;
+        let body = serde_json::to_vec(&CopyBody {
+            source_object_name: &folder_key(src_folder, source.name),
+            source_object_if_match_etag: source.etag,
+            destination_region: region,
+            destination_namespace: ns,
+            destination_bucket: bucket,
+            destination_object_name: &folder_key(folder, name),
+        })
+        .map_err(|e| ConnectorError::Config(format!("cannot write the copy request: {e}")))?;
+        let response = self
+            .request(Method::POST, url, SendBody::Json(body))
+            .await?;
+        let shown = shown_url(&Method::POST, response.url());
+        if !response.status().is_success() {
+            return Err(self.error(response, &shown).await);
+        }
+        let id = response
+            .headers()
+            .get("opc-work-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ConnectorError::Protocol(format!("{shown}: the answer names no work request"))
+            })?;
+        let status_url = self.url(&format!("workRequests/{}", encode_component(&id)))?;
+        let mut wait = BACKOFF.first;
+        loop {
+            let bytes = self
+                .small(Method::GET, status_url.clone(), SendBody::None)
+                .await?;
+            let work: WorkRequest = serde_json::from_slice(&bytes).map_err(|e| {
+                ConnectorError::Protocol(format!(
+                    "{shown}: work request {id}: the answer is not a work request: {e}"
+                ))
+            })?;
+            // the other statuses (accepted, in progress, canceling) mean: not ended yet
+            match work.status.as_str() {
+                "COMPLETED" => return Ok(source.size),
+                other @ ("FAILED" | "CANCELED") => {
+                    return Err(ConnectorError::Protocol(format!(
+                        "{shown}: the copy of '{}' to '{}' ended {other} (work request {id})",
+                        source.name.escape_debug(),
+                        name.escape_debug()
+                    )));
+                }
+                _ => {}
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(BACKOFF.max);
+        }
     }
 
     /// Deletes `location/name` (`DELETE`); a missing object is [`ConnectorError::NotFound`].
@@ -920,17 +1032,13 @@ fn describe_error_body(status: StatusCode, bytes: &[u8]) -> String {
         }
     }
     let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.is_empty() {
+    if text.trim().is_empty() {
         status
             .canonical_reason()
             .unwrap_or("error with an empty body")
             .to_string()
     } else {
-        match text.char_indices().nth(MESSAGE_CHARS) {
-            Some((at, _)) => format!("{}…", &text[..at]),
-            None => text.to_string(),
-        }
+        super::shorten(&text)
     }
 }
 

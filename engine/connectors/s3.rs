@@ -79,11 +79,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use super::spool::SpoolWriter;
 use super::sweep::{self, Sweeper};
 use super::{
-    ConnectorError, Entry, Secret, check_object_name, expand_env, folder_key, location_segments,
-    split_folder,
+    ConnectorError, CopySource, Entry, Secret, check_object_name, expand_env, folder_key,
+    location_segments, shorten, split_folder,
 };
 
 /// Timeout when the spec gives none, in seconds.
@@ -109,8 +108,6 @@ const MAX_PAGES: usize = 1_000_000;
 const MAX_CHECK_BODY: usize = 1024 * 1024;
 /// `ListMultipartUploads` pages followed at most by a sweep (1000 uploads each).
 const MAX_UPLOAD_PAGES: usize = 100;
-/// Length of an error message taken from an answer that is not S3's XML.
-const MESSAGE_CHARS: usize = 300;
 
 /// An S3-compatible object storage connection, as written in a connections file. Locations
 /// are `bucket` or `namespace/bucket` (the namespace is ignored: OCI's compatibility endpoint
@@ -172,6 +169,10 @@ pub struct S3Store {
     unsigned_payload: bool,
     timeout: Duration,
     clients: Mutex<HashMap<String, Arc<AmazonS3>>>,
+    /// The client of requests `object_store` does not offer, built on first use.
+    http: Mutex<Option<reqwest::Client>>,
+    /// Largest object copied in one `CopyObject`, and the part size of larger copies.
+    copy_part_limit: u64,
     sweeper: Sweeper,
 }
 
@@ -249,8 +250,18 @@ impl S3Store {
             unsigned_payload,
             timeout: Duration::from_secs(secs),
             clients: Mutex::new(HashMap::new()),
+            http: Mutex::new(None),
+            copy_part_limit: MAX_PART,
             sweeper,
         })
+    }
+
+    /// Sets the largest object copied on the server in one `CopyObject` (5 GiB, S3's limit,
+    /// by default), which is also the part size of a larger copy's `UploadPartCopy`s (S3
+    /// wants parts of at least 5 MiB): lets a test cover multipart copies with small objects.
+    pub fn with_copy_part_limit(mut self, bytes: u64) -> Self {
+        self.copy_part_limit = bytes.max(1);
+        self
     }
 
     /// The endpoint as shown in messages (never holds credentials: those are refused).
@@ -414,26 +425,19 @@ impl S3Store {
             .await
             .map_err(|e| self.error("get", &what, e))?;
         let expected = result.meta.size;
-        let copied = async {
-            let mut file = SpoolWriter::create(dest).await?;
-            let mut stream = result.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.error("get", &what, e))?;
-                file.write(&chunk).await?;
-            }
-            let n = file.finish().await?;
-            if n != expected {
-                return Err(ConnectorError::Protocol(format!(
+        let chunks = result
+            .into_stream()
+            .map(|chunk| chunk.map_err(|e| self.error("get", &what, e)));
+        super::spool::receive(dest, chunks, |n| {
+            if n == expected {
+                Ok(())
+            } else {
+                Err(ConnectorError::Protocol(format!(
                     "S3 get {what}: received {n} bytes of {expected}"
-                )));
+                )))
             }
-            Ok(n)
-        }
-        .await;
-        if copied.is_err() {
-            let _ = tokio::fs::remove_file(dest).await;
-        }
-        copied
+        })
+        .await
     }
 
     pub(super) async fn put(
@@ -459,6 +463,25 @@ impl S3Store {
             })
     }
 
+    /// The bucket and client of a put or copy of `name` to `location`; the first write to a
+    /// bucket aborts its stale multipart uploads first.
+    async fn writing_client(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> Result<(String, Arc<AmazonS3>), ConnectorError> {
+        check_object_name(name)?;
+        let (bucket, client) = self.client(location)?;
+        if self.sweeper.first_visit(&bucket) {
+            sweep::report(
+                "s3",
+                location,
+                self.abort_stale_uploads(&bucket, &client).await,
+            );
+        }
+        Ok((bucket, client))
+    }
+
     /// Stores the `size` bytes `reader` yields as `location/name`: one `PutObject` below
     /// 8 MiB, a multipart upload above. Returns only once the object is complete under its
     /// final name. A reader that fails, ends early or yields more than `size` bytes fails the
@@ -474,15 +497,7 @@ impl S3Store {
     where
         R: AsyncRead + Unpin + Send,
     {
-        check_object_name(name)?;
-        let (bucket, client) = self.client(location)?;
-        if self.sweeper.first_visit(&bucket) {
-            sweep::report(
-                "s3",
-                location,
-                self.abort_stale_uploads(&bucket, &client).await,
-            );
-        }
+        let (bucket, client) = self.writing_client(location, name).await?;
         let what = Target::Object(&bucket, name);
         let key = key(location, name)?;
         let part = part_size(size);
@@ -576,6 +591,20 @@ impl S3Store {
         url: Url,
         what: &str,
     ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
+        self.signed_request(reqwest::Method::GET, url, &[], what)
+            .await
+    }
+
+    /// Sends a signed request without a body (outside `object_store`, for calls it does not
+    /// offer: listing multipart uploads, copies between buckets), `headers` signed with it,
+    /// and returns the status and at most [`MAX_CHECK_BODY`] bytes of the answer, as text.
+    async fn signed_request(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        headers: &[(&'static str, String)],
+        what: &str,
+    ) -> Result<(reqwest::StatusCode, String), ConnectorError> {
         let credential = AwsCredential {
             key_id: self.access_key_id.expose().to_string(),
             secret_key: self.secret_access_key.expose().to_string(),
@@ -586,18 +615,19 @@ impl S3Store {
             .as_str()
             .parse()
             .map_err(|e| in_spec(&format!("'{}': {e}", self.shown_endpoint())))?;
+        *request.method_mut() = method.clone();
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| ConnectorError::Protocol(format!("{what}: header {name}: {e}")))?;
+            request.headers_mut().insert(*name, value);
+        }
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .with_sign_payload(!self.unsigned_payload)
             .try_authorize(&mut request, None)
             .map_err(|e| in_spec(&format!("cannot sign a request: {e}")))?;
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(self.timeout.min(MAX_CONNECT_TIMEOUT))
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| in_spec(&format!("cannot set up the HTTP client: {e}")))?;
+        let client = self.http_client()?;
         let response = client
-            .get(url)
+            .request(method, url)
             .headers(request.headers().clone())
             .send()
             .await
@@ -613,6 +643,139 @@ impl S3Store {
             }
         }
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// The HTTP client of [`S3Store::signed_request`] (built on first use, then shared, so
+    /// its connections are kept).
+    fn http_client(&self) -> Result<reqwest::Client, ConnectorError> {
+        let mut slot = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.timeout.min(MAX_CONNECT_TIMEOUT))
+            .timeout(self.timeout)
+            .build()
+            .map_err(|e| in_spec(&format!("cannot set up the HTTP client: {e}")))?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Whether `other` reaches the same service (endpoint, region, addressing) with the same
+    /// credentials: then an object of one can be copied into the other on the server.
+    pub(super) fn same_service(&self, other: &S3Store) -> bool {
+        self.endpoint == other.endpoint
+            && self.region == other.region
+            && self.path_style == other.path_style
+            && self.access_key_id.expose() == other.access_key_id.expose()
+            && self.secret_access_key.expose() == other.secret_access_key.expose()
+    }
+
+    /// The size and entity tag of `location/name` (`HeadObject`), without its body.
+    pub(super) async fn head(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> Result<(u64, Option<String>), ConnectorError> {
+        let (bucket, client) = self.client(location)?;
+        let meta = client
+            .head(&key(location, name)?)
+            .await
+            .map_err(|e| self.error("get", &Target::Object(&bucket, name), e))?;
+        Ok((meta.size, meta.e_tag))
+    }
+
+    /// Copies the `size` bytes of `source` (an object of this service, with entity tag
+    /// `etag` when known) to `location/name` on the server, without the body passing
+    /// through ferry: one `CopyObject` up to 5 GiB, above that a multipart upload whose
+    /// parts are `UploadPartCopy`s of ranges of the source. Like a put, it returns only once
+    /// the object is complete under its final name (S3 shows a copy, and a multipart upload,
+    /// only when it is whole); a failed multipart copy is aborted. The copy is conditional on
+    /// the source's entity tag: a source changed since it was fetched fails the copy.
+    pub(super) async fn copy_from(
+        &self,
+        source: CopySource<'_>,
+        location: &str,
+        name: &str,
+    ) -> Result<u64, ConnectorError> {
+        let (bucket, client) = self.writing_client(location, name).await?;
+        let CopySource {
+            location: src_location,
+            name: src_name,
+            size,
+            etag,
+        } = source;
+        let src_bucket = bucket_of(src_location)?;
+        let src_key = key(src_location, src_name)?;
+        let target = key(location, name)?;
+        let what = format!(
+            "S3 copy of {} to {} at {}",
+            Target::Object(src_bucket, src_name),
+            Target::Object(&bucket, name),
+            self.shown_endpoint()
+        );
+        let mut headers = vec![(
+            "x-amz-copy-source",
+            format!("/{src_bucket}/{}", encode_key(src_key.as_ref())),
+        )];
+        if let Some(etag) = etag {
+            headers.push(("x-amz-copy-source-if-match", etag.to_string()));
+        }
+        let url = self.object_url(&bucket, target.as_ref())?;
+        if size <= self.copy_part_limit {
+            let (status, text) = self
+                .signed_request(reqwest::Method::PUT, url, &headers, &what)
+                .await?;
+            return copy_answer(&what, status, &text, "CopyObjectResult").map(|_| size);
+        }
+        let upload = client
+            .create_multipart(&target)
+            .await
+            .map_err(|e| self.error("copy", &Target::Object(&bucket, name), e))?;
+        let copied = async {
+            let part = self.copy_part_limit.max(1);
+            let mut parts = Vec::new();
+            let mut start = 0u64;
+            while start < size {
+                let end = (start + part).min(size) - 1;
+                let mut url = url.clone();
+                url.query_pairs_mut()
+                    .append_pair("partNumber", &(parts.len() + 1).to_string())
+                    .append_pair("uploadId", &upload);
+                let mut part_headers = headers.clone();
+                part_headers.push(("x-amz-copy-source-range", format!("bytes={start}-{end}")));
+                let (status, text) = self
+                    .signed_request(reqwest::Method::PUT, url, &part_headers, &what)
+                    .await?;
+                let etag = copy_answer(&what, status, &text, "CopyPartResult")?;
+                parts.push(object_store::multipart::PartId { content_id: etag });
+                start = end + 1;
+            }
+            client
+                .complete_multipart(&target, &upload, parts)
+                .await
+                .map_err(|e| self.error("copy", &Target::Object(&bucket, name), e))?;
+            Ok(size)
+        }
+        .await;
+        if copied.is_err()
+            && let Err(abort) = client.abort_multipart(&target, &upload).await
+        {
+            tracing::warn!(bucket, key = %name.escape_debug(), error = %abort, "could not abort the failed multipart copy; its parts stay until a lifecycle rule removes them (no object was created)");
+        }
+        copied
+    }
+
+    /// The URL of object `key` of `bucket`, each segment of the key percent-encoded.
+    fn object_url(&self, bucket: &str, key: &str) -> Result<Url, ConnectorError> {
+        let base = self.bucket_url(bucket)?;
+        let text = format!(
+            "{}/{}",
+            base.as_str().trim_end_matches('/'),
+            encode_key(key)
+        );
+        Url::parse(&text).map_err(|e| in_spec(&format!("bucket '{bucket}': {e}")))
     }
 
     /// The URL of `bucket` itself (path style or virtual-hosted, as the objects' URLs).
@@ -868,6 +1031,43 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Checks the answer to a `CopyObject` or `UploadPartCopy` (which may be a 200 carrying an
+/// error: S3 answers before the copy ends) and returns the copy's entity tag.
+fn copy_answer(
+    what: &str,
+    status: reqwest::StatusCode,
+    text: &str,
+    result: &str,
+) -> Result<String, ConnectorError> {
+    if status.is_success()
+        && text.contains(&format!("<{result}"))
+        && let Some(etag) = xml_text(text, "ETag")
+    {
+        return Ok(etag);
+    }
+    let code = xml_tag(text, "Code").unwrap_or_default();
+    let detail = service_message(text).unwrap_or_else(|| status.to_string());
+    let message = format!("{what}: {detail}");
+    Err(match code.as_str() {
+        "NoSuchKey" | "NoSuchBucket" => ConnectorError::NotFound(message),
+        "PreconditionFailed" => ConnectorError::Protocol(format!(
+            "{message} (the source changed since it was fetched)"
+        )),
+        _ if is_auth(&code, Some(status.as_u16())) => ConnectorError::Auth(message),
+        _ => ConnectorError::Protocol(message),
+    })
+}
+
+/// An object key as it goes into a URL path or `x-amz-copy-source`: each segment
+/// percent-encoded as OCI's names are ([`super::oci::encode_component`]), the `/` between
+/// them kept.
+fn encode_key(key: &str) -> String {
+    key.split('/')
+        .map(super::oci::encode_component)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The part size for a file of `size` bytes: at least [`MIN_PART`], more for files so big
 /// that they would need over [`TARGET_PARTS`] parts; whole MiB.
 fn part_size(size: u64) -> u64 {
@@ -1058,14 +1258,6 @@ fn xml_text(text: &str, tag: &str) -> Option<String> {
             .replace("&apos;", "'")
             .replace("&amp;", "&"),
     )
-}
-
-fn shorten(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(MESSAGE_CHARS) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
 }
 
 /// The first error of type `T` in `e`'s source chain.

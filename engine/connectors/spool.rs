@@ -15,6 +15,33 @@ use tokio::task::JoinHandle;
 
 use super::{ConnectorError, TRANSFER_CHUNK, io_error};
 
+/// Writes the chunks of `chunks` into a new spool file at `dest` and flushes it; `check`
+/// judges the length received (against one announced beforehand). Any failure removes the
+/// partial file. Returns the length. (The object stores' downloads: a client library's
+/// stream of chunks, where FTP and SFTP read a socket: [`SpoolWriter::download`].)
+pub(crate) async fn receive<C: AsRef<[u8]>>(
+    dest: &Path,
+    chunks: impl futures_util::Stream<Item = Result<C, ConnectorError>>,
+    check: impl FnOnce(u64) -> Result<(), ConnectorError>,
+) -> Result<u64, ConnectorError> {
+    use futures_util::StreamExt as _;
+    let received = async {
+        let mut file = SpoolWriter::create(dest).await?;
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            file.write(chunk?.as_ref()).await?;
+        }
+        let n = file.finish().await?;
+        check(n)?;
+        Ok(n)
+    }
+    .await;
+    if received.is_err() {
+        let _ = tokio::fs::remove_file(dest).await;
+    }
+    received
+}
+
 /// A blocking write under way: gives back the file and the emptied buffer.
 type Write = JoinHandle<(std::fs::File, Vec<u8>, std::io::Result<()>)>;
 

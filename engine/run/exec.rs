@@ -149,6 +149,34 @@ impl<'a> Exec<'a> {
         self.state.spool.join(format!("{n:06}-{name}"))
     }
 
+    /// Notes that spool path `path` stands for `file`, not fetched yet.
+    pub fn defer_fetch(&self, path: PathBuf, file: crate::steps::fetch::RemoteFile) {
+        (self
+            .state
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))
+        .insert(path, file);
+    }
+
+    /// The file spool path `path` stands for while it is not fetched; `take` forgets it.
+    pub fn deferred_fetch(
+        &self,
+        path: &std::path::Path,
+        take: bool,
+    ) -> Option<crate::steps::fetch::RemoteFile> {
+        let mut deferred = self
+            .state
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if take {
+            deferred.remove(path)
+        } else {
+            deferred.get(path).cloned()
+        }
+    }
+
     /// The run's spool directory.
     pub fn spool_dir(&self) -> &std::path::Path {
         &self.state.spool

@@ -275,6 +275,7 @@ impl Engine {
             resume,
             fence: fence.or_else(|| self.options.fence.clone()),
             paused,
+            deferred: Mutex::new(HashMap::new()),
         };
         let mut scope = Scope::new(Value::Object(input), self.options.params.clone(), &run);
         let ex = Exec {

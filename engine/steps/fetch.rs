@@ -3,6 +3,14 @@
 //! Output: `{path, name, size}`; `path` is a local spool file that later steps (`invoke`
 //! puts and uploads, `for_each` over CSV records) read as a stream. The spool is removed
 //! when the run ends.
+//!
+//! From an object store that copies on the server (S3, OCI), a fetch reads only the object's
+//! size and entity tag (`HeadObject`): the body stays where it is until a step reads the
+//! path. A put of it to the same service with the same credentials is then a copy on the
+//! server (no byte passes through ferry); any other reader (a put elsewhere, a request body,
+//! a loop over its CSV records) downloads it first, through [`materialize`]. A file gone
+//! since it was listed is found by the fetch as before; one changed after the fetch fails
+//! the copy (it is conditional on the entity tag).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -61,9 +69,27 @@ impl FetchPlan {
             .check_name(&name)
             .map_err(|e| ex.connector_error(&self.connection, e))?;
         let path = ex.spool_path(spool_name(name.rsplit('/').next().unwrap_or(&name)));
-        let tick = ex.transfer_progress(&name, &path, None, true);
-        let got = store.get(&location, &name, &path).await;
-        drop(tick);
+        let got = if store.copies_on_server() {
+            match store.head(&location, &name).await {
+                Some(Ok((size, etag))) => {
+                    ex.defer_fetch(
+                        path.clone(),
+                        RemoteFile {
+                            connection: self.connection.clone(),
+                            location: location.clone(),
+                            name: name.clone(),
+                            size,
+                            etag,
+                        },
+                    );
+                    Ok(size)
+                }
+                Some(Err(e)) => Err(e),
+                None => get(ex, store, &location, &name, &path).await,
+            }
+        } else {
+            get(ex, store, &location, &name, &path).await
+        };
         let size = match got {
             Ok(size) => size,
             Err(ConnectorError::NotFound(what)) if scope.in_loop() => {
@@ -108,6 +134,55 @@ impl FetchPlan {
         Ok(StepResult::Value(
             json!({ "path": path.display().to_string(), "name": name, "size": size }),
         ))
+    }
+}
+
+/// A fetched file still on its object store, which a spool path stands for until
+/// something reads it.
+#[derive(Debug, Clone)]
+pub struct RemoteFile {
+    /// The file connection.
+    pub connection: String,
+    /// Its location there.
+    pub location: String,
+    /// Its name there.
+    pub name: String,
+    /// Its size when fetched.
+    pub size: u64,
+    /// Its entity tag when fetched, if the store gave one.
+    pub etag: Option<String>,
+}
+
+/// Downloads `store`'s `location/name` into the spool file `path`, showing progress.
+async fn get(
+    ex: &Exec<'_>,
+    store: &crate::connectors::FileStore,
+    location: &str,
+    name: &str,
+    path: &std::path::Path,
+) -> Result<u64, ConnectorError> {
+    let tick = ex.transfer_progress(name, path, None, true);
+    let got = store.get(location, name, path).await;
+    drop(tick);
+    got
+}
+
+/// Makes sure the spool file `path` holds its bytes before a step reads it: a file whose
+/// fetch was deferred (see the module's documentation) is downloaded now. Any other path is
+/// left as it is.
+pub async fn materialize(ex: &Exec<'_>, path: &std::path::Path) -> Result<(), StepError> {
+    let Some(file) = ex.deferred_fetch(path, true) else {
+        return Ok(());
+    };
+    let store = ex.files(&file.connection)?;
+    match get(ex, store, &file.location, &file.name, path).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            let connection = file.connection.clone();
+            ex.defer_fetch(path.to_path_buf(), file);
+            Err(ex.connector_error(&connection, e))
+        }
     }
 }
 

@@ -575,6 +575,7 @@ impl ForEachPlan {
             },
             str::to_string,
         );
+        super::fetch::materialize(ex, std::path::Path::new(&path)).await?;
         let file = std::fs::File::open(&path).map_err(|e| {
             StepError::new(ErrorKind::Data, format!("cannot open CSV file {path}: {e}"))
         })?;

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::compile::{FlowCx, ValueTpl};
-use crate::connectors::Capability;
 use crate::connectors::http::{HttpBody, HttpRequest, Part};
 use crate::connectors::retry as backoff;
+use crate::connectors::{Capability, CopySource};
 use crate::run::{ErrorKind, Event, Exec, Scope, StepError};
 use crate::template::Tpl;
 
@@ -382,13 +382,44 @@ impl InvokePlan {
                 let name = ex.render(name, scope)?;
                 let file = PathBuf::from(ex.render(file, scope)?);
                 let store = ex.files(connection)?;
+                // a fetch from an object store may have left the file there (see
+                // `fetch`): the same service copies it on the server, others read it
+                let deferred = ex.deferred_fetch(&file, false);
+                let from = match &deferred {
+                    Some(d) => Some(ex.files(&d.connection)?).filter(|f| store.copies_from(f)),
+                    None => None,
+                };
                 let bytes = if ex.dry_run() {
                     // the name is checked as the real run would
                     store
                         .check_name(&name)
                         .map_err(|e| ex.connector_error(connection, e))?;
-                    std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0)
+                    match &deferred {
+                        Some(d) => d.size,
+                        None => std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
+                    }
+                } else if let (Some(from), Some(d)) = (from, &deferred) {
+                    let copy = backoff::run(connection, retry.policy(), |_| async {
+                        store
+                            .copy_from(
+                                from,
+                                CopySource {
+                                    location: &d.location,
+                                    name: &d.name,
+                                    size: d.size,
+                                    etag: d.etag.as_deref(),
+                                },
+                                &location,
+                                &name,
+                            )
+                            .await
+                            .map_err(backoff::Failure::classify)
+                    })
+                    .await;
+                    copy.map(|(bytes, _)| bytes)
+                        .map_err(|e| ex.connector_error(connection, e))?
                 } else {
+                    super::fetch::materialize(ex, &file).await?;
                     let size = std::fs::metadata(&file).ok().map(|m| m.len());
                     let tick = ex.transfer_progress(&name, &file, size, false);
                     let put = backoff::run(connection, retry.policy(), |_| async {
@@ -484,10 +515,14 @@ impl RequestPlan {
         let body = match &self.body {
             BodyPlan::None => HttpBody::None,
             BodyPlan::Json(v) => HttpBody::Json(ex.eval_value(v, scope)?),
-            BodyPlan::File(p, ct) => HttpBody::File {
-                path: PathBuf::from(ex.render(p, scope)?),
-                content_type: ct.clone(),
-            },
+            BodyPlan::File(p, ct) => {
+                let path = PathBuf::from(ex.render(p, scope)?);
+                super::fetch::materialize(ex, &path).await?;
+                HttpBody::File {
+                    path,
+                    content_type: ct.clone(),
+                }
+            }
             BodyPlan::Multipart(parts) => {
                 let mut out = Vec::new();
                 for p in parts {
@@ -507,6 +542,7 @@ impl RequestPlan {
                             content_type,
                         } => {
                             let path = PathBuf::from(ex.render(path, scope)?);
+                            super::fetch::materialize(ex, &path).await?;
                             let file_name = match file_name {
                                 Some(t) => ex.render(t, scope)?,
                                 None => path

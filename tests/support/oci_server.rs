@@ -121,6 +121,8 @@ struct Shared {
     failures: Mutex<Option<Failures>>,
     log: Mutex<Vec<Logged>>,
     counter: AtomicU64,
+    /// Work requests of copies: id → polls left before it says `COMPLETED`.
+    work: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// A running server; stops when dropped.
@@ -177,6 +179,7 @@ impl OciServer {
             failures: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
+            work: Mutex::new(std::collections::HashMap::new()),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -303,6 +306,23 @@ async fn route(shared: &Shared, request: Request) -> Response {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match (segments.as_slice(), &parts.method) {
         (["n", ""], &Method::GET) => json_answer(StatusCode::OK, &serde_json::json!(NAMESPACE)),
+        (["workRequests", id], &Method::GET) => {
+            let mut work = shared.work.lock().unwrap();
+            let Some(left) = work.get_mut(*id) else {
+                return oci_error(StatusCode::NOT_FOUND, "NotFound", "no such work request");
+            };
+            // the first poll finds it still running, as a real copy of any size may be
+            let status = if *left == 0 {
+                "COMPLETED"
+            } else {
+                *left -= 1;
+                "IN_PROGRESS"
+            };
+            json_answer(
+                StatusCode::OK,
+                &serde_json::json!({ "id": id, "operationType": "COPY_OBJECT", "status": status }),
+            )
+        }
         (["n", ns, "b", bucket, rest @ ..], method) => {
             if *ns != NAMESPACE {
                 return oci_error(
@@ -349,6 +369,9 @@ async fn route(shared: &Shared, request: Request) -> Response {
                 }
                 (["actions", "renameObject"], &Method::POST) => {
                     rename(&dir, json_body.as_deref().unwrap_or_default())
+                }
+                (["actions", "copyObject"], &Method::POST) => {
+                    copy(shared, &dir, json_body.as_deref().unwrap_or_default())
                 }
                 _ => oci_error(StatusCode::NOT_FOUND, "NotFound", "no such path"),
             }
@@ -629,6 +652,61 @@ fn rename(dir: &Path, body: &[u8]) -> Response {
     }
     std::fs::rename(&src, &dst).unwrap();
     StatusCode::OK.into_response()
+}
+
+/// `copyObject` within the namespace: copies at once and answers 202 with a work request,
+/// which says `IN_PROGRESS` once, then `COMPLETED`.
+fn copy(shared: &Shared, dir: &Path, body: &[u8]) -> Response {
+    let Ok(req) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return oci_error(StatusCode::BAD_REQUEST, "InvalidParameter", "not JSON");
+    };
+    let field = |k: &str| req.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let (Some(from), Some(region), Some(ns), Some(bucket), Some(to)) = (
+        field("sourceObjectName"),
+        field("destinationRegion"),
+        field("destinationNamespace"),
+        field("destinationBucket"),
+        field("destinationObjectName"),
+    ) else {
+        return oci_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "fields missing",
+        );
+    };
+    if region.is_empty() || ns != NAMESPACE {
+        return oci_error(StatusCode::BAD_REQUEST, "InvalidParameter", "destination");
+    }
+    let target_dir = shared.root.join(&bucket);
+    if !safe_name(&from) || !safe_name(&to) || bucket.contains('/') || !target_dir.is_dir() {
+        return oci_error(StatusCode::BAD_REQUEST, "InvalidParameter", "bad name");
+    }
+    let (src, dst) = (dir.join(&from), target_dir.join(&to));
+    if !src.is_file() {
+        return object_not_found(&from);
+    }
+    if let Some(tag) = field("sourceObjectIfMatchETag")
+        && tag != etag(&src)
+    {
+        return oci_error(
+            StatusCode::PRECONDITION_FAILED,
+            "IfMatchFailed",
+            "source etag",
+        );
+    }
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let tmp = dst.with_file_name(".copy-in-progress");
+    std::fs::copy(&src, &tmp).unwrap();
+    std::fs::rename(&tmp, &dst).unwrap();
+    let id = format!("wr-{}", shared.counter.fetch_add(1, Ordering::Relaxed));
+    shared.work.lock().unwrap().insert(id.clone(), 1);
+    let mut response = StatusCode::ACCEPTED.into_response();
+    response
+        .headers_mut()
+        .insert("opc-work-request-id", id.parse().unwrap());
+    response
 }
 
 /// Consumes one use of a `(value, times)` injection.

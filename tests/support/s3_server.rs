@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -23,6 +24,23 @@ pub struct S3Server {
     root: tempfile::TempDir,
     addr: SocketAddr,
     task: JoinHandle<()>,
+    log: Arc<Mutex<Vec<Request>>>,
+}
+
+/// A request the server received (before authentication): what a test asserts about the
+/// requests a connector sent, such as that a copy moved no body through the client.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `GET`, `PUT`, …
+    pub method: String,
+    /// The path, `/{bucket}/{key}` (percent-encoded as sent).
+    pub path: String,
+    /// The query, empty without one.
+    pub query: String,
+    /// The `x-amz-copy-source` header: a copy on the server.
+    pub copy_source: Option<String>,
+    /// The `Content-Length` header (0 without one).
+    pub content_length: u64,
 }
 
 impl S3Server {
@@ -41,6 +59,8 @@ impl S3Server {
         let service = builder.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let log: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let logged = Arc::clone(&log);
         let task = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every connection.
             let mut connections = JoinSet::new();
@@ -52,6 +72,28 @@ impl S3Server {
                 // waits for the client's delayed ACK (40 ms a request)
                 let _ = socket.set_nodelay(true);
                 let service = service.clone();
+                let logged = Arc::clone(&logged);
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let header = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string)
+                        };
+                        let entry = Request {
+                            method: req.method().to_string(),
+                            path: req.uri().path().to_string(),
+                            query: req.uri().query().unwrap_or_default().to_string(),
+                            copy_source: header("x-amz-copy-source"),
+                            content_length: header("content-length")
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0),
+                        };
+                        logged.lock().unwrap().push(entry);
+                        hyper::service::Service::call(&service, req)
+                    },
+                );
                 connections.spawn(async move {
                     let _ = ConnBuilder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(socket), service)
@@ -60,7 +102,22 @@ impl S3Server {
                 while connections.try_join_next().is_some() {}
             }
         });
-        S3Server { root, addr, task }
+        S3Server {
+            root,
+            addr,
+            task,
+            log,
+        }
+    }
+
+    /// The requests received so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear_requests(&self) {
+        self.log.lock().unwrap().clear();
     }
 
     /// The address it listens on.
