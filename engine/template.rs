@@ -51,6 +51,18 @@ pub const CONSTANT_FUEL: u64 = 10_000;
 /// The variable an expression's template sets to the expression's value.
 const EXPR_VALUE: &str = "__ferry_expression_value";
 
+/// The prefix of the variables a batch's template sets, one per expression.
+const BATCH_VALUE: &str = "__ferry_batch_value_";
+
+/// Expressions compiled into one template ([`Templates::register_batch`]): the template's
+/// name and, per template of the batch, the variable holding its value (empty for the
+/// templates not evaluated in the batch).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    name: String,
+    slots: Vec<String>,
+}
+
 /// A template that failed to render or evaluate.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -91,10 +103,10 @@ pub const FERRY_FILTERS: &[&str] = &["stem", "extension", "regex_replace", "rege
 impl Templates {
     /// An environment with ferry's filters and functions, and one function per lookup alias.
     pub fn new(aliases: &[(String, Arc<Lookup>)], all: Arc<crate::lookups::Lookups>) -> Templates {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_keep_trailing_newline(true);
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // minijinja's filters and tests and ferry's are shared by every flow's environment
+        // (an environment's filter and test tables are copied only when one is added): a
+        // flow adds its lookup functions, and its own templates
+        let mut env = base_environment().clone();
         for (alias, table) in aliases {
             let table = table.clone();
             env.add_function(alias.clone(), move |key: String, column: Option<String>| {
@@ -120,50 +132,6 @@ impl Templates {
                     .map_err(|e| {
                         minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
                     })
-            },
-        );
-        env.add_function("now", |fmt: Option<String>| {
-            let now = chrono::Utc::now();
-            match fmt {
-                Some(f) => now.format(&f).to_string(),
-                None => now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            }
-        });
-        env.add_filter("stem", |name: String| match name.rfind('.') {
-            Some(i) if i > 0 => name[..i].to_string(),
-            _ => name,
-        });
-        env.add_filter("extension", |name: String| match name.rfind('.') {
-            Some(i) if i > 0 => name[i..].to_string(),
-            _ => String::new(),
-        });
-        env.add_filter(
-            "regex_replace",
-            |s: String, pattern: String, replacement: String| {
-                let re = regex::Regex::new(&pattern).map_err(|e| {
-                    minijinja::Error::new(
-                        minijinja::ErrorKind::InvalidOperation,
-                        format!("bad regex: {e}"),
-                    )
-                })?;
-                Ok::<_, minijinja::Error>(re.replace_all(&s, replacement.as_str()).into_owned())
-            },
-        );
-        env.add_filter(
-            "regex_capture",
-            |s: String, pattern: String, group: Option<usize>| {
-                let re = regex::Regex::new(&pattern).map_err(|e| {
-                    minijinja::Error::new(
-                        minijinja::ErrorKind::InvalidOperation,
-                        format!("bad regex: {e}"),
-                    )
-                })?;
-                Ok::<_, minijinja::Error>(
-                    re.captures(&s)
-                        .and_then(|c| c.get(group.unwrap_or(1)))
-                        .map(|m| JValue::from(m.as_str()))
-                        .unwrap_or(JValue::UNDEFINED),
-                )
             },
         );
         Templates {
@@ -221,6 +189,80 @@ impl Templates {
         }
         limits::check(source, true)?;
         Ok(self.env.compile_expression(source)?.eval(ctx)?)
+    }
+
+    /// Compiles the expressions among `tpls` (a transform's fields, a request's JSON body)
+    /// into one template that sets one variable per expression, so that a run evaluates them
+    /// all in one pass ([`Templates::eval_batch`]) instead of one render per field. `None`
+    /// when fewer than two of them are expressions (nothing to share) or when one would not
+    /// compile alone (its own diagnostic says so; each is then evaluated apart).
+    pub fn register_batch(&mut self, tpls: &[&Tpl]) -> Option<Batch> {
+        let mut source = String::new();
+        let mut exprs = 0;
+        for (i, tpl) in tpls.iter().enumerate() {
+            if let Tpl::Expr(src) = tpl {
+                if limits::check(src, true).is_err() || self.env.compile_expression(src).is_err() {
+                    return None;
+                }
+                source.push_str(&format!("{{% set {BATCH_VALUE}{i} = ({src}) %}}"));
+                exprs += 1;
+            }
+        }
+        if exprs < 2 {
+            return None;
+        }
+        let name = format!("b{}", self.next);
+        self.next += 1;
+        self.env.add_template_owned(name.clone(), source).ok()?;
+        Some(Batch {
+            name,
+            slots: tpls
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match t {
+                    Tpl::Expr(_) => format!("{BATCH_VALUE}{i}"),
+                    _ => String::new(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Evaluates `tpls`, the templates `batch` was registered for, in `ctx`: their
+    /// expressions in one pass, each keeping its type as [`Templates::eval`] does. When the
+    /// pass fails, each template is evaluated alone, so the error is the one `eval` gives.
+    pub fn eval_batch(
+        &self,
+        batch: &Batch,
+        tpls: &[&Tpl],
+        ctx: &JValue,
+    ) -> Result<Vec<Value>, TemplateError> {
+        let one_by_one = || tpls.iter().map(|t| self.eval(t, ctx)).collect();
+        if batch.slots.len() != tpls.len() {
+            return one_by_one();
+        }
+        let Ok(captured) = self
+            .env
+            .get_template(&batch.name)
+            .and_then(|t| t.render_captured(ctx))
+        else {
+            return one_by_one();
+        };
+        let state = captured.state();
+        let mut out = Vec::with_capacity(tpls.len());
+        for (tpl, slot) in tpls.iter().zip(&batch.slots) {
+            out.push(match tpl {
+                Tpl::Expr(src) => {
+                    let v = state.lookup(slot).unwrap_or(JValue::UNDEFINED);
+                    if v.is_undefined() {
+                        return Err(TemplateError(format!("`{}` is undefined", src.trim())));
+                    }
+                    serde_json::to_value(&v)
+                        .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))?
+                }
+                other => self.eval(other, ctx)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Makes `now()` answer `at` (a test's frozen clock).
@@ -355,6 +397,63 @@ impl Templates {
     pub fn eval_bool(&self, source: &str, ctx: &JValue) -> Result<bool, TemplateError> {
         Ok(self.value_of(source, ctx)?.is_true())
     }
+}
+
+/// The environment every flow's starts from: minijinja's filters, tests and functions,
+/// ferry's filters and `now`, strict undefined values, no auto-escaping. Built once.
+fn base_environment() -> &'static Environment<'static> {
+    static BASE: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.add_function("now", |fmt: Option<String>| {
+            let now = chrono::Utc::now();
+            match fmt {
+                Some(f) => now.format(&f).to_string(),
+                None => now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }
+        });
+        env.add_filter("stem", |name: String| match name.rfind('.') {
+            Some(i) if i > 0 => name[..i].to_string(),
+            _ => name,
+        });
+        env.add_filter("extension", |name: String| match name.rfind('.') {
+            Some(i) if i > 0 => name[i..].to_string(),
+            _ => String::new(),
+        });
+        env.add_filter(
+            "regex_replace",
+            |s: String, pattern: String, replacement: String| {
+                let re = regex::Regex::new(&pattern).map_err(|e| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("bad regex: {e}"),
+                    )
+                })?;
+                Ok::<_, minijinja::Error>(re.replace_all(&s, replacement.as_str()).into_owned())
+            },
+        );
+        env.add_filter(
+            "regex_capture",
+            |s: String, pattern: String, group: Option<usize>| {
+                let re = regex::Regex::new(&pattern).map_err(|e| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("bad regex: {e}"),
+                    )
+                })?;
+                Ok::<_, minijinja::Error>(
+                    re.captures(&s)
+                        .and_then(|c| c.get(group.unwrap_or(1)))
+                        .map(|m| JValue::from(m.as_str()))
+                        .unwrap_or(JValue::UNDEFINED),
+                )
+            },
+        );
+        env
+    })
 }
 
 /// The inner expression when `source` is exactly one `{{ … }}` block.
@@ -598,6 +697,60 @@ mod tests {
             t.eval_expression(src, &ctx).unwrap(),
             serde_json::json!("%}x %} y")
         );
+    }
+
+    /// A batch gives each template the value `eval` gives it, and the same first error.
+    #[test]
+    fn a_batch_evaluates_as_its_templates_one_by_one() {
+        let mut t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({
+            "r": {"a": "1", "n": 7, "l": [1, 2], "o": {"k": null}}
+        }));
+        let sources = [
+            "{{ r.a }}",
+            "OUAI",
+            "{{ config('a.b') }}",
+            "{{ r.n + 1 }}",
+            "n={{ r.n }}",
+            "{{ r.l }}",
+            "{{ r.o }}",
+        ];
+        let tpls: Vec<Tpl> = sources.iter().map(|s| t.template(s).unwrap()).collect();
+        let refs: Vec<&Tpl> = tpls.iter().collect();
+        let batch = t.register_batch(&refs).expect("a batch");
+        let one_by_one: Vec<Value> = refs.iter().map(|x| t.eval(x, &ctx).unwrap()).collect();
+        assert_eq!(t.eval_batch(&batch, &refs, &ctx).unwrap(), one_by_one);
+        assert_eq!(
+            one_by_one,
+            serde_json::json!(["1", "OUAI", "x", 8, "n=7", [1, 2], {"k": null}])
+                .as_array()
+                .unwrap()
+                .clone()
+        );
+        // the first failing template's error, whether the pass fails or leaves a value undefined
+        for (bad, want) in [
+            ("{{ r.a + 1 }}", None),
+            ("{{ config('nope') }}", None),
+            ("{{ r.missing }}", Some("`r.missing` is undefined")),
+        ] {
+            let mut tpls = tpls.clone();
+            tpls.insert(2, t.template(bad).unwrap());
+            let refs: Vec<&Tpl> = tpls.iter().collect();
+            let batch = t.register_batch(&refs).expect("a batch");
+            let alone = t.eval(refs[2], &ctx).unwrap_err().0;
+            if let Some(want) = want {
+                assert_eq!(alone, want);
+            }
+            assert_eq!(
+                t.eval_batch(&batch, &refs, &ctx).unwrap_err().0,
+                alone,
+                "{bad}"
+            );
+        }
+        // fewer than two expressions: nothing to batch
+        let lit = t.template("x").unwrap();
+        let one = t.template("{{ r.a }}").unwrap();
+        assert!(t.register_batch(&[&lit, &one]).is_none());
     }
 
     #[test]
