@@ -32,9 +32,19 @@ pub enum Tpl {
 }
 
 /// A flow's template environment.
+///
+/// Its templates are compiled while the flow compiles, then dropped
+/// ([`Templates::release`]): a compiled template holds some kilobytes whatever its size
+/// (minijinja reserves room for 256 instructions), so 10,000 flows at rest held 1.9 GB. The
+/// first evaluation after compiles them again, once.
 #[derive(Debug)]
 pub struct Templates {
-    env: Environment<'static>,
+    /// The flow's filters and functions, without templates.
+    bare: Environment<'static>,
+    /// `bare` with every template of `sources` compiled, when built.
+    env: std::sync::OnceLock<Environment<'static>>,
+    /// Every template's name and source, in the order they were added.
+    sources: Vec<(String, String)>,
     next: usize,
     /// Expression source → the name of the template that evaluates it once compiled
     /// ([`Templates::register_expression`]): a run evaluates, never compiles.
@@ -135,10 +145,40 @@ impl Templates {
             },
         );
         Templates {
-            env,
+            env: std::sync::OnceLock::from(env.clone()),
+            bare: env,
+            sources: Vec::new(),
             next: 0,
             exprs: HashMap::new(),
         }
+    }
+
+    /// The environment with every template compiled (compiled now if it was released).
+    fn env(&self) -> &Environment<'static> {
+        self.env.get_or_init(|| {
+            let mut env = self.bare.clone();
+            for (name, source) in &self.sources {
+                // each compiled before it was added to `sources`
+                let _ = env.add_template_owned(name.clone(), source.clone());
+            }
+            env
+        })
+    }
+
+    /// Adds template `name` to the environment; kept in `sources` if it compiles.
+    fn add(&mut self, name: &str, source: String) -> Result<(), minijinja::Error> {
+        self.env();
+        if let Some(env) = self.env.get_mut() {
+            env.add_template_owned(name.to_string(), source.clone())?;
+        }
+        self.sources.push((name.to_string(), source));
+        Ok(())
+    }
+
+    /// Drops the compiled templates (kept as source): what a compiled flow holds at rest.
+    /// The next evaluation compiles them again.
+    pub fn release(&mut self) {
+        self.env = std::sync::OnceLock::new();
     }
 
     /// Compiles a template string.
@@ -153,8 +193,7 @@ impl Templates {
         }
         let name = format!("t{}", self.next);
         self.next += 1;
-        self.env
-            .add_template_owned(name.clone(), source.to_string())?;
+        self.add(&name, source.to_string())?;
         Ok(Tpl::Render(name))
     }
 
@@ -164,14 +203,14 @@ impl Templates {
     /// compiled at each evaluation instead.)
     pub fn register_expression(&mut self, expr: &str) -> Result<(), TemplateError> {
         limits::check(expr, true)?;
-        self.env.compile_expression(expr)?;
+        self.env().compile_expression(expr)?;
         if self.exprs.contains_key(expr) {
             return Ok(());
         }
         let name = format!("e{}", self.next);
         self.next += 1;
         let wrapper = format!("{{% set {EXPR_VALUE} = ({expr}) %}}");
-        if self.env.add_template_owned(name.clone(), wrapper).is_ok() {
+        if self.add(&name, wrapper).is_ok() {
             self.exprs.insert(expr.to_string(), name);
         }
         Ok(())
@@ -181,14 +220,14 @@ impl Templates {
     /// registered, else measured and compiled now.
     fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, TemplateError> {
         if let Some(name) = self.exprs.get(source) {
-            let captured = self.env.get_template(name)?.render_captured(ctx)?;
+            let captured = self.env().get_template(name)?.render_captured(ctx)?;
             return Ok(captured
                 .state()
                 .lookup(EXPR_VALUE)
                 .unwrap_or(JValue::UNDEFINED));
         }
         limits::check(source, true)?;
-        Ok(self.env.compile_expression(source)?.eval(ctx)?)
+        Ok(self.env().compile_expression(source)?.eval(ctx)?)
     }
 
     /// Compiles the expressions among `tpls` (a transform's fields, a request's JSON body)
@@ -201,7 +240,8 @@ impl Templates {
         let mut exprs = 0;
         for (i, tpl) in tpls.iter().enumerate() {
             if let Tpl::Expr(src) = tpl {
-                if limits::check(src, true).is_err() || self.env.compile_expression(src).is_err() {
+                if limits::check(src, true).is_err() || self.env().compile_expression(src).is_err()
+                {
                     return None;
                 }
                 source.push_str(&format!("{{% set {BATCH_VALUE}{i} = ({src}) %}}"));
@@ -213,7 +253,7 @@ impl Templates {
         }
         let name = format!("b{}", self.next);
         self.next += 1;
-        self.env.add_template_owned(name.clone(), source).ok()?;
+        self.add(&name, source).ok()?;
         Some(Batch {
             name,
             slots: tpls
@@ -241,7 +281,7 @@ impl Templates {
             return one_by_one();
         }
         let Ok(captured) = self
-            .env
+            .env()
             .get_template(&batch.name)
             .and_then(|t| t.render_captured(ctx))
         else {
@@ -267,11 +307,14 @@ impl Templates {
 
     /// Makes `now()` answer `at` (a test's frozen clock).
     pub fn freeze_clock(&mut self, at: chrono::DateTime<chrono::Utc>) {
-        self.env
-            .add_function("now", move |fmt: Option<String>| match fmt {
-                Some(f) => at.format(&f).to_string(),
-                None => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            });
+        let now = move |fmt: Option<String>| match fmt {
+            Some(f) => at.format(&f).to_string(),
+            None => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        self.bare.add_function("now", now);
+        if let Some(env) = self.env.get_mut() {
+            env.add_function("now", now);
+        }
     }
 
     /// Whether the environment has a filter named `name` (asked of minijinja itself).
@@ -285,7 +328,7 @@ impl Templates {
     }
 
     fn probe(&self, expr: &str, name: &str) -> bool {
-        self.env
+        self.bare
             .compile_expression(expr)
             .and_then(|e| e.eval(minijinja::context! { n => name }))
             .is_ok_and(|v| v.is_true())
@@ -313,7 +356,7 @@ impl Templates {
     /// Checks an expression's syntax and returns its root variable names.
     pub fn check_expression(&self, source: &str) -> Result<Vec<String>, TemplateError> {
         limits::check(source, true)?;
-        let e = self.env.compile_expression(source)?;
+        let e = self.env().compile_expression(source)?;
         Ok(e.undeclared_variables(false).into_iter().collect())
     }
 
@@ -323,7 +366,7 @@ impl Templates {
             Tpl::Literal(_) => Vec::new(),
             Tpl::Expr(src) => self.check_expression(src).unwrap_or_default(),
             Tpl::Render(name) => self
-                .env
+                .env()
                 .get_template(name)
                 .map(|t| t.undeclared_variables(false).into_iter().collect())
                 .unwrap_or_default(),
@@ -332,10 +375,12 @@ impl Templates {
 
     /// A copy of these templates that stops after [`CONSTANT_FUEL`] instructions.
     fn fuelled(&self) -> Templates {
-        let mut env = self.env.clone();
+        let mut env = self.env().clone();
         env.set_fuel(Some(CONSTANT_FUEL));
         Templates {
-            env,
+            env: std::sync::OnceLock::from(env),
+            bare: self.bare.clone(),
+            sources: Vec::new(),
             next: self.next,
             exprs: self.exprs.clone(),
         }
@@ -357,7 +402,7 @@ impl Templates {
         match tpl {
             Tpl::Literal(s) => Ok(Value::String(s.clone())),
             Tpl::Expr(src) => self.eval_expression(src, ctx),
-            Tpl::Render(name) => Ok(Value::String(self.env.get_template(name)?.render(ctx)?)),
+            Tpl::Render(name) => Ok(Value::String(self.env().get_template(name)?.render(ctx)?)),
         }
     }
 
