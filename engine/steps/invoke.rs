@@ -599,9 +599,11 @@ impl RequestPlan {
         let suppressed = self.tolerate.contains(&status);
         // what a message says of the answer, when one may be needed: the body moves into
         // the output
-        let message = (!(200..300).contains(&status) || self.expect.is_some())
-            .then(|| response.message())
-            .unwrap_or_default();
+        let message = if !(200..300).contains(&status) || self.expect.is_some() {
+            response.message()
+        } else {
+            String::new()
+        };
         let out = json!({
             "status": status,
             "json": response.json,
