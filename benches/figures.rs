@@ -1,6 +1,9 @@
 //! Figures for the closing notes, printed, never asserted (`cargo bench --bench figures`):
 //!
-//! 1. `ferry validate` wall time on the shipped flows, and on 1,000 copies of them;
+//! 1. `ferry validate` wall time on the shipped flows, and on copies of them
+//!    (`FERRY_BENCH_FLOW_COPIES`, comma-separated, default 1,000 copies: 10,000 flows) with
+//!    the peak RSS of the process; the VmRSS of `ferry serve` idle on the shipped flows and on
+//!    each set of copies;
 //! 2. moving a 1 GiB file between two local-directory connections with `ferry run`: wall
 //!    time, throughput and the peak RSS of the ferry process (VmHWM from /proc).
 //!
@@ -74,20 +77,20 @@ fn validate_figures() {
         median(times)
     );
 
-    // 1,000 copies of every shipped flow, ids made unique
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&repo().join("lookups"), &dir.path().join("lookups"));
-    let flows = dir.path().join("flows");
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::copy(
-        repo().join("flows/connections.yaml"),
-        flows.join("connections.yaml"),
-    )
-    .unwrap();
+    // copies of every shipped flow, ids and REST paths made unique
+    let copies: Vec<usize> = std::env::var("FERRY_BENCH_FLOW_COPIES")
+        .unwrap_or_else(|_| "1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let mut sources = Vec::new();
     for d in ["flows", "flows/common"] {
-        for e in std::fs::read_dir(repo().join(d)).unwrap() {
-            let p = e.unwrap().path();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(repo().join(d))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        for p in paths {
             if p.extension().is_some_and(|x| x == "yaml")
                 && p.file_name().is_some_and(|n| n != "connections.yaml")
             {
@@ -104,30 +107,142 @@ fn validate_figures() {
                 .to_string()
         })
         .collect();
-    for copy in 0..1000 {
-        for (i, src) in sources.iter().enumerate() {
-            let mut text = src.clone();
-            for id in &ids {
-                // rename the flow and the child flows it calls, consistently within a copy
-                text = text.replace(&format!("id: {id}\n"), &format!("id: {id}-C{copy}\n"));
-                text = text.replace(&format!("flow: {id}\n"), &format!("flow: {id}-C{copy}\n"));
-            }
-            std::fs::write(flows.join(format!("c{copy}_{i}.yaml")), text).unwrap();
-        }
-    }
-    let t = Instant::now();
-    let o = Command::new(&bin)
-        .args(["validate", "flows"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let wall = t.elapsed();
+    let shipped = serve_idle(&repo().join("flows"), &repo().join("lookups"));
     println!(
-        "validate, 1,000 copies ({} flows): `ferry validate flows` {:?} -> {}",
-        sources.len() * 1000,
-        wall,
-        String::from_utf8_lossy(&o.stdout).trim()
+        "ferry serve, shipped flows ({} flows), idle 3 s: VmRSS {} KiB ({:.1} MB), load {}",
+        sources.len(),
+        shipped,
+        shipped as f64 * 1024.0 / 1e6,
+        load_average()
     );
+    for n in copies {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo().join("lookups"), &dir.path().join("lookups"));
+        let flows = dir.path().join("flows");
+        std::fs::create_dir_all(&flows).unwrap();
+        std::fs::copy(
+            repo().join("flows/connections.yaml"),
+            flows.join("connections.yaml"),
+        )
+        .unwrap();
+        for copy in 0..n {
+            for (i, src) in sources.iter().enumerate() {
+                let mut text = src.clone();
+                for id in &ids {
+                    // rename the flow and the child flows it calls, consistently within a copy
+                    text = text.replace(&format!("id: {id}\n"), &format!("id: {id}-C{copy}\n"));
+                    text = text.replace(&format!("flow: {id}\n"), &format!("flow: {id}-C{copy}\n"));
+                }
+                // a REST trigger's path is the flow's own
+                let text = text
+                    .lines()
+                    .map(|l| match l.trim_start().strip_prefix("path: /") {
+                        Some(_) if l.starts_with("    path: /") => format!("{l}-C{copy}"),
+                        _ => l.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    + "\n";
+                std::fs::write(flows.join(format!("c{copy}_{i}.yaml")), text).unwrap();
+            }
+        }
+        let t = Instant::now();
+        let mut child = Command::new(&bin)
+            .args(["validate", "flows"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut peak = 0;
+        while child.try_wait().unwrap().is_none() {
+            if let Some(kib) = peak_rss_kib(pid) {
+                peak = peak.max(kib);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wall = t.elapsed();
+        let o = child.wait_with_output().unwrap();
+        let flows_n = sources.len() * n;
+        let out = String::from_utf8_lossy(&o.stdout);
+        let first_err = String::from_utf8_lossy(&o.stderr);
+        println!(
+            "validate, {n} copies ({flows_n} flows): `ferry validate flows` {wall:.2?}, peak RSS {:.0} MiB -> {}{}, load {}",
+            peak as f64 / 1024.0,
+            out.trim(),
+            first_err.lines().next().unwrap_or(""),
+            load_average()
+        );
+        let idle = serve_idle(&flows, &dir.path().join("lookups"));
+        println!(
+            "ferry serve, {flows_n} flows, idle 3 s: VmRSS {:.0} MiB, {:.1} KiB per flow above the shipped flows' {:.1} MiB, load {}",
+            idle as f64 / 1024.0,
+            idle.saturating_sub(shipped) as f64 / (flows_n - sources.len()).max(1) as f64,
+            shipped as f64 / 1024.0,
+            load_average()
+        );
+    }
+}
+
+/// The one-minute load average, as `uptime` prints it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// `ferry serve` on the flows in `flows` (no schedules, no watcher), idle for 3 s after it
+/// listens: its VmRSS in KiB.
+fn serve_idle(flows: &Path, lookups: &Path) -> u64 {
+    let state = tempfile::tempdir().unwrap();
+    let log = state.path().join("serve.log");
+    let mut child = Command::new(ferry_bin())
+        .arg("serve")
+        .arg("--flows")
+        .arg(flows)
+        .arg("--lookups")
+        .arg(lookups)
+        .arg("--data")
+        .arg(state.path().join("state"))
+        .args(["--listen", "127.0.0.1:0", "--no-schedules", "--no-watch"])
+        .env_remove("FERRY_DATABASE_URL")
+        .env("FERRY_DATA", state.path().join("data"))
+        // the REST trigger's own credentials (flow 4 names them)
+        .env("FERRY_DERMS_TRIGGER_USER", "derms")
+        .env("FERRY_DERMS_TRIGGER_PASSWORD", "bench-only-secret")
+        .current_dir(state.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening on http://") {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("ferry serve exited ({status}):\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferry serve did not listen:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -204,6 +319,13 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // nothing to run under `cargo test`
     }
-    validate_figures();
-    transfer_figures();
+    // FERRY_BENCH_ONLY picks sections (comma-separated: `validate,transfer`)
+    let only = std::env::var("FERRY_BENCH_ONLY").unwrap_or_default();
+    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
+    if wanted("validate") {
+        validate_figures();
+    }
+    if wanted("transfer") {
+        transfer_figures();
+    }
 }

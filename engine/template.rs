@@ -32,9 +32,19 @@ pub enum Tpl {
 }
 
 /// A flow's template environment.
+///
+/// Its templates are compiled while the flow compiles, then dropped
+/// ([`Templates::release`]): a compiled template holds some kilobytes whatever its size
+/// (minijinja reserves room for 256 instructions), so 10,000 flows at rest held 1.9 GB. The
+/// first evaluation after compiles them again, once.
 #[derive(Debug)]
 pub struct Templates {
-    env: Environment<'static>,
+    /// The flow's filters and functions, without templates.
+    bare: Environment<'static>,
+    /// `bare` with every template of `sources` compiled, when built.
+    env: std::sync::OnceLock<Environment<'static>>,
+    /// Every template's name and source, in the order they were added.
+    sources: Vec<(String, String)>,
     next: usize,
     /// Expression source → the name of the template that evaluates it once compiled
     /// ([`Templates::register_expression`]): a run evaluates, never compiles.
@@ -50,6 +60,18 @@ pub const CONSTANT_FUEL: u64 = 10_000;
 
 /// The variable an expression's template sets to the expression's value.
 const EXPR_VALUE: &str = "__ferry_expression_value";
+
+/// The prefix of the variables a batch's template sets, one per expression.
+const BATCH_VALUE: &str = "__ferry_batch_value_";
+
+/// Expressions compiled into one template ([`Templates::register_batch`]): the template's
+/// name and, per template of the batch, the variable holding its value (empty for the
+/// templates not evaluated in the batch).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    name: String,
+    slots: Vec<String>,
+}
 
 /// A template that failed to render or evaluate.
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +113,10 @@ pub const FERRY_FILTERS: &[&str] = &["stem", "extension", "regex_replace", "rege
 impl Templates {
     /// An environment with ferry's filters and functions, and one function per lookup alias.
     pub fn new(aliases: &[(String, Arc<Lookup>)], all: Arc<crate::lookups::Lookups>) -> Templates {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_keep_trailing_newline(true);
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // minijinja's filters and tests and ferry's are shared by every flow's environment
+        // (an environment's filter and test tables are copied only when one is added): a
+        // flow adds its lookup functions, and its own templates
+        let mut env = base_environment().clone();
         for (alias, table) in aliases {
             let table = table.clone();
             env.add_function(alias.clone(), move |key: String, column: Option<String>| {
@@ -122,6 +144,315 @@ impl Templates {
                     })
             },
         );
+        Templates {
+            env: std::sync::OnceLock::from(env.clone()),
+            bare: env,
+            sources: Vec::new(),
+            next: 0,
+            exprs: HashMap::new(),
+        }
+    }
+
+    /// The environment with every template compiled (compiled now if it was released).
+    fn env(&self) -> &Environment<'static> {
+        self.env.get_or_init(|| {
+            let mut env = self.bare.clone();
+            for (name, source) in &self.sources {
+                // each compiled before it was added to `sources`
+                let _ = env.add_template_owned(name.clone(), source.clone());
+            }
+            env
+        })
+    }
+
+    /// Adds template `name` to the environment; kept in `sources` if it compiles.
+    fn add(&mut self, name: &str, source: String) -> Result<(), minijinja::Error> {
+        self.env();
+        if let Some(env) = self.env.get_mut() {
+            env.add_template_owned(name.to_string(), source.clone())?;
+        }
+        self.sources.push((name.to_string(), source));
+        Ok(())
+    }
+
+    /// Drops the compiled templates (kept as source): what a compiled flow holds at rest.
+    /// The next evaluation compiles them again.
+    pub fn release(&mut self) {
+        self.env = std::sync::OnceLock::new();
+    }
+
+    /// Compiles a template string.
+    pub fn template(&mut self, source: &str) -> Result<Tpl, TemplateError> {
+        limits::check(source, false)?;
+        if let Some(expr) = single_expression(source) {
+            self.register_expression(expr)?;
+            return Ok(Tpl::Expr(expr.to_string()));
+        }
+        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+            return Ok(Tpl::Literal(source.to_string()));
+        }
+        let name = format!("t{}", self.next);
+        self.next += 1;
+        self.add(&name, source.to_string())?;
+        Ok(Tpl::Render(name))
+    }
+
+    /// Checks expression `expr` and compiles it once for the evaluations to come: a template
+    /// that sets a variable to its value, read back from the template's final state.
+    /// (An expression whose wrapper would not parse, which no valid expression should, is
+    /// compiled at each evaluation instead.)
+    pub fn register_expression(&mut self, expr: &str) -> Result<(), TemplateError> {
+        limits::check(expr, true)?;
+        self.env().compile_expression(expr)?;
+        if self.exprs.contains_key(expr) {
+            return Ok(());
+        }
+        let name = format!("e{}", self.next);
+        self.next += 1;
+        let wrapper = format!("{{% set {EXPR_VALUE} = ({expr}) %}}");
+        if self.add(&name, wrapper).is_ok() {
+            self.exprs.insert(expr.to_string(), name);
+        }
+        Ok(())
+    }
+
+    /// The value of expression `source` in `ctx`: from its compiled template when it was
+    /// registered, else measured and compiled now.
+    fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, TemplateError> {
+        if let Some(name) = self.exprs.get(source) {
+            let captured = self.env().get_template(name)?.render_captured(ctx)?;
+            return Ok(captured
+                .state()
+                .lookup(EXPR_VALUE)
+                .unwrap_or(JValue::UNDEFINED));
+        }
+        limits::check(source, true)?;
+        Ok(self.env().compile_expression(source)?.eval(ctx)?)
+    }
+
+    /// Compiles the expressions among `tpls` (a transform's fields, a request's JSON body)
+    /// into one template that sets one variable per expression, so that a run evaluates them
+    /// all in one pass ([`Templates::eval_batch`]) instead of one render per field. `None`
+    /// when fewer than two of them are expressions (nothing to share) or when one would not
+    /// compile alone (its own diagnostic says so; each is then evaluated apart).
+    pub fn register_batch(&mut self, tpls: &[&Tpl]) -> Option<Batch> {
+        let mut source = String::new();
+        let mut exprs = 0;
+        for (i, tpl) in tpls.iter().enumerate() {
+            if let Tpl::Expr(src) = tpl {
+                if limits::check(src, true).is_err() || self.env().compile_expression(src).is_err()
+                {
+                    return None;
+                }
+                source.push_str(&format!("{{% set {BATCH_VALUE}{i} = ({src}) %}}"));
+                exprs += 1;
+            }
+        }
+        if exprs < 2 {
+            return None;
+        }
+        let name = format!("b{}", self.next);
+        self.next += 1;
+        self.add(&name, source).ok()?;
+        Some(Batch {
+            name,
+            slots: tpls
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match t {
+                    Tpl::Expr(_) => format!("{BATCH_VALUE}{i}"),
+                    _ => String::new(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Evaluates `tpls`, the templates `batch` was registered for, in `ctx`: their
+    /// expressions in one pass, each keeping its type as [`Templates::eval`] does. When the
+    /// pass fails, each template is evaluated alone, so the error is the one `eval` gives.
+    pub fn eval_batch(
+        &self,
+        batch: &Batch,
+        tpls: &[&Tpl],
+        ctx: &JValue,
+    ) -> Result<Vec<Value>, TemplateError> {
+        let one_by_one = || tpls.iter().map(|t| self.eval(t, ctx)).collect();
+        if batch.slots.len() != tpls.len() {
+            return one_by_one();
+        }
+        let Ok(captured) = self
+            .env()
+            .get_template(&batch.name)
+            .and_then(|t| t.render_captured(ctx))
+        else {
+            return one_by_one();
+        };
+        let state = captured.state();
+        let mut out = Vec::with_capacity(tpls.len());
+        for (tpl, slot) in tpls.iter().zip(&batch.slots) {
+            out.push(match tpl {
+                Tpl::Expr(src) => {
+                    let v = state.lookup(slot).unwrap_or(JValue::UNDEFINED);
+                    if v.is_undefined() {
+                        return Err(TemplateError(format!("`{}` is undefined", src.trim())));
+                    }
+                    serde_json::to_value(&v)
+                        .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))?
+                }
+                other => self.eval(other, ctx)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Makes `now()` answer `at` (a test's frozen clock).
+    pub fn freeze_clock(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        let now = move |fmt: Option<String>| match fmt {
+            Some(f) => at.format(&f).to_string(),
+            None => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        self.bare.add_function("now", now);
+        if let Some(env) = self.env.get_mut() {
+            env.add_function("now", now);
+        }
+    }
+
+    /// Whether the environment has a filter named `name` (asked of minijinja itself).
+    pub fn has_filter(&self, name: &str) -> bool {
+        self.probe("n is filter", name)
+    }
+
+    /// Whether the environment has a test named `name`.
+    pub fn has_test(&self, name: &str) -> bool {
+        self.probe("n is test", name)
+    }
+
+    fn probe(&self, expr: &str, name: &str) -> bool {
+        self.bare
+            .compile_expression(expr)
+            .and_then(|e| e.eval(minijinja::context! { n => name }))
+            .is_ok_and(|v| v.is_true())
+    }
+
+    /// The filters a template may use, for suggestions.
+    pub fn filter_names(&self) -> Vec<String> {
+        crate::typecheck::KNOWN_FILTERS
+            .iter()
+            .chain(FERRY_FILTERS)
+            .filter(|n| self.has_filter(n))
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    /// The tests an expression may use, for suggestions.
+    pub fn test_names(&self) -> Vec<String> {
+        crate::typecheck::KNOWN_TESTS
+            .iter()
+            .filter(|n| self.has_test(n))
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    /// Checks an expression's syntax and returns its root variable names.
+    pub fn check_expression(&self, source: &str) -> Result<Vec<String>, TemplateError> {
+        limits::check(source, true)?;
+        let e = self.env().compile_expression(source)?;
+        Ok(e.undeclared_variables(false).into_iter().collect())
+    }
+
+    /// Root variable names a compiled template reads.
+    pub fn variables(&self, tpl: &Tpl) -> Vec<String> {
+        match tpl {
+            Tpl::Literal(_) => Vec::new(),
+            Tpl::Expr(src) => self.check_expression(src).unwrap_or_default(),
+            Tpl::Render(name) => self
+                .env()
+                .get_template(name)
+                .map(|t| t.undeclared_variables(false).into_iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A copy of these templates that stops after [`CONSTANT_FUEL`] instructions.
+    fn fuelled(&self) -> Templates {
+        let mut env = self.env().clone();
+        env.set_fuel(Some(CONSTANT_FUEL));
+        Templates {
+            env: std::sync::OnceLock::from(env),
+            bare: self.bare.clone(),
+            sources: Vec::new(),
+            next: self.next,
+            exprs: self.exprs.clone(),
+        }
+    }
+
+    /// Renders `tpl` without variables (its lookups only), as the compiler does, within
+    /// [`CONSTANT_FUEL`].
+    pub fn render_constant(&self, tpl: &Tpl) -> Result<String, TemplateError> {
+        self.fuelled().render(tpl, &JValue::from(()))
+    }
+
+    /// Evaluates expression `source` without variables, within [`CONSTANT_FUEL`].
+    pub fn eval_constant(&self, source: &str) -> Result<Value, TemplateError> {
+        self.fuelled().eval_expression(source, &JValue::from(()))
+    }
+
+    /// Evaluates `tpl` in `ctx`, keeping the type of a single expression.
+    pub fn eval(&self, tpl: &Tpl, ctx: &JValue) -> Result<Value, TemplateError> {
+        match tpl {
+            Tpl::Literal(s) => Ok(Value::String(s.clone())),
+            Tpl::Expr(src) => self.eval_expression(src, ctx),
+            Tpl::Render(name) => Ok(Value::String(self.env().get_template(name)?.render(ctx)?)),
+        }
+    }
+
+    /// Evaluates `tpl` in `ctx` to a string.
+    pub fn render(&self, tpl: &Tpl, ctx: &JValue) -> Result<String, TemplateError> {
+        Ok(match self.eval(tpl, ctx)? {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        })
+    }
+
+    /// Evaluates an expression.
+    pub fn eval_expression(&self, source: &str, ctx: &JValue) -> Result<Value, TemplateError> {
+        let v = self.value_of(source, ctx)?;
+        if v.is_undefined() {
+            return Err(TemplateError(format!("`{}` is undefined", source.trim())));
+        }
+        serde_json::to_value(&v)
+            .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))
+    }
+
+    /// Evaluates an expression to a template value (not copied into JSON).
+    pub fn eval_expression_value(
+        &self,
+        source: &str,
+        ctx: &JValue,
+    ) -> Result<JValue, TemplateError> {
+        let v = self.value_of(source, ctx)?;
+        if v.is_undefined() {
+            return Err(TemplateError(format!("`{}` is undefined", source.trim())));
+        }
+        Ok(v)
+    }
+
+    /// Evaluates an expression as a condition.
+    pub fn eval_bool(&self, source: &str, ctx: &JValue) -> Result<bool, TemplateError> {
+        Ok(self.value_of(source, ctx)?.is_true())
+    }
+}
+
+/// The environment every flow's starts from: minijinja's filters, tests and functions,
+/// ferry's filters and `now`, strict undefined values, no auto-escaping. Built once.
+fn base_environment() -> &'static Environment<'static> {
+    static BASE: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.add_function("now", |fmt: Option<String>| {
             let now = chrono::Utc::now();
             match fmt {
@@ -166,195 +497,8 @@ impl Templates {
                 )
             },
         );
-        Templates {
-            env,
-            next: 0,
-            exprs: HashMap::new(),
-        }
-    }
-
-    /// Compiles a template string.
-    pub fn template(&mut self, source: &str) -> Result<Tpl, TemplateError> {
-        limits::check(source, false)?;
-        if let Some(expr) = single_expression(source) {
-            self.register_expression(expr)?;
-            return Ok(Tpl::Expr(expr.to_string()));
-        }
-        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
-            return Ok(Tpl::Literal(source.to_string()));
-        }
-        let name = format!("t{}", self.next);
-        self.next += 1;
-        self.env
-            .add_template_owned(name.clone(), source.to_string())?;
-        Ok(Tpl::Render(name))
-    }
-
-    /// Checks expression `expr` and compiles it once for the evaluations to come: a template
-    /// that sets a variable to its value, read back from the template's final state.
-    /// (An expression whose wrapper would not parse, which no valid expression should, is
-    /// compiled at each evaluation instead.)
-    pub fn register_expression(&mut self, expr: &str) -> Result<(), TemplateError> {
-        limits::check(expr, true)?;
-        self.env.compile_expression(expr)?;
-        if self.exprs.contains_key(expr) {
-            return Ok(());
-        }
-        let name = format!("e{}", self.next);
-        self.next += 1;
-        let wrapper = format!("{{% set {EXPR_VALUE} = ({expr}) %}}");
-        if self.env.add_template_owned(name.clone(), wrapper).is_ok() {
-            self.exprs.insert(expr.to_string(), name);
-        }
-        Ok(())
-    }
-
-    /// The value of expression `source` in `ctx`: from its compiled template when it was
-    /// registered, else measured and compiled now.
-    fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, TemplateError> {
-        if let Some(name) = self.exprs.get(source) {
-            let captured = self.env.get_template(name)?.render_captured(ctx)?;
-            return Ok(captured
-                .state()
-                .lookup(EXPR_VALUE)
-                .unwrap_or(JValue::UNDEFINED));
-        }
-        limits::check(source, true)?;
-        Ok(self.env.compile_expression(source)?.eval(ctx)?)
-    }
-
-    /// Makes `now()` answer `at` (a test's frozen clock).
-    pub fn freeze_clock(&mut self, at: chrono::DateTime<chrono::Utc>) {
-        self.env
-            .add_function("now", move |fmt: Option<String>| match fmt {
-                Some(f) => at.format(&f).to_string(),
-                None => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            });
-    }
-
-    /// Whether the environment has a filter named `name` (asked of minijinja itself).
-    pub fn has_filter(&self, name: &str) -> bool {
-        self.probe("n is filter", name)
-    }
-
-    /// Whether the environment has a test named `name`.
-    pub fn has_test(&self, name: &str) -> bool {
-        self.probe("n is test", name)
-    }
-
-    fn probe(&self, expr: &str, name: &str) -> bool {
-        self.env
-            .compile_expression(expr)
-            .and_then(|e| e.eval(minijinja::context! { n => name }))
-            .is_ok_and(|v| v.is_true())
-    }
-
-    /// The filters a template may use, for suggestions.
-    pub fn filter_names(&self) -> Vec<String> {
-        crate::typecheck::KNOWN_FILTERS
-            .iter()
-            .chain(FERRY_FILTERS)
-            .filter(|n| self.has_filter(n))
-            .map(|n| n.to_string())
-            .collect()
-    }
-
-    /// The tests an expression may use, for suggestions.
-    pub fn test_names(&self) -> Vec<String> {
-        crate::typecheck::KNOWN_TESTS
-            .iter()
-            .filter(|n| self.has_test(n))
-            .map(|n| n.to_string())
-            .collect()
-    }
-
-    /// Checks an expression's syntax and returns its root variable names.
-    pub fn check_expression(&self, source: &str) -> Result<Vec<String>, TemplateError> {
-        limits::check(source, true)?;
-        let e = self.env.compile_expression(source)?;
-        Ok(e.undeclared_variables(false).into_iter().collect())
-    }
-
-    /// Root variable names a compiled template reads.
-    pub fn variables(&self, tpl: &Tpl) -> Vec<String> {
-        match tpl {
-            Tpl::Literal(_) => Vec::new(),
-            Tpl::Expr(src) => self.check_expression(src).unwrap_or_default(),
-            Tpl::Render(name) => self
-                .env
-                .get_template(name)
-                .map(|t| t.undeclared_variables(false).into_iter().collect())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// A copy of these templates that stops after [`CONSTANT_FUEL`] instructions.
-    fn fuelled(&self) -> Templates {
-        let mut env = self.env.clone();
-        env.set_fuel(Some(CONSTANT_FUEL));
-        Templates {
-            env,
-            next: self.next,
-            exprs: self.exprs.clone(),
-        }
-    }
-
-    /// Renders `tpl` without variables (its lookups only), as the compiler does, within
-    /// [`CONSTANT_FUEL`].
-    pub fn render_constant(&self, tpl: &Tpl) -> Result<String, TemplateError> {
-        self.fuelled().render(tpl, &JValue::from(()))
-    }
-
-    /// Evaluates expression `source` without variables, within [`CONSTANT_FUEL`].
-    pub fn eval_constant(&self, source: &str) -> Result<Value, TemplateError> {
-        self.fuelled().eval_expression(source, &JValue::from(()))
-    }
-
-    /// Evaluates `tpl` in `ctx`, keeping the type of a single expression.
-    pub fn eval(&self, tpl: &Tpl, ctx: &JValue) -> Result<Value, TemplateError> {
-        match tpl {
-            Tpl::Literal(s) => Ok(Value::String(s.clone())),
-            Tpl::Expr(src) => self.eval_expression(src, ctx),
-            Tpl::Render(name) => Ok(Value::String(self.env.get_template(name)?.render(ctx)?)),
-        }
-    }
-
-    /// Evaluates `tpl` in `ctx` to a string.
-    pub fn render(&self, tpl: &Tpl, ctx: &JValue) -> Result<String, TemplateError> {
-        Ok(match self.eval(tpl, ctx)? {
-            Value::String(s) => s,
-            Value::Null => String::new(),
-            other => other.to_string(),
-        })
-    }
-
-    /// Evaluates an expression.
-    pub fn eval_expression(&self, source: &str, ctx: &JValue) -> Result<Value, TemplateError> {
-        let v = self.value_of(source, ctx)?;
-        if v.is_undefined() {
-            return Err(TemplateError(format!("`{}` is undefined", source.trim())));
-        }
-        serde_json::to_value(&v)
-            .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))
-    }
-
-    /// Evaluates an expression to a template value (not copied into JSON).
-    pub fn eval_expression_value(
-        &self,
-        source: &str,
-        ctx: &JValue,
-    ) -> Result<JValue, TemplateError> {
-        let v = self.value_of(source, ctx)?;
-        if v.is_undefined() {
-            return Err(TemplateError(format!("`{}` is undefined", source.trim())));
-        }
-        Ok(v)
-    }
-
-    /// Evaluates an expression as a condition.
-    pub fn eval_bool(&self, source: &str, ctx: &JValue) -> Result<bool, TemplateError> {
-        Ok(self.value_of(source, ctx)?.is_true())
-    }
+        env
+    })
 }
 
 /// The inner expression when `source` is exactly one `{{ … }}` block.
@@ -598,6 +742,60 @@ mod tests {
             t.eval_expression(src, &ctx).unwrap(),
             serde_json::json!("%}x %} y")
         );
+    }
+
+    /// A batch gives each template the value `eval` gives it, and the same first error.
+    #[test]
+    fn a_batch_evaluates_as_its_templates_one_by_one() {
+        let mut t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({
+            "r": {"a": "1", "n": 7, "l": [1, 2], "o": {"k": null}}
+        }));
+        let sources = [
+            "{{ r.a }}",
+            "OUAI",
+            "{{ config('a.b') }}",
+            "{{ r.n + 1 }}",
+            "n={{ r.n }}",
+            "{{ r.l }}",
+            "{{ r.o }}",
+        ];
+        let tpls: Vec<Tpl> = sources.iter().map(|s| t.template(s).unwrap()).collect();
+        let refs: Vec<&Tpl> = tpls.iter().collect();
+        let batch = t.register_batch(&refs).expect("a batch");
+        let one_by_one: Vec<Value> = refs.iter().map(|x| t.eval(x, &ctx).unwrap()).collect();
+        assert_eq!(t.eval_batch(&batch, &refs, &ctx).unwrap(), one_by_one);
+        assert_eq!(
+            one_by_one,
+            serde_json::json!(["1", "OUAI", "x", 8, "n=7", [1, 2], {"k": null}])
+                .as_array()
+                .unwrap()
+                .clone()
+        );
+        // the first failing template's error, whether the pass fails or leaves a value undefined
+        for (bad, want) in [
+            ("{{ r.a + 1 }}", None),
+            ("{{ config('nope') }}", None),
+            ("{{ r.missing }}", Some("`r.missing` is undefined")),
+        ] {
+            let mut tpls = tpls.clone();
+            tpls.insert(2, t.template(bad).unwrap());
+            let refs: Vec<&Tpl> = tpls.iter().collect();
+            let batch = t.register_batch(&refs).expect("a batch");
+            let alone = t.eval(refs[2], &ctx).unwrap_err().0;
+            if let Some(want) = want {
+                assert_eq!(alone, want);
+            }
+            assert_eq!(
+                t.eval_batch(&batch, &refs, &ctx).unwrap_err().0,
+                alone,
+                "{bad}"
+            );
+        }
+        // fewer than two expressions: nothing to batch
+        let lit = t.template("x").unwrap();
+        let one = t.template("{{ r.a }}").unwrap();
+        assert!(t.register_batch(&[&lit, &one]).is_none());
     }
 
     #[test]

@@ -272,6 +272,12 @@ impl<'a> FlowCx<'a> {
         Some(format!("{file}:{}:{}", pos.line, pos.column))
     }
 
+    /// Compiles the expressions of `v` (a compiled value) to be evaluated in one pass
+    /// ([`crate::template::Templates::register_batch`]).
+    pub fn batch(&mut self, v: &ValueTpl) -> Option<crate::template::Batch> {
+        self.templates.register_batch(&v.leaves())
+    }
+
     /// Compiles a JSON value whose strings are templates.
     pub fn value(&mut self, ptr: &str, v: &Value) -> ValueTpl {
         match v {

@@ -121,6 +121,8 @@ pub(super) fn compile_flow(
     });
     cx.check_refs();
     let schedule = compile_trigger(raw, doc, diags);
+    // checked: what the flow holds at rest is its templates' sources
+    templates.release();
     FlowPlan {
         id: raw.id.clone(),
         name: raw.name.clone(),

@@ -108,6 +108,45 @@ pub enum ValueTpl {
     Plain(Value),
 }
 
+impl ValueTpl {
+    /// Its templates, depth first in order (what [`ValueTpl::rebuild`] consumes).
+    pub fn leaves(&self) -> Vec<&Tpl> {
+        fn walk<'v>(v: &'v ValueTpl, out: &mut Vec<&'v Tpl>) {
+            match v {
+                ValueTpl::Tpl(t) => out.push(t),
+                ValueTpl::Array(items) => items.iter().for_each(|x| walk(x, out)),
+                ValueTpl::Object(fields) => fields.iter().for_each(|(_, x)| walk(x, out)),
+                ValueTpl::Plain(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+
+    /// The value whose templates' values are `values`, in the order of
+    /// [`ValueTpl::leaves`]; `None` when they run out.
+    pub fn rebuild(&self, values: &mut impl Iterator<Item = Value>) -> Option<Value> {
+        Some(match self {
+            ValueTpl::Tpl(_) => values.next()?,
+            ValueTpl::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|x| x.rebuild(values))
+                    .collect::<Option<_>>()?,
+            ),
+            ValueTpl::Object(fields) => {
+                let mut m = serde_json::Map::with_capacity(fields.len());
+                for (k, x) in fields {
+                    m.insert(k.clone(), x.rebuild(values)?);
+                }
+                Value::Object(m)
+            }
+            ValueTpl::Plain(p) => p.clone(),
+        })
+    }
+}
+
 /// Default: the largest flow, lookup or connections file read, in bytes (4 MiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 

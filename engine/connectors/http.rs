@@ -91,8 +91,9 @@ pub struct HttpConnector {
     timeout: Duration,
     slots: Arc<Semaphore>,
     max_concurrency: usize,
-    /// The last path's URL, parsed: a loop sending every record to one path parses it once.
-    last_url: std::sync::Mutex<Option<(String, Url)>>,
+    /// The last path's URL, parsed, and as messages show it: a loop sending every record to
+    /// one path parses and formats it once.
+    last_url: std::sync::Mutex<Option<(String, Url, Arc<str>)>>,
 }
 
 impl fmt::Debug for HttpConnector {
@@ -352,15 +353,23 @@ impl HttpConnector {
     /// came (connect refused, TLS failure, timeout, broken body) — the error says which and
     /// names the URL (without credentials).
     pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, ConnectorError> {
-        let method = Method::from_bytes(req.method.trim().to_ascii_uppercase().as_bytes())
-            .map_err(|_| {
+        let method = match req.method.trim() {
+            "GET" => Method::GET,
+            "POST" => Method::POST,
+            "PUT" => Method::PUT,
+            "PATCH" => Method::PATCH,
+            "DELETE" => Method::DELETE,
+            "HEAD" => Method::HEAD,
+            other => Method::from_bytes(other.to_ascii_uppercase().as_bytes()).map_err(|_| {
                 ConnectorError::Config(format!(
                     "'{}' is not an HTTP method",
                     req.method.escape_debug()
                 ))
-            })?;
-        let url = self.url_for(&req.path, &req.query)?;
-        let shown = format!("{method} {}", display_url(&url));
+            })?,
+        };
+        let (url, url_shown) = self.url_for(&req.path, &req.query)?;
+        // formatted only for a message or a log line
+        let shown = Shown(&method, &url_shown);
 
         let mut builder = self.client.request(method.clone(), url);
         for (key, value) in &req.headers {
@@ -418,7 +427,12 @@ impl HttpConnector {
                 ct.starts_with("application/json") || ct.contains("+json")
             });
 
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(
+            response
+                .content_length()
+                .map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY_BYTES))
+                .min(MAX_BODY_BYTES),
+        );
         let mut truncated = false;
         while let Some(chunk) = response
             .chunk()
@@ -447,7 +461,8 @@ impl HttpConnector {
                 None
             }
         };
-        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         tracing::debug!(connection = %self.name, request = %shown, status, "HTTP response");
         Ok(HttpResponse { status, text, json })
     }
@@ -471,21 +486,26 @@ impl HttpConnector {
     }
 
     /// The base URL with `path` appended and `query` added.
-    fn url_for(&self, path: &str, query: &[(String, String)]) -> Result<Url, ConnectorError> {
-        let mut url = self.path_url(path)?;
+    /// Returns it with its text as messages show it (without credentials or query).
+    fn url_for(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<(Url, Arc<str>), ConnectorError> {
+        let (mut url, shown) = self.path_url(path)?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        Ok(url)
+        Ok((url, shown))
     }
 
     /// The base URL with `path` appended (the last one parsed is reused).
-    fn path_url(&self, path: &str) -> Result<Url, ConnectorError> {
+    fn path_url(&self, path: &str) -> Result<(Url, Arc<str>), ConnectorError> {
         let mut last = self.last_url.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((p, url)) = last.as_ref()
+        if let Some((p, url, shown)) = last.as_ref()
             && p == path
         {
-            return Ok(url.clone());
+            return Ok((url.clone(), shown.clone()));
         }
         let joined = if path.is_empty() {
             self.base_url.clone()
@@ -500,12 +520,13 @@ impl HttpConnector {
                 path.escape_debug()
             ))
         })?;
-        *last = Some((path.to_string(), url.clone()));
-        Ok(url)
+        let shown: Arc<str> = display_url(&url).into();
+        *last = Some((path.to_string(), url.clone(), shown.clone()));
+        Ok((url, shown))
     }
 
     /// Maps a failed exchange to the error saying what happened.
-    fn map_error(&self, shown: &str, e: &reqwest::Error) -> ConnectorError {
+    fn map_error(&self, shown: &Shown<'_>, e: &reqwest::Error) -> ConnectorError {
         let detail = error_chain(e);
         if e.is_timeout() {
             ConnectorError::Timeout(format!(
@@ -602,6 +623,15 @@ async fn multipart_form(parts: Vec<Part>) -> Result<reqwest::multipart::Form, Co
     Ok(form)
 }
 
+/// A request as messages show it: the method and [`display_url`] of its URL.
+struct Shown<'a>(&'a Method, &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
 /// The URL as shown in messages: no credentials, no query string (it may carry tokens).
 fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
@@ -684,15 +714,15 @@ mod tests {
         assert_eq!(c.base_url(), "http://127.0.0.1:9/api");
         let q = vec![("a b".to_string(), "c&d".to_string())];
         assert_eq!(
-            c.url_for("/v1/x", &q).unwrap().as_str(),
+            c.url_for("/v1/x", &q).unwrap().0.as_str(),
             "http://127.0.0.1:9/api/v1/x?a+b=c%26d"
         );
         assert_eq!(
-            c.url_for("v1", &[]).unwrap().as_str(),
+            c.url_for("v1", &[]).unwrap().0.as_str(),
             "http://127.0.0.1:9/api/v1"
         );
         assert_eq!(
-            c.url_for("", &[]).unwrap().as_str(),
+            c.url_for("", &[]).unwrap().0.as_str(),
             "http://127.0.0.1:9/api"
         );
     }

@@ -51,6 +51,12 @@ pub(super) async fn begin_write(
 const DEFAULT_LIMIT: u32 = 50;
 /// Bound parameters per statement (SQLite's historical limit is 999).
 const MAX_PARAMS: usize = 900;
+/// Rows per multi-row INSERT, at most: statements of one size repeat, so a connection's
+/// statement cache prepares each once; and SQLite's cost of numbered parameters (each one
+/// looked up in the statement's list of them, when prepared and when bound) grows with the
+/// square of their number (a 900-parameter statement cost ~2.4 million instructions to
+/// prepare).
+const MAX_ROWS: usize = 32;
 
 /// The run history: a SQL database plus a data directory for kept trigger inputs. Cheap to
 /// clone (the connection pool is shared).
@@ -158,7 +164,7 @@ async fn insert_rows_with(
     tail: &str,
     rows: Vec<Vec<Param>>,
 ) -> Result<(), HistoryError> {
-    let per = (MAX_PARAMS / columns.len()).max(1);
+    let per = (MAX_PARAMS / columns.len()).clamp(1, MAX_ROWS);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Param>> = rows.by_ref().take(per).collect();

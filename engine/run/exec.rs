@@ -59,6 +59,29 @@ impl<'a> Exec<'a> {
         self.eval_value_in(v, &ctx)
     }
 
+    /// Evaluates a JSON value whose strings are templates, its expressions in one pass when
+    /// `batch` (registered for it) is given.
+    pub fn eval_value_batch(
+        &self,
+        v: &ValueTpl,
+        batch: Option<&crate::template::Batch>,
+        scope: &Scope,
+    ) -> Result<Value, StepError> {
+        let ctx = scope.ctx();
+        let Some(batch) = batch else {
+            return self.eval_value_in(v, &ctx);
+        };
+        let values = self
+            .flow
+            .templates
+            .eval_batch(batch, &v.leaves(), &ctx)
+            .map_err(template_error)?;
+        match v.rebuild(&mut values.into_iter()) {
+            Some(value) => Ok(value),
+            None => self.eval_value_in(v, &ctx),
+        }
+    }
+
     fn eval_value_in(&self, v: &ValueTpl, ctx: &JValue) -> Result<Value, StepError> {
         Ok(match v {
             ValueTpl::Tpl(t) => self.flow.templates.eval(t, ctx).map_err(template_error)?,

@@ -597,10 +597,17 @@ impl RequestPlan {
         })?;
         let status = response.status;
         let suppressed = self.tolerate.contains(&status);
+        // what a message says of the answer, when one may be needed: the body moves into
+        // the output
+        let message = if !(200..300).contains(&status) || self.expect.is_some() {
+            response.message()
+        } else {
+            String::new()
+        };
         let out = json!({
             "status": status,
-            "json": response.json.clone(),
-            "text": response.text.clone(),
+            "json": response.json,
+            "text": response.text,
             "suppressed": suppressed,
         });
         // a 2xx whose answer fails `expect` is recorded as a refused record, not a sent one
@@ -622,7 +629,7 @@ impl RequestPlan {
             status: Some(status),
             suppressed,
             record: scope.record(),
-            message: (!(200..300).contains(&status)).then(|| response.message()),
+            message: (!(200..300).contains(&status)).then(|| message.clone()),
             attempts,
             rejected,
             // a refused record is found by its key (`ferry runs --search`)
@@ -633,11 +640,7 @@ impl RequestPlan {
         if !(200..300).contains(&status) && !suppressed {
             let mut e = StepError::new(
                 ErrorKind::Http,
-                format!(
-                    "{} {url} answered HTTP {status}: {}",
-                    self.method,
-                    response.message()
-                ),
+                format!("{} {url} answered HTTP {status}: {message}", self.method,),
             );
             e.status = Some(status);
             e.output = Some(minijinja::Value::from_serialize(&out));
@@ -649,10 +652,9 @@ impl RequestPlan {
             let mut e = StepError::new(
                 ErrorKind::Expectation,
                 format!(
-                    "{} {url}: the answer does not satisfy `{}`: {}",
+                    "{} {url}: the answer does not satisfy `{}`: {message}",
                     self.method,
                     expect.trim(),
-                    response.message()
                 ),
             );
             e.status = Some(status);

@@ -27,6 +27,8 @@ pub struct TransformStep {
 #[derive(Debug)]
 pub struct TransformPlan {
     value: ValueTpl,
+    /// Its expressions, evaluated in one pass (a record's fields: one render, not one each).
+    batch: Option<crate::template::Batch>,
 }
 
 impl TransformStep {
@@ -44,13 +46,14 @@ impl TransformStep {
                 ValueTpl::Plain(Value::Null)
             }
         };
-        TransformPlan { value }
+        let batch = cx.batch(&value);
+        TransformPlan { value, batch }
     }
 }
 
 impl TransformPlan {
     /// Builds the value.
     pub fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
-        ex.eval_value(&self.value, scope)
+        ex.eval_value_batch(&self.value, self.batch.as_ref(), scope)
     }
 }
