@@ -66,14 +66,24 @@ pub fn render_report(r: &RunReport) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
     }
-    let skipped = r
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::Skipped { .. }))
-        .count();
-    if skipped > 0 {
+    // each file left where it is, counted by its reason's head (`gone since it was listed`,
+    // `ferry refuses its name`)
+    let mut why: Vec<(&str, usize)> = Vec::new();
+    for e in &r.events {
+        if let Event::Skipped { reason, .. } = e {
+            let head = reason.split([':', '(']).next().unwrap_or(reason).trim();
+            match why.iter_mut().find(|(h, _)| *h == head) {
+                Some((_, n)) => *n += 1,
+                None => why.push((head, 1)),
+            }
+        }
+    }
+    if !why.is_empty() {
+        let skipped: usize = why.iter().map(|(_, n)| n).sum();
+        let reasons: Vec<String> = why.iter().map(|(h, n)| format!("{n} {h}")).collect();
         s.push_str(&format!(
-            "warning: {skipped} file(s) left where they are: ferry refuses their names (see above)\n"
+            "warning: {skipped} file(s) left where they are (see above): {}\n",
+            reasons.join(", ")
         ));
     }
     let unsent = r.emails_failed();

@@ -49,6 +49,17 @@ pub struct Templates {
     /// Expression source → the name of the template that evaluates it once compiled
     /// ([`Templates::register_expression`]): a run evaluates, never compiles.
     exprs: HashMap<String, String>,
+    /// Where each template (by name) and expression (by source) stands in the flow file,
+    /// for run-time errors ([`Templates::locate`]).
+    origins: HashMap<String, Vec<Noted>>,
+}
+
+/// A template's place, and where the text minijinja evaluates starts in its value.
+#[derive(Debug, Clone)]
+struct Noted {
+    origin: Origin,
+    at: usize,
+    render: bool,
 }
 
 /// The instructions the compiler lets a template that reads no variable run when it evaluates
@@ -73,20 +84,66 @@ pub struct Batch {
     slots: Vec<String>,
 }
 
-/// A template that failed to render or evaluate.
+/// What an expression's template says before the expression.
+const EXPR_PREFIX: &str = "{% set __ferry_expression_value = (";
+
+/// A template that failed to render or evaluate: what went wrong, and where in the
+/// template when it is known ([`Templates::locate`] turns that into a file position).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct TemplateError(pub String);
+pub struct TemplateError(pub String, pub Option<Failed>);
+
+impl TemplateError {
+    /// An error without a place.
+    pub fn new(message: impl Into<String>) -> TemplateError {
+        TemplateError(message.into(), None)
+    }
+
+    /// `e`, failed in the template or expression known to [`Templates`] as `key`, whose
+    /// text starts `shift` bytes into what minijinja compiled (an expression's wrapper).
+    fn placed(e: &minijinja::Error, key: &str, shift: usize) -> TemplateError {
+        TemplateError(
+            describe(e),
+            Some(Failed {
+                key: key.to_string(),
+                range: e
+                    .range()
+                    .map(|r| r.start.saturating_sub(shift)..r.end.saturating_sub(shift)),
+            }),
+        )
+    }
+}
+
+/// Where a template failed: the template (a registered template's name, or an expression's
+/// source) and the byte range of the failing part in its text.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    key: String,
+    range: Option<std::ops::Range<usize>>,
+}
+
+/// Where a template or expression stands in its flow file, for run-time errors.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The step it belongs to (an expression's source may repeat in several steps).
+    pub step: String,
+    /// The flow file.
+    pub doc: Arc<crate::yaml::SourceDoc>,
+    /// The JSON pointer of its value.
+    pub pointer: String,
+    /// The value's text (a template, or an expression).
+    pub source: String,
+}
 
 impl From<limits::LimitError> for TemplateError {
     fn from(e: limits::LimitError) -> Self {
-        TemplateError(e.to_string())
+        TemplateError::new(e.to_string())
     }
 }
 
 impl From<minijinja::Error> for TemplateError {
     fn from(e: minijinja::Error) -> Self {
-        TemplateError(describe(&e))
+        TemplateError::new(describe(&e))
     }
 }
 
@@ -102,6 +159,22 @@ pub fn describe(e: &minijinja::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// The value `error` has where no step failed: undefined, so `error is defined` is false,
+/// `{% if error %}` is false and prints nothing (minijinja's *silent* undefined: the value
+/// of an `if` expression without `else` whose test is false), while `error.message` is an
+/// undefined-value error as any other.
+pub fn no_error() -> JValue {
+    static NO_ERROR: std::sync::OnceLock<JValue> = std::sync::OnceLock::new();
+    NO_ERROR
+        .get_or_init(|| {
+            Environment::new()
+                .compile_expression("none if false")
+                .and_then(|e| e.eval(()))
+                .unwrap_or(JValue::UNDEFINED)
+        })
+        .clone()
 }
 
 /// Names the built-in globals a template may call, besides the flow's lookup aliases.
@@ -150,6 +223,7 @@ impl Templates {
             sources: Vec::new(),
             next: 0,
             exprs: HashMap::new(),
+            origins: HashMap::new(),
         }
     }
 
@@ -209,7 +283,7 @@ impl Templates {
         }
         let name = format!("e{}", self.next);
         self.next += 1;
-        let wrapper = format!("{{% set {EXPR_VALUE} = ({expr}) %}}");
+        let wrapper = format!("{EXPR_PREFIX}{expr}) %}}");
         if self.add(&name, wrapper).is_ok() {
             self.exprs.insert(expr.to_string(), name);
         }
@@ -220,14 +294,21 @@ impl Templates {
     /// registered, else measured and compiled now.
     fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, TemplateError> {
         if let Some(name) = self.exprs.get(source) {
-            let captured = self.env().get_template(name)?.render_captured(ctx)?;
+            let captured = self
+                .env()
+                .get_template(name)?
+                .render_captured(ctx)
+                .map_err(|e| TemplateError::placed(&e, source, EXPR_PREFIX.len()))?;
             return Ok(captured
                 .state()
                 .lookup(EXPR_VALUE)
                 .unwrap_or(JValue::UNDEFINED));
         }
         limits::check(source, true)?;
-        Ok(self.env().compile_expression(source)?.eval(ctx)?)
+        self.env()
+            .compile_expression(source)?
+            .eval(ctx)
+            .map_err(|e| TemplateError::placed(&e, source, 0))
     }
 
     /// Compiles the expressions among `tpls` (a transform's fields, a request's JSON body)
@@ -294,10 +375,11 @@ impl Templates {
                 Tpl::Expr(src) => {
                     let v = state.lookup(slot).unwrap_or(JValue::UNDEFINED);
                     if v.is_undefined() {
-                        return Err(TemplateError(format!("`{}` is undefined", src.trim())));
+                        return Err(undefined(src));
                     }
-                    serde_json::to_value(&v)
-                        .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))?
+                    serde_json::to_value(&v).map_err(|e| {
+                        TemplateError::new(format!("value cannot be represented: {e}"))
+                    })?
                 }
                 other => self.eval(other, ctx)?,
             });
@@ -314,6 +396,72 @@ impl Templates {
         self.bare.add_function("now", now);
         if let Some(env) = self.env.get_mut() {
             env.add_function("now", now);
+        }
+    }
+
+    /// Notes where template `tpl` stands in its flow file.
+    pub fn note_template(&mut self, tpl: &Tpl, origin: Origin) {
+        match tpl {
+            Tpl::Literal(_) => {}
+            Tpl::Render(name) => self.note(name, origin, 0, true),
+            Tpl::Expr(src) => {
+                let at = origin.source.find(src.as_str()).unwrap_or(0);
+                self.note(src, origin, at, false);
+            }
+        }
+    }
+
+    /// Notes where expression `src` stands in its flow file.
+    pub fn note_expression(&mut self, src: &str, origin: Origin) {
+        self.note(src, origin, 0, false);
+    }
+
+    fn note(&mut self, key: &str, origin: Origin, at: usize, render: bool) {
+        let noted = self.origins.entry(key.to_string()).or_default();
+        if !noted
+            .iter()
+            .any(|n| n.origin.step == origin.step && n.origin.pointer == origin.pointer)
+        {
+            noted.push(Noted { origin, at, render });
+        }
+    }
+
+    /// The message of `e` with the place it failed at, when known: `file:line:column:
+    /// `EXPRESSION`: what went wrong`. `step` is the step evaluating it (an expression may
+    /// stand in several steps).
+    pub fn locate(&self, e: &TemplateError, step: &str) -> String {
+        let Some(failed) = &e.1 else {
+            return e.0.clone();
+        };
+        let Some(noted) = self.origins.get(&failed.key).and_then(|n| {
+            n.iter()
+                .find(|n| n.origin.step == step)
+                .or_else(|| n.first())
+        }) else {
+            return e.0.clone();
+        };
+        let origin = &noted.origin;
+        // the text minijinja evaluated: a template's whole value, or an expression
+        let evaluated = if noted.render {
+            origin.source.as_str()
+        } else {
+            failed.key.as_str()
+        };
+        let (offset, part) = match &failed.range {
+            Some(r) => (
+                noted.at + r.start,
+                evaluated.get(r.clone()).map(str::trim).unwrap_or_default(),
+            ),
+            None => (noted.at, ""),
+        };
+        let pos = origin
+            .doc
+            .locate_in_value(&origin.pointer, &origin.source, offset);
+        let file = origin.doc.path.display();
+        if part.is_empty() {
+            format!("{file}:{}:{}: {}", pos.line, pos.column, e.0)
+        } else {
+            format!("{file}:{}:{}: `{part}`: {}", pos.line, pos.column, e.0)
         }
     }
 
@@ -383,6 +531,7 @@ impl Templates {
             sources: Vec::new(),
             next: self.next,
             exprs: self.exprs.clone(),
+            origins: HashMap::new(),
         }
     }
 
@@ -402,7 +551,12 @@ impl Templates {
         match tpl {
             Tpl::Literal(s) => Ok(Value::String(s.clone())),
             Tpl::Expr(src) => self.eval_expression(src, ctx),
-            Tpl::Render(name) => Ok(Value::String(self.env().get_template(name)?.render(ctx)?)),
+            Tpl::Render(name) => Ok(Value::String(
+                self.env()
+                    .get_template(name)?
+                    .render(ctx)
+                    .map_err(|e| TemplateError::placed(&e, name, 0))?,
+            )),
         }
     }
 
@@ -419,10 +573,10 @@ impl Templates {
     pub fn eval_expression(&self, source: &str, ctx: &JValue) -> Result<Value, TemplateError> {
         let v = self.value_of(source, ctx)?;
         if v.is_undefined() {
-            return Err(TemplateError(format!("`{}` is undefined", source.trim())));
+            return Err(undefined(source));
         }
         serde_json::to_value(&v)
-            .map_err(|e| TemplateError(format!("value cannot be represented: {e}")))
+            .map_err(|e| TemplateError::new(format!("value cannot be represented: {e}")))
     }
 
     /// Evaluates an expression to a template value (not copied into JSON).
@@ -433,7 +587,7 @@ impl Templates {
     ) -> Result<JValue, TemplateError> {
         let v = self.value_of(source, ctx)?;
         if v.is_undefined() {
-            return Err(TemplateError(format!("`{}` is undefined", source.trim())));
+            return Err(undefined(source));
         }
         Ok(v)
     }
@@ -442,6 +596,17 @@ impl Templates {
     pub fn eval_bool(&self, source: &str, ctx: &JValue) -> Result<bool, TemplateError> {
         Ok(self.value_of(source, ctx)?.is_true())
     }
+}
+
+/// An expression whose value is undefined, placed at the whole expression.
+fn undefined(source: &str) -> TemplateError {
+    TemplateError(
+        format!("`{}` is undefined", source.trim()),
+        Some(Failed {
+            key: source.to_string(),
+            range: Some(0..source.len()),
+        }),
+    )
 }
 
 /// The environment every flow's starts from: minijinja's filters, tests and functions,
@@ -910,5 +1075,70 @@ mod tests {
         let calls = find_calls("config('x') == 'true' and not lookup('T', 'k')", true);
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[1].literal_args[0].0, "T");
+    }
+
+    /// Where no step failed, `error` is undefined to `{% if %}` and `is defined` alike (both
+    /// false), prints nothing, and reading its attributes is an error.
+    #[test]
+    fn no_error_is_undefined_to_if_and_is_defined_alike() {
+        let mut t = templates();
+        let mut root = std::collections::BTreeMap::new();
+        root.insert("error".to_string(), no_error());
+        let ctx = JValue::from(root);
+        let tpl = t
+            .template("[{% if error %}if{% endif %}{% if error is defined %}defined{% endif %}{{ error }}]")
+            .unwrap();
+        assert_eq!(t.render(&tpl, &ctx).unwrap(), "[]");
+        assert!(!t.eval_bool("error", &ctx).unwrap());
+        assert!(!t.eval_bool("error is defined", &ctx).unwrap());
+        let tpl = t.template("x {{ error.message }}").unwrap();
+        assert!(t.render(&tpl, &ctx).is_err());
+    }
+
+    /// A template or expression failing at run time names its file:line:column and the
+    /// failing part, in the step that evaluated it.
+    #[test]
+    fn run_time_errors_name_their_place() {
+        let text = "steps:\n  - id: a\n    notify:\n      body: \"x {{ error.message }}\"\n      \
+                    subject: \"{{ steps.b.nope }}\"\n  - id: b\n    when: \"steps.b.nope\"\n";
+        let doc = Arc::new(
+            crate::yaml::SourceDoc::parse(std::path::Path::new("flows/f.yaml"), text).unwrap(),
+        );
+        let origin = |step: &str, pointer: &str, source: &str| Origin {
+            step: step.into(),
+            doc: doc.clone(),
+            pointer: pointer.into(),
+            source: source.into(),
+        };
+        let mut t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({"error": null, "steps": {"b": {}}}));
+        let body = t.template("x {{ error.message }}").unwrap();
+        t.note_template(
+            &body,
+            origin("a", "/steps/0/notify/body", "x {{ error.message }}"),
+        );
+        let e = t.render(&body, &ctx).unwrap_err();
+        assert_eq!(
+            t.locate(&e, "a"),
+            "flows/f.yaml:4:19: `error.message`: undefined value"
+        );
+        // one expression in two places: the step evaluating it says which
+        let subject = t.template("{{ steps.b.nope }}").unwrap();
+        t.note_template(
+            &subject,
+            origin("a", "/steps/0/notify/subject", "{{ steps.b.nope }}"),
+        );
+        t.register_expression("steps.b.nope").unwrap();
+        t.note_expression("steps.b.nope", origin("b", "/steps/1/when", "steps.b.nope"));
+        let e = t.render(&subject, &ctx).unwrap_err();
+        assert_eq!(
+            t.locate(&e, "a"),
+            "flows/f.yaml:5:20: `steps.b.nope`: `steps.b.nope` is undefined"
+        );
+        let e = t.eval_expression("steps.b.nope", &ctx).unwrap_err();
+        assert_eq!(
+            t.locate(&e, "b"),
+            "flows/f.yaml:7:12: `steps.b.nope`: `steps.b.nope` is undefined"
+        );
     }
 }

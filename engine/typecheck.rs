@@ -36,6 +36,9 @@ pub enum Shape {
     Map(Box<Shape>),
     /// A map with exactly these keys.
     Obj(Obj),
+    /// A variable that is undefined where it is read (`error` in a step that runs only while
+    /// nothing failed): reading an attribute of it is a problem; why it is undefined.
+    Undefined(String),
 }
 
 /// A closed map: its keys are all known.
@@ -285,6 +288,34 @@ pub trait Env {
     fn filter_names(&self) -> Vec<String>;
     /// Test names, for suggestions.
     fn test_names(&self) -> Vec<String>;
+    /// The table name and columns of the lookup a function reaches (a flow's lookup alias,
+    /// `status(key, 'COLUMN')`); `None` when `function` is not a lookup alias.
+    fn alias_columns(&self, _function: &str) -> Option<(String, Vec<String>)> {
+        None
+    }
+    /// The columns of the lookup table called `table` (`lookup('TABLE', key, 'COLUMN')`);
+    /// `None` when there is no such table (reported elsewhere).
+    fn table_columns(&self, _table: &str) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// The filters whose first argument is a regular expression (compiled at run time: a
+/// literal one is compiled by the checker).
+pub const REGEX_FILTERS: &[&str] = &["regex_replace", "regex_capture"];
+
+/// The one-line reason the regex crate gives for refusing `pattern`, if it does.
+pub fn regex_error(pattern: &str) -> Option<String> {
+    let e = regex::Regex::new(pattern).err()?;
+    let text = e.to_string();
+    // a syntax error is the pattern, a caret line and `error: WHY`: keep WHY
+    Some(
+        text.lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("error: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| text.lines().last().unwrap_or_default().trim().to_string()),
+    )
 }
 
 /// Checks a template string (with `{{ }}` and `{% %}`); returns its problems. A template that
@@ -469,8 +500,54 @@ impl<'s> Walker<'s> {
         }
     }
 
+    /// A string literal given as positional argument `i`, with the byte offset of its text
+    /// (inside the quotes).
+    fn literal_arg<'a>(args: &'a [CallArg<'_>], i: usize) -> Option<(&'a str, usize)> {
+        let pos: Vec<&Expr<'_>> = args
+            .iter()
+            .filter_map(|a| match a {
+                CallArg::Pos(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        match pos.get(i)? {
+            Expr::Const(c) => Some((c.value.as_str()?, c.span().start_offset as usize + 1)),
+            _ => None,
+        }
+    }
+
+    /// Checks a literal column argument against the columns of the lookup it reads.
+    fn lookup_column(&mut self, table: &str, columns: &[String], arg: Option<(&str, usize)>) {
+        let Some((column, offset)) = arg else {
+            return;
+        };
+        if columns.iter().any(|c| c == column) {
+            return;
+        }
+        let hint = did_you_mean(column, columns.iter().map(String::as_str))
+            .or_else(|| Some(format!("columns of {table}: {}", columns.join(", "))));
+        self.problems.push(Problem {
+            offset,
+            code: "unknown-lookup-column",
+            message: format!("lookup {table} has no column '{column}'"),
+            hint,
+        });
+    }
+
     fn call(&mut self, c: &ast::Call<'_>) -> Shape {
         self.args(&c.args);
+        if let Expr::Var(v) = &c.expr {
+            if let Some((table, columns)) = self.env.alias_columns(v.id) {
+                let arg = Self::literal_arg(&c.args, 1);
+                self.lookup_column(&table, &columns, arg);
+            } else if v.id == "lookup"
+                && let Some((table, _)) = Self::literal_arg(&c.args, 0)
+                && let Some(columns) = self.env.table_columns(table)
+            {
+                let arg = Self::literal_arg(&c.args, 2);
+                self.lookup_column(table, &columns, arg);
+            }
+        }
         match &c.expr {
             Expr::Var(v) => match v.id {
                 "range" => Shape::list(Shape::Num),
@@ -529,6 +606,19 @@ impl<'s> Walker<'s> {
                 }
             },
             Shape::Map(v) => *v,
+            Shape::Undefined(why) => {
+                self.problems.push(Problem {
+                    offset,
+                    code: "undefined-variable",
+                    message: format!("`{described}` is undefined here: {why}"),
+                    hint: Some(
+                        "read it in a step with `run_on: failure`, or `run_on: always` behind \
+                         `error is defined`"
+                            .into(),
+                    ),
+                });
+                Shape::Any
+            }
             _ => Shape::Any,
         }
     }
@@ -565,7 +655,9 @@ impl<'s> Walker<'s> {
                 let sub = self.expr(&g.subscript_expr);
                 match (&base, &g.subscript_expr) {
                     (Shape::List(elem), _) => (**elem).clone(),
-                    (Shape::Obj(_), Expr::Const(c)) if c.value.as_str().is_some() => {
+                    (Shape::Obj(_) | Shape::Undefined(_), Expr::Const(c))
+                        if c.value.as_str().is_some() =>
+                    {
                         let name = c.value.as_str().unwrap_or_default().to_string();
                         let offset = c.span().start_offset as usize + 1;
                         self.attribute(base, &name, offset, &described(&g.expr))
@@ -638,6 +730,23 @@ impl<'s> Walker<'s> {
                         hint,
                     });
                     return Shape::Any;
+                }
+                if REGEX_FILTERS.contains(&f.name)
+                    && let Some((pattern, offset)) = Self::literal_arg(&f.args, 0)
+                    && let Some(why) = regex_error(pattern)
+                {
+                    self.problems.push(Problem {
+                        offset,
+                        code: "invalid-regex",
+                        message: format!(
+                            "{}: invalid regular expression '{pattern}': {why}",
+                            f.name
+                        ),
+                        hint: Some(
+                            "the pattern is Rust regex syntax (https://docs.rs/regex/#syntax)"
+                                .into(),
+                        ),
+                    });
                 }
                 filter_shape(f.name, input)
             }
@@ -836,7 +945,7 @@ mod tests {
             }
         }
         fn has_filter(&self, name: &str) -> bool {
-            KNOWN_FILTERS.contains(&name)
+            KNOWN_FILTERS.contains(&name) || crate::template::FERRY_FILTERS.contains(&name)
         }
         fn has_test(&self, name: &str) -> bool {
             KNOWN_TESTS.contains(&name)
@@ -847,6 +956,93 @@ mod tests {
         fn test_names(&self) -> Vec<String> {
             KNOWN_TESTS.iter().map(|s| s.to_string()).collect()
         }
+        fn alias_columns(&self, function: &str) -> Option<(String, Vec<String>)> {
+            (function == "status").then(|| {
+                (
+                    "StatusMap".to_string(),
+                    vec!["OUT".to_string(), "IN".to_string()],
+                )
+            })
+        }
+        fn table_columns(&self, table: &str) -> Option<Vec<String>> {
+            (table == "StatusMap").then(|| vec!["OUT".to_string(), "IN".to_string()])
+        }
+    }
+
+    /// A column given as a literal is one of the lookup's columns, through an alias and
+    /// through `lookup()`; a column that is not a literal is not checked.
+    #[test]
+    fn literal_lookup_columns_are_checked() {
+        assert!(problems("{{ status(file.name, 'IN') }}{{ status('a', x) }}").is_empty());
+        assert_eq!(
+            problems("{{ status(file.name, 'INN') }}"),
+            vec![(
+                22,
+                "lookup StatusMap has no column 'INN'".to_string(),
+                Some("did you mean 'IN'?".to_string())
+            )]
+        );
+        assert_eq!(
+            problems("{{ lookup('StatusMap', 'k', 'zzzz') }}"),
+            vec![(
+                29,
+                "lookup StatusMap has no column 'zzzz'".to_string(),
+                Some("columns of StatusMap: OUT, IN".to_string())
+            )]
+        );
+    }
+
+    /// A literal regular expression is compiled by the checker, with the regex crate's reason.
+    #[test]
+    fn literal_regexes_are_compiled() {
+        assert!(problems("{{ file.name | regex_replace('a(b)', 'x') }}").is_empty());
+        let p = check_template("{{ file.name | regex_replace('([', 'x') }}", &TestEnv);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].offset, 30);
+        assert_eq!(p[0].code, "invalid-regex");
+        assert_eq!(
+            p[0].message,
+            "regex_replace: invalid regular expression '([': unclosed character class"
+        );
+        let (p, _) = check_expression("file.name | regex_capture('x{2,1}')", &TestEnv);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].offset, 27);
+    }
+
+    /// An attribute of a variable that is undefined where it is read is a problem.
+    #[test]
+    fn attributes_of_an_undefined_variable() {
+        struct Success;
+        impl Env for Success {
+            fn root(&self, name: &str) -> Option<Shape> {
+                (name == "error").then(|| Shape::Undefined("no step failed".into()))
+            }
+            fn has_filter(&self, _: &str) -> bool {
+                true
+            }
+            fn has_test(&self, _: &str) -> bool {
+                true
+            }
+            fn filter_names(&self) -> Vec<String> {
+                Vec::new()
+            }
+            fn test_names(&self) -> Vec<String> {
+                Vec::new()
+            }
+        }
+        let p = check_template(
+            "{% if error is defined %}{{ error.message }}{% endif %}{{ error['kind'] }}",
+            &Success,
+        );
+        let got: Vec<_> = p.iter().map(|p| (p.offset, p.message.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (34, "`error` is undefined here: no step failed"),
+                (65, "`error` is undefined here: no step failed")
+            ]
+        );
+        assert!(check_template("{% if error %}x{% endif %}", &Success).is_empty());
     }
 
     fn problems(src: &str) -> Vec<(usize, String, Option<String>)> {

@@ -31,6 +31,12 @@ pub(super) struct StepRef {
 /// The state of compiling one flow; step kinds call its methods to check their fields.
 pub struct FlowCx<'a> {
     pub(super) doc: &'a SourceDoc,
+    /// The flow file, kept by the templates for run-time errors.
+    pub(super) source: Arc<SourceDoc>,
+    /// How many of the steps being compiled (this one and those around it) run after a
+    /// failure (`run_on: failure` or `always`), plus one in an `on_error` handler flow and
+    /// in `on_error.with`: where it is 0, `error` is undefined.
+    pub(super) after_failure: usize,
     pub(super) templates: &'a mut Templates,
     pub(super) diags: &'a mut Vec<Diagnostic>,
     pub(super) index: &'a Index<'a>,
@@ -124,6 +130,18 @@ impl<'a> FlowCx<'a> {
 
     fn type_env(&self) -> TypeEnv<'_> {
         TypeEnv {
+            aliases: Some(&self.aliases),
+            lookups: Some(&self.index.lookups),
+            no_error: (self.after_failure == 0).then(|| {
+                if self.current.is_empty() {
+                    "it is evaluated before any step runs".to_string()
+                } else {
+                    format!(
+                        "step '{}' runs only while no step has failed (run_on: success)",
+                        self.current
+                    )
+                }
+            }),
             templates: self.templates,
             steps: &self.shapes.steps,
             vars: self
@@ -134,6 +152,17 @@ impl<'a> FlowCx<'a> {
                 .collect(),
             params: &self.params_shape,
             input: &self.input_shape,
+        }
+    }
+
+    /// Where a template or expression of the step being compiled stands, for run-time
+    /// errors.
+    fn origin(&self, ptr: &str, src: &str) -> crate::template::Origin {
+        crate::template::Origin {
+            step: self.current.clone(),
+            doc: self.source.clone(),
+            pointer: ptr.to_string(),
+            source: src.to_string(),
         }
     }
 
@@ -215,6 +244,8 @@ impl<'a> FlowCx<'a> {
         let vars = self.templates.variables(&tpl);
         self.check_vars(ptr, src, vars, false);
         self.typecheck(ptr, src, false);
+        let origin = self.origin(ptr, src);
+        self.templates.note_template(&tpl, origin);
         tpl
     }
 
@@ -232,6 +263,8 @@ impl<'a> FlowCx<'a> {
             Ok(vars) => {
                 // compiled once here, evaluated by every run
                 let _ = self.templates.register_expression(src);
+                let origin = self.origin(ptr, src);
+                self.templates.note_expression(src, origin);
                 self.check_source(ptr, src, true);
                 self.check_vars(ptr, src, vars, true);
                 self.typecheck(ptr, src, true);
@@ -531,7 +564,9 @@ impl<'a> FlowCx<'a> {
             let defined_before = self.defined.len();
             let refs_before = self.refs.len();
             self.defined.push(raw.id.clone());
-            self.current = raw.id.clone();
+            let outer = std::mem::replace(&mut self.current, raw.id.clone());
+            let after_failure = raw.run_on != crate::model::RunOn::Success;
+            self.after_failure += usize::from(after_failure);
             let when = raw
                 .when
                 .as_ref()
@@ -560,6 +595,8 @@ impl<'a> FlowCx<'a> {
                     None
                 }
             };
+            self.after_failure -= usize::from(after_failure);
+            self.current = outer;
             let inner_ids = self.defined[defined_before..].to_vec();
             let refs = self.refs[refs_before..].to_vec();
             let mut node_refs = refs;

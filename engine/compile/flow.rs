@@ -19,6 +19,8 @@ use super::types::{Shapes, collect_shapes};
 
 pub(super) struct Index<'a> {
     pub(super) broken_lookups: BTreeSet<String>,
+    /// Flows called as another flow's `on_error` handler: `error` is defined in their steps.
+    pub(super) handlers: BTreeSet<String>,
     pub(super) connections: Option<&'a BTreeMap<String, ConnectionSpec>>,
     pub(super) lookups: Arc<Lookups>,
     pub(super) flows: BTreeMap<String, BTreeMap<String, crate::model::Param>>,
@@ -94,6 +96,8 @@ pub(super) fn compile_flow(
     );
     let mut cx = FlowCx {
         doc,
+        source: doc.clone(),
+        after_failure: usize::from(index.handlers.contains(&raw.id)),
         templates: &mut templates,
         diags,
         index,
@@ -114,6 +118,8 @@ pub(super) fn compile_flow(
     let steps = cx.block("/steps", &raw.steps);
     let on_error = raw.on_error.as_ref().map(|call| {
         cx.child_flow("/on_error/flow", &call.flow, &call.with, "/on_error/with");
+        // evaluated when the run failed: `error` is defined
+        cx.after_failure += 1;
         (
             call.flow.clone(),
             cx.value("/on_error/with", &Value::Object(call.with.clone())),

@@ -318,6 +318,10 @@ pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, V
     }
     let index = Index {
         broken_lookups: broken,
+        handlers: raws
+            .iter()
+            .filter_map(|(r, _)| r.on_error.as_ref().map(|c| c.flow.clone()))
+            .collect(),
         connections: connections.as_ref(),
         lookups: lookups.clone(),
         flows: raws

@@ -196,9 +196,13 @@ fn schema_diagnostics(
                 .iter()
                 .filter(|errs| !errs.iter().any(|e| matches!(e.kind(), K::Constant { .. })))
                 .min_by_key(|errs| errs.len());
-            match best.and_then(|errs| errs.first()) {
-                Some(inner) => schema_diagnostics(doc, which, inner),
-                None => vec![schema_diagnostic(doc, err)],
+            match best {
+                // every problem of the closest branch: a stray field beside a missing one
+                Some(errs) if !errs.is_empty() => errs
+                    .iter()
+                    .flat_map(|inner| schema_diagnostics(doc, which, inner))
+                    .collect(),
+                _ => vec![schema_diagnostic(doc, err)],
             }
         }
         K::Type { .. } => {
@@ -243,6 +247,20 @@ fn schema_diagnostic(doc: &SourceDoc, err: &jsonschema::ValidationError<'_>) -> 
                             _ => None,
                         })
                         .collect();
+                    // a plain enum (`run_on: allways`): the value and the field it is for
+                    if let Some(Value::String(got)) = doc.value.pointer(&ptr) {
+                        let field = ptr.rsplit('/').next().unwrap_or_default();
+                        let mut d = Diagnostic::error(
+                            "unknown-value",
+                            format!(
+                                "unknown value '{got}' for `{field}` (expected one of: {})",
+                                tags.join(", ")
+                            ),
+                        )
+                        .at(doc, &ptr);
+                        d.hint = did_you_mean(got, tags.iter().map(String::as_str));
+                        return d;
+                    }
                     let got = doc
                         .value
                         .pointer(&format!("{ptr}/kind"))

@@ -2,6 +2,9 @@
 //! typed root variables templates are checked against.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::lookups::{Lookup, Lookups};
 
 use crate::model::RawStep;
 use crate::template::Templates;
@@ -31,6 +34,9 @@ pub(super) fn collect_shapes(
             let elem = match (&fe.items, &fe.csv) {
                 (Some(expr), _) => {
                     let env = TypeEnv {
+                        aliases: None,
+                        lookups: None,
+                        no_error: None,
                         templates,
                         steps: &out.steps,
                         vars: vars.clone(),
@@ -65,6 +71,11 @@ pub(super) fn collect_shapes(
 
 /// The root variables of a template, typed, for [`typecheck`].
 pub(super) struct TypeEnv<'a> {
+    /// The flow's lookup aliases and the project's lookups (their columns are checked).
+    pub(super) aliases: Option<&'a BTreeMap<String, Arc<Lookup>>>,
+    pub(super) lookups: Option<&'a Lookups>,
+    /// Why `error` is undefined here, when it is (no step can have failed).
+    pub(super) no_error: Option<String>,
     pub(super) templates: &'a Templates,
     pub(super) steps: &'a BTreeMap<String, Shape>,
     pub(super) vars: Vec<(String, Shape)>,
@@ -84,7 +95,10 @@ impl typecheck::Env for TypeEnv<'_> {
                 strict: false,
             })),
             "run" => Some(typecheck::run()),
-            "error" => Some(typecheck::error()),
+            "error" => Some(match &self.no_error {
+                Some(why) => Shape::Undefined(why.clone()),
+                None => typecheck::error(),
+            }),
             "params" => Some(self.params.clone()),
             "input" => Some(self.input.clone()),
             _ => None,
@@ -101,5 +115,12 @@ impl typecheck::Env for TypeEnv<'_> {
     }
     fn test_names(&self) -> Vec<String> {
         self.templates.test_names()
+    }
+    fn alias_columns(&self, function: &str) -> Option<(String, Vec<String>)> {
+        let t = self.aliases?.get(function)?;
+        Some((t.name.clone(), t.columns.clone()))
+    }
+    fn table_columns(&self, table: &str) -> Option<Vec<String>> {
+        Some(self.lookups?.get(table)?.columns.clone())
     }
 }

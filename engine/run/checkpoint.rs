@@ -150,6 +150,8 @@ pub(super) struct RunLog {
     pub(super) records_since: usize,
     /// Side effects confirmed so far, numbered 1, 2, …
     pub(super) confirmations: u64,
+    /// Files this run renamed: (connection, location, old name) → (new name, step).
+    pub(super) renamed: std::collections::HashMap<(String, String, String), (String, String)>,
 }
 
 impl RunLog {

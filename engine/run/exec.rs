@@ -42,7 +42,7 @@ impl<'a> Exec<'a> {
         self.flow
             .templates
             .render(tpl, &scope.ctx())
-            .map_err(template_error)
+            .map_err(|e| self.template_failed(&e, scope.step()))
     }
 
     /// Evaluates a template, keeping a single expression's type.
@@ -50,13 +50,50 @@ impl<'a> Exec<'a> {
         self.flow
             .templates
             .eval(tpl, &scope.ctx())
-            .map_err(template_error)
+            .map_err(|e| self.template_failed(&e, scope.step()))
+    }
+
+    /// A template that failed in step `step`, named by its file, line, column and failing
+    /// expression.
+    fn template_failed(&self, e: &crate::template::TemplateError, step: &str) -> StepError {
+        StepError::new(ErrorKind::Template, self.flow.templates.locate(e, step))
+    }
+
+    /// Notes that step `step` renamed `from` to `to` at `location` of `connection` (a fetch
+    /// of `from` later in the run is then an error, not a file someone else took).
+    pub fn note_renamed(&self, connection: &str, location: &str, from: &str, to: &str, step: &str) {
+        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.renamed.insert(
+            (
+                connection.to_string(),
+                location.trim_end_matches('/').to_string(),
+                from.to_string(),
+            ),
+            (to.to_string(), step.to_string()),
+        );
+    }
+
+    /// The new name and the renaming step of a file this run renamed ([`Exec::note_renamed`]).
+    pub fn renamed_by_run(
+        &self,
+        connection: &str,
+        location: &str,
+        name: &str,
+    ) -> Option<(String, String)> {
+        let log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.renamed
+            .get(&(
+                connection.to_string(),
+                location.trim_end_matches('/').to_string(),
+                name.to_string(),
+            ))
+            .cloned()
     }
 
     /// Evaluates a JSON value whose strings are templates.
     pub fn eval_value(&self, v: &ValueTpl, scope: &Scope) -> Result<Value, StepError> {
         let ctx = scope.ctx();
-        self.eval_value_in(v, &ctx)
+        self.eval_value_in(v, &ctx, scope.step())
     }
 
     /// Evaluates a JSON value whose strings are templates, its expressions in one pass when
@@ -69,32 +106,36 @@ impl<'a> Exec<'a> {
     ) -> Result<Value, StepError> {
         let ctx = scope.ctx();
         let Some(batch) = batch else {
-            return self.eval_value_in(v, &ctx);
+            return self.eval_value_in(v, &ctx, scope.step());
         };
         let values = self
             .flow
             .templates
             .eval_batch(batch, &v.leaves(), &ctx)
-            .map_err(template_error)?;
+            .map_err(|e| self.template_failed(&e, scope.step()))?;
         match v.rebuild(&mut values.into_iter()) {
             Some(value) => Ok(value),
-            None => self.eval_value_in(v, &ctx),
+            None => self.eval_value_in(v, &ctx, scope.step()),
         }
     }
 
-    fn eval_value_in(&self, v: &ValueTpl, ctx: &JValue) -> Result<Value, StepError> {
+    fn eval_value_in(&self, v: &ValueTpl, ctx: &JValue, step: &str) -> Result<Value, StepError> {
         Ok(match v {
-            ValueTpl::Tpl(t) => self.flow.templates.eval(t, ctx).map_err(template_error)?,
+            ValueTpl::Tpl(t) => self
+                .flow
+                .templates
+                .eval(t, ctx)
+                .map_err(|e| self.template_failed(&e, step))?,
             ValueTpl::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|x| self.eval_value_in(x, ctx))
+                    .map(|x| self.eval_value_in(x, ctx, step))
                     .collect::<Result<_, _>>()?,
             ),
             ValueTpl::Object(fields) => {
                 let mut m = Map::new();
                 for (k, x) in fields {
-                    m.insert(k.clone(), self.eval_value_in(x, ctx)?);
+                    m.insert(k.clone(), self.eval_value_in(x, ctx, step)?);
                 }
                 Value::Object(m)
             }
@@ -107,7 +148,7 @@ impl<'a> Exec<'a> {
         self.flow
             .templates
             .eval_expression(src, &scope.ctx())
-            .map_err(template_error)
+            .map_err(|e| self.template_failed(&e, scope.step()))
     }
 
     /// Evaluates an expression to a template value (no copy into JSON: a loop's items).
@@ -115,7 +156,7 @@ impl<'a> Exec<'a> {
         self.flow
             .templates
             .eval_expression_value(src, &scope.ctx())
-            .map_err(template_error)
+            .map_err(|e| self.template_failed(&e, scope.step()))
     }
 
     /// Evaluates a condition.
@@ -123,7 +164,7 @@ impl<'a> Exec<'a> {
         self.flow
             .templates
             .eval_bool(src, &scope.ctx())
-            .map_err(template_error)
+            .map_err(|e| self.template_failed(&e, scope.step()))
     }
 
     /// The file store called `name`.
@@ -471,7 +512,9 @@ impl<'a> Exec<'a> {
                 confirm,
             };
             let mut scope = Scope::new(Value::Object(Map::new()), params, &self.state.run);
-            scope.set_var("error", &error);
+            if !error.is_null() {
+                scope.set_var("error", &error);
+            }
             scope.path = path;
             scope.record = record;
             scope.record_key = record_key;
@@ -611,8 +654,4 @@ impl<'a> Exec<'a> {
             }
         })
     }
-}
-
-fn template_error(e: crate::template::TemplateError) -> StepError {
-    StepError::new(ErrorKind::Template, e.0)
 }

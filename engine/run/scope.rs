@@ -51,7 +51,8 @@ impl Scope {
         s.set_var("input", &input);
         s.set_var("params", &Value::Object(params));
         s.set_var("run", run);
-        s.set_var("error", &Value::Null);
+        // undefined where no step failed: `{% if error %}` and `error is defined` agree
+        s.set_var_value("error", crate::template::no_error());
         s
     }
 

@@ -92,8 +92,26 @@ impl FetchPlan {
         };
         let size = match got {
             Ok(size) => size,
-            Err(ConnectorError::NotFound(what)) if scope.in_loop() => {
+            Err(ConnectorError::NotFound(what))
+                if scope.in_loop()
+                    || ex
+                        .renamed_by_run(&self.connection, &location, &name)
+                        .is_some() =>
+            {
                 let _ = std::fs::remove_file(&path);
+                // gone because this run renamed it first: the flow's order is wrong
+                if let Some((to, by)) = ex.renamed_by_run(&self.connection, &location, &name) {
+                    return Err(StepError::new(
+                        ErrorKind::Config,
+                        format!(
+                            "{}:{}/{name} was renamed to {to} by this run (step '{by}') before step '{}' fetched it: \
+                             fetch it first (a step runs after the steps its `needs:` and templates name)",
+                            self.connection,
+                            location.trim_end_matches('/'),
+                            scope.step()
+                        ),
+                    ));
+                }
                 ex.event(Event::Skipped {
                     connection: self.connection.clone(),
                     location,

@@ -60,6 +60,7 @@ impl RenamePlan {
                 .rename(&location, &from, &to)
                 .await
                 .map_err(|e| ex.connector_error(&self.connection, e))?;
+            ex.note_renamed(&self.connection, &location, &from, &to, scope.step());
         }
         ex.event(Event::Renamed {
             connection: self.connection.clone(),

@@ -816,11 +816,22 @@ fn compare(
         let summary =
             |e: &Email| json!({ "from": e.from, "to": e.to, "subject": e.subject, "body": e.body });
         if want.len() != emails.len() {
+            // an email the run could not send says why (a template failing names its place)
+            let unsent: String = report
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::EmailFailed {
+                        subject, message, ..
+                    } => Some(format!("\n  not sent: {subject:?}: {message}")),
+                    _ => None,
+                })
+                .collect();
             check(
                 "emails".into(),
                 format!("{} email(s)", want.len()),
                 format!(
-                    "{} email(s): {}",
+                    "{} email(s): {}{unsent}",
                     emails.len(),
                     pretty(&emails.iter().map(summary).collect::<Vec<_>>())
                 ),
