@@ -1407,16 +1407,7 @@ pub fn render_report(r: &RunReport) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
     }
-    let skipped = r
-        .events
-        .iter()
-        .filter(|e| matches!(e, crate::run::Event::Skipped { .. }))
-        .count();
-    if skipped > 0 {
-        s.push_str(&format!(
-            "warning: {skipped} file(s) left where they are: ferry refuses their names (see above)\n"
-        ));
-    }
+    s.push_str(&skipped_warning(r));
     let unsent = r.emails_failed();
     if unsent > 0 {
         s.push_str(&format!(
@@ -1424,6 +1415,43 @@ pub fn render_report(r: &RunReport) -> String {
         ));
     }
     s
+}
+
+/// The closing warning of a run that left files where they are, by why: a name ferry
+/// refuses (at the listing), a name the target refuses (at the put), a file gone since it
+/// was listed. Empty when it left none.
+fn skipped_warning(r: &RunReport) -> String {
+    let reasons: Vec<&str> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            crate::run::Event::Skipped { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    if reasons.is_empty() {
+        return String::new();
+    }
+    let count = |f: &dyn Fn(&str) -> bool| reasons.iter().filter(|r| f(r)).count();
+    let ferry = count(&|r| r.starts_with("ferry refuses its name"));
+    let target = count(&|r| r.contains(" refuses the name: "));
+    let gone = count(&|r| r.starts_with("gone since it was listed"));
+    let mut why = Vec::new();
+    for (n, what) in [
+        (ferry, "ferry refuses its name"),
+        (target, "the target refuses its name"),
+        (gone, "gone since it was listed"),
+        (reasons.len() - ferry - target - gone, "another reason"),
+    ] {
+        if n > 0 {
+            why.push(format!("{n}: {what}"));
+        }
+    }
+    format!(
+        "warning: {} file(s) left where they are ({}; see above)\n",
+        reasons.len(),
+        why.join(", ")
+    )
 }
 
 /// Renders one event of a run for people, as `ferry run` prints it (`dry_run`: what a dry
