@@ -436,9 +436,7 @@ impl InvokePlan {
                     _ => Map::new(),
                 };
                 let step = scope.step().to_string();
-                ex.call_flow(flow, params, scope, &step)
-                    .await
-                    .map(StepResult::Value)
+                ex.call_flow(flow, params, scope, &step).await
             }
             InvokePlan::Invalid => Err(StepError::new(ErrorKind::Config, "invalid invoke step")),
         }
