@@ -165,10 +165,11 @@ impl Diagnostic {
     }
 }
 
-/// The directories whose files' content a diagnostic may quote: each flow path (a directory,
-/// or the directory of a flow file), the lookups directory, the connections file's
-/// directory, resolved through symbolic links. A file named in them that is a link is
-/// followed only to see whether it lands back inside.
+/// The places whose files' content a diagnostic may quote, resolved through symbolic links:
+/// each flow path (a directory, or the directory of a flow file), the lookups directory, and
+/// the connections file when one is named (`--connections`; one found in the flow directory
+/// is inside it already). A file in them that is a link is followed to see whether it lands
+/// back inside.
 pub fn content_roots(
     paths: &[PathBuf],
     lookups: Option<&Path>,
@@ -186,8 +187,8 @@ pub fn content_roots(
         .iter()
         .map(PathBuf::as_path)
         .chain(lookups)
-        .chain(connections)
         .filter_map(dir_of)
+        .chain(connections.and_then(|c| c.canonicalize().ok()))
         .collect()
 }
 
