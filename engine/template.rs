@@ -775,10 +775,7 @@ mod tests {
             v = serde_json::json!([v]);
         }
         let ctx = JValue::from_serialize(serde_json::json!({"v": v}));
-        assert_eq!(
-            t.eval_expression("[[[[v]]]]", &ctx).unwrap().is_array(),
-            true
-        );
+        assert!(t.eval_expression("[[[[v]]]]", &ctx).unwrap().is_array());
         let expr = "[[[[[[[[v]]]]]]]]";
         assert_eq!(
             t.eval_expression(expr, &ctx).map_err(|e| e.0),
