@@ -165,6 +165,70 @@ impl Diagnostic {
     }
 }
 
+/// The places whose files' content a diagnostic may quote, resolved through symbolic links:
+/// each flow path (a directory, or the directory of a flow file), the lookups directory, and
+/// the connections file when one is named (`--connections`; one found in the flow directory
+/// is inside it already). A file in them that is a link is followed to see whether it lands
+/// back inside.
+pub fn content_roots(
+    paths: &[PathBuf],
+    lookups: Option<&Path>,
+    connections: Option<&Path>,
+) -> Vec<PathBuf> {
+    let dir_of = |p: &Path| -> Option<PathBuf> {
+        if p.is_dir() {
+            p.canonicalize().ok()
+        } else {
+            let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+            parent.unwrap_or(Path::new(".")).canonicalize().ok()
+        }
+    };
+    paths
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(lookups)
+        .filter_map(dir_of)
+        .chain(connections.and_then(|c| c.canonicalize().ok()))
+        .collect()
+}
+
+impl Diagnostic {
+    /// Whether the file this diagnostic is about resolves (through links) outside `roots`.
+    pub fn outside(&self, roots: &[PathBuf]) -> bool {
+        self.file
+            .as_ref()
+            .and_then(|f| f.canonicalize().ok())
+            .is_some_and(|f| !roots.iter().any(|r| f.starts_with(r)))
+    }
+
+    /// This diagnostic with nothing of its file's content: its file, line, column, code and
+    /// severity, and a message saying why the rest is not shown (the message, the path into
+    /// the document, the hint and the source line may all quote the file).
+    pub fn content_hidden(&self) -> Diagnostic {
+        Diagnostic {
+            message: format!(
+                "this file resolves outside the flow, lookup and connections directories and does not load ({}); its content is not shown",
+                self.code
+            ),
+            path: None,
+            hint: None,
+            source_line: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Replaces each diagnostic about a file outside `roots` ([`content_roots`]) by its
+/// [`Diagnostic::content_hidden`] form: a `.yaml` link to `/etc/passwd` is named, with the
+/// place of the problem, but nothing of its content is quoted.
+pub fn hide_outside_content(diags: &mut [Diagnostic], roots: &[PathBuf]) {
+    for d in diags.iter_mut() {
+        if d.outside(roots) {
+            *d = d.content_hidden();
+        }
+    }
+}
+
 /// `/steps/2/rename/to` → `steps[2].rename.to`.
 pub fn pointer_to_path(pointer: &str) -> String {
     let mut out = String::new();

@@ -8,8 +8,11 @@
 //! empty string.
 //!
 //! Every template and expression is measured against [`limits`] before minijinja parses it:
-//! a deeply nested one would overflow the stack of whatever walks its syntax tree.
+//! a deeply nested one would overflow the stack of whatever walks its syntax tree. What a
+//! template builds while it runs is bounded by [`depth`]: a value nested too deep is a
+//! template error, not a stack overflow.
 
+pub mod depth;
 pub mod limits;
 
 use std::collections::HashMap;
@@ -85,7 +88,8 @@ pub struct Batch {
 }
 
 /// What an expression's template says before the expression.
-const EXPR_PREFIX: &str = "{% set __ferry_expression_value = (";
+/// (`__ferry_bounded` is [`depth::BOUND`]: the value passes the depth check.)
+const EXPR_PREFIX: &str = "{% set __ferry_expression_value = __ferry_bounded((";
 
 /// A template that failed to render or evaluate: what went wrong, and where in the
 /// template when it is known ([`Templates::locate`] turns that into a file position).
@@ -267,7 +271,9 @@ impl Templates {
         }
         let name = format!("t{}", self.next);
         self.next += 1;
-        self.add(&name, source.to_string())?;
+        // each `{% set %}` stores its value through the depth check
+        let bounded = depth::bound_sets(source).unwrap_or_else(|| source.to_string());
+        self.add(&name, bounded)?;
         Ok(Tpl::Render(name))
     }
 
@@ -283,7 +289,7 @@ impl Templates {
         }
         let name = format!("e{}", self.next);
         self.next += 1;
-        let wrapper = format!("{EXPR_PREFIX}{expr}) %}}");
+        let wrapper = format!("{EXPR_PREFIX}{expr})) %}}");
         if self.add(&name, wrapper).is_ok() {
             self.exprs.insert(expr.to_string(), name);
         }
@@ -305,10 +311,13 @@ impl Templates {
                 .unwrap_or(JValue::UNDEFINED));
         }
         limits::check(source, true)?;
-        self.env()
+        let v = self
+            .env()
             .compile_expression(source)?
             .eval(ctx)
-            .map_err(|e| TemplateError::placed(&e, source, 0))
+            .map_err(|e| TemplateError::placed(&e, source, 0))?;
+        depth::check(&v)?;
+        Ok(v)
     }
 
     /// Compiles the expressions among `tpls` (a transform's fields, a request's JSON body)
@@ -325,7 +334,10 @@ impl Templates {
                 {
                     return None;
                 }
-                source.push_str(&format!("{{% set {BATCH_VALUE}{i} = ({src}) %}}"));
+                source.push_str(&format!(
+                    "{{% set {BATCH_VALUE}{i} = {}(({src})) %}}",
+                    depth::BOUND
+                ));
                 exprs += 1;
             }
         }
@@ -516,7 +528,12 @@ impl Templates {
             Tpl::Render(name) => self
                 .env()
                 .get_template(name)
-                .map(|t| t.undeclared_variables(false).into_iter().collect())
+                .map(|t| {
+                    t.undeclared_variables(false)
+                        .into_iter()
+                        .filter(|v| v != depth::BOUND)
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -618,6 +635,12 @@ fn base_environment() -> &'static Environment<'static> {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_recursion_limit(depth::MAX_RECURSION);
+        env.add_function(depth::BOUND, depth::bounded);
+        env.set_formatter(|out, state, value| {
+            depth::check(value)?;
+            minijinja::escape_formatter(out, state, value)
+        });
         env.add_function("now", |fmt: Option<String>| {
             let now = chrono::Utc::now();
             match fmt {
@@ -1037,17 +1060,20 @@ mod tests {
     #[test]
     fn compile_time_evaluation_is_bounded_by_fuel() {
         let mut t = templates();
-        for src in [
-            "{% set ns = namespace(v=1) %}{% for i in range(50000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | length }}",
-            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-        ] {
-            let tpl = t.template(src).unwrap();
-            assert_eq!(
-                t.render_constant(&tpl).map_err(|e| e.0),
-                Err("engine ran out of fuel".to_string()),
-                "{src}"
-            );
-        }
+        let src =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let tpl = t.template(src).unwrap();
+        assert_eq!(
+            t.render_constant(&tpl).map_err(|e| e.0),
+            Err("engine ran out of fuel".to_string()),
+        );
+        // the nesting loop stops on the value's depth, before the fuel runs out
+        let src = "{% set ns = namespace(v=1) %}{% for i in range(50000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | length }}";
+        let tpl = t.template(src).unwrap();
+        assert_eq!(
+            t.render_constant(&tpl).map_err(|e| e.0),
+            Err(format!("invalid operation: {DEEP_VALUE}")),
+        );
         // what a flow's locations and constants are is evaluated as before
         let loc = t.template("{{ config('a.b') }}/in").unwrap();
         assert_eq!(t.render_constant(&loc).unwrap(), "x/in");
@@ -1140,5 +1166,80 @@ mod tests {
             t.locate(&e, "b"),
             "flows/f.yaml:7:12: `steps.b.nope`: `steps.b.nope` is undefined"
         );
+    }
+
+    const DEEP_VALUE: &str = "template value nested more than 256 levels deep; the limit is 256";
+
+    /// What a template builds while it runs is bounded: each of these built a value 100,000
+    /// levels deep (or some thousands, through recursion) whose rendering, serialising,
+    /// comparison or drop overflowed the stack and aborted the process. Each is now a
+    /// template error, as a rendered template and as an expression.
+    #[test]
+    fn deep_values_built_at_run_time_are_errors_not_stack_overflows() {
+        let mut t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({"n": 100000, "x": [1]}));
+        let loop_ = |body: &str, out: &str| {
+            format!(
+                "{{% set ns = namespace(v=[]) %}}{{% for i in range(n) %}}{body}{{% endfor %}}{out}"
+            )
+        };
+        let deep = format!("invalid operation: {DEEP_VALUE}");
+        for src in [
+            loop_("{% set ns.v = [ns.v] %}", "{{ ns.v }}"),
+            loop_("{% set ns.v = [ns.v] %}", "{{ ns.v | length }}"),
+            loop_("{% set ns.v = {'a': ns.v} %}", "{{ ns.v | tojson }}"),
+            loop_("{% set ns.v = [ns.v] | batch(1) | list %}", "x"),
+            loop_("{% set ns.v = namespace(v=ns.v) %}", "{{ ns.v == ns.v }}"),
+            loop_("{%- set a, b = [ns.v], 1 -%}{% set ns.v = a %}", "x"),
+            format!(
+                "{}{{{{ a }}}}",
+                "{% set a = [[[[[[[[a]]]]]]]] %}".repeat(40)
+            )
+            .replacen("[a]", "[1]", 1),
+        ] {
+            let tpl = t.template(&src).unwrap();
+            assert_eq!(
+                t.render(&tpl, &ctx).map_err(|e| e.0),
+                Err(deep.clone()),
+                "{src}"
+            );
+        }
+        // recursion stops long before what it builds is too deep for the stack
+        let l = "[".repeat(30);
+        let r = "]".repeat(30);
+        for src in [
+            format!("{{% for x in [[1]] recursive %}}{{{{ loop({l}x{r}) }}}}{{% endfor %}}"),
+            format!("{{% macro f(x) %}}{{{{ f({l}x{r}) }}}}{{% endmacro %}}{{{{ f(1) }}}}"),
+        ] {
+            let tpl = t.template(&src).unwrap();
+            let e = t.render(&tpl, &ctx).unwrap_err().0;
+            assert!(
+                e.starts_with("invalid operation: recursion limit exceeded"),
+                "{e}"
+            );
+        }
+        // an expression's value is checked before it is copied into the run
+        let mut v = serde_json::json!(1);
+        for _ in 0..250 {
+            v = serde_json::json!([v]);
+        }
+        let ctx = JValue::from_serialize(serde_json::json!({"v": v}));
+        assert!(t.eval_expression("[[[[v]]]]", &ctx).unwrap().is_array());
+        let expr = "[[[[[[[[v]]]]]]]]";
+        assert_eq!(
+            t.eval_expression(expr, &ctx).map_err(|e| e.0),
+            Err(deep.clone())
+        );
+        t.register_expression(expr).unwrap();
+        assert_eq!(t.eval_expression(expr, &ctx).map_err(|e| e.0), Err(deep));
+        // what stays within the limits works as before
+        let ok = t
+            .template("{% set ns = namespace(v=[], n=0) %}{% for i in range(1000) %}{% set ns.v = ns.v + [i] %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.v | length }} {{ ns.n }} {{ x }}")
+            .unwrap();
+        let ctx = JValue::from_serialize(serde_json::json!({"x": [1]}));
+        assert_eq!(t.render(&ok, &ctx).unwrap(), "1000 499500 [1]");
+        let vars = t.variables(&ok);
+        assert!(vars.contains(&"x".to_string()), "{vars:?}");
+        assert!(!vars.iter().any(|v| v == depth::BOUND), "{vars:?}");
     }
 }

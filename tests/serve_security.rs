@@ -1307,7 +1307,7 @@ async fn reload_follows_a_replaced_or_relinked_flow_directory() {
 }
 
 /// A `.yaml` link to a file outside the flow directory (issue 20, point 9): what does not
-/// load there is reported by its link's name and code, never with its content, on
+/// load there is reported by its link's name, line, column and code, never with its content, on
 /// `/api/v1/status`, in the log, and when serve refuses to start.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1324,7 +1324,7 @@ async fn diagnostics_never_quote_a_file_outside_the_flow_directory() {
     assert_eq!(
         st["reload_failure"]["diagnostics"],
         json!([format!(
-            "{}: a link to a file outside the flow, lookup and connections paths, which does not load (schema); its content is not shown",
+            "{}:1:1: this file resolves outside the flow, lookup and connections directories and does not load (schema); its content is not shown",
             link.display()
         )]),
         "{st:#}"
@@ -1357,7 +1357,10 @@ async fn diagnostics_never_quote_a_file_outside_the_flow_directory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("a link to a file outside the flow, lookup and connections paths"),
+        stderr.contains(&format!(
+            "error[schema]: this file resolves outside the flow, lookup and connections directories and does not load (schema); its content is not shown\n  --> {}:1:1\n",
+            link.display()
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains("SECRET-CONTENT"), "{stderr}");

@@ -443,3 +443,143 @@ async fn ferry_serve_refuses_a_deep_flow_on_reload_and_stays_up() {
     assert_eq!(o.status.code(), Some(1), "{}", &out[..out.len().min(500)]);
     assert!(out.contains(DEEP_MESSAGE), "{}", &out[..out.len().min(500)]);
 }
+
+/// A flow whose second step builds a value 90,000 levels deep while the run renders its
+/// prefix (the template reads a step's output, so only the run evaluates it). Rendering,
+/// serialising or dropping that value overflowed the stack: `ferry run`, `ferry test` and
+/// `ferry serve` aborted (134).
+const DEEP_VALUE_FLOW: &str = r#"id: deep_value
+name: Deep value
+version: '1'
+trigger: { manual: true }
+steps:
+  - id: list
+    list: { connection: dacs_os, location: in }
+  - id: deep
+    list:
+      connection: dacs_os
+      location: in
+      prefix: "{% set ns = namespace(v=[]) %}{% for i in range(90000 + steps.list.count) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v }}"
+"#;
+
+const DEEP_VALUE: &str = "template value nested more than 256 levels deep; the limit is 256";
+
+#[tokio::test]
+async fn ferry_run_reports_a_value_nested_without_bound_as_a_template_error() {
+    let ws = Workspace::new().await;
+    std::fs::write(ws.flows_dir().join("deep_value.yaml"), DEEP_VALUE_FLOW).unwrap();
+    std::fs::create_dir_all(ws.path().join("data/dacs-os/in")).unwrap();
+    let connections = ws.connections_path().display().to_string();
+    let o = ferry(
+        ws.path(),
+        &["validate", "flows", "--connections", &connections],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = ferry(
+        ws.path(),
+        &[
+            "run",
+            "deep_value",
+            "--flows",
+            "flows",
+            "--connections",
+            &connections,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // a failed run (3), not an abort (134)
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "error: step 'deep': invalid operation: {DEEP_VALUE}\n"
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn ferry_test_reports_a_value_nested_without_bound_as_the_run_s_error() {
+    let dir = tempfile::tempdir().unwrap();
+    support::copy_tree(&support::repo().join("flows"), &dir.path().join("flows"));
+    support::copy_tree(
+        &support::repo().join("lookups"),
+        &dir.path().join("lookups"),
+    );
+    std::fs::write(dir.path().join("flows/deep_value.yaml"), DEEP_VALUE_FLOW).unwrap();
+    std::fs::write(
+        dir.path().join("flows/tests/deep_value.test.yaml"),
+        format!(
+            "flow: deep_value\ntests:\n  - name: the deep value fails its step\n    files:\n      dacs_os:\n        in:\n          a.csv: {{ text: \"a\\n\" }}\n    expect:\n      outcome: failed\n      error: {{ step: deep, message_contains: \"{DEEP_VALUE}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let o = ferry(dir.path(), &["test", "flows/tests/deep_value.test.yaml"]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("ok   flows/tests/deep_value.test.yaml: the deep value fails its step\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn ferry_serve_fails_the_run_of_a_value_nested_without_bound_and_stays_up() {
+    let ws = Workspace::new().await;
+    std::fs::write(ws.flows_dir().join("deep_value.yaml"), DEEP_VALUE_FLOW).unwrap();
+    std::fs::create_dir_all(ws.path().join("data/dacs-os/in")).unwrap();
+    let (mut child, addr, _log) = serve(&ws).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("http://{addr}/api/v1/flows/deep_value/runs"))
+        .basic_auth(OP.0, Some(OP.1))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut run = Value::Null;
+    for _ in 0..400 {
+        run = http
+            .get(format!("http://{addr}/api/v1/runs/{id}"))
+            .basic_auth(OP.0, Some(OP.1))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        if run["outcome"] != json!("running") {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "ferry serve exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(run["outcome"], json!("failed"), "{run:#}");
+    assert!(run.to_string().contains(DEEP_VALUE), "{run:#}");
+    // still up
+    assert!(child.try_wait().unwrap().is_none(), "ferry serve exited");
+    let health = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

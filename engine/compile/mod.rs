@@ -177,8 +177,24 @@ pub fn resolved(inputs: &Inputs) -> Inputs {
     out
 }
 
-/// [`load`], reading no file over `max_file_bytes`.
+/// [`load`], reading no file over `max_file_bytes`. A diagnostic about a file that resolves
+/// outside the flow paths, the lookups directory and a named connections file (a
+/// `.yaml` link to `/etc/passwd`) names the file and the place but quotes nothing of it
+/// ([`crate::diag::hide_outside_content`]), whoever shows it: `validate`, `run`, `serve`.
 pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<Diagnostic>) {
+    let (project, mut diags) = load_quoting(inputs, max_file_bytes);
+    let sources = resolved(inputs);
+    let roots = crate::diag::content_roots(
+        &sources.paths,
+        sources.lookups.as_deref(),
+        inputs.connections.as_deref(),
+    );
+    crate::diag::hide_outside_content(&mut diags, &roots);
+    (project, diags)
+}
+
+/// [`load_limited`] before the content of outside files is hidden.
+fn load_quoting(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut flow_docs = Vec::new();
     let mut files = Vec::new();

@@ -250,7 +250,10 @@ impl FileStore {
             FileStore::S3(s) => s.put(location, name, src).await,
         };
         // a server path says nothing to whoever reads the error (a FAILURE acknowledgement)
-        r.map_err(|e| e.naming(src, &format!("the local copy of '{name}'")))
+        r.map_err(|e| {
+            e.naming(src, &format!("the local copy of '{name}'"))
+                .as_name_refusal()
+        })
     }
 
     /// Renames `location/from` to `location/to`.
@@ -706,6 +709,14 @@ pub enum ConnectorError {
     /// The peer answered with an error.
     #[error("{0}")]
     Protocol(String),
+    /// The target refuses the file's name (too long for its file system, a key its object
+    /// store does not take): nothing was stored, and the same name will never be taken.
+    #[error("the target refuses the name: {reason}")]
+    NameRefused {
+        /// The target's own reason (`File name too long (os error 36)`,
+        /// `KeyTooLongError: Your key is too long`).
+        reason: String,
+    },
 }
 
 impl ConnectorError {
@@ -730,9 +741,48 @@ impl ConnectorError {
             ConnectorError::Timeout(s) => ConnectorError::Timeout(fix(s)),
             ConnectorError::Connect(s) => ConnectorError::Connect(fix(s)),
             ConnectorError::Protocol(s) => ConnectorError::Protocol(fix(s)),
+            ConnectorError::NameRefused { reason } => ConnectorError::NameRefused {
+                reason: fix(reason),
+            },
             e @ ConnectorError::HostileName { .. } => e,
         }
     }
+
+    /// This error as [`ConnectorError::NameRefused`] when it says that the target refuses
+    /// the name it was given, whatever the kind of target: a local file system's
+    /// `ENAMETOOLONG` or `EILSEQ`, an FTP server's `553` (file name not allowed), an object
+    /// store's `KeyTooLongError`. Other errors are returned as they are.
+    pub fn as_name_refusal(self) -> ConnectorError {
+        let refused = match &self {
+            ConnectorError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::InvalidFilename
+                    || matches!(
+                        source.raw_os_error(),
+                        Some(libc_errno::ENAMETOOLONG | libc_errno::EILSEQ)
+                    )
+            }
+            ConnectorError::Protocol(text) => {
+                text.contains("answered '553") || text.contains("KeyTooLongError")
+            }
+            _ => false,
+        };
+        if !refused {
+            return self;
+        }
+        let reason = match self {
+            ConnectorError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        ConnectorError::NameRefused { reason }
+    }
+}
+
+/// The `errno` values that mean a file system refuses a name (Linux numbering).
+mod libc_errno {
+    /// File name too long.
+    pub const ENAMETOOLONG: i32 = 36;
+    /// Illegal byte sequence (a name the file system cannot encode).
+    pub const EILSEQ: i32 = 84;
 }
 
 #[cfg(test)]

@@ -142,7 +142,9 @@ pub fn after_attempts(e: ConnectorError, attempts: u32) -> ConnectorError {
         ConnectorError::Timeout(m) => ConnectorError::Timeout(m + &note),
         ConnectorError::Connect(m) => ConnectorError::Connect(m + &note),
         ConnectorError::Protocol(m) => ConnectorError::Protocol(m + &note),
-        other @ (ConnectorError::Io { .. } | ConnectorError::HostileName { .. }) => other,
+        other @ (ConnectorError::Io { .. }
+        | ConnectorError::HostileName { .. }
+        | ConnectorError::NameRefused { .. }) => other,
     }
 }
 

@@ -469,14 +469,16 @@ impl<'a> Exec<'a> {
     }
 
     /// Calls child flow `flow_id` with `params` from step `step` of `caller`; its failure
-    /// fails the calling step.
+    /// fails the calling step. A child called inside a loop item is inside it too: a skip
+    /// there (a file gone, a name the target refuses) is [`StepResult::Skip`], which ends
+    /// the caller's item as if its own step had skipped.
     pub fn call_flow<'s>(
         &'s self,
         flow_id: &'s str,
         params: Map<String, Value>,
         caller: &Scope,
         step: &str,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send + 's>> {
+    ) -> Pin<Box<dyn Future<Output = Result<StepResult, StepError>> + Send + 's>> {
         self.call_flow_with_error(flow_id, params, Value::Null, caller, step)
     }
 
@@ -489,9 +491,10 @@ impl<'a> Exec<'a> {
         error: Value,
         caller: &Scope,
         step: &str,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send + 's>> {
+    ) -> Pin<Box<dyn Future<Output = Result<StepResult, StepError>> + Send + 's>> {
         let mut path = caller.path.clone();
         path.push((step.to_string(), flow_id.to_string()));
+        let loops = caller.loops();
         let record = caller.record;
         let record_key = caller.record_key.clone();
         let confirm = self.confirm && step != "on_error";
@@ -518,13 +521,17 @@ impl<'a> Exec<'a> {
             scope.path = path;
             scope.record = record;
             scope.record_key = record_key;
+            scope.set_loops(loops);
             let span = tracing::info_span!("child_flow", otel.name = %format_args!("child {}", child.id), flow = %child.id);
             match ex
                 .run_block(&child.steps, &mut scope)
                 .instrument(span)
                 .await
             {
-                Ok(_) => Ok(json!({ "flow": child.id, "steps": scope.steps_json() })),
+                Ok(StepResult::Skip) => Ok(StepResult::Skip),
+                Ok(_) => Ok(StepResult::Value(
+                    json!({ "flow": child.id, "steps": scope.steps_json() }),
+                )),
                 Err(mut e) => {
                     e.message = format!(
                         "child flow '{}' failed at step '{}': {}",

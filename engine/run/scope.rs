@@ -148,6 +148,16 @@ impl Scope {
         self.loops > 0
     }
 
+    /// How many loop items deep this scope is.
+    pub(super) fn loops(&self) -> usize {
+        self.loops
+    }
+
+    /// Puts a child flow's scope as deep in loop items as its caller's.
+    pub(super) fn set_loops(&mut self, loops: usize) {
+        self.loops = loops;
+    }
+
     /// The CSV record being processed, if any.
     pub fn record(&self) -> Option<u64> {
         self.record

@@ -192,11 +192,8 @@ pub async fn serve(
     }
     let (project, diags) = load_limited(&opts.inputs, opts.max_file_bytes);
     let Some(project) = project else {
-        let roots = reload::roots(&opts.inputs);
-        let text: Vec<String> = diags
-            .iter()
-            .map(|d| reload::outside_quoted(d, &roots).render())
-            .collect();
+        // the loader hid what outside files hold
+        let text: Vec<String> = diags.iter().map(crate::diag::Diagnostic::render).collect();
         return Err(ServeError::Invalid(text.join("")));
     };
     let unset = reload::unset_trigger_credentials(&project);

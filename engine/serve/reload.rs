@@ -131,7 +131,7 @@ pub async fn watch(app: Arc<App>, inputs: Inputs, max_file_bytes: u64) -> Result
             let inputs = inputs.clone();
             let compiled = tokio::task::spawn_blocking(move || {
                 let (project, diags) = load_limited(&inputs, max_file_bytes);
-                let problems = problems_of(project.as_ref(), &diags, &inputs);
+                let problems = problems_of(project.as_ref(), &diags);
                 (project, problems)
             })
             .await;
@@ -392,61 +392,20 @@ fn apply(
 /// `None` when the change was refused.
 pub fn reload(app: &App, inputs: &Inputs) -> Option<u64> {
     let (project, diags) = load_limited(inputs, crate::compile::DEFAULT_MAX_FILE_BYTES);
-    let problems = problems_of(project.as_ref(), &diags, inputs);
+    let problems = problems_of(project.as_ref(), &diags);
     apply(app, project, problems, &mut None)
 }
 
-/// Why a load of `inputs` cannot be swapped in, one line each: the errors of `diags`
-/// ([`outside_quoted`] applied), else the trigger credentials `project` lacks.
-fn problems_of(project: Option<&Project>, diags: &[Diagnostic], inputs: &Inputs) -> Vec<String> {
+/// Why a load cannot be swapped in, one line each: the errors of `diags` (the loader hid
+/// what files outside the flow's directories hold), else the trigger credentials
+/// `project` lacks.
+fn problems_of(project: Option<&Project>, diags: &[Diagnostic]) -> Vec<String> {
     match project {
         Some(p) => unset_trigger_credentials(p),
-        None => {
-            let roots = roots(inputs);
-            diags
-                .iter()
-                .filter(|d| d.severity == crate::diag::Severity::Error)
-                .map(|d| outside_quoted(d, &roots).one_line())
-                .collect()
-        }
-    }
-}
-
-/// Where the files of `inputs` may be, resolved (through symbolic links): the flow paths,
-/// the lookups directory and the connections file, the defaults included.
-pub fn roots(inputs: &Inputs) -> Vec<PathBuf> {
-    let sources = resolved(inputs);
-    sources
-        .paths
-        .iter()
-        .chain(sources.lookups.iter())
-        .chain(sources.connections.iter())
-        .filter_map(|p| p.canonicalize().ok())
-        .collect()
-}
-
-/// `d` as `serve` shows it (its log, `/api/v1/status`, the monitoring page): a diagnostic
-/// about a file that resolves outside `roots` (a `.yaml` link to `/etc/passwd`) keeps its
-/// file and code but quotes nothing of its content, which is not ferry's to show.
-pub fn outside_quoted(d: &Diagnostic, roots: &[PathBuf]) -> Diagnostic {
-    let outside = d
-        .file
-        .as_ref()
-        .and_then(|f| f.canonicalize().ok())
-        .is_some_and(|f| !roots.iter().any(|r| f.starts_with(r)));
-    if !outside {
-        return d.clone();
-    }
-    Diagnostic {
-        message: format!(
-            "a link to a file outside the flow, lookup and connections paths, which does not load ({}); its content is not shown",
-            d.code
-        ),
-        line: None,
-        column: None,
-        path: None,
-        hint: None,
-        source_line: None,
-        ..d.clone()
+        None => diags
+            .iter()
+            .filter(|d| d.severity == crate::diag::Severity::Error)
+            .map(Diagnostic::one_line)
+            .collect(),
     }
 }

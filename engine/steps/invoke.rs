@@ -20,8 +20,8 @@ use serde_json::{Map, Value, json};
 use crate::compile::{FlowCx, ValueTpl};
 use crate::connectors::http::{HttpBody, HttpRequest, Part};
 use crate::connectors::retry as backoff;
-use crate::connectors::{Capability, CopySource};
-use crate::run::{ErrorKind, Event, Exec, Scope, StepError};
+use crate::connectors::{Capability, ConnectorError, CopySource};
+use crate::run::{ErrorKind, Event, Exec, Scope, StepError, StepResult};
 use crate::template::Tpl;
 
 use super::retry::{Retry, RetrySpec};
@@ -367,10 +367,11 @@ impl PartSpec {
 }
 
 impl InvokePlan {
-    /// Invokes.
-    pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
+    /// Invokes. A put whose name the target refuses, inside a loop, is a `skipped` event
+    /// and ends the loop item (the file is left where it is); so is a child flow's skip.
+    pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         match self {
-            InvokePlan::Request(r) => r.run(ex, scope).await,
+            InvokePlan::Request(r) => r.run(ex, scope).await.map(StepResult::Value),
             InvokePlan::Put {
                 connection,
                 location,
@@ -430,8 +431,25 @@ impl InvokePlan {
                     })
                     .await;
                     drop(tick);
-                    put.map(|(bytes, _)| bytes)
-                        .map_err(|e| ex.connector_error(connection, e))?
+                    match put {
+                        Ok((bytes, _)) => bytes,
+                        // a name the target refuses is refused for good: inside a loop its
+                        // file is left where it is, and the next ones go on
+                        Err(ConnectorError::NameRefused { reason }) if scope.in_loop() => {
+                            let reason =
+                                format!("connection '{connection}' refuses the name: {reason}");
+                            tracing::warn!(%connection, %location, name = %name.escape_debug(), %reason,
+                                "a file is left where it is: the target refuses its name");
+                            ex.event(Event::Skipped {
+                                connection: connection.clone(),
+                                location,
+                                name,
+                                reason,
+                            });
+                            return Ok(StepResult::Skip);
+                        }
+                        Err(e) => return Err(ex.connector_error(connection, e)),
+                    }
                 };
                 ex.event(Event::Put {
                     connection: connection.clone(),
@@ -439,7 +457,9 @@ impl InvokePlan {
                     name: name.clone(),
                     bytes,
                 });
-                Ok(json!({ "location": location, "name": name, "size": bytes }))
+                Ok(StepResult::Value(
+                    json!({ "location": location, "name": name, "size": bytes }),
+                ))
             }
             InvokePlan::Flow { flow, with } => {
                 let params = match ex.eval_value(with, scope)? {
