@@ -10,7 +10,11 @@
 //!    `FERRY_BENCH_RECORDS`) against `ferry stand-in`: records/s and the peak RSS of
 //!    `ferry run`, beside `wrk -c16` posting sync requests to the same stand-in;
 //! 3. kills: a flow-3 run of 100,000 records SIGKILLed `FERRY_BENCH_KILLS` times (default
-//!    10), each followed by `ferry resubmit`: requests sent twice per kill, records lost,
+//!    10), each kill followed by `ferry resubmit` of the killed run, which is itself killed
+//!    (one chain of resubmits): in turn after 0.3–1.5 s of work, right after the stand-in
+//!    answered the resubmit's first request (twice in a row: a resubmit of a resubmit killed
+//!    before a checkpoint of its own), and 50–250 ms after its start; then a last resubmit
+//!    runs to the end. Printed: requests the stand-in saw twice (per kill), records lost,
 //!    runs left `running`, spool folders left.
 //!
 //! 4. S3 → S3: `FERRY_BENCH_S3_FILES` (default 1,000) files of 2 KB through flow 2 between two
@@ -285,17 +289,67 @@ end
     }
 }
 
+/// How a kill of the chain picks its moment.
+#[derive(Clone, Copy, PartialEq)]
+enum KillAt {
+    /// after 0.3–1.5 s of work
+    Work,
+    /// as soon as the stand-in has answered the run's first request
+    FirstRequest,
+    /// 50–250 ms after the process started (often before its first request)
+    Start,
+}
+
+/// The kill pattern: work, the first request twice in a row (a resubmit of a resubmit
+/// killed before its own checkpoint), then early.
+const KILL_PATTERN: [KillAt; 4] = [
+    KillAt::Work,
+    KillAt::FirstRequest,
+    KillAt::FirstRequest,
+    KillAt::Start,
+];
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn kill_bench(n: usize, kills: usize) {
-    println!("\n== kills: flow 3, {n} records, {kills} SIGKILLs each followed by a resubmit");
-    let stand_in = StandIn::start();
+    println!(
+        "\n== kills: flow 3, {n} records, {kills} SIGKILLs in one chain of resubmits (load average {})",
+        load_average()
+    );
+    // the stand-in logs each request it answered: the bench watches its log to kill a run
+    // right after its first request
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("ferry-bench-standin-{port}.log"));
+    let mut stand_in_child = Command::new(ferry_bin())
+        .args(["stand-in", "--listen", &format!("127.0.0.1:{port}")])
+        .env("FERRY_LOG", "warn,ferry::standin=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up, "the stand-in did not start");
+    let log_len = || std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    project::shipped_project(dir, &stand_in.url);
+    project::shipped_project(dir, &url);
     std::fs::create_dir_all(dir.join(ACK_DIR)).unwrap();
     std::fs::write(dir.join(ACK_DIR).join(ACK_FILE), feedback(n)).unwrap();
     let sync_count = || -> usize {
         let out = Command::new("curl")
-            .args(["-s", &format!("{}/_standin/sync-requests", stand_in.url)])
+            .args(["-s", &format!("{url}/_standin/sync-requests")])
             .output()
             .unwrap();
         serde_json::from_slice::<serde_json::Value>(&out.stdout)
@@ -304,18 +358,39 @@ fn kill_bench(n: usize, kills: usize) {
             .unwrap_or(0)
     };
     let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
     let mut last_id: Option<String> = None;
+    let mut at_first_request = 0;
+    let mut before_first_request = 0;
     for k in 0..kills {
+        let at = KILL_PATTERN[k % KILL_PATTERN.len()];
+        let logged = log_len();
         let mut child = match &last_id {
             None => ferry(dir, &["run", ENROLL_ACK]).spawn().unwrap(),
             Some(id) => ferry(dir, &["resubmit", id]).spawn().unwrap(),
         };
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(300 + rng % 1200));
+        let started = Instant::now();
+        match at {
+            KillAt::Work => std::thread::sleep(Duration::from_millis(300 + next() % 1200)),
+            KillAt::Start => std::thread::sleep(Duration::from_millis(50 + next() % 200)),
+            KillAt::FirstRequest => {
+                while log_len() == logged && started.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+        }
         let _ = child.kill();
         let _ = child.wait();
+        match at {
+            KillAt::FirstRequest => at_first_request += 1,
+            _ if log_len() == logged => before_first_request += 1,
+            _ => {}
+        }
         let out = ferry(dir, &["runs", "--format", "json", "--limit", "1"])
             .stdout(Stdio::piped())
             .output()
@@ -327,9 +402,8 @@ fn kill_bench(n: usize, kills: usize) {
         );
         let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         last_id = runs[0]["id"].as_str().map(str::to_string);
-        let sent = sync_count();
         if k % 5 == 0 {
-            println!("  kill {k}: {sent} records accepted so far");
+            println!("  kill {k}: {} records accepted so far", sync_count());
         }
     }
     if let Some(id) = &last_id {
@@ -338,7 +412,7 @@ fn kill_bench(n: usize, kills: usize) {
     }
     let accepted = sync_count();
     let out = Command::new("curl")
-        .args(["-s", &format!("{}/_standin/journal", stand_in.url)])
+        .args(["-s", &format!("{url}/_standin/journal")])
         .output()
         .unwrap();
     let journal: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -352,18 +426,30 @@ fn kill_bench(n: usize, kills: usize) {
         .output()
         .unwrap();
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let running = runs.as_array().map_or(0, |a| {
-        a.iter().filter(|r| r["outcome"] == "running").count()
-    });
+    let count = |outcome: &str| {
+        runs.as_array()
+            .map_or(0, |a| a.iter().filter(|r| r["outcome"] == outcome).count())
+    };
     let spool = std::fs::read_dir(dir.join("state/spool"))
         .map(|d| d.count())
         .unwrap_or(0);
     println!(
-        "records accepted {accepted} of {n} (lost {}); requests sent {requests}: {} duplicates, {:.0} per kill; runs left running {running}; spool folders left {spool}",
+        "{kills} kills ({at_first_request} right after the run's first request, {before_first_request} \
+         before it), {} runs in the chain ({} interrupted, {} succeeded); records accepted {accepted} \
+         of {n} (lost {}); requests sent {requests}: {} duplicates, {:.0} per kill; runs left \
+         running {}; spool folders left {spool}; load average {}",
+        runs.as_array().map_or(0, Vec::len),
+        count("interrupted"),
+        count("succeeded"),
         n.saturating_sub(accepted),
         requests.saturating_sub(n),
-        requests.saturating_sub(n) as f64 / kills as f64
+        requests.saturating_sub(n) as f64 / kills as f64,
+        count("running"),
+        load_average()
     );
+    let _ = stand_in_child.kill();
+    let _ = stand_in_child.wait();
+    let _ = std::fs::remove_file(&log_path);
 }
 
 /// Flow 2 between two buckets of the embedded S3 server, its file loop `concurrency` wide,

@@ -333,25 +333,14 @@ impl Store {
         let Some(me) = &self.owner else {
             return Ok(());
         };
-        let sql = format!(
-            "INSERT INTO owners (id, instance, host, pid, pid_start, locality, started_at,
-                heartbeat_ms, stale_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, {}, $8)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms",
-            self.now_ms()
-        );
-        sqlx::query(&sql)
-            .bind(me.id.clone())
-            .bind(me.instance.clone())
-            .bind(me.host.clone())
-            .bind(me.pid)
-            .bind(me.pid_start)
-            .bind(me.locality.clone())
-            .bind(me.started_at.clone())
-            .bind(me.stale_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        heartbeat_on(&mut conn, me, self.now_ms()).await
+    }
+
+    /// What [`Store::heartbeat`] writes, to write it inside another transaction: this
+    /// handle's owner and the database's clock expression.
+    pub(super) fn heartbeat_parts(&self) -> Option<(Arc<Me>, &'static str)> {
+        self.owner.clone().map(|me| (me, self.now_ms()))
     }
 
     /// Heartbeats every `every` in the background until the returned token is cancelled
@@ -936,6 +925,32 @@ impl Drop for HeldLease {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Upserts owner `me`'s row with a fresh heartbeat (`now_ms`: the database's clock).
+pub(super) async fn heartbeat_on(
+    conn: &mut sqlx::AnyConnection,
+    me: &Me,
+    now_ms: &str,
+) -> Result<(), HistoryError> {
+    let sql = format!(
+        "INSERT INTO owners (id, instance, host, pid, pid_start, locality, started_at,
+            heartbeat_ms, stale_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, {now_ms}, $8)
+         ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms"
+    );
+    sqlx::query(&sql)
+        .bind(me.id.clone())
+        .bind(me.instance.clone())
+        .bind(me.host.clone())
+        .bind(me.pid)
+        .bind(me.pid_start)
+        .bind(me.locality.clone())
+        .bind(me.started_at.clone())
+        .bind(me.stale_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

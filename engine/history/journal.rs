@@ -198,6 +198,51 @@ impl Journal for StoreJournal {
     }
 }
 
+/// A journal batch as rows, written in a group commit.
+struct BatchWrite {
+    run_id: String,
+    events: Vec<Vec<Param>>,
+    keys: Vec<Vec<Param>>,
+    confirmed: Vec<(String, String)>,
+    checkpoints: Vec<Checkpoint>,
+    counters: Counters,
+}
+
+impl super::group::Write for BatchWrite {
+    fn write<'c>(
+        self: Box<Self>,
+        conn: &'c mut sqlx::AnyConnection,
+    ) -> super::group::WriteFuture<'c> {
+        Box::pin(async move {
+            let BatchWrite {
+                run_id,
+                events,
+                keys,
+                confirmed,
+                checkpoints,
+                counters,
+            } = *self;
+            insert_rows(conn, "run_events", EVENT_COLUMNS, events).await?;
+            super::tracking::insert_keys(conn, keys).await?;
+            for (key, output) in confirmed {
+                sqlx::query(
+                    "INSERT INTO run_steps (run_id, key, output) VALUES ($1, $2, $3)
+                     ON CONFLICT (run_id, key) DO UPDATE SET output = excluded.output",
+                )
+                .bind(run_id.clone())
+                .bind(key)
+                .bind(output)
+                .execute(&mut *conn)
+                .await?;
+            }
+            for c in &checkpoints {
+                write_checkpoint(conn, &run_id, c).await?;
+            }
+            write_counters(conn, &run_id, &counters).await
+        })
+    }
+}
+
 /// The most links of a resubmit chain [`Store::resume_chain`] follows.
 pub const RESUME_CHAIN: usize = 100;
 
@@ -266,43 +311,36 @@ impl Store {
         })
     }
 
-    /// Writes one batch of run `run_id` in one transaction.
+    /// Writes one batch of run `run_id` in the next group commit
+    /// ([`super::group`]): returns once it is committed.
     pub async fn write_batch(
         &self,
         run_id: &str,
         batch: &JournalBatch,
     ) -> Result<(), HistoryError> {
-        let mut tx = self.write_tx().await?;
-        let rows = batch
+        let events = batch
             .events
             .iter()
             .map(|(seq, at, e)| event_row(run_id, clamp_i64(*seq), at, e))
             .collect::<Result<Vec<_>, HistoryError>>()?;
-        insert_rows(&mut tx, "run_events", EVENT_COLUMNS, rows).await?;
-        super::tracking::write_keys(
-            &mut tx,
+        let keys = super::tracking::key_params(
             run_id,
             &batch.keys,
             batch.events.iter().map(|(_, _, e)| e),
-        )
-        .await?;
-        for (key, output) in &batch.confirmed {
-            sqlx::query(
-                "INSERT INTO run_steps (run_id, key, output) VALUES ($1, $2, $3)
-                 ON CONFLICT (run_id, key) DO UPDATE SET output = excluded.output",
-            )
-            .bind(run_id.to_string())
-            .bind(key.clone())
-            .bind(output.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for c in &batch.checkpoints {
-            write_checkpoint(&mut tx, run_id, c).await?;
-        }
-        write_counters(&mut tx, run_id, &batch.counters).await?;
-        tx.commit().await?;
-        Ok(())
+        );
+        self.group_write(Box::new(BatchWrite {
+            run_id: run_id.to_string(),
+            events,
+            keys,
+            confirmed: batch
+                .confirmed
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+            checkpoints: batch.checkpoints.clone(),
+            counters: batch.counters,
+        }))
+        .await
     }
 
     /// What interrupted run `run_id` confirmed: a run resuming it skips those steps and

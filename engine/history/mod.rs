@@ -67,6 +67,7 @@
 
 mod cluster;
 mod derive;
+mod group;
 mod journal;
 mod pages;
 mod replay;

@@ -198,6 +198,7 @@ pub async fn prepare(
     let mut input = trigger_input(plan, &req.parts)?;
     let summary = input_summary(plan, &input);
     let mut run_id = None;
+    let mut kept_failed = false;
     if let Some(store) = store {
         let new = NewRun {
             flow: &plan.id,
@@ -207,51 +208,42 @@ pub async fn prepare(
             resubmit_of: req.resubmit_of.as_deref(),
             dry_run: false,
         };
-        // a run with parts waits for them: stopped before they are kept, it is abandoned
-        let begun = if req.parts.is_empty() {
-            store.begin(&new).await
+        if req.parts.is_empty() {
+            match store.begin(&new).await {
+                Ok(id) => run_id = Some(id),
+                Err(e) => warnings.push(e),
+            }
         } else {
-            store.begin_awaiting_input(&new).await
-        };
-        match begun {
-            Ok(id) => run_id = Some(id),
-            Err(e) => warnings.push(e),
-        }
-    }
-    let mut recorded = run_id.is_some();
-    if let (Some(store), Some(id)) = (store, &run_id)
-        && !req.parts.is_empty()
-    {
-        let parts: Vec<InputPart> = req
-            .parts
-            .iter()
-            .map(|(name, path, file_name)| InputPart {
-                name: name.clone(),
-                kind: part_kind(plan, name),
-                path: path.clone(),
-                file_name: file_name.clone(),
-            })
-            .collect();
-        let kept = match store.keep_input(id, &parts).await {
-            Ok(()) => store.input(id).await,
-            Err(e) => Err(e),
-        };
-        match kept {
-            Ok(kept) => match trigger_input(plan, &trigger_parts(&kept)) {
-                Ok(i) => input = i,
-                Err(e) => {
-                    recorded = false;
-                    warnings.push(HistoryError::Invalid(format!(
-                        "the kept input does not load ({e}); the run uses the delivered one"
-                    )));
+            // the run and its parts are recorded together (one write of a group commit):
+            // a run is never seen waiting for its input
+            let parts: Vec<InputPart> = req
+                .parts
+                .iter()
+                .map(|(name, path, file_name)| InputPart {
+                    name: name.clone(),
+                    kind: part_kind(plan, name),
+                    path: path.clone(),
+                    file_name: file_name.clone(),
+                })
+                .collect();
+            match store.begin_with_input(&new, &parts).await {
+                Ok((id, kept)) => {
+                    run_id = Some(id);
+                    match trigger_input(plan, &trigger_parts(&kept)) {
+                        Ok(i) => input = i,
+                        Err(e) => {
+                            kept_failed = true;
+                            warnings.push(HistoryError::Invalid(format!(
+                                "the kept input does not load ({e}); the run uses the delivered one"
+                            )));
+                        }
+                    }
                 }
-            },
-            Err(e) => {
-                recorded = false;
-                warnings.push(e);
+                Err(e) => warnings.push(e),
             }
         }
     }
+    let recorded = run_id.is_some() && !kept_failed;
     // A resubmit of an interrupted run resumes it: the side effects it — and the
     // interrupted runs it resubmitted, up the chain — confirmed are not done again, its
     // record loops go on after the last record they confirmed.

@@ -67,6 +67,8 @@ pub struct Store {
     pub(super) backend: Backend,
     /// The process incarnation that owns the runs this handle begins ([`Store::register`]).
     pub(super) owner: Option<std::sync::Arc<super::cluster::Me>>,
+    /// The writes waiting for a group commit ([`super::group`]), shared by every clone.
+    pub(super) group: std::sync::Arc<super::group::Group>,
 }
 
 /// Now, as stored: RFC 3339, UTC, milliseconds, `Z`.
@@ -387,6 +389,7 @@ impl Store {
             data_dir,
             backend,
             owner: None,
+            group: std::sync::Arc::default(),
         };
         // whoever opens the history finds the runs of dead processes at once
         match store.sweep_dead_owners().await {
@@ -494,7 +497,15 @@ impl Store {
 
     /// Records how a begun run ended (the run is `report.run_id`): outcome, times,
     /// counters, error, files, records, emails and events. Recording again replaces.
+    ///
+    /// A report of few events is written in the next group commit ([`super::group`]); a
+    /// large one (a run without a journal) in a transaction of its own, not copied.
     pub async fn finish(&self, report: &RunReport) -> Result<(), HistoryError> {
+        if report.events.len() <= GROUPED_REPORT_EVENTS {
+            return self
+                .group_write(Box::new(ReportWrite(report.clone())))
+                .await;
+        }
         let mut tx = self.write_tx().await?;
         write_report(&mut tx, report).await?;
         tx.commit().await?;
@@ -893,6 +904,117 @@ impl Store {
             tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// Records run `run` as `running` with its trigger `parts` kept, in one write of the next
+    /// group commit ([`super::group`]): the run's row, its owner's heartbeat, the parts' rows
+    /// (and, on PostgreSQL, their bytes) and the names it is found by commit together, so
+    /// the run is never seen waiting for its input. Returns the run id and the kept parts
+    /// (what [`Store::input`] would read back). The parts are kept as [`Store::keep_input`]
+    /// keeps them: on SQLite as files (copied and synced before the commit), on PostgreSQL
+    /// in the database (this process's copy, which the commit covers, is not synced).
+    pub async fn begin_with_input(
+        &self,
+        run: &NewRun<'_>,
+        parts: &[InputPart],
+    ) -> Result<(String, Vec<StoredPart>), HistoryError> {
+        let id = crate::run::new_run_id();
+        for p in parts {
+            crate::connectors::check_name(&p.name)
+                .map_err(|e| HistoryError::Invalid(format!("trigger part name: {e}")))?;
+        }
+        let names: Vec<crate::run::RunKey> = parts
+            .iter()
+            .filter(|p| p.kind == PartKind::File)
+            .filter_map(|p| {
+                p.file_name
+                    .clone()
+                    .or_else(|| p.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            })
+            .map(crate::run::RunKey::File)
+            .collect();
+        let keys = super::tracking::key_params(&id, &names, std::iter::empty());
+        let in_db = self.keeps_inputs_in_db();
+        let dir = if in_db {
+            self.input_copies_dir(&id)?
+        } else {
+            self.inputs_dir(&id)?
+        };
+        let mut kept = Vec::with_capacity(parts.len());
+        let mut rows = Vec::new();
+        for p in parts {
+            let (size, sha256) = if in_db {
+                let size = tokio::fs::metadata(&p.path)
+                    .await
+                    .map_err(io(&p.path))?
+                    .len();
+                if size > super::MAX_KEPT_PART_BYTES {
+                    return Err(HistoryError::Invalid(format!(
+                        "trigger part '{}' is over {} MiB, the largest part kept in the run history",
+                        p.name,
+                        super::MAX_KEPT_PART_BYTES / (1024 * 1024)
+                    )));
+                }
+                (clamp(size), hash_file(&p.path).await?)
+            } else {
+                let (size, sha256) =
+                    copy_and_hash(p.path.clone(), dir.clone(), p.name.clone()).await?;
+                rows.push(input_row(&id, p, size, sha256.clone(), &dir, Stored::File).await?);
+                (size, sha256)
+            };
+            let value = match p.kind {
+                PartKind::Json => {
+                    let bytes = tokio::fs::read(&p.path).await.map_err(io(&p.path))?;
+                    serde_json::from_slice::<Value>(&bytes).ok()
+                }
+                PartKind::File => None,
+            };
+            kept.push(StoredPart {
+                name: p.name.clone(),
+                kind: p.kind,
+                file_name: match p.kind {
+                    PartKind::Json => None,
+                    PartKind::File => p
+                        .file_name
+                        .clone()
+                        .or_else(|| p.path.file_name().map(|n| n.to_string_lossy().into_owned())),
+                },
+                size,
+                sha256,
+                value,
+                path: dir.join(&p.name),
+            });
+        }
+        let run_row = vec![
+            Param::Text(id.clone()),
+            Param::Text(run.flow.to_string()),
+            Param::Text(run.flow_name.to_string()),
+            Param::Text(run.trigger.as_str().to_string()),
+            Param::Text(Outcome::Running.as_str().to_string()),
+            Param::Int(i64::from(run.dry_run)),
+            Param::Text(now()),
+            Param::OptText(run.resubmit_of.map(str::to_string)),
+            Param::OptText(run.input_summary.map(str::to_string)),
+            Param::OptText(self.owner.as_ref().map(|m| m.instance.clone())),
+            Param::OptText(self.owner.as_ref().map(|m| m.id.clone())),
+            Param::Int(0),
+        ];
+        let written = self
+            .group_write(Box::new(BeginWrite {
+                heartbeat: self.heartbeat_parts(),
+                run_id: id.clone(),
+                run_row,
+                in_db: in_db.then(|| (parts.to_vec(), dir.clone())),
+                rows,
+                keys,
+            }))
+            .await;
+        if let Err(e) = written {
+            // nothing of the run was recorded: its copies go too
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
+        }
+        Ok((id, kept))
     }
 
     /// Whether this store keeps trigger inputs in the database (a PostgreSQL history).
@@ -1344,6 +1466,81 @@ async fn input_kept(conn: &mut sqlx::AnyConnection, run_id: &str) -> Result<(), 
     Ok(())
 }
 
+/// The most events a report written in a group commit holds (it is copied into the group).
+const GROUPED_REPORT_EVENTS: usize = 1_000;
+
+/// A run's end, written in a group commit.
+struct ReportWrite(RunReport);
+
+impl super::group::Write for ReportWrite {
+    fn write<'c>(
+        self: Box<Self>,
+        conn: &'c mut sqlx::AnyConnection,
+    ) -> super::group::WriteFuture<'c> {
+        Box::pin(async move { write_report(conn, &self.0).await })
+    }
+}
+
+/// A run recorded with its trigger input ([`Store::begin_with_input`]), written in a group
+/// commit.
+struct BeginWrite {
+    heartbeat: Option<(std::sync::Arc<super::cluster::Me>, &'static str)>,
+    run_id: String,
+    run_row: Vec<Param>,
+    /// On PostgreSQL: the parts to stream into the database, and this process's copies.
+    in_db: Option<(Vec<InputPart>, PathBuf)>,
+    /// On SQLite: the parts' rows (their files are in place).
+    rows: Vec<Vec<Param>>,
+    keys: Vec<Vec<Param>>,
+}
+
+/// The columns of a new run's row, in [`Store::begin_with_input`]'s order.
+const RUN_COLUMNS: &[&str] = &[
+    "id",
+    "flow",
+    "flow_name",
+    "trigger_kind",
+    "outcome",
+    "dry_run",
+    "started_at",
+    "resubmit_of",
+    "input_summary",
+    "instance",
+    "owner",
+    "input_pending",
+];
+
+impl super::group::Write for BeginWrite {
+    fn write<'c>(
+        self: Box<Self>,
+        conn: &'c mut sqlx::AnyConnection,
+    ) -> super::group::WriteFuture<'c> {
+        Box::pin(async move {
+            let BeginWrite {
+                heartbeat,
+                run_id,
+                run_row,
+                in_db,
+                mut rows,
+                keys,
+            } = *self;
+            // the owner is on record before its run (an owner taken for dead comes back here)
+            if let Some((me, now_ms)) = &heartbeat {
+                super::cluster::heartbeat_on(conn, me, now_ms).await?;
+            }
+            insert_rows(conn, "runs", RUN_COLUMNS, vec![run_row]).await?;
+            if let Some((parts, copies)) = in_db {
+                for p in &parts {
+                    let (size, sha256) = stream_into_db(conn, &run_id, p, &copies).await?;
+                    rows.push(input_row(&run_id, p, size, sha256, &copies, Stored::Db).await?);
+                }
+            }
+            insert_rows(conn, "run_inputs", INPUT_COLUMNS, rows).await?;
+            super::tracking::insert_keys(conn, keys).await
+        })
+    }
+}
+
 /// The outcome to store: the engine's, or `interrupted` when the run was stopped between
 /// steps by a shutdown.
 fn stored_outcome(report: &RunReport) -> Outcome {
@@ -1617,8 +1814,9 @@ async fn stream_into_db(
             break;
         }
     }
+    // no sync: the database holds the bytes (its commit is what is durable), and a copy
+    // that is missing or differs is made again from it
     out.flush().await.map_err(io(tmp.path()))?;
-    out.sync_all().await.map_err(io(tmp.path()))?;
     drop(out);
     let copy = copies.join(&p.name);
     tmp.persist(&copy).map_err(|e| HistoryError::Io {

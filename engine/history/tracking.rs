@@ -147,7 +147,16 @@ pub(super) async fn write_keys<'a>(
     keys: &[RunKey],
     events: impl Iterator<Item = &'a Event>,
 ) -> Result<(), HistoryError> {
-    let rows: Vec<Vec<Param>> = key_rows(keys, events)
+    insert_keys(conn, key_params(run_id, keys, events)).await
+}
+
+/// The `run_keys` rows [`write_keys`] writes, to write them later ([`insert_keys`]).
+pub(super) fn key_params<'a>(
+    run_id: &str,
+    keys: &[RunKey],
+    events: impl Iterator<Item = &'a Event>,
+) -> Vec<Vec<Param>> {
+    key_rows(keys, events)
         .into_iter()
         .map(|(kind, value, name)| {
             vec![
@@ -157,7 +166,14 @@ pub(super) async fn write_keys<'a>(
                 Param::OptText(name),
             ]
         })
-        .collect();
+        .collect()
+}
+
+/// Inserts rows of [`key_params`] (repeats of keys already stored are ignored).
+pub(super) async fn insert_keys(
+    conn: &mut sqlx::AnyConnection,
+    rows: Vec<Vec<Param>>,
+) -> Result<(), HistoryError> {
     insert_rows_ignoring(
         conn,
         "run_keys",

@@ -1,0 +1,175 @@
+//! Group commit: the history's frequent writes — a delivery's record, a run's journal
+//! batches, a run's end — are queued and written by one writer at a time, as many as are
+//! waiting in one transaction, each in a savepoint of its own (a write that fails is
+//! rolled back alone and its caller told; the others commit).
+//!
+//! A caller queues its write, then either finds a writer at work, whose next group takes
+//! it, or becomes the writer: it takes everything queued (at most [`MAX_GROUP`]) and
+//! commits it in a task of its own, so that a caller that goes away (a client that
+//! disconnects) cuts no group short. Each caller returns once its write is committed:
+//! what it acknowledges is on disk (SQLite in WAL mode syncs its log at each commit of a
+//! group, PostgreSQL at each commit). Under load one commit covers many writes; alone, a
+//! write is committed at once, without waiting for company.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+
+use super::store::begin_write;
+use super::{HistoryError, Store};
+
+/// The most writes one transaction takes.
+pub(super) const MAX_GROUP: usize = 256;
+
+/// A boxed write's future, borrowing the connection.
+pub(super) type WriteFuture<'c> =
+    Pin<Box<dyn Future<Output = Result<(), HistoryError>> + Send + 'c>>;
+
+/// One write of a group: it owns what it writes.
+pub(super) trait Write: Send + 'static {
+    /// Writes on `conn`, inside the group's transaction.
+    fn write<'c>(self: Box<Self>, conn: &'c mut sqlx::AnyConnection) -> WriteFuture<'c>;
+}
+
+struct Pending {
+    write: Box<dyn Write>,
+    done: oneshot::Sender<Result<(), HistoryError>>,
+}
+
+/// The queue of writes waiting for a group, and the writer's turn.
+#[derive(Default)]
+pub(super) struct Group {
+    queue: Mutex<Vec<Pending>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").finish_non_exhaustive()
+    }
+}
+
+/// An error told to every write of a group whose transaction failed as a whole.
+fn shared(e: &HistoryError) -> HistoryError {
+    HistoryError::Db(sqlx::Error::Io(std::io::Error::other(e.to_string())))
+}
+
+impl Store {
+    /// Writes `write` in the next group commit; returns once it is committed.
+    pub(super) async fn group_write(&self, write: Box<dyn Write>) -> Result<(), HistoryError> {
+        let (done, mut answer) = oneshot::channel();
+        self.group
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Pending { write, done });
+        let stopped = || {
+            Err(HistoryError::Invalid(
+                "the history's writer stopped before the write was committed".into(),
+            ))
+        };
+        loop {
+            tokio::select! {
+                biased;
+                a = &mut answer => return a.unwrap_or_else(|_| stopped()),
+                turn = self.group.writer.clone().lock_owned() => {
+                    let batch: Vec<Pending> = {
+                        let mut q = self.group.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                        let n = q.len().min(MAX_GROUP);
+                        q.drain(..n).collect()
+                    };
+                    if batch.is_empty() {
+                        // an earlier writer took this write and has answered (it answers
+                        // before it gives up its turn)
+                        drop(turn);
+                        return answer.await.unwrap_or_else(|_| stopped());
+                    }
+                    let store = self.clone();
+                    tokio::spawn(async move {
+                        store.commit_group(batch).await;
+                        drop(turn);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes `batch` in one transaction, each write in a savepoint when there are several,
+    /// and tells each caller how its write ended.
+    async fn commit_group(&self, batch: Vec<Pending>) {
+        let mut tx = match begin_write(&self.pool, self.backend).await {
+            Ok(tx) => tx,
+            Err(e) => {
+                tell_all(batch, &e);
+                return;
+            }
+        };
+        let alone = batch.len() == 1;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut dones = Vec::with_capacity(batch.len());
+        for p in batch {
+            dones.push(p.done);
+            if alone {
+                results.push(p.write.write(&mut tx).await);
+                continue;
+            }
+            if let Err(e) = sqlx::query("SAVEPOINT group_write").execute(&mut *tx).await {
+                results.push(Err(e.into()));
+                continue;
+            }
+            let r = p.write.write(&mut tx).await;
+            let end = if r.is_ok() {
+                "RELEASE SAVEPOINT group_write"
+            } else {
+                "ROLLBACK TO SAVEPOINT group_write"
+            };
+            let ended = sqlx::query(end).execute(&mut *tx).await;
+            // a rolled-back savepoint stays open: release it as well
+            let ended = match ended {
+                Ok(_) if r.is_err() => sqlx::query("RELEASE SAVEPOINT group_write")
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match ended {
+                Ok(()) => results.push(r),
+                Err(e) => {
+                    // the transaction is in an unknown state: nothing of it commits
+                    let e = HistoryError::from(e);
+                    drop(tx);
+                    for d in dones {
+                        let _ = d.send(Err(shared(&e)));
+                    }
+                    return;
+                }
+            }
+        }
+        if results.iter().any(Result::is_ok) {
+            if let Err(e) = tx.commit().await {
+                let e = HistoryError::from(e);
+                for (d, r) in dones.into_iter().zip(results) {
+                    let _ = d.send(match r {
+                        Ok(()) => Err(shared(&e)),
+                        Err(own) => Err(own),
+                    });
+                }
+                return;
+            }
+        } else {
+            drop(tx);
+        }
+        for (d, r) in dones.into_iter().zip(results) {
+            let _ = d.send(r);
+        }
+    }
+}
+
+fn tell_all(batch: Vec<Pending>, e: &HistoryError) {
+    for p in batch {
+        let _ = p.done.send(Err(shared(e)));
+    }
+}
