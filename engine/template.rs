@@ -55,6 +55,9 @@ pub struct Templates {
     /// Where each template (by name) and expression (by source) stands in the flow file,
     /// for run-time errors ([`Templates::locate`]).
     origins: HashMap<String, Vec<Noted>>,
+    /// The templates whose `{% set %}` statements were rewritten ([`depth::bound_sets`]), by
+    /// name: where minijinja's offsets stand in what the author wrote.
+    rewritten: HashMap<String, depth::OffsetMap>,
 }
 
 /// A template's place, and where the text minijinja evaluates starts in its value.
@@ -228,6 +231,7 @@ impl Templates {
             next: 0,
             exprs: HashMap::new(),
             origins: HashMap::new(),
+            rewritten: HashMap::new(),
         }
     }
 
@@ -272,8 +276,13 @@ impl Templates {
         let name = format!("t{}", self.next);
         self.next += 1;
         // each `{% set %}` stores its value through the depth check
-        let bounded = depth::bound_sets(source).unwrap_or_else(|| source.to_string());
-        self.add(&name, bounded)?;
+        match depth::bound_sets(source) {
+            Some(bounded) => {
+                self.add(&name, bounded.text)?;
+                self.rewritten.insert(name.clone(), bounded.map);
+            }
+            None => self.add(&name, source.to_string())?,
+        }
         Ok(Tpl::Render(name))
     }
 
@@ -459,10 +468,18 @@ impl Templates {
         } else {
             failed.key.as_str()
         };
-        let (offset, part) = match &failed.range {
+        // a rewritten template's offsets, in what the author wrote
+        let range = failed
+            .range
+            .clone()
+            .map(|r| match self.rewritten.get(&failed.key) {
+                Some(map) => map.source_offset(r.start)..map.source_offset(r.end),
+                None => r,
+            });
+        let (offset, part) = match range {
             Some(r) => (
                 noted.at + r.start,
-                evaluated.get(r.clone()).map(str::trim).unwrap_or_default(),
+                evaluated.get(r).map(str::trim).unwrap_or_default(),
             ),
             None => (noted.at, ""),
         };
@@ -549,6 +566,7 @@ impl Templates {
             next: self.next,
             exprs: self.exprs.clone(),
             origins: HashMap::new(),
+            rewritten: self.rewritten.clone(),
         }
     }
 

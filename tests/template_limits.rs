@@ -500,8 +500,10 @@ async fn ferry_run_reports_a_value_nested_without_bound_as_a_template_error() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
+        // placed where the author wrote the value that grew too deep (the `{% set %}`'s
+        // expression), although ferry compiled a rewritten `{% set %}`
         stdout.contains(&format!(
-            "error: step 'deep': invalid operation: {DEEP_VALUE}\n"
+            "error: step 'deep': flows/deep_value.yaml:12:105: `[ns.v]`: invalid operation: {DEEP_VALUE}\n"
         )),
         "{stdout}"
     );

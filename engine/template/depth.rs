@@ -124,10 +124,44 @@ pub fn bounded(v: Value) -> Result<Value, Error> {
     Ok(v)
 }
 
+/// A template's source rewritten by [`bound_sets`], and where the rewriting inserted text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounded {
+    /// The rewritten source.
+    pub text: String,
+    /// Maps offsets in `text` back to the source.
+    pub map: OffsetMap,
+}
+
+/// The insertions of a rewriting, in order: each one's offset in the original source and its
+/// length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetMap(Vec<(usize, usize)>);
+
+impl OffsetMap {
+    /// The offset in the original source of `offset` in the rewritten text (an offset inside
+    /// inserted text maps to where it was inserted), so that an error minijinja places in
+    /// the rewritten text is shown where the author wrote it.
+    pub fn source_offset(&self, offset: usize) -> usize {
+        let mut shift = 0;
+        for &(at, len) in &self.0 {
+            let start = at + shift;
+            if offset < start {
+                break;
+            }
+            if offset < start + len {
+                return at;
+            }
+            shift += len;
+        }
+        offset.saturating_sub(shift)
+    }
+}
+
 /// `source` with the value of each `{% set target = expr %}` passed through [`BOUND`]
 /// (`= BOUND((expr))`); `None` when it has no such statement or does not parse (minijinja
 /// then reports the error on the source itself).
-pub fn bound_sets(source: &str) -> Option<String> {
+pub fn bound_sets(source: &str) -> Option<Bounded> {
     use minijinja::machinery::ast::Stmt;
     let ast =
         minijinja::machinery::parse(source, "<template>", Default::default(), Default::default())
@@ -163,6 +197,7 @@ pub fn bound_sets(source: &str) -> Option<String> {
     }
     sets.sort_unstable();
     let mut out = String::with_capacity(source.len() + sets.len() * (BOUND.len() + 4));
+    let mut inserts = Vec::with_capacity(2 * sets.len());
     let mut at = 0;
     for (open, close) in sets {
         out.push_str(source.get(at..open)?);
@@ -170,10 +205,15 @@ pub fn bound_sets(source: &str) -> Option<String> {
         out.push_str("((");
         out.push_str(source.get(open..close)?);
         out.push_str("))");
+        inserts.push((open, BOUND.len() + 2));
+        inserts.push((close, 2));
         at = close;
     }
     out.push_str(source.get(at..)?);
-    Some(out)
+    Some(Bounded {
+        text: out,
+        map: OffsetMap(inserts),
+    })
 }
 
 #[cfg(test)]
@@ -182,7 +222,7 @@ mod tests {
 
     #[test]
     fn sets_are_rewritten_around_their_whole_expression() {
-        let b = |s: &str| bound_sets(s).unwrap();
+        let b = |s: &str| bound_sets(s).unwrap().text;
         assert_eq!(
             b("{% set ns.v = [ns.v] %}"),
             "{% set ns.v =__ferry_bounded(( [ns.v])) %}"
@@ -197,6 +237,28 @@ mod tests {
         );
         assert_eq!(bound_sets("{{ x }}"), None);
         assert_eq!(bound_sets("{% set x %}"), None);
+    }
+
+    /// An offset in the rewritten text maps back to where the author wrote it.
+    #[test]
+    fn offsets_map_back_to_the_source() {
+        let source = "{% set a = 1 %}{% set b = [a] %}{{ b }}";
+        let bounded = bound_sets(source).unwrap();
+        for (i, _) in source.match_indices(['[', '{', '1']) {
+            let rewritten = {
+                // the same character in the rewritten text: count inserted bytes before it
+                let before = &source[..i];
+                let sets_before = before.matches('=').count();
+                let closes_before = before.matches(" %}").count().min(sets_before);
+                i + sets_before * (BOUND.len() + 2) + closes_before * 2
+            };
+            assert_eq!(
+                bounded.text.as_bytes()[rewritten],
+                source.as_bytes()[i],
+                "{i}"
+            );
+            assert_eq!(bounded.map.source_offset(rewritten), i, "{i}");
+        }
     }
 
     #[test]
