@@ -67,11 +67,16 @@ pub fn render_report(r: &RunReport) -> String {
         s.push_str(&format!("error: step '{}': {}\n", e.step, e.message));
     }
     // each file left where it is, counted by its reason's head (`gone since it was listed`,
-    // `ferry refuses its name`)
+    // `ferry refuses its name`, `the target refuses its name`)
     let mut why: Vec<(&str, usize)> = Vec::new();
     for e in &r.events {
         if let Event::Skipped { reason, .. } = e {
-            let head = reason.split([':', '(']).next().unwrap_or(reason).trim();
+            // a target's refusal names its connection: counted together, whatever the target
+            let head = if reason.contains(" refuses the name: ") {
+                "the target refuses its name"
+            } else {
+                reason.split([':', '(']).next().unwrap_or(reason).trim()
+            };
             match why.iter_mut().find(|(h, _)| *h == head) {
                 Some((_, n)) => *n += 1,
                 None => why.push((head, 1)),

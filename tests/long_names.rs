@@ -115,7 +115,11 @@ async fn a_250_byte_name_moves_to_an_ftp_server() {
     );
     moves("ftp", &store, "/in", &name_250()).await;
     assert!(server.path("in").join(name_250()).is_file());
+    // the test server (libunftp) answers a name over 255 bytes with `550`
+    refuses_300_bytes("ftp", &store, "/in", "answered '550").await;
     no_temporaries("ftp", &server.path("in"));
+    let names: Vec<_> = std::fs::read_dir(server.path("in")).unwrap().collect();
+    assert_eq!(names.len(), 1, "{names:?}");
 }
 
 #[tokio::test]
@@ -130,17 +134,28 @@ async fn a_250_byte_name_moves_to_an_sftp_server() {
     };
     moves("sftp", &store, &server.location("in"), &name_250()).await;
     assert_eq!(server.names("in"), [name_250()]);
-    // OpenSSH answers a name over 255 bytes with a bare `Failure`: not told apart from other
-    // failures (docs/operating.md says so), and no temporary file is left
+    // OpenSSH answers a rename to a name over 255 bytes with `BadMessage`: for a name no
+    // file system takes, a refused name (a `skipped` event in a loop); no temporary file is left
+    refuses_300_bytes("sftp", &store, &server.location("in"), "(BadMessage)").await;
+    assert_eq!(server.names("in"), [name_250()]);
+}
+
+/// A put of a 300-byte name — longer than any POSIX file system takes — is a refused name
+/// whose reason is the server's own answer (`answer`) and says how long the name was.
+async fn refuses_300_bytes(kind: &str, store: &FileStore, location: &str, answer: &str) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::write(&src, b"x").unwrap();
-    let e = store
-        .put(&server.location("in"), &"n".repeat(300), &src)
-        .await
-        .unwrap_err();
-    assert!(!matches!(e, ConnectorError::NameRefused { .. }), "{e:?}");
-    assert_eq!(server.names("in"), [name_250()]);
+    match store.put(location, &"n".repeat(300), &src).await {
+        Err(ConnectorError::NameRefused { reason }) => {
+            assert!(reason.contains(answer), "{kind}: {reason}");
+            assert!(
+                reason.ends_with("(a name of 300 bytes: a file system takes at most 255)"),
+                "{kind}: {reason}"
+            );
+        }
+        other => panic!("{kind}: {other:?}"),
+    }
 }
 
 fn s3_store(server: &s3_server::S3Server) -> FileStore {

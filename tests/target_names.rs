@@ -138,7 +138,7 @@ fn the_refused_name_is_skipped_and_the_others_move(in_child: bool) {
     );
     assert!(
         stdout.ends_with(
-            "warning: 1 file(s) left where they are (1: the target refuses its name; see above)\n"
+            "warning: 1 file(s) left where they are (see above): 1 the target refuses its name\n"
         ),
         "{stdout}"
     );

@@ -251,8 +251,13 @@ impl FileStore {
         };
         // a server path says nothing to whoever reads the error (a FAILURE acknowledgement)
         r.map_err(|e| {
-            e.naming(src, &format!("the local copy of '{name}'"))
-                .as_name_refusal()
+            let e = e
+                .naming(src, &format!("the local copy of '{name}'"))
+                .as_name_refusal();
+            match self {
+                FileStore::Ftp(_) | FileStore::Sftp(_) => e.as_overlong_name_refusal(name),
+                _ => e,
+            }
         })
     }
 
@@ -775,7 +780,37 @@ impl ConnectorError {
         };
         ConnectorError::NameRefused { reason }
     }
+
+    /// On a file server (FTP, SFTP): this error as [`ConnectorError::NameRefused`] when
+    /// `name` is longer than any POSIX file system takes ([`NAME_MAX`] bytes) and the server
+    /// answered with a failure that does not say why — FTP `550`, SFTP `Failure` or
+    /// `BadMessage` (OpenSSH's answer for `ENAMETOOLONG`, libunftp's is `550`). Such a name can
+    /// never be stored on a POSIX file system, so retrying it is pointless; a shorter name
+    /// keeps its error, which may be anything.
+    pub fn as_overlong_name_refusal(self, name: &str) -> ConnectorError {
+        if name.len() <= NAME_MAX {
+            return self;
+        }
+        match self {
+            ConnectorError::Protocol(text)
+                if text.contains("answered '550")
+                    || text.contains("(Failure)")
+                    || text.contains("(BadMessage)") =>
+            {
+                ConnectorError::NameRefused {
+                    reason: format!(
+                        "{text} (a name of {} bytes: a file system takes at most {NAME_MAX})",
+                        name.len()
+                    ),
+                }
+            }
+            other => other,
+        }
+    }
 }
+
+/// The longest file name, in bytes, that a POSIX file system takes (Linux's `NAME_MAX`).
+pub const NAME_MAX: usize = 255;
 
 /// The `errno` values that mean a file system refuses a name (Linux numbering).
 mod libc_errno {
