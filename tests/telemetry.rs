@@ -389,3 +389,88 @@ fn the_readme_log_queries_find_a_failed_runs_lines() {
     assert_eq!(started[0]["fields"]["run_id"], f["run_id"]);
     assert_eq!(started[0]["level"], "INFO");
 }
+
+/// Under `ferry serve`, a run logs one "run finished" line, the engine's with its counters:
+/// serve used to log a second one of its own, without counters, so the docs' query counted
+/// each run twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_under_serve_logs_run_finished_once_with_its_counters() {
+    let dir = broken_project();
+    let log_path = dir.path().join("serve.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "--log-json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-schedules",
+        ])
+        .current_dir(dir.path())
+        .env("FERRY_OPERATOR_USER", "op")
+        .env("FERRY_OPERATOR_PASSWORD", "op-password-for-tests")
+        .env("FERRY_LOG", "ferry=info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let addr = loop {
+        if let Some(rest) = log().split("listening on http://").nth(1) {
+            break rest
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()
+                .unwrap()
+                .to_string();
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "serve exited:\n{}",
+            log()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not listen:\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/flows/broken/runs"))
+        .basic_auth("op", Some("op-password-for-tests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status().as_u16(),
+        202,
+        "{}",
+        answer.text().await.unwrap()
+    );
+    let finished = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "run finished")
+            .collect()
+    };
+    while finished(&log()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run finished:\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // a second line, if any, follows the engine's within moments
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    child.kill().await.unwrap();
+    let lines = finished(&log());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let f = &lines[0]["fields"];
+    assert_eq!(f["event"], "run_finished");
+    assert_eq!(f["flow"], "broken");
+    assert_eq!(f["outcome"], "failed");
+    assert_eq!(f["files_put"], 1);
+}

@@ -427,7 +427,6 @@ impl App {
         } else {
             None
         };
-        let trigger = req.trigger;
         let mut prepared = match history::prepare(&engine, Some(&self.store), req).await {
             Ok(p) if p.recorded() => p,
             Ok(mut p) => {
@@ -469,14 +468,9 @@ impl App {
                     for w in &recorded.warnings {
                         tracing::warn!(run_id = %id, error = %w, "run history");
                     }
+                    // the engine logged "run finished" with its counters (telemetry); the
+                    // trigger is in the run's history
                     app.metrics.observe_run(&recorded.report);
-                    tracing::info!(
-                        run_id = %id,
-                        flow = %recorded.report.flow,
-                        trigger = %trigger,
-                        outcome = ?recorded.report.outcome,
-                        "run finished"
-                    );
                 }
                 Err(e) => tracing::warn!(run_id = %id, error = %e, "run did not start"),
             }
