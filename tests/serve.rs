@@ -298,9 +298,17 @@ async fn run_now_and_resubmit_under_ferry_and_oic_paths() {
         (409, &json!("paused")),
         "{body}"
     );
+    // the pause shows in the metrics, and the resume
+    let paused_line = |v: u8| format!("ferry_flow_paused{{flow=\"{FTP_ENROLL}\"}} {v}");
+    let metrics = s.get("/metrics", None).await.1;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.lines().any(|l| l == paused_line(1)), "{metrics}");
     let (status, body) = s.post(&oic("resume"), Some(OP), json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], json!("ACTIVATED"));
+    let metrics = s.get("/metrics", None).await.1;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.lines().any(|l| l == paused_line(0)), "{metrics}");
     let (status, body) = s
         .post("/api/v1/flows/NO_SUCH_FLOW/runs", Some(OP), json!({}))
         .await;
@@ -440,6 +448,7 @@ async fn a_fresh_server_exposes_every_family_the_readme_lists() {
         format!("ferry_errors_total{{flow=\"{FTP_ENROLL}\",kind=\"connector\"}} 0"),
         format!("ferry_trigger_requests_total{{flow=\"{EVENT_OUTCOME}\",status=\"202\"}} 0"),
         format!("ferry_skipped_ticks_total{{flow=\"{FTP_ENROLL}\"}} 0"),
+        format!("ferry_flow_paused{{flow=\"{FTP_ENROLL}\"}} 0"),
         "ferry_runs_running 0".to_string(),
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

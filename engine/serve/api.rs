@@ -239,6 +239,14 @@ async fn readyz(State(server): State<Arc<Server>>) -> Response {
 }
 
 async fn metrics(State(server): State<Arc<Server>>) -> Response {
+    // pauses live in the history (`ferry pause`, another instance): read at each scrape; when
+    // the history cannot answer, the last values stay
+    if let Ok(pauses) = server.app.store().pauses().await {
+        server.app.metrics().set_paused(
+            &server.app.project(),
+            pauses.iter().map(|p| p.flow.as_str()),
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

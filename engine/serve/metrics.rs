@@ -115,6 +115,10 @@ pub struct Metrics {
     pub running: Gauge,
     /// Requests refused for wrong credentials, by route (`api`, `ui`, `trigger`).
     pub auth_failures: Family<Labels, Counter>,
+    /// Whether a flow is paused (1) or not (0), by flow: read from the history at each
+    /// scrape ([`Metrics::set_paused`]), so a pause made by `ferry pause` or another
+    /// instance shows too.
+    pub paused: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -140,6 +144,7 @@ impl Metrics {
         let reloads = Family::<Labels, Counter>::default();
         let running = Gauge::default();
         let auth_failures = Family::<Labels, Counter>::default();
+        let paused = Family::<Labels, Gauge>::default();
         registry.register("runs", "Runs ended, by flow and outcome", runs.clone());
         registry.register("files_moved", "Files put to targets", files.clone());
         registry.register("bytes_moved", "Bytes put to targets", bytes.clone());
@@ -177,6 +182,11 @@ impl Metrics {
         for route in ["api", "ui", "trigger"] {
             drop(auth_failures.get_or_create(&labels(&[("route", route)])));
         }
+        registry.register(
+            "flow_paused",
+            "Whether the flow is paused (1) or not (0)",
+            paused.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -190,6 +200,22 @@ impl Metrics {
             reloads,
             running,
             auth_failures,
+            paused,
+        }
+    }
+
+    /// Sets each flow of `project` that has a trigger paused (1) when `paused` names it, else
+    /// not (0).
+    pub fn set_paused<'a>(&self, project: &Project, paused: impl IntoIterator<Item = &'a str>) {
+        let paused: std::collections::HashSet<&str> = paused.into_iter().collect();
+        for (id, plan) in &project.flows {
+            let t = &plan.trigger;
+            if t.manual || t.schedule.is_some() || t.rest.is_some() || paused.contains(id.as_str())
+            {
+                self.paused
+                    .get_or_create(&labels(&[("flow", id.as_str())]))
+                    .set(i64::from(paused.contains(id.as_str())));
+            }
         }
     }
 
@@ -274,6 +300,7 @@ impl StepObserver for Metrics {
                 }
                 let f = labels(&[("flow", flow)]);
                 drop(self.files.get_or_create(&f));
+                drop(self.paused.get_or_create(&f));
                 drop(self.bytes.get_or_create(&f));
                 drop(self.records.get_or_create(&f));
                 for kind in ERROR_KINDS {
