@@ -15,7 +15,6 @@ mod s3_server;
 #[path = "support/sftp_server.rs"]
 mod sftp_server;
 
-use ferry::connectors::ftp::{FtpSecurity, FtpSpec, FtpStore};
 use ferry::connectors::local::{LocalSpec, LocalStore};
 use ferry::connectors::s3::{S3Spec, S3Store};
 use ferry::connectors::{ConnectionSpec, Connector, ConnectorError, FileStore, Secret};
@@ -256,20 +255,7 @@ async fn local_directories_have_folders() {
 async fn ftp_servers_conform() {
     let server = ftp_server::FtpServer::start(None).await;
     std::fs::create_dir_all(server.path("in")).unwrap();
-    let spec = FtpSpec {
-        host: "127.0.0.1".into(),
-        port: Some(server.port),
-        username: ftp_server::USER.into(),
-        password_env: "FERRY_TEST_UNUSED".into(),
-        security: FtpSecurity::None,
-        ca_file: None,
-        timeout_secs: Some(10),
-        passive: true,
-        temp_max_age: None,
-    };
-    let store = FileStore::Ftp(
-        FtpStore::with_password(&spec, Secret::new(ftp_server::PASSWORD.into())).unwrap(),
-    );
+    let store = server.store(None);
     conformance("ftp", &store, "/in").await;
 }
 

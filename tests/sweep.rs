@@ -15,7 +15,6 @@ mod sftp_server;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use ferry::connectors::ftp::{FtpSecurity, FtpSpec, FtpStore};
 use ferry::connectors::s3::{S3Spec, S3Store};
 use ferry::connectors::{ConnectionSpec, Connector, FileStore, Secret};
 use serde_json::json;
@@ -108,22 +107,7 @@ async fn a_local_put_sweeps_stale_temporaries() {
 #[tokio::test]
 async fn an_ftp_put_sweeps_stale_temporaries() {
     let server = ftp_server::FtpServer::start(None).await;
-    let open = |age: Option<&str>| {
-        let spec = FtpSpec {
-            host: "127.0.0.1".into(),
-            port: Some(server.port),
-            username: ftp_server::USER.into(),
-            password_env: "FERRY_TEST_UNUSED".into(),
-            security: FtpSecurity::None,
-            ca_file: None,
-            timeout_secs: Some(10),
-            passive: true,
-            temp_max_age: age.map(str::to_string),
-        };
-        FileStore::Ftp(
-            FtpStore::with_password(&spec, Secret::new(ftp_server::PASSWORD.into())).unwrap(),
-        )
-    };
+    let open = |age: Option<&str>| server.store(age);
     stale_temporaries_go_and_fresh_ones_stay(open, &server.path("out"), "/out").await;
 }
 

@@ -141,6 +141,27 @@ impl FtpServer {
     }
 
     /// A path inside the served directory.
+    /// A ferry file store on this server: plain FTP, passive, a 10 s timeout, and
+    /// `temp_max_age` for the sweep of stale temporaries (`None`: the default).
+    pub fn store(&self, temp_max_age: Option<&str>) -> ferry::connectors::FileStore {
+        use ferry::connectors::ftp::{FtpSecurity, FtpSpec, FtpStore};
+        let spec = FtpSpec {
+            host: "127.0.0.1".into(),
+            port: Some(self.port),
+            username: USER.into(),
+            password_env: "FERRY_TEST_UNUSED".into(),
+            security: FtpSecurity::None,
+            ca_file: None,
+            timeout_secs: Some(10),
+            passive: true,
+            temp_max_age: temp_max_age.map(str::to_string),
+        };
+        ferry::connectors::FileStore::Ftp(
+            FtpStore::with_password(&spec, ferry::connectors::Secret::new(PASSWORD.into()))
+                .unwrap(),
+        )
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.path().join(rel)
     }
