@@ -46,7 +46,10 @@
 //! S3 → S3 is also measured beside `rclone copyto` of the same object between two buckets of
 //! the same server (one server-side copy), in each round, with the ratio per round and of the
 //! medians: since a put of a file fetched from the same service is a copy on the server, that
-//! is what a user would run instead. `FERRY_BENCH_ONLY=s3` measures S3 → S3 alone. Each
+//! is what a user would run instead of flow 2's put. Flow 2 also renames its source
+//! (`Sent-…`), which on S3 is a second copy on the server and a DELETE, so the round also
+//! times the whole job done with rclone: `rclone copyto` to the target bucket, then
+//! `rclone moveto` of the source to its `Sent-` name. `FERRY_BENCH_ONLY=s3` measures S3 → S3 alone. Each
 //! round prints the load average (the machine is shared).
 //!
 //! Figures are printed, never asserted. Under `cargo test` (no `--bench` argument) this does
@@ -325,8 +328,12 @@ struct Raw {
     s3_get_file: Vec<Duration>,
     s3_copy: Vec<Duration>,
     /// `rclone copyto` of the file between two buckets of the S3 server (one server-side
-    /// copy), what a user would run instead of flow 2.
+    /// copy), what a user would run instead of flow 2's put.
     rclone_copyto: Vec<Duration>,
+    /// flow 2's whole job done with rclone: `rclone copyto` of the file to the other bucket,
+    /// then `rclone moveto` of the source to its `Sent-` name (a copy on the server and a
+    /// DELETE, as ferry's rename is on S3).
+    rclone_same_job: Vec<Duration>,
 }
 
 /// The median of `times` (the upper one of an even count).
@@ -362,6 +369,9 @@ impl FerryRun {
 
     /// "start+list 0.1 s, fetch 9.0 s, put 20.1 s, rename 0.0 s, rest 0.2 s".
     fn phases(&self) -> String {
+        if self.marks.is_empty() {
+            return "none: ferry's log had no listed/fetched/put/renamed event".to_string();
+        }
         let names = ["start+list", "fetch", "put", "rename"];
         let mut out = Vec::new();
         let mut last = 0.0;
@@ -451,8 +461,8 @@ fn ferry_run(project: &Path, flow: &str, env: &[(&str, &str)]) -> FerryRun {
             continue;
         };
         let offset = (at.with_timezone(&chrono::Utc) - started_at).as_seconds_f64();
-        for kind in ["Listed", "Fetched", "Put", "Renamed"] {
-            if event.starts_with(kind) && !marks.iter().any(|(k, _)| *k == kind) {
+        for kind in ["listed", "fetched", "put", "renamed"] {
+            if event == kind && !marks.iter().any(|(k, _)| *k == kind) {
                 marks.push((kind, offset));
             }
         }
@@ -482,12 +492,54 @@ fn cpu_time(pid: &str) -> Option<Duration> {
 /// `rclone copyto` of `source` (`bucket/key`) to `raw/rclone.bin` on the S3 server at
 /// `endpoint` (a copy on the server); its wall time, or `None` (said why) without rclone.
 fn rclone_copyto(endpoint: &str, source: &str) -> Option<Duration> {
+    rclone(
+        "copyto",
+        endpoint,
+        source,
+        &format!("{RAW_BUCKET}/rclone.bin"),
+    )
+}
+
+/// Flow 2's job done with rclone on the S3 server: `rclone copyto` of the source to the
+/// target bucket, then `rclone moveto` of the source to `Sent-…`; the two wall times added,
+/// after checking the bytes at the target and the renamed source. The source is put back
+/// (renamed on the server's disk, untimed) for ferry's run.
+fn rclone_same_job(s3: &s3_server::S3Server, source: &Path) -> Option<Duration> {
+    let endpoint = s3.endpoint();
+    let from = format!("{DACS_BUCKET}/{FILE}");
+    let copy = rclone("copyto", &endpoint, &from, &format!("{OUAI_BUCKET}/{FILE}"))?;
+    let target = s3.bucket_dir(OUAI_BUCKET).join(FILE);
+    assert!(
+        same_bytes(source, &target),
+        "rclone copyto: the target differs"
+    );
+    let rename = rclone(
+        "moveto",
+        &endpoint,
+        &from,
+        &format!("{DACS_BUCKET}/Sent-{FILE}"),
+    )?;
+    let sent = s3.bucket_dir(DACS_BUCKET).join(format!("Sent-{FILE}"));
+    assert!(
+        same_bytes(source, &sent),
+        "rclone moveto: the renamed source differs"
+    );
+    assert!(!s3.bucket_dir(DACS_BUCKET).join(FILE).exists());
+    std::fs::remove_file(&target).unwrap();
+    std::fs::rename(&sent, s3.bucket_dir(DACS_BUCKET).join(FILE)).unwrap();
+    Some(copy + rename)
+}
+
+/// `rclone VERB from to` (`bucket/key` each) on the S3 server at `endpoint`, after
+/// [`settle_disk`]; its wall time, or `None` (said why) when it failed or rclone is missing.
+/// `moveto` within one S3 server is a copy on the server and a DELETE, what a rename is there.
+fn rclone(verb: &str, endpoint: &str, from: &str, to: &str) -> Option<Duration> {
     settle_disk();
     let t = Instant::now();
     let out = Command::new("rclone")
-        .args(["copyto", "--s3-no-check-bucket"])
-        .arg(format!("bench:{source}"))
-        .arg(format!("bench:{RAW_BUCKET}/rclone.bin"))
+        .args([verb, "--s3-no-check-bucket"])
+        .arg(format!("bench:{from}"))
+        .arg(format!("bench:{to}"))
         .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
         .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
         .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
@@ -507,7 +559,7 @@ fn rclone_copyto(endpoint: &str, source: &str) -> Option<Duration> {
         Ok(out) if out.status.success() => Some(took),
         Ok(out) => {
             println!(
-                "rclone copyto failed: {}",
+                "rclone {verb} failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
             None
@@ -710,6 +762,9 @@ fn main() {
             std::fs::remove_file(&copied).unwrap();
             raw.rclone_copyto.push(took);
         }
+        if let Some(job) = rclone_same_job(&s3, &source) {
+            raw.rclone_same_job.push(job);
+        }
         ferry_s3_s3.push(ferry_run(&project, "OUTL-BA-DACS_OUAI_OS_ENROLL", &env));
         assert!(same_bytes(&source, &target), "S3 → S3: the target differs");
         let sent = s3.bucket_dir(DACS_BUCKET).join(format!("Sent-{FILE}"));
@@ -717,7 +772,7 @@ fn main() {
         std::fs::remove_file(&sent).unwrap();
         std::fs::remove_file(&target).unwrap();
         println!(
-            "round {round}/{rounds}: FTP -> S3 ferry {}, S3 -> S3 ferry {:.1} s, rclone copyto {}; load average {}",
+            "round {round}/{rounds}: FTP -> S3 ferry {}, S3 -> S3 ferry {:.1} s, rclone copyto {}, rclone copyto + moveto {}; load average {}",
             ferry_ftp_s3
                 .get(round - 1)
                 .map_or("-".to_string(), |r: &FerryRun| format!(
@@ -726,6 +781,9 @@ fn main() {
                 )),
             ferry_s3_s3[round - 1].wall.as_secs_f64(),
             raw.rclone_copyto
+                .get(round - 1)
+                .map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+            raw.rclone_same_job
                 .get(round - 1)
                 .map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
             load_average()
@@ -754,6 +812,22 @@ fn main() {
             pairs.join(", ")
         );
         println!("    ferry's phases: {}", ferry_s3_s3.phases());
+    }
+    // S3 → S3 against the same job done with rclone: the copy, then the source's rename
+    if !raw.rclone_same_job.is_empty() {
+        let rclone = median(&raw.rclone_same_job);
+        let pairs: Vec<String> = ferry_s3_s3_walls
+            .iter()
+            .zip(&raw.rclone_same_job)
+            .map(|(f, r)| format!("{:.2}", r.as_secs_f64() / f.as_secs_f64()))
+            .collect();
+        println!(
+            "S3 -> S3 vs the same job with rclone (copyto the target, then moveto the source to Sent-): ferry {:.1} s, rclone {:.1} s -> ferry / rclone = {:.2} (medians; per round {})",
+            ferry_s3_s3.wall.as_secs_f64(),
+            rclone.as_secs_f64(),
+            rclone.as_secs_f64() / ferry_s3_s3.wall.as_secs_f64(),
+            pairs.join(", ")
+        );
     }
     if !with_ftp {
         println!(
