@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use super::derive::{clamp, error_file, error_record};
 use super::journal::{EventFilter, EventPage, MAX_PAGE, PAGE};
 use super::{
-    DB_FILE, EmailSent, FileAction, FileOutcome, HistoryError, INPUT_COPIES_DIR, INPUTS_DIR,
+    DB_FILE, EmailSent, FileAction, FileOutcome, HeldPart, HistoryError, INPUT_COPIES_DIR, INPUTS_DIR,
     InputPart, NewRun, Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail, RunFilter,
     RunSummary, StoredError, StoredPart, Trigger, schema,
 };
@@ -146,6 +146,8 @@ pub(super) enum Param {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    /// A kept part's chunk (`run_input_chunks.bytes`).
+    Bytes(Vec<u8>),
 }
 
 /// Inserts `rows` into `table` in multi-row statements.
@@ -193,6 +195,7 @@ async fn insert_rows_with(
                 Param::Text(v) => q.bind(v),
                 Param::OptText(v) => q.bind(v),
                 Param::Int(v) => q.bind(v),
+                Param::Bytes(v) => q.bind(v),
             };
         }
         q.execute(&mut *conn).await?;
@@ -985,20 +988,7 @@ impl Store {
                 path: dir.join(&p.name),
             });
         }
-        let run_row = vec![
-            Param::Text(id.clone()),
-            Param::Text(run.flow.to_string()),
-            Param::Text(run.flow_name.to_string()),
-            Param::Text(run.trigger.as_str().to_string()),
-            Param::Text(Outcome::Running.as_str().to_string()),
-            Param::Int(i64::from(run.dry_run)),
-            Param::Text(now()),
-            Param::OptText(run.resubmit_of.map(str::to_string)),
-            Param::OptText(run.input_summary.map(str::to_string)),
-            Param::OptText(self.owner.as_ref().map(|m| m.instance.clone())),
-            Param::OptText(self.owner.as_ref().map(|m| m.id.clone())),
-            Param::Int(0),
-        ];
+        let run_row = self.run_row(&id, run);
         let written = self
             .group_write(Box::new(BeginWrite {
                 heartbeat: self.heartbeat_parts(),
@@ -1015,6 +1005,90 @@ impl Store {
             return Err(e);
         }
         Ok((id, kept))
+    }
+
+    /// Records run `id` (a new run id) as `running` with its trigger `parts` held in
+    /// memory, in one write of the next group commit: the run's row, its owner's heartbeat,
+    /// the parts' rows and their bytes (in the database, on SQLite as on PostgreSQL) and the
+    /// names it is found by commit together, and no file is created. Returns the kept parts
+    /// as [`Store::input`] reads them back: each at this process's copy,
+    /// `<data>/input-copies/<id>/<part>`, which the caller writes (unsynced: the database
+    /// holds the bytes, and [`Store::input`] makes a missing copy again from it).
+    pub async fn begin_with_held(
+        &self,
+        id: &str,
+        run: &NewRun<'_>,
+        parts: &[HeldPart],
+    ) -> Result<Vec<StoredPart>, HistoryError> {
+        let copies = self.input_copies_dir(id)?;
+        let mut names = Vec::new();
+        let mut rows = Vec::with_capacity(parts.len());
+        let mut kept = Vec::with_capacity(parts.len());
+        for p in parts {
+            crate::connectors::check_name(&p.name)
+                .map_err(|e| HistoryError::Invalid(format!("trigger part name: {e}")))?;
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            ctx.update(&p.bytes);
+            let sha256 = hex(ctx);
+            let size = clamp(p.bytes.len() as u64);
+            let (file_name, value) = match p.kind {
+                PartKind::Json => (None, serde_json::from_slice::<Value>(&p.bytes).ok()),
+                PartKind::File => {
+                    let name = p.file_name.clone().unwrap_or_else(|| p.name.clone());
+                    // a delivered file is found by its name (`ferry runs --search`)
+                    names.push(crate::run::RunKey::File(name.clone()));
+                    (Some(name), None)
+                }
+            };
+            rows.push(vec![
+                Param::Text(id.to_string()),
+                Param::Text(p.name.clone()),
+                Param::Text(kind_str(p.kind).to_string()),
+                Param::OptText(file_name.clone()),
+                Param::Int(size),
+                Param::Text(sha256.clone()),
+                Param::OptText(value.as_ref().and_then(|v| serde_json::to_string(v).ok())),
+                Param::Text(Stored::Db.as_str().to_string()),
+            ]);
+            kept.push(StoredPart {
+                name: p.name.clone(),
+                kind: p.kind,
+                file_name,
+                size,
+                sha256,
+                value,
+                path: copies.join(&p.name),
+            });
+        }
+        let keys = super::tracking::key_params(id, &names, std::iter::empty());
+        self.group_write(Box::new(HeldWrite {
+            heartbeat: self.heartbeat_parts(),
+            run_id: id.to_string(),
+            run_row: self.run_row(id, run),
+            rows,
+            parts: parts.to_vec(),
+            keys,
+        }))
+        .await?;
+        Ok(kept)
+    }
+
+    /// The `runs` row of new run `id`, `running`, owned by this process ([`RUN_COLUMNS`]).
+    fn run_row(&self, id: &str, run: &NewRun<'_>) -> Vec<Param> {
+        vec![
+            Param::Text(id.to_string()),
+            Param::Text(run.flow.to_string()),
+            Param::Text(run.flow_name.to_string()),
+            Param::Text(run.trigger.as_str().to_string()),
+            Param::Text(Outcome::Running.as_str().to_string()),
+            Param::Int(i64::from(run.dry_run)),
+            Param::Text(now()),
+            Param::OptText(run.resubmit_of.map(str::to_string)),
+            Param::OptText(run.input_summary.map(str::to_string)),
+            Param::OptText(self.owner.as_ref().map(|m| m.instance.clone())),
+            Param::OptText(self.owner.as_ref().map(|m| m.id.clone())),
+            Param::Int(0),
+        ]
     }
 
     /// Whether this store keeps trigger inputs in the database (a PostgreSQL history).
@@ -1474,8 +1548,9 @@ struct ReportWrite(RunReport);
 
 impl super::group::Write for ReportWrite {
     fn write<'c>(
-        self: Box<Self>,
+        &'c self,
         conn: &'c mut sqlx::AnyConnection,
+        _: &'c mut super::group::Shared,
     ) -> super::group::WriteFuture<'c> {
         Box::pin(async move { write_report(conn, &self.0).await })
     }
@@ -1512,8 +1587,9 @@ const RUN_COLUMNS: &[&str] = &[
 
 impl super::group::Write for BeginWrite {
     fn write<'c>(
-        self: Box<Self>,
+        &'c self,
         conn: &'c mut sqlx::AnyConnection,
+        shared: &'c mut super::group::Shared,
     ) -> super::group::WriteFuture<'c> {
         Box::pin(async move {
             let BeginWrite {
@@ -1521,22 +1597,77 @@ impl super::group::Write for BeginWrite {
                 run_id,
                 run_row,
                 in_db,
-                mut rows,
+                rows,
                 keys,
-            } = *self;
-            // the owner is on record before its run (an owner taken for dead comes back here)
-            if let Some((me, now_ms)) = &heartbeat {
+            } = self;
+            let mut rows = rows.clone();
+            // the owner is on record before its run (an owner taken for dead comes back
+            // here); once per transaction is enough
+            if let Some((me, now_ms)) = heartbeat
+                && !shared.heartbeat
+            {
                 super::cluster::heartbeat_on(conn, me, now_ms).await?;
+                shared.heartbeat = true;
             }
-            insert_rows(conn, "runs", RUN_COLUMNS, vec![run_row]).await?;
+            insert_rows(conn, "runs", RUN_COLUMNS, vec![run_row.clone()]).await?;
             if let Some((parts, copies)) = in_db {
-                for p in &parts {
-                    let (size, sha256) = stream_into_db(conn, &run_id, p, &copies).await?;
-                    rows.push(input_row(&run_id, p, size, sha256, &copies, Stored::Db).await?);
+                for p in parts {
+                    let (size, sha256) = stream_into_db(conn, run_id, p, copies).await?;
+                    rows.push(input_row(run_id, p, size, sha256, copies, Stored::Db).await?);
                 }
             }
             insert_rows(conn, "run_inputs", INPUT_COLUMNS, rows).await?;
-            super::tracking::insert_keys(conn, keys).await
+            super::tracking::insert_keys(conn, keys.clone()).await
+        })
+    }
+}
+
+/// A run recorded with its trigger parts held in memory ([`Store::begin_with_held`]),
+/// written in a group commit: the run's row, the parts' rows and their bytes (rows of
+/// `run_input_chunks`), the names it is found by.
+struct HeldWrite {
+    heartbeat: Option<(std::sync::Arc<super::cluster::Me>, &'static str)>,
+    run_id: String,
+    run_row: Vec<Param>,
+    rows: Vec<Vec<Param>>,
+    parts: Vec<HeldPart>,
+    keys: Vec<Vec<Param>>,
+}
+
+impl super::group::Write for HeldWrite {
+    fn write<'c>(
+        &'c self,
+        conn: &'c mut sqlx::AnyConnection,
+        shared: &'c mut super::group::Shared,
+    ) -> super::group::WriteFuture<'c> {
+        Box::pin(async move {
+            if let Some((me, now_ms)) = &self.heartbeat
+                && !shared.heartbeat
+            {
+                super::cluster::heartbeat_on(conn, me, now_ms).await?;
+                shared.heartbeat = true;
+            }
+            insert_rows(conn, "runs", RUN_COLUMNS, vec![self.run_row.clone()]).await?;
+            insert_rows(conn, "run_inputs", INPUT_COLUMNS, self.rows.clone()).await?;
+            let mut chunks = Vec::new();
+            for p in &self.parts {
+                for (seq, chunk) in p.bytes.chunks(super::INPUT_CHUNK_BYTES).enumerate() {
+                    chunks.push(vec![
+                        Param::Text(self.run_id.clone()),
+                        Param::Text(p.name.clone()),
+                        Param::Int(i64::try_from(seq).unwrap_or(i64::MAX)),
+                        Param::Bytes(chunk.to_vec()),
+                    ]);
+                }
+            }
+            insert_rows(
+                conn,
+                "run_input_chunks",
+                &["run_id", "part", "seq", "bytes"],
+                chunks,
+            )
+            .await?;
+            super::tracking::insert_keys(conn, self.keys.clone()).await
         })
     }
 }

@@ -359,11 +359,12 @@ impl App {
     pub fn start_detached<K: Send + 'static>(
         self: &Arc<Self>,
         req: RunRequest,
+        held: Vec<history::HeldPart>,
         keep: K,
     ) -> impl std::future::Future<Output = Result<String, StartError>> + Send + 'static {
         let app = self.clone();
         let recording = self.tracker.spawn(async move {
-            let started = app.start(req).await;
+            let started = app.start_held(req, held).await;
             drop(keep);
             started
         });
@@ -382,6 +383,16 @@ impl App {
     /// across all processes sharing the store: it holds the flow's lease, renewed while it
     /// runs, and starts no step once the lease is lost or lapsed (its fence).
     pub async fn start(self: &Arc<Self>, req: RunRequest) -> Result<String, StartError> {
+        self.start_held(req, Vec::new()).await
+    }
+
+    /// [`App::start`] of a delivery whose parts are `held` in memory: they are kept in the
+    /// history database with the run's record ([`history::prepare_held`]).
+    pub async fn start_held(
+        self: &Arc<Self>,
+        req: RunRequest,
+        held: Vec<history::HeldPart>,
+    ) -> Result<String, StartError> {
         if self.is_stopping() {
             return Err(StartError::Stopping);
         }
@@ -393,11 +404,10 @@ impl App {
             .get(&req.flow)
             .cloned()
             .ok_or_else(|| StartError::UnknownFlow(req.flow.clone()))?;
-        // before the lease: a paused flow takes nothing from the one that runs; a delivery
-        // waits for the history only briefly here, before anything of it is recorded
-        if req.trigger == Trigger::Rest {
-            self.refuse_paused_quickly(&plan.id).await?;
-        } else {
+        // before the lease: a paused flow takes nothing from the one that runs. A delivery's
+        // handler checked just before, waiting for the history only briefly, and
+        // [`history::prepare`] checks again with the other pauses: not a third read here
+        if req.trigger != Trigger::Rest {
             self.refuse_paused(&plan.id).await?;
         }
         let exclusive = plan.trigger.rest.is_none();
@@ -427,7 +437,7 @@ impl App {
         } else {
             None
         };
-        let mut prepared = match history::prepare(&engine, Some(&self.store), req).await {
+        let mut prepared = match history::prepare_held(&engine, Some(&self.store), req, held).await {
             Ok(p) if p.recorded() => p,
             Ok(mut p) => {
                 if let Some(held) = lease {

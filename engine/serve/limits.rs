@@ -186,6 +186,9 @@ pub struct Guard {
     pub failures: Arc<super::auth::Failures>,
     /// What is left of [`JSON_BUDGET_BYTES`] (one permit a byte).
     pub json_budget: Arc<tokio::sync::Semaphore>,
+    /// What is left of [`crate::history::HELD_BUDGET_BYTES`]: the bodies of small
+    /// deliveries held in memory until their record commits (one permit a byte).
+    pub held_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Guard {
@@ -217,6 +220,9 @@ impl Guard {
             hosts: (!any).then_some(hosts),
             failures: Arc::default(),
             json_budget: Arc::new(tokio::sync::Semaphore::new(JSON_BUDGET_BYTES)),
+            held_budget: Arc::new(tokio::sync::Semaphore::new(
+                crate::history::HELD_BUDGET_BYTES,
+            )),
         }
     }
 
