@@ -861,7 +861,7 @@ async fn deliver(
     // Any other is staged as files.
     let held_limit = content_length
         .and_then(|n| usize::try_from(n).ok())
-        .filter(|n| *n <= crate::history::HELD_DELIVERY_BYTES);
+        .filter(|n| *n <= json_limits.held_delivery_bytes);
     let held_permit = match (held_limit, &guard) {
         (Some(n), Some(g)) => u32::try_from(n)
             .ok()
