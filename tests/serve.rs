@@ -772,8 +772,49 @@ async fn serve_start_sweeps_stale_delivery_staging_folders() {
     std::fs::create_dir_all(&fresh).unwrap();
     std::fs::write(fresh.join("part-0"), b"under way").unwrap();
 
-    let s = start(options(&ws)).await;
+    // the kept files of a delivery whose run was never recorded (killed between keeping
+    // them and the commit), idle for two hours; a recent one may be another process's
+    let inputs = ws.path().join("state/inputs");
+    let orphan = inputs.join("0190a3b2-0000-7000-8000-000000000001");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("file"), b"never acknowledged").unwrap();
+    for p in [orphan.join("file"), orphan.clone()] {
+        std::fs::File::open(&p).unwrap().set_modified(old).unwrap();
+    }
+    let recent = inputs.join("0190a3b2-0000-7000-8000-000000000002");
+    std::fs::create_dir_all(&recent).unwrap();
+    std::fs::write(recent.join("file"), b"being recorded").unwrap();
+    // not named like a run: not ours
+    let other = inputs.join("notes.d");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::File::open(&other).unwrap().set_modified(old).unwrap();
+
+    let mut opts = options(&ws);
+    // staged as files: kept under inputs/
+    opts.limits.held_delivery_bytes = 0;
+    let s = start(opts).await;
     assert!(!stale.exists(), "the stale staging folder is still there");
     assert!(fresh.join("part-0").exists(), "a recent one was deleted");
+    assert!(!orphan.exists(), "the unrecorded run's input is still there");
+    assert!(recent.join("file").exists(), "a recent input folder was deleted");
+    assert!(other.exists(), "a folder not named like a run was deleted");
+    // a recorded run's kept input stays, however old, through a restart
+    let (status, body) = post_delivery(&s, Some(OP), sample_delivery()).await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().unwrap().to_string();
+    s.wait_run(&run_id).await;
+    s.stop().await;
+    let kept = inputs.join(&run_id);
+    for p in std::fs::read_dir(&kept).unwrap() {
+        std::fs::File::open(p.unwrap().path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    std::fs::File::open(&kept).unwrap().set_modified(old).unwrap();
+    let mut opts = options(&ws);
+    opts.limits.held_delivery_bytes = 0;
+    let s = start(opts).await;
+    assert!(kept.join("file").exists(), "a recorded run's input was swept");
     s.stop().await;
 }

@@ -1403,6 +1403,58 @@ impl Store {
         self.sweep_copies(Sweep::NotRunning).await
     }
 
+    /// Removes the folders of kept inputs, `<data>/inputs/<run_id>`, of runs the history
+    /// does not have: a process killed after it kept a delivery's files and before its
+    /// run's record committed leaves one (nothing acknowledged it: the sender was not
+    /// answered `202`). Only folders idle for longer than `max_age` go, so that a run
+    /// another process is recording right now keeps its own. `ferry serve` calls it as it
+    /// starts; returns how many folders were removed.
+    pub async fn sweep_orphan_inputs(&self, max_age: Duration) -> Result<usize, HistoryError> {
+        let root = self.data_dir.join(INPUTS_DIR);
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(HistoryError::Io { path: root, source }),
+        };
+        // only folders named like runs, idle long enough: whatever else is there is not ours
+        let names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| check_run_id(n).is_ok())
+            .filter(|n| idle_for(&root.join(n)).is_some_and(|idle| idle > max_age))
+            .collect();
+        let mut swept = 0;
+        for batch in names.chunks(PURGE_BATCH) {
+            let sql = format!(
+                "SELECT id FROM runs WHERE id IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in batch {
+                q = q.bind(id.clone());
+            }
+            let mut known = std::collections::HashSet::new();
+            for r in q.fetch_all(&self.pool).await? {
+                known.insert(r.try_get::<String, _>("id")?);
+            }
+            for id in batch {
+                if !known.contains(id)
+                    && remove_dir(&root.join(id), "the kept input of a run never recorded")
+                {
+                    swept += 1;
+                }
+            }
+        }
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed kept inputs of deliveries whose run was never recorded"
+            );
+        }
+        Ok(swept)
+    }
+
     /// Removes the copies of inputs of the runs `which` names.
     async fn sweep_copies(&self, which: Sweep) -> Result<usize, HistoryError> {
         let root = self.data_dir.join(INPUT_COPIES_DIR);
@@ -2000,6 +2052,23 @@ enum Sweep {
     Gone,
     /// Runs not running (or gone).
     NotRunning,
+}
+
+/// How long folder `dir` and the files in it have not changed (`None`: it cannot be read).
+fn idle_for(dir: &Path) -> Option<Duration> {
+    let mut newest = std::fs::symlink_metadata(dir).ok()?.modified().ok()?;
+    if let Ok(inner) = std::fs::read_dir(dir) {
+        for e in inner.flatten() {
+            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(m);
+            }
+        }
+    }
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(newest)
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Removes directory `dir` and what it holds (`what` it is, for the log); whether it was
