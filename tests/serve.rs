@@ -172,7 +172,10 @@ async fn a_small_delivery_is_kept_in_the_database_and_a_large_one_as_files() {
     let file_part = inputs.iter().find(|p| p["name"] == json!("file")).unwrap();
     assert_eq!(file_part["size"], json!(file.len()), "{run:#}");
     assert_eq!(file_part["file_name"], json!(OUTCOME_FILE), "{run:#}");
-    let message = inputs.iter().find(|p| p["name"] == json!("message")).unwrap();
+    let message = inputs
+        .iter()
+        .find(|p| p["name"] == json!("message"))
+        .unwrap();
     let sent: Value =
         serde_json::from_slice(&std::fs::read(demo_input("event_outcome_message.json")).unwrap())
             .unwrap();
@@ -787,7 +790,10 @@ async fn serve_start_sweeps_stale_delivery_staging_folders() {
     // not named like a run: not ours
     let other = inputs.join("notes.d");
     std::fs::create_dir_all(&other).unwrap();
-    std::fs::File::open(&other).unwrap().set_modified(old).unwrap();
+    std::fs::File::open(&other)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
 
     let mut opts = options(&ws);
     // staged as files: kept under inputs/
@@ -795,8 +801,14 @@ async fn serve_start_sweeps_stale_delivery_staging_folders() {
     let s = start(opts).await;
     assert!(!stale.exists(), "the stale staging folder is still there");
     assert!(fresh.join("part-0").exists(), "a recent one was deleted");
-    assert!(!orphan.exists(), "the unrecorded run's input is still there");
-    assert!(recent.join("file").exists(), "a recent input folder was deleted");
+    assert!(
+        !orphan.exists(),
+        "the unrecorded run's input is still there"
+    );
+    assert!(
+        recent.join("file").exists(),
+        "a recent input folder was deleted"
+    );
     assert!(other.exists(), "a folder not named like a run was deleted");
     // a recorded run's kept input stays, however old, through a restart
     let (status, body) = post_delivery(&s, Some(OP), sample_delivery()).await;
@@ -811,10 +823,16 @@ async fn serve_start_sweeps_stale_delivery_staging_folders() {
             .set_modified(old)
             .unwrap();
     }
-    std::fs::File::open(&kept).unwrap().set_modified(old).unwrap();
+    std::fs::File::open(&kept)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     let mut opts = options(&ws);
     opts.limits.held_delivery_bytes = 0;
     let s = start(opts).await;
-    assert!(kept.join("file").exists(), "a recorded run's input was swept");
+    assert!(
+        kept.join("file").exists(),
+        "a recorded run's input was swept"
+    );
     s.stop().await;
 }

@@ -116,7 +116,8 @@ impl Store {
     /// Writes `batch` in one transaction, and tells each caller how its write ended: first
     /// as a whole; when a write fails, again with each write in a savepoint.
     async fn commit_group(&self, batch: Vec<Pending>) {
-        let (writes, dones): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.write, p.done)).unzip();
+        let (writes, dones): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.write, p.done)).unzip();
         if writes.len() > 1 {
             match self.commit_whole(&writes).await {
                 Ok(()) => {

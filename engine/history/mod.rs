@@ -93,8 +93,7 @@ pub use journal::{
 pub use pages::{LOOP_NUMBERS, LoopSummary, thousands};
 pub use replay::{
     Prepared, Recorded, ResubmitError, RunRequest, execute, input_summary, prepare, prepare_held,
-    resubmit,
-    resubmit_request, run_recorded,
+    resubmit, resubmit_request, run_recorded,
 };
 pub use store::Store;
 pub use tracking::{

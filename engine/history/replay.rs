@@ -320,7 +320,9 @@ async fn prepare_from_memory(
         Err(e) => warnings.push(e),
     }
     let id = new_run_id();
-    let copies_dir = store.input_copies_dir(&id).map_err(|e| RunFailure::Input(e.to_string()))?;
+    let copies_dir = store
+        .input_copies_dir(&id)
+        .map_err(|e| RunFailure::Input(e.to_string()))?;
     let input = held_input(plan, &held, &copies_dir)?;
     let summary = input_summary(plan, &input);
     let new = NewRun {

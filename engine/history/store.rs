@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use super::derive::{clamp, error_file, error_record};
 use super::journal::{EventFilter, EventPage, MAX_PAGE, PAGE};
 use super::{
-    DB_FILE, EmailSent, FileAction, FileOutcome, HeldPart, HistoryError, INPUT_COPIES_DIR, INPUTS_DIR,
-    InputPart, NewRun, Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail, RunFilter,
-    RunSummary, StoredError, StoredPart, Trigger, schema,
+    DB_FILE, EmailSent, FileAction, FileOutcome, HeldPart, HistoryError, INPUT_COPIES_DIR,
+    INPUTS_DIR, InputPart, NewRun, Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail,
+    RunFilter, RunSummary, StoredError, StoredPart, Trigger, schema,
 };
 use crate::model::PartKind;
 use crate::run::{Event, RunReport};

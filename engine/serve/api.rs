@@ -851,10 +851,7 @@ async fn deliver(
         return Err(too_large());
     }
     let json_limits = super::limits::of(req.extensions());
-    let guard = req
-        .extensions()
-        .get::<Arc<super::limits::Guard>>()
-        .cloned();
+    let guard = req.extensions().get::<Arc<super::limits::Guard>>().cloned();
     let json_budget = guard.as_ref().map(|g| g.json_budget.clone());
     // a small body (its length said) is held in memory, out of a budget shared by every
     // delivery, and kept with its run in the history database: no file before its `202`.

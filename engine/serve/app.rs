@@ -437,7 +437,8 @@ impl App {
         } else {
             None
         };
-        let mut prepared = match history::prepare_held(&engine, Some(&self.store), req, held).await {
+        let mut prepared = match history::prepare_held(&engine, Some(&self.store), req, held).await
+        {
             Ok(p) if p.recorded() => p,
             Ok(mut p) => {
                 if let Some(held) = lease {
