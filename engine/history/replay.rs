@@ -176,19 +176,21 @@ pub async fn prepare(
     store: Option<&Store>,
     req: RunRequest,
 ) -> Result<Prepared, RunFailure> {
-    prepare_held(engine, store, req, Vec::new()).await
+    prepare_held(engine, store, req, Vec::new(), None).await
 }
 
 /// [`prepare`] for a delivery whose parts are `held` in memory (its `req.parts` are then
 /// empty): the run and its parts are recorded in the history database alone
 /// ([`Store::begin_with_held`]), no file is created, and the run's copies of its file parts
 /// are written when it starts ([`execute`]). Without a store, nothing can hold them: an
-/// error.
+/// error. `pauses`: the paused flows as the delivery's handler read them when it arrived
+/// (`None`: read now).
 pub async fn prepare_held(
     engine: &Engine,
     store: Option<&Store>,
     req: RunRequest,
     held: Vec<HeldPart>,
+    pauses: Option<Vec<super::Pause>>,
 ) -> Result<Prepared, RunFailure> {
     if !held.is_empty() {
         let Some(store) = store else {
@@ -196,7 +198,7 @@ pub async fn prepare_held(
                 "trigger parts held in memory need a run history".into(),
             ));
         };
-        return prepare_from_memory(engine, store, req, held).await;
+        return prepare_from_memory(engine, store, req, held, pauses).await;
     }
     let plan = engine
         .project()
@@ -299,6 +301,7 @@ async fn prepare_from_memory(
     store: &Store,
     req: RunRequest,
     held: Vec<HeldPart>,
+    pauses: Option<Vec<super::Pause>>,
 ) -> Result<Prepared, RunFailure> {
     let plan = engine
         .project()
@@ -308,7 +311,11 @@ async fn prepare_from_memory(
     let mut warnings = Vec::new();
     // a paused flow starts no run; a paused child fails the step that calls it
     let mut paused = BTreeMap::new();
-    match store.pauses().await {
+    let pauses = match pauses {
+        Some(p) => Ok(p),
+        None => store.pauses().await,
+    };
+    match pauses {
         Ok(pauses) => {
             for p in pauses {
                 if p.flow == plan.id {

@@ -820,14 +820,14 @@ async fn deliver(
         None => authorize(server, req.headers(), Role::Operator)?,
     }
     // a paused flow accepts nothing it would not run: the sender keeps the delivery
-    match server.app.refuse_paused_quickly(&plan.id).await {
-        Ok(()) => {}
+    let pauses = match server.app.pauses_unless_paused(&plan.id).await {
+        Ok(p) => p,
         Err(StartError::Paused(m)) => {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "paused", m)
                 .retry_after(PAUSED_RETRY_AFTER_SECS));
         }
         Err(e) => return Err(delivery_error(e)),
-    }
+    };
     let limit =
         usize::try_from(rest.max_body_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     let too_large = || {
@@ -1043,7 +1043,7 @@ async fn deliver(
     // until recorded)
     let run_id = server
         .app
-        .start_detached(req, held, (incoming, held_permit))
+        .start_detached(req, held, Some(pauses), (incoming, held_permit))
         .await
         .map_err(delivery_error)?;
     Ok(accepted(json!({
