@@ -142,7 +142,7 @@ fn parse<T: std::str::FromStr>(what: &'static str, s: String) -> Result<T, Histo
 
 /// One bound value of a generated statement.
 #[derive(Debug, Clone)]
-pub(super) enum Param {
+pub(crate) enum Param {
     Text(String),
     OptText(Option<String>),
     Int(i64),
@@ -1693,33 +1693,54 @@ impl super::group::Write for HeldWrite {
         shared: &'c mut super::group::Shared,
     ) -> super::group::WriteFuture<'c> {
         Box::pin(async move {
-            if let Some((me, now_ms)) = &self.heartbeat
-                && !shared.heartbeat
-            {
-                super::cluster::heartbeat_on(conn, me, now_ms).await?;
-                shared.heartbeat = true;
+            let rows = super::group::Write::rows(self).ok_or_else(|| {
+                HistoryError::Invalid("a held delivery's write has no rows".into())
+            })?;
+            super::group::insert_all(conn, rows, shared).await
+        })
+    }
+
+    fn rows(&self) -> Option<super::group::Rows> {
+        use super::group::TableRows;
+        let mut chunks = Vec::new();
+        for p in &self.parts {
+            for (seq, chunk) in p.bytes.chunks(super::INPUT_CHUNK_BYTES).enumerate() {
+                chunks.push(vec![
+                    Param::Text(self.run_id.clone()),
+                    Param::Text(p.name.clone()),
+                    Param::Int(i64::try_from(seq).unwrap_or(i64::MAX)),
+                    Param::Bytes(chunk.to_vec()),
+                ]);
             }
-            insert_rows(conn, "runs", RUN_COLUMNS, vec![self.run_row.clone()]).await?;
-            insert_rows(conn, "run_inputs", INPUT_COLUMNS, self.rows.clone()).await?;
-            let mut chunks = Vec::new();
-            for p in &self.parts {
-                for (seq, chunk) in p.bytes.chunks(super::INPUT_CHUNK_BYTES).enumerate() {
-                    chunks.push(vec![
-                        Param::Text(self.run_id.clone()),
-                        Param::Text(p.name.clone()),
-                        Param::Int(i64::try_from(seq).unwrap_or(i64::MAX)),
-                        Param::Bytes(chunk.to_vec()),
-                    ]);
-                }
-            }
-            insert_rows(
-                conn,
-                "run_input_chunks",
-                &["run_id", "part", "seq", "bytes"],
-                chunks,
-            )
-            .await?;
-            super::tracking::insert_keys(conn, self.keys.clone()).await
+        }
+        Some(super::group::Rows {
+            heartbeat: self.heartbeat.clone(),
+            tables: vec![
+                TableRows {
+                    table: "runs",
+                    columns: RUN_COLUMNS,
+                    ignoring: None,
+                    rows: vec![self.run_row.clone()],
+                },
+                TableRows {
+                    table: "run_inputs",
+                    columns: INPUT_COLUMNS,
+                    ignoring: None,
+                    rows: self.rows.clone(),
+                },
+                TableRows {
+                    table: "run_input_chunks",
+                    columns: &["run_id", "part", "seq", "bytes"],
+                    ignoring: None,
+                    rows: chunks,
+                },
+                TableRows {
+                    table: "run_keys",
+                    columns: super::tracking::KEY_COLUMNS,
+                    ignoring: Some(super::tracking::KEY_CONFLICT),
+                    rows: self.keys.clone(),
+                },
+            ],
         })
     }
 }

@@ -453,7 +453,14 @@ impl App {
         } else {
             None
         };
-        let mut prepared = match history::prepare_held(&engine, Some(&self.store), req, held, pauses).await
+        let mut prepared = match history::prepare_held(
+            &engine,
+            Some(&self.store),
+            req,
+            held,
+            pauses,
+        )
+        .await
         {
             Ok(p) if p.recorded() => p,
             Ok(mut p) => {
