@@ -422,6 +422,17 @@ fn held_input(
     Ok(input)
 }
 
+/// Removes folder `dir` of a run's copies of held parts (a failure is logged).
+async fn remove_copies(dir: PathBuf) {
+    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the run's copies of its input");
+        }
+        _ => {}
+    });
+    let _ = removed.await;
+}
+
 /// Writes the copies of parts held in memory (one blocking task for all), unsynced: the
 /// history database holds the bytes.
 async fn write_copies(copies: Vec<(PathBuf, Arc<[u8]>)>) -> Result<(), HistoryError> {
@@ -466,6 +477,9 @@ pub async fn execute(
     } = prepared;
     // a copy that cannot be written fails the step that reads it; a resubmit makes it
     // again from the database
+    let copies_dir = copies
+        .first()
+        .and_then(|(p, _)| p.parent().map(std::path::Path::to_path_buf));
     if !copies.is_empty()
         && let Err(e) = write_copies(copies).await
     {
@@ -482,7 +496,13 @@ pub async fn execute(
         fence,
         paused,
     };
-    let report = match engine.start(start).await {
+    let started = engine.start(start).await;
+    // the copies of held parts are the run's alone: removed once it has ended (before its
+    // end is recorded, so no resubmit of it is under way), the database keeps the bytes
+    if let Some(dir) = copies_dir {
+        remove_copies(dir).await;
+    }
+    let report = match started {
         Ok(r) => r,
         Err(failure) => {
             if let Some(store) = store
