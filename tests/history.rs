@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use ferry::history::{
-    self, FileAction, HistoryError, InputPart, NewRun, Outcome, RecordStatus, RunFilter,
+    self, FileAction, HeldPart, HistoryError, InputPart, NewRun, Outcome, RecordStatus, RunFilter,
     RunRequest, Store, Trigger,
 };
 use ferry::model::PartKind;
@@ -501,6 +501,84 @@ fn fake_report(flow: &str, age: chrono::Duration) -> RunReport {
         events_omitted: 0,
         tracked: Default::default(),
     }
+}
+
+/// The parts of held delivery `n`: a CSV file and a JSON message, both naming `n`.
+fn held_parts(n: usize) -> Vec<HeldPart> {
+    vec![
+        HeldPart {
+            name: "file".into(),
+            kind: PartKind::File,
+            bytes: format!("a,b\n{n},2\n").into_bytes().into(),
+            file_name: Some(format!("delivery-{n}.csv")),
+        },
+        HeldPart {
+            name: "message".into(),
+            kind: PartKind::Json,
+            bytes: format!("{{\"n\": {n}}}").into_bytes().into(),
+            file_name: None,
+        },
+    ]
+}
+
+/// Deliveries recorded at once share group commits (written whole, without savepoints);
+/// one that cannot be recorded (its run id is taken) fails alone, and every other is
+/// recorded with its parts, which are read back from the database byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_deliveries_recorded_at_once_fail_alone_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let new = || NewRun {
+        flow: "HELD",
+        flow_name: "A flow",
+        trigger: Trigger::Rest,
+        input_summary: None,
+        resubmit_of: None,
+        dry_run: false,
+    };
+    let taken = ferry::run::new_run_id();
+    store
+        .begin_with_held(&taken, &new(), &held_parts(0))
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = (0..40).map(|_| ferry::run::new_run_id()).collect();
+    ids.insert(20, taken.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (store, id) = (store.clone(), id.clone());
+        tasks.spawn(async move {
+            let r = store.begin_with_held(&id, &new(), &held_parts(i + 1)).await;
+            (i, id, r)
+        });
+    }
+    let mut recorded = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (i, id, r) = done.unwrap();
+        if id == taken {
+            assert!(r.is_err(), "a second run under a taken id was recorded");
+            continue;
+        }
+        let kept = r.unwrap();
+        assert_eq!(kept.len(), 2);
+        let parts = store.input(&id).await.unwrap();
+        let file = parts.iter().find(|p| p.name == "file").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file.path).unwrap(),
+            format!("a,b\n{},2\n", i + 1)
+        );
+        assert_eq!(
+            file.file_name.as_deref(),
+            Some(&*format!("delivery-{}.csv", i + 1))
+        );
+        let message = parts.iter().find(|p| p.name == "message").unwrap();
+        assert_eq!(message.value, Some(json!({ "n": i + 1 })));
+        recorded += 1;
+    }
+    assert_eq!(recorded, 40);
+    // the run that held the id first keeps its own input
+    let parts = store.input(&taken).await.unwrap();
+    let file = parts.iter().find(|p| p.name == "file").unwrap();
+    assert_eq!(std::fs::read_to_string(&file.path).unwrap(), "a,b\n0,2\n");
 }
 
 async fn keep_one(store: &Store, dir: &Path, run_id: &str) {

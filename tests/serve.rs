@@ -111,7 +111,10 @@ async fn a_delivery_is_recorded_answered_with_its_run_id_and_run() {
 #[tokio::test]
 async fn a_resubmit_whose_kept_input_is_gone_answers_410() {
     let ws = Workspace::new().await;
-    let s = start(options(&ws)).await;
+    // staged as files (a held delivery's bytes are in the database)
+    let mut opts = options(&ws);
+    opts.limits.held_delivery_bytes = 0;
+    let s = start(opts).await;
     let (status, body) = post_delivery(&s, Some(OP), sample_delivery()).await;
     assert_eq!(status, 202, "{body}");
     let run_id = body["run_id"].as_str().unwrap().to_string();
@@ -138,6 +141,83 @@ async fn a_resubmit_whose_kept_input_is_gone_answers_410() {
         .get(&format!("/api/v1/runs?flow={EVENT_OUTCOME}"), Some(VIEWER))
         .await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs:#}");
+    s.stop().await;
+}
+
+/// A small delivery is held in memory and kept in the history database with its run: no
+/// file is kept under `inputs/`, the run reads its copy, and a resubmit makes the copy
+/// again from the database when it is gone. A delivery over the bound is kept as files.
+#[tokio::test]
+async fn a_small_delivery_is_kept_in_the_database_and_a_large_one_as_files() {
+    let ws = Workspace::new().await;
+    let mut opts = options(&ws);
+    let file = std::fs::read(demo_input(OUTCOME_FILE)).unwrap();
+    // the sample is held; the same with a bound below its size is staged as files
+    opts.limits.held_delivery_bytes = 64 * 1024;
+    let s = start(opts).await;
+    let (status, body) = post_delivery(&s, Some(OP), sample_delivery()).await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().unwrap().to_string();
+    let run = s.wait_run(&run_id).await;
+    assert_eq!(run["outcome"], json!("succeeded"), "{run:#}");
+    assert_eq!(
+        ws.read_file("ouai-os", OUTCOME_BUCKET, OUTCOME_FILE),
+        Some(file.clone())
+    );
+    let state = ws.path().join("state");
+    assert!(!state.join("inputs").join(&run_id).exists());
+    // the run's copy of the file part is gone with the run: the database holds the bytes
+    let copy = state.join("input-copies").join(&run_id).join("file");
+    assert!(!copy.exists(), "the run's copy of its input outlived it");
+    let inputs = run["inputs"].as_array().unwrap();
+    let file_part = inputs.iter().find(|p| p["name"] == json!("file")).unwrap();
+    assert_eq!(file_part["size"], json!(file.len()), "{run:#}");
+    assert_eq!(file_part["file_name"], json!(OUTCOME_FILE), "{run:#}");
+    let message = inputs
+        .iter()
+        .find(|p| p["name"] == json!("message"))
+        .unwrap();
+    let sent: Value =
+        serde_json::from_slice(&std::fs::read(demo_input("event_outcome_message.json")).unwrap())
+            .unwrap();
+    assert_eq!(message["value"], sent, "{run:#}");
+    // a resubmit makes it again from the database
+    std::fs::remove_file(ws.dir("ouai-os", OUTCOME_BUCKET).join(OUTCOME_FILE)).unwrap();
+    let (status, body) = s
+        .post(
+            &format!("/api/v1/runs/{run_id}/resubmit"),
+            Some(OP),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let again = s.wait_run(body["run_id"].as_str().unwrap()).await;
+    assert_eq!(again["outcome"], json!("succeeded"), "{again:#}");
+    assert_eq!(std::fs::read(&copy).unwrap(), file);
+    assert_eq!(
+        ws.read_file("ouai-os", OUTCOME_BUCKET, OUTCOME_FILE),
+        Some(file.clone())
+    );
+    // a body over the bound: its parts are kept as files
+    let big = vec![b'x'; 70 * 1024];
+    let mut padded = file.clone();
+    padded.extend_from_slice(&big);
+    let (status, body) = post_delivery(
+        &s,
+        Some(OP),
+        delivery(
+            std::fs::read(demo_input("event_outcome_message.json")).unwrap(),
+            padded.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let big_id = body["run_id"].as_str().unwrap().to_string();
+    s.wait_run(&big_id).await;
+    assert_eq!(
+        std::fs::read(state.join("inputs").join(&big_id).join("file")).unwrap(),
+        padded
+    );
     s.stop().await;
 }
 
@@ -695,8 +775,64 @@ async fn serve_start_sweeps_stale_delivery_staging_folders() {
     std::fs::create_dir_all(&fresh).unwrap();
     std::fs::write(fresh.join("part-0"), b"under way").unwrap();
 
-    let s = start(options(&ws)).await;
+    // the kept files of a delivery whose run was never recorded (killed between keeping
+    // them and the commit), idle for two hours; a recent one may be another process's
+    let inputs = ws.path().join("state/inputs");
+    let orphan = inputs.join("0190a3b2-0000-7000-8000-000000000001");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("file"), b"never acknowledged").unwrap();
+    for p in [orphan.join("file"), orphan.clone()] {
+        std::fs::File::open(&p).unwrap().set_modified(old).unwrap();
+    }
+    let recent = inputs.join("0190a3b2-0000-7000-8000-000000000002");
+    std::fs::create_dir_all(&recent).unwrap();
+    std::fs::write(recent.join("file"), b"being recorded").unwrap();
+    // not named like a run: not ours
+    let other = inputs.join("notes.d");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::File::open(&other)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+
+    let mut opts = options(&ws);
+    // staged as files: kept under inputs/
+    opts.limits.held_delivery_bytes = 0;
+    let s = start(opts).await;
     assert!(!stale.exists(), "the stale staging folder is still there");
     assert!(fresh.join("part-0").exists(), "a recent one was deleted");
+    assert!(
+        !orphan.exists(),
+        "the unrecorded run's input is still there"
+    );
+    assert!(
+        recent.join("file").exists(),
+        "a recent input folder was deleted"
+    );
+    assert!(other.exists(), "a folder not named like a run was deleted");
+    // a recorded run's kept input stays, however old, through a restart
+    let (status, body) = post_delivery(&s, Some(OP), sample_delivery()).await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().unwrap().to_string();
+    s.wait_run(&run_id).await;
+    s.stop().await;
+    let kept = inputs.join(&run_id);
+    for p in std::fs::read_dir(&kept).unwrap() {
+        std::fs::File::open(p.unwrap().path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    std::fs::File::open(&kept)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let mut opts = options(&ws);
+    opts.limits.held_delivery_bytes = 0;
+    let s = start(opts).await;
+    assert!(
+        kept.join("file").exists(),
+        "a recorded run's input was swept"
+    );
     s.stop().await;
 }

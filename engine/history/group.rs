@@ -1,7 +1,11 @@
 //! Group commit: the history's frequent writes — a delivery's record, a run's journal
 //! batches, a run's end — are queued and written by one writer at a time, as many as are
-//! waiting in one transaction, each in a savepoint of its own (a write that fails is
-//! rolled back alone and its caller told; the others commit).
+//! waiting in one transaction. The group is first tried as a whole, without a savepoint
+//! per write (each savepoint is two more statements, each a hand-off to the database's
+//! connection); when one of its writes fails, the transaction is rolled back and the group
+//! written again with each write in a savepoint of its own (the failing write is rolled
+//! back alone and its caller told; the others commit). A write is therefore one that can
+//! be written again: it borrows what it writes.
 //!
 //! A caller queues its write, then either finds a writer at work, whose next group takes
 //! it, or becomes the writer: it takes everything queued (at most [`MAX_GROUP`]) and
@@ -17,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::store::begin_write;
+use super::store::{Param, begin_write, insert_rows, insert_rows_ignoring};
 use super::{HistoryError, Store};
 
 /// The most writes one transaction takes.
@@ -27,10 +31,68 @@ pub(super) const MAX_GROUP: usize = 256;
 pub(super) type WriteFuture<'c> =
     Pin<Box<dyn Future<Output = Result<(), HistoryError>> + Send + 'c>>;
 
-/// One write of a group: it owns what it writes.
-pub(super) trait Write: Send + 'static {
+/// What the writes of one transaction share: whether this process's heartbeat is written
+/// already (many writes of a group upsert it; once a transaction is enough).
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// The owner's heartbeat is written in this transaction.
+    pub heartbeat: bool,
+}
+
+/// The rows of one table a write inserts ([`Write::rows`]).
+pub(super) struct TableRows {
+    pub table: &'static str,
+    pub columns: &'static [&'static str],
+    /// The conflict target of rows that may be there already (`ON CONFLICT … DO NOTHING`).
+    pub ignoring: Option<&'static str>,
+    pub rows: Vec<Vec<Param>>,
+}
+
+/// What a write that only inserts rows writes: the group inserts the rows of all such
+/// writes together, table by table, in multi-row statements (a group of 16 deliveries is
+/// four statements, not 64).
+pub(super) struct Rows {
+    /// The owner's heartbeat, written first.
+    pub heartbeat: Option<(Arc<super::cluster::Me>, &'static str)>,
+    /// In the order they are inserted (a table referenced by another first).
+    pub tables: Vec<TableRows>,
+}
+
+/// One write of a group: it owns what it writes, and can write it again (a group that
+/// failed as a whole is written again write by write).
+pub(super) trait Write: Send + Sync + 'static {
     /// Writes on `conn`, inside the group's transaction.
-    fn write<'c>(self: Box<Self>, conn: &'c mut sqlx::AnyConnection) -> WriteFuture<'c>;
+    fn write<'c>(
+        &'c self,
+        conn: &'c mut sqlx::AnyConnection,
+        shared: &'c mut Shared,
+    ) -> WriteFuture<'c>;
+
+    /// Its rows, when all it does is insert them (the group may insert them with others').
+    fn rows(&self) -> Option<Rows> {
+        None
+    }
+}
+
+/// Inserts `rows`, after the heartbeat unless `shared` says it is written.
+pub(super) async fn insert_all(
+    conn: &mut sqlx::AnyConnection,
+    rows: Rows,
+    shared: &mut Shared,
+) -> Result<(), HistoryError> {
+    if let Some((me, now_ms)) = &rows.heartbeat
+        && !shared.heartbeat
+    {
+        super::cluster::heartbeat_on(conn, me, now_ms).await?;
+        shared.heartbeat = true;
+    }
+    for t in rows.tables {
+        match t.ignoring {
+            Some(key) => insert_rows_ignoring(conn, t.table, t.columns, key, t.rows).await?,
+            None => insert_rows(conn, t.table, t.columns, t.rows).await?,
+        }
+    }
+    Ok(())
 }
 
 struct Pending {
@@ -96,30 +158,84 @@ impl Store {
         }
     }
 
-    /// Writes `batch` in one transaction, each write in a savepoint when there are several,
-    /// and tells each caller how its write ended.
+    /// Writes `batch` in one transaction, and tells each caller how its write ended: first
+    /// as a whole; when a write fails, again with each write in a savepoint.
     async fn commit_group(&self, batch: Vec<Pending>) {
+        let (writes, dones): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.write, p.done)).unzip();
+        if writes.len() > 1 {
+            match self.commit_whole(&writes).await {
+                Ok(()) => {
+                    for d in dones {
+                        let _ = d.send(Ok(()));
+                    }
+                    return;
+                }
+                // a write failed, or the commit: each write on its own, in savepoints
+                Err(e) => tracing::debug!(error = %e, writes = writes.len(),
+                    "a group commit failed as a whole; writing it again write by write"),
+            }
+        }
+        let results = self.commit_each(&writes).await;
+        for (d, r) in dones.into_iter().zip(results) {
+            let _ = d.send(r);
+        }
+    }
+
+    /// Writes `writes` in one transaction without savepoints, and commits it; any failure
+    /// rolls it all back.
+    async fn commit_whole(&self, writes: &[Box<dyn Write>]) -> Result<(), HistoryError> {
+        let mut tx = begin_write(&self.pool, self.backend).await?;
+        let mut shared = Shared::default();
+        // the rows of the writes that only insert rows, together
+        let mut merged = Rows {
+            heartbeat: None,
+            tables: Vec::new(),
+        };
+        let mut others = Vec::new();
+        for w in writes {
+            let Some(rows) = w.rows() else {
+                others.push(w);
+                continue;
+            };
+            merged.heartbeat = merged.heartbeat.take().or(rows.heartbeat);
+            for t in rows.tables {
+                match merged.tables.iter_mut().find(|m| m.table == t.table) {
+                    Some(m) => m.rows.extend(t.rows),
+                    None => merged.tables.push(t),
+                }
+            }
+        }
+        insert_all(&mut tx, merged, &mut shared).await?;
+        for w in others {
+            w.write(&mut tx, &mut shared).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes `writes` in one transaction, each in a savepoint when there are several (a
+    /// failing write is rolled back alone); returns how each ended.
+    async fn commit_each(&self, writes: &[Box<dyn Write>]) -> Vec<Result<(), HistoryError>> {
+        let all = |e: &HistoryError| writes.iter().map(|_| Err(shared(e))).collect();
         let mut tx = match begin_write(&self.pool, self.backend).await {
             Ok(tx) => tx,
-            Err(e) => {
-                tell_all(batch, &e);
-                return;
-            }
+            Err(e) => return all(&e),
         };
-        let alone = batch.len() == 1;
-        let mut results = Vec::with_capacity(batch.len());
-        let mut dones = Vec::with_capacity(batch.len());
-        for p in batch {
-            dones.push(p.done);
+        let alone = writes.len() == 1;
+        let mut results = Vec::with_capacity(writes.len());
+        for w in writes {
+            // a write rolled back may have written the heartbeat: each writes its own
+            let mut own = Shared::default();
             if alone {
-                results.push(p.write.write(&mut tx).await);
+                results.push(w.write(&mut tx, &mut own).await);
                 continue;
             }
             if let Err(e) = sqlx::query("SAVEPOINT group_write").execute(&mut *tx).await {
                 results.push(Err(e.into()));
                 continue;
             }
-            let r = p.write.write(&mut tx).await;
+            let r = w.write(&mut tx, &mut own).await;
             let end = if r.is_ok() {
                 "RELEASE SAVEPOINT group_write"
             } else {
@@ -141,35 +257,24 @@ impl Store {
                     // the transaction is in an unknown state: nothing of it commits
                     let e = HistoryError::from(e);
                     drop(tx);
-                    for d in dones {
-                        let _ = d.send(Err(shared(&e)));
-                    }
-                    return;
+                    return all(&e);
                 }
             }
         }
         if results.iter().any(Result::is_ok) {
             if let Err(e) = tx.commit().await {
                 let e = HistoryError::from(e);
-                for (d, r) in dones.into_iter().zip(results) {
-                    let _ = d.send(match r {
+                return results
+                    .into_iter()
+                    .map(|r| match r {
                         Ok(()) => Err(shared(&e)),
                         Err(own) => Err(own),
-                    });
-                }
-                return;
+                    })
+                    .collect();
             }
         } else {
             drop(tx);
         }
-        for (d, r) in dones.into_iter().zip(results) {
-            let _ = d.send(r);
-        }
-    }
-}
-
-fn tell_all(batch: Vec<Pending>, e: &HistoryError) {
-    for p in batch {
-        let _ = p.done.send(Err(shared(e)));
+        results
     }
 }

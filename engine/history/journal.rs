@@ -210,8 +210,9 @@ struct BatchWrite {
 
 impl super::group::Write for BatchWrite {
     fn write<'c>(
-        self: Box<Self>,
+        &'c self,
         conn: &'c mut sqlx::AnyConnection,
+        _: &'c mut super::group::Shared,
     ) -> super::group::WriteFuture<'c> {
         Box::pin(async move {
             let BatchWrite {
@@ -221,24 +222,24 @@ impl super::group::Write for BatchWrite {
                 confirmed,
                 checkpoints,
                 counters,
-            } = *self;
-            insert_rows(conn, "run_events", EVENT_COLUMNS, events).await?;
-            super::tracking::insert_keys(conn, keys).await?;
+            } = self;
+            insert_rows(conn, "run_events", EVENT_COLUMNS, events.clone()).await?;
+            super::tracking::insert_keys(conn, keys.clone()).await?;
             for (key, output) in confirmed {
                 sqlx::query(
                     "INSERT INTO run_steps (run_id, key, output) VALUES ($1, $2, $3)
                      ON CONFLICT (run_id, key) DO UPDATE SET output = excluded.output",
                 )
                 .bind(run_id.clone())
-                .bind(key)
-                .bind(output)
+                .bind(key.clone())
+                .bind(output.clone())
                 .execute(&mut *conn)
                 .await?;
             }
-            for c in &checkpoints {
-                write_checkpoint(conn, &run_id, c).await?;
+            for c in checkpoints {
+                write_checkpoint(conn, run_id, c).await?;
             }
-            write_counters(conn, &run_id, &counters).await
+            write_counters(conn, run_id, counters).await
         })
     }
 }

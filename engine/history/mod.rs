@@ -92,8 +92,8 @@ pub use journal::{
 };
 pub use pages::{LOOP_NUMBERS, LoopSummary, thousands};
 pub use replay::{
-    Prepared, Recorded, ResubmitError, RunRequest, execute, input_summary, prepare, resubmit,
-    resubmit_request, run_recorded,
+    Prepared, Recorded, ResubmitError, RunRequest, execute, input_summary, prepare, prepare_held,
+    resubmit, resubmit_request, run_recorded,
 };
 pub use store::Store;
 pub use tracking::{
@@ -554,6 +554,31 @@ pub struct InputPart {
     /// The file name it was delivered under (file parts; default: `path`'s file name).
     pub file_name: Option<String>,
 }
+
+/// A delivered trigger part held in memory ([`Store::begin_with_held`]): a small delivery's
+/// part, kept in the history database itself with its run, so that recording it creates no
+/// file. `ferry serve` holds a delivery so when its body is at most
+/// [`HELD_DELIVERY_BYTES`]; larger ones are staged as files ([`InputPart`]).
+#[derive(Debug, Clone)]
+pub struct HeldPart {
+    /// Part name.
+    pub name: String,
+    /// Part kind.
+    pub kind: PartKind,
+    /// Its bytes.
+    pub bytes: std::sync::Arc<[u8]>,
+    /// The file name it was delivered under (file parts).
+    pub file_name: Option<String>,
+}
+
+/// The largest delivery body (bytes, as its `Content-Length` says) whose parts `ferry serve`
+/// holds in memory and keeps in the history database with the run's record (no file is
+/// created before the `202`); a larger body, or one without a length, is staged as files.
+pub const HELD_DELIVERY_BYTES: usize = 256 * 1024;
+
+/// The most bytes of deliveries `ferry serve` holds in memory at once ([`HELD_DELIVERY_BYTES`]
+/// each): past it, a delivery is staged as files instead (it is not refused).
+pub const HELD_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
 /// A kept trigger part ([`Store::input`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]

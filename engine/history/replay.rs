@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{HistoryError, InputPart, NewRun, Outcome, Store, StoredPart, Trigger};
+use super::{HeldPart, HistoryError, InputPart, NewRun, Outcome, Store, StoredPart, Trigger};
 use crate::compile::FlowPlan;
 use crate::model::PartKind;
 use crate::run::{
@@ -135,6 +135,8 @@ pub struct Prepared {
     pub fence: Option<Arc<dyn Fence>>,
     /// The flows paused as it was prepared: calling one fails.
     paused: BTreeMap<String, String>,
+    /// Copies of file parts held in memory ([`prepare_held`]), written before the run starts.
+    copies: Vec<(PathBuf, Arc<[u8]>)>,
 }
 
 impl Prepared {
@@ -174,6 +176,30 @@ pub async fn prepare(
     store: Option<&Store>,
     req: RunRequest,
 ) -> Result<Prepared, RunFailure> {
+    prepare_held(engine, store, req, Vec::new(), None).await
+}
+
+/// [`prepare`] for a delivery whose parts are `held` in memory (its `req.parts` are then
+/// empty): the run and its parts are recorded in the history database alone
+/// ([`Store::begin_with_held`]), no file is created, and the run's copies of its file parts
+/// are written when it starts ([`execute`]). Without a store, nothing can hold them: an
+/// error. `pauses`: the paused flows as the delivery's handler read them when it arrived
+/// (`None`: read now).
+pub async fn prepare_held(
+    engine: &Engine,
+    store: Option<&Store>,
+    req: RunRequest,
+    held: Vec<HeldPart>,
+    pauses: Option<Vec<super::Pause>>,
+) -> Result<Prepared, RunFailure> {
+    if !held.is_empty() {
+        let Some(store) = store else {
+            return Err(RunFailure::Input(
+                "trigger parts held in memory need a run history".into(),
+            ));
+        };
+        return prepare_from_memory(engine, store, req, held, pauses).await;
+    }
     let plan = engine
         .project()
         .flows
@@ -264,7 +290,171 @@ pub async fn prepare(
         warnings,
         fence: None,
         paused,
+        copies: Vec::new(),
     })
+}
+
+/// [`prepare_held`] with parts: checks them as [`trigger_input`] would, then records the
+/// run with them.
+async fn prepare_from_memory(
+    engine: &Engine,
+    store: &Store,
+    req: RunRequest,
+    held: Vec<HeldPart>,
+    pauses: Option<Vec<super::Pause>>,
+) -> Result<Prepared, RunFailure> {
+    let plan = engine
+        .project()
+        .flows
+        .get(&req.flow)
+        .ok_or_else(|| RunFailure::UnknownFlow(req.flow.clone()))?;
+    let mut warnings = Vec::new();
+    // a paused flow starts no run; a paused child fails the step that calls it
+    let mut paused = BTreeMap::new();
+    let pauses = match pauses {
+        Some(p) => Ok(p),
+        None => store.pauses().await,
+    };
+    match pauses {
+        Ok(pauses) => {
+            for p in pauses {
+                if p.flow == plan.id {
+                    return Err(RunFailure::Paused(p.to_string()));
+                }
+                paused.insert(p.flow.clone(), p.to_string());
+            }
+        }
+        Err(e) => warnings.push(e),
+    }
+    let id = new_run_id();
+    let copies_dir = store
+        .input_copies_dir(&id)
+        .map_err(|e| RunFailure::Input(e.to_string()))?;
+    let input = held_input(plan, &held, &copies_dir)?;
+    let summary = input_summary(plan, &input);
+    let new = NewRun {
+        flow: &plan.id,
+        flow_name: &plan.name,
+        trigger: req.trigger,
+        input_summary: summary.as_deref(),
+        resubmit_of: req.resubmit_of.as_deref(),
+        dry_run: false,
+    };
+    let begun = match store.begin_with_held(&id, &new, &held).await {
+        Ok(_) => true,
+        Err(e) => {
+            warnings.push(e);
+            false
+        }
+    };
+    let copies = held
+        .into_iter()
+        .filter(|p| p.kind == PartKind::File)
+        .map(|p| (copies_dir.join(&p.name), p.bytes))
+        .collect();
+    Ok(Prepared {
+        resume: Resume::default(),
+        begun,
+        run_id: id,
+        flow: req.flow,
+        input,
+        recorded: begun,
+        warnings,
+        fence: None,
+        paused,
+        copies,
+    })
+}
+
+/// A flow's trigger input from parts held in memory, as [`trigger_input`] builds it from
+/// files: a `json` part parsed, a `file` part `{path, name, size}` with `path` its copy in
+/// `copies` (written when the run starts). Unknown and missing parts are errors.
+fn held_input(
+    flow: &FlowPlan,
+    held: &[HeldPart],
+    copies: &std::path::Path,
+) -> Result<Map<String, Value>, RunFailure> {
+    let mut input = Map::new();
+    let Some(rest) = &flow.trigger.rest else {
+        let name = held.first().map_or("", |p| p.name.as_str());
+        return Err(RunFailure::Input(format!(
+            "flow '{}' takes no trigger input, got part '{name}'",
+            flow.id
+        )));
+    };
+    for p in held {
+        let name = &p.name;
+        let Some(spec) = rest.parts.get(name) else {
+            let known: Vec<_> = rest.parts.keys().cloned().collect();
+            return Err(RunFailure::Input(format!(
+                "flow '{}' has no trigger part '{name}' (parts: {})",
+                flow.id,
+                known.join(", ")
+            )));
+        };
+        let value = match spec.kind {
+            PartKind::Json => serde_json::from_slice::<Value>(&p.bytes).map_err(|e| {
+                RunFailure::Input(format!("part '{name}': it is not valid JSON: {e}"))
+            })?,
+            PartKind::File => {
+                let file_name = p.file_name.clone().unwrap_or_else(|| name.clone());
+                crate::connectors::check_name(&file_name)
+                    .map_err(|e| RunFailure::Input(format!("part file name: {e}")))?;
+                crate::connectors::check_name(name)
+                    .map_err(|e| RunFailure::Input(format!("trigger part name: {e}")))?;
+                serde_json::json!({
+                    "path": copies.join(name).display().to_string(),
+                    "name": file_name,
+                    "size": p.bytes.len(),
+                })
+            }
+        };
+        input.insert(name.clone(), value);
+    }
+    for (name, spec) in &rest.parts {
+        if spec.required && !input.contains_key(name) {
+            return Err(RunFailure::Input(format!(
+                "flow '{}' needs trigger part '{name}'",
+                flow.id
+            )));
+        }
+    }
+    Ok(input)
+}
+
+/// Removes folder `dir` of a run's copies of held parts (a failure is logged).
+async fn remove_copies(dir: PathBuf) {
+    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the run's copies of its input");
+        }
+        _ => {}
+    });
+    let _ = removed.await;
+}
+
+/// Writes the copies of parts held in memory (one blocking task for all), unsynced: the
+/// history database holds the bytes.
+async fn write_copies(copies: Vec<(PathBuf, Arc<[u8]>)>) -> Result<(), HistoryError> {
+    let written = tokio::task::spawn_blocking(move || -> Result<(), HistoryError> {
+        for (path, bytes) in copies {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| HistoryError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            std::fs::write(&path, &bytes).map_err(|source| HistoryError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    });
+    written.await.map_err(|e| HistoryError::Io {
+        path: PathBuf::from(super::INPUT_COPIES_DIR),
+        source: std::io::Error::other(e.to_string()),
+    })?
 }
 
 /// Runs a prepared run and records how it ended.
@@ -283,7 +473,19 @@ pub async fn execute(
         resume,
         fence,
         paused,
+        copies,
     } = prepared;
+    // a copy that cannot be written fails the step that reads it; a resubmit makes it
+    // again from the database
+    let copies_dir = copies
+        .first()
+        .and_then(|(p, _)| p.parent().map(std::path::Path::to_path_buf));
+    if !copies.is_empty()
+        && let Err(e) = write_copies(copies).await
+    {
+        tracing::warn!(run_id = %id, error = %e, "cannot write the copy of a delivered part");
+        warnings.push(e);
+    }
     let store = store.filter(|_| begun);
     let start = RunStart {
         flow,
@@ -294,7 +496,13 @@ pub async fn execute(
         fence,
         paused,
     };
-    let report = match engine.start(start).await {
+    let started = engine.start(start).await;
+    // the copies of held parts are the run's alone: removed once it has ended (before its
+    // end is recorded, so no resubmit of it is under way), the database keeps the bytes
+    if let Some(dir) = copies_dir {
+        remove_copies(dir).await;
+    }
+    let report = match started {
         Ok(r) => r,
         Err(failure) => {
             if let Some(store) = store

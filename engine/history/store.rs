@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use super::derive::{clamp, error_file, error_record};
 use super::journal::{EventFilter, EventPage, MAX_PAGE, PAGE};
 use super::{
-    DB_FILE, EmailSent, FileAction, FileOutcome, HistoryError, INPUT_COPIES_DIR, INPUTS_DIR,
-    InputPart, NewRun, Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail, RunFilter,
-    RunSummary, StoredError, StoredPart, Trigger, schema,
+    DB_FILE, EmailSent, FileAction, FileOutcome, HeldPart, HistoryError, INPUT_COPIES_DIR,
+    INPUTS_DIR, InputPart, NewRun, Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail,
+    RunFilter, RunSummary, StoredError, StoredPart, Trigger, schema,
 };
 use crate::model::PartKind;
 use crate::run::{Event, RunReport};
@@ -142,10 +142,12 @@ fn parse<T: std::str::FromStr>(what: &'static str, s: String) -> Result<T, Histo
 
 /// One bound value of a generated statement.
 #[derive(Debug, Clone)]
-pub(super) enum Param {
+pub(crate) enum Param {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    /// A kept part's chunk (`run_input_chunks.bytes`).
+    Bytes(Vec<u8>),
 }
 
 /// Inserts `rows` into `table` in multi-row statements.
@@ -193,6 +195,7 @@ async fn insert_rows_with(
                 Param::Text(v) => q.bind(v),
                 Param::OptText(v) => q.bind(v),
                 Param::Int(v) => q.bind(v),
+                Param::Bytes(v) => q.bind(v),
             };
         }
         q.execute(&mut *conn).await?;
@@ -985,20 +988,7 @@ impl Store {
                 path: dir.join(&p.name),
             });
         }
-        let run_row = vec![
-            Param::Text(id.clone()),
-            Param::Text(run.flow.to_string()),
-            Param::Text(run.flow_name.to_string()),
-            Param::Text(run.trigger.as_str().to_string()),
-            Param::Text(Outcome::Running.as_str().to_string()),
-            Param::Int(i64::from(run.dry_run)),
-            Param::Text(now()),
-            Param::OptText(run.resubmit_of.map(str::to_string)),
-            Param::OptText(run.input_summary.map(str::to_string)),
-            Param::OptText(self.owner.as_ref().map(|m| m.instance.clone())),
-            Param::OptText(self.owner.as_ref().map(|m| m.id.clone())),
-            Param::Int(0),
-        ];
+        let run_row = self.run_row(&id, run);
         let written = self
             .group_write(Box::new(BeginWrite {
                 heartbeat: self.heartbeat_parts(),
@@ -1015,6 +1005,90 @@ impl Store {
             return Err(e);
         }
         Ok((id, kept))
+    }
+
+    /// Records run `id` (a new run id) as `running` with its trigger `parts` held in
+    /// memory, in one write of the next group commit: the run's row, its owner's heartbeat,
+    /// the parts' rows and their bytes (in the database, on SQLite as on PostgreSQL) and the
+    /// names it is found by commit together, and no file is created. Returns the kept parts
+    /// as [`Store::input`] reads them back: each at this process's copy,
+    /// `<data>/input-copies/<id>/<part>`, which the caller writes (unsynced: the database
+    /// holds the bytes, and [`Store::input`] makes a missing copy again from it).
+    pub async fn begin_with_held(
+        &self,
+        id: &str,
+        run: &NewRun<'_>,
+        parts: &[HeldPart],
+    ) -> Result<Vec<StoredPart>, HistoryError> {
+        let copies = self.input_copies_dir(id)?;
+        let mut names = Vec::new();
+        let mut rows = Vec::with_capacity(parts.len());
+        let mut kept = Vec::with_capacity(parts.len());
+        for p in parts {
+            crate::connectors::check_name(&p.name)
+                .map_err(|e| HistoryError::Invalid(format!("trigger part name: {e}")))?;
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            ctx.update(&p.bytes);
+            let sha256 = hex(ctx);
+            let size = clamp(p.bytes.len() as u64);
+            let (file_name, value) = match p.kind {
+                PartKind::Json => (None, serde_json::from_slice::<Value>(&p.bytes).ok()),
+                PartKind::File => {
+                    let name = p.file_name.clone().unwrap_or_else(|| p.name.clone());
+                    // a delivered file is found by its name (`ferry runs --search`)
+                    names.push(crate::run::RunKey::File(name.clone()));
+                    (Some(name), None)
+                }
+            };
+            rows.push(vec![
+                Param::Text(id.to_string()),
+                Param::Text(p.name.clone()),
+                Param::Text(kind_str(p.kind).to_string()),
+                Param::OptText(file_name.clone()),
+                Param::Int(size),
+                Param::Text(sha256.clone()),
+                Param::OptText(value.as_ref().and_then(|v| serde_json::to_string(v).ok())),
+                Param::Text(Stored::Db.as_str().to_string()),
+            ]);
+            kept.push(StoredPart {
+                name: p.name.clone(),
+                kind: p.kind,
+                file_name,
+                size,
+                sha256,
+                value,
+                path: copies.join(&p.name),
+            });
+        }
+        let keys = super::tracking::key_params(id, &names, std::iter::empty());
+        self.group_write(Box::new(HeldWrite {
+            heartbeat: self.heartbeat_parts(),
+            run_id: id.to_string(),
+            run_row: self.run_row(id, run),
+            rows,
+            parts: parts.to_vec(),
+            keys,
+        }))
+        .await?;
+        Ok(kept)
+    }
+
+    /// The `runs` row of new run `id`, `running`, owned by this process ([`RUN_COLUMNS`]).
+    fn run_row(&self, id: &str, run: &NewRun<'_>) -> Vec<Param> {
+        vec![
+            Param::Text(id.to_string()),
+            Param::Text(run.flow.to_string()),
+            Param::Text(run.flow_name.to_string()),
+            Param::Text(run.trigger.as_str().to_string()),
+            Param::Text(Outcome::Running.as_str().to_string()),
+            Param::Int(i64::from(run.dry_run)),
+            Param::Text(now()),
+            Param::OptText(run.resubmit_of.map(str::to_string)),
+            Param::OptText(run.input_summary.map(str::to_string)),
+            Param::OptText(self.owner.as_ref().map(|m| m.instance.clone())),
+            Param::OptText(self.owner.as_ref().map(|m| m.id.clone())),
+            Param::Int(0),
+        ]
     }
 
     /// Whether this store keeps trigger inputs in the database (a PostgreSQL history).
@@ -1329,6 +1403,58 @@ impl Store {
         self.sweep_copies(Sweep::NotRunning).await
     }
 
+    /// Removes the folders of kept inputs, `<data>/inputs/<run_id>`, of runs the history
+    /// does not have: a process killed after it kept a delivery's files and before its
+    /// run's record committed leaves one (nothing acknowledged it: the sender was not
+    /// answered `202`). Only folders idle for longer than `max_age` go, so that a run
+    /// another process is recording right now keeps its own. `ferry serve` calls it as it
+    /// starts; returns how many folders were removed.
+    pub async fn sweep_orphan_inputs(&self, max_age: Duration) -> Result<usize, HistoryError> {
+        let root = self.data_dir.join(INPUTS_DIR);
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(HistoryError::Io { path: root, source }),
+        };
+        // only folders named like runs, idle long enough: whatever else is there is not ours
+        let names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| check_run_id(n).is_ok())
+            .filter(|n| idle_for(&root.join(n)).is_some_and(|idle| idle > max_age))
+            .collect();
+        let mut swept = 0;
+        for batch in names.chunks(PURGE_BATCH) {
+            let sql = format!(
+                "SELECT id FROM runs WHERE id IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in batch {
+                q = q.bind(id.clone());
+            }
+            let mut known = std::collections::HashSet::new();
+            for r in q.fetch_all(&self.pool).await? {
+                known.insert(r.try_get::<String, _>("id")?);
+            }
+            for id in batch {
+                if !known.contains(id)
+                    && remove_dir(&root.join(id), "the kept input of a run never recorded")
+                {
+                    swept += 1;
+                }
+            }
+        }
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed kept inputs of deliveries whose run was never recorded"
+            );
+        }
+        Ok(swept)
+    }
+
     /// Removes the copies of inputs of the runs `which` names.
     async fn sweep_copies(&self, which: Sweep) -> Result<usize, HistoryError> {
         let root = self.data_dir.join(INPUT_COPIES_DIR);
@@ -1474,8 +1600,9 @@ struct ReportWrite(RunReport);
 
 impl super::group::Write for ReportWrite {
     fn write<'c>(
-        self: Box<Self>,
+        &'c self,
         conn: &'c mut sqlx::AnyConnection,
+        _: &'c mut super::group::Shared,
     ) -> super::group::WriteFuture<'c> {
         Box::pin(async move { write_report(conn, &self.0).await })
     }
@@ -1512,8 +1639,9 @@ const RUN_COLUMNS: &[&str] = &[
 
 impl super::group::Write for BeginWrite {
     fn write<'c>(
-        self: Box<Self>,
+        &'c self,
         conn: &'c mut sqlx::AnyConnection,
+        shared: &'c mut super::group::Shared,
     ) -> super::group::WriteFuture<'c> {
         Box::pin(async move {
             let BeginWrite {
@@ -1521,22 +1649,98 @@ impl super::group::Write for BeginWrite {
                 run_id,
                 run_row,
                 in_db,
-                mut rows,
+                rows,
                 keys,
-            } = *self;
-            // the owner is on record before its run (an owner taken for dead comes back here)
-            if let Some((me, now_ms)) = &heartbeat {
+            } = self;
+            let mut rows = rows.clone();
+            // the owner is on record before its run (an owner taken for dead comes back
+            // here); once per transaction is enough
+            if let Some((me, now_ms)) = heartbeat
+                && !shared.heartbeat
+            {
                 super::cluster::heartbeat_on(conn, me, now_ms).await?;
+                shared.heartbeat = true;
             }
-            insert_rows(conn, "runs", RUN_COLUMNS, vec![run_row]).await?;
+            insert_rows(conn, "runs", RUN_COLUMNS, vec![run_row.clone()]).await?;
             if let Some((parts, copies)) = in_db {
-                for p in &parts {
-                    let (size, sha256) = stream_into_db(conn, &run_id, p, &copies).await?;
-                    rows.push(input_row(&run_id, p, size, sha256, &copies, Stored::Db).await?);
+                for p in parts {
+                    let (size, sha256) = stream_into_db(conn, run_id, p, copies).await?;
+                    rows.push(input_row(run_id, p, size, sha256, copies, Stored::Db).await?);
                 }
             }
             insert_rows(conn, "run_inputs", INPUT_COLUMNS, rows).await?;
-            super::tracking::insert_keys(conn, keys).await
+            super::tracking::insert_keys(conn, keys.clone()).await
+        })
+    }
+}
+
+/// A run recorded with its trigger parts held in memory ([`Store::begin_with_held`]),
+/// written in a group commit: the run's row, the parts' rows and their bytes (rows of
+/// `run_input_chunks`), the names it is found by.
+struct HeldWrite {
+    heartbeat: Option<(std::sync::Arc<super::cluster::Me>, &'static str)>,
+    run_id: String,
+    run_row: Vec<Param>,
+    rows: Vec<Vec<Param>>,
+    parts: Vec<HeldPart>,
+    keys: Vec<Vec<Param>>,
+}
+
+impl super::group::Write for HeldWrite {
+    fn write<'c>(
+        &'c self,
+        conn: &'c mut sqlx::AnyConnection,
+        shared: &'c mut super::group::Shared,
+    ) -> super::group::WriteFuture<'c> {
+        Box::pin(async move {
+            let rows = super::group::Write::rows(self).ok_or_else(|| {
+                HistoryError::Invalid("a held delivery's write has no rows".into())
+            })?;
+            super::group::insert_all(conn, rows, shared).await
+        })
+    }
+
+    fn rows(&self) -> Option<super::group::Rows> {
+        use super::group::TableRows;
+        let mut chunks = Vec::new();
+        for p in &self.parts {
+            for (seq, chunk) in p.bytes.chunks(super::INPUT_CHUNK_BYTES).enumerate() {
+                chunks.push(vec![
+                    Param::Text(self.run_id.clone()),
+                    Param::Text(p.name.clone()),
+                    Param::Int(i64::try_from(seq).unwrap_or(i64::MAX)),
+                    Param::Bytes(chunk.to_vec()),
+                ]);
+            }
+        }
+        Some(super::group::Rows {
+            heartbeat: self.heartbeat.clone(),
+            tables: vec![
+                TableRows {
+                    table: "runs",
+                    columns: RUN_COLUMNS,
+                    ignoring: None,
+                    rows: vec![self.run_row.clone()],
+                },
+                TableRows {
+                    table: "run_inputs",
+                    columns: INPUT_COLUMNS,
+                    ignoring: None,
+                    rows: self.rows.clone(),
+                },
+                TableRows {
+                    table: "run_input_chunks",
+                    columns: &["run_id", "part", "seq", "bytes"],
+                    ignoring: None,
+                    rows: chunks,
+                },
+                TableRows {
+                    table: "run_keys",
+                    columns: super::tracking::KEY_COLUMNS,
+                    ignoring: Some(super::tracking::KEY_CONFLICT),
+                    rows: self.keys.clone(),
+                },
+            ],
         })
     }
 }
@@ -1869,6 +2073,23 @@ enum Sweep {
     Gone,
     /// Runs not running (or gone).
     NotRunning,
+}
+
+/// How long folder `dir` and the files in it have not changed (`None`: it cannot be read).
+fn idle_for(dir: &Path) -> Option<Duration> {
+    let mut newest = std::fs::symlink_metadata(dir).ok()?.modified().ok()?;
+    if let Ok(inner) = std::fs::read_dir(dir) {
+        for e in inner.flatten() {
+            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(m);
+            }
+        }
+    }
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(newest)
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Removes directory `dir` and what it holds (`what` it is, for the log); whether it was

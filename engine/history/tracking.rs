@@ -169,19 +169,17 @@ pub(super) fn key_params<'a>(
         .collect()
 }
 
+/// The columns of a `run_keys` row, in [`key_params`]'s order.
+pub(super) const KEY_COLUMNS: &[&str] = &["run_id", "kind", "value", "name"];
+/// A key already recorded for a run is not recorded again.
+pub(super) const KEY_CONFLICT: &str = "(run_id, kind, value)";
+
 /// Inserts rows of [`key_params`] (repeats of keys already stored are ignored).
 pub(super) async fn insert_keys(
     conn: &mut sqlx::AnyConnection,
     rows: Vec<Vec<Param>>,
 ) -> Result<(), HistoryError> {
-    insert_rows_ignoring(
-        conn,
-        "run_keys",
-        &["run_id", "kind", "value", "name"],
-        "(run_id, kind, value)",
-        rows,
-    )
-    .await
+    insert_rows_ignoring(conn, "run_keys", KEY_COLUMNS, KEY_CONFLICT, rows).await
 }
 
 /// A search text, checked: trimmed, not empty, at most [`MAX_SEARCH_CHARS`], no control

@@ -820,14 +820,14 @@ async fn deliver(
         None => authorize(server, req.headers(), Role::Operator)?,
     }
     // a paused flow accepts nothing it would not run: the sender keeps the delivery
-    match server.app.refuse_paused_quickly(&plan.id).await {
-        Ok(()) => {}
+    let pauses = match server.app.pauses_unless_paused(&plan.id).await {
+        Ok(p) => p,
         Err(StartError::Paused(m)) => {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "paused", m)
                 .retry_after(PAUSED_RETRY_AFTER_SECS));
         }
         Err(e) => return Err(delivery_error(e)),
-    }
+    };
     let limit =
         usize::try_from(rest.max_body_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     let too_large = || {
@@ -840,20 +840,32 @@ async fn deliver(
             ),
         )
     };
-    if let Some(len) = req
+    let content_length = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = content_length
         && len > rest.max_body_mib.saturating_mul(1024 * 1024)
     {
         return Err(too_large());
     }
     let json_limits = super::limits::of(req.extensions());
-    let json_budget = req
-        .extensions()
-        .get::<Arc<super::limits::Guard>>()
-        .map(|g| g.json_budget.clone());
+    let guard = req.extensions().get::<Arc<super::limits::Guard>>().cloned();
+    let json_budget = guard.as_ref().map(|g| g.json_budget.clone());
+    // a small body (its length said) is held in memory, out of a budget shared by every
+    // delivery, and kept with its run in the history database: no file before its `202`.
+    // Any other is staged as files.
+    let held_limit = content_length
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= json_limits.held_delivery_bytes);
+    let held_permit = match (held_limit, &guard) {
+        (Some(n), Some(g)) => u32::try_from(n)
+            .ok()
+            .and_then(|n| g.held_budget.clone().try_acquire_many_owned(n).ok()),
+        _ => None,
+    };
+    let held_limit = held_limit.filter(|_| held_permit.is_some());
     // multer keeps what comes before the first boundary: a body without it is refused
     // before it is read (no boundary named) or within its first bytes (none found)
     let Some(boundary) = super::limits::multipart_boundary(req.headers()) else {
@@ -879,11 +891,12 @@ async fn deliver(
             format!("expected a multipart/form-data body: {}", e.body_text()),
         )
     })?;
-    let incoming = tempfile::Builder::new()
-        .prefix("ferry-delivery-")
-        .tempdir_in(server.incoming_dir())
-        .map_err(|e| spool_error(format!("cannot spool the delivery: {e}")))?;
+    // the staging folder of a delivery that is not held, made at its first part
+    let mut incoming: Option<tempfile::TempDir> = None;
     let mut received: Vec<(String, PathBuf, Option<String>)> = Vec::new();
+    let mut held: Vec<crate::history::HeldPart> = Vec::new();
+    let mut held_bytes = 0usize;
+    let mut seen: Vec<String> = Vec::new();
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
@@ -902,58 +915,91 @@ async fn deliver(
                 ),
             ));
         };
-        if received.iter().any(|(n, _, _)| *n == name) {
+        if seen.contains(&name) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "duplicate_part",
                 format!("part '{name}' appears twice"),
             ));
         }
+        seen.push(name.clone());
         let file_name = field.file_name().map(str::to_string);
         if spec.kind == PartKind::File {
             check_delivered_name(&name, file_name.as_deref())?;
         }
-        let path = incoming.path().join(format!("part-{}", received.len()));
-        let mut out = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
+        let mut out = match held_limit {
+            Some(_) => None,
+            None => {
+                let dir = match &incoming {
+                    Some(d) => d.path().to_path_buf(),
+                    None => {
+                        let d = tempfile::Builder::new()
+                            .prefix("ferry-delivery-")
+                            .tempdir_in(server.incoming_dir())
+                            .map_err(|e| spool_error(format!("cannot spool the delivery: {e}")))?;
+                        let path = d.path().to_path_buf();
+                        incoming = Some(d);
+                        path
+                    }
+                };
+                let path = dir.join(format!("part-{}", received.len()));
+                let file = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
+                Some((file, path))
+            }
+        };
         let mut field = field;
         // a JSON part is kept in memory (at most max_json_bytes) to be checked; a file part
-        // only streams to disk
+        // only streams to disk, unless the whole delivery is held
         let is_json = spec.kind == PartKind::Json;
-        let mut json_bytes: Vec<u8> = Vec::new();
+        let mut bytes_held: Vec<u8> = Vec::new();
         // the bytes held for the check, out of a budget shared by every delivery
-        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut json_held: Option<tokio::sync::OwnedSemaphorePermit> = None;
         loop {
             match field.chunk().await {
                 Ok(Some(bytes)) => {
-                    if is_json {
-                        if json_bytes.len() + bytes.len() > json_limits.max_json_bytes {
-                            return Err(ApiError::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "too_large",
-                                format!(
-                                    "part '{name}' is over the limit of {} KiB for a JSON part",
-                                    json_limits.max_json_bytes / 1024
-                                ),
-                            ));
-                        }
-                        hold_json(&json_budget, &mut held, bytes.len())?;
-                        json_bytes.extend_from_slice(&bytes);
+                    if is_json && bytes_held.len() + bytes.len() > json_limits.max_json_bytes {
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_large",
+                            format!(
+                                "part '{name}' is over the limit of {} KiB for a JSON part",
+                                json_limits.max_json_bytes / 1024
+                            ),
+                        ));
                     }
-                    out.write_all(&bytes)
-                        .await
-                        .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?
+                    match (&mut out, held_limit) {
+                        (None, Some(limit)) => {
+                            // the parts are within the body: never over its length
+                            held_bytes += bytes.len();
+                            if held_bytes > limit {
+                                return Err(ApiError::new(
+                                    StatusCode::BAD_REQUEST,
+                                    "bad_request",
+                                    "the body is longer than its Content-Length",
+                                ));
+                            }
+                            bytes_held.extend_from_slice(&bytes);
+                        }
+                        (Some((file, _)), _) => {
+                            if is_json {
+                                hold_json(&json_budget, &mut json_held, bytes.len())?;
+                                bytes_held.extend_from_slice(&bytes);
+                            }
+                            file.write_all(&bytes).await.map_err(|e| {
+                                spool_error(format!("cannot spool part '{name}': {e}"))
+                            })?
+                        }
+                        (None, None) => {}
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => return Err(late(multipart_error(e, &too_large))),
             }
         }
-        out.flush()
-            .await
-            .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
         if is_json
-            && let Err(e) = super::limits::check_json(&json_bytes, json_limits.max_json_depth)
+            && let Err(e) = super::limits::check_json(&bytes_held, json_limits.max_json_depth)
         {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -961,12 +1007,25 @@ async fn deliver(
                 format!("part '{name}' is not JSON: {e}"),
             ));
         }
-        received.push((name, path, file_name));
+        match out {
+            Some((mut file, path)) => {
+                file.flush()
+                    .await
+                    .map_err(|e| spool_error(format!("cannot spool part '{name}': {e}")))?;
+                received.push((name, path, file_name));
+            }
+            None => held.push(crate::history::HeldPart {
+                name,
+                kind: spec.kind,
+                bytes: bytes_held.into(),
+                file_name,
+            }),
+        }
     }
     let missing: Vec<&str> = rest
         .parts
         .iter()
-        .filter(|(n, s)| s.required && !received.iter().any(|(r, _, _)| r == *n))
+        .filter(|(n, s)| s.required && !seen.contains(n))
         .map(|(n, _)| n.as_str())
         .collect();
     if !missing.is_empty() {
@@ -980,10 +1039,11 @@ async fn deliver(
     req.parts = received;
     // recorded (the parts kept in the run history) before it is acknowledged, in a task
     // of its own: a client that goes away now drops only this wait, not the recording or
-    // the start of what it delivered (the task keeps the staged parts until recorded)
+    // the start of what it delivered (the task keeps the staged parts, or the memory held,
+    // until recorded)
     let run_id = server
         .app
-        .start_detached(req, incoming)
+        .start_detached(req, held, Some(pauses), (incoming, held_permit))
         .await
         .map_err(delivery_error)?;
     Ok(accepted(json!({

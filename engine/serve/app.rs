@@ -295,8 +295,21 @@ impl App {
     /// checks here, before anything of it is recorded, and its sender hears `503` at once
     /// instead of after the pool's 30 s.
     pub async fn refuse_paused_quickly(&self, flow: &str) -> Result<(), StartError> {
-        match tokio::time::timeout(DELIVERY_STORE_WAIT, self.refuse_paused(flow)).await {
-            Ok(checked) => checked,
+        self.pauses_unless_paused(flow).await.map(|_| ())
+    }
+
+    /// [`App::refuse_paused_quickly`] that returns the pauses of the other flows, which
+    /// [`App::start_held`] takes instead of reading them again (one read per delivery).
+    pub async fn pauses_unless_paused(
+        &self,
+        flow: &str,
+    ) -> Result<Vec<history::Pause>, StartError> {
+        match tokio::time::timeout(DELIVERY_STORE_WAIT, self.store.pauses()).await {
+            Ok(Ok(pauses)) => match pauses.iter().find(|p| p.flow == flow) {
+                Some(p) => Err(StartError::Paused(p.to_string())),
+                None => Ok(pauses),
+            },
+            Ok(Err(e)) => Err(StartError::Store(e)),
             Err(_) => Err(StartError::Store(HistoryError::Db(
                 sqlx::Error::PoolTimedOut,
             ))),
@@ -359,11 +372,13 @@ impl App {
     pub fn start_detached<K: Send + 'static>(
         self: &Arc<Self>,
         req: RunRequest,
+        held: Vec<history::HeldPart>,
+        pauses: Option<Vec<history::Pause>>,
         keep: K,
     ) -> impl std::future::Future<Output = Result<String, StartError>> + Send + 'static {
         let app = self.clone();
         let recording = self.tracker.spawn(async move {
-            let started = app.start(req).await;
+            let started = app.start_held(req, held, pauses).await;
             drop(keep);
             started
         });
@@ -382,6 +397,18 @@ impl App {
     /// across all processes sharing the store: it holds the flow's lease, renewed while it
     /// runs, and starts no step once the lease is lost or lapsed (its fence).
     pub async fn start(self: &Arc<Self>, req: RunRequest) -> Result<String, StartError> {
+        self.start_held(req, Vec::new(), None).await
+    }
+
+    /// [`App::start`] of a delivery whose parts are `held` in memory: they are kept in the
+    /// history database with the run's record ([`history::prepare_held`]). `pauses`: the
+    /// pauses the delivery's handler read as it arrived (none: read them).
+    pub async fn start_held(
+        self: &Arc<Self>,
+        req: RunRequest,
+        held: Vec<history::HeldPart>,
+        pauses: Option<Vec<history::Pause>>,
+    ) -> Result<String, StartError> {
         if self.is_stopping() {
             return Err(StartError::Stopping);
         }
@@ -393,11 +420,10 @@ impl App {
             .get(&req.flow)
             .cloned()
             .ok_or_else(|| StartError::UnknownFlow(req.flow.clone()))?;
-        // before the lease: a paused flow takes nothing from the one that runs; a delivery
-        // waits for the history only briefly here, before anything of it is recorded
-        if req.trigger == Trigger::Rest {
-            self.refuse_paused_quickly(&plan.id).await?;
-        } else {
+        // before the lease: a paused flow takes nothing from the one that runs. A delivery's
+        // handler checked just before, waiting for the history only briefly, and
+        // [`history::prepare`] checks again with the other pauses: not a third read here
+        if req.trigger != Trigger::Rest {
             self.refuse_paused(&plan.id).await?;
         }
         let exclusive = plan.trigger.rest.is_none();
@@ -427,7 +453,15 @@ impl App {
         } else {
             None
         };
-        let mut prepared = match history::prepare(&engine, Some(&self.store), req).await {
+        let mut prepared = match history::prepare_held(
+            &engine,
+            Some(&self.store),
+            req,
+            held,
+            pauses,
+        )
+        .await
+        {
             Ok(p) if p.recorded() => p,
             Ok(mut p) => {
                 if let Some(held) = lease {

@@ -62,6 +62,9 @@ pub const JSON_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_MULTIPART_PREAMBLE: usize = 16 * 1024;
 /// Default: KiB of one flow, lookup or connections file.
 pub const DEFAULT_MAX_FILE_KIB: u64 = 4096;
+/// Default: KiB of a delivery's body held in memory and kept in the history database
+/// ([`crate::history::HELD_DELIVERY_BYTES`], also the most it may be set to).
+pub const DEFAULT_HELD_DELIVERY_KIB: u64 = 256;
 
 /// What a request and a connection may cost.
 #[derive(Debug, Clone)]
@@ -85,6 +88,10 @@ pub struct Limits {
     /// Hosts a request may name in `Host` (`name` or `name:port`; `*` allows any). Empty:
     /// the listen address, `localhost`, `127.0.0.1` and `[::1]`.
     pub allowed_hosts: Vec<String>,
+    /// The largest delivery body (by its `Content-Length`) held in memory and kept in the
+    /// history database with its run's record; a larger one is staged as files. 0: every
+    /// delivery is staged as files. At most [`crate::history::HELD_DELIVERY_BYTES`].
+    pub held_delivery_bytes: usize,
 }
 
 impl Default for Limits {
@@ -99,6 +106,7 @@ impl Default for Limits {
             max_json_bytes: kib(DEFAULT_MAX_JSON_KIB),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             allowed_hosts: Vec::new(),
+            held_delivery_bytes: crate::history::HELD_DELIVERY_BYTES,
         }
     }
 }
@@ -140,6 +148,11 @@ pub struct LimitArgs {
     /// KiB of one flow, lookup or connections file.
     #[arg(long, env = "FERRY_MAX_FILE_KIB", value_name = "KIB", default_value_t = DEFAULT_MAX_FILE_KIB)]
     pub max_file_kib: u64,
+    /// KiB of a REST delivery's body, at most, held in memory and kept in the run history's
+    /// database with its run (no file created before the `202`); larger bodies are staged
+    /// as files. 0: all are staged as files. At most 256.
+    #[arg(long, env = "FERRY_HELD_DELIVERY_KIB", value_name = "KIB", default_value_t = DEFAULT_HELD_DELIVERY_KIB)]
+    pub held_delivery_kib: u64,
 }
 
 impl LimitArgs {
@@ -161,6 +174,8 @@ impl LimitArgs {
                 .filter(|h| !h.trim().is_empty())
                 .cloned()
                 .collect(),
+            held_delivery_bytes: kib(self.held_delivery_kib)
+                .min(crate::history::HELD_DELIVERY_BYTES),
         }
     }
 
@@ -186,6 +201,9 @@ pub struct Guard {
     pub failures: Arc<super::auth::Failures>,
     /// What is left of [`JSON_BUDGET_BYTES`] (one permit a byte).
     pub json_budget: Arc<tokio::sync::Semaphore>,
+    /// What is left of [`crate::history::HELD_BUDGET_BYTES`]: the bodies of small
+    /// deliveries held in memory until their record commits (one permit a byte).
+    pub held_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Guard {
@@ -217,6 +235,9 @@ impl Guard {
             hosts: (!any).then_some(hosts),
             failures: Arc::default(),
             json_budget: Arc::new(tokio::sync::Semaphore::new(JSON_BUDGET_BYTES)),
+            held_budget: Arc::new(tokio::sync::Semaphore::new(
+                crate::history::HELD_BUDGET_BYTES,
+            )),
         }
     }
 

@@ -224,9 +224,17 @@ pub async fn serve(
     if let Err(e) = store.sweep_spool().await {
         tracing::warn!(error = %e, "cannot sweep the spool");
     }
-    // this process's copies of inputs kept in a PostgreSQL history: made again when needed
+    // this process's copies of inputs kept in the database: made again when needed
     if let Err(e) = store.sweep_input_copies().await {
         tracing::warn!(error = %e, "cannot sweep the copies of kept inputs");
+    }
+    // the kept files of deliveries a killed ferry never recorded (idle as long as the
+    // staging folders swept below)
+    if let Err(e) = store
+        .sweep_orphan_inputs(crate::connectors::sweep::DEFAULT_TEMP_MAX_AGE)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot sweep the kept inputs of unrecorded runs");
     }
     let incoming = opts.data_dir.join("incoming");
     std::fs::create_dir_all(&incoming).map_err(|source| ServeError::Io {
