@@ -444,6 +444,17 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// Records side effect `key` as confirmed (its step's output) with the next journal
+    /// write, without waiting for it (see [`Exec::confirm`]).
+    fn note_confirmed(&self, key: String, output: &Value) {
+        if self.state.journal.is_none() || self.state.dry_run {
+            return;
+        }
+        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.batch.confirmed.push((key, output.clone()));
+        log.confirmations += 1;
+    }
+
     /// Resolves once the run must stop ([`Exec::must_stop`]), with why (checked every
     /// 20 ms: the check reads memory only).
     async fn stop_requested(&self) -> String {
@@ -651,7 +662,15 @@ impl<'a> Exec<'a> {
                     }
                     let r = step.kind.run(self, scope).await?;
                     if let (Some(k), StepResult::Value(v)) = (&key, &r) {
-                        self.confirm(k.clone(), v).await;
+                        if calls_flow(&step.kind) {
+                            // the child's own side effects were each confirmed and written
+                            // before its next step: a resume that finds no record of the
+                            // call enters the child again and skips them. So the call's
+                            // record goes with the next write, without a wait of its own.
+                            self.note_confirmed(k.clone(), v);
+                        } else {
+                            self.confirm(k.clone(), v).await;
+                        }
                     }
                     Ok(Some(r))
                 }
@@ -714,4 +733,12 @@ impl<'a> Exec<'a> {
             }
         })
     }
+}
+
+/// Whether step `kind` calls a child flow (`invoke: { flow: … }`).
+fn calls_flow(kind: &crate::steps::StepKind) -> bool {
+    matches!(
+        kind,
+        crate::steps::StepKind::Invoke(crate::steps::invoke::InvokePlan::Flow { .. })
+    )
 }
