@@ -5,7 +5,11 @@
 //!    (`OUTL-BA-DACS_OUAI_OS_ENROLL`) on local directories, with `ferry run`: files/s, and
 //!    `rclone copy` of the same files between the same kind of directories; once as shipped
 //!    (`concurrency: 1`) and once with the file loop 4 wide (`FERRY_BENCH_FILES_CONCURRENCY`,
-//!    comma-separated, default `1,4`);
+//!    comma-separated, default `1,4`). Then what a user runs for ferry's durability (the
+//!    bytes on disk before the sources are marked): `rclone copy --transfers 8` followed by
+//!    `sync -f` of the target, and `cp -r` followed by `sync -f`. With
+//!    `FERRY_BENCH_FILES_BEFORE` naming another ferry binary (say main's), that binary runs
+//!    flow 2 on its own copy of the files right after this one: a before/after pair;
 //! 2. records: flow 3 (`OUTL-BA-OUAI_DACS_OS_ENROLL_ACK`) with 100,000 records (and
 //!    `FERRY_BENCH_RECORDS`) against `ferry stand-in`: records/s and the peak RSS of
 //!    `ferry run`, beside `wrk -c16` posting sync requests to the same stand-in;
@@ -104,7 +108,12 @@ impl Drop for StandIn {
 /// `ferry <args>` in the project `dir`, with its history under `dir/state` (and its flows
 /// in `dir/flows`, for the commands that load flows).
 fn ferry(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(ferry_bin());
+    ferry_by(&ferry_bin(), dir, args)
+}
+
+/// [`ferry`] run by the binary `bin`.
+fn ferry_by(bin: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
     c.args(args);
     if args.first() != Some(&"runs") {
         c.args(["--flows", "flows"]);
@@ -156,8 +165,62 @@ fn set_file_concurrency(dir: &Path, n: usize) {
     .unwrap();
 }
 
+/// Runs `cmd` (its output dropped) and returns how long it took, its peak RSS in MiB and
+/// whether it succeeded (false when it cannot be started).
+fn timed(mut cmd: Command) -> (Duration, f64, bool) {
+    let t = Instant::now();
+    match cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+        Ok(child) => {
+            let (status, rss) = wait_peak_rss(child);
+            (t.elapsed(), rss, status.success())
+        }
+        Err(_) => (t.elapsed(), 0.0, false),
+    }
+}
+
+/// `sh -c script` with `$1`, `$2` set to `a`, `b`.
+fn shell(script: &str, a: &Path, b: &Path) -> Command {
+    let mut c = Command::new("sh");
+    c.args(["-c", script, "sh"]).arg(a).arg(b);
+    c
+}
+
+/// A new project for flow 2 with `n` files of 2 KB to move, its file loop `concurrency`
+/// wide; the files are in `DACS_DIR` under it.
+fn flow2_project(n: usize, concurrency: usize, stand_in: &StandIn) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project::shipped_project(dir, &stand_in.url);
+    set_file_concurrency(dir, concurrency);
+    let src = dir.join(DACS_DIR);
+    std::fs::create_dir_all(&src).unwrap();
+    let body = vec![b'x'; 2048];
+    for i in 0..n {
+        std::fs::write(src.join(format!("ENROLL_SYNC_{i:07}.csv")), &body).unwrap();
+    }
+    tmp
+}
+
+/// `ferry run` of flow 2 in the project `dir` by the binary `bin`: its time and peak RSS.
+fn run_flow2(bin: &Path, dir: &Path) -> (Duration, f64) {
+    let mut cmd = ferry_by(bin, dir, &["run", ENROLL_OS]);
+    let t = Instant::now();
+    let (status, rss) = wait_peak_rss(cmd.spawn().unwrap());
+    let took = t.elapsed();
+    assert!(
+        status.success(),
+        "{} failed in {}",
+        bin.display(),
+        dir.display()
+    );
+    (took, rss)
+}
+
 fn files_bench(counts: &[usize], concurrencies: &[usize]) {
     println!("\n== files: flow 2 on local directories, 2 KB files");
+    // `FERRY_BENCH_FILES_BEFORE`: another ferry binary (say main's), run on its own copy of
+    // the files right after this one, for a before/after pair in the same run
+    let before = std::env::var_os("FERRY_BENCH_FILES_BEFORE").map(PathBuf::from);
     let stand_in = StandIn::start();
     // every size's folders stay until the end: on ext4 without a journal, creating files in
     // the minute after many deletions is slow (`recently_deleted`), and the next size would
@@ -167,50 +230,73 @@ fn files_bench(counts: &[usize], concurrencies: &[usize]) {
         .iter()
         .flat_map(|n| concurrencies.iter().map(move |c| (n, c)))
     {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = flow2_project(n, concurrency, &stand_in);
         let dir = tmp.path();
-        project::shipped_project(dir, &stand_in.url);
-        set_file_concurrency(dir, concurrency);
         let src = dir.join(DACS_DIR);
-        std::fs::create_dir_all(&src).unwrap();
-        let body = vec![b'x'; 2048];
-        for i in 0..n {
-            std::fs::write(src.join(format!("ENROLL_SYNC_{i:07}.csv")), &body).unwrap();
-        }
-        // rclone copy of the same files, first (it leaves the source as it is)
-        let rdst = dir.join("rclone-dst");
-        let t = Instant::now();
-        let (ok, rclone_rss) = match Command::new("rclone")
-            .args(["copy", "--transfers", "8"])
-            .arg(&src)
-            .arg(&rdst)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => {
-                let (status, rss) = wait_peak_rss(child);
-                (status.success(), rss)
-            }
-            Err(_) => (false, 0.0),
+        let per_s = |d: Duration| n as f64 / d.as_secs_f64();
+        let rclone_copy = |dst: &Path| {
+            let mut c = Command::new("rclone");
+            c.args(["copy", "--transfers", "8"]).arg(&src).arg(dst);
+            c
         };
-        let rclone = t.elapsed();
-        let t = Instant::now();
-        let child = ferry(dir, &["run", ENROLL_OS]).spawn().unwrap();
-        let (status, rss) = wait_peak_rss(child);
-        let took = t.elapsed();
-        assert!(status.success(), "ferry run failed on {n} files");
-        let per_s = n as f64 / took.as_secs_f64();
-        let r_per_s = n as f64 / rclone.as_secs_f64();
+        // rclone copy of the same files, first (it leaves the source as it is)
+        let (rclone, rclone_rss, ok) = timed(rclone_copy(&dir.join("rclone-dst")));
+        let (took, rss) = run_flow2(&ferry_bin(), dir);
         println!(
-            "{n:>7} files, concurrency {concurrency}: ferry {took:>8.2?} ({per_s:>7.0} files/s, \
-             peak RSS {rss:.0} MiB); rclone copy {} ({r_per_s:.0} files/s); ferry/rclone {:.2}",
+            "{n:>7} files, concurrency {concurrency}: ferry {took:>8.2?} ({:>7.0} files/s, \
+             peak RSS {rss:.0} MiB); rclone copy {} ({:.0} files/s); ferry/rclone {:.2}",
+            per_s(took),
             if ok {
                 format!("{rclone:.2?}, peak RSS {rclone_rss:.0} MiB")
             } else {
                 "unavailable".into()
             },
-            per_s / r_per_s
+            per_s(rclone),
+            per_s(took) / per_s(rclone)
+        );
+        if let Some(bin) = &before {
+            let other = flow2_project(n, concurrency, &stand_in);
+            let (before_took, before_rss) = run_flow2(bin, other.path());
+            keep.push(other);
+            println!(
+                "{:>7}  before ({}): {before_took:>8.2?} ({:>7.0} files/s, peak RSS \
+                 {before_rss:.0} MiB); after/before {:.2}",
+                "",
+                bin.display(),
+                per_s(before_took),
+                per_s(took) / per_s(before_took)
+            );
+        }
+        // what a user runs for the same durability: the copy of the same files (now named
+        // `Sent-…`), then the target's file system synced before the sources may be marked
+        let dst = dir.join("rclone-sync-dst");
+        let (copy, _, ok1) = timed(rclone_copy(&dst));
+        let (sync, _, ok2) = timed(shell("sync -f \"$1\"", &dst, &dst));
+        let durable = copy + sync;
+        let cp_dst = dir.join("cp-dst");
+        let (cp, _, ok3) = timed(shell(
+            "cp -r \"$1\" \"$2\" && sync -f \"$2\"",
+            &src,
+            &cp_dst,
+        ));
+        println!(
+            "{:>7}  same durability: rclone copy --transfers 8 then sync -f {} ({:.0} files/s, \
+             ferry/that {:.2}); cp -r then sync -f {} ({:.0} files/s, ferry/that {:.2})",
+            "",
+            if ok1 && ok2 {
+                format!("{durable:.2?}, of which sync {sync:.2?}")
+            } else {
+                "unavailable".into()
+            },
+            per_s(durable),
+            per_s(took) / per_s(durable),
+            if ok3 {
+                format!("{cp:.2?}")
+            } else {
+                "unavailable".into()
+            },
+            per_s(cp),
+            per_s(took) / per_s(cp),
         );
         keep.push(tmp);
     }

@@ -10,6 +10,7 @@
 //! temporaries there older than `temp_max_age` (see [`super::sweep`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -106,15 +107,46 @@ impl LocalStore {
         blocking(&src.clone(), "read", move || link_or_copy(&src, &dest)).await
     }
 
-    /// Writes `src` to a temporary name beside the target, syncs it and renames it into
-    /// place: the final name never holds a partial file, and the put is confirmed only once
-    /// the bytes are on disk. The file system work is one blocking task (one thread handoff
-    /// a put, not one a system call).
+    /// Opens `location/name` for a later put (see [`HeldFile`]): one open and one `fstat`,
+    /// nothing written.
+    pub(super) async fn open(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> Result<HeldFile, ConnectorError> {
+        let src = self.dir(location)?.join(name);
+        blocking(&src.clone(), "read", move || HeldFile::open(src)).await
+    }
+
+    /// Writes `src` to a temporary name beside the target, syncs it, renames it into place
+    /// and syncs the directory: the final name never holds a partial file, and the put is
+    /// confirmed only once the bytes and the name are on disk. The file system work is one
+    /// blocking task (one thread handoff a put, not one a system call).
     pub(super) async fn put(
         &self,
         location: &str,
         name: &str,
         src: &Path,
+    ) -> Result<u64, ConnectorError> {
+        self.put_from(location, name, Source::Path(src.to_path_buf()))
+            .await
+    }
+
+    /// [`LocalStore::put`] reading a file a fetch holds open: no spool file.
+    pub(super) async fn put_held(
+        &self,
+        location: &str,
+        name: &str,
+        held: Arc<HeldFile>,
+    ) -> Result<u64, ConnectorError> {
+        self.put_from(location, name, Source::Held(held)).await
+    }
+
+    async fn put_from(
+        &self,
+        location: &str,
+        name: &str,
+        src: Source,
     ) -> Result<u64, ConnectorError> {
         let dir = self.dir(location)?;
         if self.sweeper.first_visit(location) {
@@ -126,19 +158,32 @@ impl LocalStore {
         let target = dir.join(name);
         let base = name.rsplit('/').next().unwrap_or(name);
         let tmp_name = sweep::tmp_name(base);
-        let (create_dirs, src) = (self.create_dirs, src.to_path_buf());
+        let create_dirs = self.create_dirs;
         blocking(&target.clone(), "write", move || {
-            // the location's directory, and a subdirectory for a name with `/`
+            // the location's directory, and a subdirectory for a name with `/`: made when
+            // the temporary file cannot be created for want of them
             let parent = target.parent().unwrap_or(&dir).to_path_buf();
-            make_dir(&dir, create_dirs)?;
-            if parent != dir {
-                make_dir(&parent, create_dirs)?;
-            }
             let tmp = parent.join(&tmp_name);
+            let mut to = match create_new(&tmp) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    make_dir(&dir, create_dirs)?;
+                    if parent != dir {
+                        make_dir(&parent, create_dirs)?;
+                    }
+                    create_new(&tmp)
+                }
+                other => other,
+            }
+            .map_err(|e| super::io_error("write", &tmp, e))?;
             let result = (|| {
-                let n = write_synced(&src, &tmp)?;
+                let n = src.copy_to(&mut to, &tmp)?;
+                to.sync_all()
+                    .map_err(|e| super::io_error("sync", &tmp, e))?;
+                drop(to);
                 std::fs::rename(&tmp, &target)
                     .map_err(|e| super::io_error("rename into place", &target, e))?;
+                // the new name is an entry of the directory: on disk once the directory is
+                sync_dir(&parent)?;
                 Ok(n)
             })();
             if result.is_err() {
@@ -194,15 +239,25 @@ impl LocalStore {
         let (src, target) = (dir.join(from), dir.join(to));
         let create_dirs = self.create_dirs;
         blocking(&src.clone(), "rename", move || {
-            if !src.try_exists().unwrap_or(false) {
-                return Err(ConnectorError::NotFound(format!("file {}", src.display())));
+            let missing = || ConnectorError::NotFound(format!("file {}", src.display()));
+            match std::fs::rename(&src, &target) {
+                Ok(()) => Ok(()),
+                // no source, or no directory for a new name with `/`
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !src.try_exists().unwrap_or(false) {
+                        return Err(missing());
+                    }
+                    match target.parent() {
+                        Some(parent) if parent != dir => {
+                            make_dir(parent, create_dirs)?;
+                            std::fs::rename(&src, &target)
+                                .map_err(|e| super::io_error("rename", &src, e))
+                        }
+                        _ => Err(super::io_error("rename", &src, e)),
+                    }
+                }
+                Err(e) => Err(super::io_error("rename", &src, e)),
             }
-            if let Some(parent) = target.parent()
-                && parent != dir
-            {
-                make_dir(parent, create_dirs)?;
-            }
-            std::fs::rename(&src, &target).map_err(|e| super::io_error("rename", &src, e))
         })
         .await
     }
@@ -268,18 +323,120 @@ fn remove_if_there(path: &Path) -> Result<(), ConnectorError> {
     }
 }
 
-/// Copies `src` into the new file `tmp` and syncs it: one open of each, the copy done by
-/// the kernel where it can (`copy_file_range`).
-fn write_synced(src: &Path, tmp: &Path) -> Result<u64, ConnectorError> {
-    let mut from = std::fs::File::open(src).map_err(|e| super::source_error("read", src, e))?;
-    let mut to = std::fs::OpenOptions::new()
+/// What a put reads: a local file by its path, or a file a fetch holds open.
+enum Source {
+    Path(PathBuf),
+    Held(Arc<HeldFile>),
+}
+
+impl Source {
+    /// Copies the whole source into `to` (the new file `tmp`), by the kernel where it can
+    /// (`copy_file_range`); returns the bytes copied.
+    fn copy_to(&self, to: &mut std::fs::File, tmp: &Path) -> Result<u64, ConnectorError> {
+        let copied = match self {
+            Source::Path(src) => {
+                let mut from =
+                    std::fs::File::open(src).map_err(|e| super::source_error("read", src, e))?;
+                std::io::copy(&mut from, to)
+            }
+            Source::Held(held) => held.copy_to(to),
+        };
+        copied.map_err(|e| super::io_error("write", tmp, e))
+    }
+}
+
+/// Creates the new file `path` for writing.
+fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(tmp)
-        .map_err(|e| super::io_error("write", tmp, e))?;
-    let n = std::io::copy(&mut from, &mut to).map_err(|e| super::io_error("write", tmp, e))?;
-    to.sync_all().map_err(|e| super::io_error("sync", tmp, e))?;
-    Ok(n)
+        .open(path)
+}
+
+/// Syncs directory `dir`: the names made in it (a rename into place) are then on disk.
+fn sync_dir(dir: &Path) -> Result<(), ConnectorError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| super::io_error("sync", dir, e))
+}
+
+/// A local file a fetch opened, in place of a spool file: a put to a local directory reads
+/// it through the open descriptor, so no link or copy is made in the spool and no spool
+/// file removed afterwards. Like a link, the descriptor keeps the fetched bytes after the
+/// source is renamed or deleted (and, like a link, sees a writer that rewrites the source in
+/// place). Any other reader gets a real spool file first ([`HeldFile::materialize`]).
+#[derive(Debug)]
+pub struct HeldFile {
+    /// The open file; a put reads it from the start, one put at a time.
+    file: Mutex<std::fs::File>,
+    /// Where it was opened.
+    source: PathBuf,
+    /// Its size when opened.
+    size: u64,
+}
+
+impl HeldFile {
+    fn open(src: PathBuf) -> Result<HeldFile, ConnectorError> {
+        let file = std::fs::File::open(&src).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ConnectorError::NotFound(format!("file {}", src.display()))
+            } else {
+                super::io_error("read", &src, e)
+            }
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| super::io_error("read", &src, e))?;
+        if !meta.is_file() {
+            return Err(super::io_error(
+                "read",
+                &src,
+                std::io::Error::other("not a regular file"),
+            ));
+        }
+        Ok(HeldFile {
+            file: Mutex::new(file),
+            source: src,
+            size: meta.len(),
+        })
+    }
+
+    /// The file's size when it was opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Copies the whole file, from its start, into `to`.
+    fn copy_to(&self, to: &mut std::fs::File) -> std::io::Result<u64> {
+        use std::io::Seek as _;
+        let mut from = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        from.seek(std::io::SeekFrom::Start(0))?;
+        std::io::copy(&mut *from, to)
+    }
+
+    /// Makes `dest` (a spool path) hold the file's bytes, for a reader that needs a path: a
+    /// hard link of the source when its path still names the opened file, else a copy
+    /// through the descriptor. Returns the size. Blocking.
+    pub fn materialize(&self, dest: &Path) -> Result<u64, ConnectorError> {
+        use std::os::unix::fs::MetadataExt as _;
+        remove_if_there(dest)?;
+        let opened = {
+            let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            file.metadata()
+                .map_err(|e| super::io_error("read", &self.source, e))?
+        };
+        if std::fs::hard_link(&self.source, dest).is_ok() {
+            match std::fs::symlink_metadata(dest) {
+                Ok(m) if m.is_file() && m.dev() == opened.dev() && m.ino() == opened.ino() => {
+                    return Ok(m.len());
+                }
+                _ => remove_if_there(dest)?,
+            }
+        }
+        let mut to = create_new(dest).map_err(|e| super::io_error("write", dest, e))?;
+        self.copy_to(&mut to)
+            .map_err(|e| super::io_error("copy", &self.source, e))
+    }
 }
 
 /// Makes directory `dir` when missing and `create_dirs` allows it (else a missing directory
@@ -442,6 +599,129 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ConnectorError::NotFound(_)), "{err}");
         assert!(!spool.join("000003-gone.csv").exists());
+    }
+
+    /// A file held open by a fetch is put through its descriptor: the bytes it held when
+    /// opened reach the target (synced, under the final name, no temporary left) even after
+    /// its source was renamed away, a retried put sends them whole again, and nothing is
+    /// written in the spool.
+    #[tokio::test]
+    async fn a_held_file_is_put_after_its_source_moved() {
+        let root = tempfile::tempdir().unwrap();
+        let s = store(root.path());
+        let dir = root.path().join("ns/in");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("A.csv"), b"held bytes").unwrap();
+        let held = Arc::new(s.open_held("ns/in", "A.csv").await.unwrap().unwrap());
+        assert_eq!(held.size(), 10);
+        s.rename("ns/in", "A.csv", "Sent-A.csv").await.unwrap();
+        std::fs::remove_file(dir.join("Sent-A.csv")).unwrap();
+        let spool = root.path().join("spool-A.csv");
+        for _ in 0..2 {
+            let n = s
+                .put_held("ns/out", "A.csv", &spool, held.clone())
+                .await
+                .unwrap();
+            assert_eq!(n, 10);
+            assert_eq!(
+                std::fs::read(root.path().join("ns/out/A.csv")).unwrap(),
+                b"held bytes"
+            );
+        }
+        let names: Vec<_> = std::fs::read_dir(root.path().join("ns/out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["A.csv"]);
+        assert!(!spool.exists());
+        // a missing source is NotFound, a directory is refused
+        let gone = s.open_held("ns/in", "gone.csv").await.unwrap().unwrap_err();
+        assert!(matches!(gone, ConnectorError::NotFound(_)), "{gone}");
+        std::fs::create_dir(dir.join("sub.csv")).unwrap();
+        let not_file = s.open_held("ns/in", "sub.csv").await.unwrap().unwrap_err();
+        assert_eq!(
+            not_file.to_string(),
+            "read ns/in/sub.csv: not a regular file"
+        );
+        // other kinds of store hold nothing
+        assert!(s.reads_held());
+    }
+
+    /// A reader that needs a path gets a spool file: a link of the source while its path
+    /// still names the held file, a copy of the held bytes once the path names another file
+    /// or nothing.
+    #[tokio::test]
+    async fn a_held_file_becomes_a_spool_file_when_read_by_path() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let s = store(root.path());
+        let dir = root.path().join("ns/in");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("A.csv"), b"first").unwrap();
+        std::fs::write(dir.join("B.csv"), b"second").unwrap();
+        let a = s.open_held("ns/in", "A.csv").await.unwrap().unwrap();
+        let b = s.open_held("ns/in", "B.csv").await.unwrap().unwrap();
+        let spool = root.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        // A's path still names it: a link, the same inode
+        assert_eq!(a.materialize(&spool.join("a")).unwrap(), 5);
+        assert_eq!(
+            std::fs::metadata(spool.join("a")).unwrap().ino(),
+            std::fs::metadata(dir.join("A.csv")).unwrap().ino()
+        );
+        // B's path now names another file: the held bytes are copied, not the new file's
+        std::fs::remove_file(dir.join("B.csv")).unwrap();
+        std::fs::write(dir.join("B.csv"), b"replaced").unwrap();
+        assert_eq!(b.materialize(&spool.join("b")).unwrap(), 6);
+        assert_eq!(std::fs::read(spool.join("b")).unwrap(), b"second");
+        assert_ne!(
+            std::fs::metadata(spool.join("b")).unwrap().ino(),
+            std::fs::metadata(dir.join("B.csv")).unwrap().ino()
+        );
+        // and once its path names nothing
+        std::fs::remove_file(dir.join("A.csv")).unwrap();
+        let a2 = root.path().join("spool/a2");
+        assert_eq!(a.materialize(&a2).unwrap(), 5);
+        assert_eq!(std::fs::read(&a2).unwrap(), b"first");
+    }
+
+    /// A put makes the directories it needs (the location's, and a subdirectory for a name
+    /// with `/`), and a rename to a name in a new subdirectory makes it too.
+    #[tokio::test]
+    async fn puts_and_renames_make_missing_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let s = store(root.path());
+        let src = root.path().join("src.bin");
+        std::fs::write(&src, b"x").unwrap();
+        s.put("ns/b", "a.csv", &src).await.unwrap();
+        // the location's directory deleted after the first put: made again
+        std::fs::remove_dir_all(root.path().join("ns/b")).unwrap();
+        s.put("ns/b", "2024/06/a.csv", &src).await.unwrap();
+        assert_eq!(
+            std::fs::read(root.path().join("ns/b/2024/06/a.csv")).unwrap(),
+            b"x"
+        );
+        s.rename("ns/b", "2024/06/a.csv", "done/2024/a.csv")
+            .await
+            .unwrap();
+        assert!(root.path().join("ns/b/done/2024/a.csv").exists());
+        let gone = s
+            .rename("ns/b", "2024/06/a.csv", "x.csv")
+            .await
+            .unwrap_err();
+        assert!(matches!(gone, ConnectorError::NotFound(_)), "{gone}");
+        // without create_dirs, a missing directory is NotFound and nothing is made
+        let strict = FileStore::Local(
+            LocalStore::new(&LocalSpec {
+                root: root.path().display().to_string(),
+                create_dirs: false,
+                temp_max_age: None,
+            })
+            .unwrap(),
+        );
+        let e = strict.put("ns/none", "a.csv", &src).await.unwrap_err();
+        assert!(matches!(e, ConnectorError::NotFound(_)), "{e}");
+        assert!(!root.path().join("ns/none").exists());
     }
 
     #[tokio::test]

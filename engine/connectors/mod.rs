@@ -261,6 +261,53 @@ impl FileStore {
         })
     }
 
+    /// Opens `location/name` for a later put instead of copying it into the spool, when
+    /// this store is a local directory (`None` for other kinds): see [`local::HeldFile`].
+    pub async fn open_held(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> Option<Result<local::HeldFile, ConnectorError>> {
+        match self {
+            FileStore::Local(s) => Some(match self.check_name(name) {
+                Ok(()) => s.open(location, name).await.map_err(|e| s.scrub(e)),
+                Err(e) => Err(e),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether [`FileStore::put_held`] reads a held file itself (a local directory); other
+    /// stores read the spool file [`local::HeldFile::materialize`] makes.
+    pub fn reads_held(&self) -> bool {
+        matches!(self, FileStore::Local(_))
+    }
+
+    /// [`FileStore::put`] of a file a fetch holds open ([`FileStore::open_held`]) to a store
+    /// that [`FileStore::reads_held`]; `src` is its spool path, as the flow names it.
+    pub async fn put_held(
+        &self,
+        location: &str,
+        name: &str,
+        src: &Path,
+        held: std::sync::Arc<local::HeldFile>,
+    ) -> Result<u64, ConnectorError> {
+        self.check_name(name)?;
+        let r = match self {
+            FileStore::Local(s) => s
+                .put_held(location, name, held)
+                .await
+                .map_err(|e| s.scrub(e)),
+            _ => Err(ConnectorError::Config(
+                "internal: a held file put to a store that does not read it".into(),
+            )),
+        };
+        r.map_err(|e| {
+            e.naming(src, &format!("the local copy of '{name}'"))
+                .as_name_refusal()
+        })
+    }
+
     /// Renames `location/from` to `location/to`.
     pub async fn rename(&self, location: &str, from: &str, to: &str) -> Result<(), ConnectorError> {
         self.check_name(from)?;

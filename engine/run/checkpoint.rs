@@ -127,9 +127,9 @@ pub(super) struct RunState {
     pub(super) fence: Option<Arc<dyn Fence>>,
     /// Paused flows: calling one fails.
     pub(super) paused: BTreeMap<String, String>,
-    /// Spool paths of fetched files still on their object store (see
-    /// [`crate::steps::fetch`]): the download happens when something reads the path.
-    pub(super) deferred: Mutex<HashMap<PathBuf, crate::steps::fetch::RemoteFile>>,
+    /// Spool paths of fetched files still on their object store, or held open (see
+    /// [`crate::steps::fetch`]): the download or link happens when something reads the path.
+    pub(super) deferred: Mutex<HashMap<PathBuf, crate::steps::fetch::Deferred>>,
 }
 
 /// What a run did so far: the events its report keeps, its counters, and what waits for

@@ -215,12 +215,8 @@ impl<'a> Exec<'a> {
 
     /// Notes that spool path `path` stands for `file`, not fetched yet.
     pub fn defer_fetch(&self, path: PathBuf, file: crate::steps::fetch::RemoteFile) {
-        (self
-            .state
-            .deferred
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()))
-        .insert(path, file);
+        self.deferred()
+            .insert(path, crate::steps::fetch::Deferred::Remote(file));
     }
 
     /// The file spool path `path` stands for while it is not fetched; `take` forgets it.
@@ -229,16 +225,73 @@ impl<'a> Exec<'a> {
         path: &std::path::Path,
         take: bool,
     ) -> Option<crate::steps::fetch::RemoteFile> {
-        let mut deferred = self
-            .state
+        use crate::steps::fetch::Deferred;
+        let mut deferred = self.deferred();
+        match deferred.get(path) {
+            Some(Deferred::Remote(file)) if !take => Some(file.clone()),
+            Some(Deferred::Remote(_)) => match deferred.remove(path) {
+                Some(Deferred::Remote(file)) => Some(file),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Notes that spool path `path` stands for a local file a fetch holds open.
+    pub fn hold_fetch(
+        &self,
+        path: PathBuf,
+        file: std::sync::Arc<crate::connectors::local::HeldFile>,
+    ) {
+        self.deferred()
+            .insert(path, crate::steps::fetch::Deferred::Held(file));
+    }
+
+    /// The local file spool path `path` stands for while it holds no file; `take` forgets
+    /// it.
+    pub fn held_fetch(
+        &self,
+        path: &std::path::Path,
+        take: bool,
+    ) -> Option<std::sync::Arc<crate::connectors::local::HeldFile>> {
+        use crate::steps::fetch::Deferred;
+        let mut deferred = self.deferred();
+        match deferred.get(path) {
+            Some(Deferred::Held(file)) if !take => Some(file.clone()),
+            Some(Deferred::Held(_)) => match deferred.remove(path) {
+                Some(Deferred::Held(file)) => Some(file),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Ends a loop item's spool files: those fetched in `scope` since it held `keep` of them
+    /// are removed, and the files they stand for forgotten (a held file is closed).
+    pub fn drop_spooled(&self, scope: &mut Scope, keep: usize) {
+        use crate::steps::fetch::Deferred;
+        let mut held = std::collections::HashSet::new();
+        {
+            let mut deferred = self.deferred();
+            if !deferred.is_empty() {
+                for p in scope.spooled_since(keep) {
+                    if let Some(Deferred::Held(_)) = deferred.remove(p) {
+                        held.insert(p.clone());
+                    }
+                }
+            }
+        }
+        scope.drop_spooled_but(keep, |p| held.contains(p));
+    }
+
+    fn deferred(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PathBuf, crate::steps::fetch::Deferred>>
+    {
+        self.state
             .deferred
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if take {
-            deferred.remove(path)
-        } else {
-            deferred.get(path).cloned()
-        }
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The run's spool directory.
@@ -389,6 +442,17 @@ impl<'a> Exec<'a> {
                 tracing::warn!(%why, "a confirmed side effect is not in the run history yet; a resume may do it again");
             }
         }
+    }
+
+    /// Records side effect `key` as confirmed (its step's output) with the next journal
+    /// write, without waiting for it (see [`Exec::confirm`]).
+    fn note_confirmed(&self, key: String, output: &Value) {
+        if self.state.journal.is_none() || self.state.dry_run {
+            return;
+        }
+        let mut log = self.state.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.batch.confirmed.push((key, output.clone()));
+        log.confirmations += 1;
     }
 
     /// Resolves once the run must stop ([`Exec::must_stop`]), with why (checked every
@@ -598,7 +662,15 @@ impl<'a> Exec<'a> {
                     }
                     let r = step.kind.run(self, scope).await?;
                     if let (Some(k), StepResult::Value(v)) = (&key, &r) {
-                        self.confirm(k.clone(), v).await;
+                        if calls_flow(&step.kind) {
+                            // the child's own side effects were each confirmed and written
+                            // before its next step: a resume that finds no record of the
+                            // call enters the child again and skips them. So the call's
+                            // record goes with the next write, without a wait of its own.
+                            self.note_confirmed(k.clone(), v);
+                        } else {
+                            self.confirm(k.clone(), v).await;
+                        }
                     }
                     Ok(Some(r))
                 }
@@ -661,4 +733,12 @@ impl<'a> Exec<'a> {
             }
         })
     }
+}
+
+/// Whether step `kind` calls a child flow (`invoke: { flow: … }`).
+fn calls_flow(kind: &crate::steps::StepKind) -> bool {
+    matches!(
+        kind,
+        crate::steps::StepKind::Invoke(crate::steps::invoke::InvokePlan::Flow { .. })
+    )
 }

@@ -185,13 +185,27 @@ impl Scope {
 
     /// Removes the spool files fetched in this scope since it held `keep` of them.
     pub fn drop_spooled(&mut self, keep: usize) {
+        self.drop_spooled_but(keep, |_| false);
+    }
+
+    /// [`Scope::drop_spooled`], but paths for which `no_file` holds are only forgotten (a
+    /// held file never made a spool file).
+    pub fn drop_spooled_but(&mut self, keep: usize, no_file: impl Fn(&std::path::Path) -> bool) {
         for p in self.spooled.drain(keep.min(self.spooled.len())..) {
+            if no_file(&p) {
+                continue;
+            }
             if let Err(e) = std::fs::remove_file(&p)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(path = %p.display(), error = %e, "cannot remove a spool file");
             }
         }
+    }
+
+    /// The spool files fetched in this scope since it held `keep` of them.
+    pub fn spooled_since(&self, keep: usize) -> &[PathBuf] {
+        &self.spooled[keep.min(self.spooled.len())..]
     }
 
     /// How many spool files this scope holds.

@@ -16,7 +16,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use crate::compile::FlowCx;
+use crate::connectors::local::HeldFile;
 use crate::connectors::{Capability, ConnectorError};
 use crate::run::{ErrorKind, Event, Exec, Scope, StepError, StepResult};
 use crate::template::Tpl;
@@ -87,6 +90,15 @@ impl FetchPlan {
                 Some(Err(e)) => Err(e),
                 None => get(ex, store, &location, &name, &path).await,
             }
+        } else if !ex.dry_run()
+            && let Some(opened) = store.open_held(&location, &name).await
+        {
+            // a local file: held open for the put, no spool file (see `HeldFile`)
+            opened.map(|held| {
+                let size = held.size();
+                ex.hold_fetch(path.clone(), Arc::new(held));
+                size
+            })
         } else {
             get(ex, store, &location, &name, &path).await
         };
@@ -185,10 +197,47 @@ async fn get(
     got
 }
 
+/// What a spool path stands for while it holds no file.
+#[derive(Debug, Clone)]
+pub enum Deferred {
+    /// A file still on its object store.
+    Remote(RemoteFile),
+    /// A local file held open (see [`HeldFile`]).
+    Held(Arc<HeldFile>),
+}
+
+/// The file a fetch holds open for the spool path `path`, when `store` reads it itself
+/// (a put to a local directory): the put then needs no spool file.
+pub fn held_for(
+    ex: &Exec<'_>,
+    store: &crate::connectors::FileStore,
+    path: &std::path::Path,
+) -> Option<Arc<HeldFile>> {
+    if !store.reads_held() {
+        return None;
+    }
+    ex.held_fetch(path, false)
+}
+
 /// Makes sure the spool file `path` holds its bytes before a step reads it: a file whose
-/// fetch was deferred (see the module's documentation) is downloaded now. Any other path is
-/// left as it is.
+/// fetch was deferred (see the module's documentation) is downloaded now, a local file
+/// held open is linked or copied into the spool. Any other path is left as it is.
 pub async fn materialize(ex: &Exec<'_>, path: &std::path::Path) -> Result<(), StepError> {
+    if let Some(held) = ex.held_fetch(path, true) {
+        let dest = path.to_path_buf();
+        let made = tokio::task::spawn_blocking(move || held.materialize(&dest))
+            .await
+            .map_err(|e| StepError::new(ErrorKind::Connector, format!("the spool: {e}")))?;
+        return made.map(|_| ()).map_err(|e| {
+            StepError::new(
+                ErrorKind::Connector,
+                format!(
+                    "the spool cannot take a fetched file: {}",
+                    e.naming(ex.spool_dir(), "the spool")
+                ),
+            )
+        });
+    }
     let Some(file) = ex.deferred_fetch(path, true) else {
         return Ok(());
     };

@@ -430,7 +430,7 @@ impl ForEachPlan {
         }
         Box::pin(async move {
             let result = ex.run_block(&self.body, &mut s).await;
-            s.drop_spooled(keep);
+            ex.drop_spooled(&mut s, keep);
             Finished {
                 seq: n.seq,
                 record: n.record,

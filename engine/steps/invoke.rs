@@ -420,14 +420,22 @@ impl InvokePlan {
                     copy.map(|(bytes, _)| bytes)
                         .map_err(|e| ex.connector_error(connection, e))?
                 } else {
-                    super::fetch::materialize(ex, &file).await?;
-                    let size = std::fs::metadata(&file).ok().map(|m| m.len());
+                    // a local file a fetch holds open is read through its descriptor
+                    let held = super::fetch::held_for(ex, store, &file);
+                    if held.is_none() {
+                        super::fetch::materialize(ex, &file).await?;
+                    }
+                    let size = match &held {
+                        Some(h) => Some(h.size()),
+                        None => std::fs::metadata(&file).ok().map(|m| m.len()),
+                    };
                     let tick = ex.transfer_progress(&name, &file, size, false);
                     let put = backoff::run(connection, retry.policy(), |_| async {
-                        store
-                            .put(&location, &name, &file)
-                            .await
-                            .map_err(backoff::Failure::classify)
+                        match &held {
+                            Some(h) => store.put_held(&location, &name, &file, h.clone()).await,
+                            None => store.put(&location, &name, &file).await,
+                        }
+                        .map_err(backoff::Failure::classify)
                     })
                     .await;
                     drop(tick);
