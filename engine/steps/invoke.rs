@@ -534,6 +534,15 @@ impl RequestPlan {
         }
         let body = match &self.body {
             BodyPlan::None => HttpBody::None,
+            // a body that is one expression (`"{{ steps.x }}"`) is written from the template
+            // value straight to bytes: no JSON tree is built and dropped for each request
+            BodyPlan::Json(v @ ValueTpl::Tpl(Tpl::Expr(src))) => {
+                match serde_json::to_vec(&ex.eval_expression_value(src, scope)?) {
+                    Ok(bytes) => HttpBody::JsonBytes(bytes),
+                    // the message names the value's place, as evaluating it to JSON does
+                    Err(_) => HttpBody::Json(ex.eval_value(v, scope)?),
+                }
+            }
             BodyPlan::Json(v) => HttpBody::Json(ex.eval_value(v, scope)?),
             BodyPlan::File(p, ct) => {
                 let path = PathBuf::from(ex.render(p, scope)?);
@@ -700,6 +709,10 @@ fn body_text(body: &crate::connectors::http::HttpBody) -> String {
     match body {
         HttpBody::None => "(no body)".to_string(),
         HttpBody::Json(v) => pretty(v),
+        HttpBody::JsonBytes(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => pretty(&v),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        },
         HttpBody::File { path, content_type } => format!("{content_type}:\n{}", file(path)),
         HttpBody::Multipart(parts) => parts
             .iter()
