@@ -371,7 +371,7 @@ impl InvokePlan {
     /// and ends the loop item (the file is left where it is); so is a child flow's skip.
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         match self {
-            InvokePlan::Request(r) => r.run(ex, scope).await.map(StepResult::Value),
+            InvokePlan::Request(r) => r.run(ex, scope).await,
             InvokePlan::Put {
                 connection,
                 location,
@@ -522,7 +522,7 @@ impl RequestPlan {
         }
     }
 
-    async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
+    async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         let path = ex.render(&self.path, scope)?;
         let mut query = Vec::new();
         for (k, t) in &self.query {
@@ -609,9 +609,9 @@ impl RequestPlan {
                 rejected: false,
                 key: None,
             });
-            return Ok(
+            return Ok(StepResult::Value(
                 json!({ "status": null, "json": null, "text": "", "suppressed": false, "dry_run": true }),
-            );
+            ));
         }
         let req = HttpRequest {
             method: self.method.clone(),
@@ -633,12 +633,34 @@ impl RequestPlan {
         } else {
             String::new()
         };
-        let out = json!({
-            "status": status,
-            "json": response.json,
-            "text": response.text,
-            "suppressed": suppressed,
-        });
+        // a 2xx taken as it is inside a record loop (no `expect`): its output is built as a
+        // template value, not as JSON converted afterwards (a record's request is neither
+        // confirmed nor resumed from, so no JSON of it is kept)
+        let as_template =
+            scope.record().is_some() && self.expect.is_none() && (200..300).contains(&status);
+        let (out, template_out) = if as_template {
+            let template_out = minijinja::Value::from_iter([
+                ("status", minijinja::Value::from(status)),
+                (
+                    "json",
+                    response
+                        .json
+                        .as_ref()
+                        .map_or(minijinja::Value::from(()), minijinja::Value::from_serialize),
+                ),
+                ("text", minijinja::Value::from(response.text)),
+                ("suppressed", minijinja::Value::from(suppressed)),
+            ]);
+            (Value::Null, Some(template_out))
+        } else {
+            let out = json!({
+                "status": status,
+                "json": response.json,
+                "text": response.text,
+                "suppressed": suppressed,
+            });
+            (out, None)
+        };
         // a 2xx whose answer fails `expect` is recorded as a refused record, not a sent one
         let expected = match (&self.expect, suppressed, (200..300).contains(&status)) {
             (Some(expect), false, true) => {
@@ -690,7 +712,10 @@ impl RequestPlan {
             e.output = Some(minijinja::Value::from_serialize(&out));
             return Err(e);
         }
-        Ok(out)
+        Ok(match template_out {
+            Some(v) => StepResult::Output(v),
+            None => StepResult::Value(out),
+        })
     }
 }
 
