@@ -11,8 +11,10 @@
 //!    `FERRY_BENCH_FILES_BEFORE` naming another ferry binary (say main's), that binary runs
 //!    flow 2 on its own copy of the files right after this one: a before/after pair;
 //! 2. records: flow 3 (`OUTL-BA-OUAI_DACS_OS_ENROLL_ACK`) with 100,000 records (and
-//!    `FERRY_BENCH_RECORDS`) against `ferry stand-in`: records/s and the peak RSS of
-//!    `ferry run`, beside `wrk -c16` posting sync requests to the same stand-in;
+//!    `FERRY_BENCH_RECORDS`, comma-separated counts, each against a fresh stand-in) against
+//!    `ferry stand-in`: records/s and the peak RSS of `ferry run`, beside `wrk -c16` posting
+//!    sync requests to the same stand-in; and the CPU per record of `ferry run` and of the
+//!    stand-in, and per request of wrk and of the stand-in under wrk (from `/proc`);
 //! 3. kills: a flow-3 run of 100,000 records SIGKILLed `FERRY_BENCH_KILLS` times (default
 //!    10), each kill followed by `ferry resubmit` of the killed run, which is itself killed
 //!    (one chain of resubmits): in turn after 0.3–1.5 s of work, right after the stand-in
@@ -28,6 +30,7 @@
 //!    the same objects to a third bucket of the same server.
 //!
 //! `FERRY_BENCH_FILES` sets the file counts (comma-separated, default `1000,10000,100000`);
+//! `FERRY_BENCH_BIN` runs another `ferry` binary (main's, for a before/after pair);
 //! `FERRY_BENCH_ONLY` picks sections (comma-separated: `files,records,kills,s3`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the report
@@ -49,6 +52,10 @@ const ACK_FILE: &str = "feedback.dacs.program_subscription.20230210.csv";
 const ACK_HEADER: &str = "SyncRequestId,ProgramId,EnrollmentId,ServicePointId,DeviceId,AckStatus,AckMessage,ProcessedDateTime";
 
 fn ferry_bin() -> PathBuf {
+    // another build to measure (main's, for a before/after pair)
+    if let Some(bin) = std::env::var_os("FERRY_BENCH_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("ferry");
@@ -314,18 +321,82 @@ fn feedback(n: usize) -> String {
     s
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat` (also
+/// readable while it is a zombie, before it is reaped).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the fields after the command name (which may hold spaces) in parentheses
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of stat, 11 and 12 after the name and state
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Whether a child has exited but is not reaped yet (its final CPU times are readable).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// A resident set size from `/proc/PID/status` (`VmRSS` or `VmHWM`), in MiB.
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Waits for a child: its exit status, peak RSS in MiB and CPU seconds (read when it has
+/// exited, before it is reaped).
+fn wait_usage(mut child: Child) -> (std::process::ExitStatus, f64, f64) {
+    let pid = child.id();
+    let mut peak = 0f64;
+    let mut cpu = 0f64;
+    loop {
+        if is_zombie(pid) {
+            cpu = cpu_secs(pid).unwrap_or(cpu);
+            return (child.wait().unwrap(), peak, cpu);
+        }
+        peak = peak.max(rss_mib(pid, "VmHWM:"));
+        cpu = cpu_secs(pid).unwrap_or(cpu);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// µs per item of `secs` CPU seconds over `n` items.
+fn us_per(secs: f64, n: f64) -> f64 {
+    secs * 1e6 / n.max(1.0)
+}
+
+/// Flow 3 against a fresh stand-in, then `wrk -c16` posting to the same stand-in: the rates,
+/// and the CPU each process spent per record (per request for wrk), from `/proc`.
 fn records_bench(n: usize) {
-    println!("\n== records: flow 3 against ferry stand-in, {n} records");
+    println!(
+        "\n== records: flow 3 against ferry stand-in, {n} records (load average {})",
+        load_average()
+    );
     let stand_in = StandIn::start();
+    let standin_pid = stand_in.child.id();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     project::shipped_project(dir, &stand_in.url);
     std::fs::create_dir_all(dir.join(ACK_DIR)).unwrap();
     std::fs::write(dir.join(ACK_DIR).join(ACK_FILE), feedback(n)).unwrap();
+    let standin_before = cpu_secs(standin_pid).unwrap_or(0.0);
     let t = Instant::now();
     let child = ferry(dir, &["run", ENROLL_ACK]).spawn().unwrap();
-    let (status, rss) = wait_peak_rss(child);
+    let (status, rss, ferry_cpu) = wait_usage(child);
     let took = t.elapsed();
+    let standin_cpu = cpu_secs(standin_pid).unwrap_or(0.0) - standin_before;
     assert!(status.success(), "ferry run failed");
     let per_s = n as f64 / took.as_secs_f64();
     let db = std::fs::metadata(dir.join("state/ferry.db"))
@@ -334,6 +405,12 @@ fn records_bench(n: usize) {
     println!(
         "ferry run: {took:.2?}, {per_s:.0} records/s, peak RSS {rss:.1} MiB, history {:.1} MB",
         db as f64 / 1e6
+    );
+    println!(
+        "  CPU per record: ferry {:.1} µs, stand-in {:.1} µs (stand-in RSS after: {:.0} MiB)",
+        us_per(ferry_cpu, n as f64),
+        us_per(standin_cpu, n as f64),
+        rss_mib(standin_pid, "VmRSS:"),
     );
     // wrk, 16 connections, 10 s, posting unique sync requests to the same stand-in
     let script = dir.join("post.lua");
@@ -350,29 +427,54 @@ end
 "#,
     )
     .unwrap();
-    match Command::new("wrk")
+    let standin_before = cpu_secs(standin_pid).unwrap_or(0.0);
+    let wrk = Command::new("wrk")
         .args(["-t2", "-c16", "-d10s", "-s"])
         .arg(&script)
         .arg(&stand_in.url)
-        .output()
-    {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    match wrk {
+        Ok(mut child) => {
+            let mut out = child.stdout.take().unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut out, &mut text);
+                text
+            });
+            let (_, _, wrk_cpu) = wait_usage(child);
+            let standin_cpu = cpu_secs(standin_pid).unwrap_or(0.0) - standin_before;
+            let text = reader.join().unwrap();
+            let total = text
+                .lines()
+                .find(|l| l.contains("requests in"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok());
             let rps = text
                 .lines()
                 .find(|l| l.starts_with("Requests/sec:"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok());
             match rps {
-                Some(rps) => println!(
-                    "wrk -c16: {rps:.0} requests/s; ferry/wrk {:.2}",
-                    per_s / rps
-                ),
+                Some(rps) => {
+                    println!(
+                        "wrk -c16: {rps:.0} requests/s; ferry/wrk {:.2}",
+                        per_s / rps
+                    );
+                    let total = total.unwrap_or(rps * 10.0);
+                    println!(
+                        "  CPU per request: wrk {:.1} µs, stand-in {:.1} µs",
+                        us_per(wrk_cpu, total),
+                        us_per(standin_cpu, total),
+                    );
+                }
                 None => println!("wrk printed no rate:\n{text}"),
             }
         }
         Err(e) => println!("wrk unavailable: {e}"),
     }
+    println!("(load average after: {})", load_average());
 }
 
 /// How a kill of the chain picks its moment.
@@ -673,10 +775,11 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let records: usize = std::env::var("FERRY_BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
+    let records: Vec<usize> = std::env::var("FERRY_BENCH_RECORDS")
+        .unwrap_or_else(|_| "100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let kills: usize = std::env::var("FERRY_BENCH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -704,7 +807,9 @@ fn main() {
         );
     }
     if wanted("records") {
-        records_bench(records);
+        for &n in &records {
+            records_bench(n);
+        }
     }
     if wanted("kills") {
         kill_bench(100_000, kills);

@@ -408,6 +408,53 @@ impl Templates {
         Ok(out)
     }
 
+    /// As [`Templates::eval_batch`], the values kept as template values (not copied into
+    /// JSON), for a batch whose values are all strings, numbers, booleans or none; `None`
+    /// otherwise or when the pass fails: `eval_batch` then gives the value or the error.
+    pub fn eval_batch_plain(
+        &self,
+        batch: &Batch,
+        tpls: &[&Tpl],
+        ctx: &JValue,
+    ) -> Option<Vec<JValue>> {
+        if batch.slots.len() != tpls.len() {
+            return None;
+        }
+        let captured = self
+            .env()
+            .get_template(&batch.name)
+            .ok()?
+            .render_captured(ctx)
+            .ok()?;
+        let state = captured.state();
+        let mut out = Vec::with_capacity(tpls.len());
+        for (tpl, slot) in tpls.iter().zip(&batch.slots) {
+            out.push(match tpl {
+                Tpl::Expr(_) => {
+                    let v = state.lookup(slot)?;
+                    use minijinja::value::ValueKind;
+                    let plain = match v.kind() {
+                        ValueKind::String | ValueKind::Bool | ValueKind::None => true,
+                        // JSON's numbers: 64-bit integers and finite floats
+                        ValueKind::Number => {
+                            v.as_i64().is_some()
+                                || (!v.is_integer()
+                                    && f64::try_from(v.clone()).is_ok_and(f64::is_finite))
+                        }
+                        _ => false,
+                    };
+                    if !plain {
+                        return None;
+                    }
+                    v
+                }
+                Tpl::Literal(s) => JValue::from(s.as_str()),
+                Tpl::Render(_) => JValue::from(self.render(tpl, ctx).ok()?),
+            });
+        }
+        Some(out)
+    }
+
     /// Makes `now()` answer `at` (a test's frozen clock).
     pub fn freeze_clock(&mut self, at: chrono::DateTime<chrono::Utc>) {
         let now = move |fmt: Option<String>| match fmt {

@@ -181,6 +181,35 @@ fn pattern_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
 }
 
 #[tokio::test]
+async fn a_serialized_json_body_arrives_as_is_typed_json_unless_the_request_types_it() {
+    let (base, log) = start_server().await;
+    let conn = HttpConnector::new("rest", &spec(&base)).unwrap();
+    let bytes = br#"{"b":1,"a":"Zo\u00eb"}"#.to_vec();
+    let mut req = HttpRequest::new("POST", "/items");
+    req.body = HttpBody::JsonBytes(bytes.clone());
+    assert_eq!(conn.send(req).await.unwrap().status, 200);
+    let mut req = HttpRequest::new("POST", "/items");
+    req.headers = vec![("content-type".into(), "application/vnd.x+json".into())];
+    req.body = HttpBody::JsonBytes(bytes.clone());
+    assert_eq!(conn.send(req).await.unwrap().status, 200);
+    let seen = log.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body, bytes);
+    assert_eq!(header(&seen[0], "content-type"), Some("application/json"));
+    assert_eq!(header(&seen[0], "content-length"), Some("22"));
+    assert_eq!(seen[1].body, bytes);
+    assert_eq!(
+        seen[1].headers.get_all("content-type").iter().count(),
+        1,
+        "one content type"
+    );
+    assert_eq!(
+        header(&seen[1], "content-type"),
+        Some("application/vnd.x+json")
+    );
+}
+
+#[tokio::test]
 async fn json_body_query_and_headers_arrive_exactly() {
     let (base, log) = start_server().await;
     let mut s = spec(&format!("{base}/api/"));

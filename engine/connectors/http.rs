@@ -144,6 +144,9 @@ pub enum HttpBody {
     None,
     /// A JSON document, sent as `application/json`.
     Json(serde_json::Value),
+    /// A JSON document already serialized, sent as `application/json` (a value a template
+    /// built, written straight to bytes without a [`serde_json::Value`] in between).
+    JsonBytes(Vec<u8>),
     /// A file sent as the raw body, streamed from disk, with its `Content-Length`.
     File {
         /// The local file.
@@ -392,6 +395,19 @@ impl HttpConnector {
         builder = match req.body {
             HttpBody::None => builder,
             HttpBody::Json(value) => builder.json(&value),
+            HttpBody::JsonBytes(bytes) => {
+                // as `json` does: a content type the request gives is kept
+                let typed = req
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case(CONTENT_TYPE.as_str()));
+                let builder = if typed {
+                    builder
+                } else {
+                    builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                };
+                builder.body(bytes)
+            }
             HttpBody::File { path, content_type } => {
                 let content_type = HeaderValue::from_str(&content_type).map_err(|_| {
                     ConnectorError::Config(format!(

@@ -119,6 +119,20 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// The template values of `v`'s templates (registered as `batch`), in the order of
+    /// [`ValueTpl::leaves`], when one pass gives them all as strings, numbers, booleans or
+    /// none; `None` otherwise ([`Exec::eval_value_batch`] then gives the value or the error).
+    pub fn eval_batch_plain(
+        &self,
+        v: &ValueTpl,
+        batch: &crate::template::Batch,
+        scope: &Scope,
+    ) -> Option<Vec<JValue>> {
+        self.flow
+            .templates
+            .eval_batch_plain(batch, &v.leaves(), &scope.ctx())
+    }
+
     fn eval_value_in(&self, v: &ValueTpl, ctx: &JValue, step: &str) -> Result<Value, StepError> {
         Ok(match v {
             ValueTpl::Tpl(t) => self

@@ -161,7 +161,8 @@ pub struct JournalEntry {
 
 /// Everything the stand-ins remember; guarded by one mutex.
 struct Inner {
-    sync_requests: Vec<serde_json::Value>,
+    /// Accepted sync request bodies, as received (each a JSON object).
+    sync_requests: Vec<Box<[u8]>>,
     accepted_sync_ids: std::collections::HashSet<String>,
     forecasts: Vec<ReceivedFile>,
     forecast_counter: u64,
@@ -400,7 +401,11 @@ impl StandIn {
 
     /// Accepted (2xx) sync request bodies, in arrival order.
     pub fn sync_requests(&self) -> Vec<serde_json::Value> {
-        self.state().sync_requests.clone()
+        self.state()
+            .sync_requests
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
+            .collect()
     }
 
     /// Uploaded forecast files, in arrival order.

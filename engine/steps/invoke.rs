@@ -371,7 +371,7 @@ impl InvokePlan {
     /// and ends the loop item (the file is left where it is); so is a child flow's skip.
     pub async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         match self {
-            InvokePlan::Request(r) => r.run(ex, scope).await.map(StepResult::Value),
+            InvokePlan::Request(r) => r.run(ex, scope).await,
             InvokePlan::Put {
                 connection,
                 location,
@@ -530,7 +530,7 @@ impl RequestPlan {
         }
     }
 
-    async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
+    async fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
         let path = ex.render(&self.path, scope)?;
         let mut query = Vec::new();
         for (k, t) in &self.query {
@@ -542,6 +542,15 @@ impl RequestPlan {
         }
         let body = match &self.body {
             BodyPlan::None => HttpBody::None,
+            // a body that is one expression (`"{{ steps.x }}"`) is written from the template
+            // value straight to bytes: no JSON tree is built and dropped for each request
+            BodyPlan::Json(v @ ValueTpl::Tpl(Tpl::Expr(src))) => {
+                match serde_json::to_vec(&ex.eval_expression_value(src, scope)?) {
+                    Ok(bytes) => HttpBody::JsonBytes(bytes),
+                    // the message names the value's place, as evaluating it to JSON does
+                    Err(_) => HttpBody::Json(ex.eval_value(v, scope)?),
+                }
+            }
             BodyPlan::Json(v) => HttpBody::Json(ex.eval_value(v, scope)?),
             BodyPlan::File(p, ct) => {
                 let path = PathBuf::from(ex.render(p, scope)?);
@@ -608,9 +617,9 @@ impl RequestPlan {
                 rejected: false,
                 key: None,
             });
-            return Ok(
+            return Ok(StepResult::Value(
                 json!({ "status": null, "json": null, "text": "", "suppressed": false, "dry_run": true }),
-            );
+            ));
         }
         let req = HttpRequest {
             method: self.method.clone(),
@@ -632,12 +641,34 @@ impl RequestPlan {
         } else {
             String::new()
         };
-        let out = json!({
-            "status": status,
-            "json": response.json,
-            "text": response.text,
-            "suppressed": suppressed,
-        });
+        // a 2xx taken as it is inside a record loop (no `expect`): its output is built as a
+        // template value, not as JSON converted afterwards (a record's request is neither
+        // confirmed nor resumed from, so no JSON of it is kept)
+        let as_template =
+            scope.record().is_some() && self.expect.is_none() && (200..300).contains(&status);
+        let (out, template_out) = if as_template {
+            let template_out = minijinja::Value::from_iter([
+                ("status", minijinja::Value::from(status)),
+                (
+                    "json",
+                    response
+                        .json
+                        .as_ref()
+                        .map_or(minijinja::Value::from(()), minijinja::Value::from_serialize),
+                ),
+                ("text", minijinja::Value::from(response.text)),
+                ("suppressed", minijinja::Value::from(suppressed)),
+            ]);
+            (Value::Null, Some(template_out))
+        } else {
+            let out = json!({
+                "status": status,
+                "json": response.json,
+                "text": response.text,
+                "suppressed": suppressed,
+            });
+            (out, None)
+        };
         // a 2xx whose answer fails `expect` is recorded as a refused record, not a sent one
         let expected = match (&self.expect, suppressed, (200..300).contains(&status)) {
             (Some(expect), false, true) => {
@@ -689,7 +720,10 @@ impl RequestPlan {
             e.output = Some(minijinja::Value::from_serialize(&out));
             return Err(e);
         }
-        Ok(out)
+        Ok(match template_out {
+            Some(v) => StepResult::Output(v),
+            None => StepResult::Value(out),
+        })
     }
 }
 
@@ -708,6 +742,10 @@ fn body_text(body: &crate::connectors::http::HttpBody) -> String {
     match body {
         HttpBody::None => "(no body)".to_string(),
         HttpBody::Json(v) => pretty(v),
+        HttpBody::JsonBytes(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => pretty(&v),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        },
         HttpBody::File { path, content_type } => format!("{content_type}:\n{}", file(path)),
         HttpBody::Multipart(parts) => parts
             .iter()

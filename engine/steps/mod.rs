@@ -111,7 +111,7 @@ impl StepKind {
         match self {
             StepKind::List(s) => s.run(ex, scope).await.map(StepResult::Value),
             StepKind::Fetch(s) => s.run(ex, scope).await,
-            StepKind::Transform(s) => s.run(ex, scope).map(StepResult::Value),
+            StepKind::Transform(s) => s.run(ex, scope),
             StepKind::Invoke(s) => s.run(ex, scope).await,
             StepKind::Rename(s) => s.run(ex, scope).await.map(StepResult::Value),
             StepKind::Notify(s) => s.run(ex, scope).await.map(StepResult::Value),

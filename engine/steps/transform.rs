@@ -8,8 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use minijinja::Value as JValue;
+
 use crate::compile::{FlowCx, ValueTpl};
-use crate::run::{Exec, Scope, StepError};
+use crate::run::{Exec, Scope, StepError, StepResult};
 
 /// Configuration of a `transform` step: `fields` or `value`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -52,8 +54,39 @@ impl TransformStep {
 }
 
 impl TransformPlan {
-    /// Builds the value.
-    pub fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<Value, StepError> {
+    /// Builds the value. When its expressions give strings, numbers, booleans or none (a
+    /// record's fields), it is built from their template values, without a JSON copy of each
+    /// and a conversion of the whole back into a template value.
+    pub fn run(&self, ex: &Exec<'_>, scope: &mut Scope) -> Result<StepResult, StepError> {
+        if let Some(batch) = &self.batch
+            && let Some(values) = ex.eval_batch_plain(&self.value, batch, scope)
+            && let Some(v) = rebuild(&self.value, &mut values.into_iter())
+        {
+            return Ok(StepResult::Output(v));
+        }
         ex.eval_value_batch(&self.value, self.batch.as_ref(), scope)
+            .map(StepResult::Value)
     }
+}
+
+/// The template value of `v` whose templates' values are `values`, in the order of
+/// [`ValueTpl::leaves`] (as [`ValueTpl::rebuild`] builds JSON); `None` when they run out.
+fn rebuild(v: &ValueTpl, values: &mut impl Iterator<Item = JValue>) -> Option<JValue> {
+    Some(match v {
+        ValueTpl::Tpl(_) => values.next()?,
+        ValueTpl::Array(items) => JValue::from(
+            items
+                .iter()
+                .map(|x| rebuild(x, values))
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        ValueTpl::Object(fields) => {
+            let mut m = Vec::with_capacity(fields.len());
+            for (k, x) in fields {
+                m.push((JValue::from(k.as_str()), rebuild(x, values)?));
+            }
+            JValue::from_iter(m)
+        }
+        ValueTpl::Plain(p) => JValue::from_serialize(p),
+    })
 }
