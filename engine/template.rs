@@ -58,12 +58,21 @@ pub struct Templates {
     /// The templates whose `{% set %}` statements were rewritten ([`depth::bound_sets`]), by
     /// name: where minijinja's offsets stand in what the author wrote.
     rewritten: HashMap<String, depth::OffsetMap>,
+    /// The last noted file, step and value ([`Templates::note`] shares them).
+    last_file: Option<Arc<std::path::Path>>,
+    last_step: Option<Arc<str>>,
+    last_source: Option<Arc<str>>,
 }
 
-/// A template's place, and where the text minijinja evaluates starts in its value.
+/// A template's place, and where the text minijinja evaluates starts in its value. What a
+/// flow keeps at rest of its file for run-time errors: the file's name and where the value
+/// starts, not the document.
 #[derive(Debug, Clone)]
 struct Noted {
-    origin: Origin,
+    step: Arc<str>,
+    file: Arc<std::path::Path>,
+    anchor: crate::yaml::Anchor,
+    source: Arc<str>,
     at: usize,
     render: bool,
 }
@@ -232,6 +241,9 @@ impl Templates {
             exprs: HashMap::new(),
             origins: HashMap::new(),
             rewritten: HashMap::new(),
+            last_file: None,
+            last_step: None,
+            last_source: None,
         }
     }
 
@@ -261,6 +273,11 @@ impl Templates {
     /// The next evaluation compiles them again.
     pub fn release(&mut self) {
         self.env = std::sync::OnceLock::new();
+        (self.last_file, self.last_step, self.last_source) = (None, None, None);
+        self.sources.shrink_to_fit();
+        self.exprs.shrink_to_fit();
+        self.origins.shrink_to_fit();
+        self.rewritten.shrink_to_fit();
     }
 
     /// Compiles a template string.
@@ -438,12 +455,37 @@ impl Templates {
     }
 
     fn note(&mut self, key: &str, origin: Origin, at: usize, render: bool) {
+        let anchor = origin.doc.anchor(&origin.pointer);
+        // one copy of the file's name, of each step's id and of each value's text
+        let file = match &self.last_file {
+            Some(f) if **f == *origin.doc.path => f.clone(),
+            _ => Arc::from(origin.doc.path.as_path()),
+        };
+        self.last_file = Some(file.clone());
+        let step = match &self.last_step {
+            Some(s) if **s == *origin.step => s.clone(),
+            _ => Arc::from(origin.step.as_str()),
+        };
+        self.last_step = Some(step.clone());
+        let source = match &self.last_source {
+            Some(s) if **s == *origin.source => s.clone(),
+            _ => Arc::from(origin.source.as_str()),
+        };
+        self.last_source = Some(source.clone());
         let noted = self.origins.entry(key.to_string()).or_default();
         if !noted
             .iter()
-            .any(|n| n.origin.step == origin.step && n.origin.pointer == origin.pointer)
+            .any(|n| n.step == step && n.anchor.start() == anchor.start())
         {
-            noted.push(Noted { origin, at, render });
+            noted.push(Noted {
+                step,
+                file,
+                anchor,
+                source,
+                at,
+                render,
+            });
+            noted.shrink_to_fit();
         }
     }
 
@@ -454,17 +496,16 @@ impl Templates {
         let Some(failed) = &e.1 else {
             return e.0.clone();
         };
-        let Some(noted) = self.origins.get(&failed.key).and_then(|n| {
-            n.iter()
-                .find(|n| n.origin.step == step)
-                .or_else(|| n.first())
-        }) else {
+        let Some(noted) = self
+            .origins
+            .get(&failed.key)
+            .and_then(|n| n.iter().find(|n| &*n.step == step).or_else(|| n.first()))
+        else {
             return e.0.clone();
         };
-        let origin = &noted.origin;
         // the text minijinja evaluated: a template's whole value, or an expression
         let evaluated = if noted.render {
-            origin.source.as_str()
+            &*noted.source
         } else {
             failed.key.as_str()
         };
@@ -483,10 +524,8 @@ impl Templates {
             ),
             None => (noted.at, ""),
         };
-        let pos = origin
-            .doc
-            .locate_in_value(&origin.pointer, &origin.source, offset);
-        let file = origin.doc.path.display();
+        let pos = noted.anchor.locate(&noted.source, offset);
+        let file = noted.file.display();
         if part.is_empty() {
             format!("{file}:{}:{}: {}", pos.line, pos.column, e.0)
         } else {
@@ -567,6 +606,9 @@ impl Templates {
             exprs: self.exprs.clone(),
             origins: HashMap::new(),
             rewritten: self.rewritten.clone(),
+            last_file: None,
+            last_step: None,
+            last_source: None,
         }
     }
 

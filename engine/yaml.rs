@@ -6,7 +6,6 @@
 //! line and column through [`SourceDoc::locate`]. Keeping positions outside the value lets the
 //! typed model stay plain serde structs.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +28,159 @@ struct NodeSpan {
     key: Option<Pos>,
 }
 
+/// A line and column in 32 bits each (line 0: none), what [`Spans`] keeps per node.
+#[derive(Debug, Clone, Copy, Default)]
+struct SmallPos {
+    line: u32,
+    column: u32,
+}
+
+impl SmallPos {
+    fn of(p: Pos) -> SmallPos {
+        SmallPos {
+            line: u32::try_from(p.line).unwrap_or(u32::MAX),
+            column: u32::try_from(p.column).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn pos(self) -> Option<Pos> {
+        (self.line > 0).then_some(Pos {
+            line: self.line as usize,
+            column: self.column as usize,
+        })
+    }
+}
+
+/// One node's pointer (a range of [`Spans::pointers`]) and positions.
+#[derive(Debug, Clone, Copy)]
+struct SpanEntry {
+    start: u32,
+    end: u32,
+    value: SmallPos,
+    key: SmallPos,
+}
+
+/// The position of every node by JSON pointer: the pointers in one string, the entries sorted
+/// by pointer (about 24 bytes a node and its pointer's text, where a map of `String`s took
+/// three times that).
+#[derive(Debug, Clone, Default)]
+struct Spans {
+    pointers: String,
+    entries: Vec<SpanEntry>,
+}
+
+impl Spans {
+    fn key(&self, e: &SpanEntry) -> &str {
+        self.pointers
+            .get(e.start as usize..e.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// Records `pointer`'s positions; a tagged node's inner node (the same pointer, right
+    /// after) replaces its tag's.
+    fn push(&mut self, pointer: &str, value: Pos, key: Option<Pos>) {
+        let (value, key) = (
+            SmallPos::of(value),
+            key.map(SmallPos::of).unwrap_or_default(),
+        );
+        if let Some(last) = self.entries.last_mut()
+            && self.pointers.get(last.start as usize..last.end as usize) == Some(pointer)
+        {
+            (last.value, last.key) = (value, key);
+            return;
+        }
+        let start = u32::try_from(self.pointers.len()).unwrap_or(u32::MAX);
+        self.pointers.push_str(pointer);
+        let end = u32::try_from(self.pointers.len()).unwrap_or(u32::MAX);
+        self.entries.push(SpanEntry {
+            start,
+            end,
+            value,
+            key,
+        });
+    }
+
+    /// Sorted for lookups, with no spare room.
+    fn finish(mut self) -> Spans {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| self.key(a).cmp(self.key(b)));
+        entries.shrink_to_fit();
+        self.pointers.shrink_to_fit();
+        Spans {
+            pointers: self.pointers,
+            entries,
+        }
+    }
+
+    fn get(&self, pointer: &str) -> Option<NodeSpan> {
+        let i = self
+            .entries
+            .binary_search_by(|e| self.key(e).cmp(pointer))
+            .ok()?;
+        let e = self.entries[i];
+        Some(NodeSpan {
+            value: e.value.pos()?,
+            key: e.key.pos(),
+        })
+    }
+}
+
+/// Where a string value starts and how it is written: enough to place a character of the
+/// value in the file ([`Anchor::locate`]) without keeping the document.
+#[derive(Debug, Clone, Copy)]
+pub struct Anchor {
+    start: Pos,
+    style: Style,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Style {
+    /// The start's line is not in the text.
+    Unknown,
+    /// A block scalar (`|`, `>`); the indentation of the line after its start.
+    Block(usize),
+    /// A single- or double-quoted scalar.
+    Quoted,
+    /// A plain scalar (or a block scalar whose span starts at its content).
+    Plain,
+}
+
+impl Anchor {
+    /// Where the value starts.
+    pub fn start(&self) -> Pos {
+        self.start
+    }
+
+    /// Position of the character at byte `offset` of `value`, the string this anchor is
+    /// the start of ([`SourceDoc::locate_in_value`]).
+    pub fn locate(&self, value: &str, offset: usize) -> Pos {
+        let start = self.start;
+        let before = value.get(..offset).unwrap_or(value);
+        let k = before.matches('\n').count();
+        let col_in_line = before.rsplit('\n').next().unwrap_or("").chars().count();
+        match self.style {
+            Style::Unknown => start,
+            Style::Block(indent) => Pos {
+                line: start.line + 1 + k,
+                column: indent + col_in_line + 1,
+            },
+            Style::Quoted if k == 0 => Pos {
+                line: start.line,
+                column: start.column + 1 + col_in_line,
+            },
+            Style::Quoted => start,
+            Style::Plain if k == 0 => Pos {
+                line: start.line,
+                column: start.column + col_in_line,
+            },
+            Style::Plain => Pos {
+                line: start.line + k,
+                column: start.column + col_in_line,
+            },
+        }
+    }
+}
+
 /// A loaded source file: its text, the parsed value and the position of every node.
 #[derive(Debug, Clone)]
 pub struct SourceDoc {
@@ -38,7 +190,7 @@ pub struct SourceDoc {
     pub text: Arc<str>,
     /// The document as JSON data.
     pub value: Value,
-    spans: HashMap<String, NodeSpan>,
+    spans: Spans,
 }
 
 /// A YAML syntax error with its position.
@@ -62,10 +214,10 @@ impl SourceDoc {
                 column: e.marker().col() + 1,
             },
         })?;
-        let mut spans = HashMap::new();
+        let mut spans = Spans::default();
         let value = match docs.len() {
             0 => Value::Null,
-            1 => convert(&docs[0], String::new(), None, &mut spans)?,
+            1 => convert(&docs[0], &mut String::new(), None, &mut spans)?,
             _ => {
                 return Err(SyntaxError {
                     message: "a file holds one YAML document; found several (`---`)".into(),
@@ -80,7 +232,7 @@ impl SourceDoc {
             path: path.to_path_buf(),
             text: Arc::from(text),
             value,
-            spans,
+            spans: spans.finish(),
         })
     }
 
@@ -112,13 +264,13 @@ impl SourceDoc {
     }
 
     fn find(&self, pointer: &str) -> Option<NodeSpan> {
-        let mut p = pointer.to_string();
+        let mut p = pointer;
         loop {
-            if let Some(s) = self.spans.get(&p) {
-                return Some(*s);
+            if let Some(s) = self.spans.get(p) {
+                return Some(s);
             }
             let cut = p.rfind('/')?;
-            p.truncate(cut);
+            p = &p[..cut];
         }
     }
 
@@ -126,40 +278,29 @@ impl SourceDoc {
     /// parsed text is `value`. Exact for single-line plain and quoted scalars and for block
     /// scalars (`|`, `>`); other multi-line forms fall back to the value's start.
     pub fn locate_in_value(&self, pointer: &str, value: &str, offset: usize) -> Pos {
+        self.anchor(pointer).locate(value, offset)
+    }
+
+    /// Where the string value at `pointer` starts and how it is written: what
+    /// [`SourceDoc::locate_in_value`] needs of the document.
+    pub fn anchor(&self, pointer: &str) -> Anchor {
         let start = self.locate(pointer);
         let Some(line) = self.line_text(start.line) else {
-            return start;
+            return Anchor {
+                start,
+                style: Style::Unknown,
+            };
         };
-        let before = value.get(..offset).unwrap_or(value);
-        let k = before.matches('\n').count();
-        let col_in_line = before.rsplit('\n').next().unwrap_or("").chars().count();
-        match line.chars().nth(start.column.saturating_sub(1)) {
-            Some('|') | Some('>') => {
-                let target = start.line + 1 + k;
-                let indent = self
-                    .line_text(start.line + 1)
+        let style = match line.chars().nth(start.column.saturating_sub(1)) {
+            Some('|') | Some('>') => Style::Block(
+                self.line_text(start.line + 1)
                     .map(|l| l.chars().take_while(|c| *c == ' ').count())
-                    .unwrap_or(0);
-                Pos {
-                    line: target,
-                    column: indent + col_in_line + 1,
-                }
-            }
-            Some('"') | Some('\'') if k == 0 => Pos {
-                line: start.line,
-                column: start.column + 1 + col_in_line,
-            },
-            Some('"') | Some('\'') => start,
-            // plain scalars, and block scalars whose span starts at their content
-            _ if k == 0 => Pos {
-                line: start.line,
-                column: start.column + col_in_line,
-            },
-            _ => Pos {
-                line: start.line + k,
-                column: start.column + col_in_line,
-            },
-        }
+                    .unwrap_or(0),
+            ),
+            Some('"') | Some('\'') => Style::Quoted,
+            _ => Style::Plain,
+        };
+        Anchor { start, style }
     }
 
     /// The text of line `line` (1-based), without its line break.
@@ -375,19 +516,25 @@ fn span_pos(node: &MarkedYamlOwned) -> Pos {
 
 fn convert(
     node: &MarkedYamlOwned,
-    pointer: String,
+    pointer: &mut String,
     key: Option<Pos>,
-    spans: &mut HashMap<String, NodeSpan>,
+    spans: &mut Spans,
 ) -> Result<Value, SyntaxError> {
     let here = span_pos(node);
-    spans.insert(pointer.clone(), NodeSpan { value: here, key });
+    spans.push(pointer, here, key);
     let value = match &node.data {
         YamlDataOwned::Value(scalar) => scalar_value(scalar),
         YamlDataOwned::Representation(text, _, _) => Value::String(text.clone()),
         YamlDataOwned::Sequence(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                out.push(convert(item, format!("{pointer}/{i}"), None, spans)?);
+                let len = pointer.len();
+                {
+                    use std::fmt::Write as _;
+                    let _ = write!(pointer, "/{i}");
+                }
+                out.push(convert(item, pointer, None, spans)?);
+                pointer.truncate(len);
             }
             Value::Array(out)
         }
@@ -408,8 +555,11 @@ fn convert(
                         });
                     }
                 };
-                let child = format!("{pointer}/{}", escape_segment(&name));
-                let value = convert(v, child, Some(span_pos(k)), spans)?;
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&escape_segment(&name));
+                let value = convert(v, pointer, Some(span_pos(k)), spans)?;
+                pointer.truncate(len);
                 out.insert(name, value);
             }
             Value::Object(out)
