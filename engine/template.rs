@@ -58,6 +58,9 @@ pub struct Templates {
     /// The templates whose `{% set %}` statements were rewritten ([`depth::bound_sets`]), by
     /// name: where minijinja's offsets stand in what the author wrote.
     rewritten: HashMap<String, depth::OffsetMap>,
+    /// Expressions checked, with their root variables ([`Templates::check_expression`]);
+    /// emptied by [`Templates::release`].
+    checked: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// The last noted file, step and value ([`Templates::note`] shares them).
     last_file: Option<Arc<std::path::Path>>,
     last_step: Option<Arc<str>>,
@@ -241,6 +244,7 @@ impl Templates {
             exprs: HashMap::new(),
             origins: HashMap::new(),
             rewritten: HashMap::new(),
+            checked: Default::default(),
             last_file: None,
             last_step: None,
             last_source: None,
@@ -274,6 +278,7 @@ impl Templates {
     pub fn release(&mut self) {
         self.env = std::sync::OnceLock::new();
         (self.last_file, self.last_step, self.last_source) = (None, None, None);
+        *self.checked_lock() = HashMap::new();
         self.sources.shrink_to_fit();
         self.exprs.shrink_to_fit();
         self.origins.shrink_to_fit();
@@ -308,10 +313,11 @@ impl Templates {
     /// (An expression whose wrapper would not parse, which no valid expression should, is
     /// compiled at each evaluation instead.)
     pub fn register_expression(&mut self, expr: &str) -> Result<(), TemplateError> {
-        limits::check(expr, true)?;
-        self.env().compile_expression(expr)?;
         if self.exprs.contains_key(expr) {
-            return Ok(());
+            return Ok(()); // checked when it was registered
+        }
+        if !self.checked_lock().contains_key(expr) {
+            self.check_expression(expr)?;
         }
         let name = format!("e{}", self.next);
         self.next += 1;
@@ -571,9 +577,22 @@ impl Templates {
 
     /// Checks an expression's syntax and returns its root variable names.
     pub fn check_expression(&self, source: &str) -> Result<Vec<String>, TemplateError> {
+        if let Some(vars) = self.checked_lock().get(source) {
+            return Ok(vars.clone());
+        }
         limits::check(source, true)?;
         let e = self.env().compile_expression(source)?;
-        Ok(e.undeclared_variables(false).into_iter().collect())
+        let vars: Vec<String> = e.undeclared_variables(false).into_iter().collect();
+        self.checked_lock().insert(source.to_string(), vars.clone());
+        Ok(vars)
+    }
+
+    /// The expressions checked while the flow compiles, with their variables (a flow
+    /// names the same expression in several places; each is parsed once).
+    fn checked_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Root variable names a compiled template reads.
@@ -606,6 +625,7 @@ impl Templates {
             exprs: self.exprs.clone(),
             origins: HashMap::new(),
             rewritten: self.rewritten.clone(),
+            checked: Default::default(),
             last_file: None,
             last_step: None,
             last_source: None,
