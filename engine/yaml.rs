@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use saphyr::{MarkedYamlOwned, ScalarOwned, YamlDataOwned};
 use serde_json::{Map, Number, Value};
 
 /// A position in a source file: 1-based line, 1-based column (in characters).
@@ -191,6 +191,8 @@ pub struct SourceDoc {
     /// The document as JSON data.
     pub value: Value,
     spans: Spans,
+    /// Where each line starts in `text`, found at the first [`SourceDoc::line_text`].
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// A YAML syntax error with its position.
@@ -206,14 +208,7 @@ pub struct SyntaxError {
 impl SourceDoc {
     /// Parses `text` (the contents of `path`) as a single YAML document.
     pub fn parse(path: &Path, text: &str) -> Result<SourceDoc, SyntaxError> {
-        check_depth(text)?;
-        let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
-            message: e.info().to_string(),
-            pos: Pos {
-                line: e.marker().line(),
-                column: e.marker().col() + 1,
-            },
-        })?;
+        let docs = load_bounded(text)?;
         let mut spans = Spans::default();
         let value = match docs.len() {
             0 => Value::Null,
@@ -233,6 +228,7 @@ impl SourceDoc {
             text: Arc::from(text),
             value,
             spans: spans.finish(),
+            line_starts: std::sync::OnceLock::new(),
         })
     }
 
@@ -305,7 +301,23 @@ impl SourceDoc {
 
     /// The text of line `line` (1-based), without its line break.
     pub fn line_text(&self, line: usize) -> Option<&str> {
-        self.text.lines().nth(line.checked_sub(1)?)
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let i = line.checked_sub(1)?;
+        let start = *starts.get(i)?;
+        if start >= self.text.len() {
+            return None; // after the last line break (as `str::lines` has it)
+        }
+        Some(match starts.get(i + 1) {
+            Some(next) => {
+                let l = self.text.get(start..next - 1)?;
+                l.strip_suffix('\r').unwrap_or(l)
+            }
+            None => self.text.get(start..)?,
+        })
     }
 }
 
@@ -342,7 +354,8 @@ fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diag
         return Err(too_large(format!("{} KiB", meta.len().div_ceil(1024))));
     }
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
+    // room for the whole file at once (read_to_end probes an empty buffer in small reads)
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).saturating_add(1));
     file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(io)?;
@@ -355,34 +368,69 @@ fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diag
 /// How deep sequences and mappings may nest in a ferry file (the shipped flows need 12).
 pub const MAX_NESTING: usize = 64;
 
-/// Refuses a document nested deeper than [`MAX_NESTING`], with the position of the first
-/// node too deep, before any tree is built (building, converting and dropping a tree recurse
-/// once per level). Syntax errors are left to the parse that follows.
-fn check_depth(text: &str) -> Result<(), SyntaxError> {
-    use saphyr_parser::{Event, Parser};
-    let mut depth = 0usize;
-    for event in Parser::new_from_str(text) {
-        let Ok((event, span)) = event else {
-            return Ok(());
-        };
-        match event {
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Err(SyntaxError {
-                        message: format!("nested deeper than {MAX_NESTING} levels"),
-                        pos: Pos {
+/// The documents of `text`, parsed once. A document nested deeper than [`MAX_NESTING`] is
+/// refused with the position of the first node too deep, and no tree is built past it
+/// (building, converting and dropping a tree recurse once per level); a syntax error or
+/// a duplicate key before that node is reported as such.
+fn load_bounded(text: &str) -> Result<Vec<MarkedYamlOwned>, SyntaxError> {
+    use saphyr_parser::{Event, Parser, Span, SpannedEventReceiver};
+
+    /// Hands the parser's events to saphyr's loader until one opens a level too deep.
+    struct Bounded<'input> {
+        loader: saphyr::YamlLoader<'input, MarkedYamlOwned>,
+        depth: usize,
+        too_deep: Option<Pos>,
+    }
+
+    impl<'input> SpannedEventReceiver<'input> for Bounded<'input> {
+        fn on_event(&mut self, ev: Event<'input>, span: Span) {
+            if self.too_deep.is_some() {
+                return;
+            }
+            match ev {
+                Event::SequenceStart(..) | Event::MappingStart(..) => {
+                    self.depth += 1;
+                    if self.depth > MAX_NESTING {
+                        self.too_deep = Some(Pos {
                             line: span.start.line(),
                             column: span.start.col() + 1,
-                        },
-                    });
+                        });
+                        return;
+                    }
                 }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    self.depth = self.depth.saturating_sub(1);
+                }
+                _ => {}
             }
-            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
-            _ => {}
+            self.loader.on_event(ev, span);
         }
     }
-    Ok(())
+
+    let syntax = |e: &saphyr::ScanError| SyntaxError {
+        message: e.info().to_string(),
+        pos: Pos {
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+        },
+    };
+    let mut bounded = Bounded {
+        loader: saphyr::YamlLoader::default(),
+        depth: 0,
+        too_deep: None,
+    };
+    let parsed = Parser::new_from_str(text).load(&mut bounded, true);
+    if let Some(pos) = bounded.too_deep {
+        return Err(SyntaxError {
+            message: format!("nested deeper than {MAX_NESTING} levels"),
+            pos,
+        });
+    }
+    parsed.map_err(|e| syntax(&e))?;
+    if let Some(e) = bounded.loader.error() {
+        return Err(syntax(e));
+    }
+    Ok(bounded.loader.into_documents())
 }
 
 /// The text of a file, or a diagnostic at the first byte that is not UTF-8.
@@ -648,6 +696,25 @@ mod tests {
         );
         let ok = format!("a: {}{}\n", "[".repeat(60), "]".repeat(60));
         assert!(SourceDoc::parse(Path::new("f.yaml"), &ok).is_ok());
+    }
+
+    #[test]
+    fn line_text_is_what_lines_gives() {
+        for text in [
+            "",
+            "a",
+            "a\n",
+            "a\r\nb\r\n",
+            "a\n\nb",
+            "x: 1\ny: 2\r",
+            "\n\n",
+        ] {
+            let doc = SourceDoc::parse(Path::new("f.yaml"), text).unwrap();
+            for n in 0usize..6 {
+                let want = n.checked_sub(1).and_then(|i| text.lines().nth(i));
+                assert_eq!(doc.line_text(n), want, "{text:?} line {n}");
+            }
+        }
     }
 
     #[test]
