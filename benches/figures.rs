@@ -7,7 +7,9 @@
 //! 2. moving a 1 GiB file between two local-directory connections with `ferry run`: wall
 //!    time, throughput and the peak RSS of the ferry process (VmHWM from /proc).
 //!
-//! `FERRY_BENCH_MIB` changes the file size (default 1024).
+//! `FERRY_BENCH_MIB` changes the file size (default 1024). `FERRY_BENCH_BASE_BIN` names
+//! another `ferry` binary (main's, say): each validate and serve-idle figure of section 1 is
+//! then measured for it too, right before this build's, and printed beside it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the report
 
@@ -107,14 +109,25 @@ fn validate_figures() {
                 .to_string()
         })
         .collect();
-    let shipped = serve_idle(&repo().join("flows"), &repo().join("lookups"));
-    println!(
-        "ferry serve, shipped flows ({} flows), idle 3 s: VmRSS {} KiB ({:.1} MB), load {}",
-        sources.len(),
-        shipped,
-        shipped as f64 * 1024.0 / 1e6,
-        load_average()
-    );
+    let base: Option<PathBuf> = std::env::var_os("FERRY_BENCH_BASE_BIN").map(PathBuf::from);
+    // (label, binary): the base first, then this build
+    let bins: Vec<(&str, PathBuf)> = base
+        .iter()
+        .map(|b| ("base", b.clone()))
+        .chain([("this build", bin.clone())])
+        .collect();
+    let mut shipped_of = Vec::new();
+    for (label, b) in &bins {
+        let shipped = serve_idle(b, &repo().join("flows"), &repo().join("lookups"));
+        println!(
+            "[{label}] ferry serve, shipped flows ({} flows), idle 3 s: VmRSS {} KiB ({:.1} MB), load {}",
+            sources.len(),
+            shipped,
+            shipped as f64 * 1024.0 / 1e6,
+            load_average()
+        );
+        shipped_of.push(shipped);
+    }
     for n in copies {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(&repo().join("lookups"), &dir.path().join("lookups"));
@@ -146,43 +159,70 @@ fn validate_figures() {
                 std::fs::write(flows.join(format!("c{copy}_{i}.yaml")), text).unwrap();
             }
         }
-        let t = Instant::now();
-        let mut child = Command::new(&bin)
-            .args(["validate", "flows"])
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let mut peak = 0;
-        while child.try_wait().unwrap().is_none() {
-            if let Some(kib) = peak_rss_kib(pid) {
-                peak = peak.max(kib);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let wall = t.elapsed();
-        let o = child.wait_with_output().unwrap();
         let flows_n = sources.len() * n;
-        let out = String::from_utf8_lossy(&o.stdout);
-        let first_err = String::from_utf8_lossy(&o.stderr);
-        println!(
-            "validate, {n} copies ({flows_n} flows): `ferry validate flows` {wall:.2?}, peak RSS {:.0} MiB -> {}{}, load {}",
-            peak as f64 / 1024.0,
-            out.trim(),
-            first_err.lines().next().unwrap_or(""),
-            load_average()
-        );
-        let idle = serve_idle(&flows, &dir.path().join("lookups"));
-        println!(
-            "ferry serve, {flows_n} flows, idle 3 s: VmRSS {:.0} MiB, {:.1} KiB per flow above the shipped flows' {:.1} MiB, load {}",
-            idle as f64 / 1024.0,
-            idle.saturating_sub(shipped) as f64 / (flows_n - sources.len()).max(1) as f64,
-            shipped as f64 / 1024.0,
-            load_average()
-        );
+        for (label, b) in &bins {
+            let (wall, cpu, peak, out) = validate_once(b, dir.path());
+            println!(
+                "[{label}] validate, {n} copies ({flows_n} flows): `ferry validate flows` {wall:.2?} wall, {cpu:.2?} CPU, peak RSS {:.0} MiB -> {out}, load {}",
+                peak as f64 / 1024.0,
+                load_average()
+            );
+        }
+        for ((label, b), shipped) in bins.iter().zip(&shipped_of) {
+            let idle = serve_idle(b, &flows, &dir.path().join("lookups"));
+            println!(
+                "[{label}] ferry serve, {flows_n} flows, idle 3 s: VmRSS {:.0} MiB, {:.1} KiB per flow above the shipped flows' {:.1} MiB, load {}",
+                idle as f64 / 1024.0,
+                idle.saturating_sub(*shipped) as f64 / (flows_n - sources.len()).max(1) as f64,
+                *shipped as f64 / 1024.0,
+                load_average()
+            );
+        }
     }
+}
+
+/// `bin validate flows` in `dir`: wall time, CPU time (user and system, the last reading
+/// of /proc/PID/stat before it exits, so up to 5 ms short), peak RSS in KiB, and what it
+/// printed (its last line and its first error).
+fn validate_once(bin: &Path, dir: &Path) -> (Duration, Duration, u64, String) {
+    let t = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["validate", "flows"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let mut cpu = Duration::ZERO;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Some(c) = cpu_time(pid) {
+            cpu = cpu.max(c);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wall = t.elapsed();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let said = format!("{}{}", out.trim(), err.lines().next().unwrap_or(""));
+    (wall, cpu, peak, said)
+}
+
+/// User plus system CPU time of process `pid` so far (/proc/PID/stat, in clock ticks of
+/// 1/100 s).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // after the name: state is field 3, utime 14, stime 15 (1-based over the whole line)
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// The one-minute load average, as `uptime` prints it.
@@ -195,10 +235,10 @@ fn load_average() -> String {
 
 /// `ferry serve` on the flows in `flows` (no schedules, no watcher), idle for 3 s after it
 /// listens: its VmRSS in KiB.
-fn serve_idle(flows: &Path, lookups: &Path) -> u64 {
+fn serve_idle(bin: &Path, flows: &Path, lookups: &Path) -> u64 {
     let state = tempfile::tempdir().unwrap();
     let log = state.path().join("serve.log");
-    let mut child = Command::new(ferry_bin())
+    let mut child = Command::new(bin)
         .arg("serve")
         .arg("--flows")
         .arg(flows)

@@ -512,7 +512,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 paths
             };
-            let (project, diags) = load(&Inputs {
+            // the checks of `load`, keeping no compiled flow
+            let (project, diags) = crate::compile::check(&Inputs {
                 paths,
                 lookups,
                 connections,
@@ -527,9 +528,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 match &project {
                     Some(p) => println!(
                         "ok: {} flows, {} lookups, {} connections",
-                        p.flows.len(),
-                        p.lookups.tables.len(),
-                        p.connections.len()
+                        p.flows, p.lookups, p.connections
                     ),
                     None => eprintln!("{} problem(s) found", diags.len()),
                 }

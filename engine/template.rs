@@ -58,12 +58,24 @@ pub struct Templates {
     /// The templates whose `{% set %}` statements were rewritten ([`depth::bound_sets`]), by
     /// name: where minijinja's offsets stand in what the author wrote.
     rewritten: HashMap<String, depth::OffsetMap>,
+    /// Expressions checked, with their root variables ([`Templates::check_expression`]);
+    /// emptied by [`Templates::release`].
+    checked: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// The last noted file, step and value ([`Templates::note`] shares them).
+    last_file: Option<Arc<std::path::Path>>,
+    last_step: Option<Arc<str>>,
+    last_source: Option<Arc<str>>,
 }
 
-/// A template's place, and where the text minijinja evaluates starts in its value.
+/// A template's place, and where the text minijinja evaluates starts in its value. What a
+/// flow keeps at rest of its file for run-time errors: the file's name and where the value
+/// starts, not the document.
 #[derive(Debug, Clone)]
 struct Noted {
-    origin: Origin,
+    step: Arc<str>,
+    file: Arc<std::path::Path>,
+    anchor: crate::yaml::Anchor,
+    source: Arc<str>,
     at: usize,
     render: bool,
 }
@@ -232,6 +244,10 @@ impl Templates {
             exprs: HashMap::new(),
             origins: HashMap::new(),
             rewritten: HashMap::new(),
+            checked: Default::default(),
+            last_file: None,
+            last_step: None,
+            last_source: None,
         }
     }
 
@@ -261,6 +277,12 @@ impl Templates {
     /// The next evaluation compiles them again.
     pub fn release(&mut self) {
         self.env = std::sync::OnceLock::new();
+        (self.last_file, self.last_step, self.last_source) = (None, None, None);
+        *self.checked_lock() = HashMap::new();
+        self.sources.shrink_to_fit();
+        self.exprs.shrink_to_fit();
+        self.origins.shrink_to_fit();
+        self.rewritten.shrink_to_fit();
     }
 
     /// Compiles a template string.
@@ -291,10 +313,11 @@ impl Templates {
     /// (An expression whose wrapper would not parse, which no valid expression should, is
     /// compiled at each evaluation instead.)
     pub fn register_expression(&mut self, expr: &str) -> Result<(), TemplateError> {
-        limits::check(expr, true)?;
-        self.env().compile_expression(expr)?;
         if self.exprs.contains_key(expr) {
-            return Ok(());
+            return Ok(()); // checked when it was registered
+        }
+        if !self.checked_lock().contains_key(expr) {
+            self.check_expression(expr)?;
         }
         let name = format!("e{}", self.next);
         self.next += 1;
@@ -485,12 +508,37 @@ impl Templates {
     }
 
     fn note(&mut self, key: &str, origin: Origin, at: usize, render: bool) {
+        let anchor = origin.doc.anchor(&origin.pointer);
+        // one copy of the file's name, of each step's id and of each value's text
+        let file = match &self.last_file {
+            Some(f) if **f == *origin.doc.path => f.clone(),
+            _ => Arc::from(origin.doc.path.as_path()),
+        };
+        self.last_file = Some(file.clone());
+        let step = match &self.last_step {
+            Some(s) if **s == *origin.step => s.clone(),
+            _ => Arc::from(origin.step.as_str()),
+        };
+        self.last_step = Some(step.clone());
+        let source = match &self.last_source {
+            Some(s) if **s == *origin.source => s.clone(),
+            _ => Arc::from(origin.source.as_str()),
+        };
+        self.last_source = Some(source.clone());
         let noted = self.origins.entry(key.to_string()).or_default();
         if !noted
             .iter()
-            .any(|n| n.origin.step == origin.step && n.origin.pointer == origin.pointer)
+            .any(|n| n.step == step && n.anchor.start() == anchor.start())
         {
-            noted.push(Noted { origin, at, render });
+            noted.push(Noted {
+                step,
+                file,
+                anchor,
+                source,
+                at,
+                render,
+            });
+            noted.shrink_to_fit();
         }
     }
 
@@ -501,17 +549,16 @@ impl Templates {
         let Some(failed) = &e.1 else {
             return e.0.clone();
         };
-        let Some(noted) = self.origins.get(&failed.key).and_then(|n| {
-            n.iter()
-                .find(|n| n.origin.step == step)
-                .or_else(|| n.first())
-        }) else {
+        let Some(noted) = self
+            .origins
+            .get(&failed.key)
+            .and_then(|n| n.iter().find(|n| &*n.step == step).or_else(|| n.first()))
+        else {
             return e.0.clone();
         };
-        let origin = &noted.origin;
         // the text minijinja evaluated: a template's whole value, or an expression
         let evaluated = if noted.render {
-            origin.source.as_str()
+            &*noted.source
         } else {
             failed.key.as_str()
         };
@@ -530,10 +577,8 @@ impl Templates {
             ),
             None => (noted.at, ""),
         };
-        let pos = origin
-            .doc
-            .locate_in_value(&origin.pointer, &origin.source, offset);
-        let file = origin.doc.path.display();
+        let pos = noted.anchor.locate(&noted.source, offset);
+        let file = noted.file.display();
         if part.is_empty() {
             format!("{file}:{}:{}: {}", pos.line, pos.column, e.0)
         } else {
@@ -579,9 +624,22 @@ impl Templates {
 
     /// Checks an expression's syntax and returns its root variable names.
     pub fn check_expression(&self, source: &str) -> Result<Vec<String>, TemplateError> {
+        if let Some(vars) = self.checked_lock().get(source) {
+            return Ok(vars.clone());
+        }
         limits::check(source, true)?;
         let e = self.env().compile_expression(source)?;
-        Ok(e.undeclared_variables(false).into_iter().collect())
+        let vars: Vec<String> = e.undeclared_variables(false).into_iter().collect();
+        self.checked_lock().insert(source.to_string(), vars.clone());
+        Ok(vars)
+    }
+
+    /// The expressions checked while the flow compiles, with their variables (a flow
+    /// names the same expression in several places; each is parsed once).
+    fn checked_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Root variable names a compiled template reads.
@@ -614,6 +672,10 @@ impl Templates {
             exprs: self.exprs.clone(),
             origins: HashMap::new(),
             rewritten: self.rewritten.clone(),
+            checked: Default::default(),
+            last_file: None,
+            last_step: None,
+            last_source: None,
         }
     }
 

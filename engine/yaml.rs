@@ -6,11 +6,10 @@
 //! line and column through [`SourceDoc::locate`]. Keeping positions outside the value lets the
 //! typed model stay plain serde structs.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use saphyr::{MarkedYamlOwned, ScalarOwned, YamlDataOwned};
 use serde_json::{Map, Number, Value};
 
 /// A position in a source file: 1-based line, 1-based column (in characters).
@@ -29,6 +28,159 @@ struct NodeSpan {
     key: Option<Pos>,
 }
 
+/// A line and column in 32 bits each (line 0: none), what [`Spans`] keeps per node.
+#[derive(Debug, Clone, Copy, Default)]
+struct SmallPos {
+    line: u32,
+    column: u32,
+}
+
+impl SmallPos {
+    fn of(p: Pos) -> SmallPos {
+        SmallPos {
+            line: u32::try_from(p.line).unwrap_or(u32::MAX),
+            column: u32::try_from(p.column).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn pos(self) -> Option<Pos> {
+        (self.line > 0).then_some(Pos {
+            line: self.line as usize,
+            column: self.column as usize,
+        })
+    }
+}
+
+/// One node's pointer (a range of [`Spans::pointers`]) and positions.
+#[derive(Debug, Clone, Copy)]
+struct SpanEntry {
+    start: u32,
+    end: u32,
+    value: SmallPos,
+    key: SmallPos,
+}
+
+/// The position of every node by JSON pointer: the pointers in one string, the entries sorted
+/// by pointer (about 24 bytes a node and its pointer's text, where a map of `String`s took
+/// three times that).
+#[derive(Debug, Clone, Default)]
+struct Spans {
+    pointers: String,
+    entries: Vec<SpanEntry>,
+}
+
+impl Spans {
+    fn key(&self, e: &SpanEntry) -> &str {
+        self.pointers
+            .get(e.start as usize..e.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// Records `pointer`'s positions; a tagged node's inner node (the same pointer, right
+    /// after) replaces its tag's.
+    fn push(&mut self, pointer: &str, value: Pos, key: Option<Pos>) {
+        let (value, key) = (
+            SmallPos::of(value),
+            key.map(SmallPos::of).unwrap_or_default(),
+        );
+        if let Some(last) = self.entries.last_mut()
+            && self.pointers.get(last.start as usize..last.end as usize) == Some(pointer)
+        {
+            (last.value, last.key) = (value, key);
+            return;
+        }
+        let start = u32::try_from(self.pointers.len()).unwrap_or(u32::MAX);
+        self.pointers.push_str(pointer);
+        let end = u32::try_from(self.pointers.len()).unwrap_or(u32::MAX);
+        self.entries.push(SpanEntry {
+            start,
+            end,
+            value,
+            key,
+        });
+    }
+
+    /// Sorted for lookups, with no spare room.
+    fn finish(mut self) -> Spans {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| self.key(a).cmp(self.key(b)));
+        entries.shrink_to_fit();
+        self.pointers.shrink_to_fit();
+        Spans {
+            pointers: self.pointers,
+            entries,
+        }
+    }
+
+    fn get(&self, pointer: &str) -> Option<NodeSpan> {
+        let i = self
+            .entries
+            .binary_search_by(|e| self.key(e).cmp(pointer))
+            .ok()?;
+        let e = self.entries[i];
+        Some(NodeSpan {
+            value: e.value.pos()?,
+            key: e.key.pos(),
+        })
+    }
+}
+
+/// Where a string value starts and how it is written: enough to place a character of the
+/// value in the file ([`Anchor::locate`]) without keeping the document.
+#[derive(Debug, Clone, Copy)]
+pub struct Anchor {
+    start: Pos,
+    style: Style,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Style {
+    /// The start's line is not in the text.
+    Unknown,
+    /// A block scalar (`|`, `>`); the indentation of the line after its start.
+    Block(usize),
+    /// A single- or double-quoted scalar.
+    Quoted,
+    /// A plain scalar (or a block scalar whose span starts at its content).
+    Plain,
+}
+
+impl Anchor {
+    /// Where the value starts.
+    pub fn start(&self) -> Pos {
+        self.start
+    }
+
+    /// Position of the character at byte `offset` of `value`, the string this anchor is
+    /// the start of ([`SourceDoc::locate_in_value`]).
+    pub fn locate(&self, value: &str, offset: usize) -> Pos {
+        let start = self.start;
+        let before = value.get(..offset).unwrap_or(value);
+        let k = before.matches('\n').count();
+        let col_in_line = before.rsplit('\n').next().unwrap_or("").chars().count();
+        match self.style {
+            Style::Unknown => start,
+            Style::Block(indent) => Pos {
+                line: start.line + 1 + k,
+                column: indent + col_in_line + 1,
+            },
+            Style::Quoted if k == 0 => Pos {
+                line: start.line,
+                column: start.column + 1 + col_in_line,
+            },
+            Style::Quoted => start,
+            Style::Plain if k == 0 => Pos {
+                line: start.line,
+                column: start.column + col_in_line,
+            },
+            Style::Plain => Pos {
+                line: start.line + k,
+                column: start.column + col_in_line,
+            },
+        }
+    }
+}
+
 /// A loaded source file: its text, the parsed value and the position of every node.
 #[derive(Debug, Clone)]
 pub struct SourceDoc {
@@ -38,7 +190,9 @@ pub struct SourceDoc {
     pub text: Arc<str>,
     /// The document as JSON data.
     pub value: Value,
-    spans: HashMap<String, NodeSpan>,
+    spans: Spans,
+    /// Where each line starts in `text`, found at the first [`SourceDoc::line_text`].
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// A YAML syntax error with its position.
@@ -54,18 +208,11 @@ pub struct SyntaxError {
 impl SourceDoc {
     /// Parses `text` (the contents of `path`) as a single YAML document.
     pub fn parse(path: &Path, text: &str) -> Result<SourceDoc, SyntaxError> {
-        check_depth(text)?;
-        let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
-            message: e.info().to_string(),
-            pos: Pos {
-                line: e.marker().line(),
-                column: e.marker().col() + 1,
-            },
-        })?;
-        let mut spans = HashMap::new();
+        let docs = load_bounded(text)?;
+        let mut spans = Spans::default();
         let value = match docs.len() {
             0 => Value::Null,
-            1 => convert(&docs[0], String::new(), None, &mut spans)?,
+            1 => convert(&docs[0], &mut String::new(), None, &mut spans)?,
             _ => {
                 return Err(SyntaxError {
                     message: "a file holds one YAML document; found several (`---`)".into(),
@@ -80,7 +227,8 @@ impl SourceDoc {
             path: path.to_path_buf(),
             text: Arc::from(text),
             value,
-            spans,
+            spans: spans.finish(),
+            line_starts: std::sync::OnceLock::new(),
         })
     }
 
@@ -112,13 +260,13 @@ impl SourceDoc {
     }
 
     fn find(&self, pointer: &str) -> Option<NodeSpan> {
-        let mut p = pointer.to_string();
+        let mut p = pointer;
         loop {
-            if let Some(s) = self.spans.get(&p) {
-                return Some(*s);
+            if let Some(s) = self.spans.get(p) {
+                return Some(s);
             }
             let cut = p.rfind('/')?;
-            p.truncate(cut);
+            p = &p[..cut];
         }
     }
 
@@ -126,45 +274,50 @@ impl SourceDoc {
     /// parsed text is `value`. Exact for single-line plain and quoted scalars and for block
     /// scalars (`|`, `>`); other multi-line forms fall back to the value's start.
     pub fn locate_in_value(&self, pointer: &str, value: &str, offset: usize) -> Pos {
+        self.anchor(pointer).locate(value, offset)
+    }
+
+    /// Where the string value at `pointer` starts and how it is written: what
+    /// [`SourceDoc::locate_in_value`] needs of the document.
+    pub fn anchor(&self, pointer: &str) -> Anchor {
         let start = self.locate(pointer);
         let Some(line) = self.line_text(start.line) else {
-            return start;
+            return Anchor {
+                start,
+                style: Style::Unknown,
+            };
         };
-        let before = value.get(..offset).unwrap_or(value);
-        let k = before.matches('\n').count();
-        let col_in_line = before.rsplit('\n').next().unwrap_or("").chars().count();
-        match line.chars().nth(start.column.saturating_sub(1)) {
-            Some('|') | Some('>') => {
-                let target = start.line + 1 + k;
-                let indent = self
-                    .line_text(start.line + 1)
+        let style = match line.chars().nth(start.column.saturating_sub(1)) {
+            Some('|') | Some('>') => Style::Block(
+                self.line_text(start.line + 1)
                     .map(|l| l.chars().take_while(|c| *c == ' ').count())
-                    .unwrap_or(0);
-                Pos {
-                    line: target,
-                    column: indent + col_in_line + 1,
-                }
-            }
-            Some('"') | Some('\'') if k == 0 => Pos {
-                line: start.line,
-                column: start.column + 1 + col_in_line,
-            },
-            Some('"') | Some('\'') => start,
-            // plain scalars, and block scalars whose span starts at their content
-            _ if k == 0 => Pos {
-                line: start.line,
-                column: start.column + col_in_line,
-            },
-            _ => Pos {
-                line: start.line + k,
-                column: start.column + col_in_line,
-            },
-        }
+                    .unwrap_or(0),
+            ),
+            Some('"') | Some('\'') => Style::Quoted,
+            _ => Style::Plain,
+        };
+        Anchor { start, style }
     }
 
     /// The text of line `line` (1-based), without its line break.
     pub fn line_text(&self, line: usize) -> Option<&str> {
-        self.text.lines().nth(line.checked_sub(1)?)
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let i = line.checked_sub(1)?;
+        let start = *starts.get(i)?;
+        if start >= self.text.len() {
+            return None; // after the last line break (as `str::lines` has it)
+        }
+        Some(match starts.get(i + 1) {
+            Some(next) => {
+                let l = self.text.get(start..next - 1)?;
+                l.strip_suffix('\r').unwrap_or(l)
+            }
+            None => self.text.get(start..)?,
+        })
     }
 }
 
@@ -201,7 +354,8 @@ fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diag
         return Err(too_large(format!("{} KiB", meta.len().div_ceil(1024))));
     }
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
+    // room for the whole file at once (read_to_end probes an empty buffer in small reads)
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).saturating_add(1));
     file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(io)?;
@@ -214,34 +368,69 @@ fn read_limited(path: &Path, max_bytes: u64) -> Result<String, crate::diag::Diag
 /// How deep sequences and mappings may nest in a ferry file (the shipped flows need 12).
 pub const MAX_NESTING: usize = 64;
 
-/// Refuses a document nested deeper than [`MAX_NESTING`], with the position of the first
-/// node too deep, before any tree is built (building, converting and dropping a tree recurse
-/// once per level). Syntax errors are left to the parse that follows.
-fn check_depth(text: &str) -> Result<(), SyntaxError> {
-    use saphyr_parser::{Event, Parser};
-    let mut depth = 0usize;
-    for event in Parser::new_from_str(text) {
-        let Ok((event, span)) = event else {
-            return Ok(());
-        };
-        match event {
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Err(SyntaxError {
-                        message: format!("nested deeper than {MAX_NESTING} levels"),
-                        pos: Pos {
+/// The documents of `text`, parsed once. A document nested deeper than [`MAX_NESTING`] is
+/// refused with the position of the first node too deep, and no tree is built past it
+/// (building, converting and dropping a tree recurse once per level); a syntax error or
+/// a duplicate key before that node is reported as such.
+fn load_bounded(text: &str) -> Result<Vec<MarkedYamlOwned>, SyntaxError> {
+    use saphyr_parser::{Event, Parser, Span, SpannedEventReceiver};
+
+    /// Hands the parser's events to saphyr's loader until one opens a level too deep.
+    struct Bounded<'input> {
+        loader: saphyr::YamlLoader<'input, MarkedYamlOwned>,
+        depth: usize,
+        too_deep: Option<Pos>,
+    }
+
+    impl<'input> SpannedEventReceiver<'input> for Bounded<'input> {
+        fn on_event(&mut self, ev: Event<'input>, span: Span) {
+            if self.too_deep.is_some() {
+                return;
+            }
+            match ev {
+                Event::SequenceStart(..) | Event::MappingStart(..) => {
+                    self.depth += 1;
+                    if self.depth > MAX_NESTING {
+                        self.too_deep = Some(Pos {
                             line: span.start.line(),
                             column: span.start.col() + 1,
-                        },
-                    });
+                        });
+                        return;
+                    }
                 }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    self.depth = self.depth.saturating_sub(1);
+                }
+                _ => {}
             }
-            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
-            _ => {}
+            self.loader.on_event(ev, span);
         }
     }
-    Ok(())
+
+    let syntax = |e: &saphyr::ScanError| SyntaxError {
+        message: e.info().to_string(),
+        pos: Pos {
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+        },
+    };
+    let mut bounded = Bounded {
+        loader: saphyr::YamlLoader::default(),
+        depth: 0,
+        too_deep: None,
+    };
+    let parsed = Parser::new_from_str(text).load(&mut bounded, true);
+    if let Some(pos) = bounded.too_deep {
+        return Err(SyntaxError {
+            message: format!("nested deeper than {MAX_NESTING} levels"),
+            pos,
+        });
+    }
+    parsed.map_err(|e| syntax(&e))?;
+    if let Some(e) = bounded.loader.error() {
+        return Err(syntax(e));
+    }
+    Ok(bounded.loader.into_documents())
 }
 
 /// The text of a file, or a diagnostic at the first byte that is not UTF-8.
@@ -375,19 +564,25 @@ fn span_pos(node: &MarkedYamlOwned) -> Pos {
 
 fn convert(
     node: &MarkedYamlOwned,
-    pointer: String,
+    pointer: &mut String,
     key: Option<Pos>,
-    spans: &mut HashMap<String, NodeSpan>,
+    spans: &mut Spans,
 ) -> Result<Value, SyntaxError> {
     let here = span_pos(node);
-    spans.insert(pointer.clone(), NodeSpan { value: here, key });
+    spans.push(pointer, here, key);
     let value = match &node.data {
         YamlDataOwned::Value(scalar) => scalar_value(scalar),
         YamlDataOwned::Representation(text, _, _) => Value::String(text.clone()),
         YamlDataOwned::Sequence(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                out.push(convert(item, format!("{pointer}/{i}"), None, spans)?);
+                let len = pointer.len();
+                {
+                    use std::fmt::Write as _;
+                    let _ = write!(pointer, "/{i}");
+                }
+                out.push(convert(item, pointer, None, spans)?);
+                pointer.truncate(len);
             }
             Value::Array(out)
         }
@@ -408,8 +603,11 @@ fn convert(
                         });
                     }
                 };
-                let child = format!("{pointer}/{}", escape_segment(&name));
-                let value = convert(v, child, Some(span_pos(k)), spans)?;
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&escape_segment(&name));
+                let value = convert(v, pointer, Some(span_pos(k)), spans)?;
+                pointer.truncate(len);
                 out.insert(name, value);
             }
             Value::Object(out)
@@ -498,6 +696,25 @@ mod tests {
         );
         let ok = format!("a: {}{}\n", "[".repeat(60), "]".repeat(60));
         assert!(SourceDoc::parse(Path::new("f.yaml"), &ok).is_ok());
+    }
+
+    #[test]
+    fn line_text_is_what_lines_gives() {
+        for text in [
+            "",
+            "a",
+            "a\n",
+            "a\r\nb\r\n",
+            "a\n\nb",
+            "x: 1\ny: 2\r",
+            "\n\n",
+        ] {
+            let doc = SourceDoc::parse(Path::new("f.yaml"), text).unwrap();
+            for n in 0usize..6 {
+                let want = n.checked_sub(1).and_then(|i| text.lines().nth(i));
+                assert_eq!(doc.line_text(n), want, "{text:?} line {n}");
+            }
+        }
     }
 
     #[test]

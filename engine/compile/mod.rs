@@ -57,6 +57,8 @@ pub struct Inputs {
 pub struct Project {
     /// Compiled flows by id.
     pub flows: BTreeMap<String, Arc<FlowPlan>>,
+    /// How many flows compiled (those in `flows`, unless [`check`] dropped them).
+    flow_count: usize,
     /// Lookup tables.
     pub lookups: Arc<Lookups>,
     /// Connection definitions by name.
@@ -182,7 +184,39 @@ pub fn resolved(inputs: &Inputs) -> Inputs {
 /// `.yaml` link to `/etc/passwd`) names the file and the place but quotes nothing of it
 /// ([`crate::diag::hide_outside_content`]), whoever shows it: `validate`, `run`, `serve`.
 pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<Diagnostic>) {
-    let (project, mut diags) = load_quoting(inputs, max_file_bytes);
+    load_hiding(inputs, max_file_bytes, true)
+}
+
+/// What [`check`] found valid.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    /// Flows compiled.
+    pub flows: usize,
+    /// Lookup tables.
+    pub lookups: usize,
+    /// Connections defined.
+    pub connections: usize,
+}
+
+/// What `ferry validate` does: [`load`], the same checks with the same diagnostics, keeping
+/// no compiled flow (each is dropped once checked, so memory does not grow with the number
+/// of flows beyond their sources).
+pub fn check(inputs: &Inputs) -> (Option<Checked>, Vec<Diagnostic>) {
+    let (project, diags) = load_hiding(inputs, DEFAULT_MAX_FILE_BYTES, false);
+    let checked = project.map(|p| Checked {
+        flows: p.flow_count,
+        lookups: p.lookups.tables.len(),
+        connections: p.connections.len(),
+    });
+    (checked, diags)
+}
+
+fn load_hiding(
+    inputs: &Inputs,
+    max_file_bytes: u64,
+    keep: bool,
+) -> (Option<Project>, Vec<Diagnostic>) {
+    let (project, mut diags) = load_quoting(inputs, max_file_bytes, keep);
     let sources = resolved(inputs);
     let roots = crate::diag::content_roots(
         &sources.paths,
@@ -194,9 +228,12 @@ pub fn load_limited(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, V
 }
 
 /// [`load_limited`] before the content of outside files is hidden.
-fn load_quoting(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<Diagnostic>) {
+fn load_quoting(
+    inputs: &Inputs,
+    max_file_bytes: u64,
+    keep: bool,
+) -> (Option<Project>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    let mut flow_docs = Vec::new();
     let mut files = Vec::new();
     let mut conn_path = inputs.connections.clone();
     let mut lookup_dir = inputs.lookups.clone();
@@ -269,26 +306,22 @@ fn load_quoting(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<D
             }
         }
     }
-    // flows (and any connections / lookup files passed explicitly)
-    for f in &files {
-        let doc = match SourceDoc::load_limited(f, max_file_bytes) {
-            Ok(d) => d,
-            Err(d) => {
-                diags.push(d);
-                continue;
+    // flows (and any connections / lookup files passed explicitly): read, parsed and, for a
+    // flow, checked against the schema over the cores; a flow keeps its typed form and
+    // its document without the parsed value (what compiling reads).
+    let read: Vec<Read> = par_map(files.clone(), |f| read_file(&f, max_file_bytes));
+    let mut flow_docs = Vec::new();
+    for r in read {
+        match r {
+            Read::Failed(d) => diags.push(d),
+            Read::Connections(doc) => {
+                if conn_path.as_deref() != Some(doc.path.as_path()) {
+                    check_connections(&doc, &mut diags);
+                }
             }
-        };
-        if doc.value.get("connections").is_some() {
-            if conn_path.as_deref() != Some(f.as_path()) {
-                check_connections(&doc, &mut diags);
-            }
-            continue;
+            Read::Lookup(doc) => load_lookup(*doc, &mut lookups, &mut broken, &mut diags),
+            Read::Flow(doc, raw, schema_diags) => flow_docs.push((doc, raw, schema_diags)),
         }
-        if doc.value.get("rows").is_some() && doc.value.get("columns").is_some() {
-            load_lookup(doc, &mut lookups, &mut broken, &mut diags);
-            continue;
-        }
-        flow_docs.push(doc);
     }
     // `None` when the connections file itself is broken: its diagnostics say so, and
     // connection references are not checked against it.
@@ -312,8 +345,9 @@ fn load_quoting(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<D
     // parse flows
     let mut raws: Vec<(RawFlow, Arc<SourceDoc>)> = Vec::new();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
-    for doc in flow_docs {
-        if let Some(raw) = schema_checked::<RawFlow>(&doc, "flow", &mut diags) {
+    for (doc, raw, schema_diags) in flow_docs {
+        diags.extend(schema_diags);
+        if let Some(raw) = raw {
             if let Some(first) = seen.get(&raw.id) {
                 diags.push(
                     Diagnostic::error(
@@ -329,7 +363,7 @@ fn load_quoting(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<D
                 continue;
             }
             seen.insert(raw.id.clone(), doc.path.clone());
-            raws.push((raw, Arc::new(doc)));
+            raws.push((*raw, Arc::new(doc)));
         }
     }
     let index = Index {
@@ -345,12 +379,28 @@ fn load_quoting(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<D
             .map(|(r, _)| (r.id.clone(), r.params.clone()))
             .collect(),
     };
-    let mut flows = BTreeMap::new();
-    let mut locations: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     check_trigger_paths(&raws, &mut diags);
-    for (raw, doc) in &raws {
-        let plan = compile_flow(raw, doc, &index, &mut diags, &mut locations);
-        flows.insert(raw.id.clone(), Arc::new(plan));
+    // each flow compiled over the cores and its source dropped; what is kept is the plan
+    // (`keep`), else only the count
+    let compiled = par_map(raws, |(raw, doc)| {
+        let mut diags = Vec::new();
+        let mut locations = BTreeMap::new();
+        let plan = compile_flow(&raw, &doc, &index, &mut diags, &mut locations);
+        let plan = keep.then(|| Arc::new(plan));
+        (raw.id, plan, diags, locations)
+    });
+    let mut flows = BTreeMap::new();
+    let mut count = 0;
+    let mut locations: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (id, plan, flow_diags, flow_locations) in compiled {
+        count += 1;
+        diags.extend(flow_diags);
+        for (conn, locs) in flow_locations {
+            locations.entry(conn).or_default().extend(locs);
+        }
+        if let Some(plan) = plan {
+            flows.insert(id, plan);
+        }
     }
     let mut all_files = files;
     all_files.extend(conn_path);
@@ -365,6 +415,7 @@ fn load_quoting(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<D
         .iter()
         .any(|d| d.severity == crate::diag::Severity::Error);
     let project = ok.then(|| Project {
+        flow_count: count,
         flows,
         lookups,
         connections: connections.unwrap_or_default(),
@@ -372,4 +423,89 @@ fn load_quoting(inputs: &Inputs, max_file_bytes: u64) -> (Option<Project>, Vec<D
         files: all_files,
     });
     (project, diags)
+}
+
+/// What reading one file gave.
+enum Read {
+    /// It could not be read or parsed.
+    Failed(Diagnostic),
+    /// A connections file.
+    Connections(SourceDoc),
+    /// A lookup table.
+    Lookup(Box<SourceDoc>),
+    /// A flow: its document (without its parsed value), its typed form when it conforms to
+    /// the schema, and the schema's diagnostics.
+    Flow(SourceDoc, Option<Box<RawFlow>>, Vec<Diagnostic>),
+}
+
+fn read_file(f: &Path, max_file_bytes: u64) -> Read {
+    let mut doc = match SourceDoc::load_limited(f, max_file_bytes) {
+        Ok(d) => d,
+        Err(d) => return Read::Failed(d),
+    };
+    if doc.value.get("connections").is_some() {
+        return Read::Connections(doc);
+    }
+    if doc.value.get("rows").is_some() && doc.value.get("columns").is_some() {
+        return Read::Lookup(Box::new(doc));
+    }
+    let mut diags = Vec::new();
+    let raw = schema_checked::<RawFlow>(&doc, "flow", &mut diags).map(Box::new);
+    // compiling reads the typed flow and the document's positions, not its value
+    doc.value = Value::Null;
+    Read::Flow(doc, raw, diags)
+}
+
+/// The stack of the threads [`par_map`] starts: what the main thread has (templates and
+/// YAML are walked recursively, within their limits).
+const WORKER_STACK: usize = 8 * 1024 * 1024;
+
+/// `f` over `items` on up to as many threads as there are cores: the items in contiguous
+/// runs, each run taken by the first thread free, the results in the items' order whatever
+/// finished first.
+fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    use std::sync::Mutex;
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .min(items.len() / 8)
+        .max(1);
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads * 4);
+    let mut runs: Vec<Mutex<Option<Vec<T>>>> = Vec::new();
+    let mut items = items.into_iter();
+    loop {
+        let run: Vec<T> = items.by_ref().take(per).collect();
+        if run.is_empty() {
+            break;
+        }
+        runs.push(Mutex::new(Some(run)));
+    }
+    let results: Vec<Mutex<Option<Vec<R>>>> = runs.iter().map(|_| Mutex::new(None)).collect();
+    let work = || {
+        for (run, result) in runs.iter().zip(&results) {
+            let taken = run.lock().ok().and_then(|mut r| r.take());
+            if let Some(run) = taken {
+                let out: Vec<R> = run.into_iter().map(&f).collect();
+                if let Ok(mut r) = result.lock() {
+                    *r = Some(out);
+                }
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            // a thread that cannot start leaves its runs to the others
+            let _ = std::thread::Builder::new()
+                .stack_size(WORKER_STACK)
+                .spawn_scoped(s, work);
+        }
+        work();
+    });
+    results
+        .into_iter()
+        .flat_map(|r| r.into_inner().ok().flatten().unwrap_or_default())
+        .collect()
 }

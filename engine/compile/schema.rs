@@ -56,7 +56,8 @@ pub(super) fn schema_checked<T: serde::de::DeserializeOwned>(
     if diags.len() > before {
         return None;
     }
-    match serde_json::from_value::<T>(doc.value.clone()) {
+    // read from the value in place (a copy of it cost as much as the value)
+    match T::deserialize(&doc.value) {
         Ok(v) => Some(v),
         Err(e) => {
             diags.push(Diagnostic::error("schema", e.to_string()).at(doc, ""));
