@@ -419,16 +419,20 @@ fn load_bounded(text: &str) -> Result<Vec<MarkedYamlOwned>, SyntaxError> {
         depth: 0,
         too_deep: None,
     };
-    let parsed = Parser::new_from_str(text).load(&mut bounded, true);
-    if let Some(pos) = bounded.too_deep {
-        return Err(SyntaxError {
-            message: format!("nested deeper than {MAX_NESTING} levels"),
-            pos,
-        });
-    }
-    parsed.map_err(|e| syntax(&e))?;
-    if let Some(e) = bounded.loader.error() {
-        return Err(syntax(e));
+    // the events one by one: `Parser::load` descends once per level, which a deep
+    // document would take past the stack before a level is counted
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| syntax(&e))?;
+        bounded.on_event(event, span);
+        if let Some(e) = bounded.loader.error() {
+            return Err(syntax(e));
+        }
+        if let Some(pos) = bounded.too_deep {
+            return Err(SyntaxError {
+                message: format!("nested deeper than {MAX_NESTING} levels"),
+                pos,
+            });
+        }
     }
     Ok(bounded.loader.into_documents())
 }
