@@ -16,8 +16,12 @@
 //!    port: every `202` must have its run in the history (lost = 0), and none may stay
 //!    `running` once serve is back (they finish, or are `interrupted` and resubmitted).
 //!
+//! 6. the disk alone: the two files flow 4 writes per delivery (its put and its email in the
+//!    outbox, each written, synced and renamed), by as many threads as clients, without
+//!    ferry: the deliveries/s this disk allows any engine that keeps the flow's promises.
+//!
 //! `FERRY_BENCH_DELIVERIES` (default 1000) and `FERRY_BENCH_CONNECTIONS` (default 16) change
-//! the load; `FERRY_BENCH_ONLY` picks sections (comma-separated: `sqlite,postgres,kills`).
+//! the load; `FERRY_BENCH_ONLY` picks sections (comma-separated: `sqlite,postgres,disk,kills`).
 //! `FERRY_BENCH_BIN` runs another ferry binary (main's, for a before/after figure).
 //! The flow's acknowledgment goes to `ferry stand-in`. The load average is printed with the
 //! figures: on a shared machine they move with it.
@@ -568,6 +572,45 @@ fn kills(bin: &Path, kills: usize) {
     drop(serve);
 }
 
+/// The disk alone: what flow 4 writes per delivery, without ferry — its file put in place
+/// (written, synced, renamed, the directory synced) and its email in the outbox (written,
+/// synced, renamed) — by `clients` threads for `n` deliveries, in a directory of the same
+/// filesystem as the bench's history. Deliveries/s: a ceiling for any engine that keeps
+/// the flow's promises on this disk.
+fn disk_alone(n: usize, clients: usize) -> f64 {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::create_dir(&outbox).unwrap();
+    let body = vec![b'x'; 600];
+    let began = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let (target, outbox, body) = (&target, &outbox, &body);
+            s.spawn(move || {
+                for i in (c..n).step_by(clients) {
+                    for (dir, name, sync_dir) in [
+                        (target, format!("event_outcome.{i}.csv"), true),
+                        (outbox, format!("{i}.eml"), false),
+                    ] {
+                        let part = dir.join(format!(".{name}.part"));
+                        let mut f = std::fs::File::create(&part).unwrap();
+                        f.write_all(body).unwrap();
+                        f.sync_all().unwrap();
+                        std::fs::rename(&part, dir.join(&name)).unwrap();
+                        if sync_dir {
+                            std::fs::File::open(dir).unwrap().sync_all().unwrap();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    n as f64 / began.elapsed().as_secs_f64()
+}
+
 fn main() {
     if Command::new("wrk").arg("--version").output().is_err() {
         panic!("wrk is not installed: apt-get install -y wrk");
@@ -593,6 +636,16 @@ fn main() {
             "{label}: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms, backlog drained {:.2} s after the load \
              (goal: >= 1000/s, p99 <= 100 ms, <= 2 s)",
             f.per_s, f.p50_ms, f.p99_ms, f.drained_s
+        );
+    }
+    if wanted("disk") {
+        let n = env_usize("FERRY_BENCH_DELIVERIES", 1000);
+        let clients = env_usize("FERRY_BENCH_CONNECTIONS", 16);
+        println!(
+            "the disk alone, flow 4's two files per delivery (written, synced, renamed; the \
+             target's directory synced) by {clients} threads: {:.0} deliveries/s over {n}; load average {}",
+            disk_alone(n, clients),
+            load_average()
         );
     }
     if wanted("kills") {

@@ -29,7 +29,7 @@ fn ferry(dir: &Path, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .current_dir(dir)
-        .env("FERRY_DATA", dir.join("state"))
+        .env("FERRY_STATE_DIR", dir.join("state"))
         .env_remove("FERRY_LOG")
         .stdin(Stdio::null())
         .output()
@@ -175,4 +175,57 @@ fn a_failed_put_loses_nothing_and_the_next_run_moves_the_file() {
         "the bytes of a\n"
     );
     assert_eq!(sorted(&d.join("src/in")), ["Sent-a.csv"]);
+}
+
+/// A run's spool directory is made at the first file it spools: a run that spools nothing
+/// needs none (with `<data>/spool` unusable, it still succeeds), and a fetch that cannot
+/// make it fails, naming the directory, with the source left unmarked.
+#[test]
+fn the_spool_directory_is_made_only_for_a_file_to_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    connections(d);
+    std::fs::create_dir_all(d.join("src/in")).unwrap();
+    std::fs::create_dir_all(d.join("dst/out")).unwrap();
+    std::fs::write(d.join("src/in/a.csv"), "the bytes of a\n").unwrap();
+    std::fs::write(
+        d.join("flows/counts.yaml"),
+        format!("id: counts\nname: Counts\n{HEAD}steps:\n  - id: list\n    list: {{ connection: src, location: in }}\n  - id: count\n    transform: {{ fields: {{ n: \"{{{{ steps.list.files | length }}}}\" }} }}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("flows/moves.yaml"),
+        format!("id: moves\nname: Moves\n{HEAD}steps:\n  - id: list\n    list: {{ connection: src, location: in, exclude_prefix: Sent- }}\n  - id: files\n    for_each:\n      items: steps.list.files\n      as: file\n      steps:\n        - id: fetch\n          fetch: {{ connection: src, location: in, name: \"{{{{ file.name }}}}\" }}\n        - id: put\n          invoke:\n            put: {{ connection: dst, location: out, name: \"{{{{ file.name }}}}\", file: \"{{{{ steps.fetch.path }}}}\" }}\n        - id: mark\n          rename: {{ connection: src, location: in, from: \"{{{{ file.name }}}}\", to: \"Sent-{{{{ file.name }}}}\" }}\n"),
+    )
+    .unwrap();
+    // the history's directory is there, its spool a file where the directory would be
+    std::fs::create_dir_all(d.join("state")).unwrap();
+    std::fs::write(d.join("state/spool"), "not a directory\n").unwrap();
+
+    let o = ferry(d, &["run", "counts", "--flows", "flows"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{all}");
+    assert!(all.contains("outcome: succeeded"), "{all}");
+
+    let o = ferry(d, &["run", "moves", "--flows", "flows"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_ne!(o.status.code(), Some(0), "{all}");
+    let spool = d.join("state/spool");
+    assert!(
+        all.contains(&format!(
+            "cannot create the run's spool directory {}/",
+            spool.display()
+        )),
+        "{all}"
+    );
+    assert_eq!(sorted(&d.join("src/in")), ["a.csv"]);
+    assert_eq!(sorted(&d.join("dst/out")), Vec::<String>::new());
 }

@@ -106,6 +106,8 @@ pub const JOURNAL_BATCH: usize = 1_000;
 pub(super) struct RunState {
     pub(super) log: Mutex<RunLog>,
     pub(super) spool: PathBuf,
+    /// Whether `spool` was made (at the first [`super::Exec::spool_path`]).
+    pub(super) spool_made: AtomicBool,
     pub(super) counter: AtomicUsize,
     pub(super) progress: AtomicUsize,
     pub(super) dry_run: bool,

@@ -222,9 +222,22 @@ impl<'a> Exec<'a> {
     /// A fresh path in the run's spool directory, ending in `name`. The caller owns the
     /// file: a loop item removes the spool files its steps made when it ends (see
     /// [`Scope::spooled`]).
-    pub fn spool_path(&self, name: &str) -> PathBuf {
+    /// The run's spool directory is made at the first.
+    pub fn spool_path(&self, name: &str) -> Result<PathBuf, StepError> {
+        if !self.state.spool_made.load(Ordering::Acquire) {
+            std::fs::create_dir_all(&self.state.spool).map_err(|e| {
+                StepError::new(
+                    ErrorKind::Connector,
+                    format!(
+                        "cannot create the run's spool directory {}: {e}",
+                        self.state.spool.display()
+                    ),
+                )
+            })?;
+            self.state.spool_made.store(true, Ordering::Release);
+        }
         let n = self.state.counter.fetch_add(1, Ordering::Relaxed);
-        self.state.spool.join(format!("{n:06}-{name}"))
+        Ok(self.state.spool.join(format!("{n:06}-{name}")))
     }
 
     /// Notes that spool path `path` stands for `file`, not fetched yet.

@@ -117,14 +117,6 @@ pub enum RunFailure {
     /// No such flow.
     #[error("unknown flow '{0}'")]
     UnknownFlow(String),
-    /// The spool directory could not be made.
-    #[error("cannot create the run's spool directory {}: {source}", path.display())]
-    Spool {
-        /// The directory.
-        path: PathBuf,
-        /// What happened.
-        source: std::io::Error,
-    },
     /// The trigger input is wrong.
     #[error("{0}")]
     Input(String),
@@ -245,10 +237,9 @@ impl Engine {
             Some(d) => d.join(&run_id),
             None => std::env::temp_dir().join(format!("ferry-run-{run_id}")),
         };
-        std::fs::create_dir_all(&spool).map_err(|source| RunFailure::Spool {
-            path: spool.clone(),
-            source,
-        })?;
+        // made at the first file a step spools ([`Exec::spool_path`]): a run that spools
+        // nothing (a delivery put where it goes, a record loop over a held file) creates no
+        // directory
         let spool = SpoolDir(spool);
         let run = json!({
             "id": run_id,
@@ -261,6 +252,7 @@ impl Engine {
         let state = RunState {
             log: Mutex::new(RunLog::default()),
             spool: spool.0.clone(),
+            spool_made: AtomicBool::new(false),
             counter: AtomicUsize::new(0),
             progress: AtomicUsize::new(0),
             dry_run: self.options.dry_run,

@@ -79,9 +79,6 @@ impl From<RunFailure> for StartError {
             RunFailure::UnknownFlow(flow) => StartError::UnknownFlow(flow),
             RunFailure::Input(m) => StartError::Input(m),
             RunFailure::Paused(m) => StartError::Paused(m),
-            e @ RunFailure::Spool { .. } => {
-                StartError::Input(format!("cannot spool the input: {e}"))
-            }
         }
     }
 }

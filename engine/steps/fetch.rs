@@ -71,7 +71,7 @@ impl FetchPlan {
         store
             .check_name(&name)
             .map_err(|e| ex.connector_error(&self.connection, e))?;
-        let path = ex.spool_path(spool_name(name.rsplit('/').next().unwrap_or(&name)));
+        let path = ex.spool_path(spool_name(name.rsplit('/').next().unwrap_or(&name)))?;
         let got = if store.copies_on_server() {
             match store.head(&location, &name).await {
                 Some(Ok((size, etag))) => {
