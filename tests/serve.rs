@@ -166,9 +166,12 @@ async fn a_small_delivery_is_kept_in_the_database_and_a_large_one_as_files() {
     );
     let state = ws.path().join("state");
     assert!(!state.join("inputs").join(&run_id).exists());
-    // the run's copy of the file part is gone with the run: the database holds the bytes
+    // the flow's put to a local directory wrote the held bytes: no copy was made
     let copy = state.join("input-copies").join(&run_id).join("file");
-    assert!(!copy.exists(), "the run's copy of its input outlived it");
+    assert!(
+        !state.join("input-copies").exists(),
+        "a copy of the held part was made for a put"
+    );
     let inputs = run["inputs"].as_array().unwrap();
     let file_part = inputs.iter().find(|p| p["name"] == json!("file")).unwrap();
     assert_eq!(file_part["size"], json!(file.len()), "{run:#}");
@@ -834,5 +837,42 @@ async fn serve_start_sweeps_stale_delivery_staging_folders() {
         kept.join("file").exists(),
         "a recorded run's input was swept"
     );
+    s.stop().await;
+}
+
+/// A held delivery's file part read by its path (a CSV loop) has its copy made for the
+/// reader, from the bytes held in memory; a put after it writes the same bytes.
+#[tokio::test]
+async fn a_held_part_read_by_its_path_is_copied_for_the_reader() {
+    let ws = Workspace::new().await;
+    std::fs::write(
+        ws.flows_dir().join("held_csv.yaml"),
+        "id: held-csv\nname: Held CSV\nversion: '1'\ntrigger:\n  rest:\n    method: POST\n    path: /hooks/held-csv\n    parts:\n      file: { kind: file }\nsteps:\n  - id: rows\n    for_each:\n      csv: { file: \"{{ input.file.path }}\", columns: [id, text] }\n      as: row\n      steps:\n        - id: row\n          transform: { fields: { id: \"{{ row.fields.id }}\" } }\n  - id: put\n    invoke:\n      put: { connection: ouai_os, location: held/out, name: \"{{ steps.rows.count }}-rows.csv\", file: \"{{ input.file.path }}\" }\n",
+    )
+    .unwrap();
+    let s = start(options(&ws)).await;
+    let csv = "id,text\n1,one\n2,two\n3,three\n";
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(csv.as_bytes().to_vec()).file_name("in.csv"),
+    );
+    let (status, body) = s
+        .send(
+            s.http.post(s.url("/hooks/held-csv")).multipart(form),
+            Some(OP),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().unwrap().to_string();
+    let run = s.wait_run(&run_id).await;
+    assert_eq!(run["outcome"], json!("succeeded"), "{run:#}");
+    assert_eq!(
+        ws.read_file("ouai-os", "held/out", "3-rows.csv"),
+        Some(csv.as_bytes().to_vec())
+    );
+    // held, not staged: nothing under inputs/; the reader's copy is gone with the run
+    let state = ws.path().join("state");
+    assert!(!state.join("inputs").join(&run_id).exists());
+    assert!(!state.join("input-copies").join(&run_id).exists());
     s.stop().await;
 }

@@ -367,12 +367,21 @@ fn sync_dir(dir: &Path) -> Result<(), ConnectorError> {
 /// place). Any other reader gets a real spool file first ([`HeldFile::materialize`]).
 #[derive(Debug)]
 pub struct HeldFile {
-    /// The open file; a put reads it from the start, one put at a time.
-    file: Mutex<std::fs::File>,
-    /// Where it was opened.
+    /// What holds the bytes.
+    held: Held,
+    /// Where it was opened, or the path it stands for.
     source: PathBuf,
     /// Its size when opened.
     size: u64,
+}
+
+/// The bytes of a [`HeldFile`].
+#[derive(Debug)]
+enum Held {
+    /// An open file; a put reads it from the start, one put at a time.
+    Open(Mutex<std::fs::File>),
+    /// Bytes in memory: a delivery's part, kept in the run history's database.
+    Bytes(Arc<[u8]>),
 }
 
 impl HeldFile {
@@ -395,10 +404,20 @@ impl HeldFile {
             ));
         }
         Ok(HeldFile {
-            file: Mutex::new(file),
+            held: Held::Open(Mutex::new(file)),
             source: src,
             size: meta.len(),
         })
+    }
+
+    /// `bytes` held in memory for the file `path`, which does not exist until a reader
+    /// that needs a path has it made ([`HeldFile::materialize`]).
+    pub fn from_bytes(path: PathBuf, bytes: Arc<[u8]>) -> HeldFile {
+        HeldFile {
+            size: bytes.len() as u64,
+            held: Held::Bytes(bytes),
+            source: path,
+        }
     }
 
     /// The file's size when it was opened.
@@ -408,22 +427,40 @@ impl HeldFile {
 
     /// Copies the whole file, from its start, into `to`.
     fn copy_to(&self, to: &mut std::fs::File) -> std::io::Result<u64> {
-        use std::io::Seek as _;
-        let mut from = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        from.seek(std::io::SeekFrom::Start(0))?;
-        std::io::copy(&mut *from, to)
+        use std::io::{Seek as _, Write as _};
+        match &self.held {
+            Held::Open(file) => {
+                let mut from = file.lock().unwrap_or_else(|p| p.into_inner());
+                from.seek(std::io::SeekFrom::Start(0))?;
+                std::io::copy(&mut *from, to)
+            }
+            Held::Bytes(bytes) => to.write_all(bytes).map(|()| self.size),
+        }
     }
 
-    /// Makes `dest` (a spool path) hold the file's bytes, for a reader that needs a path: a
-    /// hard link of the source when its path still names the opened file, else a copy
-    /// through the descriptor. Returns the size. Blocking.
+    /// Makes `dest` (a spool path, or the path held bytes stand for) hold the file's
+    /// bytes, for a reader that needs a path: a hard link of the source when its path
+    /// still names the opened file, else a copy through the descriptor; held bytes are
+    /// written (their directory made). Returns the size. Blocking.
     pub fn materialize(&self, dest: &Path) -> Result<u64, ConnectorError> {
         use std::os::unix::fs::MetadataExt as _;
         remove_if_there(dest)?;
-        let opened = {
-            let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            file.metadata()
-                .map_err(|e| super::io_error("read", &self.source, e))?
+        let opened = match &self.held {
+            Held::Open(file) => {
+                let file = file.lock().unwrap_or_else(|p| p.into_inner());
+                file.metadata()
+                    .map_err(|e| super::io_error("read", &self.source, e))?
+            }
+            Held::Bytes(_) => {
+                if let Some(dir) = dest.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| super::io_error("create directory", dir, e))?;
+                }
+                let mut to = create_new(dest).map_err(|e| super::io_error("write", dest, e))?;
+                return self
+                    .copy_to(&mut to)
+                    .map_err(|e| super::io_error("write", dest, e));
+            }
         };
         if std::fs::hard_link(&self.source, dest).is_ok() {
             match std::fs::symlink_metadata(dest) {

@@ -135,7 +135,8 @@ pub struct Prepared {
     pub fence: Option<Arc<dyn Fence>>,
     /// The flows paused as it was prepared: calling one fails.
     paused: BTreeMap<String, String>,
-    /// Copies of file parts held in memory ([`prepare_held`]), written before the run starts.
+    /// File parts held in memory ([`prepare_held`]), by the path of their copy: the run
+    /// holds them, and writes a copy only for a step that reads it by its path.
     copies: Vec<(PathBuf, Arc<[u8]>)>,
 }
 
@@ -181,8 +182,9 @@ pub async fn prepare(
 
 /// [`prepare`] for a delivery whose parts are `held` in memory (its `req.parts` are then
 /// empty): the run and its parts are recorded in the history database alone
-/// ([`Store::begin_with_held`]), no file is created, and the run's copies of its file parts
-/// are written when it starts ([`execute`]). Without a store, nothing can hold them: an
+/// ([`Store::begin_with_held`]), no file is created, and the run holds its file parts in
+/// memory ([`execute`]): a copy is written only for a step that reads it by its path.
+/// Without a store, nothing can hold them: an
 /// error. `pauses`: the paused flows as the delivery's handler read them when it arrived
 /// (`None`: read now).
 pub async fn prepare_held(
@@ -368,7 +370,8 @@ async fn prepare_from_memory(
 
 /// A flow's trigger input from parts held in memory, as [`trigger_input`] builds it from
 /// files: a `json` part parsed, a `file` part `{path, name, size}` with `path` its copy in
-/// `copies` (written when the run starts). Unknown and missing parts are errors.
+/// `copies` (written only for a step that reads it by its path). Unknown and missing parts
+/// are errors.
 fn held_input(
     flow: &FlowPlan,
     held: &[HeldPart],
@@ -433,30 +436,6 @@ async fn remove_copies(dir: PathBuf) {
     let _ = removed.await;
 }
 
-/// Writes the copies of parts held in memory (one blocking task for all), unsynced: the
-/// history database holds the bytes.
-async fn write_copies(copies: Vec<(PathBuf, Arc<[u8]>)>) -> Result<(), HistoryError> {
-    let written = tokio::task::spawn_blocking(move || -> Result<(), HistoryError> {
-        for (path, bytes) in copies {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| HistoryError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-            }
-            std::fs::write(&path, &bytes).map_err(|source| HistoryError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    });
-    written.await.map_err(|e| HistoryError::Io {
-        path: PathBuf::from(super::INPUT_COPIES_DIR),
-        source: std::io::Error::other(e.to_string()),
-    })?
-}
-
 /// Runs a prepared run and records how it ended.
 pub async fn execute(
     engine: &Engine,
@@ -475,17 +454,11 @@ pub async fn execute(
         paused,
         copies,
     } = prepared;
-    // a copy that cannot be written fails the step that reads it; a resubmit makes it
-    // again from the database
+    // held parts stay in memory: a put to a local directory writes them from there, any
+    // other reader has the copy made first (a resubmit makes it again from the database)
     let copies_dir = copies
         .first()
         .and_then(|(p, _)| p.parent().map(std::path::Path::to_path_buf));
-    if !copies.is_empty()
-        && let Err(e) = write_copies(copies).await
-    {
-        tracing::warn!(run_id = %id, error = %e, "cannot write the copy of a delivered part");
-        warnings.push(e);
-    }
     let store = store.filter(|_| begun);
     let start = RunStart {
         flow,
@@ -495,11 +468,12 @@ pub async fn execute(
         resume,
         fence,
         paused,
+        held_files: copies,
     };
     let started = engine.start(start).await;
     // the copies of held parts are the run's alone: removed once it has ended (before its
     // end is recorded, so no resubmit of it is under way), the database keeps the bytes
-    if let Some(dir) = copies_dir {
+    if let Some(dir) = copies_dir.filter(|d| d.exists()) {
         remove_copies(dir).await;
     }
     let report = match started {

@@ -61,6 +61,10 @@ pub struct RunStart {
     /// Flows paused when the run started, by id, with why: calling one fails the calling
     /// step with that message.
     pub paused: BTreeMap<String, String>,
+    /// Files the run's input names that are held in memory instead (a delivery's parts,
+    /// kept in the run history's database): a put to a local directory writes them from
+    /// memory, any other reader has the file made first.
+    pub held_files: Vec<(PathBuf, Arc<[u8]>)>,
 }
 
 /// Options of a run.
@@ -226,6 +230,7 @@ impl Engine {
             resume,
             fence,
             paused,
+            held_files,
         } = start;
         let flow = self
             .project
@@ -267,7 +272,16 @@ impl Engine {
             resume,
             fence: fence.or_else(|| self.options.fence.clone()),
             paused,
-            deferred: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(
+                held_files
+                    .into_iter()
+                    .map(|(path, bytes)| {
+                        let held =
+                            crate::connectors::local::HeldFile::from_bytes(path.clone(), bytes);
+                        (path, crate::steps::fetch::Deferred::Held(Arc::new(held)))
+                    })
+                    .collect(),
+            ),
         };
         let mut scope = Scope::new(Value::Object(input), self.options.params.clone(), &run);
         let ex = Exec {
