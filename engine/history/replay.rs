@@ -436,6 +436,38 @@ async fn remove_copies(dir: PathBuf) {
     let _ = removed.await;
 }
 
+/// Bytes of delivered parts that running runs hold in memory at once
+/// ([`crate::history::HELD_DELIVERY_BYTES`] at most a delivery); past it, a run's parts are
+/// written as copies when it starts.
+pub const RUN_HELD_BYTES: usize = 64 * 1024 * 1024;
+
+/// What is left of [`RUN_HELD_BYTES`] (one permit a byte).
+static RUN_HELD_BUDGET: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RUN_HELD_BYTES);
+
+/// Writes the copies of parts held in memory (one blocking task for all), unsynced: the
+/// history database holds the bytes.
+async fn write_copies(copies: Vec<(PathBuf, Arc<[u8]>)>) -> Result<(), HistoryError> {
+    let written = tokio::task::spawn_blocking(move || -> Result<(), HistoryError> {
+        for (path, bytes) in copies {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| HistoryError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            std::fs::write(&path, &bytes).map_err(|source| HistoryError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    });
+    written.await.map_err(|e| HistoryError::Io {
+        path: PathBuf::from(super::INPUT_COPIES_DIR),
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
+
 /// Runs a prepared run and records how it ended.
 pub async fn execute(
     engine: &Engine,
@@ -454,11 +486,26 @@ pub async fn execute(
         paused,
         copies,
     } = prepared;
-    // held parts stay in memory: a put to a local directory writes them from there, any
-    // other reader has the copy made first (a resubmit makes it again from the database)
+    // held parts stay in memory, within a budget shared by every run: a put to a local
+    // directory writes them from there, any other reader has the copy made first. Past the
+    // budget, the copies are written now. A copy that cannot be written fails the step that
+    // reads it; a resubmit makes it again from the database.
     let copies_dir = copies
         .first()
         .and_then(|(p, _)| p.parent().map(std::path::Path::to_path_buf));
+    let bytes: usize = copies.iter().map(|(_, b)| b.len()).sum();
+    let held_permit = u32::try_from(bytes)
+        .ok()
+        .and_then(|n| RUN_HELD_BUDGET.try_acquire_many(n).ok());
+    let held_files = if held_permit.is_some() {
+        copies
+    } else {
+        if let Err(e) = write_copies(copies).await {
+            tracing::warn!(run_id = %id, error = %e, "cannot write the copy of a delivered part");
+            warnings.push(e);
+        }
+        Vec::new()
+    };
     let store = store.filter(|_| begun);
     let start = RunStart {
         flow,
@@ -468,9 +515,10 @@ pub async fn execute(
         resume,
         fence,
         paused,
-        held_files: copies,
+        held_files,
     };
     let started = engine.start(start).await;
+    drop(held_permit);
     // the copies of held parts are the run's alone: removed once it has ended (before its
     // end is recorded, so no resubmit of it is under way), the database keeps the bytes
     if let Some(dir) = copies_dir.filter(|d| d.exists()) {
