@@ -208,21 +208,10 @@ pub async fn prepare_held(
         .get(&req.flow)
         .ok_or_else(|| RunFailure::UnknownFlow(req.flow.clone()))?;
     let mut warnings = Vec::new();
-    // a paused flow starts no run; a paused child fails the step that calls it
-    let mut paused = BTreeMap::new();
-    if let Some(store) = store {
-        match store.pauses().await {
-            Ok(pauses) => {
-                for p in pauses {
-                    if p.flow == plan.id {
-                        return Err(RunFailure::Paused(p.to_string()));
-                    }
-                    paused.insert(p.flow.clone(), p.to_string());
-                }
-            }
-            Err(e) => warnings.push(e),
-        }
-    }
+    let paused = match store {
+        Some(store) => paused_others(&plan.id, store.pauses().await, &mut warnings)?,
+        None => BTreeMap::new(),
+    };
     let mut input = trigger_input(plan, &req.parts)?;
     let summary = input_summary(plan, &input);
     let mut run_id = None;
@@ -296,6 +285,29 @@ pub async fn prepare_held(
     })
 }
 
+/// The paused flows, by id with why, from `pauses`: `flow` itself paused starts no run
+/// ([`RunFailure::Paused`]); a paused child fails the step that calls it. Pauses that could
+/// not be read are a warning, and nothing is paused.
+fn paused_others(
+    flow: &str,
+    pauses: Result<Vec<super::Pause>, HistoryError>,
+    warnings: &mut Vec<HistoryError>,
+) -> Result<BTreeMap<String, String>, RunFailure> {
+    let mut paused = BTreeMap::new();
+    match pauses {
+        Ok(pauses) => {
+            for p in pauses {
+                if p.flow == flow {
+                    return Err(RunFailure::Paused(p.to_string()));
+                }
+                paused.insert(p.flow.clone(), p.to_string());
+            }
+        }
+        Err(e) => warnings.push(e),
+    }
+    Ok(paused)
+}
+
 /// [`prepare_held`] with parts: checks them as [`trigger_input`] would, then records the
 /// run with them.
 async fn prepare_from_memory(
@@ -311,23 +323,11 @@ async fn prepare_from_memory(
         .get(&req.flow)
         .ok_or_else(|| RunFailure::UnknownFlow(req.flow.clone()))?;
     let mut warnings = Vec::new();
-    // a paused flow starts no run; a paused child fails the step that calls it
-    let mut paused = BTreeMap::new();
     let pauses = match pauses {
         Some(p) => Ok(p),
         None => store.pauses().await,
     };
-    match pauses {
-        Ok(pauses) => {
-            for p in pauses {
-                if p.flow == plan.id {
-                    return Err(RunFailure::Paused(p.to_string()));
-                }
-                paused.insert(p.flow.clone(), p.to_string());
-            }
-        }
-        Err(e) => warnings.push(e),
-    }
+    let paused = paused_others(&plan.id, pauses, &mut warnings)?;
     let id = new_run_id();
     let copies_dir = store
         .input_copies_dir(&id)
@@ -414,14 +414,7 @@ fn held_input(
         };
         input.insert(name.clone(), value);
     }
-    for (name, spec) in &rest.parts {
-        if spec.required && !input.contains_key(name) {
-            return Err(RunFailure::Input(format!(
-                "flow '{}' needs trigger part '{name}'",
-                flow.id
-            )));
-        }
-    }
+    crate::run::check_required_parts(flow, &input)?;
     Ok(input)
 }
 

@@ -481,13 +481,24 @@ pub fn trigger_input(
         };
         input.insert(name.clone(), value);
     }
-    for (name, spec) in &rest.parts {
-        if spec.required && !input.contains_key(name) {
-            return Err(RunFailure::Input(format!(
-                "flow '{}' needs trigger part '{name}'",
-                flow.id
-            )));
-        }
-    }
+    check_required_parts(flow, &input)?;
     Ok(input)
+}
+
+/// A trigger input `input` that lacks a part `flow` requires is [`RunFailure::Input`].
+pub fn check_required_parts(flow: &FlowPlan, input: &Map<String, Value>) -> Result<(), RunFailure> {
+    let Some(rest) = &flow.trigger.rest else {
+        return Ok(());
+    };
+    match rest
+        .parts
+        .iter()
+        .find(|(name, spec)| spec.required && !input.contains_key(*name))
+    {
+        Some((name, _)) => Err(RunFailure::Input(format!(
+            "flow '{}' needs trigger part '{name}'",
+            flow.id
+        ))),
+        None => Ok(()),
+    }
 }
