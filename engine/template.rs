@@ -61,6 +61,9 @@ pub struct Templates {
     /// Expressions checked, with their root variables ([`Templates::check_expression`]);
     /// emptied by [`Templates::release`].
     checked: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// Templates' root variables by template name ([`Templates::variables`]: minijinja
+    /// parses a template again to find them); emptied by [`Templates::release`].
+    template_vars: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// The last noted file, step and value ([`Templates::note`] shares them).
     last_file: Option<Arc<std::path::Path>>,
     last_step: Option<Arc<str>>,
@@ -245,6 +248,7 @@ impl Templates {
             origins: HashMap::new(),
             rewritten: HashMap::new(),
             checked: Default::default(),
+            template_vars: Default::default(),
             last_file: None,
             last_step: None,
             last_source: None,
@@ -279,6 +283,7 @@ impl Templates {
         self.env = std::sync::OnceLock::new();
         (self.last_file, self.last_step, self.last_source) = (None, None, None);
         *self.checked_lock() = HashMap::new();
+        *lock(&self.template_vars) = HashMap::new();
         self.sources.shrink_to_fit();
         self.exprs.shrink_to_fit();
         self.origins.shrink_to_fit();
@@ -596,11 +601,40 @@ impl Templates {
         self.probe("n is test", name)
     }
 
+    /// A flow adds functions only, so its filters and tests are the base environment's: the
+    /// known names are asked once per process, any other name each time (a typo, rare).
     fn probe(&self, expr: &str, name: &str) -> bool {
-        self.bare
-            .compile_expression(expr)
-            .and_then(|e| e.eval(minijinja::context! { n => name }))
-            .is_ok_and(|v| v.is_true())
+        static KNOWN: std::sync::OnceLock<(Vec<&'static str>, Vec<&'static str>)> =
+            std::sync::OnceLock::new();
+        let (filters, tests) = KNOWN.get_or_init(|| {
+            let has = |expr: &str, n: &&str| probe(base_environment(), expr, n);
+            (
+                crate::typecheck::KNOWN_FILTERS
+                    .iter()
+                    .chain(FERRY_FILTERS)
+                    .copied()
+                    .filter(|n| has("n is filter", n))
+                    .collect(),
+                crate::typecheck::KNOWN_TESTS
+                    .iter()
+                    .copied()
+                    .filter(|n| has("n is test", n))
+                    .collect(),
+            )
+        });
+        let (known, present) = if expr == "n is filter" {
+            (
+                crate::typecheck::KNOWN_FILTERS.contains(&name) || FERRY_FILTERS.contains(&name),
+                filters,
+            )
+        } else {
+            (crate::typecheck::KNOWN_TESTS.contains(&name), tests)
+        };
+        if known {
+            present.contains(&name)
+        } else {
+            probe(&self.bare, expr, name)
+        }
     }
 
     /// The filters a template may use, for suggestions.
@@ -637,9 +671,7 @@ impl Templates {
     /// The expressions checked while the flow compiles, with their variables (a flow
     /// names the same expression in several places; each is parsed once).
     fn checked_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
-        self.checked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.checked)
     }
 
     /// Root variable names a compiled template reads.
@@ -647,16 +679,23 @@ impl Templates {
         match tpl {
             Tpl::Literal(_) => Vec::new(),
             Tpl::Expr(src) => self.check_expression(src).unwrap_or_default(),
-            Tpl::Render(name) => self
-                .env()
-                .get_template(name)
-                .map(|t| {
-                    t.undeclared_variables(false)
-                        .into_iter()
-                        .filter(|v| v != depth::BOUND)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Tpl::Render(name) => {
+                if let Some(vars) = lock(&self.template_vars).get(name) {
+                    return vars.clone();
+                }
+                let vars: Vec<String> = self
+                    .env()
+                    .get_template(name)
+                    .map(|t| {
+                        t.undeclared_variables(false)
+                            .into_iter()
+                            .filter(|v| v != depth::BOUND)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                lock(&self.template_vars).insert(name.clone(), vars.clone());
+                vars
+            }
         }
     }
 
@@ -673,6 +712,7 @@ impl Templates {
             origins: HashMap::new(),
             rewritten: self.rewritten.clone(),
             checked: Default::default(),
+            template_vars: Default::default(),
             last_file: None,
             last_step: None,
             last_source: None,
@@ -755,6 +795,18 @@ fn undefined(source: &str) -> TemplateError {
 
 /// The environment every flow's starts from: minijinja's filters, tests and functions,
 /// ferry's filters and `now`, strict undefined values, no auto-escaping. Built once.
+/// `m` locked, whether or not a holder panicked (the maps it guards are caches).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `expr` (`n is filter`, `n is test`) holds for `name` in `env`.
+fn probe(env: &Environment<'_>, expr: &str, name: &str) -> bool {
+    env.compile_expression(expr)
+        .and_then(|e| e.eval(minijinja::context! { n => name }))
+        .is_ok_and(|v| v.is_true())
+}
+
 fn base_environment() -> &'static Environment<'static> {
     static BASE: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
     BASE.get_or_init(|| {

@@ -13,6 +13,7 @@
 //! so one typo gives one diagnostic.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use minijinja::machinery::ast::{self, CallArg, Expr, Stmt};
 use serde_json::Value;
@@ -46,8 +47,8 @@ pub enum Shape {
 pub struct Obj {
     /// What it is, for messages (`a file of a listing`, `the output of list step 'list'`).
     pub what: String,
-    /// Its fields.
-    pub fields: BTreeMap<String, Shape>,
+    /// Its fields (shared: a shape is cloned at each read of a variable, `steps` too).
+    pub fields: Arc<BTreeMap<String, Shape>>,
     /// Whether an unknown key is reported (false for `steps`, whose unknown ids are reported
     /// as unknown steps).
     pub strict: bool,
@@ -58,10 +59,12 @@ impl Shape {
     pub fn obj<'a>(what: &str, fields: impl IntoIterator<Item = (&'a str, Shape)>) -> Shape {
         Shape::Obj(Obj {
             what: what.to_string(),
-            fields: fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            fields: Arc::new(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
             strict: true,
         })
     }
@@ -86,15 +89,16 @@ impl Shape {
         match v {
             Value::Object(m) => Shape::Obj(Obj {
                 what: what.to_string(),
-                fields: m
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            Shape::of_template_value(&format!("{what}.{k}"), v),
-                        )
-                    })
-                    .collect(),
+                fields: Arc::new(
+                    m.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                Shape::of_template_value(&format!("{what}.{k}"), v),
+                            )
+                        })
+                        .collect(),
+                ),
                 strict: true,
             }),
             Value::Array(_) => Shape::list(Shape::Any),
@@ -130,7 +134,7 @@ pub fn csv_record(columns: Option<&[String]>) -> Shape {
     let fields = match columns {
         Some(cols) => Shape::Obj(Obj {
             what: "the record's fields (the loop's `columns`)".into(),
-            fields: cols.iter().map(|c| (c.clone(), Shape::Str)).collect(),
+            fields: Arc::new(cols.iter().map(|c| (c.clone(), Shape::Str)).collect()),
             strict: true,
         }),
         None => Shape::Map(Box::new(Shape::Str)),
@@ -930,15 +934,17 @@ mod tests {
                 "run" => Some(run()),
                 "steps" => Some(Shape::Obj(Obj {
                     what: "steps".into(),
-                    fields: [(
-                        "list".to_string(),
-                        Shape::obj(
-                            "the output of step 'list'",
-                            [("files", Shape::list(listed_file())), ("count", Shape::Num)],
-                        ),
-                    )]
-                    .into_iter()
-                    .collect(),
+                    fields: Arc::new(
+                        [(
+                            "list".to_string(),
+                            Shape::obj(
+                                "the output of step 'list'",
+                                [("files", Shape::list(listed_file())), ("count", Shape::Num)],
+                            ),
+                        )]
+                        .into_iter()
+                        .collect(),
+                    ),
                     strict: false,
                 })),
                 _ => None,

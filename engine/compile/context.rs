@@ -147,8 +147,8 @@ impl<'a> FlowCx<'a> {
             vars: self
                 .vars
                 .iter()
-                .cloned()
-                .zip(self.var_shapes.iter().cloned())
+                .map(String::as_str)
+                .zip(&self.var_shapes)
                 .collect(),
             params: &self.params_shape,
             input: &self.input_shape,

@@ -65,24 +65,27 @@ pub(super) fn compile_flow(
     let mut templates = Templates::new(&aliases, index.lookups.clone());
     let params_shape = Shape::Obj(typecheck::Obj {
         what: "params (the flow's `params`)".into(),
-        fields: raw.params.keys().map(|k| (k.clone(), Shape::Any)).collect(),
+        fields: Arc::new(raw.params.keys().map(|k| (k.clone(), Shape::Any)).collect()),
         strict: true,
     });
     let input_shape = Shape::Obj(typecheck::Obj {
         what: "input (the trigger's parts)".into(),
-        fields: raw
-            .trigger
-            .rest
-            .iter()
-            .flat_map(|r| r.parts.iter())
-            .map(|(k, p)| {
-                let shape = match p.kind {
-                    crate::model::PartKind::File => typecheck::spooled_file("a trigger file part"),
-                    _ => Shape::Any,
-                };
-                (k.clone(), shape)
-            })
-            .collect(),
+        fields: Arc::new(
+            raw.trigger
+                .rest
+                .iter()
+                .flat_map(|r| r.parts.iter())
+                .map(|(k, p)| {
+                    let shape = match p.kind {
+                        crate::model::PartKind::File => {
+                            typecheck::spooled_file("a trigger file part")
+                        }
+                        _ => Shape::Any,
+                    };
+                    (k.clone(), shape)
+                })
+                .collect(),
+        ),
         strict: true,
     });
     let mut shapes = Shapes::default();

@@ -14,7 +14,8 @@ use crate::typecheck::{self, Shape};
 /// (keyed by step id and variable name), found before its templates are checked.
 #[derive(Debug, Default)]
 pub(super) struct Shapes {
-    pub(super) steps: BTreeMap<String, Shape>,
+    /// Shared with every `steps` a template reads (the map is not copied for each).
+    pub(super) steps: Arc<BTreeMap<String, Shape>>,
     pub(super) vars: HashMap<(String, String), Shape>,
 }
 
@@ -39,7 +40,7 @@ pub(super) fn collect_shapes(
                         no_error: None,
                         templates,
                         steps: &out.steps,
-                        vars: vars.clone(),
+                        vars: vars.iter().map(|(n, s)| (n.as_str(), s)).collect(),
                         params,
                         input,
                     };
@@ -64,8 +65,7 @@ pub(super) fn collect_shapes(
             out.vars
                 .insert((raw.id.clone(), "response".into()), typecheck::response());
         }
-        out.steps
-            .insert(raw.id.clone(), typecheck::step_shape(raw, items));
+        Arc::make_mut(&mut out.steps).insert(raw.id.clone(), typecheck::step_shape(raw, items));
     }
 }
 
@@ -77,16 +77,17 @@ pub(super) struct TypeEnv<'a> {
     /// Why `error` is undefined here, when it is (no step can have failed).
     pub(super) no_error: Option<String>,
     pub(super) templates: &'a Templates,
-    pub(super) steps: &'a BTreeMap<String, Shape>,
-    pub(super) vars: Vec<(String, Shape)>,
+    pub(super) steps: &'a Arc<BTreeMap<String, Shape>>,
+    /// The loop variables in scope, innermost last.
+    pub(super) vars: Vec<(&'a str, &'a Shape)>,
     pub(super) params: &'a Shape,
     pub(super) input: &'a Shape,
 }
 
 impl typecheck::Env for TypeEnv<'_> {
     fn root(&self, name: &str) -> Option<Shape> {
-        if let Some((_, s)) = self.vars.iter().rev().find(|(v, _)| v == name) {
-            return Some(s.clone());
+        if let Some((_, s)) = self.vars.iter().rev().find(|(v, _)| *v == name) {
+            return Some((*s).clone());
         }
         match name {
             "steps" => Some(Shape::Obj(typecheck::Obj {
