@@ -4,7 +4,9 @@
 //! `@hourly`); time zones are [`chrono_tz`]'s. [`crate::compile`] parses every schedule, so
 //! a flow that validates has a schedule that fires.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -63,6 +65,25 @@ impl CronSchedule {
     }
 }
 
+/// [`CronSchedule::parse`], one parsed schedule shared by every flow that names the same
+/// expression in the same time zone (a parsed one holds some kilobytes of bit sets; flows
+/// that run every five minutes share one). Schedules no flow holds any more are let go at
+/// the next parse, so the table holds at most the schedules of the flows loaded.
+pub fn shared(expr: &str, tz: Option<&str>) -> Result<Arc<CronSchedule>, ScheduleError> {
+    type Table = HashMap<(String, Option<String>), Weak<CronSchedule>>;
+    static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+    let key = (expr.to_string(), tz.map(str::to_string));
+    let mut table = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
+    let table = table.get_or_insert_with(HashMap::new);
+    if let Some(s) = table.get(&key).and_then(Weak::upgrade) {
+        return Ok(s);
+    }
+    let s = Arc::new(CronSchedule::parse(expr, tz)?);
+    table.retain(|_, w| w.strong_count() > 0);
+    table.insert(key, Arc::downgrade(&s));
+    Ok(s)
+}
+
 /// Names of all known time zones (for "did you mean" hints).
 pub fn timezone_names() -> impl Iterator<Item = &'static str> {
     chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
@@ -73,6 +94,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn flows_with_the_same_schedule_share_it_while_one_holds_it() {
+        let a = shared("0 */5 * * * *", Some("Europe/Amsterdam")).unwrap();
+        let b = shared("0 */5 * * * *", Some("Europe/Amsterdam")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let other_zone = shared("0 */5 * * * *", None).unwrap();
+        assert!(!Arc::ptr_eq(&a, &other_zone));
+        assert!(shared("0 */5 * * *  * * *", None).is_err());
+        let weak = Arc::downgrade(&a);
+        drop((a, b));
+        assert!(
+            weak.upgrade().is_none(),
+            "the table does not keep a schedule alive"
+        );
+    }
 
     #[test]
     fn six_fields_fire_on_seconds() {

@@ -200,7 +200,7 @@ fn compile_trigger(
     doc: &SourceDoc,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Arc<crate::schedule::CronSchedule>> {
-    use crate::schedule::{CronSchedule, ScheduleError};
+    use crate::schedule::ScheduleError;
     if let Some(rest) = &raw.trigger.rest {
         if !["POST", "PUT"].contains(&rest.method.as_str()) {
             diags.push(
@@ -231,8 +231,8 @@ fn compile_trigger(
         }
     }
     let sched = raw.trigger.schedule.as_ref()?;
-    match CronSchedule::parse(&sched.cron, sched.timezone.as_deref()) {
-        Ok(s) => Some(Arc::new(s)),
+    match crate::schedule::shared(&sched.cron, sched.timezone.as_deref()) {
+        Ok(s) => Some(s),
         Err(e @ ScheduleError::Cron { .. }) => {
             diags.push(
                 Diagnostic::error("bad-cron", e.to_string()).at(doc, "/trigger/schedule/cron"),
