@@ -179,14 +179,14 @@ impl App {
             generation
         };
         self.set_reload_failure(None);
-        self.metrics.reloads.get_or_create(&ok_label(true)).inc();
+        self.metrics.reloaded(true);
         self.reloaded.notify_waiters();
         generation
     }
 
     /// Records a reload that failed (the old flows stay).
     pub fn reload_failed(&self, diagnostics: Vec<String>) {
-        self.metrics.reloads.get_or_create(&ok_label(false)).inc();
+        self.metrics.reloaded(false);
         self.set_reload_failure(Some(ReloadFailure {
             at: crate::run::now(),
             diagnostics,
@@ -560,8 +560,4 @@ fn run_options(
         fence: None,
         ..RunOptions::default()
     }
-}
-
-fn ok_label(ok: bool) -> Vec<(String, String)> {
-    vec![("result".into(), if ok { "ok" } else { "invalid" }.into())]
 }
