@@ -46,7 +46,8 @@ pub struct Templates {
     bare: Environment<'static>,
     /// `bare` with every template of `sources` compiled, when built.
     env: std::sync::OnceLock<Environment<'static>>,
-    /// Every template's name and source, in the order they were added.
+    /// Every template's name and source, in the order they were added (expressions are in
+    /// `exprs`).
     sources: Vec<(String, String)>,
     next: usize,
     /// Expression source → the name of the template that evaluates it once compiled
@@ -259,20 +260,29 @@ impl Templates {
     fn env(&self) -> &Environment<'static> {
         self.env.get_or_init(|| {
             let mut env = self.bare.clone();
+            // each compiled before it was kept
             for (name, source) in &self.sources {
-                // each compiled before it was added to `sources`
                 let _ = env.add_template_owned(name.clone(), source.clone());
+            }
+            for (expr, name) in &self.exprs {
+                let _ = env.add_template_owned(name.clone(), wrapped(expr));
             }
             env
         })
     }
 
-    /// Adds template `name` to the environment; kept in `sources` if it compiles.
-    fn add(&mut self, name: &str, source: String) -> Result<(), minijinja::Error> {
+    /// Compiles template `name` into the environment.
+    fn compile(&mut self, name: &str, source: String) -> Result<(), minijinja::Error> {
         self.env();
         if let Some(env) = self.env.get_mut() {
-            env.add_template_owned(name.to_string(), source.clone())?;
+            env.add_template_owned(name.to_string(), source)?;
         }
+        Ok(())
+    }
+
+    /// Adds template `name` to the environment; kept in `sources` if it compiles.
+    fn add(&mut self, name: &str, source: String) -> Result<(), minijinja::Error> {
+        self.compile(name, source.clone())?;
         self.sources.push((name.to_string(), source));
         Ok(())
     }
@@ -326,8 +336,8 @@ impl Templates {
         }
         let name = format!("e{}", self.next);
         self.next += 1;
-        let wrapper = format!("{EXPR_PREFIX}{expr})) %}}");
-        if self.add(&name, wrapper).is_ok() {
+        // kept as the expression alone (`exprs`), wrapped again when recompiled
+        if self.compile(&name, wrapped(expr)).is_ok() {
             self.exprs.insert(expr.to_string(), name);
         }
         Ok(())
@@ -866,6 +876,11 @@ fn base_environment() -> &'static Environment<'static> {
         );
         env
     })
+}
+
+/// The template that evaluates expression `expr` ([`Templates::register_expression`]).
+fn wrapped(expr: &str) -> String {
+    format!("{EXPR_PREFIX}{expr})) %}}")
 }
 
 /// The inner expression when `source` is exactly one `{{ … }}` block.
