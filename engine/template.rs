@@ -65,6 +65,9 @@ pub struct Templates {
     /// Templates' root variables by template name ([`Templates::variables`]: minijinja
     /// parses a template again to find them); emptied by [`Templates::release`].
     template_vars: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// Checking only (`ferry validate`): the flow will not run, so expressions are checked but
+    /// not compiled for evaluation, and no place is noted for run-time errors.
+    check_only: bool,
     /// The last noted file, step and value ([`Templates::note`] shares them).
     last_file: Option<Arc<std::path::Path>>,
     last_step: Option<Arc<str>>,
@@ -250,6 +253,7 @@ impl Templates {
             rewritten: HashMap::new(),
             checked: Default::default(),
             template_vars: Default::default(),
+            check_only: false,
             last_file: None,
             last_step: None,
             last_source: None,
@@ -333,6 +337,9 @@ impl Templates {
         }
         if !self.checked_lock().contains_key(expr) {
             self.check_expression(expr)?;
+        }
+        if self.check_only {
+            return Ok(());
         }
         let name = format!("e{}", self.next);
         self.next += 1;
@@ -493,6 +500,12 @@ impl Templates {
         Some(out)
     }
 
+    /// Makes these templates check only: expressions are not compiled for evaluation nor
+    /// places noted (what `ferry validate` compiles; its diagnostics are a run's).
+    pub fn check_only(&mut self) {
+        self.check_only = true;
+    }
+
     /// Makes `now()` answer `at` (a test's frozen clock).
     pub fn freeze_clock(&mut self, at: chrono::DateTime<chrono::Utc>) {
         let now = move |fmt: Option<String>| match fmt {
@@ -523,6 +536,9 @@ impl Templates {
     }
 
     fn note(&mut self, key: &str, origin: Origin, at: usize, render: bool) {
+        if self.check_only {
+            return;
+        }
         let anchor = origin.doc.anchor(&origin.pointer);
         // one copy of the file's name, of each step's id and of each value's text
         let file = match &self.last_file {
@@ -723,6 +739,7 @@ impl Templates {
             rewritten: self.rewritten.clone(),
             checked: Default::default(),
             template_vars: Default::default(),
+            check_only: false,
             last_file: None,
             last_step: None,
             last_source: None,

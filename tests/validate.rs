@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ferry::compile::{Inputs, load};
+use ferry::compile::{Inputs, check, load};
 
 const CONNECTIONS: &str = "connections:
   files: { kind: local, root: /tmp/x }
@@ -48,20 +48,31 @@ fn diagnostics_with(flow: &str, connections: &str, lookup: &str) -> Vec<String> 
     std::fs::write(root.join("flows/child.yaml"), CHILD).unwrap();
     std::fs::write(root.join("flows/f.yaml"), flow).unwrap();
     std::fs::write(root.join("lookups/cfg.yaml"), lookup).unwrap();
-    let (project, diags) = load(&Inputs {
+    let inputs = Inputs {
         paths: vec![root.join("flows")],
         ..Default::default()
-    });
+    };
+    let (project, diags) = load(&inputs);
     assert_eq!(
         project.is_some(),
         diags.is_empty(),
         "a project exists exactly when there is no diagnostic"
     );
     let prefix = format!("{}/", root.display());
-    diags
+    let lines: Vec<String> = diags
         .iter()
         .map(|d| d.one_line().replace(&prefix, ""))
-        .collect()
+        .collect();
+    // `ferry validate` compiles without keeping the plans (no expression compiled for
+    // evaluation, no place noted): it says exactly what loading to run says
+    let (checked, check_diags) = check(&inputs);
+    let check_lines: Vec<String> = check_diags
+        .iter()
+        .map(|d| d.one_line().replace(&prefix, ""))
+        .collect();
+    assert_eq!(check_lines, lines, "validate and run disagree");
+    assert_eq!(checked.is_some(), project.is_some());
+    lines
 }
 
 fn flow(steps: &str) -> String {

@@ -24,6 +24,8 @@ pub(super) struct Index<'a> {
     pub(super) connections: Option<&'a BTreeMap<String, ConnectionSpec>>,
     pub(super) lookups: Arc<Lookups>,
     pub(super) flows: BTreeMap<String, BTreeMap<String, crate::model::Param>>,
+    /// Whether the plans compiled are kept to run (else only their diagnostics are).
+    pub(super) for_runs: bool,
 }
 
 pub(super) fn compile_flow(
@@ -63,6 +65,9 @@ pub(super) fn compile_flow(
         }
     }
     let mut templates = Templates::new(&aliases, index.lookups.clone());
+    if !index.for_runs {
+        templates.check_only();
+    }
     let params_shape = Shape::Obj(typecheck::Obj {
         what: "params (the flow's `params`)".into(),
         fields: Arc::new(raw.params.keys().map(|k| (k.clone(), Shape::Any)).collect()),

@@ -378,6 +378,7 @@ fn load_quoting(
             .iter()
             .map(|(r, _)| (r.id.clone(), r.params.clone()))
             .collect(),
+        for_runs: keep,
     };
     check_trigger_paths(&raws, &mut diags);
     // each flow compiled over the cores and its source dropped; what is kept is the plan
