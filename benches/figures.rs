@@ -2,7 +2,8 @@
 //!
 //! 1. `ferry validate` wall time on the shipped flows, and on copies of them
 //!    (`FERRY_BENCH_FLOW_COPIES`, comma-separated, default 1,000 copies: 10,000 flows) with
-//!    the peak RSS of the process; the VmRSS of `ferry serve` idle on the shipped flows and on
+//!    the peak RSS of the process (`FERRY_BENCH_VALIDATE_ROUNDS` interleaved rounds, default
+//!    5, and their medians); the VmRSS of `ferry serve` idle on the shipped flows and on
 //!    each set of copies;
 //! 2. moving a 1 GiB file between two local-directory connections with `ferry run`: wall
 //!    time, throughput and the peak RSS of the ferry process (VmHWM from /proc).
@@ -160,12 +161,36 @@ fn validate_figures() {
             }
         }
         let flows_n = sources.len() * n;
-        for (label, b) in &bins {
-            let (wall, cpu, peak, out) = validate_once(b, dir.path());
+        // interleaved rounds (base, this build, base, …); each round printed, then the medians
+        let rounds: usize = std::env::var("FERRY_BENCH_VALIDATE_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(5);
+        let mut walls = vec![Vec::new(); bins.len()];
+        let mut cpus = vec![Vec::new(); bins.len()];
+        let mut peaks = vec![Vec::new(); bins.len()];
+        for round in 1..=rounds {
+            for (i, (label, b)) in bins.iter().enumerate() {
+                let (wall, cpu, peak, out) = validate_once(b, dir.path());
+                println!(
+                    "[{label}] validate, {n} copies ({flows_n} flows), round {round}: `ferry validate flows` {wall:.2?} wall, {cpu:.2?} CPU, peak RSS {:.0} MiB -> {out}, load {}",
+                    peak as f64 / 1024.0,
+                    load_average()
+                );
+                walls[i].push(wall);
+                cpus[i].push(cpu);
+                peaks[i].push(peak);
+            }
+        }
+        for (i, (label, _)) in bins.iter().enumerate() {
+            let mut p = peaks[i].clone();
+            p.sort_unstable();
             println!(
-                "[{label}] validate, {n} copies ({flows_n} flows): `ferry validate flows` {wall:.2?} wall, {cpu:.2?} CPU, peak RSS {:.0} MiB -> {out}, load {}",
-                peak as f64 / 1024.0,
-                load_average()
+                "[{label}] validate, {n} copies ({flows_n} flows), median of {rounds}: {:.2?} wall, {:.2?} CPU, peak RSS {:.0} MiB (largest {:.0} MiB)",
+                median(walls[i].clone()),
+                median(cpus[i].clone()),
+                p[p.len() / 2] as f64 / 1024.0,
+                p[p.len() - 1] as f64 / 1024.0,
             );
         }
         for ((label, b), shipped) in bins.iter().zip(&shipped_of) {
