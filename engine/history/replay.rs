@@ -387,14 +387,7 @@ fn held_input(
     };
     for p in held {
         let name = &p.name;
-        let Some(spec) = rest.parts.get(name) else {
-            let known: Vec<_> = rest.parts.keys().cloned().collect();
-            return Err(RunFailure::Input(format!(
-                "flow '{}' has no trigger part '{name}' (parts: {})",
-                flow.id,
-                known.join(", ")
-            )));
-        };
+        let spec = crate::run::trigger_part(flow, rest, name)?;
         let value = match spec.kind {
             PartKind::Json => serde_json::from_slice::<Value>(&p.bytes).map_err(|e| {
                 RunFailure::Input(format!("part '{name}': it is not valid JSON: {e}"))

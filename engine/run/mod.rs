@@ -419,6 +419,23 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The part called `name` of `flow`'s REST trigger `rest`; an input error that names the parts
+/// it has when it has none of that name.
+pub fn trigger_part<'r>(
+    flow: &FlowPlan,
+    rest: &'r crate::model::RestTrigger,
+    name: &str,
+) -> Result<&'r crate::model::PartSpec, RunFailure> {
+    rest.parts.get(name).ok_or_else(|| {
+        let known: Vec<_> = rest.parts.keys().cloned().collect();
+        RunFailure::Input(format!(
+            "flow '{}' has no trigger part '{name}' (parts: {})",
+            flow.id,
+            known.join(", ")
+        ))
+    })
+}
+
 /// Builds a flow's trigger input from named files, as `ferry run --input NAME=PATH` and a
 /// REST delivery supply them: a `json` part is parsed, a `file` part becomes
 /// `{path, name, size}`. Unknown and missing parts are errors.
@@ -437,14 +454,7 @@ pub fn trigger_input(
         return Ok(input);
     };
     for (name, path, file_name) in parts {
-        let Some(spec) = rest.parts.get(name) else {
-            let known: Vec<_> = rest.parts.keys().cloned().collect();
-            return Err(RunFailure::Input(format!(
-                "flow '{}' has no trigger part '{name}' (parts: {})",
-                flow.id,
-                known.join(", ")
-            )));
-        };
+        let spec = trigger_part(flow, rest, name)?;
         let value = match spec.kind {
             crate::model::PartKind::Json => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
