@@ -190,6 +190,8 @@ pub async fn serve(
     if opts.users.is_empty() && !opts.listen.ip().is_loopback() {
         return Err(ServeError::OpenApi(opts.listen));
     }
+    // before the load: a change made from here on is one the watcher reloads
+    let loaded = opts.watch.then(|| reload::baseline(&opts.inputs));
     let (project, diags) = load_limited(&opts.inputs, opts.max_file_bytes);
     let Some(project) = project else {
         // the loader hid what outside files hold
@@ -279,10 +281,10 @@ pub async fn serve(
     if opts.schedules {
         tasks.spawn(scheduler::run(app.clone()));
     }
-    if opts.watch {
+    if let Some(loaded) = loaded {
         let (app, inputs, max) = (app.clone(), opts.inputs.clone(), opts.max_file_bytes);
         tasks.spawn(async move {
-            if let Err(e) = reload::watch(app, inputs, max).await {
+            if let Err(e) = reload::watch(app, inputs, max, loaded).await {
                 tracing::error!(error = %e, "hot reload is off");
             }
         });

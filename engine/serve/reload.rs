@@ -82,15 +82,32 @@ pub fn unset_trigger_credentials(project: &Project) -> Vec<String> {
     out
 }
 
-/// Watches `inputs` and reloads `app` on change, until shutdown begins.
-pub async fn watch(app: Arc<App>, inputs: Inputs, max_file_bytes: u64) -> Result<(), WatchError> {
+/// The files a load of `inputs` reads, as they are now: taken before the flows `serve` starts
+/// with are compiled, it is what [`watch`] first compares the files with, so a change made
+/// while serve starts (before its watches are set) is reloaded, not taken as loaded.
+#[derive(Debug)]
+pub struct Baseline(Vec<Seen>);
+
+/// [`Baseline`] of `inputs` now.
+pub fn baseline(inputs: &Inputs) -> Baseline {
+    Baseline(fingerprint(&resolved(inputs)))
+}
+
+/// Watches `inputs` and reloads `app` on change, until shutdown begins; `loaded` is what the
+/// flows `app` runs were compiled from.
+pub async fn watch(
+    app: Arc<App>,
+    inputs: Inputs,
+    max_file_bytes: u64,
+    loaded: Baseline,
+) -> Result<(), WatchError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
     let sources = resolved(&inputs);
     let mut watches = Watches::new(tx, &sources);
     let mut broken = watches.refresh();
     report_watch(&app, &broken, None);
     // what the loaded flows were compiled from (or the last attempt)
-    let mut known = fingerprint(&sources);
+    let mut known = loaded.0;
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_failure: Option<Vec<String>> = None;
