@@ -454,6 +454,28 @@ async fn write_copies(copies: Vec<(PathBuf, Arc<[u8]>)>) -> Result<(), HistoryEr
     })?
 }
 
+/// The parts a run holds in memory, with the share of `budget` they take (one permit a
+/// byte). Where the budget has no room for them all, their copies are written now and the
+/// run holds none; the error is a copy that could not be written.
+async fn hold_within(
+    budget: &tokio::sync::Semaphore,
+    copies: Vec<(PathBuf, Arc<[u8]>)>,
+) -> (
+    Vec<(PathBuf, Arc<[u8]>)>,
+    Option<tokio::sync::SemaphorePermit<'_>>,
+    Option<HistoryError>,
+) {
+    let bytes: usize = copies.iter().map(|(_, b)| b.len()).sum();
+    let permit = u32::try_from(bytes)
+        .ok()
+        .and_then(|n| budget.try_acquire_many(n).ok());
+    if permit.is_some() {
+        return (copies, permit, None);
+    }
+    let unwritten = write_copies(copies).await.err();
+    (Vec::new(), None, unwritten)
+}
+
 /// Runs a prepared run and records how it ended.
 pub async fn execute(
     engine: &Engine,
@@ -479,19 +501,11 @@ pub async fn execute(
     let copies_dir = copies
         .first()
         .and_then(|(p, _)| p.parent().map(std::path::Path::to_path_buf));
-    let bytes: usize = copies.iter().map(|(_, b)| b.len()).sum();
-    let held_permit = u32::try_from(bytes)
-        .ok()
-        .and_then(|n| RUN_HELD_BUDGET.try_acquire_many(n).ok());
-    let held_files = if held_permit.is_some() {
-        copies
-    } else {
-        if let Err(e) = write_copies(copies).await {
-            tracing::warn!(run_id = %id, error = %e, "cannot write the copy of a delivered part");
-            warnings.push(e);
-        }
-        Vec::new()
-    };
+    let (held_files, held_permit, unwritten) = hold_within(&RUN_HELD_BUDGET, copies).await;
+    if let Some(e) = unwritten {
+        tracing::warn!(run_id = %id, error = %e, "cannot write the copy of a delivered part");
+        warnings.push(e);
+    }
     let store = store.filter(|_| begun);
     let start = RunStart {
         flow,
@@ -578,4 +592,58 @@ fn part_kind(plan: &FlowPlan, name: &str) -> PartKind {
         .as_ref()
         .and_then(|r| r.parts.get(name))
         .map_or(PartKind::File, |p| p.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn part(dir: &std::path::Path, name: &str, len: usize) -> (PathBuf, Arc<[u8]>) {
+        (dir.join("copies").join(name), Arc::from(vec![b'x'; len]))
+    }
+
+    /// Within the budget a run's parts stay in memory (no file); past it their copies are
+    /// written, byte for byte, and the run holds none; the budget is whole again after.
+    #[tokio::test]
+    async fn parts_past_the_held_budget_are_written_as_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = tokio::sync::Semaphore::new(10);
+        let (held, permit, err) = hold_within(&budget, vec![part(dir.path(), "a", 6)]).await;
+        assert!(err.is_none());
+        assert_eq!(held.len(), 1);
+        assert!(!dir.path().join("copies/a").exists(), "held, not written");
+        assert_eq!(budget.available_permits(), 4);
+
+        // 6 bytes held by the first run: 5 more do not fit
+        let (more, none, err) = hold_within(
+            &budget,
+            vec![part(dir.path(), "b", 3), part(dir.path(), "c", 2)],
+        )
+        .await;
+        assert!(err.is_none());
+        assert!(more.is_empty() && none.is_none());
+        assert_eq!(std::fs::read(dir.path().join("copies/b")).unwrap(), b"xxx");
+        assert_eq!(std::fs::read(dir.path().join("copies/c")).unwrap(), b"xx");
+        assert_eq!(
+            budget.available_permits(),
+            4,
+            "written copies take no budget"
+        );
+
+        drop(permit);
+        assert_eq!(budget.available_permits(), 10);
+    }
+
+    /// A copy that cannot be written past the budget is the error the run warns of.
+    #[tokio::test]
+    async fn a_copy_that_cannot_be_written_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("copies"), b"a file, not a directory").unwrap();
+        let budget = tokio::sync::Semaphore::new(1);
+        let (held, _, err) = hold_within(&budget, vec![part(dir.path(), "a", 2)]).await;
+        assert!(held.is_empty());
+        let err = err.unwrap().to_string();
+        assert!(err.contains("copies"), "{err}");
+    }
 }
