@@ -67,19 +67,24 @@ impl CronSchedule {
 
 /// [`CronSchedule::parse`], one parsed schedule shared by every flow that names the same
 /// expression in the same time zone (a parsed one holds some kilobytes of bit sets; flows
-/// that run every five minutes share one). Schedules no flow holds any more are let go at
-/// the next parse, so the table holds at most the schedules of the flows loaded.
+/// that run every five minutes share one). Schedules no flow holds any more are let go
+/// when the table has doubled since it was last swept, so it holds at most twice the
+/// schedules of the flows loaded, and a sweep costs a constant per schedule parsed.
 pub fn shared(expr: &str, tz: Option<&str>) -> Result<Arc<CronSchedule>, ScheduleError> {
     type Table = HashMap<(String, Option<String>), Weak<CronSchedule>>;
-    static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+    /// The table, and the size at which it is swept next.
+    static TABLE: Mutex<Option<(Table, usize)>> = Mutex::new(None);
     let key = (expr.to_string(), tz.map(str::to_string));
-    let mut table = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
-    let table = table.get_or_insert_with(HashMap::new);
+    let mut guard = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
+    let (table, sweep_at) = guard.get_or_insert_with(|| (HashMap::new(), 64));
     if let Some(s) = table.get(&key).and_then(Weak::upgrade) {
         return Ok(s);
     }
     let s = Arc::new(CronSchedule::parse(expr, tz)?);
-    table.retain(|_, w| w.strong_count() > 0);
+    if table.len() >= *sweep_at {
+        table.retain(|_, w| w.strong_count() > 0);
+        *sweep_at = (table.len() * 2).max(64);
+    }
     table.insert(key, Arc::downgrade(&s));
     Ok(s)
 }
