@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::durable;
 use super::sweep::{self, Sweeper, TMP_PREFIX};
-use super::{ConnectorError, Entry, expand_env, location_segments, split_folder};
+use super::{ConnectorError, Entry, blocking, expand_env, location_segments, split_folder};
 
 /// A local directory connection.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -177,13 +178,15 @@ impl LocalStore {
             .map_err(|e| super::io_error("write", &tmp, e))?;
             let result = (|| {
                 let n = src.copy_to(&mut to, &tmp)?;
-                to.sync_all()
+                // by its own sync, or one of the file system shared with puts waiting at once
+                durable::sync(&parent, || to.sync_all())
                     .map_err(|e| super::io_error("sync", &tmp, e))?;
                 drop(to);
                 std::fs::rename(&tmp, &target)
                     .map_err(|e| super::io_error("rename into place", &target, e))?;
                 // the new name is an entry of the directory: on disk once the directory is
-                sync_dir(&parent)?;
+                durable::sync(&parent, || sync_dir(&parent))
+                    .map_err(|e| super::io_error("sync", &parent, e))?;
                 Ok(n)
             })();
             if result.is_err() {
@@ -274,18 +277,6 @@ impl LocalStore {
     }
 }
 
-/// Runs blocking file system work `f` on tokio's blocking pool; `op` and `path` name it if
-/// the task itself fails.
-async fn blocking<T: Send + 'static>(
-    path: &Path,
-    op: &'static str,
-    f: impl FnOnce() -> Result<T, ConnectorError> + Send + 'static,
-) -> Result<T, ConnectorError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| super::io_error(op, path, std::io::Error::other(e.to_string())))?
-}
-
 /// Hard-links the regular file `src` as `dest`, or copies it when it cannot be linked
 /// (another file system, a file system without links, a symbolic link); returns its size.
 fn link_or_copy(src: &Path, dest: &Path) -> Result<u64, ConnectorError> {
@@ -354,10 +345,8 @@ fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Syncs directory `dir`: the names made in it (a rename into place) are then on disk.
-fn sync_dir(dir: &Path) -> Result<(), ConnectorError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| super::io_error("sync", dir, e))
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A local file a fetch opened, in place of a spool file: a put to a local directory reads

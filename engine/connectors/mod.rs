@@ -8,6 +8,7 @@
 //! Secrets come from the environment only and are held in [`Secret`], whose `Debug` is
 //! redacted.
 
+mod durable;
 pub mod ftp;
 pub mod http;
 pub mod local;
@@ -401,6 +402,18 @@ impl FileStore {
 }
 
 /// An I/O error on a local path, as a [`ConnectorError`].
+/// Runs blocking file system work `f` on tokio's blocking pool; `op` and `path` name it if
+/// the task itself fails.
+pub(crate) async fn blocking<T: Send + 'static>(
+    path: &std::path::Path,
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, ConnectorError> + Send + 'static,
+) -> Result<T, ConnectorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io_error(op, path, std::io::Error::other(e.to_string())))?
+}
+
 pub(crate) fn io_error(
     op: &'static str,
     path: &std::path::Path,

@@ -1,0 +1,280 @@
+//! Durability by group: puts to one file system that are waiting at once share one sync.
+//!
+//! A put to a local directory has its bytes on disk before its name goes in place, and its
+//! name on disk before it is confirmed. Syncing each file, then each directory, costs the
+//! disk a flush apiece. Puts that run at once (a file loop's `concurrency`, deliveries in
+//! parallel) instead wait together for one `syncfs` of their file system: one flush writes
+//! all of their bytes, or all of their names. A put that finds nobody else waiting syncs its
+//! own file or directory, as a put alone always did, so a lone put never waits for whatever
+//! else the file system holds unwritten.
+//!
+//! The rule that makes a shared sync enough: a put waits for a sync that *started* after it
+//! asked (its bytes were written before it asked), and is told of any failure of that sync or
+//! of a later one before it returns. On systems without `syncfs`, every put syncs its own.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+/// Makes durable what `own` syncs (one file's bytes, or one directory's names), written
+/// before this call: by `own` when no other put on the file system of `dir` is waiting, else
+/// by one sync of that whole file system shared with the others.
+pub(super) fn sync(dir: &Path, own: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    match group_of(dir)? {
+        Some(group) => group.sync(own),
+        None => own(),
+    }
+}
+
+/// The group of the file system holding `dir`, made at its first use; `None` where the
+/// system has no `syncfs`.
+#[cfg(target_os = "linux")]
+fn group_of(dir: &Path) -> io::Result<Option<Arc<Group>>> {
+    use std::os::unix::fs::MetadataExt;
+    static GROUPS: OnceLock<Mutex<HashMap<u64, Arc<Group>>>> = OnceLock::new();
+    let dev = std::fs::metadata(dir)?.dev();
+    let groups = GROUPS.get_or_init(Default::default);
+    let mut groups = groups.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(group) = groups.get(&dev) {
+        return Ok(Some(group.clone()));
+    }
+    // a directory held open for the group's life: `syncfs` names the file system by it, and
+    // reports the write errors on the file system since the group's previous sync
+    let fs = File::open(dir)?;
+    let group = Arc::new(Group::new(Box::new(move || {
+        rustix::fs::syncfs(&fs).map_err(io::Error::from)
+    })));
+    groups.insert(dev, group.clone());
+    Ok(Some(group))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn group_of(_dir: &Path) -> io::Result<Option<Arc<Group>>> {
+    Ok(None)
+}
+
+/// The sync of a whole file system.
+type FsSync = Box<dyn Fn() -> io::Result<()> + Send + Sync>;
+
+/// The puts waiting to be made durable on one file system, and its syncs: one at a time,
+/// each covering every put that asked before it started.
+struct Group {
+    fs_sync: FsSync,
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// The number of the last sync started (the first is 1).
+    started: u64,
+    /// The number of the last sync finished.
+    finished: u64,
+    /// Whether a sync is running now.
+    running: bool,
+    /// The puts waiting for the next sync (number `started + 1`).
+    waiting: usize,
+    /// The last sync that failed, with its error.
+    failed: Option<(u64, io::ErrorKind, String)>,
+}
+
+impl Group {
+    fn new(fs_sync: FsSync) -> Group {
+        Group {
+            fs_sync,
+            state: Mutex::new(State::default()),
+            done: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a sync that starts after this call and returns its outcome (or a later
+    /// failure's): leads it when none is running, by `own` when nobody else waits for it.
+    fn sync(&self, own: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let mut st = self.lock();
+        let need = st.started + 1;
+        st.waiting += 1;
+        loop {
+            if st.finished >= need {
+                return match &st.failed {
+                    Some((n, kind, e)) if *n >= need => Err(io::Error::new(*kind, e.clone())),
+                    _ => Ok(()),
+                };
+            }
+            if !st.running {
+                // no sync runs and none after `need - 1` has: this caller leads sync `need`
+                let alone = st.waiting == 1;
+                st.waiting = 0;
+                st.started = need;
+                st.running = true;
+                drop(st);
+                let result = if alone { own() } else { (self.fs_sync)() };
+                let mut st = self.lock();
+                st.running = false;
+                st.finished = need;
+                if let Err(e) = &result {
+                    st.failed = Some((need, e.kind(), e.to_string()));
+                }
+                drop(st);
+                self.done.notify_all();
+                return result;
+            }
+            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::thread::{self, JoinHandle};
+    use std::time::Duration;
+
+    /// A sync that waits for the test's word: `true` succeeds, `false` fails.
+    #[derive(Clone)]
+    struct Gate(Arc<Mutex<mpsc::Receiver<bool>>>);
+
+    impl Gate {
+        fn pass(&self) -> io::Result<()> {
+            match self.0.lock().unwrap().recv() {
+                Ok(false) => Err(io::Error::other("the disk failed")),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// A group whose file system syncs are counted and wait at the gate; the gate's sender.
+    fn gated() -> (Arc<Group>, Arc<AtomicUsize>, Gate, mpsc::Sender<bool>) {
+        let (word, gate) = mpsc::channel();
+        let gate = Gate(Arc::new(Mutex::new(gate)));
+        let count = Arc::new(AtomicUsize::new(0));
+        let (c, g) = (count.clone(), gate.clone());
+        let group = Group::new(Box::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            g.pass()
+        }));
+        (Arc::new(group), count, gate, word)
+    }
+
+    /// Waits (up to 10 s) until `what` holds of the group's state.
+    fn until(group: &Group, what: impl Fn(&State) -> bool) {
+        for _ in 0..10_000 {
+            if what(&group.lock()) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the group never reached the awaited state");
+    }
+
+    /// `n` puts asking at once whose own syncs are counted in `own`.
+    fn puts(
+        group: &Arc<Group>,
+        n: usize,
+        own: &Arc<AtomicUsize>,
+    ) -> Vec<JoinHandle<io::Result<()>>> {
+        (0..n)
+            .map(|_| {
+                let (g, o) = (group.clone(), own.clone());
+                thread::spawn(move || {
+                    g.sync(|| {
+                        o.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// A put alone syncs its own, and holds the group while it does.
+    fn lone_put(group: &Arc<Group>, gate: &Gate) -> JoinHandle<io::Result<()>> {
+        let (g, gate) = (group.clone(), gate.clone());
+        let lone = thread::spawn(move || g.sync(|| gate.pass()));
+        until(group, |st| st.running);
+        lone
+    }
+
+    /// Seven puts that ask while a sync runs share the next one: one file system sync for
+    /// the seven, none of them syncing its own, and none returning before it finished.
+    #[test]
+    fn puts_waiting_together_share_one_sync() {
+        let (group, fs_syncs, gate, word) = gated();
+        let own = Arc::new(AtomicUsize::new(0));
+        let lone = lone_put(&group, &gate);
+        let seven = puts(&group, 7, &own);
+        until(&group, |st| st.waiting == 7);
+        word.send(true).unwrap();
+        lone.join().unwrap().unwrap();
+        until(&group, |st| st.running && st.started == 2);
+        assert!(
+            seven.iter().all(|t| !t.is_finished()),
+            "none is durable before its sync"
+        );
+        word.send(true).unwrap();
+        for t in seven {
+            t.join().unwrap().unwrap();
+        }
+        // the lone put synced its own, the seven shared the file system's
+        assert_eq!(fs_syncs.load(Ordering::SeqCst), 1);
+        assert_eq!(own.load(Ordering::SeqCst), 0);
+    }
+
+    /// A failed sync fails every put that waited for it; a put asking after it is told the
+    /// outcome of its own sync.
+    #[test]
+    fn a_failed_sync_fails_each_put_that_waited_for_it() {
+        let (group, fs_syncs, gate, word) = gated();
+        let own = Arc::new(AtomicUsize::new(0));
+        let lone = lone_put(&group, &gate);
+        let three = puts(&group, 3, &own);
+        until(&group, |st| st.waiting == 3);
+        word.send(true).unwrap();
+        lone.join().unwrap().unwrap();
+        until(&group, |st| st.running && st.started == 2);
+        word.send(false).unwrap();
+        for t in three {
+            let e = t.join().unwrap().unwrap_err();
+            assert_eq!(e.to_string(), "the disk failed");
+        }
+        assert_eq!(fs_syncs.load(Ordering::SeqCst), 1);
+        let later = puts(&group, 1, &own);
+        for t in later {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(own.load(Ordering::SeqCst), 1, "alone, it synced its own");
+    }
+
+    /// On this machine's file systems: files written by threads at once are synced, each
+    /// call returning once its file is on disk (by its own sync or the group's).
+    #[test]
+    fn files_put_at_once_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let ts: Vec<_> = (0..8)
+            .map(|i| {
+                let path = dir.path().join(format!("f{i}"));
+                let d = dir.path().to_path_buf();
+                thread::spawn(move || {
+                    let f = File::create(&path).unwrap();
+                    std::io::Write::write_all(&mut &f, b"bytes").unwrap();
+                    sync(&d, || f.sync_all())
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap().unwrap();
+        }
+        for i in 0..8 {
+            assert_eq!(
+                std::fs::read(dir.path().join(format!("f{i}"))).unwrap(),
+                b"bytes"
+            );
+        }
+    }
+}
