@@ -18,7 +18,6 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use super::{ConnectorError, Secret, expand_env};
 
@@ -330,30 +329,34 @@ fn build_message(email: &Email) -> Result<Message, ConnectorError> {
 
 impl Outbox {
     /// Writes `bytes` as `<dir>/<timestamp>-<uuid>.eml`: first under a hidden temporary name
-    /// in the same directory, then renamed, so readers never see a partial file.
+    /// in the same directory, synced, then renamed and the directory synced, so readers never
+    /// see a partial file and the email is on disk once this returns. The file system work
+    /// is one blocking task; its syncs are shared with puts waiting at once
+    /// ([`super::durable`]).
     async fn write(&self, bytes: &[u8]) -> Result<String, ConnectorError> {
-        self.ensure_dir().await?;
         let name = format!(
             "{}-{}.eml",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
             uuid::Uuid::now_v7()
         );
-        let path = self.dir.join(&name);
-        let temp = self.dir.join(format!(".{name}.part"));
-        if let Err(e) = write_new_file(&temp, bytes).await {
-            let _ = tokio::fs::remove_file(&temp).await;
-            return Err(e);
-        }
-        if let Err(source) = tokio::fs::rename(&temp, &path).await {
-            let _ = tokio::fs::remove_file(&temp).await;
-            return Err(ConnectorError::Io {
-                op: "rename",
-                target: temp.display().to_string(),
-                source,
+        let dir = self.dir.clone();
+        let bytes = bytes.to_vec();
+        super::blocking(&self.dir, "write", move || {
+            let path = dir.join(&name);
+            let temp = dir.join(format!(".{name}.part"));
+            let written = write_new_file(&dir, &temp, &bytes).and_then(|()| {
+                std::fs::rename(&temp, &path).map_err(io_error("rename", &temp))?;
+                super::durable::sync(&dir, || std::fs::File::open(&dir)?.sync_all())
+                    .map_err(io_error("sync", &dir))
             });
-        }
-        tracing::debug!(path = %path.display(), "email written to the outbox");
-        Ok(path.display().to_string())
+            if written.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            written?;
+            tracing::debug!(path = %path.display(), "email written to the outbox");
+            Ok(path.display().to_string())
+        })
+        .await
     }
 
     async fn check(&self) -> Result<String, ConnectorError> {
@@ -361,7 +364,11 @@ impl Outbox {
         let probe = self
             .dir
             .join(format!(".ferry-check-{}", uuid::Uuid::now_v7()));
-        write_new_file(&probe, b"ferry check\n").await?;
+        let (dir, p) = (self.dir.clone(), probe.clone());
+        super::blocking(&probe, "write", move || {
+            write_new_file(&dir, &p, b"ferry check\n")
+        })
+        .await?;
         tokio::fs::remove_file(&probe)
             .await
             .map_err(|source| ConnectorError::Io {
@@ -383,21 +390,31 @@ impl Outbox {
     }
 }
 
-/// Creates `path` (which must not exist), writes `bytes` and flushes them to disk.
-async fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), ConnectorError> {
-    let io = |op: &'static str| {
-        let target = path.display().to_string();
-        move |source| ConnectorError::Io { op, target, source }
+/// Creates `path` (which must not exist) in `dir`, making `dir` when it is missing, writes
+/// `bytes` and flushes them to disk.
+fn write_new_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), ConnectorError> {
+    use std::io::Write as _;
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
     };
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .await
-        .map_err(io("create"))?;
-    file.write_all(bytes).await.map_err(io("write"))?;
-    file.sync_all().await.map_err(io("sync"))?;
-    Ok(())
+    let mut file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+            create()
+        }
+        other => other,
+    }
+    .map_err(io_error("create", path))?;
+    file.write_all(bytes).map_err(io_error("write", path))?;
+    super::durable::sync(dir, || file.sync_all()).map_err(io_error("sync", path))
+}
+
+/// A file system error: `op` on `path`.
+fn io_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ConnectorError {
+    move |source| super::io_error(op, path, source)
 }
 
 /// How a failed SMTP exchange is reported, and whether it is worth another attempt.
