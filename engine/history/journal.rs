@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row as _;
 
-use super::store::{Param, clamp_i64, insert_rows, now};
+use super::store::{Param, clamp_i64, insert_rows, now, upsert_rows};
 use super::{HistoryError, Store};
 use crate::run::{Checkpoint, Counters, Event, Journal, JournalBatch, Resume};
 
@@ -225,17 +225,32 @@ impl super::group::Write for BatchWrite {
             } = self;
             insert_rows(conn, "run_events", EVENT_COLUMNS, events.clone()).await?;
             super::tracking::insert_keys(conn, keys.clone()).await?;
-            for (key, output) in confirmed {
-                sqlx::query(
-                    "INSERT INTO run_steps (run_id, key, output) VALUES ($1, $2, $3)
-                     ON CONFLICT (run_id, key) DO UPDATE SET output = excluded.output",
-                )
-                .bind(run_id.clone())
-                .bind(key.clone())
-                .bind(output.clone())
-                .execute(&mut *conn)
-                .await?;
+            // one statement for the batch; a step confirmed twice in it keeps its last output
+            let mut last = HashMap::new();
+            for (i, (key, _)) in confirmed.iter().enumerate() {
+                last.insert(key.as_str(), i);
             }
+            let steps = confirmed
+                .iter()
+                .enumerate()
+                .filter(|(i, (key, _))| last.get(key.as_str()) == Some(i))
+                .map(|(_, (key, output))| {
+                    vec![
+                        Param::Text(run_id.clone()),
+                        Param::Text(key.clone()),
+                        Param::Text(output.clone()),
+                    ]
+                })
+                .collect();
+            upsert_rows(
+                conn,
+                "run_steps",
+                &["run_id", "key", "output"],
+                "(run_id, key)",
+                &["output"],
+                steps,
+            )
+            .await?;
             for c in checkpoints {
                 write_checkpoint(conn, run_id, c).await?;
             }

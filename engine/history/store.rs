@@ -222,6 +222,32 @@ pub(super) async fn insert_rows_ignoring(
     .await
 }
 
+/// Inserts `rows` into `table` in multi-row statements, a row whose `key` is already there
+/// replacing its `update` columns. No two rows may share a key (PostgreSQL refuses a
+/// statement that updates one row twice).
+pub(super) async fn upsert_rows(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    columns: &[&str],
+    key: &str,
+    update: &[&str],
+    rows: Vec<Vec<Param>>,
+) -> Result<(), HistoryError> {
+    let set = update
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    insert_rows_with(
+        conn,
+        table,
+        columns,
+        &format!(" ON CONFLICT {key} DO UPDATE SET {set}"),
+        rows,
+    )
+    .await
+}
+
 /// A count as a BIGINT.
 pub(super) fn clamp_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
