@@ -1154,6 +1154,24 @@ async fn store_contract(store: &Store, scratch: &Path) {
         })
         .await
         .unwrap();
+    // a journal batch's confirmed steps are one statement: a step confirmed twice in it
+    // keeps its last output (PostgreSQL refuses a statement that updates a row twice), and
+    // a later batch replaces an earlier one's
+    let confirmed = |steps: &[(&str, Value)]| ferry::run::JournalBatch {
+        confirmed: steps
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    let twice = confirmed(&[("put", json!(1)), ("mail", json!("a")), ("put", json!(2))]);
+    store.write_batch(&running, &twice).await.unwrap();
+    let later = confirmed(&[("mail", json!("b"))]);
+    store.write_batch(&running, &later).await.unwrap();
+    let resume = store.resume_point(&running).await.unwrap();
+    assert_eq!(resume.confirmed.len(), 2);
+    assert_eq!(resume.confirmed["put"], json!(2));
+    assert_eq!(resume.confirmed["mail"], json!("b"));
     let listed = store
         .list(&RunFilter {
             flow: Some(new_flow.clone()),
