@@ -163,6 +163,7 @@ impl Store {
     async fn commit_group(&self, batch: Vec<Pending>) {
         let (writes, dones): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.write, p.done)).unzip();
+        tracing::trace!(writes = writes.len(), "group commit");
         if writes.len() > 1 {
             match self.commit_whole(&writes).await {
                 Ok(()) => {

@@ -380,6 +380,11 @@ impl Store {
                             .await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // a statement's undo journal in memory, not a file in /var/tmp: a
+                        // multi-row insert inside a transaction wrote one (a tolerated
+                        // record cost 2.6 writes there); it holds the pages one statement
+                        // changes, at most a few dozen
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                     }
                     Ok(())
                 })
