@@ -172,16 +172,16 @@ fn set_file_concurrency(dir: &Path, n: usize) {
     .unwrap();
 }
 
-/// Runs `cmd` (its output dropped) and returns how long it took, its peak RSS in MiB and
-/// whether it succeeded (false when it cannot be started).
-fn timed(mut cmd: Command) -> (Duration, f64, bool) {
+/// Runs `cmd` (its output dropped) and returns how long it took, its peak RSS in MiB,
+/// whether it succeeded (false when it cannot be started) and its CPU seconds.
+fn timed(mut cmd: Command) -> (Duration, f64, bool, f64) {
     let t = Instant::now();
     match cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
         Ok(child) => {
-            let (status, rss) = wait_peak_rss(child);
-            (t.elapsed(), rss, status.success())
+            let (status, rss, cpu) = wait_usage(child);
+            (t.elapsed(), rss, status.success(), cpu)
         }
-        Err(_) => (t.elapsed(), 0.0, false),
+        Err(_) => (t.elapsed(), 0.0, false, 0.0),
     }
 }
 
@@ -208,11 +208,12 @@ fn flow2_project(n: usize, concurrency: usize, stand_in: &StandIn) -> tempfile::
     tmp
 }
 
-/// `ferry run` of flow 2 in the project `dir` by the binary `bin`: its time and peak RSS.
-fn run_flow2(bin: &Path, dir: &Path) -> (Duration, f64) {
+/// `ferry run` of flow 2 in the project `dir` by the binary `bin`: its time, peak RSS and
+/// CPU seconds.
+fn run_flow2(bin: &Path, dir: &Path) -> (Duration, f64, f64) {
     let mut cmd = ferry_by(bin, dir, &["run", ENROLL_OS]);
     let t = Instant::now();
-    let (status, rss) = wait_peak_rss(cmd.spawn().unwrap());
+    let (status, rss, cpu) = wait_usage(cmd.spawn().unwrap());
     let took = t.elapsed();
     assert!(
         status.success(),
@@ -220,7 +221,7 @@ fn run_flow2(bin: &Path, dir: &Path) -> (Duration, f64) {
         bin.display(),
         dir.display()
     );
-    (took, rss)
+    (took, rss, cpu)
 }
 
 fn files_bench(counts: &[usize], concurrencies: &[usize]) {
@@ -247,41 +248,45 @@ fn files_bench(counts: &[usize], concurrencies: &[usize]) {
             c
         };
         // rclone copy of the same files, first (it leaves the source as it is)
-        let (rclone, rclone_rss, ok) = timed(rclone_copy(&dir.join("rclone-dst")));
-        let (took, rss) = run_flow2(&ferry_bin(), dir);
+        let (rclone, rclone_rss, ok, rclone_cpu) = timed(rclone_copy(&dir.join("rclone-dst")));
+        let (took, rss, cpu) = run_flow2(&ferry_bin(), dir);
         println!(
             "{n:>7} files, concurrency {concurrency}: ferry {took:>8.2?} ({:>7.0} files/s, \
-             peak RSS {rss:.0} MiB); rclone copy {} ({:.0} files/s); ferry/rclone {:.2}",
+             peak RSS {rss:.0} MiB, CPU {:.0} µs a file); rclone copy {} ({:.0} files/s, CPU \
+             {:.0} µs a file); ferry/rclone {:.2}",
             per_s(took),
+            us_per(cpu, n as f64),
             if ok {
                 format!("{rclone:.2?}, peak RSS {rclone_rss:.0} MiB")
             } else {
                 "unavailable".into()
             },
             per_s(rclone),
+            us_per(rclone_cpu, n as f64),
             per_s(took) / per_s(rclone)
         );
         if let Some(bin) = &before {
             let other = flow2_project(n, concurrency, &stand_in);
-            let (before_took, before_rss) = run_flow2(bin, other.path());
+            let (before_took, before_rss, before_cpu) = run_flow2(bin, other.path());
             keep.push(other);
             println!(
                 "{:>7}  before ({}): {before_took:>8.2?} ({:>7.0} files/s, peak RSS \
-                 {before_rss:.0} MiB); after/before {:.2}",
+                 {before_rss:.0} MiB, CPU {:.0} µs a file); after/before {:.2}",
                 "",
                 bin.display(),
                 per_s(before_took),
+                us_per(before_cpu, n as f64),
                 per_s(took) / per_s(before_took)
             );
         }
         // what a user runs for the same durability: the copy of the same files (now named
         // `Sent-…`), then the target's file system synced before the sources may be marked
         let dst = dir.join("rclone-sync-dst");
-        let (copy, _, ok1) = timed(rclone_copy(&dst));
-        let (sync, _, ok2) = timed(shell("sync -f \"$1\"", &dst, &dst));
+        let (copy, _, ok1, _) = timed(rclone_copy(&dst));
+        let (sync, _, ok2, _) = timed(shell("sync -f \"$1\"", &dst, &dst));
         let durable = copy + sync;
         let cp_dst = dir.join("cp-dst");
-        let (cp, _, ok3) = timed(shell(
+        let (cp, _, ok3, _) = timed(shell(
             "cp -r \"$1\" \"$2\" && sync -f \"$2\"",
             &src,
             &cp_dst,
