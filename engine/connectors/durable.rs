@@ -10,7 +10,14 @@
 //!
 //! The rule that makes a shared sync enough: a put waits for a sync that *started* after it
 //! asked (its bytes were written before it asked), and is told of any failure of that sync or
-//! of a later one before it returns. On systems without `syncfs`, every put syncs its own.
+//! of a later one before it returns.
+//!
+//! Only file systems whose `syncfs` is known to write everything to stable storage share
+//! syncs: ext2/3/4, XFS, Btrfs, F2FS, ZFS, bcachefs, tmpfs, and overlayfs (which syncs its
+//! upper layer). On any other (NFS, SMB, a FUSE mount such as `rclone mount` or s3fs, whose
+//! `syncfs` need not reach the server) and on systems without `syncfs`, every put syncs its
+//! own file and directory. A file system with shared syncs keeps one of its directories open
+//! for the life of the process (`syncfs` names the file system by it).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -28,27 +35,47 @@ pub(super) fn sync(dir: &Path, own: impl FnOnce() -> io::Result<()>) -> io::Resu
     }
 }
 
-/// The group of the file system holding `dir`, made at its first use; `None` where the
-/// system has no `syncfs`.
+/// The group of the file system holding `dir`, made at its first use; `None` where its
+/// syncs are not shared (see the module's documentation).
 #[cfg(target_os = "linux")]
 fn group_of(dir: &Path) -> io::Result<Option<Arc<Group>>> {
     use std::os::unix::fs::MetadataExt;
-    static GROUPS: OnceLock<Mutex<HashMap<u64, Arc<Group>>>> = OnceLock::new();
+    static GROUPS: OnceLock<Mutex<HashMap<u64, Option<Arc<Group>>>>> = OnceLock::new();
     let dev = std::fs::metadata(dir)?.dev();
     let groups = GROUPS.get_or_init(Default::default);
     let mut groups = groups.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(group) = groups.get(&dev) {
-        return Ok(Some(group.clone()));
+        return Ok(group.clone());
     }
-    // a directory held open for the group's life: `syncfs` names the file system by it, and
-    // reports the write errors on the file system since the group's previous sync
-    let fs = File::open(dir)?;
-    let group = Arc::new(Group::new(Box::new(move || {
-        rustix::fs::syncfs(&fs).map_err(io::Error::from)
-    })));
+    let kind: i128 = rustix::fs::statfs(dir)?.f_type.into();
+    let group = if SHARED_SYNC.contains(&kind) {
+        // a directory held open for the group's life: `syncfs` names the file system by
+        // it, and reports the write errors on the file system since its previous call
+        let fs = File::open(dir)?;
+        Some(Arc::new(Group::new(Box::new(move || {
+            rustix::fs::syncfs(&fs).map_err(io::Error::from)
+        }))))
+    } else {
+        None
+    };
     groups.insert(dev, group.clone());
-    Ok(Some(group))
+    Ok(group)
 }
+
+/// The file systems (`statfs`'s `f_type`) whose `syncfs` writes all of their data and
+/// metadata to stable storage: ext2/3/4, XFS, Btrfs, F2FS, ZFS, bcachefs, tmpfs (nothing to
+/// write, as for its `fsync`) and overlayfs (it syncs its upper file system).
+#[cfg(target_os = "linux")]
+const SHARED_SYNC: [i128; 8] = [
+    0xEF53,      // ext2, ext3, ext4
+    0x5846_5342, // XFS
+    0x9123_683E, // Btrfs
+    0xF2F5_2010, // F2FS
+    0x2FC1_2FC1, // ZFS
+    0xCA45_1A4E, // bcachefs
+    0x0102_1994, // tmpfs
+    0x794C_7630, // overlayfs
+];
 
 #[cfg(not(target_os = "linux"))]
 fn group_of(_dir: &Path) -> io::Result<Option<Arc<Group>>> {
@@ -249,6 +276,18 @@ mod tests {
             t.join().unwrap().unwrap();
         }
         assert_eq!(own.load(Ordering::SeqCst), 1, "alone, it synced its own");
+    }
+
+    /// Syncs are shared on the file systems whose `syncfs` is known to be durable (tmpfs
+    /// here), not on others (procfs here; NFS or a FUSE mount in production): there each
+    /// put syncs its own.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_known_file_systems_share_syncs() {
+        assert!(group_of(Path::new("/proc")).unwrap().is_none());
+        if std::fs::metadata("/dev/shm").is_ok_and(|m| m.is_dir()) {
+            assert!(group_of(Path::new("/dev/shm")).unwrap().is_some());
+        }
     }
 
     /// On this machine's file systems: files written by threads at once are synced, each
