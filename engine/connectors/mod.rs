@@ -401,7 +401,6 @@ impl FileStore {
     }
 }
 
-/// An I/O error on a local path, as a [`ConnectorError`].
 /// Runs blocking file system work `f` on tokio's blocking pool; `op` and `path` name it if
 /// the task itself fails.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -414,6 +413,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| io_error(op, path, std::io::Error::other(e.to_string())))?
 }
 
+/// An I/O error on a local path, as a [`ConnectorError`].
 pub(crate) fn io_error(
     op: &'static str,
     path: &std::path::Path,
