@@ -137,6 +137,28 @@ async fn outbox_check_creates_the_directory_and_leaves_it_empty() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }
 
+/// An outbox that cannot be written (its directory is a file) fails the send with an error
+/// naming the path, and leaves nothing behind.
+#[tokio::test]
+async fn an_unwritable_outbox_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("outbox");
+    std::fs::write(&dir, b"a file, not a directory").unwrap();
+    let mailer = Mailer::outbox(&OutboxSpec {
+        dir: dir.display().to_string(),
+    })
+    .unwrap();
+    let err = mailer.send(&email(&["ops@example.com"])).await.unwrap_err();
+    let said = err.to_string();
+    assert!(
+        matches!(&err, ConnectorError::Io { .. }) && said.contains(&dir.display().to_string()),
+        "{said}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the file that stood in the way");
+    assert_eq!(std::fs::read(&dir).unwrap(), b"a file, not a directory");
+}
+
 #[tokio::test]
 async fn bad_addresses_are_config_errors_naming_them() {
     let tmp = tempfile::tempdir().unwrap();
