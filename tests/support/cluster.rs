@@ -190,16 +190,18 @@ impl Project {
         std::fs::rename(&tmp, self.files("src").join(name)).unwrap();
     }
 
-    /// File names in `location`, with their bytes.
+    /// File names in `location`, with their bytes. A file renamed away between the listing
+    /// and its read (an instance marking a source sent meanwhile) is left out.
     pub fn listing(&self, location: &str) -> BTreeMap<String, Vec<u8>> {
         std::fs::read_dir(self.files(location))
             .unwrap()
-            .map(|e| {
+            .filter_map(|e| {
                 let e = e.unwrap();
-                (
-                    e.file_name().into_string().unwrap(),
-                    std::fs::read(e.path()).unwrap(),
-                )
+                match std::fs::read(e.path()) {
+                    Ok(bytes) => Some((e.file_name().into_string().unwrap(), bytes)),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(err) => panic!("{}: {err}", e.path().display()),
+                }
             })
             .collect()
     }
