@@ -99,12 +99,17 @@ struct State {
     started: u64,
     /// The number of the last sync finished.
     finished: u64,
-    /// Whether a sync is running now.
-    running: bool,
     /// The puts waiting for the next sync (number `started + 1`).
     waiting: usize,
     /// The last sync that failed, with its error.
     failed: Option<(u64, io::ErrorKind, String)>,
+}
+
+impl State {
+    /// Whether a sync is running now.
+    fn running(&self) -> bool {
+        self.started > self.finished
+    }
 }
 
 impl Group {
@@ -133,16 +138,14 @@ impl Group {
                     _ => Ok(()),
                 };
             }
-            if !st.running {
+            if !st.running() {
                 // no sync runs and none after `need - 1` has: this caller leads sync `need`
                 let alone = st.waiting == 1;
                 st.waiting = 0;
                 st.started = need;
-                st.running = true;
                 drop(st);
                 let result = if alone { own() } else { (self.fs_sync)() };
                 let mut st = self.lock();
-                st.running = false;
                 st.finished = need;
                 if let Err(e) = &result {
                     st.failed = Some((need, e.kind(), e.to_string()));
@@ -224,7 +227,7 @@ mod tests {
     fn lone_put(group: &Arc<Group>, gate: &Gate) -> JoinHandle<io::Result<()>> {
         let (g, gate) = (group.clone(), gate.clone());
         let lone = thread::spawn(move || g.sync(|| gate.pass()));
-        until(group, |st| st.running);
+        until(group, |st| st.running());
         lone
     }
 
@@ -239,7 +242,7 @@ mod tests {
         until(&group, |st| st.waiting == 7);
         word.send(true).unwrap();
         lone.join().unwrap().unwrap();
-        until(&group, |st| st.running && st.started == 2);
+        until(&group, |st| st.running() && st.started == 2);
         assert!(
             seven.iter().all(|t| !t.is_finished()),
             "none is durable before its sync"
@@ -264,7 +267,7 @@ mod tests {
         until(&group, |st| st.waiting == 3);
         word.send(true).unwrap();
         lone.join().unwrap().unwrap();
-        until(&group, |st| st.running && st.started == 2);
+        until(&group, |st| st.running() && st.started == 2);
         word.send(false).unwrap();
         for t in three {
             let e = t.join().unwrap().unwrap_err();

@@ -258,7 +258,7 @@ impl Mailer {
     pub async fn send(&self, email: &Email) -> Result<String, ConnectorError> {
         let message = build_message(email)?;
         match self {
-            Mailer::Outbox(o) => o.write(&message.formatted()).await,
+            Mailer::Outbox(o) => o.write(message.formatted()).await,
             Mailer::Smtp(s) => s.send(&message).await,
         }
     }
@@ -333,14 +333,13 @@ impl Outbox {
     /// see a partial file and the email is on disk once this returns. The file system work
     /// is one blocking task; its syncs are shared with puts waiting at once
     /// ([`super::durable`]).
-    async fn write(&self, bytes: &[u8]) -> Result<String, ConnectorError> {
+    async fn write(&self, bytes: Vec<u8>) -> Result<String, ConnectorError> {
         let name = format!(
             "{}-{}.eml",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
             uuid::Uuid::now_v7()
         );
         let dir = self.dir.clone();
-        let bytes = bytes.to_vec();
         super::blocking(&self.dir, "write", move || {
             let path = dir.join(&name);
             let temp = dir.join(format!(".{name}.part"));
