@@ -1168,6 +1168,27 @@ async fn store_contract(store: &Store, scratch: &Path) {
     store.write_batch(&running, &twice).await.unwrap();
     let later = confirmed(&[("mail", json!("b"))]);
     store.write_batch(&running, &later).await.unwrap();
+    // a batch that fails (its run is not in the history: the foreign key refuses it) is
+    // rolled back and reported; it leaves no transaction open on the connection it used
+    // (on SQLite the batch, its BEGIN and its COMMIT are one query), so every later write
+    // on the pool goes through
+    let stray = ferry::run::new_run_id();
+    let refused = store
+        .write_batch(&stray, &confirmed(&[("put", json!(9))]))
+        .await;
+    assert!(refused.is_err(), "a batch of an unknown run was written");
+    for _ in 0..8 {
+        store.write_batch(&running, &later).await.unwrap();
+    }
+    assert!(
+        store
+            .resume_point(&stray)
+            .await
+            .unwrap()
+            .confirmed
+            .is_empty(),
+        "the refused batch left a row"
+    );
     let resume = store.resume_point(&running).await.unwrap();
     assert_eq!(resume.confirmed.len(), 2);
     assert_eq!(resume.confirmed["put"], json!(2));

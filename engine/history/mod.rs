@@ -72,6 +72,7 @@ mod journal;
 mod pages;
 mod replay;
 mod schema;
+mod script;
 mod store;
 pub mod text;
 mod tracking;
