@@ -1169,9 +1169,8 @@ async fn store_contract(store: &Store, scratch: &Path) {
     let later = confirmed(&[("mail", json!("b"))]);
     store.write_batch(&running, &later).await.unwrap();
     // a batch that fails (its run is not in the history: the foreign key refuses it) is
-    // rolled back and reported; it leaves no transaction open on the connection it used
-    // (on SQLite the batch, its BEGIN and its COMMIT are one query), so every later write
-    // on the pool goes through
+    // rolled back and reported; it leaves no transaction open on the connection it used,
+    // so every later write on the pool goes through
     let stray = ferry::run::new_run_id();
     let refused = store
         .write_batch(&stray, &confirmed(&[("put", json!(9))]))

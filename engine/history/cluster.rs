@@ -40,8 +40,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use tokio_util::sync::CancellationToken;
 
-use super::script::Script;
-use super::store::{Backend, Param, now};
+use super::store::{Backend, now};
 use super::{HistoryError, Store};
 use crate::run::{Fence, RunReport};
 
@@ -934,32 +933,24 @@ pub(super) async fn heartbeat_on(
     me: &Me,
     now_ms: &str,
 ) -> Result<(), HistoryError> {
-    let mut script = Script::default();
-    heartbeat_into(&mut script, me, now_ms);
-    script.run(conn).await
-}
-
-/// Adds [`heartbeat_on`]'s upsert to `script`.
-pub(super) fn heartbeat_into(script: &mut Script, me: &Me, now_ms: &str) {
     let sql = format!(
         "INSERT INTO owners (id, instance, host, pid, pid_start, locality, started_at,
             heartbeat_ms, stale_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, {now_ms}, $8)
          ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms"
     );
-    script.push(
-        sql,
-        vec![
-            Param::Text(me.id.clone()),
-            Param::Text(me.instance.clone()),
-            Param::Text(me.host.clone()),
-            Param::Int(me.pid),
-            Param::OptInt(me.pid_start),
-            Param::OptText(me.locality.clone()),
-            Param::Text(me.started_at.clone()),
-            Param::Int(me.stale_ms),
-        ],
-    );
+    sqlx::query(&sql)
+        .bind(me.id.clone())
+        .bind(me.instance.clone())
+        .bind(me.host.clone())
+        .bind(me.pid)
+        .bind(me.pid_start)
+        .bind(me.locality.clone())
+        .bind(me.started_at.clone())
+        .bind(me.stale_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,10 +5,7 @@
 //! connection); when one of its writes fails, the transaction is rolled back and the group
 //! written again with each write in a savepoint of its own (the failing write is rolled
 //! back alone and its caller told; the others commit). A write is therefore one that can
-//! be written again: it borrows what it writes. On SQLite a group whose writes need no
-//! answer between their statements (delivery records, journal batches) is one query: its
-//! `BEGIN IMMEDIATE`, statements and `COMMIT` go to the connection's thread together (see
-//! [`Script`]), one hand-off where a journal batch took six.
+//! be written again: it borrows what it writes.
 //!
 //! A caller queues its write, then either finds a writer at work, whose next group takes
 //! it, or becomes the writer: it takes everything queued (at most [`MAX_GROUP`]) and
@@ -24,8 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::script::Script;
-use super::store::{Backend, Param, begin_write};
+use super::store::{Param, begin_write, insert_rows, insert_rows_ignoring};
 use super::{HistoryError, Store};
 
 /// The most writes one transaction takes.
@@ -76,13 +72,6 @@ pub(super) trait Write: Send + Sync + 'static {
     fn rows(&self) -> Option<Rows> {
         None
     }
-
-    /// Adds its statements to `script` and returns `true`, when it needs no answer from
-    /// the database between them (the group sends them with others' in one query on
-    /// SQLite); else adds nothing and returns `false`, and is written by [`Write::write`].
-    fn script(&self, _script: &mut Script, _shared: &mut Shared) -> bool {
-        false
-    }
 }
 
 /// Inserts `rows`, after the heartbeat unless `shared` says it is written.
@@ -91,27 +80,19 @@ pub(super) async fn insert_all(
     rows: Rows,
     shared: &mut Shared,
 ) -> Result<(), HistoryError> {
-    // one query on SQLite (see [`Script`])
-    let mut script = Script::default();
-    rows_into(&mut script, rows, shared);
-    script.run(conn).await
-}
-
-/// Adds to `script` the inserts of `rows`, after the heartbeat unless `shared` says it is
-/// written.
-fn rows_into(script: &mut Script, rows: Rows, shared: &mut Shared) {
     if let Some((me, now_ms)) = &rows.heartbeat
         && !shared.heartbeat
     {
-        super::cluster::heartbeat_into(script, me, now_ms);
+        super::cluster::heartbeat_on(conn, me, now_ms).await?;
         shared.heartbeat = true;
     }
     for t in rows.tables {
         match t.ignoring {
-            Some(key) => script.insert_ignoring(t.table, t.columns, key, t.rows),
-            None => script.insert(t.table, t.columns, "", t.rows),
+            Some(key) => insert_rows_ignoring(conn, t.table, t.columns, key, t.rows).await?,
+            None => insert_rows(conn, t.table, t.columns, t.rows).await?,
         }
     }
+    Ok(())
 }
 
 struct Pending {
@@ -183,23 +164,18 @@ impl Store {
         let (writes, dones): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.write, p.done)).unzip();
         tracing::trace!(writes = writes.len(), "group commit");
-        match self.commit_whole(&writes).await {
-            Ok(()) => {
-                for d in dones {
-                    let _ = d.send(Ok(()));
+        if writes.len() > 1 {
+            match self.commit_whole(&writes).await {
+                Ok(()) => {
+                    for d in dones {
+                        let _ = d.send(Ok(()));
+                    }
+                    return;
                 }
-                return;
+                // a write failed, or the commit: each write on its own, in savepoints
+                Err(e) => tracing::debug!(error = %e, writes = writes.len(),
+                    "a group commit failed as a whole; writing it again write by write"),
             }
-            // alone, it was written on its own: the error is its own
-            Err(e) if writes.len() == 1 => {
-                if let Some(d) = dones.into_iter().next() {
-                    let _ = d.send(Err(e));
-                }
-                return;
-            }
-            // a write failed, or the commit: each write on its own, in savepoints
-            Err(e) => tracing::debug!(error = %e, writes = writes.len(),
-                "a group commit failed as a whole; writing it again write by write"),
         }
         let results = self.commit_each(&writes).await;
         for (d, r) in dones.into_iter().zip(results) {
@@ -210,6 +186,7 @@ impl Store {
     /// Writes `writes` in one transaction without savepoints, and commits it; any failure
     /// rolls it all back.
     async fn commit_whole(&self, writes: &[Box<dyn Write>]) -> Result<(), HistoryError> {
+        let mut tx = begin_write(&self.pool, self.backend).await?;
         let mut shared = Shared::default();
         // the rows of the writes that only insert rows, together
         let mut merged = Rows {
@@ -230,15 +207,7 @@ impl Store {
                 }
             }
         }
-        let mut script = Script::default();
-        rows_into(&mut script, merged, &mut shared);
-        others.retain(|w| !w.script(&mut script, &mut shared));
-        if self.backend == Backend::Sqlite && others.is_empty() {
-            // the transaction and its statements in one query
-            return script.commit_sqlite(&self.pool).await;
-        }
-        let mut tx = begin_write(&self.pool, self.backend).await?;
-        script.run(&mut tx).await?;
+        insert_all(&mut tx, merged, &mut shared).await?;
         for w in others {
             w.write(&mut tx, &mut shared).await?;
         }

@@ -21,8 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row as _;
 
-use super::script::Script;
-use super::store::{Param, clamp_i64, insert_rows, now};
+use super::store::{Param, clamp_i64, insert_rows, now, upsert_rows};
 use super::{HistoryError, Store};
 use crate::run::{Checkpoint, Counters, Event, Journal, JournalBatch, Resume};
 
@@ -213,56 +212,50 @@ impl super::group::Write for BatchWrite {
     fn write<'c>(
         &'c self,
         conn: &'c mut sqlx::AnyConnection,
-        shared: &'c mut super::group::Shared,
+        _: &'c mut super::group::Shared,
     ) -> super::group::WriteFuture<'c> {
         Box::pin(async move {
-            // one query on SQLite (see [`Script`])
-            let mut script = Script::default();
-            super::group::Write::script(self, &mut script, shared);
-            script.run(conn).await
+            let BatchWrite {
+                run_id,
+                events,
+                keys,
+                confirmed,
+                checkpoints,
+                counters,
+            } = self;
+            insert_rows(conn, "run_events", EVENT_COLUMNS, events.clone()).await?;
+            super::tracking::insert_keys(conn, keys.clone()).await?;
+            // one statement for the batch; a step confirmed twice in it keeps its last output
+            let mut last = HashMap::new();
+            for (i, (key, _)) in confirmed.iter().enumerate() {
+                last.insert(key.as_str(), i);
+            }
+            let steps = confirmed
+                .iter()
+                .enumerate()
+                .filter(|(i, (key, _))| last.get(key.as_str()) == Some(i))
+                .map(|(_, (key, output))| {
+                    vec![
+                        Param::Text(run_id.clone()),
+                        Param::Text(key.clone()),
+                        Param::Text(output.clone()),
+                    ]
+                })
+                .collect();
+            upsert_rows(
+                conn,
+                "run_steps",
+                &["run_id", "key", "output"],
+                "(run_id, key)",
+                &["output"],
+                steps,
+            )
+            .await?;
+            for c in checkpoints {
+                write_checkpoint(conn, run_id, c).await?;
+            }
+            write_counters(conn, run_id, counters).await
         })
-    }
-
-    fn script(&self, script: &mut Script, _: &mut super::group::Shared) -> bool {
-        let BatchWrite {
-            run_id,
-            events,
-            keys,
-            confirmed,
-            checkpoints,
-            counters,
-        } = self;
-        script.insert("run_events", EVENT_COLUMNS, "", events.clone());
-        super::tracking::keys_into(script, keys.clone());
-        // one statement for the batch; a step confirmed twice in it keeps its last output
-        let mut last = HashMap::new();
-        for (i, (key, _)) in confirmed.iter().enumerate() {
-            last.insert(key.as_str(), i);
-        }
-        let steps = confirmed
-            .iter()
-            .enumerate()
-            .filter(|(i, (key, _))| last.get(key.as_str()) == Some(i))
-            .map(|(_, (key, output))| {
-                vec![
-                    Param::Text(run_id.clone()),
-                    Param::Text(key.clone()),
-                    Param::Text(output.clone()),
-                ]
-            })
-            .collect();
-        script.upsert(
-            "run_steps",
-            &["run_id", "key", "output"],
-            "(run_id, key)",
-            &["output"],
-            steps,
-        );
-        for c in checkpoints {
-            checkpoint_into(script, run_id, c);
-        }
-        counters_into(script, run_id, counters);
-        true
     }
 }
 
@@ -592,23 +585,28 @@ fn legacy_page(
     Ok(EventPage { events, next })
 }
 
-fn checkpoint_into(script: &mut Script, run_id: &str, c: &Checkpoint) {
-    script.push(
+async fn write_checkpoint(
+    conn: &mut sqlx::AnyConnection,
+    run_id: &str,
+    c: &Checkpoint,
+) -> Result<(), HistoryError> {
+    sqlx::query(
         "INSERT INTO run_loops (run_id, key, label, first_number, through_number, done, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (run_id, key) DO UPDATE SET label = excluded.label,
             first_number = excluded.first_number, through_number = excluded.through_number,
             done = excluded.done, updated_at = excluded.updated_at",
-        vec![
-            Param::Text(run_id.to_string()),
-            Param::Text(c.key.clone()),
-            Param::Text(c.label.clone()),
-            Param::Int(clamp_i64(c.first)),
-            Param::Int(clamp_i64(c.through)),
-            Param::Int(clamp_i64(c.done)),
-            Param::Text(now()),
-        ],
-    );
+    )
+    .bind(run_id.to_string())
+    .bind(c.key.clone())
+    .bind(c.label.clone())
+    .bind(clamp_i64(c.first))
+    .bind(clamp_i64(c.through))
+    .bind(clamp_i64(c.done))
+    .bind(now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The run's counters and that its events are rows.
@@ -617,28 +615,22 @@ pub(super) async fn write_counters(
     run_id: &str,
     c: &Counters,
 ) -> Result<(), HistoryError> {
-    let mut script = Script::default();
-    counters_into(&mut script, run_id, c);
-    script.run(conn).await
-}
-
-/// Adds [`write_counters`]'s update to `script`.
-fn counters_into(script: &mut Script, run_id: &str, c: &Counters) {
-    script.push(
+    sqlx::query(
         "UPDATE runs SET events_in_rows = 1, files_put = $1, bytes_put = $2, renames = $3,
             records_ok = $4, records_tolerated = $5, records_failed = $6, emails = $7
          WHERE id = $8",
-        vec![
-            Param::Int(clamp_i64(c.files_put)),
-            Param::Int(clamp_i64(c.bytes_put)),
-            Param::Int(clamp_i64(c.renames)),
-            Param::Int(clamp_i64(c.requests_ok)),
-            Param::Int(clamp_i64(c.tolerated)),
-            Param::Int(clamp_i64(c.requests_failed)),
-            Param::Int(clamp_i64(c.emails)),
-            Param::Text(run_id.to_string()),
-        ],
-    );
+    )
+    .bind(clamp_i64(c.files_put))
+    .bind(clamp_i64(c.bytes_put))
+    .bind(clamp_i64(c.renames))
+    .bind(clamp_i64(c.requests_ok))
+    .bind(clamp_i64(c.tolerated))
+    .bind(clamp_i64(c.requests_failed))
+    .bind(clamp_i64(c.emails))
+    .bind(run_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Writes a whole report's events as rows (a run recorded in one go, or without a journal).

@@ -72,7 +72,6 @@ mod journal;
 mod pages;
 mod replay;
 mod schema;
-mod script;
 mod store;
 pub mod text;
 mod tracking;

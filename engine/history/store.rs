@@ -11,7 +11,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::derive::{clamp, error_file, error_record};
 use super::journal::{EventFilter, EventPage, MAX_PAGE, PAGE};
-use super::script::Script;
 use super::{
     DB_FILE, EmailSent, FileAction, FileOutcome, HeldPart, HistoryError, INPUT_COPIES_DIR,
     INPUTS_DIR, InputPart, NewRun, Outcome, PURGE_BATCH, RecordOutcome, RecordStatus, RunDetail,
@@ -50,6 +49,14 @@ pub(super) async fn begin_write(
 }
 /// Listing size when the filter sets none.
 const DEFAULT_LIMIT: u32 = 50;
+/// Bound parameters per statement (SQLite's historical limit is 999).
+const MAX_PARAMS: usize = 900;
+/// Rows per multi-row INSERT, at most: statements of one size repeat, so a connection's
+/// statement cache prepares each once; and SQLite's cost of numbered parameters (each one
+/// looked up in the statement's list of them, when prepared and when bound) grows with the
+/// square of their number (a 900-parameter statement cost ~2.4 million instructions to
+/// prepare).
+const MAX_ROWS: usize = 32;
 
 /// The run history: a SQL database plus a data directory for kept trigger inputs. Cheap to
 /// clone (the connection pool is shared).
@@ -139,7 +146,6 @@ pub(crate) enum Param {
     Text(String),
     OptText(Option<String>),
     Int(i64),
-    OptInt(Option<i64>),
     /// A kept part's chunk (`run_input_chunks.bytes`).
     Bytes(Vec<u8>),
 }
@@ -151,9 +157,50 @@ pub(super) async fn insert_rows(
     columns: &[&str],
     rows: Vec<Vec<Param>>,
 ) -> Result<(), HistoryError> {
-    let mut script = Script::default();
-    script.insert(table, columns, "", rows);
-    script.run(conn).await
+    insert_rows_with(conn, table, columns, "", rows).await
+}
+
+/// [`insert_rows`] with `tail` after each statement's values (a conflict clause).
+async fn insert_rows_with(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    columns: &[&str],
+    tail: &str,
+    rows: Vec<Vec<Param>>,
+) -> Result<(), HistoryError> {
+    let per = (MAX_PARAMS / columns.len()).clamp(1, MAX_ROWS);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Param>> = rows.by_ref().take(per).collect();
+        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+        let mut n = 0;
+        for (i, _) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..columns.len() {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                n += 1;
+                sql.push_str(&format!("${n}"));
+            }
+            sql.push(')');
+        }
+        sql.push_str(tail);
+        let mut q = sqlx::query(&sql);
+        for p in chunk.into_iter().flatten() {
+            q = match p {
+                Param::Text(v) => q.bind(v),
+                Param::OptText(v) => q.bind(v),
+                Param::Int(v) => q.bind(v),
+                Param::Bytes(v) => q.bind(v),
+            };
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Inserts `rows` into `table` in multi-row statements, leaving out rows whose `key`
@@ -165,9 +212,40 @@ pub(super) async fn insert_rows_ignoring(
     key: &str,
     rows: Vec<Vec<Param>>,
 ) -> Result<(), HistoryError> {
-    let mut script = Script::default();
-    script.insert_ignoring(table, columns, key, rows);
-    script.run(conn).await
+    insert_rows_with(
+        conn,
+        table,
+        columns,
+        &format!(" ON CONFLICT {key} DO NOTHING"),
+        rows,
+    )
+    .await
+}
+
+/// Inserts `rows` into `table` in multi-row statements, a row whose `key` is already there
+/// replacing its `update` columns. No two rows may share a key (PostgreSQL refuses a
+/// statement that updates one row twice).
+pub(super) async fn upsert_rows(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    columns: &[&str],
+    key: &str,
+    update: &[&str],
+    rows: Vec<Vec<Param>>,
+) -> Result<(), HistoryError> {
+    let set = update
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    insert_rows_with(
+        conn,
+        table,
+        columns,
+        &format!(" ON CONFLICT {key} DO UPDATE SET {set}"),
+        rows,
+    )
+    .await
 }
 
 /// A count as a BIGINT.

@@ -29,7 +29,6 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use sqlx::Row as _;
 
-use super::script::Script;
 use super::store::{Backend, Param, insert_rows_ignoring, now};
 use super::{HistoryError, Store};
 use crate::run::{Event, RunKey};
@@ -181,11 +180,6 @@ pub(super) async fn insert_keys(
     rows: Vec<Vec<Param>>,
 ) -> Result<(), HistoryError> {
     insert_rows_ignoring(conn, "run_keys", KEY_COLUMNS, KEY_CONFLICT, rows).await
-}
-
-/// Adds to `script` the insert of rows of [`key_params`] (see [`insert_keys`]).
-pub(super) fn keys_into(script: &mut Script, rows: Vec<Vec<Param>>) {
-    script.insert_ignoring("run_keys", KEY_COLUMNS, KEY_CONFLICT, rows);
 }
 
 /// A search text, checked: trimmed, not empty, at most [`MAX_SEARCH_CHARS`], no control
