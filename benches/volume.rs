@@ -265,6 +265,9 @@ fn files_bench(counts: &[usize], concurrencies: &[usize]) {
             us_per(rclone_cpu, n as f64),
             per_s(took) / per_s(rclone)
         );
+        if let Some(chain) = file_chain(dir) {
+            println!("{:>7}  {chain}", "");
+        }
         if let Some(bin) = &before {
             let other = flow2_project(n, concurrency, &stand_in);
             let (before_took, before_rss, before_cpu) = run_flow2(bin, other.path());
@@ -312,6 +315,71 @@ fn files_bench(counts: &[usize], concurrencies: &[usize]) {
         );
         keep.push(tmp);
     }
+}
+
+/// Where a file's time goes in the flow-2 run recorded in `dir`'s history, from its
+/// events' times (milliseconds): from `fetched` to `put` (the child flow's call and the
+/// put: the write, its sync, the rename into place, the directory's sync), and from `put`
+/// to `renamed` (the wait for the put's confirmation in the history, the call's return,
+/// the source's rename). Means and 90th percentiles over the files.
+fn file_chain(dir: &Path) -> Option<String> {
+    let db = dir.join("state/ferry.db");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let rows: Vec<(String, String, String)> = runtime.block_on(async {
+        let url = format!("sqlite://{}?mode=ro", db.display());
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .ok()?;
+        sqlx::query_as("SELECT kind, at, body FROM run_events ORDER BY seq")
+            .fetch_all(&mut conn)
+            .await
+            .ok()
+    })?;
+    let ms = |at: &str| {
+        chrono::DateTime::parse_from_rfc3339(at)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    };
+    let mut at: std::collections::HashMap<String, [Option<i64>; 3]> = Default::default();
+    for (kind, time, body) in rows {
+        let slot = match kind.as_str() {
+            "fetched" => 0,
+            "put" => 1,
+            "renamed" => 2,
+            _ => continue,
+        };
+        let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let name = body.get("name").or_else(|| body.get("from"))?.as_str()?;
+        at.entry(name.to_string()).or_default()[slot] = ms(&time);
+    }
+    let (mut put, mut confirmed) = (Vec::new(), Vec::new());
+    for t in at.values() {
+        if let [Some(f), Some(p), Some(r)] = t {
+            put.push(p - f);
+            confirmed.push(r - p);
+        }
+    }
+    if put.is_empty() {
+        return None;
+    }
+    // times are whole milliseconds: the mean of many says more than the median
+    let mean = |v: &[i64]| v.iter().sum::<i64>() as f64 / v.len() as f64;
+    let p90 = |v: &mut Vec<i64>| {
+        v.sort_unstable();
+        v[(v.len() - 1) * 9 / 10]
+    };
+    Some(format!(
+        "a file's chain ({} files, from the run's events): fetched -> put mean {:.2} ms \
+         (p90 {}); put -> renamed mean {:.2} ms (p90 {})",
+        put.len(),
+        mean(&put),
+        p90(&mut put),
+        mean(&confirmed),
+        p90(&mut confirmed),
+    ))
 }
 
 fn feedback(n: usize) -> String {
