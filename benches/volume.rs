@@ -5,7 +5,8 @@
 //!    (`OUTL-BA-DACS_OUAI_OS_ENROLL`) on local directories, with `ferry run`: files/s, and
 //!    `rclone copy` of the same files between the same kind of directories; once as shipped
 //!    (`concurrency: 1`) and once with the file loop 4 wide (`FERRY_BENCH_FILES_CONCURRENCY`,
-//!    comma-separated, default `1,4`). Then what a user runs for ferry's durability (the
+//!    comma-separated, default `1,4`), and where a file's time went (from the run's events:
+//!    `fetched` to `put`, `put` to `renamed`). Then what a user runs for ferry's durability (the
 //!    bytes on disk before the sources are marked): `rclone copy --transfers 8` followed by
 //!    `sync -f` of the target, and `cp -r` followed by `sync -f`. With
 //!    `FERRY_BENCH_FILES_BEFORE` naming another ferry binary (say main's), that binary runs
