@@ -589,6 +589,9 @@ fn kill_bench(n: usize, kills: usize) {
     let mut stand_in_child = Command::new(ferry_bin())
         .args(["stand-in", "--listen", &format!("127.0.0.1:{port}")])
         .env("FERRY_LOG", "warn,ferry::standin=debug")
+        // every request kept: the bench counts them all (a binary without the setting
+        // keeps everything anyway)
+        .env("FERRY_STANDIN_KEEP", (4 * n).max(1_000_000).to_string())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()

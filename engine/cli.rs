@@ -369,6 +369,11 @@ pub enum Command {
         /// Require Basic auth with this user (password from FERRY_STANDIN_PASSWORD).
         #[arg(long)]
         user: Option<String>,
+        /// How many of each kind of thing received (sync requests, forecast files, outcome
+        /// acks, journal entries) to keep for inspection under /_standin/: the latest, the
+        /// oldest dropped first (forecast files also at most 512 MiB in all).
+        #[arg(long, env = "FERRY_STANDIN_KEEP", default_value_t = crate::standin::DEFAULT_KEEP)]
+        keep: usize,
     },
     /// Print or write the JSON Schemas of flow, connection and lookup files.
     Schema {
@@ -931,8 +936,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::StandIn { listen, user } => {
-            let config = match user {
+        Command::StandIn { listen, user, keep } => {
+            let mut config = match user {
                 Some(u) => {
                     let pw = std::env::var("FERRY_STANDIN_PASSWORD")
                         .context("--user needs the password in FERRY_STANDIN_PASSWORD")?;
@@ -940,6 +945,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<u8> {
                 }
                 None => crate::standin::StandInConfig::default(),
             };
+            config.keep = keep;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;

@@ -477,3 +477,55 @@ async fn handle_stops_server() {
     handle.stop().await.unwrap();
     assert!(reqwest::Client::new().get(&url).send().await.is_err());
 }
+
+#[tokio::test]
+async fn only_the_latest_are_kept_for_inspection_and_every_accepted_id_stays_a_duplicate() {
+    let config = StandInConfig {
+        keep: 3,
+        ..StandInConfig::default()
+    };
+    let (stand_in, handle, client) = start(config).await;
+    for i in 1..=5 {
+        let (status, _) = post_json(
+            &client,
+            &handle,
+            SYNC,
+            json!({"syncRequestId": format!("SR-{i}")}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // the oldest body is no longer kept, but its id still is: a repeat is refused
+    let (status, answer) =
+        post_json(&client, &handle, SYNC, json!({"syncRequestId": "SR-1"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer, json!({"message": "duplicate sync request id SR-1"}));
+    let ids: Vec<Value> = stand_in
+        .sync_requests()
+        .iter()
+        .map(|b| b["syncRequestId"].clone())
+        .collect();
+    assert_eq!(ids, [json!("SR-3"), json!("SR-4"), json!("SR-5")]);
+    let over_http = get_json(&client, &handle, "/_standin/sync-requests").await;
+    assert_eq!(over_http.as_array().map(Vec::len), Some(3));
+    // the journal keeps the last three requests: SR-4, SR-5 and the refused repeat
+    let statuses: Vec<u16> = stand_in.journal().iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [200, 200, 400]);
+    for (i, name) in ["a.csv", "b.csv", "c.csv", "d.csv"].iter().enumerate() {
+        let response = client
+            .post(handle.url(FORECASTS))
+            .header("X-File-Name", *name)
+            .body(vec![b'0' + i as u8; 10])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let names: Vec<String> = stand_in
+        .forecasts()
+        .into_iter()
+        .map(|f| f.file_name)
+        .collect();
+    assert_eq!(names, ["b.csv", "c.csv", "d.csv"]);
+    handle.stop().await.unwrap();
+}

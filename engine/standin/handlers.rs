@@ -10,7 +10,10 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Endpoint, FailurePlan, MAX_FORECAST_BYTES, ReceivedFile, StandIn};
+use super::{
+    Endpoint, FailurePlan, MAX_FORECAST_BYTES, MAX_KEPT_FORECAST_BYTES, ReceivedFile, StandIn,
+    keep_latest,
+};
 
 /// Largest JSON body accepted by the JSON endpoints (sync requests, outcome acks,
 /// admin), in bytes.
@@ -146,7 +149,8 @@ pub(super) async fn sync_request_update(
     }
     // kept as received, as a store would keep it: not as a tree of values (which took
     // about 2 KiB a request: 2.2 GiB after a million)
-    state.sync_requests.push(bytes.into_boxed_slice());
+    let keep = stand_in.config.keep;
+    keep_latest(&mut state.sync_requests, bytes.into_boxed_slice(), keep);
     Ok(Json(json!({ "status": "UPDATED", "syncRequestId": id })))
 }
 
@@ -185,12 +189,13 @@ pub(super) async fn forecast_upload(
     let forecast_id = format!("LRF-{}", state.forecast_counter);
     let ack_type = state.forecast_ack.clone();
     let message = format!("forecast file {file_name} received ({} bytes)", bytes.len());
-    state.forecasts.push(ReceivedFile {
+    let file = ReceivedFile {
         forecast_id: forecast_id.clone(),
         file_name: file_name.clone(),
         bytes,
         content_type,
-    });
+    };
+    state.keep_forecast(file, stand_in.config.keep, MAX_KEPT_FORECAST_BYTES);
     Ok(Json(json!({
         "ackType": ack_type,
         "forecastId": forecast_id,
@@ -280,7 +285,8 @@ pub(super) async fn outcome_ack(
         }
         None => return Err(ApiError::bad_request("missing required field ackType")),
     }
-    stand_in.state().outcome_acks.push(Value::Object(ack));
+    let keep = stand_in.config.keep;
+    keep_latest(&mut stand_in.state().outcome_acks, Value::Object(ack), keep);
     Ok(Json(json!({ "received": true })))
 }
 

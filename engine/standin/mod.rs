@@ -6,8 +6,9 @@
 //! start them in-process. They are **not** a real DACS or DERMS: they model just
 //! enough behaviour for flows to be exercised end to end — duplicate sync request
 //! ids are rejected with 400 like the real DACS does, failures can be injected on
-//! demand, and everything received is recorded for inspection, both through the
-//! [`StandIn`] methods and over HTTP under `/_standin/`.
+//! demand, and what they received is recorded for inspection, both through the
+//! [`StandIn`] methods and over HTTP under `/_standin/` (the latest
+//! [`StandInConfig::keep`] of each kind, [`DEFAULT_KEEP`] unless configured).
 //!
 //! Endpoints:
 //!
@@ -26,6 +27,7 @@
 mod auth;
 mod handlers;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,12 +61,34 @@ const ADMIN_PREFIX: &str = "/_standin/";
 /// How long [`StandInHandle::stop`] waits for in-flight requests before aborting.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How many of each kind of thing received the stand-ins keep for inspection until
+/// configured otherwise ([`StandInConfig::keep`]).
+pub const DEFAULT_KEEP: usize = 100_000;
+
+/// The most bytes of forecast files the stand-ins keep for inspection, whatever
+/// [`StandInConfig::keep`] says (the oldest go first).
+pub const MAX_KEPT_FORECAST_BYTES: usize = 2 * MAX_FORECAST_BYTES;
+
 /// Configuration of the stand-ins.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StandInConfig {
     /// `(user, password)` required as HTTP basic authentication on the API
     /// endpoints; `None` disables the check.
     pub basic_auth: Option<(String, String)>,
+    /// How many of each kind of thing received (sync request bodies, forecast files,
+    /// outcome acks, journal entries) are kept for inspection: the latest ones, the
+    /// oldest dropped first. The ids of accepted sync requests are all kept (a repeat is
+    /// refused, as DACS refuses it), at the cost of one string each.
+    pub keep: usize,
+}
+
+impl Default for StandInConfig {
+    fn default() -> Self {
+        Self {
+            basic_auth: None,
+            keep: DEFAULT_KEEP,
+        }
+    }
 }
 
 impl StandInConfig {
@@ -72,6 +96,7 @@ impl StandInConfig {
     pub fn with_basic_auth(user: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             basic_auth: Some((user.into(), password.into())),
+            ..Self::default()
         }
     }
 }
@@ -82,6 +107,7 @@ impl fmt::Debug for StandInConfig {
         let auth = self.basic_auth.as_ref().map(|_| "<redacted>");
         f.debug_struct("StandInConfig")
             .field("basic_auth", &auth)
+            .field("keep", &self.keep)
             .finish()
     }
 }
@@ -161,14 +187,17 @@ pub struct JournalEntry {
 
 /// Everything the stand-ins remember; guarded by one mutex.
 struct Inner {
-    /// Accepted sync request bodies, as received (each a JSON object).
-    sync_requests: Vec<Box<[u8]>>,
+    /// Accepted sync request bodies, as received (each a JSON object); the latest
+    /// [`StandInConfig::keep`].
+    sync_requests: VecDeque<Box<[u8]>>,
     accepted_sync_ids: std::collections::HashSet<String>,
-    forecasts: Vec<ReceivedFile>,
+    forecasts: VecDeque<ReceivedFile>,
+    /// The bytes of the files in `forecasts`.
+    forecast_bytes: usize,
     forecast_counter: u64,
     forecast_ack: String,
-    outcome_acks: Vec<serde_json::Value>,
-    journal: Vec<JournalEntry>,
+    outcome_acks: VecDeque<serde_json::Value>,
+    journal: VecDeque<JournalEntry>,
     in_flight: usize,
     max_in_flight: usize,
     delay: Duration,
@@ -182,13 +211,14 @@ struct Inner {
 impl Default for Inner {
     fn default() -> Self {
         Self {
-            sync_requests: Vec::new(),
+            sync_requests: VecDeque::new(),
             accepted_sync_ids: std::collections::HashSet::new(),
-            forecasts: Vec::new(),
+            forecasts: VecDeque::new(),
+            forecast_bytes: 0,
             forecast_counter: 0,
             forecast_ack: DEFAULT_FORECAST_ACK.to_owned(),
-            outcome_acks: Vec::new(),
-            journal: Vec::new(),
+            outcome_acks: VecDeque::new(),
+            journal: VecDeque::new(),
             in_flight: 0,
             max_in_flight: 0,
             delay: Duration::ZERO,
@@ -220,7 +250,28 @@ impl Endpoint {
     }
 }
 
+/// Appends `item` to `list`, dropping the oldest beyond `keep`.
+fn keep_latest<T>(list: &mut VecDeque<T>, item: T, keep: usize) {
+    list.push_back(item);
+    while list.len() > keep {
+        list.pop_front();
+    }
+}
+
 impl Inner {
+    /// Keeps `file` with the latest forecasts: at most `keep` of them, and at most
+    /// `max_bytes` of their bytes ([`MAX_KEPT_FORECAST_BYTES`] when serving).
+    fn keep_forecast(&mut self, file: ReceivedFile, keep: usize, max_bytes: usize) {
+        self.forecast_bytes += file.bytes.len();
+        self.forecasts.push_back(file);
+        while self.forecasts.len() > keep || self.forecast_bytes > max_bytes {
+            match self.forecasts.pop_front() {
+                Some(old) => self.forecast_bytes -= old.bytes.len(),
+                None => break,
+            }
+        }
+    }
+
     fn plan_slot(&mut self, endpoint: Endpoint) -> &mut Option<FailurePlan> {
         match endpoint {
             Endpoint::SyncRequests => &mut self.sync_failures,
@@ -410,18 +461,18 @@ impl StandIn {
 
     /// Uploaded forecast files, in arrival order.
     pub fn forecasts(&self) -> Vec<ReceivedFile> {
-        self.state().forecasts.clone()
+        self.state().forecasts.iter().cloned().collect()
     }
 
     /// Accepted deviceOutcomeAck bodies, in arrival order.
     pub fn outcome_acks(&self) -> Vec<serde_json::Value> {
-        self.state().outcome_acks.clone()
+        self.state().outcome_acks.iter().cloned().collect()
     }
 
     /// Every request answered (method, path, status), in order; requests to the
     /// `/_standin/` admin endpoints are left out so they do not blur what a flow did.
     pub fn journal(&self) -> Vec<JournalEntry> {
-        self.state().journal.clone()
+        self.state().journal.iter().cloned().collect()
     }
 
     /// Forgets everything received, the journal, failure plans and the configured
@@ -454,11 +505,12 @@ async fn journal_requests(State(stand_in): State<StandIn>, req: Request, next: N
     let status = response.status().as_u16();
     tracing::debug!(%method, %path, status, "stand-in request");
     if !path.starts_with(ADMIN_PREFIX) {
-        stand_in.state().journal.push(JournalEntry {
+        let entry = JournalEntry {
             method,
             path,
             status,
-        });
+        };
+        keep_latest(&mut stand_in.state().journal, entry, stand_in.config.keep);
     }
     response
 }
@@ -544,6 +596,31 @@ mod tests {
         (0..calls)
             .map(|_| FailurePlan::take(&mut slot).map(|s| s.as_u16()))
             .collect()
+    }
+
+    #[test]
+    fn forecasts_kept_drop_the_oldest_beyond_the_byte_budget() {
+        let mut inner = Inner::default();
+        let file = |name: &str, len: usize| ReceivedFile {
+            forecast_id: name.to_string(),
+            file_name: name.to_string(),
+            bytes: vec![0; len],
+            content_type: None,
+        };
+        inner.keep_forecast(file("a", 40), 10, 100);
+        inner.keep_forecast(file("b", 40), 10, 100);
+        inner.keep_forecast(file("c", 40), 10, 100);
+        let names: Vec<&str> = inner
+            .forecasts
+            .iter()
+            .map(|f| f.file_name.as_str())
+            .collect();
+        assert_eq!(names, ["b", "c"]);
+        assert_eq!(inner.forecast_bytes, 80);
+        // one file larger than the budget is not kept at all
+        inner.keep_forecast(file("d", 101), 10, 100);
+        assert!(inner.forecasts.is_empty());
+        assert_eq!(inner.forecast_bytes, 0);
     }
 
     #[test]
