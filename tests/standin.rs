@@ -32,6 +32,15 @@ async fn post_json(
     (status, response.json().await.unwrap())
 }
 
+/// The `syncRequestId` of each sync request body the stand-in kept, in order.
+fn accepted_ids(stand_in: &StandIn) -> Vec<Value> {
+    stand_in
+        .sync_requests()
+        .iter()
+        .map(|b| b["syncRequestId"].clone())
+        .collect()
+}
+
 async fn get_json(client: &reqwest::Client, handle: &StandInHandle, path: &str) -> Value {
     let response = client.get(handle.url(path)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "GET {path}");
@@ -74,11 +83,7 @@ async fn sync_request_failure_plan_fails_third_call_only_and_does_not_record_it(
     }
     // The failed SR-3 was not accepted, so its resend succeeds.
     assert_eq!(statuses, [200, 200, 500, 200]);
-    let ids: Vec<Value> = stand_in
-        .sync_requests()
-        .iter()
-        .map(|b| b["syncRequestId"].clone())
-        .collect();
+    let ids = accepted_ids(&stand_in);
     assert_eq!(ids, [json!("SR-1"), json!("SR-2"), json!("SR-3")]);
 }
 
@@ -500,11 +505,7 @@ async fn only_the_latest_are_kept_for_inspection_and_every_accepted_id_stays_a_d
         post_json(&client, &handle, SYNC, json!({"syncRequestId": "SR-1"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(answer, json!({"message": "duplicate sync request id SR-1"}));
-    let ids: Vec<Value> = stand_in
-        .sync_requests()
-        .iter()
-        .map(|b| b["syncRequestId"].clone())
-        .collect();
+    let ids = accepted_ids(&stand_in);
     assert_eq!(ids, [json!("SR-3"), json!("SR-4"), json!("SR-5")]);
     let over_http = get_json(&client, &handle, "/_standin/sync-requests").await;
     assert_eq!(over_http.as_array().map(Vec::len), Some(3));
