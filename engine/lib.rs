@@ -50,6 +50,7 @@ pub mod run;
 pub mod scaffold;
 pub mod schedule;
 pub mod serve;
+pub mod slot;
 pub mod standin;
 pub mod steps;
 pub mod telemetry;

@@ -459,16 +459,20 @@ impl<'a> Exec<'a> {
         let mut durable = self.state.durable.subscribe();
         self.state.urgent.store(true, Ordering::Release);
         self.state.wake.notify_one();
-        tokio::select! {
-            written = durable.wait_for(|d| *d >= mine) => {
-                if written.is_err() {
-                    tracing::warn!("the run's journal stopped before a confirmed side effect was written");
+        // a concurrent loop's item waits here without its slot (see [`crate::slot`])
+        crate::slot::idle(async {
+            tokio::select! {
+                written = durable.wait_for(|d| *d >= mine) => {
+                    if written.is_err() {
+                        tracing::warn!("the run's journal stopped before a confirmed side effect was written");
+                    }
+                }
+                why = self.stop_requested() => {
+                    tracing::warn!(%why, "a confirmed side effect is not in the run history yet; a resume may do it again");
                 }
             }
-            why = self.stop_requested() => {
-                tracing::warn!(%why, "a confirmed side effect is not in the run history yet; a resume may do it again");
-            }
-        }
+        })
+        .await;
     }
 
     /// Records side effect `key` as confirmed (its step's output) with the next journal

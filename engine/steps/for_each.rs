@@ -7,8 +7,10 @@
 //! before a number (resume after a failure).
 //!
 //! `concurrency: N` (default 1) runs up to N items at once, started in order, each in its
-//! own copy of the scope. "Stop at the first failure" then means: start no new item, let
-//! those in flight finish, and fail with the lowest-numbered failure (for records: the file
+//! own copy of the scope. A list item waiting for a confirmation or a disk sync leaves its
+//! slot to the next item (see [`crate::slot`]): up to [`slot::held`] list items are in
+//! flight, at most N at work. "Stop at the first failure" then means: start no new item,
+//! let those in flight finish, and fail with the lowest-numbered failure (for records: the file
 //! is marked at the lowest failed record, and records after it that were accepted are sent
 //! again by the next run). After the loop, the outputs of the item that decided it (the
 //! lowest failed one, else the last one) are visible to later steps.
@@ -41,6 +43,7 @@ use serde_json::{Value, json};
 use crate::compile::FlowCx;
 use crate::model::RawStep;
 use crate::run::{Checkpoint, ErrorKind, Exec, Scope, StepError, StepResult};
+use crate::slot;
 use crate::steps::Block;
 use crate::template::Tpl;
 
@@ -61,7 +64,9 @@ pub struct ForEachStep {
     /// What a failing item does: `stop` the loop (default) or `continue` with the next.
     #[serde(default)]
     pub on_failure: OnFailure,
-    /// How many items run at once (default 1, one after the other; at most 256).
+    /// How many items are at work at once (default 1, one after the other; at most 256). A
+    /// list item waiting for a confirmation in the run history, or for a disk sync, leaves
+    /// its place to the next item.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     #[schemars(range(min = 1, max = 256))]
     pub concurrency: u32,
@@ -487,35 +492,49 @@ impl ForEachPlan {
         list: Vec<JValue>,
     ) -> (Tally, JValue) {
         let window = if ex.sequential() { 1 } else { self.concurrency };
+        // `window` items at work; more wait for their confirmations (see [`slot`])
+        let slots = slot::Slots::new(window);
+        let held = slot::held(window);
         let tick = ex.loop_progress(&self.var, Some(list.len() as u64));
         let mut t = Tally::default();
-        let mut source = list.into_iter().enumerate();
+        let mut source = list.into_iter().enumerate().peekable();
         let mut inflight = FuturesUnordered::new();
         let mut unstarted = Vec::new();
         loop {
-            while !t.stop && inflight.len() < window {
-                let Some((i, item)) = source.next() else {
-                    break;
-                };
-                let key = item
-                    .get_attr("name")
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| i.to_string());
-                let n = Next {
-                    seq: i as u64,
-                    key,
-                    record: None,
-                    item,
-                };
-                inflight.push(self.start(ex, scope, loop_id, n));
-            }
-            let Some(f) = inflight.next().await else {
-                break;
+            let finished = if !t.stop && inflight.len() < held && source.peek().is_some() {
+                // the next item starts in the first slot free, unless an item ends first
+                tokio::select! {
+                    biased;
+                    Some(f) = inflight.next(), if !inflight.is_empty() => Some(f),
+                    free = slots.free() => {
+                        if let Some((i, item)) = source.next() {
+                            let key = item
+                                .get_attr("name")
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_else(|| i.to_string());
+                            let n = Next {
+                                seq: i as u64,
+                                key,
+                                record: None,
+                                item,
+                            };
+                            inflight.push(Box::pin(slots.run(free, self.start(ex, scope, loop_id, n))));
+                        }
+                        None
+                    }
+                }
+            } else {
+                match inflight.next().await {
+                    Some(f) => Some(f),
+                    None => break,
+                }
             };
-            self.settle(ex, &mut t, f);
-            tick.inc(1);
-            ex.pace().await;
+            if let Some(f) = finished {
+                self.settle(ex, &mut t, f);
+                tick.inc(1);
+                ex.pace().await;
+            }
         }
         unstarted.extend(source.map(|(_, v)| v));
         t.done.sort_by_key(|(s, _)| *s);

@@ -1,0 +1,178 @@
+//! A concurrent list loop's work slots: `concurrency: N` bounds the items at work, not the
+//! items waiting for the run history to confirm what they did, or for the disk to sync it.
+//!
+//! An item confirms each side effect before its next step starts (a put, a rename, a child
+//! flow's call: see [`crate::run::Exec`]); the wait is the run's next journal write, a
+//! commit that covers every confirmation waiting when it starts. A put to a local directory
+//! likewise waits for its bytes and its name to be synced, by one sync shared with the puts
+//! waiting at once. An item waiting there gives its slot to the next item, and takes a slot
+//! again before it goes on. So `concurrency: 8` keeps 8 items at work while others wait, and
+//! one commit (one sync) covers the puts or renames of more than 8 files. How many items a
+//! loop holds in all, working or waiting, is bounded ([`held`]).
+//!
+//! A slot is held by the item's task (a task-local): the waits of the item's steps, and of
+//! the child flows it calls, release it ([`idle`]). A loop of `concurrency: 1` holds one
+//! item in all, so its items stay strictly one after the other.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A list loop with `concurrency: N` (N > 1) holds at most this many times N items at once
+/// ([`held`]): N at work, the others waiting for their confirmations.
+pub const HELD_PER_SLOT: usize = 8;
+/// ... and at most this many waiting beyond its N at work.
+pub const MAX_WAITING: usize = 256;
+
+/// The most items a list loop of `concurrency: n` holds at once, working or waiting: 1 for
+/// a loop of one item at a time (its items stay strictly one after the other), else
+/// [`HELD_PER_SLOT`] × n, at most n + [`MAX_WAITING`].
+pub fn held(n: usize) -> usize {
+    if n <= 1 {
+        1
+    } else {
+        (n * HELD_PER_SLOT).min(n + MAX_WAITING)
+    }
+}
+
+tokio::task_local! {
+    static SLOT: Arc<Slot>;
+}
+
+/// The slots of one loop.
+#[derive(Debug)]
+pub struct Slots {
+    free: Arc<Semaphore>,
+}
+
+/// The slot of one item, held while it works.
+#[derive(Debug)]
+struct Slot {
+    free: Arc<Semaphore>,
+    held: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    fn hold(&self, permit: Option<OwnedSemaphorePermit>) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = permit;
+    }
+}
+
+impl Slots {
+    /// `n` slots (at least one).
+    pub fn new(n: usize) -> Slots {
+        Slots {
+            free: Arc::new(Semaphore::new(n.max(1))),
+        }
+    }
+
+    /// Resolves with a free slot, for the next item to start in.
+    pub async fn free(&self) -> Slotted {
+        // the semaphore is never closed: an error cannot happen, and would start the item
+        // without a slot rather than lose it
+        Slotted(self.free.clone().acquire_owned().await.ok())
+    }
+
+    /// Runs `item` in the slot `slot` (from [`Slots::free`]): the slot is released while the
+    /// item waits in [`idle`], and when the item ends.
+    pub async fn run<F: Future>(&self, slot: Slotted, item: F) -> F::Output {
+        let slot = Arc::new(Slot {
+            free: self.free.clone(),
+            held: Mutex::new(slot.0),
+        });
+        SLOT.scope(slot, item).await
+    }
+}
+
+/// A slot taken for an item that has not started yet.
+#[derive(Debug)]
+pub struct Slotted(Option<OwnedSemaphorePermit>);
+
+/// Waits for `wait` without holding the current loop item's slot (if the caller runs in
+/// one), and takes a slot again before returning: the item's next step starts in a slot.
+pub async fn idle<F: Future>(wait: F) -> F::Output {
+    let Ok(slot) = SLOT.try_with(Arc::clone) else {
+        return wait.await;
+    };
+    slot.hold(None);
+    let out = wait.await;
+    let permit = slot.free.clone().acquire_owned().await.ok();
+    slot.hold(permit);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Notify;
+
+    /// Four items in two slots: each works, waits in `idle` for a word, works again. The two
+    /// that wait leave their slots to the other two, and no more than two ever work at once.
+    #[tokio::test]
+    async fn an_idle_item_leaves_its_slot_to_the_next() {
+        let slots = Arc::new(Slots::new(2));
+        let working = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let word = Arc::new(Notify::new());
+        let work = {
+            let (working, most) = (working.clone(), most.clone());
+            move || {
+                let (working, most) = (working.clone(), most.clone());
+                async move {
+                    let now = working.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    working.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        };
+        let mut items = Vec::new();
+        for _ in 0..4 {
+            let slot = slots.free().await;
+            let (slots, waiting, word, work) =
+                (slots.clone(), waiting.clone(), word.clone(), work.clone());
+            items.push(tokio::spawn(async move {
+                slots
+                    .run(slot, async move {
+                        work().await;
+                        waiting.fetch_add(1, Ordering::SeqCst);
+                        idle(word.notified()).await;
+                        work().await;
+                    })
+                    .await
+            }));
+        }
+        // all four reached their wait: the first two gave their slots to the last two
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while waiting.load(Ordering::SeqCst) < 4 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the two waiting items left their slots to the other two");
+        for _ in 0..4 {
+            word.notify_one();
+        }
+        for item in items {
+            item.await.unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "at most two at work");
+        assert_eq!(slots.free.available_permits(), 2, "every slot given back");
+    }
+
+    #[test]
+    fn a_loop_holds_a_bounded_number_of_items() {
+        assert_eq!(held(1), 1);
+        assert_eq!(held(8), 64);
+        assert_eq!(held(256), 512);
+    }
+
+    /// Outside a loop item, `idle` just waits.
+    #[tokio::test]
+    async fn idle_outside_a_loop_just_waits() {
+        assert_eq!(idle(async { 7 }).await, 7);
+    }
+}
