@@ -121,8 +121,9 @@ impl LocalStore {
 
     /// Writes `src` to a temporary name beside the target, syncs it, renames it into place
     /// and syncs the directory: the final name never holds a partial file, and the put is
-    /// confirmed only once the bytes and the name are on disk. The file system work is one
-    /// blocking task (one thread handoff a put, not one a system call).
+    /// confirmed only once the bytes and the name are on disk. The file system work is two
+    /// blocking tasks (two thread hand-offs a put, not one a system call): the write, then the
+    /// syncs and the rename, waited for without the loop item's slot.
     pub(super) async fn put(
         &self,
         location: &str,
@@ -160,10 +161,11 @@ impl LocalStore {
         let base = name.rsplit('/').next().unwrap_or(name);
         let tmp_name = sweep::tmp_name(base);
         let create_dirs = self.create_dirs;
-        blocking(&target.clone(), "write", move || {
+        let t = target.clone();
+        let (to, tmp, parent, n) = blocking(&target.clone(), "write", move || {
             // the location's directory, and a subdirectory for a name with `/`: made when
             // the temporary file cannot be created for want of them
-            let parent = target.parent().unwrap_or(&dir).to_path_buf();
+            let parent = t.parent().unwrap_or(&dir).to_path_buf();
             let tmp = parent.join(&tmp_name);
             let mut to = match create_new(&tmp) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -176,8 +178,20 @@ impl LocalStore {
                 other => other,
             }
             .map_err(|e| super::io_error("write", &tmp, e))?;
+            match src.copy_to(&mut to, &tmp) {
+                Ok(n) => Ok((to, tmp, parent, n)),
+                Err(e) => {
+                    drop(to);
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        })
+        .await?;
+        // the syncs wait for the disk, and a loop item waits for them without its slot: the
+        // puts of more items then share each sync (see [`crate::slot`])
+        crate::slot::idle(blocking(&target.clone(), "sync", move || {
             let result = (|| {
-                let n = src.copy_to(&mut to, &tmp)?;
                 // by its own sync, or one of the file system shared with puts waiting at once
                 durable::sync(&parent, || to.sync_all())
                     .map_err(|e| super::io_error("sync", &tmp, e))?;
@@ -193,7 +207,7 @@ impl LocalStore {
                 let _ = std::fs::remove_file(&tmp);
             }
             result
-        })
+        }))
         .await
     }
 
