@@ -35,6 +35,36 @@ pub(super) fn sync(dir: &Path, own: impl FnOnce() -> io::Result<()>) -> io::Resu
     }
 }
 
+/// The shared syncs of the file system holding `dir` ([`wait`] takes it): found where the
+/// caller may block (a `stat`, and a `statfs` at the file system's first use).
+pub(super) fn group(dir: &Path) -> io::Result<Syncs> {
+    Ok(Syncs(group_of(dir)?))
+}
+
+/// The shared syncs of one file system, or none (see [`group`]).
+#[derive(Clone)]
+pub(super) struct Syncs(Option<Arc<Group>>);
+
+/// [`sync`] for a task: waits for the shared sync without holding a thread. A sync this
+/// call leads (or `own`, when nobody else waits) runs on a blocking thread, and finishes
+/// even if the caller stops waiting for it.
+pub(super) async fn wait(
+    syncs: &Syncs,
+    own: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> io::Result<()> {
+    match &syncs.0 {
+        Some(group) => group.clone().wait(own).await,
+        None => on_thread(own).await,
+    }
+}
+
+/// Runs `f` on a blocking thread.
+async fn on_thread(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+}
+
 /// The group of the file system holding `dir`, made at its first use; `None` where its
 /// syncs are not shared (see the module's documentation).
 #[cfg(target_os = "linux")]
@@ -90,7 +120,10 @@ type FsSync = Box<dyn Fn() -> io::Result<()> + Send + Sync>;
 struct Group {
     fs_sync: FsSync,
     state: Mutex<State>,
+    /// Wakes the threads waiting in [`Group::sync`].
     done: Condvar,
+    /// The number of the last sync finished, for the tasks waiting in [`Group::wait`].
+    finished: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -118,6 +151,7 @@ impl Group {
             fs_sync,
             state: Mutex::new(State::default()),
             done: Condvar::new(),
+            finished: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -133,29 +167,82 @@ impl Group {
         st.waiting += 1;
         loop {
             if st.finished >= need {
-                return match &st.failed {
-                    Some((n, kind, e)) if *n >= need => Err(io::Error::new(*kind, e.clone())),
-                    _ => Ok(()),
-                };
+                return outcome(&st, need);
             }
             if !st.running() {
-                // no sync runs and none after `need - 1` has: this caller leads sync `need`
-                let alone = st.waiting == 1;
-                st.waiting = 0;
-                st.started = need;
+                let alone = self.lead(&mut st, need);
                 drop(st);
                 let result = if alone { own() } else { (self.fs_sync)() };
-                let mut st = self.lock();
-                st.finished = need;
-                if let Err(e) = &result {
-                    st.failed = Some((need, e.kind(), e.to_string()));
-                }
-                drop(st);
-                self.done.notify_all();
+                self.finish(need, &result);
                 return result;
             }
             st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// [`Group::sync`] for a task: a sync it leads runs on a blocking thread and is finished
+    /// there, so a caller that stops waiting stalls nobody.
+    async fn wait(
+        self: Arc<Self>,
+        own: impl FnOnce() -> io::Result<()> + Send + 'static,
+    ) -> io::Result<()> {
+        // subscribed before the state is read: a sync finishing after it wakes this task
+        let mut finished = self.finished.subscribe();
+        let need = {
+            let mut st = self.lock();
+            st.waiting += 1;
+            st.started + 1
+        };
+        loop {
+            // `Some(alone)`: this task leads sync `need`
+            let leads = {
+                let mut st = self.lock();
+                if st.finished >= need {
+                    return outcome(&st, need);
+                }
+                (!st.running()).then(|| self.lead(&mut st, need))
+            };
+            if let Some(alone) = leads {
+                let group = self.clone();
+                return on_thread(move || {
+                    let result = if alone { own() } else { (group.fs_sync)() };
+                    group.finish(need, &result);
+                    result
+                })
+                .await;
+            }
+            // the sender lives as long as the group this task holds
+            let _ = finished.changed().await;
+        }
+    }
+
+    /// Makes the caller the leader of sync `need` (none runs, and none after `need - 1`
+    /// has); returns whether it is alone, so that its own sync is enough.
+    fn lead(&self, st: &mut State, need: u64) -> bool {
+        let alone = st.waiting == 1;
+        st.waiting = 0;
+        st.started = need;
+        alone
+    }
+
+    /// Records the outcome of sync `need` and wakes everyone waiting.
+    fn finish(&self, need: u64, result: &io::Result<()>) {
+        let mut st = self.lock();
+        st.finished = need;
+        if let Err(e) = result {
+            st.failed = Some((need, e.kind(), e.to_string()));
+        }
+        drop(st);
+        self.done.notify_all();
+        self.finished.send_replace(need);
+    }
+}
+
+/// The outcome of sync `need` for a caller that waited for it: its failure or a later one's.
+fn outcome(st: &State, need: u64) -> io::Result<()> {
+    match &st.failed {
+        Some((n, kind, e)) if *n >= need => Err(io::Error::new(*kind, e.clone())),
+        _ => Ok(()),
     }
 }
 
@@ -254,6 +341,47 @@ mod tests {
         // the lone put synced its own, the seven shared the file system's
         assert_eq!(fs_syncs.load(Ordering::SeqCst), 1);
         assert_eq!(own.load(Ordering::SeqCst), 0);
+    }
+
+    /// Tasks share syncs as threads do, and with them: a thread's lone put holds the group,
+    /// seven tasks and one thread asking meanwhile share the next file system sync; none
+    /// returns before its sync, its failure fails them all, and a task asking alone
+    /// afterwards syncs its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_waiting_together_share_one_sync() {
+        let (group, fs_syncs, gate, word) = gated();
+        let own = Arc::new(AtomicUsize::new(0));
+        let task = |own: &Arc<AtomicUsize>| {
+            let o = own.clone();
+            tokio::spawn(group.clone().wait(move || {
+                o.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }))
+        };
+        let lone = lone_put(&group, &gate);
+        let seven: Vec<_> = (0..7).map(|_| task(&own)).collect();
+        let thread = puts(&group, 1, &own);
+        until(&group, |st| st.waiting == 8);
+        word.send(true).unwrap();
+        lone.join().unwrap().unwrap();
+        until(&group, |st| st.running() && st.started == 2);
+        assert!(
+            seven.iter().all(|t| !t.is_finished()),
+            "none is durable before its sync"
+        );
+        word.send(false).unwrap();
+        for t in seven {
+            let e = t.await.unwrap().unwrap_err();
+            assert_eq!(e.to_string(), "the disk failed");
+        }
+        for t in thread {
+            let e = t.join().unwrap().unwrap_err();
+            assert_eq!(e.to_string(), "the disk failed");
+        }
+        assert_eq!(fs_syncs.load(Ordering::SeqCst), 1);
+        assert_eq!(own.load(Ordering::SeqCst), 0);
+        task(&own).await.unwrap().unwrap();
+        assert_eq!(own.load(Ordering::SeqCst), 1, "alone, it synced its own");
     }
 
     /// A failed sync fails every put that waited for it; a put asking after it is told the

@@ -121,9 +121,9 @@ impl LocalStore {
 
     /// Writes `src` to a temporary name beside the target, syncs it, renames it into place
     /// and syncs the directory: the final name never holds a partial file, and the put is
-    /// confirmed only once the bytes and the name are on disk. The file system work is two
-    /// blocking tasks (two thread hand-offs a put, not one a system call): the write, then the
-    /// syncs and the rename, waited for without the loop item's slot.
+    /// confirmed only once the bytes and the name are on disk. The write and the rename are
+    /// a blocking task each; the syncs are waited for without a thread, and without the loop
+    /// item's slot.
     pub(super) async fn put(
         &self,
         location: &str,
@@ -162,7 +162,7 @@ impl LocalStore {
         let tmp_name = sweep::tmp_name(base);
         let create_dirs = self.create_dirs;
         let t = target.clone();
-        let (to, tmp, parent, n) = blocking(&target.clone(), "write", move || {
+        let (to, tmp, parent, n, syncs) = blocking(&target.clone(), "write", move || {
             // the location's directory, and a subdirectory for a name with `/`: made when
             // the temporary file cannot be created for want of them
             let parent = t.parent().unwrap_or(&dir).to_path_buf();
@@ -178,8 +178,13 @@ impl LocalStore {
                 other => other,
             }
             .map_err(|e| super::io_error("write", &tmp, e))?;
-            match src.copy_to(&mut to, &tmp) {
-                Ok(n) => Ok((to, tmp, parent, n)),
+            let written = src.copy_to(&mut to, &tmp).and_then(|n| {
+                let syncs =
+                    durable::group(&parent).map_err(|e| super::io_error("sync", &parent, e))?;
+                Ok((n, syncs))
+            });
+            match written {
+                Ok((n, syncs)) => Ok((to, tmp, parent, n, syncs)),
                 Err(e) => {
                     drop(to);
                     let _ = std::fs::remove_file(&tmp);
@@ -188,26 +193,40 @@ impl LocalStore {
             }
         })
         .await?;
-        // the syncs wait for the disk, and a loop item waits for them without its slot: the
-        // puts of more items then share each sync (see [`crate::slot`])
-        crate::slot::idle(blocking(&target.clone(), "sync", move || {
-            let result = (|| {
-                // by its own sync, or one of the file system shared with puts waiting at once
-                durable::sync(&parent, || to.sync_all())
-                    .map_err(|e| super::io_error("sync", &tmp, e))?;
-                drop(to);
-                std::fs::rename(&tmp, &target)
-                    .map_err(|e| super::io_error("rename into place", &target, e))?;
-                // the new name is an entry of the directory: on disk once the directory is
-                durable::sync(&parent, || sync_dir(&parent))
-                    .map_err(|e| super::io_error("sync", &parent, e))?;
-                Ok(n)
-            })();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
+        // The syncs wait for the disk, by one sync of the file system shared with the puts
+        // waiting at once (or the put's own, when alone), and without a thread; a loop item
+        // waits for them without its slot, so each sync covers the puts of more items (see
+        // [`crate::slot`]).
+        crate::slot::idle(async {
+            let placed = async {
+                let t = tmp.clone();
+                durable::wait(&syncs, move || to.sync_all())
+                    .await
+                    .map_err(|e| super::io_error("sync", &t, e))?;
+                let (t, to) = (tmp.clone(), target.clone());
+                blocking(&target, "rename into place", move || {
+                    std::fs::rename(&t, &to)
+                        .map_err(|e| super::io_error("rename into place", &to, e))
+                })
+                .await
             }
-            result
-        }))
+            .await;
+            if let Err(e) = placed {
+                let t = tmp.clone();
+                let _ = blocking(&tmp, "remove", move || {
+                    let _ = std::fs::remove_file(&t);
+                    Ok(())
+                })
+                .await;
+                return Err(e);
+            }
+            // the new name is an entry of the directory: on disk once the directory is
+            let p = parent.clone();
+            durable::wait(&syncs, move || sync_dir(&p))
+                .await
+                .map_err(|e| super::io_error("sync", &parent, e))?;
+            Ok(n)
+        })
         .await
     }
 
