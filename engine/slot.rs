@@ -15,9 +15,10 @@
 //! item in all, so its items stay strictly one after the other.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// A list loop with `concurrency: N` (N > 1) holds at most this many times N items at once
 /// ([`held`]): N at work, the others waiting for their confirmations.
@@ -43,13 +44,23 @@ tokio::task_local! {
 /// The slots of one loop.
 #[derive(Debug)]
 pub struct Slots {
+    shared: Arc<Shared>,
+}
+
+/// What a loop's slots and its items' slots share.
+#[derive(Debug)]
+struct Shared {
     free: Arc<Semaphore>,
+    /// Items back from a wait, waiting for a slot: they go before any new item.
+    returning: AtomicUsize,
+    /// Told when no item is returning any more.
+    calm: Notify,
 }
 
 /// The slot of one item, held while it works.
 #[derive(Debug)]
 struct Slot {
-    free: Arc<Semaphore>,
+    shared: Arc<Shared>,
     held: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
@@ -63,22 +74,43 @@ impl Slots {
     /// `n` slots (at least one).
     pub fn new(n: usize) -> Slots {
         Slots {
-            free: Arc::new(Semaphore::new(n.max(1))),
+            shared: Arc::new(Shared {
+                free: Arc::new(Semaphore::new(n.max(1))),
+                returning: AtomicUsize::new(0),
+                calm: Notify::new(),
+            }),
         }
     }
 
-    /// Resolves with a free slot, for the next item to start in.
+    /// Resolves with a free slot, for the next item to start in, once no item back from a
+    /// wait needs one: an item under way finishes before a new one starts (a loop of large
+    /// files does not pile up fetched files while its puts wait for their slots).
     pub async fn free(&self) -> Slotted {
-        // the semaphore is never closed: an error cannot happen, and would start the item
-        // without a slot rather than lose it
-        Slotted(self.free.clone().acquire_owned().await.ok())
+        let shared = &self.shared;
+        loop {
+            let calm = shared.calm.notified();
+            tokio::pin!(calm);
+            // told of a calm that comes after this point, even before it is awaited
+            calm.as_mut().enable();
+            if shared.returning.load(Ordering::SeqCst) == 0 {
+                // the semaphore is never closed: an error cannot happen, and would start the
+                // item without a slot rather than lose it
+                let permit = shared.free.clone().acquire_owned().await.ok();
+                if shared.returning.load(Ordering::SeqCst) == 0 {
+                    return Slotted(permit);
+                }
+                // an item came back meanwhile: the slot is its (the first waiting for one)
+                drop(permit);
+            }
+            calm.await;
+        }
     }
 
     /// Runs `item` in the slot `slot` (from [`Slots::free`]): the slot is released while the
     /// item waits in [`idle`], and when the item ends.
     pub async fn run<F: Future>(&self, slot: Slotted, item: F) -> F::Output {
         let slot = Arc::new(Slot {
-            free: self.free.clone(),
+            shared: self.shared.clone(),
             held: Mutex::new(slot.0),
         });
         SLOT.scope(slot, item).await
@@ -90,23 +122,44 @@ impl Slots {
 pub struct Slotted(Option<OwnedSemaphorePermit>);
 
 /// Waits for `wait` without holding the current loop item's slot (if the caller runs in
-/// one), and takes a slot again before returning: the item's next step starts in a slot.
+/// one), and takes a slot again before returning, ahead of any new item: the item's next
+/// step starts in a slot.
 pub async fn idle<F: Future>(wait: F) -> F::Output {
     let Ok(slot) = SLOT.try_with(Arc::clone) else {
         return wait.await;
     };
     slot.hold(None);
     let out = wait.await;
-    let permit = slot.free.clone().acquire_owned().await.ok();
+    let permit = {
+        let _back = Returning::new(&slot.shared);
+        slot.shared.free.clone().acquire_owned().await.ok()
+    };
     slot.hold(permit);
     out
+}
+
+/// Counts an item back from its wait among those returning, until it has a slot (or stops
+/// waiting for one).
+struct Returning<'a>(&'a Shared);
+
+impl<'a> Returning<'a> {
+    fn new(shared: &'a Shared) -> Returning<'a> {
+        shared.returning.fetch_add(1, Ordering::SeqCst);
+        Returning(shared)
+    }
+}
+
+impl Drop for Returning<'_> {
+    fn drop(&mut self) {
+        if self.0.returning.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.calm.notify_waiters();
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::sync::Notify;
 
     /// Four items in two slots: each works, waits in `idle` for a word, works again. The two
     /// that wait leave their slots to the other two, and no more than two ever work at once.
@@ -160,7 +213,86 @@ mod tests {
             item.await.unwrap();
         }
         assert!(most.load(Ordering::SeqCst) <= 2, "at most two at work");
-        assert_eq!(slots.free.available_permits(), 2, "every slot given back");
+        assert_eq!(
+            slots.shared.free.available_permits(),
+            2,
+            "every slot given back"
+        );
+    }
+
+    /// One slot: A works, waits; B starts in A's slot. While B works a new item asks for a
+    /// slot, then A comes back: when B ends, A goes on first, though it asked last, and the
+    /// new item starts only once A is done.
+    #[tokio::test]
+    async fn an_item_back_from_its_wait_goes_before_a_new_one() {
+        let slots = Arc::new(Slots::new(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let note = |what: &'static str| {
+            let order = order.clone();
+            move || order.lock().unwrap().push(what)
+        };
+        let (a_word, b_word) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let slot = slots.free().await;
+        let a = {
+            let (slots, word, back, done) = (
+                slots.clone(),
+                a_word.clone(),
+                note("a back"),
+                note("a done"),
+            );
+            tokio::spawn(async move {
+                slots
+                    .run(slot, async move {
+                        idle(word.notified()).await;
+                        back();
+                        tokio::task::yield_now().await;
+                        done();
+                    })
+                    .await
+            })
+        };
+        // A waits without its slot: B starts in it
+        let slot = slots.free().await;
+        let b = {
+            let (slots, word, done) = (slots.clone(), b_word.clone(), note("b done"));
+            tokio::spawn(async move {
+                slots
+                    .run(slot, async move {
+                        word.notified().await;
+                        done();
+                    })
+                    .await
+            })
+        };
+        // a new item asks for a slot while B works; then A comes back, after it
+        let c = {
+            let (slots, started) = (slots.clone(), note("c starts"));
+            tokio::spawn(async move {
+                let _slot = slots.free().await;
+                started();
+            })
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        a_word.notify_one();
+        while slots.shared.returning.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        b_word.notify_one();
+        for t in [a, b, c] {
+            tokio::time::timeout(std::time::Duration::from_secs(10), t)
+                .await
+                .expect("every item ends")
+                .unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["b done", "a back", "a done", "c starts"]
+        );
     }
 
     #[test]
