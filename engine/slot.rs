@@ -11,8 +11,11 @@
 //! loop holds in all, working or waiting, is bounded ([`held`]).
 //!
 //! A slot is held by the item's task (a task-local): the waits of the item's steps, and of
-//! the child flows it calls, release it ([`idle`]). A loop of `concurrency: 1` holds one
-//! item in all, so its items stay strictly one after the other.
+//! the child flows it calls, release it ([`idle`]). A concurrent record loop inside an item
+//! runs its records [`apart`] from the slot (several records waiting at once must not give
+//! up and take back one slot among them); only the wait that gave a slot up takes one
+//! again. A loop of `concurrency: 1` holds one item in all, so its items stay strictly one
+//! after the other.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,7 +41,8 @@ pub fn held(n: usize) -> usize {
 }
 
 tokio::task_local! {
-    static SLOT: Arc<Slot>;
+    /// The slot of the loop item this task runs, if any.
+    static SLOT: Option<Arc<Slot>>;
 }
 
 /// The slots of one loop.
@@ -67,6 +71,10 @@ struct Slot {
 impl Slot {
     fn hold(&self, permit: Option<OwnedSemaphorePermit>) {
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = permit;
+    }
+
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -113,8 +121,14 @@ impl Slots {
             shared: self.shared.clone(),
             held: Mutex::new(slot.0),
         });
-        SLOT.scope(slot, item).await
+        SLOT.scope(Some(slot), item).await
     }
+}
+
+/// Runs `work`, one of several futures of one task that run at once (a concurrent record
+/// loop's records), outside the slot of the loop item around it: their waits keep that slot.
+pub async fn apart<F: Future>(work: F) -> F::Output {
+    SLOT.scope(None, work).await
 }
 
 /// A slot taken for an item that has not started yet.
@@ -125,10 +139,14 @@ pub struct Slotted(Option<OwnedSemaphorePermit>);
 /// one), and takes a slot again before returning, ahead of any new item: the item's next
 /// step starts in a slot.
 pub async fn idle<F: Future>(wait: F) -> F::Output {
-    let Ok(slot) = SLOT.try_with(Arc::clone) else {
+    let Some(slot) = SLOT.try_with(Clone::clone).ok().flatten() else {
         return wait.await;
     };
-    slot.hold(None);
+    let Some(permit) = slot.take() else {
+        // not held (another wait of the same item gave it up): that wait takes it again
+        return wait.await;
+    };
+    drop(permit);
     let out = wait.await;
     let permit = {
         let _back = Returning::new(&slot.shared);
@@ -293,6 +311,39 @@ mod tests {
             *order.lock().unwrap(),
             ["b done", "a back", "a done", "c starts"]
         );
+    }
+
+    /// Two waits at once in one item (a record loop's records run in its task): the first
+    /// to wait gives the slot up and takes it back; the second, ending first, does not take
+    /// one, so the first never waits for a slot its own item holds.
+    #[tokio::test]
+    async fn two_waits_of_one_item_never_wait_for_each_other() {
+        let slots = Slots::new(1);
+        let slot = slots.free().await;
+        let (first, second) = (Notify::new(), Notify::new());
+        let item = slots.run(slot, async {
+            tokio::join!(
+                idle(first.notified()),
+                async {
+                    tokio::task::yield_now().await;
+                    idle(second.notified()).await;
+                },
+                async {
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                    second.notify_one();
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                    first.notify_one();
+                },
+            );
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), item)
+            .await
+            .expect("the item ends");
+        assert_eq!(slots.shared.free.available_permits(), 1);
     }
 
     #[test]

@@ -147,3 +147,67 @@ async fn items_waiting_for_their_confirmation_leave_their_slots_to_the_next() {
         "a put and a rename confirmed per file: {written:?}"
     );
 }
+
+/// The records of a file, 4 at once inside a list loop's item, each put to a local directory:
+/// their syncs' waits share the item's one slot and never wait for it from each other, so
+/// the run ends with every record's file put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_putting_at_once_inside_a_loop_item_all_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("flows")).unwrap();
+    std::fs::create_dir_all(d.join("src/in")).unwrap();
+    std::fs::create_dir_all(d.join("dst/out")).unwrap();
+    std::fs::write(
+        d.join("flows/connections.yaml"),
+        format!(
+            "connections:\n  src: {{ kind: local, root: \"{0}/src\" }}\n  dst: {{ kind: local, root: \"{0}/dst\" }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    for concurrency in [1, 2] {
+        std::fs::write(
+            d.join("flows/rows.yaml"),
+            format!("id: rows\nname: Rows\nversion: '1'\ntrigger: {{ manual: true }}\nsteps:\n  - id: list\n    list: {{ connection: src, location: in }}\n  - id: files\n    for_each:\n      items: steps.list.files\n      as: file\n      concurrency: {concurrency}\n      steps:\n        - id: fetch\n          fetch: {{ connection: src, location: in, name: \"{{{{ file.name }}}}\" }}\n        - id: rows\n          for_each:\n            csv: {{ file: \"{{{{ steps.fetch.path }}}}\", columns: [id] }}\n            as: row\n            concurrency: 4\n            steps:\n              - id: put\n                invoke:\n                  put: {{ connection: dst, location: out, name: \"{{{{ file.name }}}}-{{{{ row.number }}}}\", file: \"{{{{ steps.fetch.path }}}}\" }}\n"),
+        )
+        .unwrap();
+        let body: String = (1..=40).map(|i| format!("{i}\n")).collect();
+        for f in ["a.csv", "b.csv"] {
+            std::fs::write(d.join("src/in").join(f), format!("id\n{body}")).unwrap();
+        }
+        let (project, diags) = load(&Inputs {
+            paths: vec![d.join("flows")],
+            lookups: None,
+            connections: Some(d.join("flows/connections.yaml")),
+        });
+        assert!(diags.is_empty(), "{diags:?}");
+        let engine = Engine::new(
+            Arc::new(project.unwrap()),
+            RunOptions {
+                spool_dir: Some(d.join("spool")),
+                ..RunOptions::default()
+            },
+        );
+        let report = tokio::time::timeout(
+            Duration::from_secs(60),
+            engine.run("rows", Default::default()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("concurrency {concurrency}: the run never ended"))
+        .unwrap();
+        assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+        let mut expected: Vec<String> = ["a.csv", "b.csv"]
+            .iter()
+            .flat_map(|f| (1..=40).map(move |i| format!("{f}-{i}")))
+            .collect();
+        expected.sort();
+        assert_eq!(
+            names(&d.join("dst/out")),
+            expected,
+            "concurrency {concurrency}"
+        );
+        std::fs::remove_dir_all(d.join("dst/out")).unwrap();
+        std::fs::create_dir_all(d.join("dst/out")).unwrap();
+    }
+}

@@ -667,7 +667,14 @@ impl ForEachPlan {
                     record: Some(number),
                     item,
                 };
-                inflight.push(self.start(ex, scope, loop_id, n));
+                let record = self.start(ex, scope, loop_id, n);
+                // records at once share their item's slot: their waits keep it
+                let record: ItemFuture<'_> = if window > 1 {
+                    Box::pin(slot::apart(record))
+                } else {
+                    record
+                };
+                inflight.push(record);
             }
             let Some(f) = inflight.next().await else {
                 break;
