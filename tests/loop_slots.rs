@@ -2,7 +2,9 @@
 //! for the run history to confirm their puts (issue 24, item 4): while the history holds
 //! the first confirmation back, the loop's other files are put, no source is renamed before
 //! its put is confirmed, and once the history answers, one write confirms the puts of more
-//! files than the loop's concurrency. Real directories; a journal the test holds shut.
+//! files than the loop's concurrency. And a record loop whose records put at once inside a
+//! loop item ends: its records never wait for a slot their own item holds. Real
+//! directories; a journal the test holds shut.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
