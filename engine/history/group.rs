@@ -11,9 +11,10 @@
 //! it, or becomes the writer: it takes everything queued (at most [`MAX_GROUP`]) and
 //! commits it in a task of its own, so that a caller that goes away (a client that
 //! disconnects) cuts no group short. Each caller returns once its write is committed:
-//! what it acknowledges is on disk (SQLite in WAL mode syncs its log at each commit of a
-//! group, PostgreSQL at each commit). Under load one commit covers many writes; alone, a
-//! write is committed at once, without waiting for company.
+//! what it acknowledges survives a killed process (SQLite in WAL mode at `synchronous =
+//! NORMAL` writes its log at each commit and syncs it at checkpoints, so a power cut can
+//! lose the last commits; PostgreSQL syncs each commit). Under load one commit covers many
+//! writes; alone, a write is committed at once, without waiting for company.
 
 use std::future::Future;
 use std::pin::Pin;
