@@ -40,6 +40,38 @@ impl Journal for Held {
     }
 }
 
+/// Connections `src` and `dst`, local directories under `d`, with `src/in` and `dst/out`.
+fn directories(d: &Path) {
+    std::fs::create_dir_all(d.join("flows")).unwrap();
+    std::fs::create_dir_all(d.join("src/in")).unwrap();
+    std::fs::create_dir_all(d.join("dst/out")).unwrap();
+    std::fs::write(
+        d.join("flows/connections.yaml"),
+        format!(
+            "connections:\n  src: {{ kind: local, root: \"{0}/src\" }}\n  dst: {{ kind: local, root: \"{0}/dst\" }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// An engine over the flows in `d/flows`, asserting they load without a diagnostic.
+fn engine(d: &Path) -> Engine {
+    let (project, diags) = load(&Inputs {
+        paths: vec![d.join("flows")],
+        lookups: None,
+        connections: Some(d.join("flows/connections.yaml")),
+    });
+    assert!(diags.is_empty(), "{diags:?}");
+    Engine::new(
+        Arc::new(project.unwrap()),
+        RunOptions {
+            spool_dir: Some(d.join("spool")),
+            ..RunOptions::default()
+        },
+    )
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -53,17 +85,7 @@ fn names(dir: &Path) -> Vec<String> {
 async fn items_waiting_for_their_confirmation_leave_their_slots_to_the_next() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    std::fs::create_dir_all(d.join("flows")).unwrap();
-    std::fs::create_dir_all(d.join("src/in")).unwrap();
-    std::fs::create_dir_all(d.join("dst/out")).unwrap();
-    std::fs::write(
-        d.join("flows/connections.yaml"),
-        format!(
-            "connections:\n  src: {{ kind: local, root: \"{0}/src\" }}\n  dst: {{ kind: local, root: \"{0}/dst\" }}\n",
-            d.display()
-        ),
-    )
-    .unwrap();
+    directories(d);
     std::fs::write(
         d.join("flows/moves.yaml"),
         "id: moves\nname: Moves\nversion: '1'\ntrigger: { manual: true }\nsteps:\n  - id: list\n    list: { connection: src, location: in, exclude_prefix: Sent- }\n  - id: files\n    for_each:\n      items: steps.list.files\n      as: file\n      concurrency: 2\n      steps:\n        - id: fetch\n          fetch: { connection: src, location: in, name: \"{{ file.name }}\" }\n        - id: put\n          invoke:\n            put: { connection: dst, location: out, name: \"{{ file.name }}\", file: \"{{ steps.fetch.path }}\" }\n        - id: mark\n          needs: [put]\n          rename: { connection: src, location: in, from: \"{{ file.name }}\", to: \"Sent-{{ file.name }}\" }\n",
@@ -73,19 +95,7 @@ async fn items_waiting_for_their_confirmation_leave_their_slots_to_the_next() {
     for (i, name) in sources.iter().enumerate() {
         std::fs::write(d.join("src/in").join(name), format!("id\n{i}\n")).unwrap();
     }
-    let (project, diags) = load(&Inputs {
-        paths: vec![d.join("flows")],
-        lookups: None,
-        connections: Some(d.join("flows/connections.yaml")),
-    });
-    assert!(diags.is_empty(), "{diags:?}");
-    let engine = Engine::new(
-        Arc::new(project.unwrap()),
-        RunOptions {
-            spool_dir: Some(d.join("spool")),
-            ..RunOptions::default()
-        },
-    );
+    let engine = engine(d);
     let journal = Arc::new(Held {
         open: tokio::sync::Semaphore::new(0),
         confirmed: Mutex::default(),
@@ -157,17 +167,7 @@ async fn items_waiting_for_their_confirmation_leave_their_slots_to_the_next() {
 async fn records_putting_at_once_inside_a_loop_item_all_end() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    std::fs::create_dir_all(d.join("flows")).unwrap();
-    std::fs::create_dir_all(d.join("src/in")).unwrap();
-    std::fs::create_dir_all(d.join("dst/out")).unwrap();
-    std::fs::write(
-        d.join("flows/connections.yaml"),
-        format!(
-            "connections:\n  src: {{ kind: local, root: \"{0}/src\" }}\n  dst: {{ kind: local, root: \"{0}/dst\" }}\n",
-            d.display()
-        ),
-    )
-    .unwrap();
+    directories(d);
     for concurrency in [1, 2] {
         std::fs::write(
             d.join("flows/rows.yaml"),
@@ -178,19 +178,7 @@ async fn records_putting_at_once_inside_a_loop_item_all_end() {
         for f in ["a.csv", "b.csv"] {
             std::fs::write(d.join("src/in").join(f), format!("id\n{body}")).unwrap();
         }
-        let (project, diags) = load(&Inputs {
-            paths: vec![d.join("flows")],
-            lookups: None,
-            connections: Some(d.join("flows/connections.yaml")),
-        });
-        assert!(diags.is_empty(), "{diags:?}");
-        let engine = Engine::new(
-            Arc::new(project.unwrap()),
-            RunOptions {
-                spool_dir: Some(d.join("spool")),
-                ..RunOptions::default()
-            },
-        );
+        let engine = engine(d);
         let report = tokio::time::timeout(
             Duration::from_secs(60),
             engine.run("rows", Default::default()),
