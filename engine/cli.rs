@@ -21,6 +21,9 @@ pub use crate::exit::{EXIT_BUSY, EXIT_INVALID, EXIT_PAUSED, EXIT_RUN_FAILED, EXI
 pub use crate::report::{render_event, render_report};
 
 /// How long the lease of a flow run from the command line lasts unrenewed.
+/// The most worker threads `--workers` takes.
+pub const MAX_WORKERS: u16 = 256;
+
 const CLI_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// ferry: a declarative integration engine.
@@ -39,6 +42,17 @@ pub struct Cli {
         value_name = "URL"
     )]
     pub otlp_endpoint: Option<String>,
+    /// Threads that run flows and answer requests (default: one per CPU the process may use;
+    /// 1 to 256). On a machine whose CPUs the peers share (a stand-in, a database), fewer
+    /// threads wake each other less: see docs/performance.md, "Worker threads".
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_WORKERS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS as i64)
+    )]
+    pub workers: Option<u16>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

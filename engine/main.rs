@@ -21,12 +21,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const THREAD_STACK: usize = 8 * 1024 * 1024;
 
 fn main() -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(THREAD_STACK)
-        .build()
-    {
-        Ok(rt) => rt.block_on(run()),
+    // parsed before the runtime starts: `--workers` sizes it
+    let cli = ferry::cli::Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_stack_size(THREAD_STACK);
+    if let Some(n) = cli.workers {
+        runtime.worker_threads(usize::from(n));
+    }
+    match runtime.build() {
+        Ok(rt) => rt.block_on(run(cli)),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             ExitCode::from(ferry::cli::EXIT_USAGE)
@@ -34,8 +37,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run() -> ExitCode {
-    let cli = ferry::cli::Cli::parse();
+async fn run(cli: ferry::cli::Cli) -> ExitCode {
     // a server logs what it does; a command line tool only what went wrong
     let default = match cli.command {
         ferry::cli::Command::Serve { .. } => "info",

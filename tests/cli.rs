@@ -149,6 +149,48 @@ fn dry_run_changes_nothing_then_a_real_run_moves_the_file() {
 }
 
 #[test]
+fn a_run_on_one_worker_thread_moves_the_file_and_zero_threads_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let src = dir
+        .path()
+        .join("data/dacs-os/dacsnamespace/DACS_EnrollFolder");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("ENROLL_SYNC_1.csv"), "a,b\n1,2\n").unwrap();
+
+    // from the environment, as the packaged service sets it
+    let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", "OUTL-BA-DACS_OUAI_OS_ENROLL"])
+        .env("FERRY_WORKERS", "0")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .starts_with("error: invalid value '0' for '--workers <N>': 0 is not in 1..=256\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(src.join("ENROLL_SYNC_1.csv").exists(), "nothing ran");
+
+    let o = ferry(
+        dir.path(),
+        &["--workers", "1", "run", "OUTL-BA-DACS_OUAI_OS_ENROLL"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        std::fs::read(
+            dir.path()
+                .join("data/ouai-os/ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv")
+        )
+        .unwrap(),
+        b"a,b\n1,2\n"
+    );
+    assert!(src.join("Sent-ENROLL_SYNC_1.csv").exists());
+}
+
+#[test]
 fn a_failed_run_exits_3_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     project(dir.path());

@@ -19,9 +19,11 @@ use support::{Workspace, dead_port, repo};
 const OP: (&str, &str) = ("op", "op-secret");
 const EVENT_OUTCOME: &str = "OUTL-BA-DRMS_OUAI_EVT_OUTC_TRNFR";
 
-/// The names of the environment variables of `ferry serve`'s options, as clap declares them.
+/// The names of the environment variables of `ferry serve`'s options, as clap declares them
+/// (the global options among them).
 fn serve_env_names() -> Vec<String> {
-    let cli = ferry::cli::Cli::command();
+    let mut cli = ferry::cli::Cli::command();
+    cli.build();
     let serve = cli.find_subcommand("serve").expect("a serve subcommand");
     serve
         .get_arguments()
@@ -73,6 +75,7 @@ async fn serve_runs_from_environment_variables_alone() {
         ("FERRY_LISTEN", format!("127.0.0.1:{port}")),
         ("FERRY_ALLOWED_HOSTS", "ferry.test,other.test:8443".into()),
         ("FERRY_INSTANCE", "from-env".into()),
+        ("FERRY_WORKERS", "3".into()),
         ("FERRY_RETENTION", "30d".into()),
         ("FERRY_GRACE", "5s".into()),
         ("FERRY_LEASE", "20s".into()),
@@ -134,6 +137,8 @@ async fn serve_runs_from_environment_variables_alone() {
     let body: Value = r.json().await.unwrap();
     // FERRY_INSTANCE
     assert_eq!(body["instance"], "from-env", "{body:#}");
+    // FERRY_WORKERS: the runtime's threads
+    assert_eq!(body["workers"], 3, "{body:#}");
     assert_eq!(status("other.test:8443").await.unwrap().status(), 200);
     assert_eq!(status("evil.test").await.unwrap().status(), 421);
     // FERRY_MAX_JSON_KIB=1: a 2 KiB JSON body is refused
@@ -186,6 +191,7 @@ async fn serve_help_and_man_page_name_every_environment_variable() {
         "FERRY_REQUEST_TIMEOUT",
         "FERRY_MAX_JSON_KIB",
         "FERRY_MAX_FILE_KIB",
+        "FERRY_WORKERS",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
     }

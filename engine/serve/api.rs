@@ -272,6 +272,8 @@ async fn status(
         .collect();
     Ok(Json(json!({
         "instance": server.app.settings().instance,
+        // the runtime's threads (`--workers`, FERRY_WORKERS)
+        "workers": tokio::runtime::Handle::current().metrics().num_workers(),
         "generation": loaded.generation,
         "loaded_at": loaded.loaded_at,
         "flows": loaded.engine.project().flows.len(),

@@ -619,6 +619,7 @@ async fn dashboard(
             can_operate,
             now => stamp(now),
             instance => server.app.settings().instance,
+            workers => tokio::runtime::Handle::current().metrics().num_workers(),
             generation => loaded.generation,
             loaded_at => loaded.loaded_at,
             reload_failure => server.app.reload_failure(),
@@ -1501,6 +1502,11 @@ mod tests {
             .failed_run(&file_flow(&f.server), "enrollment", "boom")
             .await;
         let html = f.page("/ui").await;
+        // the runtime's threads (this test's runtime has one)
+        assert!(
+            html.contains("<span data-testid=\"workers\">1 worker thread</span>"),
+            "{html}"
+        );
         // the flow's last run: its outcome, when (a link to it) and how long it took
         let last = part(&html, "<td data-testid=\"last-run\">", "</td>");
         assert!(last.contains(
