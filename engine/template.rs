@@ -34,6 +34,36 @@ pub enum Tpl {
     Render(String),
 }
 
+/// The value of `source` when it is a plain path (`record.fields.Id`, `steps.body`) whose
+/// every part is there in `ctx`: looked up as the template would, without starting one (a
+/// record's templates are mostly such paths). `None` for anything else, and for a part that
+/// is missing, so that the template runs and says what it says of it.
+fn path_value(source: &str, ctx: &JValue) -> Option<JValue> {
+    let mut parts = source.trim().split('.');
+    let first = parts.next()?;
+    // literals, not names
+    if matches!(first, "true" | "false" | "none" | "True" | "False" | "None") {
+        return None;
+    }
+    let mut v = ctx.get_attr(name(first)?).ok()?;
+    for part in parts {
+        if v.is_undefined() || v.is_none() {
+            return None;
+        }
+        v = v.get_attr(name(part)?).ok()?;
+    }
+    (!v.is_undefined()).then_some(v)
+}
+
+/// `part` if it is an identifier (what a path's parts are in a template).
+fn name(part: &str) -> Option<&str> {
+    let mut chars = part.chars();
+    let first = chars.next()?;
+    ((first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    .then_some(part)
+}
+
 /// A flow's template environment.
 ///
 /// Its templates are compiled while the flow compiles, then dropped
@@ -353,6 +383,10 @@ impl Templates {
     /// The value of expression `source` in `ctx`: from its compiled template when it was
     /// registered, else measured and compiled now.
     fn value_of(&self, source: &str, ctx: &JValue) -> Result<JValue, TemplateError> {
+        if let Some(v) = path_value(source, ctx) {
+            depth::check(&v)?;
+            return Ok(v);
+        }
         if let Some(name) = self.exprs.get(source) {
             let captured = self
                 .env()
@@ -1069,6 +1103,71 @@ mod tests {
             ],
         ));
         Templates::new(&[("config".into(), t)], Arc::new(Lookups::default()))
+    }
+
+    #[test]
+    fn a_plain_path_is_looked_up_as_the_template_would() {
+        let t = templates();
+        let ctx = JValue::from_serialize(serde_json::json!({
+            "record": {"fields": {"Id": "SR-1", "n": 3, "empty": null}},
+            "steps": {"body": {"a": [1, {"b": true}]}},
+            "true": "shadowed?",
+        }));
+        // looked up without a template: the same value as the template gives
+        for src in [
+            "record",
+            "record.fields",
+            " record.fields.Id ",
+            "record.fields.n",
+            "steps.body",
+            "steps.body.a",
+        ] {
+            let fast = path_value(src, &ctx).unwrap_or_else(|| panic!("{src} is a path"));
+            let slow = t.env().compile_expression(src).unwrap().eval(&ctx).unwrap();
+            assert_eq!(fast, slow, "{src}");
+            assert_eq!(
+                t.eval(&Tpl::Expr(src.into()), &ctx).unwrap(),
+                serde_json::to_value(&slow).unwrap(),
+                "{src}"
+            );
+        }
+        // not a path, or a part missing: the template decides (and says what is wrong)
+        for src in [
+            "true",
+            "none",
+            "record.fields.missing",
+            "record.fields.empty.x",
+            "nothing",
+            "nothing.x",
+            "record.fields['Id']",
+            "record.fields.0",
+            "record .fields",
+            "config",
+            "",
+        ] {
+            assert!(path_value(src, &ctx).is_none(), "{src}");
+        }
+        assert_eq!(
+            t.eval(&Tpl::Expr("true".into()), &ctx).unwrap(),
+            serde_json::json!(true)
+        );
+        let missing = t
+            .eval(&Tpl::Expr("record.fields.missing".into()), &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("record.fields.missing"), "{missing}");
+        // a path to a value nested too deep is refused as a template's value is
+        let mut deep = serde_json::json!(1);
+        for _ in 0..depth::MAX_VALUE_DEPTH + 1 {
+            deep = serde_json::json!([deep]);
+        }
+        let deep_ctx = JValue::from_serialize(serde_json::json!({ "v": deep }));
+        assert!(path_value("v", &deep_ctx).is_some());
+        let refused = t
+            .eval(&Tpl::Expr("v".into()), &deep_ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("nested more than"), "{refused}");
     }
 
     #[test]
