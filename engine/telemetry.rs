@@ -376,6 +376,10 @@ pub fn annotate_step(
     vars: &std::collections::BTreeMap<String, minijinja::Value>,
 ) {
     const ROOTS: [&str; 5] = ["input", "params", "steps", "run", "error"];
+    // no subscriber records the span (no trace export, a log level above it): nothing to name
+    if span.is_disabled() {
+        return;
+    }
     for (k, v) in vars {
         if ROOTS.contains(&k.as_str()) {
             continue;
