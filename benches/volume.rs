@@ -13,9 +13,12 @@
 //!    flow 2 on its own copy of the files right after this one: a before/after pair;
 //! 2. records: flow 3 (`OUTL-BA-OUAI_DACS_OS_ENROLL_ACK`) with 100,000 records (and
 //!    `FERRY_BENCH_RECORDS`, comma-separated counts, each against a fresh stand-in) against
-//!    `ferry stand-in`: records/s and the peak RSS of `ferry run`, beside `wrk -c16` posting
-//!    sync requests to the same stand-in; and the CPU per record of `ferry run` and of the
-//!    stand-in, and per request of wrk and of the stand-in under wrk (from `/proc`);
+//!    `ferry stand-in`: records/s and the peak RSS of `ferry run`, as it starts and with
+//!    `FERRY_WORKERS=1` (one worker thread), beside `wrk -c16` posting sync requests to the
+//!    same stand-in, and beside a bare `reqwest::Client` (the HTTP client ferry sends with)
+//!    posting them 8 at a time in this process; and the CPU per record of `ferry run` and of
+//!    the stand-in, and per request of wrk, of the reqwest loop and of the stand-in under
+//!    each (from `/proc`);
 //! 3. kills: a flow-3 run of 100,000 records SIGKILLed `FERRY_BENCH_KILLS` times (default
 //!    10), each kill followed by `ferry resubmit` of the killed run, which is itself killed
 //!    (one chain of resubmits): in turn after 0.3–1.5 s of work, right after the stand-in
@@ -462,30 +465,11 @@ fn records_bench(n: usize) {
     let standin_pid = stand_in.child.id();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    project::shipped_project(dir, &stand_in.url);
-    std::fs::create_dir_all(dir.join(ACK_DIR)).unwrap();
-    std::fs::write(dir.join(ACK_DIR).join(ACK_FILE), feedback(n)).unwrap();
-    let standin_before = cpu_secs(standin_pid).unwrap_or(0.0);
-    let t = Instant::now();
-    let child = ferry(dir, &["run", ENROLL_ACK]).spawn().unwrap();
-    let (status, rss, ferry_cpu) = wait_usage(child);
-    let took = t.elapsed();
-    let standin_cpu = cpu_secs(standin_pid).unwrap_or(0.0) - standin_before;
-    assert!(status.success(), "ferry run failed");
-    let per_s = n as f64 / took.as_secs_f64();
-    let db = std::fs::metadata(dir.join("state/ferry.db"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    println!(
-        "ferry run: {took:.2?}, {per_s:.0} records/s, peak RSS {rss:.1} MiB, history {:.1} MB",
-        db as f64 / 1e6
-    );
-    println!(
-        "  CPU per record: ferry {:.1} µs, stand-in {:.1} µs (stand-in RSS after: {:.0} MiB)",
-        us_per(ferry_cpu, n as f64),
-        us_per(standin_cpu, n as f64),
-        rss_mib(standin_pid, "VmRSS:"),
-    );
+    let per_s = ferry_records(&stand_in, dir, n, "SR", None);
+    // the same on one worker thread, with other sync request ids (the stand-in answers 400 to
+    // ids it holds)
+    let one = tempfile::tempdir().unwrap();
+    let per_s_one = ferry_records(&stand_in, one.path(), n, "SR1", Some("1"));
     // wrk, 16 connections, 10 s, posting unique sync requests to the same stand-in
     let script = dir.join("post.lua");
     std::fs::write(
@@ -533,8 +517,9 @@ end
             match rps {
                 Some(rps) => {
                     println!(
-                        "wrk -c16: {rps:.0} requests/s; ferry/wrk {:.2}",
-                        per_s / rps
+                        "wrk -c16: {rps:.0} requests/s; ferry/wrk {:.2} (on one worker thread {:.2})",
+                        per_s / rps,
+                        per_s_one / rps
                     );
                     let total = total.unwrap_or(rps * 10.0);
                     println!(
@@ -548,7 +533,119 @@ end
         }
         Err(e) => println!("wrk unavailable: {e}"),
     }
+    let (rps, own_cpu, standin_cpu) = reqwest_alone(&stand_in.url, standin_pid, 8);
+    println!(
+        "reqwest alone, 8 in flight (the HTTP client ferry sends with, in a loop of its own): \
+         {rps:.0} requests/s; ferry/reqwest {:.2}",
+        per_s / rps
+    );
+    println!("  CPU per request: reqwest loop {own_cpu:.1} µs, stand-in {standin_cpu:.1} µs");
     println!("(load average after: {})", load_average());
+}
+
+/// Flow 3 over `n` records (sync request ids `<prefix>-<i>`) in a fresh project at `dir`
+/// against `stand_in`, with `FERRY_WORKERS` set to `workers` if given; prints its rate, peak
+/// RSS and CPU per record (its own and the stand-in's) and returns the rate.
+fn ferry_records(
+    stand_in: &StandIn,
+    dir: &Path,
+    n: usize,
+    prefix: &str,
+    workers: Option<&str>,
+) -> f64 {
+    let standin_pid = stand_in.child.id();
+    project::shipped_project(dir, &stand_in.url);
+    std::fs::create_dir_all(dir.join(ACK_DIR)).unwrap();
+    std::fs::write(
+        dir.join(ACK_DIR).join(ACK_FILE),
+        feedback(n).replace("\nSR-", &format!("\n{prefix}-")),
+    )
+    .unwrap();
+    let standin_before = cpu_secs(standin_pid).unwrap_or(0.0);
+    let t = Instant::now();
+    let mut command = ferry(dir, &["run", ENROLL_ACK]);
+    if let Some(w) = workers {
+        command.env("FERRY_WORKERS", w);
+    }
+    let (status, rss, ferry_cpu) = wait_usage(command.spawn().unwrap());
+    let took = t.elapsed();
+    let standin_cpu = cpu_secs(standin_pid).unwrap_or(0.0) - standin_before;
+    assert!(status.success(), "ferry run failed");
+    let per_s = n as f64 / took.as_secs_f64();
+    let db = std::fs::metadata(dir.join("state/ferry.db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let label = workers.map_or(String::new(), |w| format!(" (FERRY_WORKERS={w})"));
+    println!(
+        "ferry run{label}: {took:.2?}, {per_s:.0} records/s, peak RSS {rss:.1} MiB, history {:.1} MB",
+        db as f64 / 1e6
+    );
+    println!(
+        "  CPU per record: ferry {:.1} µs, stand-in {:.1} µs (stand-in RSS after: {:.0} MiB)",
+        us_per(ferry_cpu, n as f64),
+        us_per(standin_cpu, n as f64),
+        rss_mib(standin_pid, "VmRSS:"),
+    );
+    per_s
+}
+
+/// `in_flight` tasks posting sync requests with a bare `reqwest::Client` (rustls, as ferry's
+/// HTTP connector builds it) to the stand-in at `url` for 10 s, on a 2-worker runtime in this
+/// process: requests/s, and the CPU per request of this process and of the stand-in. What
+/// ferry's record loop costs beyond the client it is built on.
+fn reqwest_alone(url: &str, standin_pid: u32, in_flight: usize) -> (f64, f64, f64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let target = format!("{url}/rest/apis/cross/syncRequests/update");
+    let own_before = cpu_secs(std::process::id()).unwrap_or(0.0);
+    let standin_before = cpu_secs(standin_pid).unwrap_or(0.0);
+    let start = Instant::now();
+    let sent: usize = runtime.block_on(async {
+        let tasks: Vec<_> = (0..in_flight)
+            .map(|task| {
+                let client = client.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let mut n = 0usize;
+                    while start.elapsed() < Duration::from_secs(10) {
+                        let body = format!(
+                            r#"{{"syncRequestId":"R-{task}-{n}","externalSystem":"OUAI","syncStatus":"ACCEPTED","programEnrollment":{{"programId":"1","enrollmentId":"E","servicePointId":"S","deviceId":"D"}},"message":"ok","processedDateTime":"2023-02-10T02:15:00Z"}}"#
+                        );
+                        let response = client
+                            .post(&target)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        response.bytes().await.unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut sent = 0;
+        for task in tasks {
+            sent += task.await.unwrap();
+        }
+        sent
+    });
+    let took = start.elapsed().as_secs_f64();
+    let own = cpu_secs(std::process::id()).unwrap_or(0.0) - own_before;
+    let standin = cpu_secs(standin_pid).unwrap_or(0.0) - standin_before;
+    (
+        sent as f64 / took,
+        us_per(own, sent as f64),
+        us_per(standin, sent as f64),
+    )
 }
 
 /// How a kill of the chain picks its moment.
