@@ -101,8 +101,8 @@ fn an_invalid_flow_directory_is_never_run() {
     assert!(!dir.path().join("data/outbox").exists(), "nothing ran");
 }
 
-#[test]
-fn dry_run_changes_nothing_then_a_real_run_moves_the_file() {
+/// A project of the shipped flows with one file in flow 2's source folder, and that folder.
+fn one_enrollment_file() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     project(dir.path());
     let src = dir
@@ -110,6 +110,23 @@ fn dry_run_changes_nothing_then_a_real_run_moves_the_file() {
         .join("data/dacs-os/dacsnamespace/DACS_EnrollFolder");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("ENROLL_SYNC_1.csv"), "a,b\n1,2\n").unwrap();
+    (dir, src)
+}
+
+/// [`one_enrollment_file`]'s file is on the target with its bytes, and its source renamed.
+fn assert_moved(dir: &Path, src: &Path) {
+    assert_eq!(
+        std::fs::read(dir.join("data/ouai-os/ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv"))
+            .unwrap(),
+        b"a,b\n1,2\n"
+    );
+    assert!(src.join("Sent-ENROLL_SYNC_1.csv").exists());
+    assert!(!src.join("ENROLL_SYNC_1.csv").exists());
+}
+
+#[test]
+fn dry_run_changes_nothing_then_a_real_run_moves_the_file() {
+    let (dir, src) = one_enrollment_file();
 
     let o = ferry(
         dir.path(),
@@ -136,27 +153,12 @@ fn dry_run_changes_nothing_then_a_real_run_moves_the_file() {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["outcome"], "succeeded");
-    assert_eq!(
-        std::fs::read(
-            dir.path()
-                .join("data/ouai-os/ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv")
-        )
-        .unwrap(),
-        b"a,b\n1,2\n"
-    );
-    assert!(src.join("Sent-ENROLL_SYNC_1.csv").exists());
-    assert!(!src.join("ENROLL_SYNC_1.csv").exists());
+    assert_moved(dir.path(), &src);
 }
 
 #[test]
 fn a_run_on_one_worker_thread_moves_the_file_and_zero_threads_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
-    project(dir.path());
-    let src = dir
-        .path()
-        .join("data/dacs-os/dacsnamespace/DACS_EnrollFolder");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("ENROLL_SYNC_1.csv"), "a,b\n1,2\n").unwrap();
+    let (dir, src) = one_enrollment_file();
 
     // from the environment, as the packaged service sets it
     let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -179,15 +181,7 @@ fn a_run_on_one_worker_thread_moves_the_file_and_zero_threads_is_a_usage_error()
         &["--workers", "1", "run", "OUTL-BA-DACS_OUAI_OS_ENROLL"],
     );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    assert_eq!(
-        std::fs::read(
-            dir.path()
-                .join("data/ouai-os/ouainamespace/OUAIEnrollFolder/ENROLL_SYNC_1.csv")
-        )
-        .unwrap(),
-        b"a,b\n1,2\n"
-    );
-    assert!(src.join("Sent-ENROLL_SYNC_1.csv").exists());
+    assert_moved(dir.path(), &src);
 }
 
 #[test]
