@@ -572,9 +572,12 @@ fn ferry_records(
     let standin_cpu = cpu_secs(standin_pid).unwrap_or(0.0) - standin_before;
     assert!(status.success(), "ferry run failed");
     let per_s = n as f64 / took.as_secs_f64();
-    let db = std::fs::metadata(dir.join("state/ferry.db"))
+    // the database and its write-ahead log (the last commits can still be there alone)
+    let db: u64 = ["state/ferry.db", "state/ferry.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
         .map(|m| m.len())
-        .unwrap_or(0);
+        .sum();
     let label = workers.map_or(String::new(), |w| format!(" (FERRY_WORKERS={w})"));
     println!(
         "ferry run{label}: {took:.2?}, {per_s:.0} records/s, peak RSS {rss:.1} MiB, history {:.1} MB",
