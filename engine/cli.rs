@@ -20,10 +20,10 @@ use crate::run::{Engine, Outcome, RunOptions, trigger_input};
 pub use crate::exit::{EXIT_BUSY, EXIT_INVALID, EXIT_PAUSED, EXIT_RUN_FAILED, EXIT_USAGE};
 pub use crate::report::{render_event, render_report};
 
-/// How long the lease of a flow run from the command line lasts unrenewed.
 /// The most worker threads `--workers` takes.
 pub const MAX_WORKERS: u16 = 256;
 
+/// How long the lease of a flow run from the command line lasts unrenewed.
 const CLI_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// ferry: a declarative integration engine.
