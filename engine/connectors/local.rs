@@ -162,7 +162,7 @@ impl LocalStore {
         let tmp_name = sweep::tmp_name(base);
         let create_dirs = self.create_dirs;
         let t = target.clone();
-        let (to, tmp, parent, n, syncs) = blocking(&target.clone(), "write", move || {
+        let (to, tmp, parent, n, syncs) = blocking(&target, "write", move || {
             // the location's directory, and a subdirectory for a name with `/`: made when
             // the temporary file cannot be created for want of them
             let parent = t.parent().unwrap_or(&dir).to_path_buf();
